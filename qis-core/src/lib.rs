@@ -1,0 +1,62 @@
+//! # qis-core
+//!
+//! The heart of QIS outcome routing: the [`OutcomePacket`] and its 512-byte
+//! wire form, [`Subject`]s and [`SubjectPattern`]s, the semantic
+//! [`Fingerprint`], local [`synthesize`], the [`OutcomeTransport`] trait every
+//! backend implements, and [`MemoryTransport`], a complete in-process backend.
+//!
+//! ```
+//! use std::time::Duration;
+//! use qis_core::{synthesize, MemoryTransport, OutcomePacket, OutcomeTransportExt, DurableConsumer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> qis_core::Result<()> {
+//! let transport = MemoryTransport::new(Default::default());
+//! let a = OutcomePacket {
+//!     agent_id: "hvac-building-a".into(),
+//!     domain: "hvac".into(),
+//!     problem_class: "energy-anomaly".into(),
+//!     conclusion: "Compressor draw 18% above baseline.".into(),
+//!     confidence: 0.87,
+//!     context_vector: vec![0.18, 0.92, 0.03, 0.71],
+//!     timestamp: 1_764_000_000.0,
+//!     source_node: "building-a-floor-3".into(),
+//! };
+//! let receipt = transport.deposit(&a).await?;
+//! assert_eq!(receipt.subject.as_str(), "qis.iot.hvac.energy-anomaly");
+//!
+//! // Building B finds A's earlier packet: the consumer starts with history.
+//! let mut b = a.clone();
+//! b.agent_id = "hvac-building-b".into();
+//! b.confidence = 0.79;
+//! let twins = transport.twins_consumer("building-b", "hvac", "energy-anomaly").await?;
+//! let batch = twins.fetch(50, Duration::from_millis(100)).await?;
+//! twins.ack(&batch).await?;
+//! let s = synthesize(&b, batch.iter().map(|d| d.packet()));
+//! assert_eq!(s.n_agents, 2);
+//! assert!(s.alert);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod fingerprint;
+pub mod memory;
+mod packet;
+pub mod subject;
+mod synthesis;
+pub mod transport;
+
+pub use error::{Error, ErrorKind, Result};
+pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};
+pub use memory::MemoryTransport;
+pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BYTES};
+pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
+pub use synthesis::{synthesize, Synthesis, ALERT_THRESHOLD};
+pub use transport::{
+    deliveries, AckToken, Capabilities, ConsumerConfig, Delivery, DurableConsumer, DynTransport,
+    LiveSubscription, OutcomeTransport, OutcomeTransportExt, Position, Receipt, StartPosition,
+    DEFAULT_ACK_WAIT,
+};
+
+/// Re-exported so backends and users implement the traits with the same macro.
+pub use async_trait::async_trait;
