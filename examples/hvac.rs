@@ -17,14 +17,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use qis::{synthesize, DurableConsumer, OutcomePacket, OutcomeTransportExt};
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[tokio::main]
 async fn main() -> qis::Result<()> {
-    let run = format!("{:x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros());
+    let run = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros()
+    );
     let url = std::env::args().nth(1).unwrap_or_else(|| {
-        format!("sqlite://{}", std::env::temp_dir().join(format!("qis-hvac-{run}.db")).display())
+        format!(
+            "sqlite://{}",
+            std::env::temp_dir()
+                .join(format!("qis-hvac-{run}.db"))
+                .display()
+        )
     });
     let transport = qis::connect(&url).await?;
     println!("transport: {} ({url})", transport.name());
@@ -34,14 +48,20 @@ async fn main() -> qis::Result<()> {
         agent_id: "hvac-building-a".into(),
         domain: "hvac".into(),
         problem_class: "energy-anomaly".into(),
-        conclusion: "Compressor draw 18% above baseline at 14:32. Possible refrigerant loss.".into(),
+        conclusion: "Compressor draw 18% above baseline at 14:32. Possible refrigerant loss."
+            .into(),
         confidence: 0.87,
         context_vector: vec![0.18, 0.92, 0.03, 0.71],
         timestamp: now(),
         source_node: "building-a-floor-3".into(),
     };
     let ra = transport.deposit(&a).await?;
-    println!("[hvac-building-a] deposited to {} ({}, id {})", ra.subject, ra.position, &ra.id.to_hex()[..12]);
+    println!(
+        "[hvac-building-a] deposited to {} ({}, id {})",
+        ra.subject,
+        ra.position,
+        &ra.id.to_hex()[..12]
+    );
 
     // Building B: same problem class, different node, deposited later.
     let b = OutcomePacket {
@@ -54,10 +74,15 @@ async fn main() -> qis::Result<()> {
         ..a.clone()
     };
     let rb = transport.deposit(&b).await?;
-    println!("[hvac-building-b] deposited to {} ({})", rb.subject, rb.position);
+    println!(
+        "[hvac-building-b] deposited to {} ({})",
+        rb.subject, rb.position
+    );
 
     // B queries its twins: a durable consumer that starts with history.
-    let twins = transport.twins_consumer(&format!("hvac-building-b-{run}"), "hvac", "energy-anomaly").await?;
+    let twins = transport
+        .twins_consumer(&format!("hvac-building-b-{run}"), "hvac", "energy-anomaly")
+        .await?;
     let mut received = Vec::new();
     loop {
         let batch = twins.fetch(20, Duration::from_millis(500)).await?;
@@ -67,14 +92,28 @@ async fn main() -> qis::Result<()> {
         twins.ack(&batch).await?;
         received.extend(batch.into_iter().map(|d| d.received.packet));
     }
-    println!("[hvac-building-b] fetched {} packets (its own included) from {}", received.len(), rb.subject);
+    println!(
+        "[hvac-building-b] fetched {} packets (its own included) from {}",
+        received.len(),
+        rb.subject
+    );
 
     let s = synthesize(&b, &received);
     println!("\n── Synthesis ──");
-    println!("  agents:              {} ({} synthesis pairs)", s.n_agents, s.synthesis_pairs);
-    println!("  consensus:           {} at {:.0}%", s.consensus_problem, s.consensus_strength * 100.0);
+    println!(
+        "  agents:              {} ({} synthesis pairs)",
+        s.n_agents, s.synthesis_pairs
+    );
+    println!(
+        "  consensus:           {} at {:.0}%",
+        s.consensus_problem,
+        s.consensus_strength * 100.0
+    );
     println!("  weighted confidence: {:.3}", s.weighted_confidence);
-    println!("  own packet echoed:   ignored ({} duplicate)", s.duplicates_ignored);
+    println!(
+        "  own packet echoed:   ignored ({} duplicate)",
+        s.duplicates_ignored
+    );
     println!("  {}", s.recommendation);
     twins.close().await?;
     transport.close().await?;

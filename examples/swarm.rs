@@ -23,12 +23,42 @@ use qis::{
 
 /// The problems the fleet can run into: (domain, problem class, what a device says, typical context).
 const PROBLEMS: &[(&str, &str, &str, [f64; 4])] = &[
-    ("hvac", "energy-anomaly", "Compressor draw above baseline; possible refrigerant loss.", [0.18, 0.92, 0.03, 0.71]),
-    ("hvac", "refrigerant-loss", "Suction pressure falling over 6 h; charge low.", [0.61, 0.22, 0.40, 0.10]),
-    ("predictive-maintenance", "bearing-wear", "Harmonic at 47 Hz rising; inspect within 72 h.", [0.47, -0.20, 0.95, 0.30]),
-    ("predictive-maintenance", "gear-tooth-fatigue", "Sidebands around mesh frequency; tooth wear likely.", [0.12, 0.55, 0.33, -0.40]),
-    ("power", "voltage-sag", "Three sags below 0.9 pu in an hour on phase B.", [0.05, 0.81, 0.66, 0.20]),
-    ("environmental", "co2-spike", "CO2 above 1,400 ppm for 20 min; ventilation short.", [0.90, 0.10, 0.25, 0.75]),
+    (
+        "hvac",
+        "energy-anomaly",
+        "Compressor draw above baseline; possible refrigerant loss.",
+        [0.18, 0.92, 0.03, 0.71],
+    ),
+    (
+        "hvac",
+        "refrigerant-loss",
+        "Suction pressure falling over 6 h; charge low.",
+        [0.61, 0.22, 0.40, 0.10],
+    ),
+    (
+        "predictive-maintenance",
+        "bearing-wear",
+        "Harmonic at 47 Hz rising; inspect within 72 h.",
+        [0.47, -0.20, 0.95, 0.30],
+    ),
+    (
+        "predictive-maintenance",
+        "gear-tooth-fatigue",
+        "Sidebands around mesh frequency; tooth wear likely.",
+        [0.12, 0.55, 0.33, -0.40],
+    ),
+    (
+        "power",
+        "voltage-sag",
+        "Three sags below 0.9 pu in an hour on phase B.",
+        [0.05, 0.81, 0.66, 0.20],
+    ),
+    (
+        "environmental",
+        "co2-spike",
+        "CO2 above 1,400 ppm for 20 min; ventilation short.",
+        [0.90, 0.10, 0.25, 0.75],
+    ),
 ];
 
 struct Args {
@@ -39,7 +69,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { url: None, agents: 24, rounds: 4, prefix: Subject::default() };
+    let mut a = Args {
+        url: None,
+        agents: 24,
+        rounds: 4,
+        prefix: Subject::default(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -65,13 +100,19 @@ fn parse_args() -> Result<Args, String> {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// One edge device: it observes its own machine, deposits what it concluded,
@@ -93,14 +134,19 @@ impl Agent {
     /// Local processing: raw signal → an outcome packet. The device usually
     /// reaches the right conclusion, sometimes a neighbouring one.
     fn observe(&mut self) -> OutcomePacket {
-        let same_domain: Vec<usize> = (0..PROBLEMS.len()).filter(|&i| PROBLEMS[i].0 == self.domain).collect();
+        let same_domain: Vec<usize> = (0..PROBLEMS.len())
+            .filter(|&i| PROBLEMS[i].0 == self.domain)
+            .collect();
         let pick = if self.rng.next() < 0.75 {
             self.truth
         } else {
             same_domain[(self.rng.next() * same_domain.len() as f64) as usize % same_domain.len()]
         };
         let (domain, problem, conclusion, ctx) = PROBLEMS[pick];
-        let context_vector = ctx.iter().map(|x| ((x + (self.rng.next() - 0.5) * 0.1) * 1000.0).round() / 1000.0).collect();
+        let context_vector = ctx
+            .iter()
+            .map(|x| ((x + (self.rng.next() - 0.5) * 0.1) * 1000.0).round() / 1000.0)
+            .collect();
         OutcomePacket {
             agent_id: self.id.clone(),
             domain: domain.into(),
@@ -128,7 +174,10 @@ impl Agent {
             self.twins.ack(&batch).await?;
             for d in batch {
                 let p = d.received.packet;
-                let newer = self.known.get(&p.agent_id).is_none_or(|old| p.timestamp >= old.timestamp);
+                let newer = self
+                    .known
+                    .get(&p.agent_id)
+                    .is_none_or(|old| p.timestamp >= old.timestamp);
                 if newer {
                     self.known.insert(p.agent_id.clone(), p);
                 }
@@ -138,13 +187,18 @@ impl Agent {
         let mut emitted = false;
         if s.alert {
             // New outcome packet: the loop continues with what the swarm concluded.
-            let (domain, problem) = s.consensus_problem.split_once('.').unwrap_or((self.domain, "unknown"));
+            let (domain, problem) = s
+                .consensus_problem
+                .split_once('.')
+                .unwrap_or((self.domain, "unknown"));
             let packet = OutcomePacket {
                 agent_id: self.id.clone(),
                 domain: domain.into(),
                 problem_class: problem.into(),
                 conclusion: format!("Swarm consensus: {}", s.recommendation),
-                confidence: (s.weighted_confidence * s.confidence_weighted_strength * 100.0).round() / 100.0,
+                confidence: (s.weighted_confidence * s.confidence_weighted_strength * 100.0)
+                    .round()
+                    / 100.0,
                 context_vector: own.context_vector.clone(),
                 timestamp: now(),
                 source_node: self.node.clone(),
@@ -152,7 +206,11 @@ impl Agent {
             t.deposit(&packet).await?;
             emitted = true;
         }
-        let stats = RoundStats { deposited: 1 + emitted as usize, fetched, alert: s.alert };
+        let stats = RoundStats {
+            deposited: 1 + emitted as usize,
+            fetched,
+            alert: s.alert,
+        };
         self.last = Some(s);
         Ok(stats)
     }
@@ -181,7 +239,14 @@ async fn main() {
 }
 
 async fn run(args: Args) -> qis::Result<()> {
-    let run_id = format!("{:x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % 0xffffff);
+    let run_id = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            % 0xffffff
+    );
     let (url, temp_file) = match &args.url {
         Some(u) => (u.clone(), None),
         None => {
@@ -190,22 +255,36 @@ async fn run(args: Args) -> qis::Result<()> {
         }
     };
     let started = Instant::now();
-    let t = qis::TransportConfig::from_url(&url)?.with_prefix(args.prefix.clone()).connect().await?;
+    let t = qis::TransportConfig::from_url(&url)?
+        .with_prefix(args.prefix.clone())
+        .connect()
+        .await?;
     let caps = t.capabilities();
-    println!("QIS swarm: {} agents, {} rounds, on {} ({url})", args.agents, args.rounds, t.name());
+    println!(
+        "QIS swarm: {} agents, {} rounds, on {} ({url})",
+        args.agents,
+        args.rounds,
+        t.name()
+    );
 
     // Each agent opens its durable consumer on its domain before anything is
     // deposited in this run; it starts at the run's start time, so a shared
     // server's older runs don't muddle the story.
     let run_start = SystemTime::now() - Duration::from_millis(5);
-    let start = if caps.start_since { StartPosition::Since(run_start) } else { StartPosition::All };
+    let start = if caps.start_since {
+        StartPosition::Since(run_start)
+    } else {
+        StartPosition::All
+    };
     let mut agents = Vec::with_capacity(args.agents);
     for i in 0..args.agents {
         let truth = i % PROBLEMS.len();
         let domain = PROBLEMS[truth].0;
         let pattern = SubjectPattern::new(format!("{}.{domain}.*", args.prefix))?;
         let name = format!("swarm-{run_id}-agent-{i}");
-        let twins = t.consumer(ConsumerConfig::new(name, pattern)?.start(start)).await?;
+        let twins = t
+            .consumer(ConsumerConfig::new(name, pattern)?.start(start))
+            .await?;
         agents.push(Agent {
             id: format!("{domain}-agent-{i:02}"),
             node: format!("site-{}-node-{}", i % 4, i),
@@ -264,8 +343,15 @@ async fn run(args: Args) -> qis::Result<()> {
         for s in syntheses {
             *votes.entry(s.consensus_problem.as_str()).or_default() += 1;
         }
-        let (problem, n) = votes.iter().max_by_key(|(_, n)| **n).map(|(p, n)| (*p, *n)).unwrap_or(("-", 0));
-        let best = syntheses.iter().filter(|s| s.consensus_problem == problem).max_by(|a, b| a.consensus_strength.total_cmp(&b.consensus_strength));
+        let (problem, n) = votes
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(p, n)| (*p, *n))
+            .unwrap_or(("-", 0));
+        let best = syntheses
+            .iter()
+            .filter(|s| s.consensus_problem == problem)
+            .max_by(|a, b| a.consensus_strength.total_cmp(&b.consensus_strength));
         let alerts = syntheses.iter().filter(|s| s.alert).count();
         println!(
             "  {}.{domain}.*: {n} of {} agents settle on {problem}; {alerts} alerting; strongest view: {}",
@@ -274,10 +360,14 @@ async fn run(args: Args) -> qis::Result<()> {
             best.map(|s| s.recommendation.as_str()).unwrap_or("-")
         );
     }
-    let dups: usize = agents.iter().filter_map(|a| a.last.as_ref()).map(|s| s.duplicates_ignored).sum();
+    let dups: usize = agents
+        .iter()
+        .filter_map(|a| a.last.as_ref())
+        .map(|s| s.duplicates_ignored)
+        .sum();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "\n{} packets deposited, {} twin packets pulled and acked, {dups} duplicates ignored in the last synthesis; {:.2} s in all ({:.0} packets/s through {}).",
+        "\n{} packets deposited, {} twin packets pulled and acked, {dups} echoes of the agents' own packets ignored by the last synthesis; {:.2} s in all ({:.0} packets/s through {}).",
         total.deposited,
         total.fetched,
         secs,

@@ -107,13 +107,21 @@ impl TransportConfig {
         Ok(match self {
             TransportConfig::Memory { prefix } => Arc::new(MemoryTransport::new(prefix)),
             #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => Arc::new(qis_transport_sqlite::SqliteTransport::connect(c).await?),
+            TransportConfig::Sqlite(c) => {
+                Arc::new(qis_transport_sqlite::SqliteTransport::connect(c).await?)
+            }
             #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => Arc::new(qis_transport_nats::NatsTransport::connect(c).await?),
+            TransportConfig::Nats(c) => {
+                Arc::new(qis_transport_nats::NatsTransport::connect(c).await?)
+            }
             #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => Arc::new(qis_transport_redis::RedisTransport::connect(c).await?),
+            TransportConfig::Redis(c) => {
+                Arc::new(qis_transport_redis::RedisTransport::connect(c).await?)
+            }
             #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => Arc::new(qis_transport_kafka::KafkaTransport::connect(c).await?),
+            TransportConfig::Kafka(c) => {
+                Arc::new(qis_transport_kafka::KafkaTransport::connect(c).await?)
+            }
         })
     }
 }

@@ -92,7 +92,9 @@ impl Error {
         Error::new(
             ErrorKind::Unsupported,
             transport,
-            format!("{what} is not supported by the {transport} transport; check capabilities() first"),
+            format!(
+                "{what} is not supported by the {transport} transport; check capabilities() first"
+            ),
         )
     }
 

@@ -43,7 +43,9 @@ impl Fingerprint {
                 "fingerprint resolution must be a positive integer (default 4)",
             ));
         }
-        let mut s = String::with_capacity(16 + domain.len() + problem_class.len() + context_vector.len() * 4);
+        let mut s = String::with_capacity(
+            16 + domain.len() + problem_class.len() + context_vector.len() * 4,
+        );
         s.push_str("qis-fp-v1\n");
         s.push_str(domain);
         s.push('\n');
@@ -52,7 +54,10 @@ impl Fingerprint {
         for (i, &x) in context_vector.iter().enumerate() {
             let b = (x * f64::from(resolution)).floor();
             // i64::MIN is exactly representable; i64::MAX + 1 = 2^63 is the first value out.
-            if !b.is_finite() || b < -9_223_372_036_854_775_808.0 || b >= 9_223_372_036_854_775_808.0 {
+            if !b.is_finite()
+                || b < -9_223_372_036_854_775_808.0
+                || b >= 9_223_372_036_854_775_808.0
+            {
                 return Err(Error::core(
                     ErrorKind::InvalidInput,
                     format!(
@@ -77,7 +82,9 @@ impl Fingerprint {
         resolution: u32,
     ) -> Result<Self> {
         let canonical = Self::canonical(domain, problem_class, context_vector, resolution)?;
-        Ok(Fingerprint(hex::encode(Sha256::digest(canonical.as_bytes()))))
+        Ok(Fingerprint(hex::encode(Sha256::digest(
+            canonical.as_bytes(),
+        ))))
     }
 
     /// The hex text, usable as a subject token.

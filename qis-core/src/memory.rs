@@ -94,7 +94,10 @@ impl MemoryTransport {
             at: SystemTime::now(),
         });
         drop(st);
-        let _ = self.shared.live.send((subject, Bytes::copy_from_slice(body)));
+        let _ = self
+            .shared
+            .live
+            .send((subject, Bytes::copy_from_slice(body)));
         self.shared.notify.notify_waiters();
     }
 
@@ -106,7 +109,11 @@ impl MemoryTransport {
 
     fn store(&self, st: &mut State, p: &EncodedPacket) -> Result<Receipt> {
         if st.closed {
-            return Err(Error::new(ErrorKind::Closed, NAME, "the transport is closed"));
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the transport is closed",
+            ));
         }
         check_under_prefix(NAME, &self.shared.prefix, p.subject())?;
         if let Some(&seq) = st.by_id.get(&p.id()) {
@@ -266,7 +273,10 @@ fn tokio_stream_from(
             match rx.recv().await {
                 Ok(m) => return Some((m, rx)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "live subscriber lagged; packets dropped (at-most-once)");
+                    tracing::warn!(
+                        missed = n,
+                        "live subscriber lagged; packets dropped (at-most-once)"
+                    );
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -291,7 +301,11 @@ impl MemoryConsumer {
         let mut st = self.transport.lock();
         let st = &mut *st;
         let c = st.consumers.get_mut(&self.name).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, NAME, format!("consumer {} is gone", self.name))
+            Error::new(
+                ErrorKind::NotFound,
+                NAME,
+                format!("consumer {} is gone", self.name),
+            )
         })?;
         let now = Instant::now();
         let mut out = Vec::new();
@@ -326,8 +340,7 @@ impl MemoryConsumer {
                 continue;
             }
             match Received::decode(&*s.subject, &s.body) {
-                Ok(mut received) => {
-                    received.id = s.id;
+                Ok(received) => {
                     c.pending.insert(s.seq, (now + c.ack_wait, 1));
                     out.push(Delivery {
                         received,
@@ -387,11 +400,19 @@ impl DurableConsumer for MemoryConsumer {
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let mut st = self.transport.lock();
         let c = st.consumers.get_mut(&self.name).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, NAME, format!("consumer {} is gone", self.name))
+            Error::new(
+                ErrorKind::NotFound,
+                NAME,
+                format!("consumer {} is gone", self.name),
+            )
         })?;
         for d in deliveries {
             let t = d.token.get::<MemoryAck>().ok_or_else(|| {
-                Error::new(ErrorKind::InvalidInput, NAME, "this delivery came from another transport")
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    NAME,
+                    "this delivery came from another transport",
+                )
             })?;
             c.pending.remove(&t.seq);
         }
@@ -400,7 +421,11 @@ impl DurableConsumer for MemoryConsumer {
 
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
         let t = delivery.token.get::<MemoryAck>().ok_or_else(|| {
-            Error::new(ErrorKind::InvalidInput, NAME, "this delivery came from another transport")
+            Error::new(
+                ErrorKind::InvalidInput,
+                NAME,
+                "this delivery came from another transport",
+            )
         })?;
         {
             let mut st = self.transport.lock();

@@ -82,8 +82,7 @@ impl OutcomePacket {
     /// Check every field rule of SPEC §2 (not the size; see [`Self::encode`]).
     pub fn validate(&self) -> Result<()> {
         check_name("agent_id", &self.agent_id)?;
-        check_token("domain", &self.domain)
-            .map_err(|e| invalid(e.message().to_string()))?;
+        check_token("domain", &self.domain).map_err(|e| invalid(e.message().to_string()))?;
         check_token("problem_class", &self.problem_class)
             .map_err(|e| invalid(e.message().to_string()))?;
         if self.conclusion.is_empty() {

@@ -86,7 +86,9 @@ impl ConsumerConfig {
         if !ok {
             return Err(Error::core(
                 ErrorKind::InvalidInput,
-                format!("consumer name {name:?} is not valid: use 1 to 64 of A-Z, a-z, 0-9, '_' or '-'"),
+                format!(
+                    "consumer name {name:?} is not valid: use 1 to 64 of A-Z, a-z, 0-9, '_' or '-'"
+                ),
             ));
         }
         Ok(ConsumerConfig {
@@ -135,7 +137,9 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Sequence(s) => write!(f, "seq {s}"),
-            Position::Offset { partition, offset } => write!(f, "partition {partition} offset {offset}"),
+            Position::Offset { partition, offset } => {
+                write!(f, "partition {partition} offset {offset}")
+            }
             Position::StreamId { ms, seq } => write!(f, "id {ms}-{seq}"),
         }
     }
@@ -302,7 +306,11 @@ pub trait OutcomeTransport: Send + Sync + fmt::Debug {
 pub type DynTransport = Arc<dyn OutcomeTransport>;
 
 /// Check that `subject` lies under the transport's prefix.
-pub fn check_under_prefix(transport: &'static str, prefix: &Subject, subject: &Subject) -> Result<()> {
+pub fn check_under_prefix(
+    transport: &'static str,
+    prefix: &Subject,
+    subject: &Subject,
+) -> Result<()> {
     if subject.as_str().len() > prefix.as_str().len() && prefix.contains(subject.as_str()) {
         Ok(())
     } else {
@@ -316,7 +324,11 @@ pub fn check_under_prefix(transport: &'static str, prefix: &Subject, subject: &S
 
 /// Check that a consumer or subscription pattern can match something under the
 /// transport's prefix.
-pub fn check_pattern_overlaps(transport: &'static str, prefix: &Subject, pattern: &SubjectPattern) -> Result<()> {
+pub fn check_pattern_overlaps(
+    transport: &'static str,
+    prefix: &Subject,
+    pattern: &SubjectPattern,
+) -> Result<()> {
     if pattern.overlaps(prefix) {
         Ok(())
     } else {
@@ -340,7 +352,11 @@ pub trait OutcomeTransportExt: OutcomeTransport {
 
     /// Deposit `packet` on its fingerprinted subject
     /// `{prefix}.{domain}.{problem_class}.{fingerprint}`.
-    async fn deposit_fingerprinted(&self, packet: &OutcomePacket, resolution: u32) -> Result<Receipt> {
+    async fn deposit_fingerprinted(
+        &self,
+        packet: &OutcomePacket,
+        resolution: u32,
+    ) -> Result<Receipt> {
         let subject = packet.fingerprinted_subject(self.prefix(), resolution)?;
         let enc = EncodedPacket::new(packet, subject)?;
         self.deposit_encoded(&enc).await
@@ -365,9 +381,15 @@ pub trait OutcomeTransportExt: OutcomeTransport {
     /// Open a durable consumer `name` on the readable subject of
     /// `domain`/`problem_class`, starting with all retained history: the
     /// seed's twin query, done so that earlier deposits are found.
-    async fn twins_consumer(&self, name: &str, domain: &str, problem_class: &str) -> Result<Arc<dyn DurableConsumer>> {
+    async fn twins_consumer(
+        &self,
+        name: &str,
+        domain: &str,
+        problem_class: &str,
+    ) -> Result<Arc<dyn DurableConsumer>> {
         let subject = Subject::readable(self.prefix(), domain, problem_class)?;
-        self.consumer(ConsumerConfig::new(name, SubjectPattern::from(&subject))?).await
+        self.consumer(ConsumerConfig::new(name, SubjectPattern::from(&subject))?)
+            .await
     }
 }
 

@@ -18,7 +18,11 @@ fn packets() {
     for c in cases {
         let name = c["name"].as_str().unwrap();
         let wire = c["wire"].as_str().unwrap().as_bytes();
-        assert_eq!(wire.len() as u64, c["wire_bytes"].as_u64().unwrap(), "{name}: wire_bytes");
+        assert_eq!(
+            wire.len() as u64,
+            c["wire_bytes"].as_u64().unwrap(),
+            "{name}: wire_bytes"
+        );
         let r = OutcomePacket::decode(wire);
         if c["valid"].as_bool().unwrap() {
             let p = r.unwrap_or_else(|e| panic!("{name}: valid packet rejected: {e}"));
@@ -27,11 +31,20 @@ fn packets() {
             // Compact, exactly the eight keys, and it decodes to the same packet.
             let back: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(back.as_object().unwrap().len(), 8, "{name}");
-            assert_eq!(OutcomePacket::decode(&body).unwrap(), p, "{name}: round trip");
+            assert_eq!(
+                OutcomePacket::decode(&body).unwrap(),
+                p,
+                "{name}: round trip"
+            );
         } else {
-            let e = r.err().unwrap_or_else(|| panic!("{name}: invalid packet accepted"));
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{name}: invalid packet accepted"));
             assert!(
-                matches!(e.kind(), ErrorKind::InvalidPacket | ErrorKind::PacketTooLarge),
+                matches!(
+                    e.kind(),
+                    ErrorKind::InvalidPacket | ErrorKind::PacketTooLarge
+                ),
                 "{name}: kind {:?}",
                 e.kind()
             );
@@ -56,11 +69,17 @@ fn subjects() {
         let pattern = m["pattern"].as_str().unwrap();
         let subject = m["subject"].as_str().unwrap();
         let p = SubjectPattern::new(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
-        assert_eq!(p.matches(subject), m["matches"].as_bool().unwrap(), "{pattern} vs {subject}");
+        assert_eq!(
+            p.matches(subject),
+            m["matches"].as_bool().unwrap(),
+            "{pattern} vs {subject}"
+        );
     }
     for bad in v["invalid_patterns"].as_array().unwrap() {
         let bad = bad.as_str().unwrap();
-        let e = SubjectPattern::new(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+        let e = SubjectPattern::new(bad)
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} accepted"));
         assert_eq!(e.kind(), ErrorKind::InvalidSubject, "{bad:?}");
     }
 }
@@ -72,7 +91,12 @@ fn fingerprints() {
     for c in v["cases"].as_array().unwrap() {
         let domain = c["domain"].as_str().unwrap();
         let problem = c["problem_class"].as_str().unwrap();
-        let cv: Vec<f64> = c["context_vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let cv: Vec<f64> = c["context_vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         let res = c["resolution"].as_u64().unwrap() as u32;
         assert_eq!(
             Fingerprint::canonical(domain, problem, &cv, res).unwrap(),
@@ -90,7 +114,10 @@ fn fingerprints() {
             timestamp: 0.0,
             source_node: "n".into(),
         };
-        assert_eq!(packet.subject(&prefix).unwrap().as_str(), c["subject"].as_str().unwrap());
+        assert_eq!(
+            packet.subject(&prefix).unwrap().as_str(),
+            c["subject"].as_str().unwrap()
+        );
         assert_eq!(
             packet.fingerprinted_subject(&prefix, res).unwrap().as_str(),
             c["fingerprinted_subject"].as_str().unwrap()
@@ -118,13 +145,39 @@ fn synthesis() {
         let x = &c["expected"];
         let check = |s: &qis_core::Synthesis| {
             assert_eq!(s.n_agents as u64, x["n_agents"].as_u64().unwrap(), "{name}");
-            assert_eq!(s.synthesis_pairs, x["synthesis_pairs"].as_u64().unwrap(), "{name}");
-            assert_eq!(s.consensus_problem, x["consensus_problem"].as_str().unwrap(), "{name}");
-            assert!(close3(s.consensus_strength, x["consensus_strength"].as_f64().unwrap()), "{name}: strength {}", s.consensus_strength);
-            assert!(close3(s.weighted_confidence, x["weighted_confidence"].as_f64().unwrap()), "{name}: confidence {}", s.weighted_confidence);
+            assert_eq!(
+                s.synthesis_pairs,
+                x["synthesis_pairs"].as_u64().unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                s.consensus_problem,
+                x["consensus_problem"].as_str().unwrap(),
+                "{name}"
+            );
+            assert!(
+                close3(
+                    s.consensus_strength,
+                    x["consensus_strength"].as_f64().unwrap()
+                ),
+                "{name}: strength {}",
+                s.consensus_strength
+            );
+            assert!(
+                close3(
+                    s.weighted_confidence,
+                    x["weighted_confidence"].as_f64().unwrap()
+                ),
+                "{name}: confidence {}",
+                s.weighted_confidence
+            );
             assert_eq!(s.alert, x["alert"].as_bool().unwrap(), "{name}");
             assert!(s.recommendation.contains(&s.consensus_problem), "{name}");
-            assert!(s.recommendation.starts_with(if s.alert { "ALERT" } else { "Monitoring" }), "{name}");
+            assert!(
+                s.recommendation
+                    .starts_with(if s.alert { "ALERT" } else { "Monitoring" }),
+                "{name}"
+            );
         };
         let s = synthesize(&own, &twins);
         check(&s);

@@ -309,9 +309,7 @@ async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject)
     let t = open(&b, &prefix).await?;
     let packets: Vec<_> = (0..20).map(|i| pkt("device", "hvac", "energy-anomaly", i)).collect();
     t.deposit_batch(&packets).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "roamer", &format!("{prefix}.hvac.>"), StartPosition::All, Duration::from_secs(60)).await;
-    // hvac.> matches the readable subject's problem class token.
-    let c = c?;
+    let c = consumer(&t, "roamer", &format!("{prefix}.hvac.>"), StartPosition::All, Duration::from_secs(60)).await?;
     let first = collect(&c, 10, Duration::from_secs(20), true).await?;
     c.close().await.map_err(e("close consumer"))?;
     t.close().await.map_err(e("close transport"))?;
