@@ -54,10 +54,8 @@ impl Fingerprint {
         for (i, &x) in context_vector.iter().enumerate() {
             let b = (x * f64::from(resolution)).floor();
             // i64::MIN is exactly representable; i64::MAX + 1 = 2^63 is the first value out.
-            if !b.is_finite()
-                || b < -9_223_372_036_854_775_808.0
-                || b >= 9_223_372_036_854_775_808.0
-            {
+            // (NaN and the infinities fall outside the range too.)
+            if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&b) {
                 return Err(Error::core(
                     ErrorKind::InvalidInput,
                     format!(

@@ -28,7 +28,6 @@ const NAME: &str = "memory";
 struct Stored {
     seq: u64,
     subject: Arc<str>,
-    id: PacketId,
     body: Bytes,
     at: SystemTime,
 }
@@ -89,7 +88,6 @@ impl MemoryTransport {
         st.log.push(Stored {
             seq,
             subject: subject.clone(),
-            id: PacketId::of(body),
             body: Bytes::copy_from_slice(body),
             at: SystemTime::now(),
         });
@@ -129,7 +127,6 @@ impl MemoryTransport {
         st.log.push(Stored {
             seq,
             subject: subject.clone(),
-            id: p.id(),
             body: p.body().clone(),
             at: SystemTime::now(),
         });

@@ -181,6 +181,11 @@ impl PacketId {
         PacketId(Sha256::digest(body).into())
     }
 
+    /// A packet id from a stored digest (the transport kept it; no re-hash).
+    pub const fn from_bytes(digest: [u8; 32]) -> Self {
+        PacketId(digest)
+    }
+
     /// The raw digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use qis::{
     deliveries, Capabilities, ConsumerConfig, Delivery, DurableConsumer, DynTransport,
-    EncodedPacket, ErrorKind, OutcomePacket, OutcomeTransportExt, PacketId, StartPosition,
-    Subject, SubjectPattern,
+    EncodedPacket, ErrorKind, OutcomePacket, OutcomeTransportExt, PacketId, StartPosition, Subject,
+    SubjectPattern,
 };
 
 use crate::harness::DynBackend;
@@ -69,18 +69,25 @@ pub fn all() -> Vec<Case> {
         case!(invalid_packets_rejected_before_send),
         case!(garbage_is_skipped_durable),
         case!(garbage_is_skipped_live, |c| need(c.live, "live")),
-        case!(live_subscription_receives_matching, |c| need(c.live, "live")),
+        case!(live_subscription_receives_matching, |c| need(
+            c.live, "live"
+        )),
         case!(fire_and_forget_reaches_live_not_store, |c| {
             need(c.fire_and_forget, "fire_and_forget").or(need(c.live, "live"))
         }),
         case!(delivery_stream_is_continuous),
         case!(close_flushes_acks),
-        case!(shared_consumer_splits_work, |c| need(c.shared_consumers, "shared_consumers")),
+        case!(shared_consumer_splits_work, |c| need(
+            c.shared_consumers,
+            "shared_consumers"
+        )),
     ]
 }
 
 pub fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 fn e(context: &str) -> impl Fn(qis::Error) -> String + '_ {
@@ -198,15 +205,43 @@ async fn deposit_returns_receipt(b: DynBackend, prefix: Subject) -> CaseResult {
         "receipt subject {} is not the readable subject",
         r.subject
     );
-    ensure!(r.id == expected.id(), "receipt id is not the SHA-256 of the body");
+    ensure!(
+        r.id == expected.id(),
+        "receipt id is not the SHA-256 of the body"
+    );
     ensure!(!r.duplicate, "a first deposit was reported as a duplicate");
-    let c = consumer(&t, "reader", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(30)).await?;
+    let c = consumer(
+        &t,
+        "reader",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(30),
+    )
+    .await?;
     let got = collect(&c, 1, Duration::from_secs(10), true).await?;
-    ensure!(got[0].id() == r.id, "fetched a different packet id than deposited");
-    ensure!(got[0].packet() == &p, "fetched packet differs from the deposited one");
-    ensure!(got[0].subject() == r.subject.as_str(), "fetched subject differs");
-    ensure!(got[0].position == r.position, "fetched position {} differs from receipt {}", got[0].position, r.position);
-    ensure!(got[0].delivery_count == 1, "first delivery has count {}", got[0].delivery_count);
+    ensure!(
+        got[0].id() == r.id,
+        "fetched a different packet id than deposited"
+    );
+    ensure!(
+        got[0].packet() == &p,
+        "fetched packet differs from the deposited one"
+    );
+    ensure!(
+        got[0].subject() == r.subject.as_str(),
+        "fetched subject differs"
+    );
+    ensure!(
+        got[0].position == r.position,
+        "fetched position {} differs from receipt {}",
+        got[0].position,
+        r.position
+    );
+    ensure!(
+        got[0].delivery_count == 1,
+        "first delivery has count {}",
+        got[0].delivery_count
+    );
     t.close().await.map_err(e("close"))
 }
 
@@ -215,10 +250,23 @@ async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResult {
     let p = pkt("agent-a", "hvac", "energy-anomaly", 1);
     let first = t.deposit(&p).await.map_err(e("deposit"))?;
     let again = t.deposit(&p).await.map_err(e("re-deposit"))?;
-    ensure!(again.duplicate, "an identical re-deposit was not recognised as a duplicate");
+    ensure!(
+        again.duplicate,
+        "an identical re-deposit was not recognised as a duplicate"
+    );
     ensure!(again.id == first.id, "re-deposit changed the id");
-    let sentinel = t.deposit(&pkt("agent-b", "hvac", "energy-anomaly", 2)).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "reader", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(30)).await?;
+    let sentinel = t
+        .deposit(&pkt("agent-b", "hvac", "energy-anomaly", 2))
+        .await
+        .map_err(e("deposit"))?;
+    let c = consumer(
+        &t,
+        "reader",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(30),
+    )
+    .await?;
     let got = collect(&c, 2, Duration::from_secs(10), true).await?;
     ensure!(
         ids(&got) == vec![first.id, sentinel.id],
@@ -230,31 +278,62 @@ async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResult {
 
 async fn batch_deposit_keeps_order(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..500).map(|i| pkt("batcher", "hvac", "energy-anomaly", i)).collect();
-    let receipts = t.deposit_batch(&packets).await.map_err(e("batch deposit"))?;
-    ensure!(receipts.len() == 500, "batch of 500 gave {} receipts", receipts.len());
+    let packets: Vec<_> = (0..500)
+        .map(|i| pkt("batcher", "hvac", "energy-anomaly", i))
+        .collect();
+    let receipts = t
+        .deposit_batch(&packets)
+        .await
+        .map_err(e("batch deposit"))?;
+    ensure!(
+        receipts.len() == 500,
+        "batch of 500 gave {} receipts",
+        receipts.len()
+    );
     for (p, r) in packets.iter().zip(&receipts) {
         let id = EncodedPacket::readable(p, &prefix).unwrap().id();
         ensure!(r.id == id, "receipts are not in input order");
         ensure!(!r.duplicate, "a fresh packet was reported duplicate");
     }
-    let c = consumer(&t, "reader", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let c = consumer(
+        &t,
+        "reader",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let got = collect(&c, 500, Duration::from_secs(30), true).await?;
     let seqs: Vec<usize> = got.iter().map(seq_of).collect();
-    ensure!(seqs == (0..500).collect::<Vec<_>>(), "batch came back out of order: {:?}…", &seqs[..20.min(seqs.len())]);
+    ensure!(
+        seqs == (0..500).collect::<Vec<_>>(),
+        "batch came back out of order: {:?}…",
+        &seqs[..20.min(seqs.len())]
+    );
     Ok(())
 }
 
-async fn concurrent_depositors_nothing_lost_or_doubled(b: DynBackend, prefix: Subject) -> CaseResult {
+async fn concurrent_depositors_nothing_lost_or_doubled(
+    b: DynBackend,
+    prefix: Subject,
+) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let mut tasks = Vec::new();
     for w in 0..50 {
         let t = t.clone();
         tasks.push(tokio::spawn(async move {
-            let problem = ["energy-anomaly", "refrigerant-loss", "bearing-wear", "voltage-sag", "co2-spike"][w % 5];
+            let problem = [
+                "energy-anomaly",
+                "refrigerant-loss",
+                "bearing-wear",
+                "voltage-sag",
+                "co2-spike",
+            ][w % 5];
             let mut ids = Vec::with_capacity(100);
             for i in 0..100 {
-                let r = t.deposit(&pkt(&format!("agent-{w}"), "fleet", problem, i)).await?;
+                let r = t
+                    .deposit(&pkt(&format!("agent-{w}"), "fleet", problem, i))
+                    .await?;
                 ids.push(r.id);
             }
             Ok::<_, qis::Error>(ids)
@@ -262,18 +341,37 @@ async fn concurrent_depositors_nothing_lost_or_doubled(b: DynBackend, prefix: Su
     }
     let mut expected = HashSet::new();
     for task in tasks {
-        for id in task.await.map_err(|e| format!("depositor task: {e}"))?.map_err(e("concurrent deposit"))? {
+        for id in task
+            .await
+            .map_err(|e| format!("depositor task: {e}"))?
+            .map_err(e("concurrent deposit"))?
+        {
             expected.insert(id);
         }
     }
-    ensure!(expected.len() == 5000, "50 × 100 deposits gave {} distinct ids", expected.len());
-    let c = consumer(&t, "reader", &format!("{prefix}.fleet.*"), StartPosition::All, Duration::from_secs(120)).await?;
+    ensure!(
+        expected.len() == 5000,
+        "50 × 100 deposits gave {} distinct ids",
+        expected.len()
+    );
+    let c = consumer(
+        &t,
+        "reader",
+        &format!("{prefix}.fleet.*"),
+        StartPosition::All,
+        Duration::from_secs(120),
+    )
+    .await?;
     let got = collect(&c, 5000, Duration::from_secs(60), true).await?;
     assert_unique(&got, "concurrent depositors")?;
     let got_ids: HashSet<_> = ids(&got).into_iter().collect();
     ensure!(got_ids == expected, "fetched ids differ from deposited ids");
     let extra = quiet(&c, Duration::from_millis(500)).await?;
-    ensure!(extra.is_empty(), "{} packets arrived beyond the 5000 deposited", extra.len());
+    ensure!(
+        extra.is_empty(),
+        "{} packets arrived beyond the 5000 deposited",
+        extra.len()
+    );
     Ok(())
 }
 
@@ -282,7 +380,18 @@ async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> Case
     // 1,000 packets from one publisher over two subjects: 200 one by one,
     // then 800 in batches of 100.
     let packets: Vec<_> = (0..1000)
-        .map(|i| pkt("publisher", "hvac", if i % 2 == 0 { "energy-anomaly" } else { "refrigerant-loss" }, i))
+        .map(|i| {
+            pkt(
+                "publisher",
+                "hvac",
+                if i % 2 == 0 {
+                    "energy-anomaly"
+                } else {
+                    "refrigerant-loss"
+                },
+                i,
+            )
+        })
         .collect();
     for p in &packets[..200] {
         t.deposit(p).await.map_err(e("deposit"))?;
@@ -290,14 +399,25 @@ async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> Case
     for chunk in packets[200..].chunks(100) {
         t.deposit_batch(chunk).await.map_err(e("batch deposit"))?;
     }
-    let c = consumer(&t, "reader", &format!("{prefix}.hvac.*"), StartPosition::All, Duration::from_secs(120)).await?;
+    let c = consumer(
+        &t,
+        "reader",
+        &format!("{prefix}.hvac.*"),
+        StartPosition::All,
+        Duration::from_secs(120),
+    )
+    .await?;
     let got = collect(&c, 1000, Duration::from_secs(60), true).await?;
     assert_unique(&got, "one publisher")?;
     let mut last: HashMap<String, usize> = HashMap::new();
     for d in &got {
         let s = seq_of(d);
         if let Some(&prev) = last.get(d.subject()) {
-            ensure!(s > prev, "on {} packet {s} arrived after {prev}", d.subject());
+            ensure!(
+                s > prev,
+                "on {} packet {s} arrived after {prev}",
+                d.subject()
+            );
         }
         last.insert(d.subject().to_string(), s);
     }
@@ -307,9 +427,18 @@ async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> Case
 
 async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..20).map(|i| pkt("device", "hvac", "energy-anomaly", i)).collect();
+    let packets: Vec<_> = (0..20)
+        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
+        .collect();
     t.deposit_batch(&packets).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "roamer", &format!("{prefix}.hvac.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let c = consumer(
+        &t,
+        "roamer",
+        &format!("{prefix}.hvac.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let first = collect(&c, 10, Duration::from_secs(20), true).await?;
     c.close().await.map_err(e("close consumer"))?;
     t.close().await.map_err(e("close transport"))?;
@@ -318,7 +447,14 @@ async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject)
 
     // Another "process": a new transport handle, the same consumer name.
     let t2 = open(&b, &prefix).await?;
-    let c2 = consumer(&t2, "roamer", &format!("{prefix}.hvac.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let c2 = consumer(
+        &t2,
+        "roamer",
+        &format!("{prefix}.hvac.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let rest = collect(&c2, 10, Duration::from_secs(20), true).await?;
     let mut seqs: Vec<usize> = first.iter().chain(&rest).map(seq_of).collect();
     let before = seqs.clone();
@@ -328,20 +464,40 @@ async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject)
         "after resume, got {before:?}: acked packets came back or some were skipped"
     );
     let extra = quiet(&c2, Duration::from_millis(500)).await?;
-    ensure!(extra.is_empty(), "{} acked packets were delivered again after resume", extra.len());
+    ensure!(
+        extra.is_empty(),
+        "{} acked packets were delivered again after resume",
+        extra.len()
+    );
     Ok(())
 }
 
 async fn unacked_delivery_comes_back_after_ack_wait(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let r = t.deposit(&pkt("device", "hvac", "energy-anomaly", 1)).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "forgetful", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(1)).await?;
+    let r = t
+        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let c = consumer(
+        &t,
+        "forgetful",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(1),
+    )
+    .await?;
     let first = collect(&c, 1, Duration::from_secs(10), false).await?;
     ensure!(first[0].id() == r.id, "fetched another packet");
     let started = Instant::now();
-    let again = collect(&c, 1, Duration::from_secs(20), false).await.map_err(|m| format!("the unacked packet was not redelivered: {m}"))?;
+    let again = collect(&c, 1, Duration::from_secs(20), false)
+        .await
+        .map_err(|m| format!("the unacked packet was not redelivered: {m}"))?;
     ensure!(again[0].id() == r.id, "redelivered another packet");
-    ensure!(again[0].delivery_count >= 2, "redelivery has delivery_count {}", again[0].delivery_count);
+    ensure!(
+        again[0].delivery_count >= 2,
+        "redelivery has delivery_count {}",
+        again[0].delivery_count
+    );
     ensure!(
         started.elapsed() >= Duration::from_millis(500),
         "redelivered after {:?}, well before the 1 s ack wait",
@@ -355,18 +511,39 @@ async fn unacked_delivery_comes_back_after_ack_wait(b: DynBackend, prefix: Subje
 
 async fn nak_redelivers(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let r = t.deposit(&pkt("device", "hvac", "energy-anomaly", 1)).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "picky", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let r = t
+        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let c = consumer(
+        &t,
+        "picky",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let first = collect(&c, 1, Duration::from_secs(10), false).await?;
     c.nak(&first[0], Duration::ZERO).await.map_err(e("nak"))?;
-    let again = collect(&c, 1, Duration::from_secs(10), true).await.map_err(|m| format!("a nak'd packet was not redelivered well before its 60 s ack wait: {m}"))?;
+    let again = collect(&c, 1, Duration::from_secs(10), true)
+        .await
+        .map_err(|m| {
+            format!("a nak'd packet was not redelivered well before its 60 s ack wait: {m}")
+        })?;
     ensure!(again[0].id() == r.id, "redelivered another packet");
-    ensure!(again[0].delivery_count >= 2, "redelivery has delivery_count {}", again[0].delivery_count);
+    ensure!(
+        again[0].delivery_count >= 2,
+        "redelivery has delivery_count {}",
+        again[0].delivery_count
+    );
     Ok(())
 }
 
+/// (pattern, subject, matches) rows of the subject vectors.
+type VectorTable = Vec<(String, String, bool)>;
+
 /// The vector subjects and patterns, moved under the test prefix.
-fn vector_cases(prefix: &Subject) -> (Vec<Subject>, Vec<String>, Vec<(String, String, bool)>) {
+fn vector_cases(prefix: &Subject) -> (Vec<Subject>, Vec<String>, VectorTable) {
     let root = prefix.tokens().next().unwrap().to_string();
     let text = include_str!("../../qis-core/tests/vectors/subjects.json");
     let v: serde_json::Value = serde_json::from_str(text).expect("subjects.json");
@@ -385,12 +562,19 @@ fn vector_cases(prefix: &Subject) -> (Vec<Subject>, Vec<String>, Vec<(String, St
     for m in v["matches"].as_array().unwrap() {
         let pattern = mv(m["pattern"].as_str().unwrap());
         let subject = mv(m["subject"].as_str().unwrap());
-        table.push((pattern.clone(), subject.clone(), m["matches"].as_bool().unwrap()));
+        table.push((
+            pattern.clone(),
+            subject.clone(),
+            m["matches"].as_bool().unwrap(),
+        ));
         if !patterns.contains(&pattern) {
             patterns.push(pattern);
         }
         let s = Subject::new(subject).unwrap();
-        if s.as_str().len() > prefix.as_str().len() && prefix.contains(s.as_str()) && !subjects.contains(&s) {
+        if s.as_str().len() > prefix.as_str().len()
+            && prefix.contains(s.as_str())
+            && !subjects.contains(&s)
+        {
             subjects.push(s);
         }
     }
@@ -415,10 +599,16 @@ fn check_isolation(
         .filter(|s| p.matches(s.as_str()))
         .map(|s| s.to_string())
         .collect();
-    ensure!(got == &expected, "pattern {pattern}: received subjects {got:?}, expected {expected:?}");
+    ensure!(
+        got == &expected,
+        "pattern {pattern}: received subjects {got:?}, expected {expected:?}"
+    );
     for (tp, ts, m) in table {
         if tp == pattern && subjects.iter().any(|s| s.as_str() == ts) {
-            ensure!(got.contains(ts) == *m, "vector ({tp}, {ts}) expects matches={m}");
+            ensure!(
+                got.contains(ts) == *m,
+                "vector ({tp}, {ts}) expects matches={m}"
+            );
         }
     }
     Ok(())
@@ -433,7 +623,16 @@ async fn wildcard_isolation_durable(b: DynBackend, prefix: Subject) -> CaseResul
     }
     let opened = futures::future::join_all(patterns.iter().enumerate().map(|(i, p)| {
         let t = t.clone();
-        async move { consumer(&t, &format!("iso-{i}"), p, StartPosition::All, Duration::from_secs(60)).await }
+        async move {
+            consumer(
+                &t,
+                &format!("iso-{i}"),
+                p,
+                StartPosition::All,
+                Duration::from_secs(60),
+            )
+            .await
+        }
     }))
     .await;
     for (pattern, c) in patterns.iter().zip(opened) {
@@ -453,7 +652,11 @@ async fn wildcard_isolation_live(b: DynBackend, prefix: Subject) -> CaseResult {
     let (subjects, patterns, table) = vector_cases(&prefix);
     let mut subs = Vec::new();
     for p in &patterns {
-        subs.push(t.subscribe(SubjectPattern::new(p.as_str()).unwrap()).await.map_err(e("subscribe"))?);
+        subs.push(
+            t.subscribe(SubjectPattern::new(p.as_str()).unwrap())
+                .await
+                .map_err(e("subscribe"))?,
+        );
     }
     // A sentinel on a subject every pattern here matches is deposited last;
     // live order per subscription is not promised across subjects, so each
@@ -482,48 +685,110 @@ async fn wildcard_isolation_live(b: DynBackend, prefix: Subject) -> CaseResult {
                 Ok(Some(Err(err))) => return Err(format!("live stream error: {err}")),
                 Ok(None) => return Err(format!("live stream for {pattern} ended")),
                 Err(_) if count >= n => break,
-                Err(_) => return Err(format!("pattern {pattern}: {count} of {n} live packets arrived within 10 s")),
+                Err(_) => {
+                    return Err(format!(
+                        "pattern {pattern}: {count} of {n} live packets arrived within 10 s"
+                    ))
+                }
             }
         }
-        ensure!(count == n, "pattern {pattern}: {count} live packets, expected {n}");
+        ensure!(
+            count == n,
+            "pattern {pattern}: {count} live packets, expected {n}"
+        );
         check_isolation(pattern, &got, &subjects, &table)?;
     }
     Ok(())
 }
 
-async fn start_all_receives_history_start_new_does_not(b: DynBackend, prefix: Subject) -> CaseResult {
+async fn start_all_receives_history_start_new_does_not(
+    b: DynBackend,
+    prefix: Subject,
+) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let history: Vec<_> = (0..3).map(|i| pkt("old", "hvac", "energy-anomaly", i)).collect();
+    let history: Vec<_> = (0..3)
+        .map(|i| pkt("old", "hvac", "energy-anomaly", i))
+        .collect();
     t.deposit_batch(&history).await.map_err(e("deposit"))?;
-    let all = consumer(&t, "historian", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
-    let new = consumer(&t, "newcomer", &format!("{prefix}.>"), StartPosition::New, Duration::from_secs(60)).await?;
+    let all = consumer(
+        &t,
+        "historian",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let new = consumer(
+        &t,
+        "newcomer",
+        &format!("{prefix}.>"),
+        StartPosition::New,
+        Duration::from_secs(60),
+    )
+    .await?;
     let got = collect(&all, 3, Duration::from_secs(10), true).await?;
-    ensure!(got.iter().map(seq_of).collect::<Vec<_>>() == vec![0, 1, 2], "start=all did not receive the history in order");
-    let fresh = t.deposit(&pkt("new", "hvac", "energy-anomaly", 3)).await.map_err(e("deposit"))?;
+    ensure!(
+        got.iter().map(seq_of).collect::<Vec<_>>() == vec![0, 1, 2],
+        "start=all did not receive the history in order"
+    );
+    let fresh = t
+        .deposit(&pkt("new", "hvac", "energy-anomaly", 3))
+        .await
+        .map_err(e("deposit"))?;
     let got_new = collect(&new, 1, Duration::from_secs(10), true).await?;
-    ensure!(got_new[0].id() == fresh.id, "start=new received history (seq {}) instead of the new packet", seq_of(&got_new[0]));
+    ensure!(
+        got_new[0].id() == fresh.id,
+        "start=new received history (seq {}) instead of the new packet",
+        seq_of(&got_new[0])
+    );
     let more = quiet(&new, Duration::from_millis(300)).await?;
-    ensure!(more.is_empty(), "start=new received {} more packets", more.len());
+    ensure!(
+        more.is_empty(),
+        "start=new received {} more packets",
+        more.len()
+    );
     let got_all = collect(&all, 1, Duration::from_secs(10), true).await?;
-    ensure!(got_all[0].id() == fresh.id, "start=all did not receive the new packet");
+    ensure!(
+        got_all[0].id() == fresh.id,
+        "start=all did not receive the new packet"
+    );
     Ok(())
 }
 
 async fn start_since_time(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let old: Vec<_> = (0..3).map(|i| pkt("old", "hvac", "energy-anomaly", i)).collect();
+    let old: Vec<_> = (0..3)
+        .map(|i| pkt("old", "hvac", "energy-anomaly", i))
+        .collect();
     t.deposit_batch(&old).await.map_err(e("deposit"))?;
     // Separate the two groups on the clock (server timestamps may be in ms).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mark = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let newer: Vec<_> = (3..5).map(|i| pkt("new", "hvac", "energy-anomaly", i)).collect();
+    let newer: Vec<_> = (3..5)
+        .map(|i| pkt("new", "hvac", "energy-anomaly", i))
+        .collect();
     t.deposit_batch(&newer).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "since", &format!("{prefix}.>"), StartPosition::Since(mark), Duration::from_secs(60)).await?;
+    let c = consumer(
+        &t,
+        "since",
+        &format!("{prefix}.>"),
+        StartPosition::Since(mark),
+        Duration::from_secs(60),
+    )
+    .await?;
     let got = collect(&c, 2, Duration::from_secs(10), true).await?;
-    ensure!(got.iter().map(seq_of).collect::<Vec<_>>() == vec![3, 4], "start=since gave {:?}", got.iter().map(seq_of).collect::<Vec<_>>());
+    ensure!(
+        got.iter().map(seq_of).collect::<Vec<_>>() == vec![3, 4],
+        "start=since gave {:?}",
+        got.iter().map(seq_of).collect::<Vec<_>>()
+    );
     let more = quiet(&c, Duration::from_millis(300)).await?;
-    ensure!(more.is_empty(), "start=since received {} packets from before the mark", more.len());
+    ensure!(
+        more.is_empty(),
+        "start=since received {} packets from before the mark",
+        more.len()
+    );
     Ok(())
 }
 
@@ -531,29 +796,86 @@ async fn invalid_packets_rejected_before_send(b: DynBackend, prefix: Subject) ->
     let t = open(&b, &prefix).await?;
     let mut bad = pkt("device", "hvac", "energy-anomaly", 1);
     bad.confidence = 1.5;
-    let err = t.deposit(&bad).await.err().ok_or("a confidence of 1.5 was accepted")?;
-    ensure!(err.kind() == ErrorKind::InvalidPacket, "bad confidence gave {err}");
+    let err = t
+        .deposit(&bad)
+        .await
+        .err()
+        .ok_or("a confidence of 1.5 was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidPacket,
+        "bad confidence gave {err}"
+    );
     let mut big = pkt("device", "hvac", "energy-anomaly", 2);
     big.conclusion = "x".repeat(600);
-    let err = t.deposit(&big).await.err().ok_or("a 600-byte conclusion was accepted")?;
-    ensure!(err.kind() == ErrorKind::PacketTooLarge, "oversize gave {err}");
+    let err = t
+        .deposit(&big)
+        .await
+        .err()
+        .ok_or("a 600-byte conclusion was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::PacketTooLarge,
+        "oversize gave {err}"
+    );
     let mut bad_domain = pkt("device", "hvac", "energy-anomaly", 3);
     bad_domain.domain = "hvac.zone1".into();
-    let err = t.deposit(&bad_domain).await.err().ok_or("a dotted domain was accepted")?;
-    ensure!(err.kind() == ErrorKind::InvalidPacket || err.kind() == ErrorKind::InvalidSubject, "dotted domain gave {err}");
-    let outside = EncodedPacket::new(&pkt("device", "hvac", "energy-anomaly", 4), Subject::new("elsewhere.hvac.x").unwrap()).unwrap();
-    let err = t.deposit_encoded(&outside).await.err().ok_or("a subject outside the prefix was accepted")?;
-    ensure!(err.kind() == ErrorKind::InvalidSubject, "outside subject gave {err}");
+    let err = t
+        .deposit(&bad_domain)
+        .await
+        .err()
+        .ok_or("a dotted domain was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidPacket || err.kind() == ErrorKind::InvalidSubject,
+        "dotted domain gave {err}"
+    );
+    let outside = EncodedPacket::new(
+        &pkt("device", "hvac", "energy-anomaly", 4),
+        Subject::new("elsewhere.hvac.x").unwrap(),
+    )
+    .unwrap();
+    let err = t
+        .deposit_encoded(&outside)
+        .await
+        .err()
+        .ok_or("a subject outside the prefix was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidSubject,
+        "outside subject gave {err}"
+    );
     let batch = vec![pkt("device", "hvac", "energy-anomaly", 5), bad.clone()];
-    let err = t.deposit_batch(&batch).await.err().ok_or("a batch with a bad packet was accepted")?;
-    ensure!(err.kind() == ErrorKind::InvalidPacket, "bad batch gave {err}");
+    let err = t
+        .deposit_batch(&batch)
+        .await
+        .err()
+        .ok_or("a batch with a bad packet was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidPacket,
+        "bad batch gave {err}"
+    );
 
-    let sentinel = t.deposit(&pkt("device", "hvac", "energy-anomaly", 6)).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "auditor", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let sentinel = t
+        .deposit(&pkt("device", "hvac", "energy-anomaly", 6))
+        .await
+        .map_err(e("deposit"))?;
+    let c = consumer(
+        &t,
+        "auditor",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let got = collect(&c, 1, Duration::from_secs(10), true).await?;
-    ensure!(got[0].id() == sentinel.id, "something rejected was stored: seq {}", seq_of(&got[0]));
+    ensure!(
+        got[0].id() == sentinel.id,
+        "something rejected was stored: seq {}",
+        seq_of(&got[0])
+    );
     let more = quiet(&c, Duration::from_millis(300)).await?;
-    ensure!(more.is_empty(), "{} rejected packets were stored", more.len());
+    ensure!(
+        more.is_empty(),
+        "{} rejected packets were stored",
+        more.len()
+    );
     Ok(())
 }
 
@@ -573,36 +895,76 @@ fn garbage() -> Vec<Vec<u8>> {
 async fn garbage_is_skipped_durable(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let subject = format!("{prefix}.hvac.energy-anomaly");
-    let c = consumer(&t, "sturdy", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(1)).await?;
-    let a = t.deposit(&pkt("device", "hvac", "energy-anomaly", 1)).await.map_err(e("deposit"))?;
+    let c = consumer(
+        &t,
+        "sturdy",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(1),
+    )
+    .await?;
+    let a = t
+        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
     for g in garbage() {
-        b.inject_raw(&t, &subject, &g).await.map_err(e("inject garbage"))?;
+        b.inject_raw(&t, &subject, &g)
+            .await
+            .map_err(e("inject garbage"))?;
     }
-    let rest: Vec<_> = (2..4).map(|i| pkt("device", "hvac", "energy-anomaly", i)).collect();
+    let rest: Vec<_> = (2..4)
+        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
+        .collect();
     let rs = t.deposit_batch(&rest).await.map_err(e("deposit"))?;
     let got = collect(&c, 3, Duration::from_secs(15), true).await?;
     let want = vec![a.id, rs[0].id, rs[1].id];
-    ensure!(ids(&got) == want, "expected the three valid packets in order around the garbage, got {:?}", ids(&got));
-    ensure!(c.malformed_skipped() >= 4, "malformed_skipped() is {}, expected ≥ 4", c.malformed_skipped());
+    ensure!(
+        ids(&got) == want,
+        "expected the three valid packets in order around the garbage, got {:?}",
+        ids(&got)
+    );
+    ensure!(
+        c.malformed_skipped() >= 4,
+        "malformed_skipped() is {}, expected ≥ 4",
+        c.malformed_skipped()
+    );
     // Garbage is not redelivered: wait past the 1 s ack wait.
     let more = quiet(&c, Duration::from_millis(2500)).await?;
-    ensure!(more.is_empty(), "{} deliveries after the valid ones (garbage or acked packets came back)", more.len());
+    ensure!(
+        more.is_empty(),
+        "{} deliveries after the valid ones (garbage or acked packets came back)",
+        more.len()
+    );
     Ok(())
 }
 
 async fn garbage_is_skipped_live(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let subject = format!("{prefix}.hvac.energy-anomaly");
-    let mut sub = t.subscribe(SubjectPattern::new(format!("{prefix}.>")).unwrap()).await.map_err(e("subscribe"))?;
+    let mut sub = t
+        .subscribe(SubjectPattern::new(format!("{prefix}.>")).unwrap())
+        .await
+        .map_err(e("subscribe"))?;
     for g in garbage() {
-        b.inject_raw(&t, &subject, &g).await.map_err(e("inject garbage"))?;
+        b.inject_raw(&t, &subject, &g)
+            .await
+            .map_err(e("inject garbage"))?;
     }
-    let r = t.deposit(&pkt("device", "hvac", "energy-anomaly", 1)).await.map_err(e("deposit"))?;
+    let r = t
+        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
     match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-        Ok(Some(Ok(got))) => ensure!(got.id == r.id, "live delivered something other than the valid packet: {:?}", got.packet),
+        Ok(Some(Ok(got))) => ensure!(
+            got.id == r.id,
+            "live delivered something other than the valid packet: {:?}",
+            got.packet
+        ),
         Ok(Some(Err(err))) => return Err(format!("live stream failed on garbage: {err}")),
         Ok(None) => return Err("live stream ended on garbage".into()),
-        Err(_) => return Err("the valid packet after the garbage did not arrive live within 10 s".into()),
+        Err(_) => {
+            return Err("the valid packet after the garbage did not arrive live within 10 s".into())
+        }
     }
     Ok(())
 }
@@ -613,53 +975,105 @@ async fn live_subscription_receives_matching(b: DynBackend, prefix: Subject) -> 
         .subscribe(SubjectPattern::new(format!("{prefix}.*.energy-anomaly")).unwrap())
         .await
         .map_err(e("subscribe"))?;
-    let want1 = t.deposit(&pkt("a", "hvac", "energy-anomaly", 1)).await.map_err(e("deposit"))?;
-    let other = t.deposit(&pkt("a", "hvac", "refrigerant-loss", 2)).await.map_err(e("deposit"))?;
-    let want2 = t.deposit(&pkt("a", "power", "energy-anomaly", 3)).await.map_err(e("deposit"))?;
+    let want1 = t
+        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let other = t
+        .deposit(&pkt("a", "hvac", "refrigerant-loss", 2))
+        .await
+        .map_err(e("deposit"))?;
+    let want2 = t
+        .deposit(&pkt("a", "power", "energy-anomaly", 3))
+        .await
+        .map_err(e("deposit"))?;
     let mut got = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < 2 {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, sub.next()).await {
             Ok(Some(Ok(r))) => {
-                ensure!(r.id != other.id, "live subscription received a non-matching subject {}", r.subject);
+                ensure!(
+                    r.id != other.id,
+                    "live subscription received a non-matching subject {}",
+                    r.subject
+                );
                 got.insert(r.id);
             }
             Ok(Some(Err(err))) => return Err(format!("live stream error: {err}")),
             Ok(None) => return Err("live stream ended".into()),
-            Err(_) => return Err(format!("{} of 2 matching packets arrived live within 10 s", got.len())),
+            Err(_) => {
+                return Err(format!(
+                    "{} of 2 matching packets arrived live within 10 s",
+                    got.len()
+                ))
+            }
         }
     }
-    ensure!(got == HashSet::from([want1.id, want2.id]), "live received other packets");
+    ensure!(
+        got == HashSet::from([want1.id, want2.id]),
+        "live received other packets"
+    );
     Ok(())
 }
 
 async fn fire_and_forget_reaches_live_not_store(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let mut sub = t.subscribe(SubjectPattern::new(format!("{prefix}.>")).unwrap()).await.map_err(e("subscribe"))?;
+    let mut sub = t
+        .subscribe(SubjectPattern::new(format!("{prefix}.>")).unwrap())
+        .await
+        .map_err(e("subscribe"))?;
     let p = pkt("telemetry", "hvac", "energy-anomaly", 1);
     t.publish(&p).await.map_err(e("publish"))?;
     match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
         Ok(Some(Ok(r))) => ensure!(r.packet == p, "live received another packet"),
-        other => return Err(format!("a fire-and-forget packet did not arrive live: {other:?}")),
+        other => {
+            return Err(format!(
+                "a fire-and-forget packet did not arrive live: {other:?}"
+            ))
+        }
     }
-    let sentinel = t.deposit(&pkt("durable", "hvac", "energy-anomaly", 2)).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "store-check", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let sentinel = t
+        .deposit(&pkt("durable", "hvac", "energy-anomaly", 2))
+        .await
+        .map_err(e("deposit"))?;
+    let c = consumer(
+        &t,
+        "store-check",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let got = collect(&c, 1, Duration::from_secs(10), true).await?;
-    ensure!(got[0].id() == sentinel.id, "a fire-and-forget packet was stored");
+    ensure!(
+        got[0].id() == sentinel.id,
+        "a fire-and-forget packet was stored"
+    );
     Ok(())
 }
 
 async fn delivery_stream_is_continuous(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let c = consumer(&t, "pusher", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let c = consumer(
+        &t,
+        "pusher",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let mut stream = deliveries(c.clone(), 10, Duration::from_millis(200));
     let producer = {
         let t = t.clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..25 {
-                ids.push(t.deposit(&pkt("streamer", "hvac", "energy-anomaly", i)).await?.id);
+                ids.push(
+                    t.deposit(&pkt("streamer", "hvac", "energy-anomaly", i))
+                        .await?
+                        .id,
+                );
             }
             Ok::<_, qis::Error>(ids)
         })
@@ -675,29 +1089,63 @@ async fn delivery_stream_is_continuous(b: DynBackend, prefix: Subject) -> CaseRe
             }
             Ok(Some(Err(err))) => return Err(format!("delivery stream error: {err}")),
             Ok(None) => return Err("delivery stream ended".into()),
-            Err(_) => return Err(format!("{} of 25 packets came through the delivery stream within 20 s", got.len())),
+            Err(_) => {
+                return Err(format!(
+                    "{} of 25 packets came through the delivery stream within 20 s",
+                    got.len()
+                ))
+            }
         }
     }
-    let sent = producer.await.map_err(|e| e.to_string())?.map_err(e("deposit"))?;
-    ensure!(got == sent, "the delivery stream changed the order or the packets");
+    let sent = producer
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(e("deposit"))?;
+    ensure!(
+        got == sent,
+        "the delivery stream changed the order or the packets"
+    );
     Ok(())
 }
 
 async fn close_flushes_acks(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..5).map(|i| pkt("device", "hvac", "energy-anomaly", i)).collect();
+    let packets: Vec<_> = (0..5)
+        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
+        .collect();
     t.deposit_batch(&packets).await.map_err(e("deposit"))?;
-    let c = consumer(&t, "closer", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let c = consumer(
+        &t,
+        "closer",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     collect(&c, 5, Duration::from_secs(10), true).await?;
     c.close().await.map_err(e("close consumer"))?;
     t.close().await.map_err(e("close transport"))?;
     drop(c);
     drop(t);
     let t2 = open(&b, &prefix).await?;
-    let sentinel = t2.deposit(&pkt("device", "hvac", "energy-anomaly", 5)).await.map_err(e("deposit"))?;
-    let c2 = consumer(&t2, "closer", &format!("{prefix}.>"), StartPosition::All, Duration::from_secs(60)).await?;
+    let sentinel = t2
+        .deposit(&pkt("device", "hvac", "energy-anomaly", 5))
+        .await
+        .map_err(e("deposit"))?;
+    let c2 = consumer(
+        &t2,
+        "closer",
+        &format!("{prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
     let got = collect(&c2, 1, Duration::from_secs(10), true).await?;
-    ensure!(got[0].id() == sentinel.id, "packet {} acked before close came back", seq_of(&got[0]));
+    ensure!(
+        got[0].id() == sentinel.id,
+        "packet {} acked before close came back",
+        seq_of(&got[0])
+    );
     Ok(())
 }
 
@@ -706,12 +1154,26 @@ async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> CaseResu
     let t2 = open(&b, &prefix).await?;
     let pattern = format!("{prefix}.>");
     let (c1, c2) = futures::future::join(
-        consumer(&t1, "workers", &pattern, StartPosition::All, Duration::from_secs(60)),
-        consumer(&t2, "workers", &pattern, StartPosition::All, Duration::from_secs(60)),
+        consumer(
+            &t1,
+            "workers",
+            &pattern,
+            StartPosition::All,
+            Duration::from_secs(60),
+        ),
+        consumer(
+            &t2,
+            "workers",
+            &pattern,
+            StartPosition::All,
+            Duration::from_secs(60),
+        ),
     )
     .await;
     let (c1, c2) = (c1?, c2?);
-    let packets: Vec<_> = (0..200).map(|i| pkt("producer", "hvac", "energy-anomaly", i)).collect();
+    let packets: Vec<_> = (0..200)
+        .map(|i| pkt("producer", "hvac", "energy-anomaly", i))
+        .collect();
     t1.deposit_batch(&packets).await.map_err(e("deposit"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = Vec::new();
@@ -727,7 +1189,11 @@ async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> CaseResu
         got.extend(a);
         got.extend(b2);
     }
-    ensure!(got.len() == 200, "two workers received {} of 200 packets within 30 s", got.len());
+    ensure!(
+        got.len() == 200,
+        "two workers received {} of 200 packets within 30 s",
+        got.len()
+    );
     assert_unique(&got, "shared consumer")?;
     Ok(())
 }

@@ -1,0 +1,359 @@
+//! # qis-transport-sqlite
+//!
+//! The embedded default QIS transport: one SQLite file, no server, shared
+//! safely by several processes and tasks.
+//!
+//! ```
+//! use std::time::Duration;
+//! use qis_core::{DurableConsumer, OutcomePacket, OutcomeTransport, OutcomeTransportExt};
+//! use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> qis_core::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("qis-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let path = dir.join("outcomes.db");
+//! let transport = SqliteTransport::connect(SqliteConfig::new(&path)).await?;
+//! let packet = OutcomePacket {
+//!     agent_id: "hvac-building-a".into(),
+//!     domain: "hvac".into(),
+//!     problem_class: "energy-anomaly".into(),
+//!     conclusion: "Compressor draw 18% above baseline.".into(),
+//!     confidence: 0.87,
+//!     context_vector: vec![0.18, 0.92, 0.03, 0.71],
+//!     timestamp: 1_764_000_000.0,
+//!     source_node: "building-a-floor-3".into(),
+//! };
+//! let receipt = transport.deposit(&packet).await?;
+//! assert!(!receipt.duplicate);
+//! assert!(transport.deposit(&packet).await?.duplicate); // same packet id: stored once
+//!
+//! // Another process opening the same file sees it; the consumer lives in
+//! // the file and resumes by name.
+//! let other = SqliteTransport::connect(SqliteConfig::from_url(&format!("sqlite://{}", path.display()))?).await?;
+//! let twins = other.twins_consumer("building-b", "hvac", "energy-anomaly").await?;
+//! let batch = twins.fetch(50, Duration::from_secs(1)).await?;
+//! assert_eq!(batch.len(), 1);
+//! twins.ack(&batch).await?;
+//! other.close().await?;
+//! transport.close().await?;
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! ## How it works
+//!
+//! - **The file.** WAL mode, `busy_timeout` (default 10 s) for lock waits,
+//!   `BEGIN IMMEDIATE` for every write, `synchronous = FULL` by default, so a
+//!   receipt means the packet is on disk. The tables are in [`schema`]'s docs.
+//! - **Deposits** are rows (`seq`, `subject`, `packet_id` UNIQUE, `body`,
+//!   `deposited_at_us`). A re-deposit of the same packet id returns the
+//!   original's receipt marked `duplicate` ([`Capabilities::dedup`]). A batch
+//!   is one transaction; deposits queued by many tasks while a commit runs
+//!   are committed together in the next one.
+//! - **Threads.** Each handle owns one connection on a dedicated OS thread
+//!   (see [Threads](#threads) below), so blocking SQLite work never stalls
+//!   the async runtime, plus a watch thread that polls for other processes'
+//!   commits only while someone waits.
+//! - **Durable consumers** are rows in the file (pattern, start, cursor, ack
+//!   wait) with their in-flight deliveries (deadline, delivery count): resume
+//!   by name from any process, shared work between handles, redelivery after
+//!   the ack wait, `nak` with a delay. Opening an existing name with another
+//!   pattern is [`ErrorKind::Conflict`]; opening it with another ack wait
+//!   changes the ack wait for every handle. Consumer names are per prefix.
+//! - **Patterns** are matched in Rust with [`SubjectPattern::matches`] (exact
+//!   SPEC §3 semantics); SQL narrows the rows with the `(subject, seq)` index
+//!   for an exact subject or a literal prefix (see `scan` in the source).
+//! - **Live subscriptions** read new matching rows when woken: at once for
+//!   deposits through the same handle, within [`SqliteConfig::poll_interval`]
+//!   (default 5 ms) for other processes' deposits.
+//! - **Retention**: max age (24 h) and max bytes of bodies (50 MiB), checked
+//!   in every deposit and fetch transaction (two index lookups), pruning the
+//!   oldest rows in one range delete when due. Every handle applies its own
+//!   settings, so give every process on a file the same retention.
+//! - **Malformed rows** (written by someone else) are skipped with a
+//!   `tracing::warn!`, counted in [`DurableConsumer::malformed_skipped`], and
+//!   passed by the cursor so they are never delivered.
+//!
+//! ## Threads
+//!
+//! Every SQLite call may block: disk I/O, fsync, or waiting up to
+//! `busy_timeout` for another process's write lock. A handle therefore owns
+//! its connection on a dedicated thread fed by a channel rather than using
+//! `spawn_blocking`: one owner keeps the connection (which is not `Sync`) and
+//! its prepared-statement cache, never ties up tokio's blocking pool during a
+//! lock wait, and sees the whole queue, which is what lets it group commits.
+//! [`SqliteTransport`] clones share the handle; call [`SqliteTransport::connect`]
+//! again for an independent one.
+//!
+//! ## What it does not do
+//!
+//! - **Fire-and-forget publish** ([`Capabilities::fire_and_forget`] is false,
+//!   [`OutcomeTransport::publish_encoded`] returns [`ErrorKind::Unsupported`]):
+//!   a file has no at-most-once path that skips storage. Deposit instead;
+//!   live subscribers get deposits too.
+//! - **In-memory databases** (`sqlite::memory:`) are refused: they cannot be
+//!   shared between connections, let alone processes. Use
+//!   [`qis_core::MemoryTransport`] in-process.
+//! - **Network file systems**: WAL needs shared memory between the processes,
+//!   so every process must be on the same machine, with the file on a local
+//!   file system.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use qis_core::transport::{check_pattern_overlaps, check_under_prefix};
+use qis_core::{
+    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
+    LiveSubscription, OutcomeTransport, Position, Receipt, Result, Subject, SubjectPattern,
+};
+use tokio::sync::watch;
+
+mod config;
+mod connection;
+mod deposit;
+mod live;
+mod pull;
+mod retention;
+mod scan;
+pub mod schema;
+
+pub use config::{
+    SqliteConfig, Synchronous, DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
+    DEFAULT_POLL_INTERVAL,
+};
+pub use pull::SqliteConsumer;
+pub use retention::Pruned;
+
+use connection::Worker;
+use live::{Interest, Watcher};
+
+/// The transport's name in errors and [`OutcomeTransport::name`].
+pub const NAME: &str = "sqlite";
+
+/// The SQLite transport. Clones share one connection; each
+/// [`connect`](Self::connect) opens an independent one (as another process would).
+#[derive(Clone)]
+pub struct SqliteTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<SqliteConfig>,
+    worker: Worker,
+    watcher: Watcher,
+    changes: Arc<watch::Sender<u64>>,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The connection thread ends when its channel closes with `worker`.
+        self.watcher.stop();
+    }
+}
+
+impl std::fmt::Debug for SqliteTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTransport")
+            .field("path", &self.inner.config.path)
+            .field("prefix", &self.inner.config.prefix.as_str())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SqliteTransport {
+    /// Open (creating if needed) the database file and start the handle's
+    /// connection thread.
+    ///
+    /// Fails with [`ErrorKind::Unavailable`] when the file cannot be opened
+    /// or created, [`ErrorKind::Conflict`] when it holds another schema
+    /// version, [`ErrorKind::InvalidInput`] for a bad configuration.
+    #[tracing::instrument(level = "debug", skip_all, fields(path = %config.path.display(), prefix = %config.prefix))]
+    pub async fn connect(config: SqliteConfig) -> Result<Self> {
+        config.check()?;
+        let config = Arc::new(config);
+        let changes = Arc::new(watch::channel(0u64).0);
+        let worker = Worker::spawn(config.clone(), changes.clone()).await?;
+        let watcher = Watcher::spawn(config.clone(), changes.clone()).map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                NAME,
+                "cannot start the watch thread",
+            )
+            .with_source(e)
+        })?;
+        Ok(SqliteTransport {
+            inner: Arc::new(Inner {
+                config,
+                worker,
+                watcher,
+                changes,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Open the file named by a URL (see [`SqliteConfig::from_url`]).
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        Self::connect(SqliteConfig::from_url(url)?).await
+    }
+
+    /// The configuration this handle was opened with.
+    pub fn config(&self) -> &SqliteConfig {
+        &self.inner.config
+    }
+
+    /// Apply retention now (it is also applied on every deposit and fetch).
+    pub async fn prune(&self) -> Result<Pruned> {
+        let settings = self.settings();
+        self.worker()?
+            .call(move |conn| {
+                let run = |conn: &mut rusqlite::Connection| {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let pruned = retention::prune(&tx, &settings)?;
+                    tx.commit()?;
+                    Ok(pruned)
+                };
+                run(conn).map_err(|e| {
+                    schema::sql_error(&format!("pruning {}", settings.path.display()), e)
+                })
+            })
+            .await
+    }
+
+    /// How many packets are stored and the total size of their bodies.
+    pub async fn stored(&self) -> Result<(u64, u64)> {
+        let settings = self.settings();
+        self.worker()?
+            .call(move |conn| {
+                let run = |conn: &mut rusqlite::Connection| -> rusqlite::Result<(u64, u64)> {
+                    let tx = conn.transaction()?;
+                    let n: i64 =
+                        tx.query_row("SELECT count(*) FROM qis_outcomes", [], |r| r.get(0))?;
+                    let bytes = retention::stored_bytes(&tx)?;
+                    Ok((n as u64, bytes as u64))
+                };
+                run(conn).map_err(|e| {
+                    schema::sql_error(&format!("counting in {}", settings.path.display()), e)
+                })
+            })
+            .await
+    }
+
+    /// Store raw bytes on `subject` bypassing every check, as a foreign
+    /// writer of garbage would. For tests of malformed-message handling only.
+    #[doc(hidden)]
+    pub async fn insert_raw_unchecked(&self, subject: &str, body: &[u8]) -> Result<Position> {
+        let settings = self.settings();
+        let subject = subject.to_string();
+        let body = body.to_vec();
+        let seq = self
+            .worker()?
+            .call(move |conn| deposit::insert_raw(conn, &settings, &subject, &body))
+            .await?;
+        self.notify_local_change();
+        Ok(Position::Sequence(seq))
+    }
+
+    pub(crate) fn settings(&self) -> Arc<SqliteConfig> {
+        self.inner.config.clone()
+    }
+
+    pub(crate) fn prefix_subject(&self) -> &Subject {
+        &self.inner.config.prefix
+    }
+
+    pub(crate) fn worker(&self) -> Result<&Worker> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the transport is closed: connect again",
+            ));
+        }
+        Ok(&self.inner.worker)
+    }
+
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub(crate) fn watch_interest(&self) -> Interest {
+        self.inner.watcher.interest()
+    }
+
+    pub(crate) fn notify_local_change(&self) {
+        self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+#[async_trait]
+impl OutcomeTransport for SqliteTransport {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            durable: true,
+            persistent: true,
+            live: true,
+            fire_and_forget: false,
+            native_wildcards: false,
+            dedup: true,
+            nak: true,
+            start_since: true,
+            shared_consumers: true,
+        }
+    }
+
+    fn prefix(&self) -> &Subject {
+        &self.inner.config.prefix
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
+    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
+        check_under_prefix(NAME, self.prefix(), packet.subject())?;
+        let receipts = self.worker()?.deposit(vec![packet.clone()]).await?;
+        deposit::single(receipts, packet)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(n = packets.len()))]
+    async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
+        for p in packets {
+            check_under_prefix(NAME, self.prefix(), p.subject())?;
+        }
+        if packets.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.worker()?.deposit(packets.to_vec()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %config.name, pattern = %config.pattern))]
+    async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
+        check_pattern_overlaps(NAME, self.prefix(), &config.pattern)?;
+        Ok(Arc::new(pull::open(self, config).await?))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%pattern))]
+    async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
+        check_pattern_overlaps(NAME, self.prefix(), &pattern)?;
+        live::subscribe(self, pattern).await
+    }
+
+    /// Wait for every queued operation of this handle to finish, close its
+    /// connection and stop its threads. Clones of this handle are closed too;
+    /// other handles on the file are not affected.
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.worker.stop().await;
+        self.inner.watcher.stop();
+        Ok(())
+    }
+}

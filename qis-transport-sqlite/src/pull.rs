@@ -1,0 +1,475 @@
+//! Durable consumers, kept in the file.
+//!
+//! A consumer is a row in `qis_consumers` (prefix, name, pattern, start,
+//! cursor, ack wait) plus its in-flight deliveries in `qis_pending` (seq,
+//! redelivery deadline, delivery count). Because all of it is in the file,
+//! a consumer opened again by name — by another handle, another process, or
+//! after a restart — resumes where it was, and several handles on one
+//! consumer share its work: each fetch runs in one `BEGIN IMMEDIATE`
+//! transaction, so a packet goes to one of them.
+//!
+//! Fetch hands out due redeliveries first (oldest first), then new packets
+//! after the cursor. A malformed row is logged, counted and passed by the
+//! cursor, so it is never delivered.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qis_core::{
+    AckToken, ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Position, Received,
+    Result, StartPosition, Subject,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::scan::{Row, Scan};
+use crate::schema::{duration_ms, now_ms, now_us, sql_error, system_time_us};
+use crate::{retention, SqliteTransport, NAME};
+
+/// What a handle needs on the connection thread.
+#[derive(Debug)]
+struct Shared {
+    id: i64,
+    name: String,
+    scan: Scan,
+    malformed: AtomicU64,
+}
+
+/// A durable consumer handle on a [`SqliteTransport`].
+#[derive(Debug)]
+pub struct SqliteConsumer {
+    transport: SqliteTransport,
+    shared: Arc<Shared>,
+}
+
+/// The ack token's value: which consumer row and which packet.
+#[derive(Debug)]
+struct SqliteAck {
+    seq: i64,
+}
+
+/// The result of one take on the connection thread.
+struct Taken {
+    deliveries: Vec<Delivery>,
+    /// The earliest redelivery deadline of this consumer (ms since the epoch).
+    next_due_ms: Option<i64>,
+}
+
+/// Open (create or resume) a consumer.
+pub(crate) async fn open(
+    transport: &SqliteTransport,
+    config: ConsumerConfig,
+) -> Result<SqliteConsumer> {
+    let prefix = transport.prefix_subject().clone();
+    let scan = Scan::new(&prefix, &config.pattern);
+    let settings = transport.settings();
+    let name = config.name.clone();
+    let id = transport
+        .worker()?
+        .call(move |conn| {
+            let ctx = |what: &str| {
+                format!(
+                    "{what} for consumer {} in {}",
+                    config.name,
+                    settings.path.display()
+                )
+            };
+            create_or_resume(conn, &settings, &prefix, &config).map_err(|e| match e {
+                Opened::Sql(e) => sql_error(&ctx("opening"), e),
+                Opened::Conflict(existing) => Error::new(
+                    ErrorKind::Conflict,
+                    NAME,
+                    format!(
+                        "consumer {} exists with pattern {existing}, not {}: use another name",
+                        config.name, config.pattern
+                    ),
+                ),
+            })
+        })
+        .await?;
+    tracing::debug!(consumer = %name, id, "consumer opened");
+    Ok(SqliteConsumer {
+        transport: transport.clone(),
+        shared: Arc::new(Shared {
+            id,
+            name,
+            scan,
+            malformed: AtomicU64::new(0),
+        }),
+    })
+}
+
+enum Opened {
+    Sql(rusqlite::Error),
+    Conflict(String),
+}
+
+impl From<rusqlite::Error> for Opened {
+    fn from(e: rusqlite::Error) -> Self {
+        Opened::Sql(e)
+    }
+}
+
+fn create_or_resume(
+    conn: &mut Connection,
+    settings: &crate::SqliteConfig,
+    prefix: &Subject,
+    config: &ConsumerConfig,
+) -> Result<i64, Opened> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let existing: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, pattern FROM qis_consumers WHERE prefix = ?1 AND name = ?2",
+            params![prefix.as_str(), config.name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let ack_wait_ms = duration_ms(config.ack_wait).max(1);
+    let id = match existing {
+        Some((_, pattern)) if pattern != config.pattern.as_str() => {
+            return Err(Opened::Conflict(pattern))
+        }
+        Some((id, _)) => {
+            tx.execute(
+                "UPDATE qis_consumers SET ack_wait_ms = ?1 WHERE id = ?2",
+                params![ack_wait_ms, id],
+            )?;
+            id
+        }
+        None => {
+            retention::prune(&tx, settings)?;
+            let newest: i64 =
+                tx.query_row("SELECT coalesce(max(seq), 0) FROM qis_outcomes", [], |r| {
+                    r.get(0)
+                })?;
+            let (start, cursor) = match config.start {
+                StartPosition::All => ("all".to_string(), 0),
+                StartPosition::New => ("new".to_string(), newest),
+                StartPosition::Since(t) => {
+                    let us = system_time_us(t);
+                    let first: Option<i64> = tx
+                        .query_row(
+                            "SELECT seq FROM qis_outcomes WHERE deposited_at_us >= ?1 ORDER BY seq LIMIT 1",
+                            [us],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    (format!("since:{us}"), first.map_or(newest, |s| s - 1))
+                }
+            };
+            tx.execute(
+                "INSERT INTO qis_consumers (prefix, name, pattern, start, cursor, ack_wait_ms, created_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![prefix.as_str(), config.name, config.pattern.as_str(), start, cursor, ack_wait_ms, now_us()],
+            )?;
+            tx.last_insert_rowid()
+        }
+    };
+    tx.commit()?;
+    Ok(id)
+}
+
+impl SqliteConsumer {
+    /// Take what is there now, on the connection thread.
+    async fn take(&self, max: usize, look_first: bool) -> Result<Taken> {
+        let shared = self.shared.clone();
+        let settings = self.transport.settings();
+        self.transport
+            .worker()?
+            .call(move |conn| {
+                let ctx = |what: &str| {
+                    format!(
+                        "{what} for consumer {} in {}",
+                        shared.name,
+                        settings.path.display()
+                    )
+                };
+                take(conn, &shared, &settings, max, look_first).map_err(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Error::new(
+                        ErrorKind::NotFound,
+                        NAME,
+                        format!(
+                            "consumer {} is no longer in {}",
+                            shared.name,
+                            settings.path.display()
+                        ),
+                    ),
+                    e => sql_error(&ctx("fetching"), e),
+                })
+            })
+            .await
+    }
+}
+
+/// Hand out due redeliveries, then new packets. With `look_first`, look
+/// without the write lock first: most wake-ups of a waiting fetch find
+/// nothing for this consumer, and then no other writer is held up.
+fn take(
+    conn: &mut Connection,
+    c: &Shared,
+    settings: &crate::SqliteConfig,
+    max: usize,
+    look_first: bool,
+) -> rusqlite::Result<Taken> {
+    let now = now_ms();
+    if look_first {
+        let tx = conn.transaction()?;
+        let (cursor, next_due) = state(&tx, c.id)?;
+        let due = next_due.is_some_and(|d| d <= now);
+        if !due && !c.scan.any_after(&tx, cursor)? {
+            return Ok(Taken {
+                deliveries: Vec::new(),
+                next_due_ms: next_due,
+            });
+        }
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    retention::prune(&tx, settings)?;
+    let (cursor, ack_wait_ms): (i64, i64) = match tx
+        .prepare_cached("SELECT cursor, ack_wait_ms FROM qis_consumers WHERE id = ?1")?
+        .query_row([c.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    {
+        Some(v) => v,
+        None => return Err(rusqlite::Error::QueryReturnedNoRows),
+    };
+    let due_at = now.saturating_add(ack_wait_ms);
+    let mut out = Vec::new();
+
+    // Redeliveries first, oldest packet first.
+    let mut redeliver = Vec::new();
+    let mut gone = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT p.seq, p.deliveries, o.subject, o.body FROM qis_pending p \
+             LEFT JOIN qis_outcomes o ON o.seq = p.seq \
+             WHERE p.consumer_id = ?1 AND p.due_at_ms <= ?2 ORDER BY p.seq LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![c.id, now, max as i64])?;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let deliveries: i64 = r.get(1)?;
+            match (
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+            ) {
+                (Some(subject), Some(body)) => {
+                    let row = Row { seq, subject, body };
+                    match decode(&row) {
+                        Some(received) => redeliver.push((received, seq, deliveries + 1)),
+                        None => gone.push(seq),
+                    }
+                }
+                // Pruned by retention meanwhile: nothing left to deliver.
+                _ => gone.push(seq),
+            }
+        }
+    }
+    {
+        let mut bump = tx.prepare_cached(
+            "UPDATE qis_pending SET due_at_ms = ?1, deliveries = ?2 WHERE consumer_id = ?3 AND seq = ?4",
+        )?;
+        for (received, seq, n) in redeliver {
+            bump.execute(params![due_at, n, c.id, seq])?;
+            out.push(delivery(received, seq, n));
+        }
+        let mut drop_pending =
+            tx.prepare_cached("DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq = ?2")?;
+        for seq in gone {
+            drop_pending.execute(params![c.id, seq])?;
+        }
+    }
+
+    // Then new packets after the cursor.
+    let want = max.saturating_sub(out.len());
+    let mut fresh = Vec::new();
+    let new_cursor = c.scan.walk(&tx, cursor, want, |row| match decode(&row) {
+        Some(received) => {
+            fresh.push((received, row.seq));
+            true
+        }
+        None => {
+            c.malformed.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    })?;
+    if !fresh.is_empty() {
+        let mut pend = tx.prepare_cached(
+            "INSERT OR REPLACE INTO qis_pending (consumer_id, seq, due_at_ms, deliveries) VALUES (?1, ?2, ?3, 1)",
+        )?;
+        for (received, seq) in fresh {
+            pend.execute(params![c.id, seq, due_at])?;
+            out.push(delivery(received, seq, 1));
+        }
+    }
+    if new_cursor != cursor {
+        tx.prepare_cached("UPDATE qis_consumers SET cursor = ?1 WHERE id = ?2")?
+            .execute(params![new_cursor, c.id])?;
+    }
+    let next_due_ms = next_due(&tx, c.id)?;
+    tx.commit()?;
+    Ok(Taken {
+        deliveries: out,
+        next_due_ms,
+    })
+}
+
+fn state(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<(i64, Option<i64>)> {
+    let cursor: i64 = tx
+        .prepare_cached("SELECT cursor FROM qis_consumers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok((cursor, next_due(tx, id)?))
+}
+
+fn next_due(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached("SELECT min(due_at_ms) FROM qis_pending WHERE consumer_id = ?1")?
+        .query_row([id], |r| r.get(0))
+}
+
+/// Decode a stored row; `None` (logged) when it is not a valid packet.
+fn decode(row: &Row) -> Option<Received> {
+    match Received::decode(row.subject.as_str(), &row.body) {
+        Ok(received) => Some(received),
+        Err(e) => {
+            tracing::warn!(subject = %row.subject, seq = row.seq, error = %e, "skipping malformed stored packet; it will not be delivered");
+            None
+        }
+    }
+}
+
+fn delivery(received: Received, seq: i64, n: i64) -> Delivery {
+    Delivery {
+        received,
+        position: Position::Sequence(seq as u64),
+        delivery_count: u32::try_from(n).unwrap_or(u32::MAX),
+        token: AckToken::new(SqliteAck { seq }),
+    }
+}
+
+fn token_seq(d: &Delivery) -> Result<i64> {
+    d.token.get::<SqliteAck>().map(|t| t.seq).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            NAME,
+            "this delivery came from another transport",
+        )
+    })
+}
+
+#[async_trait]
+impl DurableConsumer for SqliteConsumer {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(consumer = %self.shared.name))]
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let max = max.max(1);
+        let deadline = tokio::time::Instant::now() + wait;
+        // Polling the file for other processes' commits starts only once this
+        // fetch has to wait; a commit between the take and then still wakes
+        // it (the watch thread compares with what it saw before it paused).
+        let mut interest = None;
+        loop {
+            let mut changes = self.transport.changes();
+            let taken = self.take(max, interest.is_some()).await?;
+            if !taken.deliveries.is_empty() {
+                return Ok(taken.deliveries);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            if interest.is_none() {
+                interest = Some(self.transport.watch_interest());
+            }
+            let mut until = deadline;
+            if let Some(due) = taken.next_due_ms {
+                let in_ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+                until = until.min(now + Duration::from_millis(in_ms + 1));
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %self.shared.name, n = deliveries.len()))]
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let seqs = deliveries
+            .iter()
+            .map(token_seq)
+            .collect::<Result<Vec<_>>>()?;
+        let shared = self.shared.clone();
+        let settings = self.transport.settings();
+        self.transport
+            .worker()?
+            .call(move |conn| {
+                let run = || -> rusqlite::Result<()> {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    {
+                        let mut del = tx.prepare_cached(
+                            "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq = ?2",
+                        )?;
+                        for seq in seqs {
+                            del.execute(params![shared.id, seq])?;
+                        }
+                    }
+                    tx.commit()
+                };
+                run().map_err(|e| {
+                    sql_error(
+                        &format!(
+                            "acking for consumer {} in {}",
+                            shared.name,
+                            settings.path.display()
+                        ),
+                        e,
+                    )
+                })
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %self.shared.name, id = %delivery.id()))]
+    async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        let seq = token_seq(delivery)?;
+        let shared = self.shared.clone();
+        let settings = self.transport.settings();
+        let due = now_ms().saturating_add(duration_ms(delay));
+        self.transport
+            .worker()?
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE qis_pending SET due_at_ms = ?1 WHERE consumer_id = ?2 AND seq = ?3",
+                )
+                .and_then(|mut s| s.execute(params![due, shared.id, seq]))
+                .map_err(|e| {
+                    sql_error(
+                        &format!(
+                            "nak for consumer {} in {}",
+                            shared.name,
+                            settings.path.display()
+                        ),
+                        e,
+                    )
+                })
+            })
+            .await?;
+        self.transport.notify_local_change();
+        Ok(())
+    }
+
+    fn malformed_skipped(&self) -> u64 {
+        self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Acks are committed before `ack` returns: nothing is pending here.
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! Finding the stored packets that match a pattern, after a position.
+//!
+//! SQL narrows, Rust decides: the query returns candidate rows in `seq` order
+//! and [`SubjectPattern::matches`] gives SPEC §3 semantics exactly. The query
+//! depends on the pattern's form:
+//!
+//! - an exact subject: an equality lookup on the `(subject, seq)` index, which
+//!   already returns rows in `seq` order;
+//! - a pattern whose literal prefix is narrower than the transport prefix
+//!   (`qis.iot.hvac.>`, `qis.iot.hvac.*.x`): a range on the same index
+//!   (`subject >= 'qis.iot.hvac.' AND subject < 'qis.iot.hvac/'`), sorting only
+//!   the `seq`s found there, then fetching those rows by `seq`;
+//! - a pattern as wide as the prefix (`qis.iot.>`, `qis.iot.*.energy`):
+//!   walking the table in `seq` order from the position, since most rows
+//!   are candidates anyway.
+//!
+//! Every row examined moves the caller's position past it, matching or not,
+//! so no row is looked at twice by the same consumer or subscription.
+
+use qis_core::{Subject, SubjectPattern};
+use rusqlite::Connection;
+
+/// One stored row.
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub(crate) seq: i64,
+    pub(crate) subject: String,
+    pub(crate) body: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Plan {
+    Exact(String),
+    Narrow { lo: String, hi: String },
+    Wide { lo: String, hi: String },
+}
+
+/// A pattern turned into a query plan, within a transport prefix.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    prefix: Subject,
+    pattern: SubjectPattern,
+    plan: Plan,
+}
+
+const EXACT: &str = "SELECT seq, subject, body FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+const NARROW: &str = "SELECT seq, subject, body FROM qis_outcomes WHERE seq IN \
+     (SELECT seq FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+      WHERE subject >= ?1 AND subject < ?2 AND seq > ?3 ORDER BY seq LIMIT ?4) ORDER BY seq";
+const WIDE: &str = "SELECT seq, subject, body FROM qis_outcomes NOT INDEXED \
+     WHERE seq > ?3 AND subject >= ?1 AND subject < ?2 ORDER BY seq LIMIT ?4";
+
+impl Scan {
+    pub(crate) fn new(prefix: &Subject, pattern: &SubjectPattern) -> Scan {
+        let literal = pattern.literal_prefix();
+        let prefix_tokens = prefix.tokens().count();
+        let literal_tokens = if literal.is_empty() {
+            0
+        } else {
+            literal.split('.').count()
+        };
+        let range = |base: &str| (format!("{base}."), format!("{base}/"));
+        let plan = if pattern.is_exact() {
+            Plan::Exact(pattern.as_str().to_string())
+        } else if literal_tokens > prefix_tokens {
+            let (lo, hi) = range(&literal);
+            Plan::Narrow { lo, hi }
+        } else {
+            // Every subject this transport stores is below its prefix.
+            let (lo, hi) = range(prefix.as_str());
+            Plan::Wide { lo, hi }
+        };
+        Scan {
+            prefix: prefix.clone(),
+            pattern: pattern.clone(),
+            plan,
+        }
+    }
+
+    /// Whether a stored subject is one this scan delivers.
+    pub(crate) fn matches(&self, subject: &str) -> bool {
+        subject.len() > self.prefix.as_str().len()
+            && self.prefix.contains(subject)
+            && self.pattern.matches(subject)
+    }
+
+    /// Up to `limit` candidate rows after `after`, in `seq` order.
+    fn candidates(
+        &self,
+        conn: &Connection,
+        after: i64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<Row>> {
+        let limit = limit as i64;
+        let read = |r: &rusqlite::Row<'_>| {
+            Ok(Row {
+                seq: r.get(0)?,
+                subject: r.get(1)?,
+                body: r.get(2)?,
+            })
+        };
+        match &self.plan {
+            Plan::Exact(subject) => conn
+                .prepare_cached(EXACT)?
+                .query_map(rusqlite::params![subject, after, limit], read)?
+                .collect(),
+            Plan::Narrow { lo, hi } => conn
+                .prepare_cached(NARROW)?
+                .query_map(rusqlite::params![lo, hi, after, limit], read)?
+                .collect(),
+            Plan::Wide { lo, hi } => conn
+                .prepare_cached(WIDE)?
+                .query_map(rusqlite::params![lo, hi, after, limit], read)?
+                .collect(),
+        }
+    }
+
+    /// Whether any candidate row lies after `after` (a cheap look before
+    /// taking the write lock).
+    pub(crate) fn any_after(&self, conn: &Connection, after: i64) -> rusqlite::Result<bool> {
+        Ok(!self.candidates(conn, after, 1)?.is_empty())
+    }
+
+    /// Walk the rows after `after` in `seq` order, handing each matching row
+    /// to `take`, which says whether it counted (a malformed row does not).
+    /// Stops after `want` counted rows. Returns the new position: the last
+    /// row examined, or the newest row in the table when every candidate was
+    /// examined. Call it inside a transaction so the newest row is the one
+    /// the walk saw.
+    pub(crate) fn walk(
+        &self,
+        conn: &Connection,
+        after: i64,
+        want: usize,
+        mut take: impl FnMut(Row) -> bool,
+    ) -> rusqlite::Result<i64> {
+        let mut position = after;
+        if want == 0 {
+            return Ok(position);
+        }
+        let newest: i64 = conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM qis_outcomes")?
+            .query_row([], |r| r.get(0))?;
+        let chunk = want.min(1024);
+        let mut taken = 0;
+        loop {
+            let rows = self.candidates(conn, position, chunk)?;
+            let exhausted = rows.len() < chunk;
+            for row in rows {
+                position = row.seq;
+                if self.matches(&row.subject) && take(row) {
+                    taken += 1;
+                    if taken == want {
+                        return Ok(position);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(position.max(newest));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(p: &str) -> Scan {
+        Scan::new(&"qis.iot".parse().unwrap(), &p.parse().unwrap())
+    }
+
+    #[test]
+    fn plans() {
+        assert!(matches!(scan("qis.iot.hvac.x").plan, Plan::Exact(_)));
+        assert!(
+            matches!(scan("qis.iot.hvac.>").plan, Plan::Narrow { ref lo, ref hi } if lo == "qis.iot.hvac." && hi == "qis.iot.hvac/")
+        );
+        assert!(matches!(scan("qis.iot.>").plan, Plan::Wide { ref lo, .. } if lo == "qis.iot."));
+        assert!(matches!(scan(">").plan, Plan::Wide { ref lo, .. } if lo == "qis.iot."));
+        assert!(matches!(scan("*.iot.hvac").plan, Plan::Wide { .. }));
+    }
+
+    /// The queries use the index the module docs promise, not a full scan.
+    #[test]
+    fn query_plans_use_the_index() {
+        let dir = std::env::temp_dir().join(format!("qis-sqlite-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = crate::schema::open(&crate::SqliteConfig::new(dir.join("plan.db"))).unwrap();
+        let plan = |sql: &str, n: usize| -> String {
+            let params: Vec<i64> = vec![0; n];
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap();
+            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        let exact = plan(EXACT, 3);
+        assert!(
+            exact.contains("USING INDEX qis_outcomes_subject (subject=? AND seq>?)"),
+            "{exact}"
+        );
+        assert!(!exact.contains("TEMP B-TREE"), "{exact}");
+        let narrow = plan(NARROW, 4);
+        assert!(
+            narrow.contains("COVERING INDEX qis_outcomes_subject (subject>? AND subject<?)"),
+            "{narrow}"
+        );
+        assert!(narrow.contains("INTEGER PRIMARY KEY (rowid=?)"), "{narrow}");
+        let wide = plan(WIDE, 4);
+        assert!(wide.contains("INTEGER PRIMARY KEY (rowid>?)"), "{wide}");
+        assert!(!wide.contains("TEMP B-TREE"), "{wide}");
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn matching_stays_under_the_prefix() {
+        let s = scan(">");
+        assert!(s.matches("qis.iot.hvac"));
+        assert!(!s.matches("qis.iot"));
+        assert!(!s.matches("other.iot.hvac"));
+        assert!(!s.matches("qis.iotx.hvac"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The file's tables, opening a connection, and SQLite errors as QIS errors.
+//!
+//! ```sql
+//! -- one row per stored packet; seq never goes back (AUTOINCREMENT), so a
+//! -- consumer's cursor stays meaningful after retention empties the table
+//! CREATE TABLE qis_outcomes (
+//!     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+//!     subject         TEXT    NOT NULL,
+//!     packet_id       BLOB    NOT NULL UNIQUE,   -- SHA-256 of body (32 bytes)
+//!     body            BLOB    NOT NULL,
+//!     deposited_at_us INTEGER NOT NULL           -- µs since the Unix epoch, never decreasing with seq
+//! );
+//! CREATE INDEX qis_outcomes_subject ON qis_outcomes (subject, seq);
+//!
+//! CREATE TABLE qis_consumers (
+//!     id INTEGER PRIMARY KEY, prefix TEXT, name TEXT, pattern TEXT, start TEXT,
+//!     cursor INTEGER,          -- every seq <= cursor was examined (delivered or not matching)
+//!     ack_wait_ms INTEGER, created_at_us INTEGER, UNIQUE (prefix, name));
+//!
+//! -- deliveries not yet acked: due_at_ms is when they may be delivered again
+//! CREATE TABLE qis_pending (consumer_id INTEGER, seq INTEGER, due_at_ms INTEGER,
+//!     deliveries INTEGER, PRIMARY KEY (consumer_id, seq)) WITHOUT ROWID;
+//!
+//! -- stored_bytes: the sum of length(body), kept in step by every insert and prune
+//! CREATE TABLE qis_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+//! ```
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use qis_core::{Error, ErrorKind};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use crate::config::SqliteConfig;
+use crate::NAME;
+
+/// `PRAGMA user_version` of a file laid out as above.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS qis_outcomes (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject         TEXT    NOT NULL,
+    packet_id       BLOB    NOT NULL UNIQUE,
+    body            BLOB    NOT NULL,
+    deposited_at_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS qis_outcomes_subject ON qis_outcomes (subject, seq);
+CREATE TABLE IF NOT EXISTS qis_consumers (
+    id            INTEGER PRIMARY KEY,
+    prefix        TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    pattern       TEXT    NOT NULL,
+    start         TEXT    NOT NULL,
+    cursor        INTEGER NOT NULL,
+    ack_wait_ms   INTEGER NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    UNIQUE (prefix, name)
+);
+CREATE TABLE IF NOT EXISTS qis_pending (
+    consumer_id INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    due_at_ms   INTEGER NOT NULL,
+    deliveries  INTEGER NOT NULL,
+    PRIMARY KEY (consumer_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS qis_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO qis_meta (key, value)
+    SELECT 'stored_bytes', coalesce(sum(length(body)), 0) FROM qis_outcomes;
+";
+
+/// Open a connection on the file, in WAL mode, with the schema in place.
+pub(crate) fn open(config: &SqliteConfig) -> qis_core::Result<Connection> {
+    let path = &config.path;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            NAME,
+            format!(
+                "cannot open {}: check that its directory exists and is writable",
+                path.display()
+            ),
+        )
+        .with_source(e)
+    })?;
+    let ctx = |what: &str| format!("{what} on {}", path.display());
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(|e| sql_error(&ctx("setting busy_timeout"), e))?;
+    // Switching to WAL needs a moment alone with the file; when several
+    // processes create it at once, some get SQLITE_BUSY and retry here.
+    let deadline = Instant::now() + config.busy_timeout;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => break,
+            Ok(mode) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    NAME,
+                    format!(
+                        "{} stays in journal mode {mode} instead of WAL: it must be on a local file system that supports shared memory",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(sql_error(&ctx("switching to WAL"), e)),
+        }
+    }
+    conn.pragma_update(None, "synchronous", config.synchronous.pragma())
+        .map_err(|e| sql_error(&ctx("setting synchronous"), e))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| sql_error(&ctx("reading the schema version"), e))?;
+    if version != SCHEMA_VERSION {
+        if version != 0 {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                NAME,
+                format!(
+                    "{} has QIS schema version {version}, this build knows {SCHEMA_VERSION}: use another file or a matching qis version",
+                    path.display()
+                ),
+            ));
+        }
+        create(&mut conn).map_err(|e| sql_error(&ctx("creating the tables"), e))?;
+    }
+    Ok(conn)
+}
+
+fn create(conn: &mut Connection) -> rusqlite::Result<()> {
+    // IMMEDIATE: take the write lock at once, so two processes creating the
+    // file at the same time queue up instead of failing on a lock upgrade.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 {
+        tx.execute_batch(DDL)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()
+}
+
+/// Whether SQLite gave up waiting for a lock.
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A SQLite error as a QIS error, with a kind a caller can branch on.
+pub(crate) fn sql_error(what: &str, e: rusqlite::Error) -> Error {
+    let (kind, hint) = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => (
+            ErrorKind::Timeout,
+            "another process held the write lock for longer than busy_timeout; retry, or raise busy_timeout",
+        ),
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::NoLargeFileSupport,
+        ) => (
+            ErrorKind::Unavailable,
+            "the file cannot be read or written; check the disk, its space and permissions",
+        ),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => (
+            ErrorKind::Backend,
+            "the file is not a SQLite database or is damaged; point the transport at another file",
+        ),
+        _ => (ErrorKind::Backend, "SQLite reported an error"),
+    };
+    Error::new(kind, NAME, format!("{what}: {hint}")).with_source(e)
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
+    system_time_us(SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// A time as microseconds since the Unix epoch (before it: 0).
+pub(crate) fn system_time_us(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

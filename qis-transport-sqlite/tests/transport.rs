@@ -1,0 +1,502 @@
+//! The SQLite transport's own behaviour, beyond the shared conformance suite:
+//! things only a file can show (several handles, schema, retention, plans).
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use qis_core::{
+    ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position,
+    StartPosition, Subject, SubjectPattern,
+};
+use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
+
+use common::{eventually, packet, TempDir};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn open(dir: &TempDir) -> SqliteTransport {
+    SqliteTransport::connect(SqliteConfig::new(dir.db()))
+        .await
+        .unwrap()
+}
+
+fn pattern(s: &str) -> SubjectPattern {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn deposit_dedup_returns_the_original_receipt() {
+    let dir = TempDir::new("dedup");
+    let t = open(&dir).await;
+    let p = packet("hvac", "energy-anomaly", "a");
+    let first = t.deposit(&p).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.subject.as_str(), "qis.iot.hvac.energy-anomaly");
+    // Same body on another subject: still the same packet id, stored once.
+    let again = t.deposit_fingerprinted(&p, 4).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.position, first.position);
+    assert_eq!(again.subject, first.subject);
+    // From another handle (another process) too.
+    let other = open(&dir).await;
+    let third = other.deposit(&p).await.unwrap();
+    assert!(third.duplicate);
+    assert_eq!(third.position, first.position);
+    // Within one batch.
+    let q = packet("hvac", "energy-anomaly", "b");
+    let r = t
+        .deposit_batch(&[q.clone(), q.clone(), p.clone()])
+        .await
+        .unwrap();
+    assert!(!r[0].duplicate && r[1].duplicate && r[2].duplicate);
+    assert_eq!(r[0].position, r[1].position);
+    assert_eq!(t.stored().await.unwrap().0, 2);
+}
+
+#[tokio::test]
+async fn batch_is_checked_before_anything_is_stored() {
+    let dir = TempDir::new("batchcheck");
+    let t = open(&dir).await;
+    let good = EncodedPacket::readable(&packet("hvac", "x", "1"), t.prefix()).unwrap();
+    let outside = EncodedPacket::new(
+        &packet("hvac", "x", "2"),
+        "other.place.hvac.x".parse().unwrap(),
+    )
+    .unwrap();
+    let e = t.deposit_encoded_batch(&[good, outside]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidSubject);
+    assert_eq!(t.stored().await.unwrap().0, 0);
+}
+
+#[tokio::test]
+async fn consumer_state_lives_in_the_file() {
+    let dir = TempDir::new("resume");
+    let a = open(&dir).await;
+    for i in 0..5 {
+        a.deposit(&packet("hvac", "energy-anomaly", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let c = a
+        .twins_consumer("b1", "hvac", "energy-anomaly")
+        .await
+        .unwrap();
+    let got = c.fetch(2, WAIT).await.unwrap();
+    assert_eq!(got.len(), 2);
+    c.ack(&got).await.unwrap();
+    let unacked = c.fetch(1, WAIT).await.unwrap();
+    assert_eq!(unacked.len(), 1);
+    a.close().await.unwrap();
+
+    // "Another process": a new handle resumes after the last ack; the
+    // unacked one comes back only after its ack wait.
+    let b = open(&dir).await;
+    let cfg = ConsumerConfig::new("b1", pattern("qis.iot.hvac.energy-anomaly"))
+        .unwrap()
+        .ack_wait(Duration::from_millis(300));
+    let c = b.consumer(cfg).await.unwrap();
+    let next = c.fetch(10, WAIT).await.unwrap();
+    assert_eq!(next.len(), 2, "the two never delivered");
+    assert!(next.iter().all(|d| d.delivery_count == 1));
+    c.ack(&next).await.unwrap();
+    // The original ack wait (30 s) still governs the first delivery's deadline;
+    // nak makes it due now instead.
+    c.nak(&unacked[0], Duration::ZERO).await.unwrap();
+    let again = c.fetch(10, WAIT).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id(), unacked[0].id());
+    assert_eq!(again[0].delivery_count, 2);
+    // Not acked: back after the (new) 300 ms ack wait, counted again.
+    let third = c.fetch(10, WAIT).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].delivery_count, 3);
+    c.ack(&third).await.unwrap();
+    assert!(c
+        .fetch(10, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn conflict_on_another_pattern_and_names_are_per_prefix() {
+    let dir = TempDir::new("conflict");
+    let t = open(&dir).await;
+    t.consumer(ConsumerConfig::new("c", pattern("qis.iot.hvac.>")).unwrap())
+        .await
+        .unwrap();
+    let e = t
+        .consumer(ConsumerConfig::new("c", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    // The same name under another prefix is another consumer.
+    let other_prefix: Subject = "plant.two".parse().unwrap();
+    let u = SqliteTransport::connect(SqliteConfig::new(dir.db()).prefix(other_prefix))
+        .await
+        .unwrap();
+    u.consumer(ConsumerConfig::new("c", pattern("plant.two.>")).unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn prefixes_sharing_a_file_do_not_see_each_other() {
+    let dir = TempDir::new("prefixes");
+    let a = open(&dir).await;
+    let b =
+        SqliteTransport::connect(SqliteConfig::new(dir.db()).prefix("plant.two".parse().unwrap()))
+            .await
+            .unwrap();
+    a.deposit(&packet("hvac", "x", "a")).await.unwrap();
+    b.deposit(&packet("hvac", "x", "b")).await.unwrap();
+    let c = a
+        .consumer(ConsumerConfig::new("all", pattern(">")).unwrap())
+        .await
+        .unwrap();
+    let got = c.fetch(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].subject(), "qis.iot.hvac.x");
+}
+
+#[tokio::test]
+async fn handles_share_one_consumer() {
+    let dir = TempDir::new("shared");
+    let a = open(&dir).await;
+    let b = open(&dir).await;
+    let n = 60;
+    let batch: Vec<_> = (0..n)
+        .map(|i| packet("hvac", "x", &i.to_string()))
+        .collect();
+    a.deposit_batch(&batch).await.unwrap();
+    let ca = a
+        .consumer(ConsumerConfig::new("work", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let cb = b
+        .consumer(ConsumerConfig::new("work", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut from = [0usize; 2];
+    while seen.len() < n {
+        for (k, c) in [&ca, &cb].into_iter().enumerate() {
+            let got = c.fetch(7, Duration::from_millis(200)).await.unwrap();
+            from[k] += got.len();
+            for d in &got {
+                assert!(seen.insert(d.id()), "delivered twice: {}", d.id());
+            }
+            c.ack(&got).await.unwrap();
+        }
+    }
+    assert!(
+        from[0] > 0 && from[1] > 0,
+        "both handles got work: {from:?}"
+    );
+}
+
+#[tokio::test]
+async fn start_positions() {
+    let dir = TempDir::new("start");
+    let t = open(&dir).await;
+    t.deposit(&packet("hvac", "x", "old")).await.unwrap();
+    let since = SystemTime::now();
+    t.deposit(&packet("hvac", "x", "mid")).await.unwrap();
+    let new = t
+        .consumer(
+            ConsumerConfig::new("new", pattern("qis.iot.>"))
+                .unwrap()
+                .start(StartPosition::New),
+        )
+        .await
+        .unwrap();
+    let since_c = t
+        .consumer(
+            ConsumerConfig::new("since", pattern("qis.iot.>"))
+                .unwrap()
+                .start(StartPosition::Since(since)),
+        )
+        .await
+        .unwrap();
+    t.deposit(&packet("hvac", "x", "late")).await.unwrap();
+    let got: Vec<_> = new.fetch(10, WAIT).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|d| d.packet().agent_id.as_str())
+            .collect::<Vec<_>>(),
+        ["agent-late"]
+    );
+    let got = since_c.fetch(10, WAIT).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|d| d.packet().agent_id.as_str())
+            .collect::<Vec<_>>(),
+        ["agent-mid", "agent-late"]
+    );
+}
+
+#[tokio::test]
+async fn patterns_of_every_form_match_exactly_and_in_order() {
+    let dir = TempDir::new("patterns");
+    let t = open(&dir).await;
+    let subjects = [
+        "qis.iot.hvac.energy",
+        "qis.iot.hvac.energy.fp1",
+        "qis.iot.hvac.leak",
+        "qis.iot.grid.energy",
+        "qis.iot.hvacx.energy",
+        "qis.iot.hvac-2.energy",
+    ];
+    let mut all = Vec::new();
+    for round in 0..3 {
+        for (i, s) in subjects.iter().enumerate() {
+            let p = packet("d", "p", &format!("{round}-{i}"));
+            all.push(EncodedPacket::new(&p, s.parse().unwrap()).unwrap());
+        }
+    }
+    t.deposit_encoded_batch(&all).await.unwrap();
+    for (i, pat) in [
+        "qis.iot.hvac.energy",
+        "qis.iot.hvac.>",
+        "qis.iot.hvac.*",
+        "qis.iot.*.energy",
+        "qis.iot.>",
+        ">",
+        "*.*.hvac.*.*",
+        "qis.iot.hvac.energy.>",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pat = pattern(pat);
+        let expected: Vec<String> = all
+            .iter()
+            .filter(|p| pat.matches(p.subject().as_str()))
+            .map(|p| p.subject().to_string())
+            .collect();
+        let c = t
+            .consumer(ConsumerConfig::new(format!("c{i}"), pat.clone()).unwrap())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        loop {
+            // Small fetches exercise the cursor across chunks.
+            let batch = c.fetch(2, Duration::from_millis(50)).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            c.ack(&batch).await.unwrap();
+            got.extend(batch.iter().map(|d| d.subject().to_string()));
+        }
+        assert_eq!(got, expected, "pattern {pat}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_rows_are_skipped_counted_and_never_redelivered() {
+    let dir = TempDir::new("malformed");
+    let t = open(&dir).await;
+    t.deposit(&packet("hvac", "x", "before")).await.unwrap();
+    t.insert_raw_unchecked("qis.iot.hvac.x", b"not json")
+        .await
+        .unwrap();
+    t.insert_raw_unchecked("qis.iot.hvac.x", &[b'{'; 600])
+        .await
+        .unwrap();
+    t.deposit(&packet("hvac", "x", "after")).await.unwrap();
+    let cfg = ConsumerConfig::new("m", pattern("qis.iot.hvac.x"))
+        .unwrap()
+        .ack_wait(Duration::from_millis(100));
+    let c = t.consumer(cfg).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let b = c.fetch(10, Duration::from_millis(300)).await.unwrap();
+        c.ack(&b).await.unwrap();
+        got.extend(b);
+    }
+    assert_eq!(got.len(), 2);
+    assert_eq!(c.malformed_skipped(), 2);
+}
+
+#[tokio::test]
+async fn fetch_returns_when_another_handle_deposits() {
+    let dir = TempDir::new("wake");
+    let a = open(&dir).await;
+    let b = open(&dir).await;
+    let c = a
+        .consumer(ConsumerConfig::new("w", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let fetch = tokio::spawn(async move { c.fetch(10, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.deposit(&packet("hvac", "x", "1")).await.unwrap();
+    let got = tokio::time::timeout(WAIT, fetch)
+        .await
+        .expect("fetch woke")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn live_sees_other_handles_and_own_deposits() {
+    let dir = TempDir::new("live");
+    let a = open(&dir).await;
+    let b = open(&dir).await;
+    let mut sub = a.subscribe(pattern("qis.iot.hvac.*")).await.unwrap();
+    b.deposit(&packet("hvac", "x", "1")).await.unwrap();
+    b.deposit(&packet("grid", "x", "2")).await.unwrap();
+    a.deposit(&packet("hvac", "y", "3")).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let r = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("live packet")
+            .unwrap()
+            .unwrap();
+        got.push(r.packet.agent_id);
+    }
+    assert_eq!(got, ["agent-1", "agent-3"]);
+}
+
+#[tokio::test]
+async fn retention_by_bytes_prunes_the_oldest() {
+    let dir = TempDir::new("bytes");
+    let t = SqliteTransport::connect(SqliteConfig::new(dir.db()).max_bytes(4096))
+        .await
+        .unwrap();
+    let c = t
+        .consumer(ConsumerConfig::new("r", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    for i in 0..100 {
+        t.deposit(&packet("hvac", "x", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let (n, bytes) = t.stored().await.unwrap();
+    assert!(bytes <= 4096, "{bytes} bytes stored");
+    assert!(n > 5 && n < 100, "{n} packets kept");
+    let got = c.fetch(200, WAIT).await.unwrap();
+    assert_eq!(got.len() as u64, n);
+    assert_eq!(got.last().unwrap().packet().agent_id, "agent-99");
+}
+
+#[tokio::test]
+async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
+    let dir = TempDir::new("age");
+    let cfg = SqliteConfig::new(dir.db()).max_age(Duration::from_millis(300));
+    let t = SqliteTransport::connect(cfg).await.unwrap();
+    t.deposit(&packet("hvac", "x", "old")).await.unwrap();
+    let c = t
+        .consumer(ConsumerConfig::new("r", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let first = c.fetch(1, WAIT).await.unwrap();
+    assert_eq!(first.len(), 1);
+    c.nak(&first[0], Duration::from_millis(50)).await.unwrap();
+    eventually(WAIT, "the old packet was pruned", || async {
+        t.prune().await.unwrap();
+        t.stored().await.unwrap().0 == 0
+    })
+    .await;
+    t.deposit(&packet("hvac", "x", "new")).await.unwrap();
+    let got = c.fetch(10, WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].packet().agent_id, "agent-new");
+    // seq never goes back after the table was emptied.
+    match got[0].position {
+        Position::Sequence(s) => assert_eq!(s, 2),
+        p => panic!("{p:?}"),
+    }
+}
+
+#[tokio::test]
+async fn closed_transport_says_closed() {
+    let dir = TempDir::new("closed");
+    let t = open(&dir).await;
+    let c = t
+        .consumer(ConsumerConfig::new("c", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let mut sub = t.subscribe(pattern("qis.iot.>")).await.unwrap();
+    t.close().await.unwrap();
+    assert_eq!(
+        t.deposit(&packet("hvac", "x", "1"))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(
+        c.fetch(1, Duration::ZERO).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    assert!(tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("stream ended")
+        .is_none());
+    t.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn unopenable_file_is_unavailable() {
+    let dir = TempDir::new("unopen");
+    let e = SqliteTransport::connect(SqliteConfig::new(dir.path().join("missing-dir/x.db")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(e.transport(), "sqlite");
+    std::fs::write(dir.db(), b"this is not a database, just some text that is long enough....................................................").unwrap();
+    let e = SqliteTransport::connect(SqliteConfig::new(dir.db()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.transport(), "sqlite");
+}
+
+#[tokio::test]
+async fn fire_and_forget_is_unsupported() {
+    let dir = TempDir::new("faf");
+    let t = open(&dir).await;
+    assert!(!t.capabilities().fire_and_forget);
+    let e = t.publish(&packet("hvac", "x", "1")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+}
+
+#[tokio::test]
+async fn concurrent_depositors_lose_nothing() {
+    let dir = TempDir::new("concurrent");
+    let mut tasks = Vec::new();
+    for h in 0..4 {
+        let t = open(&dir).await;
+        tasks.push(tokio::spawn(async move {
+            let mut inner = Vec::new();
+            for k in 0..4 {
+                let t = t.clone();
+                inner.push(tokio::spawn(async move {
+                    for i in 0..25 {
+                        t.deposit(&packet("hvac", "x", &format!("{h}-{k}-{i}")))
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for j in inner {
+                j.await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let t = open(&dir).await;
+    assert_eq!(t.stored().await.unwrap().0, 400);
+}
