@@ -1,0 +1,202 @@
+//! A `redis-server` child process for tests that need their own server:
+//! loopback, a free port, data in a temporary directory, stopped by PID.
+
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether a program runs (`{program} {arg}` exits 0).
+pub fn installed(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether live tests must fail rather than be ignored.
+pub fn require_live() -> bool {
+    std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1")
+}
+
+/// A redis-server child of this test.
+pub struct Server {
+    pub dir: PathBuf,
+    pub port: u16,
+    /// Extra redis-server options.
+    pub args: Vec<String>,
+    tls: bool,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// A server (not started yet) with data in a fresh temporary directory.
+    /// `args` are extra redis-server options; with `tls` the port is the TLS
+    /// port (the plain one is off).
+    pub fn new(name: &str, args: &[&str], tls: bool) -> Result<Self, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("qis-redis-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Server {
+            dir,
+            port,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            tls,
+            child: None,
+        })
+    }
+
+    /// The log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    /// Start it and wait (bounded) until it accepts connections.
+    pub fn start(&mut self) -> Result<(), String> {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let log_before = std::fs::read_to_string(self.log())
+            .map(|s| s.len())
+            .unwrap_or(0);
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--daemonize", "no", "--logfile"])
+            .arg(self.log())
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("could not start redis-server: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = std::fs::read_to_string(self.log())
+                .map(|s| {
+                    s.get(log_before..)
+                        .unwrap_or("")
+                        .contains("Ready to accept connections")
+                })
+                .unwrap_or(false);
+            if ready && self.answers() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(format!(
+                        "redis-server exited at start ({status}); see {}",
+                        self.log().display()
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "redis-server was not ready on port {} within 10 s",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Plain servers answer PING; TLS ones accept TCP.
+    fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port).into(),
+            Duration::from_millis(200),
+        ) else {
+            return false;
+        };
+        if self.tls {
+            return true;
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// SIGTERM by PID (Redis flushes its AOF and exits), then wait for the exit.
+    pub fn stop(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| format!("could not run kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -TERM {pid} failed"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "redis-server {pid} did not exit within 15 s of SIGTERM"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.stop().is_err() {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run `openssl` with `args` in `dir`.
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run openssl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

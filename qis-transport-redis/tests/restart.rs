@@ -1,0 +1,266 @@
+//! Redis stopped (SIGTERM: it flushes its AOF) and restarted in the middle of
+//! 1,000 deposits; the depositor retries each failure with the same packet.
+//! Afterwards a durable consumer opened by name on fresh connections gets
+//! every acknowledged packet exactly once.
+//!
+//! The test starts its own `redis-server` (AOF on, `appendfsync always`, data
+//! in a temporary directory, a free loopback port) and stops it by PID. It is
+//! ignored with the reason when `redis-server` is not installed, and fails
+//! then if `QIS_REQUIRE_LIVE=1`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::Server;
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use qis_core::{
+    ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, PacketId, StartPosition,
+    Subject, SubjectPattern,
+};
+use qis_transport_redis::{RedisConfig, RedisTransport};
+
+const TOTAL: usize = 1_000;
+const RESTART_AT: usize = 500;
+/// How long Redis stays down.
+const OUTAGE: Duration = Duration::from_millis(1500);
+
+fn packet(i: usize) -> OutcomePacket {
+    OutcomePacket {
+        agent_id: format!("agent-{}", i % 37),
+        domain: "hvac".into(),
+        problem_class: format!("class-{}", i % 4),
+        conclusion: format!("finding {i}"),
+        confidence: 0.5,
+        context_vector: vec![0.1, 0.2],
+        timestamp: 1_764_000_000.0 + i as f64,
+        source_node: "restart-test".into(),
+    }
+}
+
+async fn scenario(server: &mut Server) -> Result<(), String> {
+    let prefix = Subject::new("restart.iot").unwrap();
+    let config = RedisConfig::from_url(&format!("redis://127.0.0.1:{}", server.port))
+        .map_err(|e| e.to_string())?
+        .prefix(prefix.clone())
+        .response_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1));
+    let t = RedisTransport::connect(config.clone())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let pattern = SubjectPattern::new("restart.iot.>").unwrap();
+    let consumer_config = ConsumerConfig::new("survivor", pattern)
+        .unwrap()
+        .start(StartPosition::All);
+    // Created before the deposits, so it must see every one of them.
+    let c = t
+        .consumer(consumer_config.clone())
+        .await
+        .map_err(|e| format!("consumer: {e}"))?;
+    c.close().await.map_err(|e| e.to_string())?;
+
+    let packets: Vec<EncodedPacket> = (0..TOTAL)
+        .map(|i| EncodedPacket::readable(&packet(i), &prefix).unwrap())
+        .collect();
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+
+    // The depositor: one packet at a time, each retried (same packet) until
+    // acknowledged, within a bound.
+    let depositor = {
+        let t = t.clone();
+        let done = done.clone();
+        let failures = failures.clone();
+        let packets = packets.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::with_capacity(TOTAL);
+            let mut duplicates = 0usize;
+            for p in &packets {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    match t.deposit_encoded(p).await {
+                        Ok(r) => {
+                            if r.duplicate {
+                                duplicates += 1;
+                            }
+                            acked.push(r.id);
+                            done.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        Err(e) if Instant::now() < deadline => {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            tracing::debug!(error = %e, "deposit failed; retrying the same packet");
+                            // Back off a little while Redis is down.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => {
+                            return Err(format!(
+                                "packet {} never acknowledged within 60 s: {e}",
+                                p.id()
+                            ))
+                        }
+                    }
+                }
+            }
+            Ok((acked, duplicates))
+        })
+    };
+
+    // The restart, in the middle of the deposits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.load(Ordering::SeqCst) < RESTART_AT {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} deposits acknowledged within 30 s before the restart",
+                done.load(Ordering::SeqCst)
+            ));
+        }
+        tokio::task::yield_now().await;
+    }
+    let at_stop = done.load(Ordering::SeqCst);
+    tokio::task::block_in_place(|| server.stop())?;
+    let during = done.load(Ordering::SeqCst);
+    // Stay down a while: longer than the client's reconnect budget, so the
+    // depositor meets refused connections and must recover from them.
+    tokio::task::block_in_place(|| {
+        std::thread::sleep(OUTAGE);
+        server.start()
+    })?;
+    let (acked, duplicates) = depositor
+        .await
+        .map_err(|e| format!("depositor panicked: {e}"))??;
+    let failures = failures.load(Ordering::SeqCst);
+    eprintln!(
+        "restart: stopped after {at_stop} acknowledged deposits ({during} when it had exited), {failures} failed attempts retried, {duplicates} retries recognised as duplicates"
+    );
+    if at_stop >= TOTAL || during >= TOTAL {
+        return Err(format!("the restart was not in the middle of the deposits ({at_stop} / {during} of {TOTAL} done)"));
+    }
+    if failures == 0 {
+        return Err(
+            "no deposit failed while Redis was down: the restart did not interrupt the depositor"
+                .into(),
+        );
+    }
+    let expected: HashSet<PacketId> = acked.iter().copied().collect();
+    if expected.len() != TOTAL {
+        return Err(format!(
+            "{} distinct acknowledged ids, expected {TOTAL}",
+            expected.len()
+        ));
+    }
+    t.close().await.map_err(|e| e.to_string())?;
+
+    // Another "process": fresh connections, the consumer re-opened by name.
+    let t2 = RedisTransport::connect(config)
+        .await
+        .map_err(|e| format!("reconnect: {e}"))?;
+    let c2 = t2
+        .consumer(consumer_config)
+        .await
+        .map_err(|e| format!("re-open consumer: {e}"))?;
+    let mut seen: HashSet<PacketId> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < TOTAL {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "consumer received {} of {TOTAL} acknowledged packets within 30 s",
+                seen.len()
+            ));
+        }
+        let batch = c2
+            .fetch(500, Duration::from_secs(2))
+            .await
+            .map_err(|e| format!("fetch: {e}"))?;
+        c2.ack(&batch).await.map_err(|e| format!("ack: {e}"))?;
+        for d in batch {
+            if !expected.contains(&d.id()) {
+                return Err(format!(
+                    "received packet {} that was never acknowledged",
+                    d.id()
+                ));
+            }
+            if !seen.insert(d.id()) {
+                return Err(format!(
+                    "packet {} was delivered twice (stored twice?)",
+                    d.id()
+                ));
+            }
+        }
+    }
+    let extra = c2
+        .fetch(100, Duration::from_millis(500))
+        .await
+        .map_err(|e| format!("fetch: {e}"))?;
+    if !extra.is_empty() {
+        return Err(format!(
+            "{} packets arrived beyond the {TOTAL} acknowledged",
+            extra.len()
+        ));
+    }
+    c2.close().await.map_err(|e| e.to_string())?;
+    t2.close().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn run() -> Result<(), Failed> {
+    let mut server = Server::new(
+        "restart",
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ],
+        false,
+    )?;
+    server.start()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let r = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(170), scenario(&mut server))
+            .await
+            .unwrap_or_else(|_| Err("the restart scenario did not finish within 170 s".into()))
+    });
+    drop(rt);
+    server.stop()?;
+    r.map_err(Failed::from)
+}
+
+fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let args = Arguments::from_args();
+    let require_live = common::require_live();
+    let installed = common::installed("redis-server", "--version");
+    let name = "redis_restart_mid_deposits_keeps_every_acknowledged_packet_once";
+    let trial = if installed {
+        Trial::test(name, run)
+    } else if require_live {
+        Trial::test(name, || {
+            Err(Failed::from(
+                "redis-server is not installed but QIS_REQUIRE_LIVE=1: run scripts/servers/redis.sh install",
+            ))
+        })
+    } else {
+        Trial::ignorable_test(name, || {
+            Ok(Completion::ignored_with(
+                "redis-server is not installed (scripts/servers/redis.sh install); QIS_REQUIRE_LIVE=1 makes this a failure",
+            ))
+        })
+    };
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
