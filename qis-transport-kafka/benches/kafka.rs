@@ -1,0 +1,313 @@
+//! Throughput of the Kafka transport beside raw rdkafka doing the same work
+//! in the same run, on the broker at `QIS_KAFKA_URL`:
+//!
+//! - batch deposit: `deposit_encoded_batch` in chunks of 1,000 vs. an
+//!   idempotent `FutureProducer` (same settings, records, key and headers)
+//!   queueing each chunk and awaiting the acknowledgements in order;
+//! - fetch + ack: a durable consumer fetching up to 1,000 and acking each
+//!   batch vs. a raw group consumer polling the same records and committing
+//!   synchronously every 1,000.
+//!
+//! Each side runs twice, alternating, and the better run counts (the machine
+//! may be busy with other work).
+//!
+//! Ratio = qis throughput / raw throughput (1.0 = as fast as raw). For
+//! context the bench also times raw consuming that decodes each packet
+//! (JSON, validation, SHA-256 id), the work any QIS reader has to do.
+//!
+//! Run: `cargo bench -p qis-transport-kafka` (with `scripts/servers/kafka.sh`).
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qis_core::{
+    ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport, Subject,
+    SubjectPattern,
+};
+use qis_transport_kafka::{KafkaConfig, KafkaTransport, HEADER_PACKET_ID, HEADER_SUBJECT};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+/// Records per side and phase.
+const N: usize = 30_000;
+const CHUNK: usize = 1_000;
+
+fn packets(prefix: &Subject) -> Vec<EncodedPacket> {
+    let problems = [
+        "energy-anomaly",
+        "refrigerant-loss",
+        "bearing-wear",
+        "voltage-sag",
+    ];
+    (0..N)
+        .map(|i| {
+            let p = OutcomePacket {
+                agent_id: format!("bench-agent-{}", i % 50),
+                domain: "hvac".into(),
+                problem_class: problems[i % problems.len()].into(),
+                conclusion: format!(
+                    "Compressor draw {}% above baseline over the last hour.",
+                    i % 40
+                ),
+                confidence: (i % 100) as f64 / 100.0,
+                context_vector: vec![0.18, 0.92, 0.03, 0.71],
+                timestamp: 1_764_000_000.0 + i as f64,
+                source_node: "bench-floor-3".into(),
+            };
+            EncodedPacket::readable(&p, prefix).expect("valid packet")
+        })
+        .collect()
+}
+
+fn raw_producer(config: &KafkaConfig) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .create()
+        .expect("raw producer")
+}
+
+async fn raw_deposit(producer: &FutureProducer, topic: &str, packets: &[EncodedPacket]) {
+    for chunk in packets.chunks(CHUNK) {
+        let mut in_flight = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let id = p.id().to_hex();
+            let headers = OwnedHeaders::new_with_capacity(2)
+                .insert(Header {
+                    key: HEADER_PACKET_ID,
+                    value: Some(id.as_bytes()),
+                })
+                .insert(Header {
+                    key: HEADER_SUBJECT,
+                    value: Some(p.subject().as_str().as_bytes()),
+                });
+            let record = FutureRecord::to(topic)
+                .key(p.subject().as_str())
+                .payload(p.body().as_ref())
+                .headers(headers);
+            in_flight.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queue"),
+            );
+        }
+        for f in in_flight {
+            f.await
+                .expect("producer alive")
+                .map_err(|(e, _)| e)
+                .expect("stored");
+        }
+    }
+}
+
+async fn qis_deposit(t: &KafkaTransport, packets: &[EncodedPacket]) {
+    for chunk in packets.chunks(CHUNK) {
+        t.deposit_encoded_batch(chunk).await.expect("deposit");
+    }
+}
+
+/// A raw group member: subscribe, wait for the assignment, then time
+/// consuming `total` records with a synchronous commit every `CHUNK`.
+fn raw_consume(
+    config: &KafkaConfig,
+    topic: &str,
+    group: &str,
+    total: usize,
+    decode: bool,
+) -> Duration {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait_max.as_millis().to_string(),
+        )
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        )
+        .create()
+        .expect("raw consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let join_deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = Vec::new();
+    while c.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < join_deadline,
+            "raw consumer got no assignment within 30 s"
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            first.push(m.detach());
+        }
+    }
+    let started = Instant::now();
+    let mut n = first.len();
+    let mut since_commit = n;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n < total {
+        assert!(
+            Instant::now() < deadline,
+            "raw consumer read {n} of {total} within 60 s"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if decode {
+                    let body = rdkafka::Message::payload(&m).unwrap_or_default();
+                    std::hint::black_box(qis_core::Received::decode("", body).expect("a packet"));
+                }
+                n += 1;
+                since_commit += 1;
+                if since_commit >= CHUNK {
+                    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+                    since_commit = 0;
+                }
+            }
+            Some(Err(e)) => panic!("raw consumer: {e}"),
+            None => {}
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    started.elapsed()
+}
+
+async fn qis_consume(c: &Arc<dyn DurableConsumer>, total: usize) -> Duration {
+    let started = Instant::now();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n < total {
+        assert!(
+            Instant::now() < deadline,
+            "qis consumer read {n} of {total} within 60 s"
+        );
+        let f0 = Instant::now();
+        let batch = c
+            .fetch(CHUNK, Duration::from_millis(500))
+            .await
+            .expect("fetch");
+        let f1 = Instant::now();
+        c.ack(&batch).await.expect("ack");
+        n += batch.len();
+        if std::env::var("QIS_BENCH_TRACE").is_ok() {
+            println!(
+                "fetch {} in {:?}, ack {:?}, n {n}",
+                batch.len(),
+                f1 - f0,
+                f1.elapsed()
+            );
+        }
+    }
+    started.elapsed()
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn report(what: &str, n: usize, qis: Duration, raw: Duration) {
+    let (q, r) = (rate(n, qis), rate(n, raw));
+    println!(
+        "{what:<18} qis {q:>9.0}/s ({:>7.1} ms)   raw rdkafka {r:>9.0}/s ({:>7.1} ms)   ratio {:.2}",
+        qis.as_secs_f64() * 1e3,
+        raw.as_secs_f64() * 1e3,
+        q / r
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+    let Ok(url) = std::env::var("QIS_KAFKA_URL") else {
+        println!(
+            "QIS_KAFKA_URL is not set: start scripts/servers/kafka.sh and source its env file"
+        );
+        return;
+    };
+    let started = Instant::now();
+    let prefix = Subject::new(format!("qtbench{:08x}.iot", rand::random::<u32>())).unwrap();
+    let config = KafkaConfig::from_url(&url)
+        .expect("url")
+        .prefix(prefix.clone());
+    let t = KafkaTransport::connect(config.clone())
+        .await
+        .expect("connect");
+    let topic = t.topic().to_string();
+    let raw = raw_producer(&config);
+    let packets = packets(&prefix);
+    println!(
+        "kafka bench: {N} packets of ~{} bytes per side, topic {topic} ({} partitions)",
+        packets[0].body().len(),
+        t.partitions()
+    );
+
+    // Warm both producers up (connections, producer ids).
+    qis_deposit(&t, &packets[..100]).await;
+    raw_deposit(&raw, &topic, &packets[..100]).await;
+
+    // Alternate, best of two, so neither side pays for the other's leftovers.
+    let mut qd = Duration::MAX;
+    let mut rd = Duration::MAX;
+    for _ in 0..2 {
+        let s = Instant::now();
+        raw_deposit(&raw, &topic, &packets).await;
+        rd = rd.min(s.elapsed());
+        let s = Instant::now();
+        qis_deposit(&t, &packets).await;
+        qd = qd.min(s.elapsed());
+    }
+    report("batch deposit", N, qd, rd);
+
+    // Everything in the topic: 2 × 100 warm-up + 4 × N.
+    let total = 200 + 4 * N;
+    let pattern = SubjectPattern::new(format!("{prefix}.>")).unwrap();
+    let mut qc = Duration::MAX;
+    let mut rc = Duration::MAX;
+    let mut dc = Duration::MAX;
+    for round in 0..2 {
+        // A fresh group per round and side; joining is not timed.
+        let c = t
+            .consumer(ConsumerConfig::new(format!("bench-{round}"), pattern.clone()).unwrap())
+            .await
+            .expect("consumer");
+        qc = qc.min(qis_consume(&c, total).await);
+        c.close().await.expect("close");
+        let config = config.clone();
+        let topic = topic.clone();
+        let (c2, t2) = (config.clone(), topic.clone());
+        let group = format!("{prefix}.raw-bench-{round}");
+        let d =
+            tokio::task::spawn_blocking(move || raw_consume(&config, &topic, &group, total, false))
+                .await
+                .expect("raw consume");
+        rc = rc.min(d);
+        let group = format!("{prefix}.raw-decode-bench-{round}");
+        let d = tokio::task::spawn_blocking(move || raw_consume(&c2, &t2, &group, total, true))
+            .await
+            .expect("raw consume");
+        dc = dc.min(d);
+    }
+    report("fetch + ack", total, qc, rc);
+    // What any QIS reader pays on top of raw consuming: decoding each
+    // packet (JSON, validation, SHA-256 id). Shown apart for context.
+    report("  (raw + decode)", total, qc, dc);
+    t.close().await.expect("close");
+    println!("whole bench: {:.1} s", started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,322 @@
+//! # qis-transport-kafka
+//!
+//! A QIS outcome transport over Apache Kafka (or any broker speaking the
+//! Kafka protocol), built on librdkafka through `rdkafka`. Durable consumers
+//! are Kafka consumer groups.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use qis_core::{DurableConsumer, OutcomePacket, OutcomeTransport, OutcomeTransportExt};
+//! use qis_transport_kafka::{KafkaConfig, KafkaTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> qis_core::Result<()> {
+//! let transport = KafkaTransport::connect(KafkaConfig::from_url("kafka://127.0.0.1:9092")?).await?;
+//! let packet = OutcomePacket {
+//!     agent_id: "hvac-building-a".into(),
+//!     domain: "hvac".into(),
+//!     problem_class: "energy-anomaly".into(),
+//!     conclusion: "Compressor draw 18% above baseline.".into(),
+//!     confidence: 0.87,
+//!     context_vector: vec![0.18, 0.92, 0.03, 0.71],
+//!     timestamp: 1_764_000_000.0,
+//!     source_node: "building-a-floor-3".into(),
+//! };
+//! let receipt = transport.deposit(&packet).await?;
+//! assert!(!receipt.duplicate); // receipt.position: partition and offset
+//!
+//! // A consumer group named "qis.iot.building-b", starting with history.
+//! let twins = transport.twins_consumer("building-b", "hvac", "energy-anomaly").await?;
+//! let batch = twins.fetch(50, Duration::from_secs(1)).await?;
+//! twins.ack(&batch).await?;
+//! twins.close().await?;
+//! transport.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Subjects on Kafka: one topic per prefix, the subject as key
+//!
+//! Every subject under the prefix (`qis.iot.hvac.energy-anomaly`,
+//! `qis.iot.hvac.energy-anomaly.<fingerprint>`, …) is stored in **one topic
+//! named after the prefix** (`qis.iot`; [`KafkaConfig::topic`] overrides it).
+//! Each record has the subject as its **key** and in a `qis-subject` header,
+//! the packet body as its value, and the packet id in a `qis-packet-id`
+//! header.
+//!
+//! - *Order*: records are partitioned by key (murmur2, as the Java client),
+//!   so one subject always lands in one partition and keeps the order its
+//!   publisher deposited in; the idempotent producer keeps that order across
+//!   retries.
+//! - *Bounded topic count*: fingerprinted subjects are unbounded in number;
+//!   a topic per subject would create topics without end, each with its own
+//!   files and metadata, and new topics would reach pattern (regex)
+//!   subscribers only after a metadata refresh (up to minutes), so a packet
+//!   on a brand-new subject could be missed by a consumer that is already
+//!   running.
+//! - *Wildcards*: Kafka has no subject wildcards. Consumers read the whole
+//!   topic and keep the records whose key matches their
+//!   [`SubjectPattern`] (`*` one token, `>` one or
+//!   more trailing tokens; exactly SPEC §3). Records that do not match count
+//!   as done for that consumer. The cost is that every consumer reads every
+//!   record under the prefix; use more prefixes to split heavy traffic.
+//! - The topic is created if missing (admin client), with
+//!   [`KafkaConfig::partitions`] partitions (default 3), `retention.ms` = 24 h
+//!   and `retention.bytes` = 50 MiB / partitions (Kafka counts bytes per
+//!   partition).
+//!
+//! ## Deposits
+//!
+//! An idempotent producer (`enable.idempotence=true`, `acks=all`): the
+//! receipt, with [`Position::Offset`], is
+//! returned once the partition leader and its in-sync replicas stored the
+//! record. A batch deposit queues every record first and then collects the
+//! acknowledgements in order. Kafka does not recognise an identical
+//! re-deposit (idempotence covers the producer's own retries only), so
+//! `dedup` is false: a re-deposit is stored again, and synthesis counts a
+//! packet id once anyway.
+//!
+//! ## Durable consumers
+//!
+//! A durable consumer `name` is the consumer group `{prefix}.{name}`.
+//! Handles opened with the same name are members of the group and share its
+//! partitions (`shared_consumers`): each packet goes to one of them. The
+//! start position is fixed when the group is first created: the transport
+//! commits each partition's start offset (low watermark for
+//! [`StartPosition::All`](qis_core::StartPosition::All), high watermark for
+//! `New`, `offsets_for_times` for `Since`), so a consumer created with `New`
+//! and re-opened later still gets what was deposited in between.
+//! [`consumer`](qis_core::OutcomeTransport::consumer) returns once the group
+//! has assigned partitions to the new member (a group join takes a few
+//! seconds on most brokers; bounded by [`KafkaConfig::join_timeout`]).
+//!
+//! Acks commit offsets, but only up to the first packet not acked yet in each
+//! partition: the committed offset is the first unacked packet. A handle
+//! keeps its unacked deliveries and delivers them again when their ack wait
+//! expires or they are nak'd (so `nak` is supported); acked packets after an
+//! unacked one are not delivered again by that handle. A handle that dies,
+//! closes or loses a partition in a rebalance leaves the group's committed
+//! offset at its first unacked packet, so the group's next owner of that
+//! partition delivers it again, together with any packets after it that
+//! were acked but not yet contiguous (at-least-once). `delivery_count`
+//! counts deliveries by one handle; it starts again at 1 with a new owner.
+//!
+//! The committed offsets carry the consumer's pattern as commit metadata:
+//! re-opening a name with another pattern fails with
+//! [`ErrorKind::Conflict`]. (Apache Kafka
+//! keeps commit metadata; a Kafka-compatible broker that drops it cannot
+//! tell, and the consumer then resumes with the new pattern.)
+//!
+//! ## Live subscriptions
+//!
+//! A live subscription is a consumer outside any group, assigned every
+//! partition at its current end (positions fixed before `subscribe` returns,
+//! so there is no group join delay), filtering keys on the client. It is
+//! at-most-once: nothing is committed. Kafka has no publish that skips
+//! storage (a produce with `acks=0` is still stored and would reach durable
+//! consumers), so `fire_and_forget` is false and
+//! [`publish_encoded`](qis_core::OutcomeTransport::publish_encoded) returns
+//! [`ErrorKind::Unsupported`].
+//!
+//! ## Malformed records
+//!
+//! A record whose key is not a subject under the prefix, or whose value is
+//! not a valid packet of at most 512 bytes, is logged with `tracing::warn!`
+//! (subject, partition, offset), counted in
+//! [`malformed_skipped`](qis_core::DurableConsumer::malformed_skipped) and
+//! treated as done: its offset is committed past and it never comes back.
+//!
+//! ## Security and tuning
+//!
+//! [`KafkaConfig::client_options`] pass any librdkafka property to every
+//! client: `security.protocol`, `sasl.mechanism`, `sasl.username`,
+//! `sasl.password`, `ssl.ca.location`, … `kafka://user:password@host` sets
+//! the SASL credentials. [`KafkaConfig::fetch_wait_max`] (default 10 ms) is
+//! how long the broker may hold an empty fetch; a broker that answers waiting
+//! fetches as soon as data arrives can use a larger value to cut idle load.
+
+mod client;
+pub mod config;
+mod deposit;
+mod live;
+mod pull;
+mod record;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use qis_core::transport::check_under_prefix;
+use qis_core::{
+    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
+    LiveSubscription, OutcomeTransport, Position, Receipt, Result, Subject, SubjectPattern,
+};
+use rdkafka::producer::Producer as _;
+
+pub use config::KafkaConfig;
+pub use record::{HEADER_PACKET_ID, HEADER_SUBJECT};
+
+/// The transport's name in errors and logs.
+pub(crate) const NAME: &str = "kafka";
+
+/// The Kafka transport. Cheap to clone; clones share one producer.
+#[derive(Clone)]
+pub struct KafkaTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    topic: String,
+    partitions: i32,
+    producer: deposit::Producer,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for KafkaTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("bootstrap_servers", &self.inner.config.bootstrap_servers)
+            .field("prefix", &self.inner.config.prefix)
+            .field("topic", &self.inner.topic)
+            .field("partitions", &self.inner.partitions)
+            .finish()
+    }
+}
+
+impl KafkaTransport {
+    /// Connect to the brokers, create the topic if it is missing, and return
+    /// the transport. Fails with [`ErrorKind::Unavailable`] when no broker
+    /// answers within [`KafkaConfig::request_timeout`].
+    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        config.validate()?;
+        let topic = config.topic_name();
+        let partitions = client::ensure_topic(&config, &topic).await?;
+        let producer = deposit::producer(&config)?;
+        tracing::debug!(topic = %topic, partitions, brokers = %config.bootstrap_servers, "connected");
+        Ok(KafkaTransport {
+            inner: Arc::new(Inner {
+                config,
+                topic,
+                partitions,
+                producer,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Connect with [`KafkaConfig::from_url`].
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        Self::connect(KafkaConfig::from_url(url)?).await
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// The topic the prefix is stored in.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The topic's partition count when the transport connected.
+    pub fn partitions(&self) -> i32 {
+        self.inner.partitions
+    }
+
+    /// Store raw bytes on `subject` with no check at all, as a foreign
+    /// producer of garbage would (the subject as key, no headers). For tests
+    /// of malformed-record handling.
+    pub async fn deposit_raw_unchecked(&self, subject: &str, body: &[u8]) -> Result<Position> {
+        self.check_open()?;
+        deposit::raw(&self.inner.producer, &self.inner.topic, subject, body).await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the transport is closed: connect again",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl OutcomeTransport for KafkaTransport {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            durable: true,
+            persistent: true,
+            live: true,
+            fire_and_forget: false,
+            native_wildcards: false,
+            dedup: false,
+            nak: true,
+            start_since: true,
+            shared_consumers: true,
+        }
+    }
+
+    fn prefix(&self) -> &Subject {
+        &self.inner.config.prefix
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
+    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
+        self.check_open()?;
+        check_under_prefix(NAME, &self.inner.config.prefix, packet.subject())?;
+        deposit::deposit_one(
+            &self.inner.producer,
+            &self.inner.topic,
+            packet,
+            self.inner.config.deposit_timeout,
+        )
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(count = packets.len()))]
+    async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
+        self.check_open()?;
+        for p in packets {
+            check_under_prefix(NAME, &self.inner.config.prefix, p.subject())?;
+        }
+        deposit::deposit_many(
+            &self.inner.producer,
+            &self.inner.topic,
+            packets,
+            self.inner.config.deposit_timeout,
+        )
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %config.name, pattern = %config.pattern))]
+    async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
+        self.check_open()?;
+        pull::open(&self.inner.config, &self.inner.topic, config).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(pattern = %pattern))]
+    async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
+        self.check_open()?;
+        live::subscribe(&self.inner.config, &self.inner.topic, pattern).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
+            .await
+            .map_err(|e| client::join_error("flushing the producer", e))?
+            .map_err(|e| client::kafka_error("could not flush pending deposits", e))
+    }
+}

@@ -1,0 +1,146 @@
+//! How a packet is laid on a Kafka record, and read back.
+//!
+//! - key: the subject (UTF-8), so one subject always lands in one partition;
+//! - value: the packet body (compact JSON, ≤ 512 bytes);
+//! - headers: `qis-packet-id` (lowercase hex SHA-256 of the body) and
+//!   `qis-subject` (the subject again, for tools that do not show keys).
+
+use qis_core::{Received, Subject, SubjectPattern};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+
+/// Header carrying the packet id.
+pub const HEADER_PACKET_ID: &str = "qis-packet-id";
+
+/// Header carrying the subject (the record key is the subject too).
+pub const HEADER_SUBJECT: &str = "qis-subject";
+
+/// A record as taken from the consumer, owned so it can wait in a buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub subject_header: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl RawRecord {
+    pub fn from_message(m: &BorrowedMessage<'_>) -> Self {
+        // The key is the subject; the header is read only for a record
+        // without a key.
+        let subject_header = match m.key() {
+            Some(_) => None,
+            None => m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == HEADER_SUBJECT)
+                    .and_then(|h| h.value.map(<[u8]>::to_vec))
+            }),
+        };
+        RawRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            subject_header,
+            payload: m.payload().map(<[u8]>::to_vec),
+        }
+    }
+
+    /// Bytes held (key, header, value).
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.subject_header.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + 64
+    }
+
+    /// The subject the record claims: its key, else its `qis-subject` header.
+    fn subject(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .or(self.subject_header.as_deref())
+            .and_then(|b| std::str::from_utf8(b).ok())
+    }
+}
+
+/// What a record turned out to be for a consumer on a pattern.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A valid packet on a matching subject.
+    Packet(Received),
+    /// A subject the pattern does not match: not for this consumer.
+    Other,
+    /// Not a packet: the reason, and the subject if there was one.
+    Malformed { subject: String, reason: String },
+}
+
+/// Read a record for a consumer of `pattern` on a transport of `prefix`.
+/// The packet id is always computed from the body bytes.
+pub(crate) fn decode(prefix: &Subject, pattern: &SubjectPattern, r: &RawRecord) -> Decoded {
+    let Some(subject) = r.subject() else {
+        return Decoded::Malformed {
+            subject: String::new(),
+            reason: "the record has no UTF-8 subject key".into(),
+        };
+    };
+    let valid_subject = Subject::new(subject).is_ok()
+        && subject.len() > prefix.as_str().len()
+        && prefix.contains(subject);
+    if !valid_subject {
+        return Decoded::Malformed {
+            subject: subject.to_string(),
+            reason: format!("key {subject:?} is not a subject under {prefix}"),
+        };
+    }
+    if !pattern.matches(subject) {
+        return Decoded::Other;
+    }
+    match Received::decode(subject, r.payload.as_deref().unwrap_or_default()) {
+        Ok(received) => Decoded::Packet(received),
+        Err(e) => Decoded::Malformed {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(key: Option<&str>, body: &[u8]) -> RawRecord {
+        RawRecord {
+            partition: 0,
+            offset: 0,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            subject_header: None,
+            payload: Some(body.to_vec()),
+        }
+    }
+
+    #[test]
+    fn garbage_and_foreign_keys_are_malformed() {
+        let prefix = Subject::default();
+        let all = SubjectPattern::new(">").unwrap();
+        assert!(matches!(
+            decode(&prefix, &all, &raw(None, b"{}")),
+            Decoded::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode(&prefix, &all, &raw(Some("other.x.y"), b"{}")),
+            Decoded::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode(&prefix, &all, &raw(Some("qis.iot.a.b"), b"\x00garbage")),
+            Decoded::Malformed { .. }
+        ));
+        let hvac = SubjectPattern::new("qis.iot.hvac.>").unwrap();
+        assert!(matches!(
+            decode(
+                &prefix,
+                &hvac,
+                &raw(Some("qis.iot.power.x"), b"\x00garbage")
+            ),
+            Decoded::Other
+        ));
+    }
+}

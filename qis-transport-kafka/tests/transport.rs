@@ -1,0 +1,257 @@
+//! Kafka-specific behaviour beyond the shared conformance suite.
+//!
+//! Needs a broker: `QIS_KAFKA_URL` (see `scripts/servers/kafka.sh`). Without
+//! it the tests that need one pass with a note, unless `QIS_REQUIRE_LIVE=1`.
+
+use std::time::{Duration, Instant};
+
+use qis_core::{
+    ConsumerConfig, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt, Position,
+    StartPosition, Subject, SubjectPattern,
+};
+use qis_transport_kafka::{KafkaConfig, KafkaTransport};
+
+fn url() -> Option<String> {
+    match std::env::var("QIS_KAFKA_URL") {
+        Ok(u) => Some(u),
+        Err(_) if std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1") => {
+            panic!("QIS_KAFKA_URL is not set and QIS_REQUIRE_LIVE=1")
+        }
+        Err(_) => {
+            eprintln!("QIS_KAFKA_URL is not set: skipping (start scripts/servers/kafka.sh)");
+            None
+        }
+    }
+}
+
+fn prefix() -> Subject {
+    Subject::new(format!("qtkt{:08x}.iot", rand::random::<u32>())).unwrap()
+}
+
+fn packet(seq: usize) -> OutcomePacket {
+    OutcomePacket {
+        agent_id: "kafka-test".into(),
+        domain: "hvac".into(),
+        problem_class: "energy-anomaly".into(),
+        conclusion: format!("finding {seq}"),
+        confidence: 0.5,
+        context_vector: vec![0.1, 0.2],
+        timestamp: 1_764_000_000.0 + seq as f64,
+        source_node: "kafka-test".into(),
+    }
+}
+
+async fn transport(url: &str, prefix: &Subject) -> KafkaTransport {
+    KafkaTransport::connect(KafkaConfig::from_url(url).unwrap().prefix(prefix.clone()))
+        .await
+        .expect("connect")
+}
+
+fn all(prefix: &Subject) -> SubjectPattern {
+    SubjectPattern::new(format!("{prefix}.>")).unwrap()
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_unavailable_quickly() {
+    // Port 1 on loopback: nothing listens there.
+    let mut config = KafkaConfig::from_url("kafka://127.0.0.1:1").unwrap();
+    config.request_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = KafkaTransport::connect(config).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+        "unexpected error: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.transport(), "kafka");
+}
+
+#[tokio::test]
+async fn topic_follows_prefix_and_receipts_carry_offsets() {
+    let Some(url) = url() else { return };
+    let prefix = prefix();
+    let t = transport(&url, &prefix).await;
+    assert_eq!(t.topic(), prefix.as_str());
+    assert_eq!(t.partitions(), 3);
+    let r1 = t.deposit(&packet(1)).await.unwrap();
+    let r2 = t.deposit(&packet(2)).await.unwrap();
+    match (r1.position, r2.position) {
+        (
+            Position::Offset {
+                partition: p1,
+                offset: o1,
+            },
+            Position::Offset {
+                partition: p2,
+                offset: o2,
+            },
+        ) => {
+            assert_eq!(p1, p2, "one subject, one partition");
+            assert!(o2 > o1, "offsets grow: {o1} then {o2}");
+        }
+        other => panic!("not offsets: {other:?}"),
+    }
+    assert!(!r1.duplicate);
+    // Kafka does not recognise a re-deposit: it is stored again.
+    let again = t.deposit(&packet(1)).await.unwrap();
+    assert!(!again.duplicate);
+    assert_ne!(again.position, r1.position);
+    t.close().await.unwrap();
+    let err = t.deposit(&packet(3)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn fire_and_forget_is_unsupported() {
+    let Some(url) = url() else { return };
+    let t = transport(&url, &prefix()).await;
+    assert!(!t.capabilities().fire_and_forget);
+    let err = t.publish(&packet(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+}
+
+/// Whether the broker keeps offset-commit metadata (Apache Kafka does; some
+/// Kafka-compatible brokers drop it, and then a changed pattern goes unseen).
+fn broker_keeps_commit_metadata(config: &KafkaConfig, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", format!("{topic}.metadata-probe"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut e = tpl.add_partition(topic, 0);
+    e.set_offset(Offset::Offset(0)).unwrap();
+    e.set_metadata("probe");
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+    let mut q = TopicPartitionList::new();
+    q.add_partition(topic, 0);
+    let got = c.committed_offsets(q, Duration::from_secs(5)).unwrap();
+    let kept = got
+        .elements()
+        .first()
+        .is_some_and(|e| e.metadata() == "probe");
+    kept
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_with_another_pattern_is_a_conflict() {
+    let Some(url) = url() else { return };
+    let prefix = prefix();
+    let t = transport(&url, &prefix).await;
+    let config = t.config().clone();
+    let topic = t.topic().to_string();
+    if !tokio::task::spawn_blocking(move || broker_keeps_commit_metadata(&config, &topic))
+        .await
+        .unwrap()
+    {
+        eprintln!("this broker drops offset-commit metadata: a changed pattern cannot be detected; skipping");
+        return;
+    }
+    let c = t
+        .consumer(ConsumerConfig::new("same", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let other = SubjectPattern::new(format!("{prefix}.hvac.*")).unwrap();
+    let err = t
+        .consumer(ConsumerConfig::new("same", other).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    // The same pattern again is fine.
+    let c = t
+        .consumer(ConsumerConfig::new("same", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_new_is_fixed_when_the_consumer_is_created() {
+    let Some(url) = url() else { return };
+    let prefix = prefix();
+    let t = transport(&url, &prefix).await;
+    t.deposit_batch(&[packet(0), packet(1)]).await.unwrap();
+    let cfg = ConsumerConfig::new("late", all(&prefix))
+        .unwrap()
+        .start(StartPosition::New);
+    let c = t.consumer(cfg.clone()).await.unwrap();
+    c.close().await.unwrap();
+    // Deposited while the consumer is away: it must still get it.
+    let r = t.deposit(&packet(2)).await.unwrap();
+    let c = t.consumer(cfg).await.unwrap();
+    let got = c.fetch(10, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(got.iter().map(|d| d.id()).collect::<Vec<_>>(), vec![r.id]);
+    c.ack(&got).await.unwrap();
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse() {
+    let Some(url) = url() else { return };
+    let prefix = prefix();
+    let t = transport(&url, &prefix).await;
+    t.deposit(&packet(0)).await.unwrap();
+    let a = t
+        .consumer(ConsumerConfig::new("one", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    let b = t
+        .consumer(ConsumerConfig::new("two", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    let got = a.fetch(10, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let err = b.ack(&got).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    a.ack(&got).await.unwrap();
+    a.close().await.unwrap();
+    assert_eq!(
+        a.fetch(1, Duration::ZERO).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_records_are_skipped_and_counted() {
+    let Some(url) = url() else { return };
+    let prefix = prefix();
+    let t = transport(&url, &prefix).await;
+    let c = t
+        .consumer(ConsumerConfig::new("strict", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    let subject = format!("{prefix}.hvac.energy-anomaly");
+    // A key outside the prefix, a key that is no subject, a huge body.
+    t.deposit_raw_unchecked("elsewhere.hvac.x", b"{}")
+        .await
+        .unwrap();
+    t.deposit_raw_unchecked("Not A Subject", b"{}")
+        .await
+        .unwrap();
+    t.deposit_raw_unchecked(&subject, &vec![b'x'; 100_000])
+        .await
+        .unwrap();
+    let r = t.deposit(&packet(1)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.is_empty() || c.malformed_skipped() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "got {:?}, skipped {}",
+            got.len(),
+            c.malformed_skipped()
+        );
+        got.extend(c.fetch(10, Duration::from_millis(500)).await.unwrap());
+    }
+    assert_eq!(got.iter().map(|d| d.id()).collect::<Vec<_>>(), vec![r.id]);
+    c.ack(&got).await.unwrap();
+    c.close().await.unwrap();
+}
