@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use qis::{synthesize, DurableConsumer, OutcomePacket, OutcomeTransportExt};
+use qis::{synthesize, OutcomePacket, OutcomeTransportExt};
 
 fn now() -> f64 {
     SystemTime::now()

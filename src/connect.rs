@@ -26,9 +26,15 @@ pub enum TransportConfig {
     Redis(qis_transport_redis::RedisConfig),
     /// `kafka://host:port,host:port`: Kafka consumer groups.
     #[cfg(feature = "kafka")]
-    Kafka(qis_transport_kafka::KafkaConfig),
+    Kafka(Box<qis_transport_kafka::KafkaConfig>),
 }
 
+#[cfg(any(
+    not(feature = "sqlite"),
+    not(feature = "nats"),
+    not(feature = "redis"),
+    not(feature = "kafka")
+))]
 fn not_compiled(scheme: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::Unsupported,
@@ -74,7 +80,9 @@ impl TransportConfig {
             }
             "kafka" => {
                 #[cfg(feature = "kafka")]
-                return Ok(TransportConfig::Kafka(qis_transport_kafka::KafkaConfig::from_url(url)?));
+                return Ok(TransportConfig::Kafka(Box::new(
+                    qis_transport_kafka::KafkaConfig::from_url(url)?,
+                )));
                 #[cfg(not(feature = "kafka"))]
                 return Err(not_compiled("kafka", "kafka"));
             }
@@ -97,7 +105,7 @@ impl TransportConfig {
             #[cfg(feature = "redis")]
             TransportConfig::Redis(c) => TransportConfig::Redis(c.prefix(prefix)),
             #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => TransportConfig::Kafka(c.prefix(prefix)),
+            TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new((*c).prefix(prefix))),
         }
     }
 
@@ -120,7 +128,7 @@ impl TransportConfig {
             }
             #[cfg(feature = "kafka")]
             TransportConfig::Kafka(c) => {
-                Arc::new(qis_transport_kafka::KafkaTransport::connect(c).await?)
+                Arc::new(qis_transport_kafka::KafkaTransport::connect(*c).await?)
             }
         })
     }

@@ -600,6 +600,8 @@ fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) {
                     batch.push(Buffered { record, decoded });
                     timeout = Duration::ZERO;
                 }
+                // Reaching the end of a partition is news, not an error.
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => {
                     let msg = e.to_string();
                     if msg != last_error {

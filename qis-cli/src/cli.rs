@@ -1,0 +1,361 @@
+//! The command line grammar (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use qis::{Subject, SubjectPattern};
+
+/// `qis`: deposit, watch, fetch and synthesise outcome packets on any QIS
+/// transport, and measure the transports against each other.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qis",
+    version,
+    about = "Deposit, watch, fetch and synthesise QIS outcome packets on any transport",
+    long_about = "Deposit, watch, fetch and synthesise QIS outcome packets on any transport.\n\n\
+        The transport is picked from --url (or QIS_URL): sqlite://PATH (the default, one file, no server), \
+        nats://HOST:PORT, redis://HOST:PORT, kafka://HOST:PORT, or memory:// (in this process only).\n\n\
+        Exit codes: 0 ok, 1 runtime failure (server unreachable, timeout, ...), 2 usage or invalid input.\n\
+        Logging goes to stderr; set RUST_LOG (default: warn).",
+    after_help = "Examples:\n  \
+        qis deposit --agent-id hvac-a --domain hvac --problem-class energy-anomaly \\\n      \
+        --conclusion 'Compressor draw 18% above baseline.' --confidence 0.87 \\\n      \
+        --context 0.18,0.92,0.03,0.71 --source-node building-a\n  \
+        qis watch 'qis.iot.>'\n  \
+        qis twins hvac energy-anomaly --consumer building-b\n  \
+        qis --url nats://127.0.0.1:4222 synth hvac energy-anomaly --consumer building-b --own-json own.json\n  \
+        qis compare --transports sqlite,nats --packets 2000"
+)]
+pub struct Cli {
+    /// Transport URL: sqlite://PATH, nats://HOST:PORT, redis://HOST:PORT,
+    /// kafka://HOST:PORT or memory://.
+    #[arg(
+        long,
+        global = true,
+        env = "QIS_URL",
+        default_value = "sqlite://qis.db",
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    /// Subject prefix [default: qis.iot, or the URL's ?prefix=].
+    #[arg(long, global = true, env = "QIS_PREFIX", value_name = "PREFIX", value_parser = parse_subject)]
+    pub prefix: Option<Subject>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, validate and deposit an outcome packet; print its receipt.
+    Deposit(DepositArgs),
+    /// Print live packets matching a pattern as they arrive (at-most-once), until Ctrl-C.
+    Watch(WatchArgs),
+    /// Fetch twins' packets with a durable consumer, ack them and print them.
+    Twins(TwinsArgs),
+    /// Fetch twins' packets (acked) and print the local synthesis with your own packet.
+    Synth(SynthArgs),
+    /// Print the readable subject, the fingerprint and the fingerprinted subject.
+    Fingerprint(FingerprintArgs),
+    /// Run the same swarm scenario on several transports and print a comparison table.
+    Compare(CompareArgs),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// One readable line per item.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The fields of one's own packet, other than domain and problem class.
+#[derive(Debug, Clone, Args)]
+pub struct OwnFlags {
+    /// The agent that concluded (1–128 bytes).
+    #[arg(long, value_name = "ID")]
+    pub agent_id: Option<String>,
+
+    /// What the agent concluded, for people.
+    #[arg(long, value_name = "TEXT")]
+    pub conclusion: Option<String>,
+
+    /// How sure the agent is, 0.0 to 1.0.
+    #[arg(long, value_name = "C")]
+    pub confidence: Option<f64>,
+
+    /// The compressed context vector, comma separated: 0.18,0.92,0.03,0.71.
+    #[arg(
+        long,
+        value_name = "X,Y,...",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub context: Vec<f64>,
+
+    /// The node the agent runs on (1–128 bytes).
+    #[arg(long, value_name = "NODE")]
+    pub source_node: Option<String>,
+
+    /// Seconds since the Unix epoch [default: now].
+    #[arg(long, value_name = "SECS")]
+    pub timestamp: Option<f64>,
+}
+
+/// `qis deposit`.
+#[derive(Debug, Args)]
+pub struct DepositArgs {
+    /// Domain token, e.g. hvac.
+    #[arg(long, value_name = "TOKEN")]
+    pub domain: Option<String>,
+
+    /// Problem-class token, e.g. energy-anomaly.
+    #[arg(long, value_name = "TOKEN")]
+    pub problem_class: Option<String>,
+
+    /// The packet's fields (required unless --json).
+    #[command(flatten)]
+    pub own: OwnFlags,
+
+    /// Read packets as JSON from FILE ('-' for stdin) instead of the flags: one
+    /// object with the eight wire keys, or several one after another.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["domain", "problem_class", "agent_id", "conclusion", "confidence", "context", "source_node", "timestamp"]
+    )]
+    pub json: Option<PathBuf>,
+
+    /// Deposit on the fingerprinted subject {prefix}.{domain}.{problem_class}.{fingerprint},
+    /// at bucket resolution RES (default 4).
+    #[arg(long, value_name = "RES", num_args = 0..=1, require_equals = true, default_missing_value = "4")]
+    pub fingerprint: Option<u32>,
+
+    /// How to print the receipt.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `qis watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Subject pattern: '*' is one token, '>' one or more trailing tokens
+    /// [default: PREFIX.>].
+    #[arg(value_name = "PATTERN", value_parser = parse_pattern)]
+    pub pattern: Option<SubjectPattern>,
+
+    /// Print one JSON object per packet.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after N packets.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// The durable-consumer options `twins` and `synth` share.
+#[derive(Debug, Args)]
+pub struct ConsumerFlags {
+    /// Domain token of the twins' subject.
+    #[arg(value_name = "DOMAIN")]
+    pub domain: String,
+
+    /// Problem-class token of the twins' subject.
+    #[arg(value_name = "PROBLEM_CLASS")]
+    pub problem_class: String,
+
+    /// Durable consumer name (1–64 of A-Z a-z 0-9 _ -): it resumes after its
+    /// last acked packet, here or in another process.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: String,
+
+    /// Fetch at most N packets.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max: u32,
+
+    /// How long to wait for the first packet: 500ms, 2s, 1m.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+/// `qis twins`.
+#[derive(Debug, Args)]
+pub struct TwinsArgs {
+    /// Which consumer, which subject.
+    #[command(flatten)]
+    pub consumer: ConsumerFlags,
+
+    /// Print one JSON object per packet.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qis synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Which consumer, which subject.
+    #[command(flatten)]
+    pub consumer: ConsumerFlags,
+
+    /// Your own packet as JSON from FILE ('-' for stdin), instead of the flags.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["agent_id", "conclusion", "confidence", "context", "source_node", "timestamp"]
+    )]
+    pub own_json: Option<PathBuf>,
+
+    /// Your own packet's fields (its domain and problem class are DOMAIN and PROBLEM_CLASS).
+    #[command(flatten)]
+    pub own: OwnFlags,
+
+    /// Print the synthesis as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qis fingerprint`.
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// Domain token.
+    #[arg(long, value_name = "TOKEN")]
+    pub domain: String,
+
+    /// Problem-class token.
+    #[arg(long, value_name = "TOKEN")]
+    pub problem_class: String,
+
+    /// The context vector, comma separated.
+    #[arg(
+        long,
+        value_name = "X,Y,...",
+        required = true,
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub context: Vec<f64>,
+
+    /// Bucket resolution (a positive integer).
+    #[arg(long, value_name = "RES", default_value_t = qis::DEFAULT_RESOLUTION)]
+    pub resolution: u32,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A backend `compare` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendName {
+    /// In-process store.
+    Memory,
+    /// One SQLite file (a fresh temporary one).
+    Sqlite,
+    /// NATS JetStream ($QIS_NATS_URL).
+    Nats,
+    /// Redis Streams + Pub/Sub ($QIS_REDIS_URL).
+    Redis,
+    /// Kafka ($QIS_KAFKA_URL).
+    Kafka,
+}
+
+impl BackendName {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendName::Memory => "memory",
+            BackendName::Sqlite => "sqlite",
+            BackendName::Nats => "nats",
+            BackendName::Redis => "redis",
+            BackendName::Kafka => "kafka",
+        }
+    }
+}
+
+/// `qis compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Backends to compare, comma separated (memory, sqlite, nats, redis, kafka).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sqlite,nats,redis,kafka"
+    )]
+    pub transports: Vec<BackendName>,
+
+    /// URLs overriding the defaults: name=url,... (defaults: $QIS_NATS_URL,
+    /// $QIS_REDIS_URL, $QIS_KAFKA_URL, a temporary SQLite file, memory://).
+    #[arg(long, value_name = "NAME=URL,...")]
+    pub urls: Vec<String>,
+
+    /// Packets deposited per backend (a quarter one at a time, the rest in batches).
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(4..=1_000_000))]
+    pub packets: u32,
+
+    /// Where to write the SVG chart.
+    #[arg(long, value_name = "PATH", default_value = "compare.svg")]
+    pub svg: PathBuf,
+
+    /// Print the results as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_subject(s: &str) -> Result<Subject, String> {
+    s.parse::<Subject>().map_err(|e| e.message().to_string())
+}
+
+fn parse_pattern(s: &str) -> Result<SubjectPattern, String> {
+    SubjectPattern::new(s).map_err(|e| e.message().to_string())
+}
+
+/// Parse `500ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return Err(format!("{s:?} is not a duration: use e.g. 500ms, 2s or 1m")),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 500ms, 2s or 1m"))?;
+    if !n.is_finite() || n < 0.0 || n * scale > 86_400.0 {
+        return Err(format!("{s:?} is not a duration between 0 and 24 h"));
+    }
+    Ok(Duration::from_secs_f64(n * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("2h").is_err());
+    }
+}

@@ -1,0 +1,768 @@
+//! The `qis` binary, run as a user runs it: exit codes, one-line errors, the
+//! fingerprint vector, and a deposit → twins → synth round trip through a
+//! SQLite file shared by separate processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const FP: &str = "f94baeb7a8090420c0d7c3c89e02990d240c3cc068b21cc523f5d2912eb3e87b";
+
+/// A fresh folder under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("qis-cli-{tag}-{}-{nanos:08x}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `qis` with a clean environment (no QIS_URL, QIS_PREFIX or RUST_LOG from
+/// the caller), run in `dir`.
+fn qis(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_qis"));
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("QIS_URL")
+        .env_remove("QIS_PREFIX")
+        .env_remove("RUST_LOG")
+        .env_remove("QIS_NATS_URL")
+        .env_remove("QIS_REDIS_URL")
+        .env_remove("QIS_KAFKA_URL")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    qis(dir, args).output().expect("the qis binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Exit code 2 and exactly one stderr line, `qis: error: …`, containing `needle`.
+fn assert_usage_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {err}");
+    assert!(lines[0].starts_with("qis: error: "), "{err}");
+    assert!(lines[0].contains(needle), "{err} should mention {needle:?}");
+    assert!(o.stdout.is_empty(), "nothing on stdout: {}", stdout(o));
+}
+
+const PACKET_FLAGS: [&str; 14] = [
+    "--agent-id",
+    "hvac-building-a",
+    "--domain",
+    "hvac",
+    "--problem-class",
+    "energy-anomaly",
+    "--conclusion",
+    "Compressor draw 18% above baseline.",
+    "--context",
+    "0.18,0.92,0.03,0.71",
+    "--source-node",
+    "building-a-floor-3",
+    "--timestamp",
+    "1764000000",
+];
+
+fn deposit_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["deposit"];
+    v.extend(PACKET_FLAGS);
+    v.extend(extra);
+    v
+}
+
+#[test]
+fn fingerprint_matches_the_vector() {
+    let dir = TempDir::new("fp");
+    let args = [
+        "fingerprint",
+        "--domain",
+        "hvac",
+        "--problem-class",
+        "energy-anomaly",
+        "--context",
+        "0.18,0.92,0.03,0.71",
+        "--resolution",
+        "4",
+    ];
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("subject                qis.iot.hvac.energy-anomaly\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("fingerprint            {FP}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "fingerprinted subject  qis.iot.hvac.energy-anomaly.{FP}\n"
+        )),
+        "{out}"
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let o = run(dir.path(), &json_args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["fingerprint"], FP);
+    assert_eq!(v["subject"], "qis.iot.hvac.energy-anomaly");
+    assert_eq!(
+        v["fingerprinted_subject"],
+        format!("qis.iot.hvac.energy-anomaly.{FP}")
+    );
+    assert_eq!(
+        v["canonical_input"],
+        "qis-fp-v1\nhvac\nenergy-anomaly\n0,3,0,2"
+    );
+
+    // The default resolution is 4; a prefix changes the subjects, not the fingerprint.
+    let o = run(
+        dir.path(),
+        &[
+            "--prefix",
+            "fleet.site1",
+            "fingerprint",
+            "--domain",
+            "hvac",
+            "--problem-class",
+            "energy-anomaly",
+            "--context",
+            "0.22,0.88,0.07,0.65",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["fingerprint"], FP);
+    assert_eq!(
+        v["fingerprinted_subject"],
+        format!("fleet.site1.hvac.energy-anomaly.{FP}")
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    let dir = TempDir::new("flags");
+    assert_usage_error(&run(dir.path(), &["deposit", "--bogus"]), "--bogus");
+    assert_usage_error(&run(dir.path(), &["no-such-command"]), "no-such-command");
+    assert_usage_error(
+        &run(dir.path(), &["twins", "hvac", "energy-anomaly"]),
+        "--consumer",
+    );
+    assert_usage_error(
+        &run(
+            dir.path(),
+            &["twins", "hvac", "x", "--consumer", "c", "--wait", "soon"],
+        ),
+        "soon",
+    );
+    assert_usage_error(
+        &run(
+            dir.path(),
+            &[
+                "fingerprint",
+                "--domain",
+                "hvac",
+                "--problem-class",
+                "x",
+                "--context",
+                "0.1,abc",
+            ],
+        ),
+        "abc",
+    );
+    assert_usage_error(&run(dir.path(), &["watch", "qis.iot.hv*"]), "hv*");
+    // --json and packet flags together make no sense.
+    assert_usage_error(
+        &run(
+            dir.path(),
+            &deposit_args(&["--confidence", "0.5", "--json", "-"]),
+        ),
+        "--json",
+    );
+}
+
+#[test]
+fn invalid_input_exits_2_before_anything_is_created() {
+    let dir = TempDir::new("invalid");
+    // The default URL is sqlite://qis.db in the working folder: invalid input
+    // must be refused before it is opened (or found missing from the build).
+    assert_usage_error(
+        &run(dir.path(), &deposit_args(&["--confidence", "1.5"])),
+        "confidence 1.5",
+    );
+    let mut bad_token = deposit_args(&["--confidence", "0.5"]);
+    bad_token[4] = "HVAC";
+    assert_usage_error(&run(dir.path(), &bad_token), "\"HVAC\"");
+    let missing: Vec<&str> = deposit_args(&[])
+        .into_iter()
+        .filter(|a| *a != "--agent-id" && *a != "hvac-building-a")
+        .collect();
+    assert_usage_error(&run(dir.path(), &missing), "--agent-id");
+    let long = "x".repeat(600);
+    let mut too_large = deposit_args(&["--confidence", "0.5"]);
+    too_large[8] = &long;
+    assert_usage_error(&run(dir.path(), &too_large), "512");
+    assert_usage_error(
+        &run(
+            dir.path(),
+            &deposit_args(&["--confidence", "0.5", "--fingerprint=0"]),
+        ),
+        "resolution",
+    );
+    assert_usage_error(
+        &run(
+            dir.path(),
+            &["twins", "hvac", "energy-anomaly", "--consumer", "no spaces"],
+        ),
+        "no spaces",
+    );
+    assert!(
+        !dir.path().join("qis.db").exists(),
+        "no database was created"
+    );
+}
+
+#[test]
+fn bad_urls_exit_2() {
+    let dir = TempDir::new("urls");
+    let args = deposit_args(&["--confidence", "0.5"]);
+    let mut with_url = vec!["--url", "ftp://example.invalid/x"];
+    with_url.extend(&args);
+    assert_usage_error(&run(dir.path(), &with_url), "ftp");
+    let mut env_url = qis(dir.path(), &args);
+    env_url.env("QIS_URL", "not a url");
+    assert_usage_error(&env_url.output().unwrap(), "not a url");
+}
+
+#[cfg(not(feature = "nats"))]
+#[test]
+fn a_transport_not_built_in_exits_2_naming_the_feature() {
+    let dir = TempDir::new("feature");
+    let mut args = vec!["--url", "nats://127.0.0.1:4222"];
+    args.extend(deposit_args(&["--confidence", "0.5"]));
+    assert_usage_error(&run(dir.path(), &args), "`nats`");
+}
+
+#[test]
+fn memory_deposit_prints_the_receipt() {
+    let dir = TempDir::new("memory");
+    let mut args = vec!["--url", "memory://"];
+    args.extend(deposit_args(&["--confidence", "0.87"]));
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("subject=qis.iot.hvac.energy-anomaly id="),
+        "{out}"
+    );
+    assert!(out.contains("position=\"seq 1\" duplicate=false"), "{out}");
+
+    // --fingerprint deposits on the fingerprinted subject of the vector.
+    let mut args = vec!["--url", "memory://"];
+    args.extend(deposit_args(&[
+        "--confidence",
+        "0.87",
+        "--fingerprint",
+        "--output",
+        "json",
+    ]));
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["subject"], format!("qis.iot.hvac.energy-anomaly.{FP}"));
+    assert_eq!(v["duplicate"], false);
+    assert_eq!(v["id"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let dir = TempDir::new("help");
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["deposit", "--help"],
+        &["compare", "--help"],
+    ] {
+        let o = run(dir.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(!o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn compare_lists_every_transport_and_writes_the_chart() {
+    let dir = TempDir::new("compare");
+    let svg = dir.path().join("c.svg");
+    let o = run(
+        dir.path(),
+        &[
+            "compare",
+            "--transports",
+            "memory,nats",
+            "--packets",
+            "200",
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{out}"))
+            .to_string()
+    };
+    let memory = row("memory");
+    assert!(memory.contains("at-least-once"), "{memory}");
+    let cells: Vec<&str> = memory.split('|').map(str::trim).collect();
+    assert!(
+        cells[5].replace(',', "").parse::<u64>().unwrap() > 0,
+        "deposit rate in {memory}"
+    );
+    // QIS_NATS_URL is unset: listed as unreachable (or not built in), not skipped.
+    let nats = row("nats");
+    assert!(
+        nats.contains("unreachable") || nats.contains("not built in"),
+        "{nats}"
+    );
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    assert!(
+        chart.starts_with("<svg"),
+        "{}",
+        &chart[..chart.len().min(200)]
+    );
+    assert!(chart.contains("memory") && chart.contains("nats"));
+
+    let o = run(
+        dir.path(),
+        &[
+            "compare",
+            "--transports",
+            "memory",
+            "--packets",
+            "100",
+            "--json",
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["results"][0]["status"], "measured");
+    assert_eq!(v["results"][0]["fetched"], 100);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    impl TempDir {
+        fn sqlite_url(&self) -> String {
+            format!("sqlite://{}", self.0.join("x.db").display())
+        }
+    }
+
+    fn with_url(dir: &TempDir, args: &[&str]) -> Command {
+        let mut c = qis(dir.path(), args);
+        c.env("QIS_URL", dir.sqlite_url());
+        c
+    }
+
+    fn ok(mut c: Command) -> Output {
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "exit {:?}: {}",
+            o.status.code(),
+            stderr(&o)
+        );
+        o
+    }
+
+    fn json_lines(o: &Output) -> Vec<Value> {
+        stdout(o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn deposit_then_twins_round_trip_across_processes() {
+        let dir = TempDir::new("sqlite");
+        // Building A deposits from flags.
+        let a = ok(with_url(
+            &dir,
+            &deposit_args(&["--confidence", "0.87", "--output", "json"]),
+        ));
+        let receipt_a: Value = serde_json::from_str(&stdout(&a)).unwrap();
+        assert_eq!(receipt_a["subject"], "qis.iot.hvac.energy-anomaly");
+        assert_eq!(receipt_a["duplicate"], false);
+
+        // Building C deposits JSON on stdin.
+        let c_packet = r#"{"agent_id":"hvac-building-c","domain":"hvac","problem_class":"energy-anomaly",
+            "conclusion":"Same spike here.","confidence":0.79,"context_vector":[0.22,0.88,0.07,0.65],
+            "timestamp":1764000001.5,"source_node":"building-c","extra_key_ignored":true}"#;
+        let mut child = with_url(&dir, &["deposit", "--json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(c_packet.as_bytes())
+            .unwrap();
+        let c = child.wait_with_output().unwrap();
+        assert!(c.status.success(), "{}", stderr(&c));
+        assert!(
+            stdout(&c).starts_with("subject=qis.iot.hvac.energy-anomaly id="),
+            "{}",
+            stdout(&c)
+        );
+
+        // Building B fetches both, acked.
+        let twins = ok(with_url(
+            &dir,
+            &[
+                "twins",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "building-b",
+                "--json",
+            ],
+        ));
+        let got = json_lines(&twins);
+        assert_eq!(got.len(), 2, "{}", stdout(&twins));
+        assert_eq!(got[0]["id"], receipt_a["id"]);
+        assert_eq!(got[0]["packet"]["agent_id"], "hvac-building-a");
+        assert_eq!(got[1]["packet"]["agent_id"], "hvac-building-c");
+        assert!(
+            stderr(&twins).contains("2 packets fetched and acked"),
+            "{}",
+            stderr(&twins)
+        );
+
+        // Acked: the same consumer gets nothing more; readable output is one line each.
+        let again = ok(with_url(
+            &dir,
+            &[
+                "twins",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "building-b",
+                "--wait",
+                "200ms",
+            ],
+        ));
+        assert!(again.stdout.is_empty(), "{}", stdout(&again));
+        assert!(stderr(&again).contains("no packets"), "{}", stderr(&again));
+        let other = ok(with_url(
+            &dir,
+            &[
+                "twins",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "building-d",
+            ],
+        ));
+        let lines: Vec<String> = stdout(&other).lines().map(String::from).collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("2025-11-24T16:00:00.000Z  qis.iot.hvac.energy-anomaly  hvac-building-a@building-a-floor-3  conf 0.87"), "{}", lines[0]);
+
+        // Building B synthesises with its own packet, on a fresh consumer.
+        let synth = ok(with_url(
+            &dir,
+            &[
+                "synth",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "building-b-synth",
+                "--agent-id",
+                "hvac-building-b",
+                "--conclusion",
+                "Spike too.",
+                "--confidence",
+                "0.8",
+                "--context",
+                "0.2,0.9,0.05,0.7",
+                "--source-node",
+                "building-b",
+                "--json",
+            ],
+        ));
+        let s: Value = serde_json::from_str(&stdout(&synth)).unwrap();
+        assert_eq!(s["n_agents"], 3);
+        assert_eq!(s["synthesis_pairs"], 3);
+        assert_eq!(s["consensus_problem"], "hvac.energy-anomaly");
+        assert_eq!(s["alert"], true);
+        assert_eq!(s["twins_fetched"], 2);
+
+        // Readable synthesis, own packet from a file.
+        let own = dir.path().join("own.json");
+        std::fs::write(
+            &own,
+            r#"{"agent_id":"hvac-building-e","domain":"hvac","problem_class":"filter-clog","conclusion":"Filter.",
+                "confidence":0.6,"context_vector":[],"timestamp":1764000002,"source_node":"e"}"#,
+        )
+        .unwrap();
+        let synth = ok(with_url(
+            &dir,
+            &[
+                "synth",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "building-e",
+                "--own-json",
+                own.to_str().unwrap(),
+            ],
+        ));
+        let text = stdout(&synth);
+        assert!(
+            text.contains("agents            3 (3 synthesis pairs)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("consensus         hvac.energy-anomaly: 2 of 3 votes (67%)"),
+            "{text}"
+        );
+        assert!(text.contains("alert             yes"), "{text}");
+    }
+
+    #[test]
+    fn a_duplicate_deposit_is_reported() {
+        let dir = TempDir::new("dup");
+        let args = deposit_args(&["--confidence", "0.5", "--output", "json"]);
+        let first: Value = serde_json::from_str(&stdout(&ok(with_url(&dir, &args)))).unwrap();
+        let second: Value = serde_json::from_str(&stdout(&ok(with_url(&dir, &args)))).unwrap();
+        assert_eq!(first["id"], second["id"]);
+        assert_eq!(first["duplicate"], false);
+        assert_eq!(second["duplicate"], true);
+    }
+
+    /// Lines a child writes on a pipe, delivered through a channel so the test
+    /// can wait for each with a bound.
+    fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    #[test]
+    fn watch_shows_live_packets_then_stops_at_count() {
+        let dir = TempDir::new("watch");
+        // The database must exist before watch opens it.
+        ok(with_url(
+            &dir,
+            &[
+                "twins",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "init",
+                "--wait",
+                "0s",
+            ],
+        ));
+        let mut watch = with_url(&dir, &["watch", "qis.iot.hvac.*", "--count", "2", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = line_channel(watch.stdout.take().unwrap());
+        let err = line_channel(watch.stderr.take().unwrap());
+        // Its first `qis: ` line on stderr says it is watching (or why not);
+        // log lines may come before it.
+        let ready = loop {
+            let l = err
+                .recv_timeout(Duration::from_secs(20))
+                .expect("watch said it is watching within 20 s");
+            if l.starts_with("qis: ") {
+                break l;
+            }
+        };
+        if ready.starts_with("qis: error") {
+            let _ = watch.wait();
+            panic!("watch failed: {ready}");
+        }
+        assert!(
+            ready.starts_with("qis: watching qis.iot.hvac.* on sqlite://"),
+            "{ready}"
+        );
+
+        let a = ok(with_url(
+            &dir,
+            &deposit_args(&["--confidence", "0.87", "--output", "json"]),
+        ));
+        let a: Value = serde_json::from_str(&stdout(&a)).unwrap();
+        let mut second = deposit_args(&["--confidence", "0.5"]);
+        second[4] = "plumbing";
+        ok(with_url(&dir, &second)); // another domain: not shown
+        let mut third = deposit_args(&["--confidence", "0.6"]);
+        third[6] = "filter-clog";
+        ok(with_url(&dir, &third));
+
+        let first: Value = serde_json::from_str(
+            &out.recv_timeout(Duration::from_secs(20))
+                .expect("first live packet within 20 s"),
+        )
+        .unwrap();
+        assert_eq!(first["id"], a["id"]);
+        assert_eq!(first["subject"], "qis.iot.hvac.energy-anomaly");
+        let next: Value = serde_json::from_str(
+            &out.recv_timeout(Duration::from_secs(20))
+                .expect("second live packet within 20 s"),
+        )
+        .unwrap();
+        assert_eq!(next["subject"], "qis.iot.hvac.filter-clog");
+        // --count 2: it exits by itself, cleanly.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(watch.wait());
+        });
+        let status = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("watch exited within 20 s of its second packet")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+
+    #[test]
+    fn compare_measures_sqlite() {
+        let dir = TempDir::new("cmp-sqlite");
+        let svg = dir.path().join("c.svg");
+        let o = ok(qis(
+            dir.path(),
+            &[
+                "compare",
+                "--transports",
+                "sqlite",
+                "--packets",
+                "100",
+                "--json",
+                "--svg",
+                svg.to_str().unwrap(),
+            ],
+        ));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let r = &v["results"][0];
+        assert_eq!(r["status"], "measured", "{r}");
+        assert_eq!(r["fetched"], 100, "{r}");
+        assert_eq!(r["persistent"], true, "{r}");
+        assert_eq!(r["envelope"]["kind"], "disk", "{r}");
+    }
+}
+
+/// `compare` on every server transport compiled in whose URL is set
+/// (`QIS_NATS_URL`, `QIS_REDIS_URL`, `QIS_KAFKA_URL`, as the server scripts
+/// write them). A transport without a URL is reported and skipped, and fails
+/// the test with `QIS_REQUIRE_LIVE=1`.
+#[test]
+fn compare_measures_live_servers() {
+    let mut wanted: Vec<(&str, &str)> = Vec::new();
+    if cfg!(feature = "nats") {
+        wanted.push(("nats", "QIS_NATS_URL"));
+    }
+    if cfg!(feature = "redis") {
+        wanted.push(("redis", "QIS_REDIS_URL"));
+    }
+    if cfg!(feature = "kafka") {
+        wanted.push(("kafka", "QIS_KAFKA_URL"));
+    }
+    let require = std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1");
+    let dir = TempDir::new("cmp-live");
+    for (name, var) in wanted {
+        let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
+            assert!(!require, "{var} is not set and QIS_REQUIRE_LIVE=1");
+            eprintln!("compare_measures_live_servers: {name} skipped: {var} is not set");
+            continue;
+        };
+        let svg = dir.path().join(format!("{name}.svg"));
+        let urls = format!("{name}={url}");
+        let o = run(
+            dir.path(),
+            &[
+                "compare",
+                "--transports",
+                name,
+                "--urls",
+                &urls,
+                "--packets",
+                "100",
+                "--json",
+                "--svg",
+                svg.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let r = &v["results"][0];
+        assert_eq!(r["status"], "measured", "{name}: {r}");
+        assert_eq!(r["fetched"], 100, "{name}: {r}");
+        assert!(
+            r["deposit_single_per_sec"].as_f64().unwrap() > 0.0,
+            "{name}: {r}"
+        );
+        if r["live"].is_object() {
+            assert!(r["live"]["received"].as_u64().unwrap() > 0, "{name}: {r}");
+        }
+        if name != "kafka" {
+            // Body plus envelope: the wire carries at least the body.
+            assert_eq!(r["envelope"]["kind"], "wire", "{name}: {r}");
+            assert!(
+                r["envelope"]["up_bytes"].as_f64().unwrap()
+                    >= r["body_bytes_mean"].as_f64().unwrap(),
+                "{name}: {r}"
+            );
+        }
+    }
+}
