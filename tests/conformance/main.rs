@@ -13,9 +13,9 @@ mod cases;
 mod harness;
 
 mod backends {
-    pub mod memory;
     #[cfg(feature = "kafka")]
     pub mod kafka;
+    pub mod memory;
     #[cfg(feature = "nats")]
     pub mod nats;
     #[cfg(feature = "redis")]
@@ -78,7 +78,8 @@ fn main() {
             let test_name = format!("{name}::{}", case.name);
             let trial = match &probe {
                 Err(why) if require_live => {
-                    let why = format!("{name} is required (QIS_REQUIRE_LIVE=1) but unavailable: {why}");
+                    let why =
+                        format!("{name} is required (QIS_REQUIRE_LIVE=1) but unavailable: {why}");
                     Trial::test(test_name, move || Err(Failed::from(why)))
                 }
                 Err(why) => {
@@ -95,7 +96,8 @@ fn main() {
                         let run = case.run;
                         Trial::test(test_name, move || {
                             let rt = runtime();
-                            let prefix = Subject::new(format!("qt{}.iot", cases::random_hex(5))).unwrap();
+                            let prefix =
+                                Subject::new(format!("qt{}.iot", cases::random_hex(5))).unwrap();
                             let case_prefix = prefix.clone();
                             let r = rt.block_on(async move {
                                 tokio::time::timeout(
@@ -106,8 +108,12 @@ fn main() {
                             });
                             match r {
                                 Ok(Ok(())) => Ok(()),
-                                Ok(Err(msg)) => Err(Failed::from(format!("[prefix {prefix}] {msg}"))),
-                                Err(_) => Err(Failed::from(format!("[prefix {prefix}] case did not finish within 180 s"))),
+                                Ok(Err(msg)) => {
+                                    Err(Failed::from(format!("[prefix {prefix}] {msg}")))
+                                }
+                                Err(_) => Err(Failed::from(format!(
+                                    "[prefix {prefix}] case did not finish within 180 s"
+                                ))),
                             }
                         })
                     }
