@@ -20,7 +20,7 @@ pub enum TransportConfig {
     Sqlite(qis_transport_sqlite::SqliteConfig),
     /// `nats://host:port`: NATS JetStream.
     #[cfg(feature = "nats")]
-    Nats(qis_transport_nats::NatsConfig),
+    Nats(Box<qis_transport_nats::NatsConfig>),
     /// `redis://` or `rediss://`: Redis Streams and Pub/Sub.
     #[cfg(feature = "redis")]
     Redis(qis_transport_redis::RedisConfig),
@@ -68,7 +68,9 @@ impl TransportConfig {
             }
             "nats" | "tls" => {
                 #[cfg(feature = "nats")]
-                return Ok(TransportConfig::Nats(qis_transport_nats::NatsConfig::from_url(url)?));
+                return Ok(TransportConfig::Nats(Box::new(
+                    qis_transport_nats::NatsConfig::from_url(url)?,
+                )));
                 #[cfg(not(feature = "nats"))]
                 return Err(not_compiled("nats", "nats"));
             }
@@ -101,7 +103,7 @@ impl TransportConfig {
             #[cfg(feature = "sqlite")]
             TransportConfig::Sqlite(c) => TransportConfig::Sqlite(c.prefix(prefix)),
             #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => TransportConfig::Nats(c.prefix(prefix)),
+            TransportConfig::Nats(c) => TransportConfig::Nats(Box::new((*c).prefix(prefix))),
             #[cfg(feature = "redis")]
             TransportConfig::Redis(c) => TransportConfig::Redis(c.prefix(prefix)),
             #[cfg(feature = "kafka")]
@@ -120,7 +122,7 @@ impl TransportConfig {
             }
             #[cfg(feature = "nats")]
             TransportConfig::Nats(c) => {
-                Arc::new(qis_transport_nats::NatsTransport::connect(c).await?)
+                Arc::new(qis_transport_nats::NatsTransport::connect(*c).await?)
             }
             #[cfg(feature = "redis")]
             TransportConfig::Redis(c) => {

@@ -1,0 +1,510 @@
+//! QIS over NATS beside raw async-nats doing the same operations, against one
+//! server (`QIS_NATS_URL`) in one run:
+//!
+//! - single deposit: one JetStream publish with `Nats-Msg-Id`, ack awaited, ×N;
+//! - batch deposit: the same with up to 1,024 acks in flight;
+//! - fetch + ack: durable pull consumer, batches of 500, every message acked;
+//! - deposit → live receipt: latency from starting a deposit until a live
+//!   (core NATS) subscriber on the subject has it, p50 / p99.
+//!
+//! Both sides get pre-encoded packets (subject, body, packet id). Deposits
+//! and latency samples take turns in small chunks (100 single deposits, a
+//! batch of 2,000, one sample), so a busy machine slows both alike; the
+//! fetch + ack readers run one after the other (a raw reader leaves acks for
+//! the server to process after it stops the clock, QIS's `close()` waits for
+//! them), in an order that rotates by round. Throughput is the best of
+//! the rounds; latency percentiles pool all samples.
+//!
+//! Run: `QIS_NATS_URL=nats://127.0.0.1:14222 cargo bench -p qis-transport-nats`
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
+use futures::StreamExt;
+use qis_core::{
+    ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport, Subject,
+    SubjectPattern,
+};
+use qis_transport_nats::{NatsConfig, NatsTransport};
+
+const ROUNDS: usize = 6;
+const SINGLE: usize = 2_000;
+const SINGLE_CHUNK: usize = 100;
+const BATCH: usize = 20_000;
+const BATCH_CHUNK: usize = 2_000;
+const FETCH: usize = 20_000;
+const FETCH_BATCH: usize = 500;
+const LATENCY: usize = 2_000;
+const WINDOW: usize = 1_024;
+
+/// p50 and p99.
+type Percentiles = (Duration, Duration);
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// `n` distinct packets from agent `bench-{tag}` on the readable subject
+/// under `prefix`, or with `side`, on `{prefix}.{side}.hvac`.
+fn packets_on(prefix: &Subject, side: Option<&str>, tag: &str, n: usize) -> Vec<EncodedPacket> {
+    let subject = side.map(|s| {
+        prefix
+            .child(s)
+            .and_then(|s| s.child("hvac"))
+            .expect("a valid subject")
+    });
+    (0..n)
+        .map(|i| {
+            let p = OutcomePacket {
+                agent_id: format!("bench-{tag}"),
+                domain: "hvac".into(),
+                problem_class: "energy-anomaly".into(),
+                conclusion: format!(
+                    "Compressor draw {i} above baseline. Possible refrigerant loss."
+                ),
+                confidence: 0.87,
+                context_vector: vec![0.18, 0.92, 0.03, 0.71],
+                timestamp: 1_764_000_000.0 + i as f64,
+                source_node: "bench-node".into(),
+            };
+            match &subject {
+                Some(s) => EncodedPacket::new(&p, s.clone()),
+                None => EncodedPacket::readable(&p, prefix),
+            }
+            .expect("a valid packet")
+        })
+        .collect()
+}
+
+fn packets(prefix: &Subject, tag: &str, n: usize) -> Vec<EncodedPacket> {
+    packets_on(prefix, None, tag, n)
+}
+
+/// A fresh prefix with its stream (created by the QIS transport), a QIS
+/// handle and a raw connection on it.
+struct Setup {
+    prefix: Subject,
+    qis: NatsTransport,
+    raw: jetstream::Context,
+    stream: String,
+}
+
+async fn setup(url: &str) -> BenchResult<Setup> {
+    let prefix = Subject::new(format!("qb{}.iot", random_hex(5)))?;
+    let qis = NatsTransport::connect(NatsConfig::from_url(url)?.prefix(prefix.clone())).await?;
+    let client = async_nats::connect(NatsConfig::from_url(url)?.server_url()).await?;
+    let raw = jetstream::ContextBuilder::new()
+        .max_ack_inflight(4096)
+        .backpressure_on_inflight(true)
+        .build(client);
+    Ok(Setup {
+        stream: qis.stream_name().to_string(),
+        prefix,
+        qis,
+        raw,
+    })
+}
+
+async fn teardown(s: Setup) -> BenchResult<()> {
+    s.raw.delete_stream(&s.stream).await?;
+    s.qis.close().await?;
+    Ok(())
+}
+
+fn raw_message(p: &EncodedPacket) -> PublishMessage {
+    PublishMessage::build()
+        .payload(p.body().clone())
+        .message_id(p.id().to_hex())
+}
+
+async fn raw_single(js: &jetstream::Context, ps: &[EncodedPacket]) -> BenchResult<()> {
+    for p in ps {
+        js.send_publish(p.subject().as_str().to_string(), raw_message(p))
+            .await?
+            .await?;
+    }
+    Ok(())
+}
+
+async fn raw_batch(js: &jetstream::Context, ps: &[EncodedPacket]) -> BenchResult<()> {
+    let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::with_capacity(WINDOW);
+    for p in ps {
+        if in_flight.len() >= WINDOW {
+            in_flight.pop_front().expect("non-empty").await?;
+        }
+        in_flight.push_back(
+            js.send_publish(p.subject().as_str().to_string(), raw_message(p))
+                .await?,
+        );
+    }
+    while let Some(ack) = in_flight.pop_front() {
+        ack.await?;
+    }
+    Ok(())
+}
+
+/// A raw durable pull consumer like the one QIS makes.
+async fn raw_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filter: &str,
+) -> BenchResult<consumer::PullConsumer> {
+    Ok(js
+        .get_stream(stream)
+        .await?
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: filter.to_string(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// One raw fetch of up to 500, acking each message as it arrives; with
+/// `decode`, also parse each body as JSON into an `OutcomePacket` (what any
+/// reader of the packets has to do). Returns how many arrived.
+async fn raw_fetch_ack(c: &consumer::PullConsumer, decode: bool) -> BenchResult<usize> {
+    let mut batch = c
+        .fetch()
+        .max_messages(FETCH_BATCH)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await?;
+    let mut got = 0;
+    while let Some(m) = batch.next().await {
+        let m = m?;
+        if decode {
+            let p: OutcomePacket = serde_json::from_slice(&m.payload)?;
+            std::hint::black_box(p);
+        }
+        m.ack().await?;
+        got += 1;
+    }
+    Ok(got)
+}
+
+async fn qis_fetch_ack(c: &dyn DurableConsumer) -> BenchResult<usize> {
+    let batch = c.fetch(FETCH_BATCH, Duration::from_secs(1)).await?;
+    c.ack(&batch).await?;
+    Ok(batch.len())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Time `f` and add the elapsed time to `total`.
+macro_rules! timed {
+    ($total:expr, $f:expr) => {{
+        let t0 = Instant::now();
+        let r = $f;
+        $total += t0.elapsed();
+        r
+    }};
+}
+
+/// Run `raw` and `qis`, the first one first when `raw_first`.
+macro_rules! both {
+    ($raw_first:expr, $raw:expr, $qis:expr) => {
+        if $raw_first {
+            $raw;
+            $qis;
+        } else {
+            $qis;
+            $raw;
+        }
+    };
+}
+
+#[derive(Default)]
+struct Best {
+    raw: f64,
+    qis: f64,
+}
+
+impl Best {
+    fn record(&mut self, n: usize, raw: Duration, qis: Duration) {
+        self.raw = self.raw.max(n as f64 / raw.as_secs_f64());
+        self.qis = self.qis.max(n as f64 / qis.as_secs_f64());
+    }
+}
+
+async fn single_round(url: &str, round: usize, best: &mut Best) -> BenchResult<()> {
+    let s = setup(url).await?;
+    let raw_ps = packets(&s.prefix, &format!("single-raw-{round}"), SINGLE);
+    let qis_ps = packets(&s.prefix, &format!("single-qis-{round}"), SINGLE);
+    let (mut raw_t, mut qis_t) = (Duration::ZERO, Duration::ZERO);
+    for (k, (r, q)) in raw_ps
+        .chunks(SINGLE_CHUNK)
+        .zip(qis_ps.chunks(SINGLE_CHUNK))
+        .enumerate()
+    {
+        both!(
+            k % 2 == 0,
+            timed!(raw_t, raw_single(&s.raw, r).await?),
+            timed!(qis_t, {
+                for p in q {
+                    s.qis.deposit_encoded(p).await?;
+                }
+            })
+        );
+    }
+    best.record(SINGLE, raw_t, qis_t);
+    teardown(s).await
+}
+
+async fn batch_round(url: &str, round: usize, best: &mut Best) -> BenchResult<()> {
+    let s = setup(url).await?;
+    let raw_ps = packets(&s.prefix, &format!("batch-raw-{round}"), BATCH);
+    let qis_ps = packets(&s.prefix, &format!("batch-qis-{round}"), BATCH);
+    let (mut raw_t, mut qis_t) = (Duration::ZERO, Duration::ZERO);
+    for (k, (r, q)) in raw_ps
+        .chunks(BATCH_CHUNK)
+        .zip(qis_ps.chunks(BATCH_CHUNK))
+        .enumerate()
+    {
+        both!(
+            k % 2 == 0,
+            timed!(raw_t, raw_batch(&s.raw, r).await?),
+            timed!(qis_t, {
+                let receipts = s.qis.deposit_encoded_batch(q).await?;
+                assert_eq!(receipts.len(), q.len());
+            })
+        );
+    }
+    best.record(BATCH, raw_t, qis_t);
+    teardown(s).await
+}
+
+/// Returns the raw-with-decode throughput of this round.
+/// Each reader drains its own copy of the packets (on its own subject), one
+/// after the other, so no side's leftover server work (acks still being
+/// processed) lands in another side's time. Returns the raw-with-decode
+/// throughput of this round.
+async fn fetch_round(url: &str, round: usize, best: &mut Best) -> BenchResult<f64> {
+    let s = setup(url).await?;
+    for side in ["raw", "rawdecode", "qis"] {
+        let ps = packets_on(
+            &s.prefix,
+            Some(side),
+            &format!("fetch-{side}-{round}"),
+            FETCH,
+        );
+        s.qis.deposit_encoded_batch(&ps).await?;
+    }
+    let raw = raw_consumer(&s.raw, &s.stream, "raw", &format!("{}.raw.>", s.prefix)).await?;
+    let raw_decode = raw_consumer(
+        &s.raw,
+        &s.stream,
+        "rawdecode",
+        &format!("{}.rawdecode.>", s.prefix),
+    )
+    .await?;
+    let qis = s
+        .qis
+        .consumer(ConsumerConfig::new(
+            "qis",
+            SubjectPattern::new(format!("{}.qis.>", s.prefix))?,
+        )?)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let check = |n: usize, who: &str| -> BenchResult<()> {
+        if Instant::now() > deadline {
+            return Err(format!("fetch: {who} received {n} of {FETCH} within 60 s").into());
+        }
+        Ok(())
+    };
+    let (mut raw_t, mut qis_t, mut dec_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    // The three readers take the first place in turn, round by round.
+    for k in 0..3 {
+        match (round + k) % 3 {
+            0 => timed!(raw_t, {
+                let mut n = 0;
+                while n < FETCH {
+                    check(n, "raw")?;
+                    n += raw_fetch_ack(&raw, false).await?;
+                }
+            }),
+            1 => timed!(qis_t, {
+                let mut n = 0;
+                while n < FETCH {
+                    check(n, "qis")?;
+                    n += qis_fetch_ack(qis.as_ref()).await?;
+                }
+                qis.close().await?;
+            }),
+            _ => timed!(dec_t, {
+                let mut n = 0;
+                while n < FETCH {
+                    check(n, "raw + decode")?;
+                    n += raw_fetch_ack(&raw_decode, true).await?;
+                }
+            }),
+        }
+    }
+    best.record(FETCH, raw_t, qis_t);
+    teardown(s).await?;
+    Ok(FETCH as f64 / dec_t.as_secs_f64())
+}
+
+async fn latency_round(
+    url: &str,
+    round: usize,
+    raw_l: &mut Vec<Duration>,
+    qis_l: &mut Vec<Duration>,
+) -> BenchResult<()> {
+    let s = setup(url).await?;
+    // Distinct subjects: each subscriber sees only its own side's deposits.
+    let raw_ps = packets_on(&s.prefix, Some("raw"), &format!("lat-raw-{round}"), LATENCY);
+    let qis_ps = packets_on(&s.prefix, Some("qis"), &format!("lat-qis-{round}"), LATENCY);
+    let client = s.raw.client();
+    let mut raw_sub = client
+        .subscribe(raw_ps[0].subject().as_str().to_string())
+        .await?;
+    client.flush().await?;
+    // A round trip so the subscription is registered before the first sample.
+    s.raw.query_account().await?;
+    let mut qis_sub = s
+        .qis
+        .subscribe(SubjectPattern::from(qis_ps[0].subject()))
+        .await?;
+    for (k, (r, q)) in raw_ps.iter().zip(&qis_ps).enumerate() {
+        both!(
+            k % 2 == 0,
+            {
+                let start = Instant::now();
+                let deposit = async {
+                    s.raw
+                        .send_publish(r.subject().as_str().to_string(), raw_message(r))
+                        .await?
+                        .await
+                };
+                let live = async {
+                    let m = raw_sub.next().await;
+                    (m, start.elapsed())
+                };
+                let (ack, (m, took)) = tokio::join!(deposit, live);
+                ack?;
+                m.ok_or("live subscription ended")?;
+                raw_l.push(took);
+            },
+            {
+                let start = Instant::now();
+                let live = async {
+                    let m = qis_sub.next().await;
+                    (m, start.elapsed())
+                };
+                let (receipt, (m, took)) = tokio::join!(s.qis.deposit_encoded(q), live);
+                receipt?;
+                m.ok_or("live subscription ended")??;
+                qis_l.push(took);
+            }
+        );
+    }
+    drop(qis_sub);
+    teardown(s).await
+}
+
+async fn run(url: &str) -> BenchResult<()> {
+    let started = Instant::now();
+    let (mut single, mut batch, mut fetch) = (Best::default(), Best::default(), Best::default());
+    let mut fetch_decode_raw: f64 = 0.0;
+    let (mut raw_l, mut qis_l) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        eprintln!("round {round}: single deposits");
+        single_round(url, round, &mut single).await?;
+        eprintln!("round {round}: batch deposits");
+        batch_round(url, round, &mut batch).await?;
+        eprintln!("round {round}: fetch + ack");
+        fetch_decode_raw = fetch_decode_raw.max(fetch_round(url, round, &mut fetch).await?);
+        eprintln!("round {round}: deposit -> live receipt latency");
+        latency_round(url, round, &mut raw_l, &mut qis_l).await?;
+    }
+    raw_l.sort_unstable();
+    qis_l.sort_unstable();
+    let raw_lat: Percentiles = (percentile(&raw_l, 0.5), percentile(&raw_l, 0.99));
+    let qis_lat: Percentiles = (percentile(&qis_l, 0.5), percentile(&qis_l, 0.99));
+
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nQIS over NATS vs raw async-nats ({url}; {ROUNDS} rounds, {:.1} s in all)\n\n",
+        started.elapsed().as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "{:<44} {:>14} {:>14} {:>8}\n",
+        "operation", "raw", "qis", "qis/raw"
+    ));
+    for (name, b) in [
+        (format!("single deposit, ack awaited (x{SINGLE})"), &single),
+        (
+            format!("batch deposit, {WINDOW} acks in flight (x{BATCH})"),
+            &batch,
+        ),
+        (
+            format!("fetch + ack, batches of {FETCH_BATCH} (x{FETCH})"),
+            &fetch,
+        ),
+    ] {
+        out.push_str(&format!(
+            "{:<44} {:>9.0} op/s {:>9.0} op/s {:>8.2}\n",
+            name,
+            b.raw,
+            b.qis,
+            b.qis / b.raw
+        ));
+    }
+    out.push_str(&format!(
+        "{:<44} {:>9.0} op/s {:>14} {:>8.2}\n",
+        "  raw fetch + JSON decode + ack (reference)",
+        fetch_decode_raw,
+        "",
+        fetch.qis / fetch_decode_raw
+    ));
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (name, r, q) in [
+        ("deposit -> live receipt p50", raw_lat.0, qis_lat.0),
+        ("deposit -> live receipt p99", raw_lat.1, qis_lat.1),
+    ] {
+        out.push_str(&format!(
+            "{:<44} {:>11.0} us {:>11.0} us {:>8.2}\n",
+            format!("{name} (x{})", raw_l.len()),
+            us(r),
+            us(q),
+            us(r) / us(q)
+        ));
+    }
+    out.push_str(
+        "\n(latency ratio is raw/qis: above 1 means QIS is faster; target for every ratio: >= 0.9)\n",
+    );
+    // A bench binary reports on stdout.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+fn main() {
+    let Ok(url) = std::env::var("QIS_NATS_URL") else {
+        eprintln!("QIS_NATS_URL is not set: start a server with scripts/servers/nats.sh start DIR and source DIR/nats.env");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(e) = rt.block_on(run(&url)) {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,207 @@
+//! The JetStream stream every deposit goes to: created if missing, checked
+//! if present.
+
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, ErrorCode};
+use qis_core::{ErrorKind, Result};
+
+use crate::config::{NatsConfig, NatsStorage};
+use crate::errors::{self, err};
+
+/// The stream configuration these settings ask for.
+pub(crate) fn wanted(config: &NatsConfig) -> Config {
+    Config {
+        name: config.stream_name(),
+        description: Some(format!("QIS outcome packets under {}", config.prefix)),
+        subjects: vec![config.stream_subject()],
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        storage: match config.storage {
+            NatsStorage::File => StorageType::File,
+            NatsStorage::Memory => StorageType::Memory,
+        },
+        max_age: config.max_age,
+        max_bytes: config.max_bytes as i64,
+        duplicate_window: config.duplicate_window.min(config.max_age),
+        max_messages: -1,
+        max_messages_per_subject: -1,
+        max_consumers: -1,
+        ..Default::default()
+    }
+}
+
+/// What differs between an existing stream and the wanted one, in words.
+/// Only what changes the transport's behaviour counts (subjects, limits,
+/// storage, retention, discard, de-duplication window).
+pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut hs = have.subjects.clone();
+    let mut ws = want.subjects.clone();
+    hs.sort();
+    ws.sort();
+    if hs != ws {
+        out.push(format!(
+            "subjects {:?} (want {:?})",
+            have.subjects, want.subjects
+        ));
+    }
+    if have.max_age != want.max_age {
+        out.push(format!(
+            "max_age {:?} (want {:?})",
+            have.max_age, want.max_age
+        ));
+    }
+    if have.max_bytes != want.max_bytes {
+        out.push(format!(
+            "max_bytes {} (want {})",
+            have.max_bytes, want.max_bytes
+        ));
+    }
+    if have.storage != want.storage {
+        out.push(format!(
+            "storage {:?} (want {:?})",
+            have.storage, want.storage
+        ));
+    }
+    if have.duplicate_window != want.duplicate_window {
+        out.push(format!(
+            "duplicate_window {:?} (want {:?})",
+            have.duplicate_window, want.duplicate_window
+        ));
+    }
+    if have.retention != want.retention {
+        out.push(format!(
+            "retention {:?} (want {:?})",
+            have.retention, want.retention
+        ));
+    }
+    if have.discard != want.discard {
+        out.push(format!(
+            "discard {:?} (want {:?})",
+            have.discard, want.discard
+        ));
+    }
+    if have.max_messages > 0 {
+        out.push(format!(
+            "max_messages {} (want unlimited)",
+            have.max_messages
+        ));
+    }
+    if have.max_messages_per_subject > 0 {
+        out.push(format!(
+            "max_messages_per_subject {} (want unlimited)",
+            have.max_messages_per_subject
+        ));
+    }
+    if have.sealed {
+        out.push("sealed (want open for deposits)".to_string());
+    }
+    out
+}
+
+fn check(have: &Config, want: &Config) -> Result<()> {
+    let diff = differences(have, want);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    Err(err(
+        ErrorKind::Conflict,
+        format!(
+            "stream {} exists with another configuration: {}; configure the same settings, use another stream name (NatsConfig::stream), or change the stream on the server (nats stream edit) — it was left as it is",
+            want.name,
+            diff.join(", ")
+        ),
+    ))
+}
+
+/// Create the stream, or check that the existing one has the same
+/// configuration. Idempotent; safe when several processes race to create it.
+pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Result<()> {
+    let want = wanted(config);
+    let url = config.server_url();
+    for _ in 0..3 {
+        match js.get_stream(&want.name).await {
+            Ok(stream) => return check(&stream.cached_info().config, &want),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(je)
+                    if je.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+                _ => return Err(errors::get_stream(url, &want.name, e)),
+            },
+        }
+        match js.create_stream(want.clone()).await {
+            Ok(_) => {
+                tracing::info!(stream = %want.name, subjects = %config.stream_subject(), "created stream");
+                return Ok(());
+            }
+            Err(e) => match e.kind() {
+                // Someone else created it meanwhile: look again and compare.
+                CreateStreamErrorKind::JetStream(je)
+                    if je.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    continue
+                }
+                _ => {
+                    return Err(errors::create_stream(
+                        url,
+                        &want.name,
+                        &config.stream_subject(),
+                        e,
+                    ))
+                }
+            },
+        }
+    }
+    Err(err(
+        ErrorKind::Backend,
+        format!(
+            "stream {} kept changing while it was being created: try again",
+            want.name
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn seed_created_stream_is_compatible() {
+        let want = wanted(&NatsConfig::default());
+        // What the server reports for the seed's add_stream(name, subjects,
+        // max_bytes, max_age): unlimited counts, default 2-minute window.
+        let seed = Config {
+            name: "QIS_OUTCOMES".into(),
+            subjects: vec!["qis.iot.>".into()],
+            max_bytes: 50 * 1024 * 1024,
+            max_age: Duration::from_secs(86_400),
+            duplicate_window: Duration::from_secs(120),
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            ..Default::default()
+        };
+        assert_eq!(differences(&seed, &want), Vec::<String>::new());
+    }
+
+    #[test]
+    fn other_limits_are_named() {
+        let want = wanted(&NatsConfig::default());
+        let mut have = want.clone();
+        have.max_age = Duration::from_secs(60);
+        have.storage = StorageType::Memory;
+        have.subjects = vec!["qis.>".into()];
+        let diff = differences(&have, &want).join("; ");
+        for word in ["max_age", "storage", "subjects"] {
+            assert!(diff.contains(word), "{diff}");
+        }
+        assert_eq!(check(&have, &want).unwrap_err().kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn duplicate_window_never_exceeds_max_age() {
+        let c = NatsConfig::default().max_age(Duration::from_secs(30));
+        assert_eq!(wanted(&c).duplicate_window, Duration::from_secs(30));
+    }
+}

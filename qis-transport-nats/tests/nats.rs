@@ -1,0 +1,789 @@
+//! NATS-specific behaviour beyond the shared conformance suite: stream and
+//! consumer conflicts, receipts of duplicates, fetch timing, acks, closing,
+//! errors, and login / TLS options passed through to the server.
+//!
+//! Needs `QIS_NATS_URL` (scripts/servers/nats.sh start DIR); the auth and TLS
+//! cases start their own nats-server (on PATH or `QIS_NATS_RESTART_BIN`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fresh_prefix, pkt, runtime, shared_server, trial, OwnServer, TestResult};
+use libtest_mimic::Arguments;
+use qis_core::{
+    ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position, StartPosition,
+    SubjectPattern,
+};
+use qis_transport_nats::{NatsConfig, NatsTransport};
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+fn e(context: &'static str) -> impl Fn(qis_core::Error) -> String {
+    move |err| format!("{context}: {err}")
+}
+
+async fn open(url: &str, prefix: &qis_core::Subject) -> Result<NatsTransport, String> {
+    NatsTransport::connect(
+        NatsConfig::from_url(url)
+            .map_err(e("config"))?
+            .prefix(prefix.clone()),
+    )
+    .await
+    .map_err(e("connect"))
+}
+
+fn cfg(name: &str, pattern: &str) -> ConsumerConfig {
+    ConsumerConfig::new(name, SubjectPattern::new(pattern).unwrap()).unwrap()
+}
+
+async fn stream_with_other_limits_is_a_conflict(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    // Same settings again: idempotent.
+    let again = open(&url, &prefix).await?;
+    again.close().await.map_err(e("close"))?;
+    for (what, config) in [
+        (
+            "max_age",
+            NatsConfig::from_url(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .max_age(Duration::from_secs(3600)),
+        ),
+        (
+            "max_bytes",
+            NatsConfig::from_url(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .max_bytes(1 << 20),
+        ),
+        (
+            "storage",
+            NatsConfig::from_url(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .storage(qis_transport_nats::NatsStorage::Memory),
+        ),
+        (
+            "duplicate_window",
+            NatsConfig::from_url(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .duplicate_window(Duration::from_secs(10)),
+        ),
+        (
+            "subjects",
+            NatsConfig::from_url(&url)
+                .unwrap()
+                .prefix(format!("{prefix}x").parse().unwrap())
+                .stream(t.stream_name()),
+        ),
+        (
+            "overlapping subjects",
+            NatsConfig::from_url(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .stream(format!("{}_OTHER", t.stream_name())),
+        ),
+    ] {
+        match NatsTransport::connect(config).await {
+            Err(err) => ensure!(
+                err.kind() == ErrorKind::Conflict,
+                "{what}: expected a conflict, got {err}"
+            ),
+            Ok(_) => return Err(format!("a stream with other {what} was used silently")),
+        }
+    }
+    // The existing stream was left alone.
+    let info = t
+        .jetstream()
+        .get_stream(t.stream_name())
+        .await
+        .map_err(|e| e.to_string())?
+        .cached_info()
+        .clone();
+    ensure!(
+        info.config.max_age == Duration::from_secs(86_400),
+        "max_age changed to {:?}",
+        info.config.max_age
+    );
+    ensure!(
+        info.config.max_bytes == 50 * 1024 * 1024,
+        "max_bytes changed"
+    );
+    ensure!(
+        info.config.duplicate_window == Duration::from_secs(120),
+        "duplicate window changed"
+    );
+    Ok(())
+}
+
+async fn concurrent_connects_create_the_stream_once(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let opened = futures::future::join_all((0..8).map(|_| open(&url, &prefix))).await;
+    for t in opened {
+        let t = t?;
+        t.close().await.map_err(e("close"))?;
+    }
+    Ok(())
+}
+
+async fn consumer_with_other_pattern_is_a_conflict(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
+        .await
+        .map_err(e("open"))?;
+    t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
+        .await
+        .map_err(e("re-open with the same pattern"))?;
+    let err = t
+        .consumer(cfg("c1", &format!("{prefix}.>")))
+        .await
+        .err()
+        .ok_or("a consumer was re-opened with another pattern")?;
+    ensure!(
+        err.kind() == ErrorKind::Conflict,
+        "expected a conflict, got {err}"
+    );
+    // `>` and `{prefix}.>` select the same subjects here, but are different patterns.
+    t.consumer(cfg("c2", ">")).await.map_err(e("open >"))?;
+    let err = t
+        .consumer(cfg("c2", &format!("{prefix}.>")))
+        .await
+        .err()
+        .ok_or("`>` re-opened as prefix.>")?;
+    ensure!(
+        err.kind() == ErrorKind::Conflict,
+        "expected a conflict, got {err}"
+    );
+    // Re-opening with another ack wait changes it (as the in-memory transport does).
+    t.consumer(cfg("c1", &format!("{prefix}.hvac.*")).ack_wait(Duration::from_secs(3)))
+        .await
+        .map_err(e("re-open with another ack wait"))?;
+    let info = t
+        .jetstream()
+        .get_stream(t.stream_name())
+        .await
+        .map_err(|e| e.to_string())?
+        .consumer_info("c1")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        info.config.ack_wait == Duration::from_secs(3),
+        "ack wait is {:?}",
+        info.config.ack_wait
+    );
+    let err = t
+        .consumer(cfg("c3", "elsewhere.>"))
+        .await
+        .err()
+        .ok_or("a pattern outside the prefix was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidSubject,
+        "expected InvalidSubject, got {err}"
+    );
+    Ok(())
+}
+
+async fn patterns_reaching_outside_the_prefix_filter_on_the_server(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let root = prefix.tokens().next().unwrap().to_string();
+    let t = open(&url, &prefix).await?;
+    let a = t
+        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    t.deposit(&pkt("a", "power", "voltage-sag", 2))
+        .await
+        .map_err(e("deposit"))?;
+    let b = t
+        .deposit(&pkt("a", "hvac", "refrigerant-loss", 3))
+        .await
+        .map_err(e("deposit"))?;
+    let c = t
+        .consumer(cfg("wide", &format!("{root}.*.hvac.*")))
+        .await
+        .map_err(e("open"))?;
+    let mut got = c
+        .fetch(10, Duration::from_secs(2))
+        .await
+        .map_err(e("fetch"))?;
+    c.ack(&got).await.map_err(e("ack"))?;
+    got.extend(
+        c.fetch(10, Duration::from_millis(300))
+            .await
+            .map_err(e("fetch"))?,
+    );
+    let ids: Vec<_> = got.iter().map(|d| d.id()).collect();
+    ensure!(
+        ids == vec![a.id, b.id],
+        "expected the two hvac packets, got {} deliveries",
+        ids.len()
+    );
+    let info = t
+        .jetstream()
+        .get_stream(t.stream_name())
+        .await
+        .map_err(|e| e.to_string())?
+        .consumer_info("wide")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        info.config.filter_subject == format!("{prefix}.hvac.*"),
+        "the server filter is {:?}",
+        info.config.filter_subject
+    );
+    Ok(())
+}
+
+async fn duplicate_receipt_points_at_the_original(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let p = pkt("a", "hvac", "energy-anomaly", 1);
+    let first = t.deposit(&p).await.map_err(e("deposit"))?;
+    t.deposit(&pkt("a", "hvac", "energy-anomaly", 2))
+        .await
+        .map_err(e("deposit"))?;
+    let again = t.deposit(&p).await.map_err(e("re-deposit"))?;
+    ensure!(
+        again.duplicate && !first.duplicate,
+        "duplicate flags {} / {}",
+        first.duplicate,
+        again.duplicate
+    );
+    ensure!(
+        again.position == first.position,
+        "duplicate at {} but original at {}",
+        again.position,
+        first.position
+    );
+    ensure!(
+        first.position == Position::Sequence(1),
+        "first deposit in a fresh stream at {}",
+        first.position
+    );
+    // In a batch too, from another connection.
+    let t2 = open(&url, &prefix).await?;
+    let rs = t2
+        .deposit_batch(&[p.clone(), pkt("a", "hvac", "energy-anomaly", 3)])
+        .await
+        .map_err(e("batch"))?;
+    ensure!(
+        rs[0].duplicate && !rs[1].duplicate,
+        "batch duplicate flags wrong"
+    );
+    ensure!(
+        rs[1].position == Position::Sequence(3),
+        "new packet at {}",
+        rs[1].position
+    );
+    Ok(())
+}
+
+async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let c = t
+        .consumer(cfg("quick", &format!("{prefix}.>")))
+        .await
+        .map_err(e("open"))?;
+    // Nothing there: empty after about the wait.
+    let started = Instant::now();
+    let got = c
+        .fetch(10, Duration::from_millis(400))
+        .await
+        .map_err(e("fetch"))?;
+    let took = started.elapsed();
+    ensure!(
+        got.is_empty(),
+        "fetch on an empty stream returned {}",
+        got.len()
+    );
+    ensure!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(1500),
+        "empty fetch took {took:?}"
+    );
+    // Zero wait: at once.
+    let started = Instant::now();
+    ensure!(
+        c.fetch(10, Duration::ZERO)
+            .await
+            .map_err(e("fetch"))?
+            .is_empty(),
+        "zero-wait fetch returned packets"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_millis(500),
+        "zero-wait fetch took {:?}",
+        started.elapsed()
+    );
+    // Packets there: at once, not after the wait.
+    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let started = Instant::now();
+    let got = c
+        .fetch(10, Duration::from_secs(10))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(got.len() == 1, "fetch returned {}", got.len());
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "fetch with a packet waiting took {:?}",
+        started.elapsed()
+    );
+    c.ack(&got).await.map_err(e("ack"))?;
+    // A packet arriving during the wait ends it.
+    let depositor = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            t.deposit(&pkt("a", "hvac", "energy-anomaly", 2)).await
+        })
+    };
+    let started = Instant::now();
+    let got = c
+        .fetch(10, Duration::from_secs(10))
+        .await
+        .map_err(e("fetch"))?;
+    let took = started.elapsed();
+    depositor
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(e("deposit"))?;
+    ensure!(got.len() == 1, "waiting fetch returned {}", got.len());
+    ensure!(
+        took < Duration::from_secs(2),
+        "waiting fetch returned after {took:?}, not when the packet came"
+    );
+    c.ack(&got).await.map_err(e("ack"))?;
+    // Nothing delivered into the void: the next fetch has no stray redelivery.
+    let later = c
+        .fetch(10, Duration::from_millis(300))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(later.is_empty(), "{} unexpected deliveries", later.len());
+    let info = t
+        .jetstream()
+        .get_stream(t.stream_name())
+        .await
+        .map_err(|e| e.to_string())?
+        .consumer_info("quick")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        info.num_ack_pending == 0,
+        "{} deliveries are pending",
+        info.num_ack_pending
+    );
+    ensure!(
+        info.num_redelivered == 0,
+        "{} redeliveries",
+        info.num_redelivered
+    );
+    Ok(())
+}
+
+async fn pending_acks(t: &NatsTransport, consumer: &str) -> Result<usize, String> {
+    Ok(t.jetstream()
+        .get_stream(t.stream_name())
+        .await
+        .map_err(|e| e.to_string())?
+        .consumer_info(consumer)
+        .await
+        .map_err(|e| e.to_string())?
+        .num_ack_pending)
+}
+
+/// With `confirm_acks`, the server has processed the acks when `ack()`
+/// returns; by default, when the consumer's `close()` returns. Acking again
+/// is harmless either way.
+async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    for confirm in [true, false] {
+        let mut config = NatsConfig::from_url(&url)
+            .map_err(e("config"))?
+            .prefix(prefix.clone());
+        config.confirm_acks = confirm;
+        let t = NatsTransport::connect(config).await.map_err(e("connect"))?;
+        let name = format!("acker-{confirm}");
+        let packets: Vec<_> = (0..50)
+            .map(|i| pkt(&name, "hvac", "energy-anomaly", i))
+            .collect();
+        t.deposit_batch(&packets).await.map_err(e("deposit"))?;
+        let c = t
+            .consumer(cfg(&name, &format!("{prefix}.hvac.*")).start(StartPosition::New))
+            .await
+            .map_err(e("open"))?;
+        // StartPosition::New: deposit after opening.
+        let packets: Vec<_> = (50..100)
+            .map(|i| pkt(&name, "hvac", "energy-anomaly", i))
+            .collect();
+        t.deposit_batch(&packets).await.map_err(e("deposit"))?;
+        let got = c
+            .fetch(50, Duration::from_secs(2))
+            .await
+            .map_err(e("fetch"))?;
+        ensure!(got.len() == 50, "fetched {}", got.len());
+        c.ack(&got).await.map_err(e("ack"))?;
+        if confirm {
+            let pending = pending_acks(&t, &name).await?;
+            ensure!(
+                pending == 0,
+                "{pending} acks still pending after a confirmed ack()"
+            );
+        }
+        let started = Instant::now();
+        c.ack(&got).await.map_err(e("second ack"))?;
+        c.ack(&got[..1]).await.map_err(e("third ack"))?;
+        c.close().await.map_err(e("close"))?;
+        ensure!(
+            started.elapsed() < Duration::from_secs(2),
+            "acking again and closing took {:?}",
+            started.elapsed()
+        );
+        let pending = pending_acks(&t, &name).await?;
+        ensure!(
+            pending == 0,
+            "{pending} acks still pending after close() (confirm_acks {confirm})"
+        );
+        t.close().await.map_err(e("close transport"))?;
+    }
+    Ok(())
+}
+
+async fn nak_with_delay_waits(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let r = t
+        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let c = t
+        .consumer(cfg("later", &format!("{prefix}.>")))
+        .await
+        .map_err(e("open"))?;
+    let got = c
+        .fetch(1, Duration::from_secs(2))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(got.len() == 1, "fetched {}", got.len());
+    let naked = Instant::now();
+    c.nak(&got[0], Duration::from_millis(1500))
+        .await
+        .map_err(e("nak"))?;
+    let early = c
+        .fetch(1, Duration::from_millis(700))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(
+        early.is_empty(),
+        "a packet nak'd with a 1.5 s delay came back after {:?}",
+        naked.elapsed()
+    );
+    let again = c
+        .fetch(1, Duration::from_secs(5))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(
+        again.len() == 1 && again[0].id() == r.id,
+        "the nak'd packet did not come back"
+    );
+    ensure!(
+        naked.elapsed() >= Duration::from_millis(1300),
+        "came back after {:?}",
+        naked.elapsed()
+    );
+    ensure!(
+        again[0].delivery_count == 2,
+        "delivery_count {}",
+        again[0].delivery_count
+    );
+    c.ack(&again).await.map_err(e("ack"))
+}
+
+async fn closed_transport_says_closed(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let c = t
+        .consumer(cfg("c", &format!("{prefix}.>")))
+        .await
+        .map_err(e("open"))?;
+    t.close().await.map_err(e("close"))?;
+    t.close().await.map_err(e("close twice"))?;
+    let err = t
+        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .err()
+        .ok_or("deposit after close worked")?;
+    ensure!(
+        err.kind() == ErrorKind::Closed,
+        "deposit after close gave {err}"
+    );
+    let err = c
+        .fetch(1, Duration::from_millis(10))
+        .await
+        .err()
+        .ok_or("fetch after close worked")?;
+    ensure!(
+        err.kind() == ErrorKind::Closed,
+        "fetch after close gave {err}"
+    );
+    Ok(())
+}
+
+async fn unreachable_server_is_unavailable() -> TestResult {
+    let port = common::free_port();
+    let started = Instant::now();
+    let err = NatsTransport::connect_url(&format!("nats://127.0.0.1:{port}"))
+        .await
+        .err()
+        .ok_or("connected to a port nothing listens on")?;
+    ensure!(err.kind() == ErrorKind::Unavailable, "got {err}");
+    ensure!(err.transport() == "nats", "transport {}", err.transport());
+    ensure!(std::error::Error::source(&err).is_some(), "no source error");
+    ensure!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+async fn user_password_and_token_login(
+    server_user: OwnServer,
+    server_token: OwnServer,
+) -> TestResult {
+    let prefix = fresh_prefix();
+    let good = format!("nats://alice:s3cr%40t@127.0.0.1:{}", server_user.port);
+    let t = NatsTransport::connect(
+        NatsConfig::from_url(&good)
+            .map_err(e("config"))?
+            .prefix(prefix.clone()),
+    )
+    .await
+    .map_err(e("login with user:pass in the URL"))?;
+    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let fields = NatsConfig::from_url(&server_user.url())
+        .unwrap()
+        .prefix(prefix.clone())
+        .user_password("alice", "s3cr@t");
+    NatsTransport::connect(fields)
+        .await
+        .map_err(e("login with user/password fields"))?;
+    let bad = format!("nats://alice:wrong@127.0.0.1:{}", server_user.port);
+    let err = NatsTransport::connect_url(&bad)
+        .await
+        .err()
+        .ok_or("a wrong password was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidInput,
+        "wrong password gave {err}"
+    );
+    let err = NatsTransport::connect_url(&server_user.url())
+        .await
+        .err()
+        .ok_or("no password was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidInput,
+        "no password gave {err}"
+    );
+
+    let tok = format!("nats://t0ken@127.0.0.1:{}", server_token.port);
+    NatsTransport::connect(NatsConfig::from_url(&tok).unwrap().prefix(prefix.clone()))
+        .await
+        .map_err(e("login with a token in the URL"))?;
+    let fields = NatsConfig::from_url(&server_token.url())
+        .unwrap()
+        .prefix(prefix)
+        .token("t0ken");
+    NatsTransport::connect(fields)
+        .await
+        .map_err(e("login with the token field"))?;
+    let err = NatsTransport::connect_url(&format!("nats://nope@127.0.0.1:{}", server_token.port))
+        .await
+        .err()
+        .ok_or("a wrong token was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::InvalidInput,
+        "wrong token gave {err}"
+    );
+    Ok(())
+}
+
+/// Make a CA and a server certificate for 127.0.0.1 with openssl.
+fn make_certs(dir: &std::path::Path) -> Result<(), String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=qis-test-ca",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ])
+}
+
+async fn tls_with_own_ca(server: OwnServer, certs: std::path::PathBuf) -> TestResult {
+    let prefix = fresh_prefix();
+    let config = NatsConfig::from_url(&server.url())
+        .unwrap()
+        .prefix(prefix.clone())
+        .tls_ca(certs.join("ca.pem"))
+        .require_tls(true);
+    let t = NatsTransport::connect(config)
+        .await
+        .map_err(e("connect with TLS"))?;
+    let r = t
+        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit over TLS"))?;
+    ensure!(!r.duplicate, "fresh deposit reported duplicate");
+    let url = format!(
+        "tls://127.0.0.1:{}?tls_ca={}",
+        server.port,
+        certs.join("ca.pem").display()
+    );
+    NatsTransport::connect(
+        NatsConfig::from_url(&url)
+            .map_err(e("tls url"))?
+            .prefix(prefix.clone()),
+    )
+    .await
+    .map_err(e("connect with tls:// and tls_ca"))?;
+    // Without the CA the server's certificate is not trusted.
+    let err = NatsTransport::connect(
+        NatsConfig::from_url(&server.url())
+            .unwrap()
+            .prefix(prefix)
+            .require_tls(true),
+    )
+    .await
+    .err()
+    .ok_or("an untrusted certificate was accepted")?;
+    ensure!(
+        err.kind() == ErrorKind::Unavailable,
+        "untrusted certificate gave {err}"
+    );
+    Ok(())
+}
+
+fn main() {
+    common::init_tracing();
+    let args = Arguments::from_args();
+    let shared = shared_server();
+    let own = common::server_binary();
+    let mut trials = Vec::new();
+    macro_rules! shared_case {
+        ($f:ident) => {{
+            let url = shared.clone().unwrap_or_default();
+            trials.push(trial(stringify!($f), &shared, move || {
+                runtime().block_on($f(url))
+            }));
+        }};
+    }
+    shared_case!(stream_with_other_limits_is_a_conflict);
+    shared_case!(concurrent_connects_create_the_stream_once);
+    shared_case!(consumer_with_other_pattern_is_a_conflict);
+    shared_case!(patterns_reaching_outside_the_prefix_filter_on_the_server);
+    shared_case!(duplicate_receipt_points_at_the_original);
+    shared_case!(fetch_returns_as_soon_as_packets_are_there);
+    shared_case!(acks_are_confirmed_and_double_ack_is_harmless);
+    shared_case!(nak_with_delay_waits);
+    shared_case!(closed_transport_says_closed);
+    trials.push(trial(
+        "unreachable_server_is_unavailable",
+        &Ok::<(), String>(()),
+        || runtime().block_on(unreachable_server_is_unavailable()),
+    ));
+    trials.push(trial("user_password_and_token_login", &own, || {
+        let user = OwnServer::start(&["--user", "alice", "--pass", "s3cr@t"])?;
+        let token = OwnServer::start(&["--auth", "t0ken"])?;
+        runtime().block_on(user_password_and_token_login(user, token))
+    }));
+    let tls_ready = own.clone().and_then(|_| {
+        std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .map_err(|e| format!("openssl is needed to make test certificates: {e}"))
+    });
+    trials.push(trial("tls_with_own_ca", &tls_ready, || {
+        let certs = std::env::temp_dir().join(format!("qis-nats-certs-{}", common::random_hex(6)));
+        std::fs::create_dir_all(&certs).map_err(|e| e.to_string())?;
+        let result = (|| {
+            make_certs(&certs)?;
+            let cert = certs.join("server.pem").display().to_string();
+            let key = certs.join("server.key").display().to_string();
+            let server = OwnServer::start(&["--tls", "--tlscert", &cert, "--tlskey", &key])?;
+            runtime().block_on(tls_with_own_ca(server, certs.clone()))
+        })();
+        let _ = std::fs::remove_dir_all(&certs);
+        result
+    }));
+    libtest_mimic::run(&args, trials).exit();
+}
