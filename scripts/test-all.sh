@@ -38,4 +38,4 @@ done
 
 export QIS_REQUIRE_LIVE=1
 echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL"
-cargo test --workspace --all-features "$@"
+cargo test --workspace --all-features --no-fail-fast "$@"
