@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -47,6 +47,10 @@ const POLL_BATCH: usize = 1_000;
 
 /// Handle ids, so an ack token is only accepted by the handle that made it.
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+/// Every group member this process opened (dead entries are pruned on open),
+/// so a new member can wait for the ones that are leaving its group.
+static MEMBERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 type GroupConsumer = BaseConsumer<GroupContext>;
 
@@ -138,9 +142,18 @@ struct Shared {
     notify: Notify,
     malformed: AtomicU64,
     stop: AtomicBool,
+    /// The poller thread finished: it committed and left the group.
+    left: AtomicBool,
+    /// The brokers (with `group`, which members are in the same group).
+    brokers: String,
 }
 
 impl Shared {
+    /// Told to stop (dropped or closed), not yet out of the group.
+    fn leaving(&self) -> bool {
+        self.stop.load(Ordering::Acquire) && !self.left.load(Ordering::Acquire)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every critical section leaves the state consistent between
         // statements that could panic, so a poisoned lock is still usable.
@@ -325,7 +338,17 @@ pub(crate) async fn open(
         notify: Notify::new(),
         malformed: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        left: AtomicBool::new(false),
+        brokers: config.bootstrap_servers.clone(),
     });
+    // A handle of this group dropped just before must be out of the group
+    // before this member joins, or the join races its LeaveGroup.
+    wait_for_leaving(&shared, config.join_timeout).await;
+    {
+        let mut members = MEMBERS.lock().unwrap_or_else(|e| e.into_inner());
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(&shared));
+    }
     let mut cc = base_config(config);
     cc.set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -417,6 +440,39 @@ pub(crate) async fn open(
     }
     tracing::debug!(consumer = %cfg.name, group = %group, "consumer ready");
     Ok(Arc::new(handle))
+}
+
+/// Wait (up to `timeout`) until the members of `sh`'s group that this
+/// process dropped or closed have committed and left the group.
+///
+/// A handle's `Drop` cannot block: it only tells the poller thread to stop,
+/// and the thread commits and sends LeaveGroup a moment later. A member that
+/// joins in that moment starts a rebalance that still counts the leaving
+/// member (it may even be elected leader); Kafka's coordinator drops it when
+/// its LeaveGroup arrives, but some Kafka-protocol brokers keep waiting for
+/// the departed leader's SyncGroup, and the new member never gets an
+/// assignment. Joining after the leave avoids the extra rebalance either way.
+async fn wait_for_leaving(sh: &Shared, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let leaving = MEMBERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|m| m.group == sh.group && m.brokers == sh.brokers && m.leaving());
+        let Some(m) = leaving else { return };
+        let notified = m.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !m.leaving() {
+            continue;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            tracing::debug!(consumer = %sh.name, group = %sh.group, "a member of this process is still leaving the group; joining anyway");
+            return;
+        }
+    }
 }
 
 /// Read the group's committed offsets; on a new group, commit the start
@@ -646,7 +702,10 @@ fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) {
             tracing::warn!(consumer = %sh.name, error = %e, "could not commit acks on close; they may be delivered again");
         }
     }
+    // The last reference: closing sends LeaveGroup and waits for it.
     drop(consumer);
+    sh.left.store(true, Ordering::Release);
+    sh.notify.notify_waiters();
 }
 
 fn is_rebalance_error(e: &KafkaError) -> bool {
@@ -925,6 +984,8 @@ impl DurableConsumer for KafkaConsumer {
         })
         .await
         .map_err(|e| join_error("closing the consumer", e))?;
+        // Out of the group (also when the thread panicked before saying so).
+        self.shared.left.store(true, Ordering::Release);
         self.shared.notify.notify_waiters();
         Ok(())
     }
@@ -932,7 +993,14 @@ impl DurableConsumer for KafkaConsumer {
 
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
-        // The poller thread commits what was acked and leaves the group.
+        // The poller thread commits what was acked and leaves the group: it
+        // holds the last reference, so the leave is done when it ends.
+        drop(
+            self.consumer
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         self.shared.stop.store(true, Ordering::Release);
     }
 }
