@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use qis::{
     deliveries, Capabilities, ConsumerConfig, Delivery, DurableConsumer, DynTransport,
-    EncodedPacket, ErrorKind, OutcomePacket, OutcomeTransportExt, PacketId, StartPosition, Subject,
-    SubjectPattern,
+    EncodedPacket, ErrorKind, LiveSubscription, OutcomePacket, OutcomeTransportExt, PacketId,
+    Received, StartPosition, Subject, SubjectPattern,
 };
 
 use crate::harness::DynBackend;
@@ -175,6 +175,20 @@ async fn quiet(c: &Arc<dyn DurableConsumer>, window: Duration) -> Result<Vec<Del
             c.ack(&batch).await.map_err(e("ack"))?;
         }
         out.extend(batch);
+    }
+}
+
+/// The next live packet within `within`: `None` if nothing arrived, `Err` if
+/// the stream failed or ended.
+async fn next_live(
+    sub: &mut LiveSubscription,
+    within: Duration,
+) -> Result<Option<Received>, String> {
+    match tokio::time::timeout(within, sub.next()).await {
+        Ok(Some(Ok(r))) => Ok(Some(r)),
+        Ok(Some(Err(err))) => Err(format!("live stream error: {err}")),
+        Ok(None) => Err("live stream ended".into()),
+        Err(_) => Ok(None),
     }
 }
 
@@ -677,15 +691,13 @@ async fn wildcard_isolation_live(b: DynBackend, prefix: Subject) -> CaseResult {
             } else {
                 deadline.saturating_duration_since(Instant::now())
             };
-            match tokio::time::timeout(wait, sub.next()).await {
-                Ok(Some(Ok(r))) => {
+            match next_live(&mut sub, wait).await? {
+                Some(r) => {
                     count += 1;
                     got.insert(r.subject.clone());
                 }
-                Ok(Some(Err(err))) => return Err(format!("live stream error: {err}")),
-                Ok(None) => return Err(format!("live stream for {pattern} ended")),
-                Err(_) if count >= n => break,
-                Err(_) => {
+                None if count >= n => break,
+                None => {
                     return Err(format!(
                         "pattern {pattern}: {count} of {n} live packets arrived within 10 s"
                     ))
@@ -954,18 +966,14 @@ async fn garbage_is_skipped_live(b: DynBackend, prefix: Subject) -> CaseResult {
         .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
         .await
         .map_err(e("deposit"))?;
-    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-        Ok(Some(Ok(got))) => ensure!(
-            got.id == r.id,
-            "live delivered something other than the valid packet: {:?}",
-            got.packet
-        ),
-        Ok(Some(Err(err))) => return Err(format!("live stream failed on garbage: {err}")),
-        Ok(None) => return Err("live stream ended on garbage".into()),
-        Err(_) => {
-            return Err("the valid packet after the garbage did not arrive live within 10 s".into())
-        }
-    }
+    let got = next_live(&mut sub, Duration::from_secs(10))
+        .await?
+        .ok_or("the valid packet after the garbage did not arrive live within 10 s")?;
+    ensure!(
+        got.id == r.id,
+        "live delivered something other than the valid packet: {:?}",
+        got.packet
+    );
     Ok(())
 }
 
@@ -991,24 +999,18 @@ async fn live_subscription_receives_matching(b: DynBackend, prefix: Subject) -> 
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < 2 {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, sub.next()).await {
-            Ok(Some(Ok(r))) => {
-                ensure!(
-                    r.id != other.id,
-                    "live subscription received a non-matching subject {}",
-                    r.subject
-                );
-                got.insert(r.id);
-            }
-            Ok(Some(Err(err))) => return Err(format!("live stream error: {err}")),
-            Ok(None) => return Err("live stream ended".into()),
-            Err(_) => {
-                return Err(format!(
-                    "{} of 2 matching packets arrived live within 10 s",
-                    got.len()
-                ))
-            }
-        }
+        let r = next_live(&mut sub, left).await?.ok_or_else(|| {
+            format!(
+                "{} of 2 matching packets arrived live within 10 s",
+                got.len()
+            )
+        })?;
+        ensure!(
+            r.id != other.id,
+            "live subscription received a non-matching subject {}",
+            r.subject
+        );
+        got.insert(r.id);
     }
     ensure!(
         got == HashSet::from([want1.id, want2.id]),
@@ -1025,14 +1027,10 @@ async fn fire_and_forget_reaches_live_not_store(b: DynBackend, prefix: Subject) 
         .map_err(e("subscribe"))?;
     let p = pkt("telemetry", "hvac", "energy-anomaly", 1);
     t.publish(&p).await.map_err(e("publish"))?;
-    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-        Ok(Some(Ok(r))) => ensure!(r.packet == p, "live received another packet"),
-        other => {
-            return Err(format!(
-                "a fire-and-forget packet did not arrive live: {other:?}"
-            ))
-        }
-    }
+    let r = next_live(&mut sub, Duration::from_secs(10))
+        .await?
+        .ok_or("a fire-and-forget packet did not arrive live within 10 s")?;
+    ensure!(r.packet == p, "live received another packet");
     let sentinel = t
         .deposit(&pkt("durable", "hvac", "energy-anomaly", 2))
         .await
