@@ -288,6 +288,27 @@ impl Received {
             packet,
         })
     }
+
+    /// Decode a body whose packet id the transport carried beside it (a
+    /// message-id header, a stored column). The carried id is used when it is
+    /// 64 hex characters, which saves hashing every delivered body; otherwise
+    /// the id is computed from the bytes. Synthesis does not rely on it: it
+    /// identifies packets by their content.
+    pub fn decode_with_id(
+        subject: impl Into<String>,
+        body: &[u8],
+        carried: Option<&str>,
+    ) -> Result<Self> {
+        let packet = OutcomePacket::decode(body)?;
+        let id = carried
+            .and_then(|s| s.parse::<PacketId>().ok())
+            .unwrap_or_else(|| PacketId::of(body));
+        Ok(Received {
+            subject: subject.into(),
+            id,
+            packet,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +342,18 @@ mod tests {
         let mut p = sample();
         p.agent_id = "a\nb".into();
         assert_eq!(p.encode().unwrap_err().kind(), ErrorKind::InvalidPacket);
+    }
+
+    #[test]
+    fn carried_id_is_used_when_well_formed() {
+        let body = sample().encode().unwrap();
+        let other = PacketId::of(b"other");
+        let r = Received::decode_with_id("s", &body, Some(&other.to_hex())).unwrap();
+        assert_eq!(r.id, other);
+        let r = Received::decode_with_id("s", &body, Some("not-an-id")).unwrap();
+        assert_eq!(r.id, PacketId::of(&body));
+        let r = Received::decode_with_id("s", &body, None).unwrap();
+        assert_eq!(r.id, PacketId::of(&body));
     }
 
     #[test]

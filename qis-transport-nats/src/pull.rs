@@ -375,7 +375,13 @@ impl NatsConsumer {
             tracing::debug!(consumer = %self.name, subject, seq, "acking away a message outside the pattern");
             return Accepted::Answer(reply, ACK);
         }
-        match Received::decode(subject, &message.payload) {
+        // The deposit set Nats-Msg-Id to the packet id: no need to re-hash.
+        let carried = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str());
+        match Received::decode_with_id(subject, &message.payload, carried) {
             Ok(received) => Accepted::Deliver(Delivery {
                 received,
                 position: Position::Sequence(seq),
