@@ -98,6 +98,16 @@ impl Error {
         )
     }
 
+    /// A shorthand for the [`ErrorKind::Closed`] error of a transport used
+    /// after [`close`](crate::OutcomeTransport::close).
+    pub fn closed(transport: &'static str) -> Self {
+        Error::new(
+            ErrorKind::Closed,
+            transport,
+            "the transport is closed: connect again",
+        )
+    }
+
     /// Which kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

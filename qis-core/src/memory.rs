@@ -47,7 +47,6 @@ struct State {
     log: Vec<Stored>,
     by_id: HashMap<PacketId, u64>,
     consumers: HashMap<String, ConsumerState>,
-    closed: bool,
 }
 
 #[derive(Debug)]
@@ -106,13 +105,6 @@ impl MemoryTransport {
     }
 
     fn store(&self, st: &mut State, p: &EncodedPacket) -> Result<Receipt> {
-        if st.closed {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the transport is closed",
-            ));
-        }
         check_under_prefix(NAME, &self.shared.prefix, p.subject())?;
         if let Some(&seq) = st.by_id.get(&p.id()) {
             return Ok(Receipt {

@@ -147,8 +147,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qis_core::transport::check_under_prefix;
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
-    LiveSubscription, OutcomeTransport, Position, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, LiveSubscription,
+    OutcomeTransport, Position, Receipt, Result, Subject, SubjectPattern,
 };
 use rdkafka::producer::Producer as _;
 
@@ -234,11 +234,7 @@ impl KafkaTransport {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the transport is closed: connect again",
-            ))
+            Err(Error::closed(NAME))
         } else {
             Ok(())
         }

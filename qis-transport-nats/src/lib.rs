@@ -69,8 +69,8 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use async_trait::async_trait;
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
-    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, LiveSubscription,
+    OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
 pub use config::{stream_name_for, NatsConfig, NatsStorage, DEFAULT_PORT, DEFAULT_STREAM};
@@ -166,11 +166,7 @@ impl NatsTransport {
 
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the transport is closed: connect again",
-            ))
+            Err(Error::closed(NAME))
         } else {
             Ok(())
         }

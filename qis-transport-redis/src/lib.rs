@@ -328,11 +328,7 @@ impl RedisTransport {
 
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the transport is closed: connect again",
-            ))
+            Err(Error::closed(NAME))
         } else {
             Ok(())
         }

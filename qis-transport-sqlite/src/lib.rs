@@ -269,11 +269,7 @@ impl SqliteTransport {
 
     pub(crate) fn worker(&self) -> Result<&Worker> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the transport is closed: connect again",
-            ));
+            return Err(Error::closed(NAME));
         }
         Ok(&self.inner.worker)
     }
