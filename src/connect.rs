@@ -1,20 +1,23 @@
 //! Picking a transport at run time from a URL.
+//!
+//! Each backend declares its own URL schemes (`SqliteConfig::URL_SCHEMES`,
+//! `NatsConfig::URL_SCHEMES`, …) and parses its own URLs (`FromStr`); this
+//! module only routes a URL to the backend whose scheme it carries, among
+//! those compiled in, the way sqlx's `AnyDriver`s declare `URL_SCHEMES`.
 
 use std::sync::Arc;
 
-use qis_core::{DynTransport, Error, ErrorKind, MemoryTransport, Result, Subject};
+use qis_core::memory::MemoryConfig;
+use qis_core::{DynTransport, Error, ErrorKind, Result, Subject};
 
 /// The configuration of any compiled-in transport. Build it from a URL with
 /// [`TransportConfig::from_url`], or directly from a backend's typed config to
-/// set what a URL cannot say (stream limits, TLS, credentials files…).
+/// set what a URL cannot say.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TransportConfig {
     /// `memory://`: an in-process store, new for each connect.
-    Memory {
-        /// The subject prefix.
-        prefix: Subject,
-    },
+    Memory(MemoryConfig),
     /// `sqlite://path`: one file, no server.
     #[cfg(feature = "sqlite")]
     Sqlite(qis_transport_sqlite::SqliteConfig),
@@ -23,99 +26,130 @@ pub enum TransportConfig {
     Nats(Box<qis_transport_nats::NatsConfig>),
     /// `redis://` or `rediss://`: Redis Streams and Pub/Sub.
     #[cfg(feature = "redis")]
-    Redis(qis_transport_redis::RedisConfig),
+    Redis(Box<qis_transport_redis::RedisConfig>),
     /// `kafka://host:port,host:port`: Kafka consumer groups.
     #[cfg(feature = "kafka")]
     Kafka(Box<qis_transport_kafka::KafkaConfig>),
 }
 
-#[cfg(any(
-    not(feature = "sqlite"),
-    not(feature = "nats"),
-    not(feature = "redis"),
-    not(feature = "kafka")
-))]
-fn not_compiled(scheme: &str, feature: &str) -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        "connect",
-        format!("the {scheme}:// transport is not compiled in: enable the `{feature}` feature of the qis crate (or `full`)"),
-    )
+/// A backend compiled into this build.
+struct Driver {
+    schemes: &'static [&'static str],
+    parse: fn(&str) -> Result<TransportConfig>,
+}
+
+const DRIVERS: &[Driver] = &[
+    Driver {
+        schemes: MemoryConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Memory(url.parse()?)),
+    },
+    #[cfg(feature = "sqlite")]
+    Driver {
+        schemes: qis_transport_sqlite::SqliteConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Sqlite(url.parse()?)),
+    },
+    #[cfg(feature = "nats")]
+    Driver {
+        schemes: qis_transport_nats::NatsConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Nats(Box::new(url.parse()?))),
+    },
+    #[cfg(feature = "redis")]
+    Driver {
+        schemes: qis_transport_redis::RedisConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Redis(Box::new(url.parse()?))),
+    },
+    #[cfg(feature = "kafka")]
+    Driver {
+        schemes: qis_transport_kafka::KafkaConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Kafka(Box::new(url.parse()?))),
+    },
+];
+
+/// The optional backends and their schemes, only to say which feature to
+/// enable when a URL names one that is not compiled in. (A test checks that
+/// it agrees with the backends' own `URL_SCHEMES`.)
+const OPTIONAL: &[(&str, &[&str])] = &[
+    ("sqlite", &["sqlite"]),
+    ("nats", &["nats", "tls"]),
+    ("redis", &["redis", "rediss"]),
+    ("kafka", &["kafka"]),
+];
+
+fn compiled_schemes() -> Vec<&'static str> {
+    DRIVERS
+        .iter()
+        .flat_map(|d| d.schemes.iter().copied())
+        .collect()
 }
 
 impl TransportConfig {
-    /// Parse a URL: `memory://`, `sqlite://path`, `nats://…`, `redis://…`,
-    /// `rediss://…`, `kafka://host:port,…`. A scheme whose transport is not
-    /// compiled in fails with [`ErrorKind::Unsupported`] naming the feature to
-    /// enable; a malformed URL fails with [`ErrorKind::InvalidInput`].
+    /// Parse a URL with the backend its scheme names. A scheme whose
+    /// transport is not compiled in fails with [`ErrorKind::Unsupported`]
+    /// naming the feature to enable; a malformed URL or an unknown scheme
+    /// fails with [`ErrorKind::InvalidInput`].
     pub fn from_url(url: &str) -> Result<Self> {
-        let Some((scheme, _rest)) = url.split_once("://").or_else(|| url.split_once(':')) else {
+        let scheme = url
+            .split_once("://")
+            .or_else(|| url.split_once(':'))
+            .map(|(s, _)| s.to_ascii_lowercase());
+        let Some(scheme) = scheme else {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "connect",
-                format!("{url:?} is not a transport URL: use memory://, sqlite://PATH, nats://HOST:PORT, redis://HOST:PORT or kafka://HOST:PORT"),
+                format!(
+                    "{url:?} is not a transport URL: use one of {}",
+                    compiled_schemes()
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "memory" => Ok(TransportConfig::Memory {
-                prefix: Subject::default(),
-            }),
-            "sqlite" => {
-                #[cfg(feature = "sqlite")]
-                return Ok(TransportConfig::Sqlite(qis_transport_sqlite::SqliteConfig::from_url(url)?));
-                #[cfg(not(feature = "sqlite"))]
-                return Err(not_compiled("sqlite", "sqlite"));
-            }
-            "nats" | "tls" => {
-                #[cfg(feature = "nats")]
-                return Ok(TransportConfig::Nats(Box::new(
-                    qis_transport_nats::NatsConfig::from_url(url)?,
-                )));
-                #[cfg(not(feature = "nats"))]
-                return Err(not_compiled("nats", "nats"));
-            }
-            "redis" | "rediss" => {
-                #[cfg(feature = "redis")]
-                return Ok(TransportConfig::Redis(qis_transport_redis::RedisConfig::from_url(url)?));
-                #[cfg(not(feature = "redis"))]
-                return Err(not_compiled("redis", "redis"));
-            }
-            "kafka" => {
-                #[cfg(feature = "kafka")]
-                return Ok(TransportConfig::Kafka(Box::new(
-                    qis_transport_kafka::KafkaConfig::from_url(url)?,
-                )));
-                #[cfg(not(feature = "kafka"))]
-                return Err(not_compiled("kafka", "kafka"));
-            }
-            other => Err(Error::new(
-                ErrorKind::InvalidInput,
-                "connect",
-                format!("unknown transport scheme {other:?} in {url:?}: use memory, sqlite, nats, redis, rediss or kafka"),
-            )),
+        if let Some(d) = DRIVERS
+            .iter()
+            .find(|d| d.schemes.contains(&scheme.as_str()))
+        {
+            return (d.parse)(url);
         }
+        if let Some((feature, _)) = OPTIONAL.iter().find(|(_, s)| s.contains(&scheme.as_str())) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "connect",
+                format!("the {scheme}:// transport is not compiled in: enable the `{feature}` feature of the qis crate (or `full`)"),
+            ));
+        }
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            "connect",
+            format!(
+                "unknown transport scheme {scheme:?} in {url:?}: this build knows {}",
+                compiled_schemes().join(", ")
+            ),
+        ))
     }
 
     /// Use another subject prefix than the default `qis.iot`.
     pub fn with_prefix(self, prefix: Subject) -> Self {
         match self {
-            TransportConfig::Memory { .. } => TransportConfig::Memory { prefix },
+            TransportConfig::Memory(c) => TransportConfig::Memory(c.prefix(prefix)),
             #[cfg(feature = "sqlite")]
             TransportConfig::Sqlite(c) => TransportConfig::Sqlite(c.prefix(prefix)),
             #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => TransportConfig::Nats(Box::new((*c).prefix(prefix))),
+            TransportConfig::Nats(c) => TransportConfig::Nats(Box::new(c.prefix(prefix))),
             #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => TransportConfig::Redis(c.prefix(prefix)),
+            TransportConfig::Redis(c) => TransportConfig::Redis(Box::new(c.prefix(prefix))),
             #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new((*c).prefix(prefix))),
+            TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new(c.prefix(prefix))),
         }
     }
 
-    /// Connect, returning the transport as a trait object.
+    /// Connect, returning the transport (behind the checking layer,
+    /// [`qis_core::Checked`]) as a trait object.
     pub async fn connect(self) -> Result<DynTransport> {
         tracing::debug!(config = ?self, "connecting");
         Ok(match self {
-            TransportConfig::Memory { prefix } => Arc::new(MemoryTransport::new(prefix)),
+            TransportConfig::Memory(c) => Arc::new(c.connect()?),
             #[cfg(feature = "sqlite")]
             TransportConfig::Sqlite(c) => {
                 Arc::new(qis_transport_sqlite::SqliteTransport::connect(c).await?)
@@ -126,7 +160,7 @@ impl TransportConfig {
             }
             #[cfg(feature = "redis")]
             TransportConfig::Redis(c) => {
-                Arc::new(qis_transport_redis::RedisTransport::connect(c).await?)
+                Arc::new(qis_transport_redis::RedisTransport::connect(*c).await?)
             }
             #[cfg(feature = "kafka")]
             TransportConfig::Kafka(c) => {
@@ -136,10 +170,41 @@ impl TransportConfig {
     }
 }
 
+impl std::str::FromStr for TransportConfig {
+    type Err = Error;
+    fn from_str(url: &str) -> Result<Self> {
+        TransportConfig::from_url(url)
+    }
+}
+
 /// Connect to the transport a URL names, among those compiled in:
 /// `memory://`, `sqlite://path` (feature `sqlite`, the default),
 /// `nats://host:port` (`nats`), `redis://` / `rediss://` (`redis`),
-/// `kafka://host:port,…` (`kafka`).
+/// `kafka://host:port,…` (`kafka`). The transport is behind the checking
+/// layer ([`qis_core::Checked`]).
 pub async fn connect(url: &str) -> Result<DynTransport> {
     TransportConfig::from_url(url)?.connect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feature_hints_agree_with_the_backends() {
+        #[allow(unused_mut)]
+        let mut compiled: Vec<(&str, &[&str])> = Vec::new();
+        #[cfg(feature = "sqlite")]
+        compiled.push(("sqlite", qis_transport_sqlite::SqliteConfig::URL_SCHEMES));
+        #[cfg(feature = "nats")]
+        compiled.push(("nats", qis_transport_nats::NatsConfig::URL_SCHEMES));
+        #[cfg(feature = "redis")]
+        compiled.push(("redis", qis_transport_redis::RedisConfig::URL_SCHEMES));
+        #[cfg(feature = "kafka")]
+        compiled.push(("kafka", qis_transport_kafka::KafkaConfig::URL_SCHEMES));
+        for (feature, schemes) in compiled {
+            let hint = OPTIONAL.iter().find(|(f, _)| *f == feature).unwrap();
+            assert_eq!(hint.1, schemes, "OPTIONAL is out of date for {feature}");
+        }
+    }
 }

@@ -63,7 +63,7 @@ async fn memory_url_takes_a_prefix() {
 fn scheme_is_case_insensitive() {
     assert!(matches!(
         TransportConfig::from_url("MEMORY://").unwrap(),
-        TransportConfig::Memory { .. }
+        TransportConfig::Memory(_)
     ));
 }
 

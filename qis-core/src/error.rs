@@ -31,6 +31,20 @@ pub enum ErrorKind {
     Backend,
 }
 
+impl ErrorKind {
+    /// Whether the same call may succeed if retried later: the server or file
+    /// could not be reached ([`Unavailable`](Self::Unavailable)), a call timed
+    /// out ([`Timeout`](Self::Timeout)), or the backend failed in a way not
+    /// covered by the other kinds ([`Backend`](Self::Backend)). Bad input,
+    /// missing capabilities, conflicts and closed handles are permanent.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend
+        )
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
@@ -111,6 +125,12 @@ impl Error {
     /// Which kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Whether retrying the same call later may succeed (see
+    /// [`ErrorKind::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
     }
 
     /// The transport that raised it (`"core"` for validation errors).

@@ -38,6 +38,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
+mod checked;
+pub mod config;
 mod error;
 mod fingerprint;
 pub mod memory;
@@ -46,6 +49,7 @@ pub mod subject;
 mod synthesis;
 pub mod transport;
 
+pub use checked::Checked;
 pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};
 pub use memory::MemoryTransport;
@@ -53,9 +57,9 @@ pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BY
 pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
 pub use synthesis::{synthesize, Synthesis, ALERT_THRESHOLD};
 pub use transport::{
-    deliveries, AckToken, Capabilities, ConsumerConfig, Delivery, DurableConsumer, DynTransport,
-    LiveSubscription, OutcomeTransport, OutcomeTransportExt, Position, Receipt, StartPosition,
-    DEFAULT_ACK_WAIT,
+    deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer,
+    DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
+    StartPosition, DEFAULT_ACK_WAIT,
 };
 
 /// Re-exported so backends and users implement the traits with the same macro.

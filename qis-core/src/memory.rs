@@ -4,7 +4,8 @@
 //! It is the conformance suite's always-on backend and a good fit for tests
 //! and single-process simulations. Nothing survives the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,20 +15,94 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{broadcast, Notify};
 
+use crate::backend::{seq_token, token_seq, InjectRaw};
+use crate::checked::Checked;
+use crate::config::{Retention, UrlOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::packet::{EncodedPacket, PacketId, Received};
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
-    check_pattern_overlaps, check_under_prefix, AckToken, Capabilities, ConsumerConfig, Delivery,
-    DurableConsumer, LiveSubscription, OutcomeTransport, Position, Receipt, StartPosition,
+    Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer, LiveSubscription,
+    OutcomeTransport, Position, Receipt, StartPosition,
 };
 
 const NAME: &str = "memory";
+
+/// How to open an in-memory store.
+///
+/// ```
+/// use std::time::Duration;
+/// use qis_core::memory::MemoryConfig;
+///
+/// let c: MemoryConfig = "memory://?prefix=plant.one&max_age=1h".parse().unwrap();
+/// assert_eq!(c.prefix.as_str(), "plant.one");
+/// assert_eq!(c.retention.max_age, Duration::from_secs(3600));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// The subject prefix (default `qis.iot`).
+    pub prefix: Subject,
+    /// Retention by age and size of the stored bodies (defaults 24 h, 50 MiB).
+    pub retention: Retention,
+}
+
+crate::config_builders!(MemoryConfig: prefix, retention);
+
+impl MemoryConfig {
+    /// The URL schemes of this transport.
+    pub const URL_SCHEMES: &'static [&'static str] = &["memory"];
+
+    /// Parse `memory://` (or `memory:`) with the shared keys `prefix`,
+    /// `max_age` and `max_bytes` in the query.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .split_once(':')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("memory"))
+            .map(|(_, rest)| rest.trim_start_matches('/'))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    NAME,
+                    format!("{url:?} is not a memory URL: use memory:// or memory://?prefix=a.b"),
+                )
+            })?;
+        let (place, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !place.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                NAME,
+                format!("{url:?} names {place:?}, but a memory store has no place: use memory:// or memory://?prefix=a.b"),
+            ));
+        }
+        let mut options = UrlOptions::parse(NAME, query)?;
+        let mut config = MemoryConfig::default();
+        if let Some(p) = options.prefix()? {
+            config.prefix = p;
+        }
+        options.retention(&mut config.retention)?;
+        options.finish()?;
+        Ok(config)
+    }
+
+    /// A new, empty store with this configuration.
+    pub fn connect(self) -> Result<Checked<MemoryTransport>> {
+        self.retention.check(NAME)?;
+        Ok(MemoryTransport::with_config(self))
+    }
+}
+
+impl FromStr for MemoryConfig {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        MemoryConfig::from_url(s)
+    }
+}
 
 #[derive(Debug)]
 struct Stored {
     seq: u64,
     subject: Arc<str>,
+    id: PacketId,
     body: Bytes,
     at: SystemTime,
 }
@@ -36,66 +111,140 @@ struct Stored {
 struct ConsumerState {
     pattern: SubjectPattern,
     ack_wait: Duration,
-    /// Next log index to look at.
-    cursor: usize,
+    /// Next sequence to look at.
+    cursor: u64,
     /// seq -> (redeliver at, deliveries so far)
     pending: BTreeMap<u64, (Instant, u32)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    log: Vec<Stored>,
+    /// Stored packets in sequence order; `log[i].seq == first_seq + i`.
+    log: VecDeque<Stored>,
+    first_seq: u64,
+    bytes: u64,
     by_id: HashMap<PacketId, u64>,
     consumers: HashMap<String, ConsumerState>,
 }
 
+impl State {
+    fn next_seq(&self) -> u64 {
+        self.first_seq + self.log.len() as u64
+    }
+
+    fn get(&self, seq: u64) -> Option<&Stored> {
+        seq.checked_sub(self.first_seq)
+            .and_then(|i| self.log.get(i as usize))
+    }
+
+    fn push(&mut self, subject: Arc<str>, id: PacketId, body: Bytes) -> u64 {
+        let seq = self.next_seq();
+        self.bytes += body.len() as u64;
+        self.log.push_back(Stored {
+            seq,
+            subject,
+            id,
+            body,
+            at: SystemTime::now(),
+        });
+        seq
+    }
+
+    /// Drop what retention no longer allows; warn about unacked deliveries
+    /// that go with it.
+    fn prune(&mut self, retention: &Retention) {
+        let oldest_allowed = SystemTime::now().checked_sub(retention.max_age);
+        let mut dropped = 0u64;
+        while let Some(front) = self.log.front() {
+            let too_old = oldest_allowed.is_some_and(|t| front.at < t);
+            if !too_old && self.bytes <= retention.max_bytes {
+                break;
+            }
+            let gone = self.log.pop_front().expect("front exists");
+            self.bytes -= gone.body.len() as u64;
+            if self.by_id.get(&gone.id) == Some(&gone.seq) {
+                self.by_id.remove(&gone.id);
+            }
+            self.first_seq += 1;
+            dropped += 1;
+        }
+        if dropped == 0 {
+            return;
+        }
+        for (name, c) in &mut self.consumers {
+            let unacked = c.pending.range(..self.first_seq).count();
+            if unacked > 0 {
+                tracing::warn!(
+                    transport = NAME,
+                    consumer = %name,
+                    unacked,
+                    "retention removed packets this consumer had fetched but not acked: they will not be redelivered"
+                );
+                c.pending = c.pending.split_off(&self.first_seq);
+            }
+            c.cursor = c.cursor.max(self.first_seq);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
-    prefix: Subject,
+    config: MemoryConfig,
     state: Mutex<State>,
     notify: Notify,
     live: broadcast::Sender<(Arc<str>, Bytes)>,
 }
 
-/// The in-memory transport. Clones share one store, so a clone is "another
-/// process" for resume-by-name tests.
+/// The in-memory transport. Every handle on one store shares its packets and
+/// consumers; [`handle`](Self::handle) opens another, as another process
+/// would open the same file or server.
+///
+/// A re-deposit of a packet id still retained is recognised whatever subject
+/// it is deposited on: its receipt is the original's (subject and position)
+/// marked `duplicate`.
 #[derive(Debug, Clone)]
 pub struct MemoryTransport {
     shared: Arc<Shared>,
 }
 
 impl MemoryTransport {
-    /// A new, empty store for subjects under `prefix`.
-    pub fn new(prefix: Subject) -> Self {
+    /// A new, empty store for subjects under `prefix` with the default
+    /// retention, behind the [checking layer](crate::Checked).
+    pub fn new(prefix: Subject) -> Checked<Self> {
+        MemoryTransport::with_config(MemoryConfig {
+            prefix,
+            ..Default::default()
+        })
+    }
+
+    fn with_config(config: MemoryConfig) -> Checked<Self> {
         let (live, _) = broadcast::channel(4096);
-        MemoryTransport {
+        Checked::new(MemoryTransport {
             shared: Arc::new(Shared {
-                prefix,
-                state: Mutex::new(State::default()),
+                config,
+                state: Mutex::new(State {
+                    log: VecDeque::new(),
+                    first_seq: 1,
+                    bytes: 0,
+                    by_id: HashMap::new(),
+                    consumers: HashMap::new(),
+                }),
                 notify: Notify::new(),
                 live,
             }),
-        }
+        })
     }
 
-    /// Store raw bytes on `subject` without any check, as a foreign publisher
-    /// of garbage would. For tests of malformed-message handling.
-    pub fn deposit_raw_unchecked(&self, subject: &str, body: &[u8]) {
-        let mut st = self.lock();
-        let seq = st.log.len() as u64 + 1;
-        let subject: Arc<str> = subject.into();
-        st.log.push(Stored {
-            seq,
-            subject: subject.clone(),
-            body: Bytes::copy_from_slice(body),
-            at: SystemTime::now(),
-        });
-        drop(st);
-        let _ = self
-            .shared
-            .live
-            .send((subject, Bytes::copy_from_slice(body)));
-        self.shared.notify.notify_waiters();
+    /// Another handle on the same store, with its own closed state: what
+    /// another process connecting to the same server would get.
+    pub fn handle(&self) -> Checked<Self> {
+        Checked::new(self.clone())
+    }
+
+    /// How many packets are stored and the total size of their bodies.
+    pub fn stored(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.log.len() as u64, st.bytes)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -104,32 +253,40 @@ impl MemoryTransport {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn store(&self, st: &mut State, p: &EncodedPacket) -> Result<Receipt> {
-        check_under_prefix(NAME, &self.shared.prefix, p.subject())?;
-        if let Some(&seq) = st.by_id.get(&p.id()) {
-            return Ok(Receipt {
-                subject: p.subject().clone(),
+    fn store(&self, st: &mut State, p: &EncodedPacket) -> Receipt {
+        if let Some(original) = st.by_id.get(&p.id()).and_then(|&seq| st.get(seq)) {
+            return Receipt {
+                subject: Subject::new(&*original.subject).unwrap_or_else(|_| p.subject().clone()),
                 id: p.id(),
-                position: Position::Sequence(seq),
+                position: Position::Sequence(original.seq),
                 duplicate: true,
-            });
+            };
         }
-        let seq = st.log.len() as u64 + 1;
         let subject: Arc<str> = p.subject().as_str().into();
-        st.log.push(Stored {
-            seq,
-            subject: subject.clone(),
-            body: p.body().clone(),
-            at: SystemTime::now(),
-        });
+        let seq = st.push(subject.clone(), p.id(), p.body().clone());
         st.by_id.insert(p.id(), seq);
         let _ = self.shared.live.send((subject, p.body().clone()));
-        Ok(Receipt {
+        Receipt {
             subject: p.subject().clone(),
             id: p.id(),
             position: Position::Sequence(seq),
             duplicate: false,
-        })
+        }
+    }
+}
+
+#[async_trait]
+impl InjectRaw for MemoryTransport {
+    async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()> {
+        let subject: Arc<str> = subject.into();
+        let body = Bytes::copy_from_slice(body);
+        {
+            let mut st = self.lock();
+            st.push(subject.clone(), PacketId::of(&body), body.clone());
+        }
+        let _ = self.shared.live.send((subject, body));
+        self.shared.notify.notify_waiters();
+        Ok(())
     }
 }
 
@@ -154,33 +311,31 @@ impl OutcomeTransport for MemoryTransport {
     }
 
     fn prefix(&self) -> &Subject {
-        &self.shared.prefix
+        &self.shared.config.prefix
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        let r = {
-            let mut st = self.lock();
-            self.store(&mut st, packet)?
-        };
-        self.shared.notify.notify_waiters();
-        Ok(r)
+        Ok(self
+            .deposit_encoded_batch(std::slice::from_ref(packet))
+            .await?
+            .remove(0))
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
         let r = {
             let mut st = self.lock();
-            packets
+            let r = packets
                 .iter()
                 .map(|p| self.store(&mut st, p))
-                .collect::<Result<Vec<_>>>()?
+                .collect::<Vec<_>>();
+            st.prune(&self.shared.config.retention);
+            r
         };
         self.shared.notify.notify_waiters();
         Ok(r)
     }
 
     async fn publish_encoded(&self, packet: &EncodedPacket) -> Result<()> {
-        check_under_prefix(NAME, &self.shared.prefix, packet.subject())?;
         let _ = self
             .shared
             .live
@@ -189,8 +344,10 @@ impl OutcomeTransport for MemoryTransport {
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        check_pattern_overlaps(NAME, &self.shared.prefix, &config.pattern)?;
         let mut st = self.lock();
+        st.prune(&self.shared.config.retention);
+        let next = st.next_seq();
+        let first = st.first_seq;
         if let Some(existing) = st.consumers.get_mut(&config.name) {
             if existing.pattern != config.pattern {
                 return Err(Error::new(
@@ -205,9 +362,9 @@ impl OutcomeTransport for MemoryTransport {
             existing.ack_wait = config.ack_wait;
         } else {
             let cursor = match config.start {
-                StartPosition::All => 0,
-                StartPosition::New => st.log.len(),
-                StartPosition::Since(t) => st.log.partition_point(|s| s.at < t),
+                StartPosition::All => first,
+                StartPosition::New => next,
+                StartPosition::Since(t) => first + st.log.partition_point(|s| s.at < t) as u64,
             };
             st.consumers.insert(
                 config.name.clone(),
@@ -227,7 +384,6 @@ impl OutcomeTransport for MemoryTransport {
     }
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
-        check_pattern_overlaps(NAME, &self.shared.prefix, &pattern)?;
         let rx = self.shared.live.subscribe();
         let stream = tokio_stream_from(rx).filter_map(move |(subject, body)| {
             let keep = pattern.matches(&subject);
@@ -280,15 +436,12 @@ struct MemoryConsumer {
     malformed: AtomicU64,
 }
 
-#[derive(Debug)]
-struct MemoryAck {
-    seq: u64,
-}
-
 impl MemoryConsumer {
     fn try_take(&self, max: usize) -> Result<Vec<Delivery>> {
         let mut st = self.transport.lock();
+        st.prune(&self.transport.shared.config.retention);
         let st = &mut *st;
+        let next = st.first_seq + st.log.len() as u64;
         let c = st.consumers.get_mut(&self.name).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -309,33 +462,39 @@ impl MemoryConsumer {
         }
         for (seq, n) in picked {
             c.pending.insert(seq, (now + c.ack_wait, n));
-            let s = &st.log[(seq - 1) as usize];
-            match Received::decode(&*s.subject, &s.body) {
+            let Some(s) = seq
+                .checked_sub(st.first_seq)
+                .and_then(|i| st.log.get(i as usize))
+            else {
+                c.pending.remove(&seq);
+                continue;
+            };
+            match Received::decode_with_known_id(&*s.subject, &s.body, s.id) {
                 Ok(received) => out.push(Delivery {
                     received,
                     position: Position::Sequence(seq),
                     delivery_count: n,
-                    token: AckToken::new(MemoryAck { seq }),
+                    token: seq_token(seq),
                 }),
                 Err(_) => {
                     c.pending.remove(&seq);
                 }
             }
         }
-        while out.len() < max && c.cursor < st.log.len() {
-            let s = &st.log[c.cursor];
+        while out.len() < max && c.cursor < next {
+            let s = &st.log[(c.cursor - st.first_seq) as usize];
             c.cursor += 1;
             if !c.pattern.matches(&s.subject) {
                 continue;
             }
-            match Received::decode(&*s.subject, &s.body) {
+            match Received::decode_with_known_id(&*s.subject, &s.body, s.id) {
                 Ok(received) => {
                     c.pending.insert(s.seq, (now + c.ack_wait, 1));
                     out.push(Delivery {
                         received,
                         position: Position::Sequence(s.seq),
                         delivery_count: 1,
-                        token: AckToken::new(MemoryAck { seq: s.seq }),
+                        token: seq_token(s.seq),
                     });
                 }
                 Err(e) => {
@@ -361,7 +520,6 @@ impl DurableConsumer for MemoryConsumer {
         &self.name
     }
 
-    #[tracing::instrument(level = "debug", skip(self), fields(consumer = %self.name))]
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -395,31 +553,22 @@ impl DurableConsumer for MemoryConsumer {
                 format!("consumer {} is gone", self.name),
             )
         })?;
-        for d in deliveries {
-            let t = d.token.get::<MemoryAck>().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    NAME,
-                    "this delivery came from another transport",
-                )
-            })?;
-            c.pending.remove(&t.seq);
+        let seqs = deliveries
+            .iter()
+            .map(|d| token_seq(NAME, d))
+            .collect::<Result<Vec<_>>>()?;
+        for seq in seqs {
+            c.pending.remove(&seq);
         }
         Ok(())
     }
 
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let t = delivery.token.get::<MemoryAck>().ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                "this delivery came from another transport",
-            )
-        })?;
+        let seq = token_seq(NAME, delivery)?;
         {
             let mut st = self.transport.lock();
             if let Some(c) = st.consumers.get_mut(&self.name) {
-                if let Some(p) = c.pending.get_mut(&t.seq) {
+                if let Some(p) = c.pending.get_mut(&seq) {
                     p.0 = Instant::now() + delay;
                 }
             }
@@ -430,6 +579,28 @@ impl DurableConsumer for MemoryConsumer {
 
     fn malformed_skipped(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let mut st = self.transport.lock();
+        st.prune(&self.transport.shared.config.retention);
+        let c = st.consumers.get(&self.name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                NAME,
+                format!("consumer {} is gone", self.name),
+            )
+        })?;
+        let start = (c.cursor - st.first_seq) as usize;
+        let waiting = st
+            .log
+            .range(start..)
+            .filter(|s| c.pattern.matches(&s.subject))
+            .count() as u64;
+        Ok(Backlog {
+            waiting,
+            unacked: c.pending.len() as u64,
+        })
     }
 
     async fn close(&self) -> Result<()> {

@@ -289,6 +289,20 @@ impl Received {
         })
     }
 
+    /// Decode a body whose packet id the transport itself computed when it
+    /// stored it (no re-hash).
+    pub fn decode_with_known_id(
+        subject: impl Into<String>,
+        body: &[u8],
+        id: PacketId,
+    ) -> Result<Self> {
+        Ok(Received {
+            subject: subject.into(),
+            id,
+            packet: OutcomePacket::decode(body)?,
+        })
+    }
+
     /// Decode a body whose packet id the transport carried beside it (a
     /// message-id header, a stored column). The carried id is used when it is
     /// 64 hex characters, which saves hashing every delivered body; otherwise

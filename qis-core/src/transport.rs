@@ -146,38 +146,52 @@ impl fmt::Display for Position {
 }
 
 /// Proof that a deposit is durably stored.
+///
+/// De-duplication is per transport, not per subject: a packet is one fact,
+/// identified by its packet id, and is stored once wherever it is deposited
+/// first. A re-deposit that the transport recognises (on any subject, within
+/// its de-duplication window) is not stored again; its receipt says
+/// `duplicate` and names where the original is: its subject and position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The subject it was stored under.
+    /// The subject it is stored under (for a duplicate: the original's).
     pub subject: Subject,
     /// The packet id.
     pub id: PacketId,
-    /// Where it was stored (for a duplicate: where the original is, if known).
+    /// Where it is stored (for a duplicate: where the original is).
     pub position: Position,
     /// The transport recognised an identical earlier deposit and did not store it again.
     pub duplicate: bool,
 }
 
 /// An opaque handle a backend puts in each [`Delivery`] to find it again on
-/// ack or nak. Only the backend that made it can read it.
+/// ack or nak.
+///
+/// It also names the consumer handle that handed the delivery out: the
+/// checking layer ([`crate::Checked`]) stamps it on every fetched delivery
+/// and refuses, with [`ErrorKind::InvalidInput`], to ack or nak it on any
+/// other consumer. Backends make and read tokens with the functions in
+/// [`crate::backend`].
 #[derive(Clone)]
-pub struct AckToken(Arc<dyn Any + Send + Sync>);
+pub struct AckToken {
+    pub(crate) owner: u64,
+    pub(crate) value: TokenValue,
+}
 
-impl AckToken {
-    /// Wrap a backend's own value.
-    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
-        AckToken(Arc::new(value))
-    }
-
-    /// The backend's value, if it is a `T`.
-    pub fn get<T: Any>(&self) -> Option<&T> {
-        self.0.downcast_ref::<T>()
-    }
+/// What a backend keeps in a token: a number inline (no allocation per
+/// delivery), or any value of its own.
+#[derive(Clone)]
+pub(crate) enum TokenValue {
+    Seq(u64),
+    Any(Arc<dyn Any + Send + Sync>),
 }
 
 impl fmt::Debug for AckToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AckToken(..)")
+        match &self.value {
+            TokenValue::Seq(s) => write!(f, "AckToken(consumer {}, {s})", self.owner),
+            TokenValue::Any(_) => write!(f, "AckToken(consumer {}, ..)", self.owner),
+        }
     }
 }
 
@@ -209,6 +223,23 @@ impl Delivery {
     /// The subject it was deposited on.
     pub fn subject(&self) -> &str {
         &self.received.subject
+    }
+}
+
+/// How much a durable consumer still has to do ([`DurableConsumer::backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    /// Matching packets stored and not yet delivered to this consumer.
+    pub waiting: u64,
+    /// Packets delivered and not yet acked: they come back after the ack
+    /// wait unless acked.
+    pub unacked: u64,
+}
+
+impl Backlog {
+    /// Everything not yet acked: `waiting + unacked`.
+    pub fn total(&self) -> u64 {
+        self.waiting + self.unacked
     }
 }
 
@@ -246,6 +277,20 @@ pub trait DurableConsumer: Send + Sync + fmt::Debug {
 
     /// How many malformed messages this handle skipped.
     fn malformed_skipped(&self) -> u64;
+
+    /// How much this consumer still has to do: matching packets stored and
+    /// not yet delivered, and deliveries not yet acked. Counted by the
+    /// server where it keeps the figure (NATS consumer info, Kafka high
+    /// watermark minus committed offset, Redis group lag, SQLite rows after
+    /// the cursor). Transports that cannot count return
+    /// [`ErrorKind::Unsupported`].
+    async fn backlog(&self) -> Result<Backlog> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "consumer",
+            format!("consumer {} cannot count its backlog", self.name()),
+        ))
+    }
 
     /// Flush pending acknowledgements and release the handle. The consumer's
     /// state stays with the transport, to be resumed by name.
@@ -305,41 +350,6 @@ pub trait OutcomeTransport: Send + Sync + fmt::Debug {
 /// A transport picked at run time.
 pub type DynTransport = Arc<dyn OutcomeTransport>;
 
-/// Check that `subject` lies under the transport's prefix.
-pub fn check_under_prefix(
-    transport: &'static str,
-    prefix: &Subject,
-    subject: &Subject,
-) -> Result<()> {
-    if subject.as_str().len() > prefix.as_str().len() && prefix.contains(subject.as_str()) {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::InvalidSubject,
-            transport,
-            format!("subject {subject} is not under this transport's prefix {prefix}: deposit under {prefix}.> or configure another prefix"),
-        ))
-    }
-}
-
-/// Check that a consumer or subscription pattern can match something under the
-/// transport's prefix.
-pub fn check_pattern_overlaps(
-    transport: &'static str,
-    prefix: &Subject,
-    pattern: &SubjectPattern,
-) -> Result<()> {
-    if pattern.overlaps(prefix) {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::InvalidSubject,
-            transport,
-            format!("pattern {pattern} can match nothing under this transport's prefix {prefix}"),
-        ))
-    }
-}
-
 /// Conveniences for every transport.
 #[async_trait]
 pub trait OutcomeTransportExt: OutcomeTransport {
@@ -395,25 +405,63 @@ pub trait OutcomeTransportExt: OutcomeTransport {
 
 impl<T: OutcomeTransport + ?Sized> OutcomeTransportExt for T {}
 
+/// Longest pause [`deliveries`] makes between fetches that fail transiently.
+const MAX_STREAM_BACKOFF: Duration = Duration::from_secs(5);
+
 /// A continuous at-least-once stream of deliveries from a durable consumer
 /// (the seed's push consumer), built on [`DurableConsumer::fetch`]: it fetches
 /// up to `batch` at a time, waiting up to `wait` per fetch. Ack each delivery
 /// with the consumer; an unacked one comes back after the ack wait.
+///
+/// A fetch error is yielded as an `Err` item. After a transient one
+/// ([`Error::is_transient`]: the server is unreachable, a timeout) the stream
+/// goes on, pausing 100 ms before the next fetch and doubling the pause up to
+/// 5 s while errors continue; after a permanent one (the consumer or
+/// transport is closed, the consumer is gone, …) the stream ends.
 pub fn deliveries(
     consumer: Arc<dyn DurableConsumer>,
     batch: usize,
     wait: Duration,
 ) -> Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>> {
-    use futures::StreamExt;
+    struct State {
+        consumer: Arc<dyn DurableConsumer>,
+        buffered: std::collections::VecDeque<Delivery>,
+        pause: Duration,
+        ended: bool,
+    }
     let batch = batch.max(1);
-    Box::pin(
-        futures::stream::unfold(consumer, move |c| async move {
-            let r = c.fetch(batch, wait).await;
-            Some((r, c))
-        })
-        .flat_map(|r| match r {
-            Ok(v) => futures::stream::iter(v.into_iter().map(Ok).collect::<Vec<_>>()),
-            Err(e) => futures::stream::iter(vec![Err(e)]),
-        }),
-    )
+    let state = State {
+        consumer,
+        buffered: Default::default(),
+        pause: Duration::ZERO,
+        ended: false,
+    };
+    Box::pin(futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(d) = st.buffered.pop_front() {
+                return Some((Ok(d), st));
+            }
+            if st.ended {
+                return None;
+            }
+            if !st.pause.is_zero() {
+                tokio::time::sleep(st.pause).await;
+            }
+            match st.consumer.fetch(batch, wait).await {
+                Ok(got) => {
+                    st.pause = Duration::ZERO;
+                    st.buffered.extend(got);
+                }
+                Err(e) => {
+                    if e.is_transient() {
+                        st.pause =
+                            (st.pause * 2).clamp(Duration::from_millis(100), MAX_STREAM_BACKOFF);
+                    } else {
+                        st.ended = true;
+                    }
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    }))
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qis_core::{
-    ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport, Subject,
-    SubjectPattern,
+    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
+    Subject, SubjectPattern,
 };
 use qis_transport_kafka::{KafkaConfig, KafkaTransport, HEADER_PACKET_ID, HEADER_SUBJECT};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -107,7 +107,7 @@ async fn raw_deposit(producer: &FutureProducer, topic: &str, packets: &[EncodedP
     }
 }
 
-async fn qis_deposit(t: &KafkaTransport, packets: &[EncodedPacket]) {
+async fn qis_deposit(t: &Checked<KafkaTransport>, packets: &[EncodedPacket]) {
     for chunk in packets.chunks(CHUNK) {
         t.deposit_encoded_batch(chunk).await.expect("deposit");
     }

@@ -1,22 +1,15 @@
 //! What every librdkafka client of this transport shares: the base client
-//! properties, librdkafka's log lines routed to `tracing`, error mapping, and
-//! creating the topic.
+//! properties (brokers, security, the user's librdkafka options) and
+//! librdkafka's log lines routed to `tracing`.
 
 use std::time::Duration;
 
-use qis_core::{Error, ErrorKind};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
 
 use crate::config::KafkaConfig;
-use crate::record::RawRecord;
-use crate::NAME;
 
 /// The librdkafka client context of every client here: log lines and errors
 /// go to `tracing` (target `librdkafka`) instead of the `log` crate.
@@ -53,23 +46,60 @@ impl ClientContext for TracingContext {
 
 impl ConsumerContext for TracingContext {}
 
-/// The properties every client gets: brokers, timeouts, then the user's
-/// `client_options` (last, so they win).
+/// The properties every client gets: brokers, connection timeout, and the
+/// security the shared settings imply ([`security`]). Each client adds its
+/// own, then [`user_options`] (last, so they win).
 pub(crate) fn base_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.bootstrap_servers)
         .set("client.id", "qis-transport-kafka")
         .set(
             "socket.connection.setup.timeout.ms",
-            ms(config.request_timeout).max(1000).to_string(),
+            ms(config.connect_timeout).max(1000).to_string(),
         )
         .set("log.connection.close", "false");
+    security(&mut c, config);
     c
 }
 
-/// Apply the user's client options on top of `c`.
+/// SASL credentials and TLS files as librdkafka properties, with the
+/// `security.protocol` they need (and SASL mechanism `PLAIN`); explicit
+/// `librdkafka` options override them.
+fn security(c: &mut ClientConfig, config: &KafkaConfig) {
+    let creds = &config.credentials;
+    let sasl = match (&creds.user, &creds.password) {
+        (Some(user), Some(password)) => {
+            c.set("sasl.username", user)
+                .set("sasl.password", password)
+                .set("sasl.mechanism", "PLAIN");
+            true
+        }
+        _ => false,
+    };
+    let tls = &config.tls;
+    for (key, file) in [
+        ("ssl.ca.location", &tls.ca),
+        ("ssl.certificate.location", &tls.client_cert),
+        ("ssl.key.location", &tls.client_key),
+    ] {
+        if let Some(path) = file {
+            c.set(key, path.to_string_lossy());
+        }
+    }
+    let protocol = match (sasl, tls.is_set()) {
+        (false, false) => None,
+        (true, false) => Some("sasl_plaintext"),
+        (false, true) => Some("ssl"),
+        (true, true) => Some("sasl_ssl"),
+    };
+    if let Some(p) = protocol {
+        c.set("security.protocol", p);
+    }
+}
+
+/// Apply the user's librdkafka options on top of `c`.
 pub(crate) fn user_options(c: &mut ClientConfig, config: &KafkaConfig) {
-    for (k, v) in &config.client_options {
+    for (k, v) in &config.librdkafka {
         c.set(k, v);
     }
 }
@@ -83,282 +113,43 @@ pub(crate) fn ms(d: Duration) -> u64 {
         m
     }
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The error kind a librdkafka error code means to a caller.
-pub(crate) fn kind_of_code(code: RDKafkaErrorCode) -> ErrorKind {
-    use RDKafkaErrorCode as C;
-    match code {
-        C::BrokerTransportFailure
-        | C::AllBrokersDown
-        | C::Resolve
-        | C::BrokerNotAvailable
-        | C::LeaderNotAvailable
-        | C::NotLeaderForPartition
-        | C::NetworkException
-        | C::CoordinatorNotAvailable
-        | C::NotCoordinator
-        | C::CoordinatorLoadInProgress
-        | C::NotEnoughReplicas
-        | C::NotEnoughReplicasAfterAppend
-        | C::UnknownTopicOrPartition
-        | C::UnknownTopic
-        | C::UnknownPartition => ErrorKind::Unavailable,
-        C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut => ErrorKind::Timeout,
-        C::InvalidArgument | C::InvalidConfig | C::MessageSizeTooLarge | C::InvalidMessageSize => {
-            ErrorKind::InvalidInput
-        }
-        C::BrokerDestroy | C::Fatal => ErrorKind::Closed,
-        _ => ErrorKind::Backend,
-    }
-}
-
-/// A qis error for a librdkafka error, with `what` saying what failed.
-pub(crate) fn kafka_error(what: impl std::fmt::Display, err: KafkaError) -> Error {
-    let kind = match &err {
-        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) | KafkaError::Nul(_) => {
-            ErrorKind::InvalidInput
-        }
-        KafkaError::Canceled => ErrorKind::Closed,
-        KafkaError::AdminOp(code) => kind_of_code(*code),
-        other => other
-            .rdkafka_error_code()
-            .map(kind_of_code)
-            .unwrap_or(ErrorKind::Backend),
-    };
-    let hint = match kind {
-        ErrorKind::Unavailable | ErrorKind::Timeout => {
-            ": check that the Kafka brokers are running and reachable"
-        }
-        ErrorKind::InvalidInput => ": check the client options",
-        _ => "",
-    };
-    Error::new(kind, NAME, format!("{what}: {err}{hint}")).with_source(err)
-}
-
-/// A qis error for a `spawn_blocking` task that did not finish.
-pub(crate) fn join_error(what: &str, err: tokio::task::JoinError) -> Error {
-    Error::new(
-        ErrorKind::Backend,
-        NAME,
-        format!("{what}: the worker task failed"),
-    )
-    .with_source(err)
-}
-
-/// Create the topic if it is missing (partitions, replication, retention from
-/// the config), then return its partition count as the brokers report it.
-pub(crate) async fn ensure_topic(config: &KafkaConfig, topic: &str) -> qis_core::Result<i32> {
-    let mut cc = base_config(config);
-    user_options(&mut cc, config);
-    let admin: AdminClient<TracingContext> = cc
-        .create_with_context(TracingContext)
-        .map_err(|e| kafka_error("could not create the Kafka admin client", e))?;
-
-    let retention_ms = ms(config.max_age).to_string();
-    // Kafka's retention.bytes is per partition: split the topic's budget.
-    let per_partition = (config.max_bytes / config.partitions.max(1) as u64)
-        .max(1)
-        .to_string();
-    let new_topic = NewTopic::new(
-        topic,
-        config.partitions,
-        TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("retention.ms", &retention_ms)
-    .set("retention.bytes", &per_partition);
-    let opts = AdminOptions::new()
-        .request_timeout(Some(config.request_timeout))
-        .operation_timeout(Some(config.request_timeout));
-    let created = tokio::time::timeout(config.request_timeout + Duration::from_secs(1), admin.create_topics([&new_topic], &opts))
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Unavailable,
-                NAME,
-                format!(
-                    "no answer from the Kafka brokers at {} within {:?}: check that they are running and reachable",
-                    config.bootstrap_servers, config.request_timeout
-                ),
-            )
-        })?;
-    let mut create_error = None;
-    match created {
-        Ok(results) => {
-            for r in results {
-                match r {
-                    Ok(name) => {
-                        tracing::info!(topic = %name, partitions = config.partitions, "created topic")
-                    }
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((name, code)) => {
-                        tracing::warn!(topic = %name, error = %code, "could not create topic; checking whether it exists");
-                        create_error = Some(code);
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            let e = kafka_error(
-                format!(
-                    "could not reach the Kafka brokers at {}",
-                    config.bootstrap_servers
-                ),
-                e,
-            );
-            return Err(match e.kind() {
-                ErrorKind::Timeout => {
-                    Error::new(ErrorKind::Unavailable, NAME, e.message().to_string()).with_source(e)
-                }
-                _ => e,
-            });
-        }
+    fn client_config(url: &str) -> ClientConfig {
+        let config = KafkaConfig::from_url(url).unwrap();
+        let mut c = base_config(&config);
+        user_options(&mut c, &config);
+        c
     }
 
-    // Read the partition count back (a new topic may take a moment to show).
-    let admin = std::sync::Arc::new(admin);
-    let topic_owned = topic.to_string();
-    let timeout = config.request_timeout;
-    tokio::task::spawn_blocking(move || wait_for_topic(&admin, &topic_owned, timeout, create_error))
-        .await
-        .map_err(|e| join_error("reading topic metadata", e))?
-}
+    #[test]
+    fn credentials_and_tls_files_become_librdkafka_properties() {
+        let c = client_config("kafka://h?connect_timeout=3s");
+        assert_eq!(c.get("security.protocol"), None);
+        assert_eq!(c.get("socket.connection.setup.timeout.ms"), Some("3000"));
 
-fn wait_for_topic(
-    admin: &AdminClient<TracingContext>,
-    topic: &str,
-    timeout: Duration,
-    create_error: Option<RDKafkaErrorCode>,
-) -> qis_core::Result<i32> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let md = admin
-            .inner()
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| kafka_error(format!("could not read metadata of topic {topic}"), e))?;
-        if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
-            match t.error() {
-                None if !t.partitions().is_empty() => return Ok(t.partitions().len() as i32),
-                None
-                | Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-                | Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) => {}
-                Some(err) => {
-                    let code: RDKafkaErrorCode = err.into();
-                    return Err(Error::new(
-                        kind_of_code(code),
-                        NAME,
-                        format!("topic {topic} is not usable: {code}"),
-                    ));
-                }
-            }
-        }
-        if std::time::Instant::now() >= deadline {
-            let why = match create_error {
-                Some(code) => format!("it could not be created ({code})"),
-                None => "it did not appear after being created".to_string(),
-            };
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                NAME,
-                format!("topic {topic} is missing and {why}: create it or grant the CreateTopics permission"),
-            ));
-        }
-        // Metadata propagation after CreateTopics; bounded by the deadline.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+        let c = client_config("kafka://edge:p%40ss@h");
+        assert_eq!(c.get("sasl.username"), Some("edge"));
+        assert_eq!(c.get("sasl.password"), Some("p@ss"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("security.protocol"), Some("sasl_plaintext"));
 
-/// `(partition, offset)` pairs.
-pub(crate) type Offsets = Vec<(i32, i64)>;
+        let c = client_config("kafka://h?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/c.key");
+        assert_eq!(c.get("ssl.ca.location"), Some("/ca.pem"));
+        assert_eq!(c.get("ssl.certificate.location"), Some("/c.pem"));
+        assert_eq!(c.get("ssl.key.location"), Some("/c.key"));
+        assert_eq!(c.get("security.protocol"), Some("ssl"));
 
-/// The end of each partition of `topic` as a fetch sees it: the consumer
-/// (with `enable.partition.eof=true`, no assignment yet) is assigned every
-/// partition at its listed end offset and reads forward until each reports
-/// end-of-partition. Returns the end offsets and the records that arrived in
-/// a partition after its end was reached (they are newer than the call); the
-/// consumer stays assigned at those positions.
-///
-/// On Apache Kafka the listed end is the end and nothing is read; reading on
-/// to the fetch's end-of-partition also covers brokers whose ListOffsets
-/// answer lags behind the last batch.
-pub(crate) fn assign_at_end<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    partitions: i32,
-    timeout: Duration,
-) -> qis_core::Result<(Offsets, Vec<RawRecord>)> {
-    let n = partitions.max(0) as usize;
-    let mut next = vec![0i64; n];
-    let mut tpl = TopicPartitionList::with_capacity(n);
-    for p in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| {
-            kafka_error(
-                format!("could not read the end of {topic} partition {p}"),
-                e,
-            )
-        })?;
-        next[p as usize] = high;
-        tpl.add_partition_offset(topic, p, Offset::Offset(high))
-            .map_err(|e| kafka_error("could not build a partition assignment", e))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka_error(format!("could not assign the partitions of {topic}"), e))?;
-    let mut at_end = vec![false; n];
-    let mut newer = Vec::new();
-    let deadline = std::time::Instant::now() + timeout;
-    while at_end.iter().any(|e| !e) {
-        if std::time::Instant::now() >= deadline {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                NAME,
-                format!("could not read to the end of topic {topic} within {timeout:?}: check the brokers"),
-            ));
-        }
-        match consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(m)) => {
-                let p = m.partition();
-                let Some(i) = usize::try_from(p).ok().filter(|&i| i < n) else {
-                    continue;
-                };
-                if at_end[i] {
-                    newer.push(RawRecord::from_message(&m));
-                } else {
-                    next[i] = next[i].max(m.offset() + 1);
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                if let Some(e) = usize::try_from(p).ok().and_then(|i| at_end.get_mut(i)) {
-                    *e = true;
-                }
-            }
-            Some(Err(e)) => tracing::debug!(topic, error = %e, "while reading to the end"),
-            None => {}
-        }
-    }
-    Ok(((0..partitions).zip(next).collect(), newer))
-}
+        let c = client_config(
+            "kafka://u:p@h?tls_ca=/ca.pem&librdkafka.sasl.mechanism=SCRAM-SHA-256&librdkafka.client.id=me",
+        );
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
+        assert_eq!(c.get("client.id"), Some("me"));
 
-/// The partition count of `topic` from a fresh metadata request.
-pub(crate) fn partition_count<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    timeout: Duration,
-) -> qis_core::Result<i32> {
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| kafka_error(format!("could not read metadata of topic {topic}"), e))?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len() as i32)
-        .unwrap_or(0);
-    if partitions == 0 {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            NAME,
-            format!("topic {topic} has no partitions: was it deleted?"),
-        ));
+        let c = client_config("kafka://u:p@h?librdkafka.security.protocol=sasl_ssl");
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
     }
-    Ok(partitions)
 }

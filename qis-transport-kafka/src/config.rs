@@ -1,17 +1,13 @@
 //! [`KafkaConfig`]: where the brokers are, which topic a prefix maps to, how
 //! the topic is created and how the clients behave.
 
+use std::str::FromStr;
 use std::time::Duration;
 
+use qis_core::config::{Credentials, Retention, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
 use qis_core::{Error, ErrorKind, Result, Subject};
 
 use crate::NAME;
-
-/// Default retention: records older than this are deleted (24 h, as the seed).
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Default retention: at most this many bytes in the topic (50 MiB, as the seed).
-pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
 
 /// Default partition count of a topic the transport creates.
 pub const DEFAULT_PARTITIONS: i32 = 3;
@@ -26,18 +22,52 @@ pub const DEFAULT_PORT: u16 = 9092;
 /// see the crate docs for why.
 ///
 /// ```
+/// use std::time::Duration;
 /// use qis_transport_kafka::KafkaConfig;
-/// let config = KafkaConfig::from_url("kafka://broker-1:9092,broker-2:9092?partitions=6")?
-///     .option("security.protocol", "SASL_SSL")
-///     .option("sasl.mechanism", "SCRAM-SHA-512")
-///     .option("sasl.username", "edge")
-///     .option("sasl.password", "secret")
-///     .option("ssl.ca.location", "/etc/qis/ca.pem");
-/// assert_eq!(config.bootstrap_servers, "broker-1:9092,broker-2:9092");
+///
+/// let config: KafkaConfig = "kafka://edge:s3cret@broker-1:9093,broker-2:9093?partitions=6&max_age=12h&tls_ca=/etc/qis/ca.pem&librdkafka.sasl.mechanism=SCRAM-SHA-512"
+///     .parse()?;
+/// assert_eq!(config.bootstrap_servers, "broker-1:9093,broker-2:9093");
 /// assert_eq!(config.partitions, 6);
+/// assert_eq!(config.retention.max_age, Duration::from_secs(12 * 3600));
 /// assert_eq!(config.topic_name(), "qis.iot");
+/// // SASL over TLS: the credentials and the CA file set the protocol; the
+/// // explicit librdkafka property picks the mechanism.
+/// assert_eq!(config.librdkafka, [("sasl.mechanism".to_string(), "SCRAM-SHA-512".to_string())]);
+///
+/// let config = KafkaConfig::default()
+///     .topic("outcomes")
+///     .librdkafka("client.id", "plant-7");
+/// assert_eq!(config.topic_name(), "outcomes");
 /// # Ok::<(), qis_core::Error>(())
 /// ```
+///
+/// # URL
+///
+/// `kafka://[user:password@]host[:port][,host[:port]…][?key=value&…]`; the
+/// port defaults to 9092. Query keys:
+///
+/// - shared with every backend (see [`qis_core::config`]): `prefix`,
+///   `max_age`, `max_bytes`, `connect_timeout`, `tls_ca`, `tls_cert`,
+///   `tls_key`;
+/// - Kafka's own, named like the fields below: `topic`, `partitions`,
+///   `replication_factor`, `session_timeout`, `fetch_wait_max`, `linger`,
+///   `deposit_timeout`, `request_timeout`, `join_timeout` (durations such as
+///   `2s` or `500ms`) and `consumer_buffer_bytes` (a size such as `32MiB`);
+/// - `librdkafka.<property>=value`: any librdkafka client property, passed
+///   through as is (`librdkafka.client.id=plant-7`).
+///
+/// Any other key is an [`ErrorKind::InvalidInput`] error naming the known ones.
+///
+/// # Security
+///
+/// `user:password@` are the SASL credentials (`sasl.username`,
+/// `sasl.password`, mechanism `PLAIN` unless `librdkafka.sasl.mechanism`
+/// says otherwise); `tls_ca`, `tls_cert` and `tls_key` are librdkafka's
+/// `ssl.ca.location`, `ssl.certificate.location` and `ssl.key.location`.
+/// They set `security.protocol` to what they need (`sasl_plaintext`, `ssl`
+/// or `sasl_ssl`); `librdkafka.security.protocol` overrides it (e.g.
+/// `sasl_ssl` to trust the system's CAs without a `tls_ca` file).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     /// The bootstrap brokers, `host:port[,host:port…]` (librdkafka's
@@ -57,12 +87,14 @@ pub struct KafkaConfig {
     /// Replication factor when the transport creates the topic (default 1;
     /// use 3 on a production cluster).
     pub replication_factor: i32,
-    /// Retention by age: the topic's `retention.ms` (default 24 h).
-    pub max_age: Duration,
-    /// Retention by size for the whole topic (default 50 MiB). Kafka's
-    /// `retention.bytes` is per partition, so the topic is created with
-    /// `max_bytes / partitions`.
-    pub max_bytes: u64,
+    /// Retention of a topic the transport creates: `retention.ms` is
+    /// `max_age` (default 24 h); `max_bytes` (default 50 MiB) bounds the
+    /// whole topic, so as Kafka's `retention.bytes` is per partition the
+    /// topic is created with `max_bytes / partitions`.
+    pub retention: Retention,
+    /// How long setting up one broker connection may take (librdkafka's
+    /// `socket.connection.setup.timeout.ms`; default 5 s).
+    pub connect_timeout: Duration,
     /// How long a deposit may wait for the broker's acknowledgement,
     /// retries included (librdkafka's `message.timeout.ms`; default 30 s).
     pub deposit_timeout: Duration,
@@ -89,11 +121,14 @@ pub struct KafkaConfig {
     /// How long a producer may wait to fill a batch (librdkafka's
     /// `linger.ms`; default 2 ms).
     pub linger: Duration,
-    /// Extra librdkafka properties for every client (producer, consumers,
+    /// SASL user name and password (from the URL's user info).
+    pub credentials: Credentials,
+    /// PEM files for TLS: the CA to trust, a client certificate and its key.
+    pub tls: TlsFiles,
+    /// More librdkafka properties for every client (producer, consumers,
     /// admin), applied last so they win: `security.protocol`,
-    /// `sasl.mechanism`, `sasl.username`, `sasl.password`,
-    /// `ssl.ca.location`, `client.id`, …
-    pub client_options: Vec<(String, String)>,
+    /// `sasl.mechanism`, `client.id`, … (URL keys `librdkafka.<property>`).
+    pub librdkafka: Vec<(String, String)>,
 }
 
 impl Default for KafkaConfig {
@@ -104,8 +139,8 @@ impl Default for KafkaConfig {
             topic: None,
             partitions: DEFAULT_PARTITIONS,
             replication_factor: 1,
-            max_age: DEFAULT_MAX_AGE,
-            max_bytes: DEFAULT_MAX_BYTES,
+            retention: Retention::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             deposit_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(30),
@@ -113,131 +148,92 @@ impl Default for KafkaConfig {
             fetch_wait_max: Duration::from_millis(10),
             linger: Duration::from_millis(2),
             consumer_buffer_bytes: 32 * 1024 * 1024,
-            client_options: Vec::new(),
+            credentials: Credentials::default(),
+            tls: TlsFiles::default(),
+            librdkafka: Vec::new(),
         }
     }
 }
 
-fn bad_url(url: &str, why: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::InvalidInput,
-        NAME,
-        format!("{url:?} is not a Kafka URL ({why}): use kafka://host:port[,host:port…][?prefix=qis.iot&partitions=3&librdkafka.option=value]"),
-    )
-}
+qis_core::config_builders!(KafkaConfig: prefix, retention, connect_timeout, tls, credentials);
 
-fn millis(url: &str, key: &str, v: &str) -> Result<Duration> {
-    v.parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| bad_url(url, format!("{key}={v} is not a number of milliseconds")))
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidInput, NAME, msg)
 }
 
 impl KafkaConfig {
-    /// A configuration for the brokers in `url`:
-    /// `kafka://[user:password@]host[:port][,host[:port]…][?query]`.
-    ///
-    /// The port defaults to 9092. `user:password` set `sasl.username` and
-    /// `sasl.password` (pick the mechanism and protocol in the query). Query
-    /// keys: `prefix`, `topic`, `partitions`, `replication_factor`, and the
-    /// librdkafka names of the timing fields (`session.timeout.ms`,
-    /// `fetch.wait.max.ms`, `linger.ms`, `message.timeout.ms`); any other key
-    /// is passed to librdkafka as a client property
-    /// (`security.protocol=SASL_SSL`, `ssl.ca.location=…`).
-    pub fn from_url(url: &str) -> Result<Self> {
-        let rest = url
-            .strip_prefix("kafka://")
-            .ok_or_else(|| bad_url(url, "the scheme must be kafka://"))?;
-        let (authority, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
-        };
-        let authority = authority.trim_end_matches('/');
-        if authority.contains('/') {
-            return Err(bad_url(url, "a path is not used"));
-        }
-        let mut config = KafkaConfig::default();
-        let hosts = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => {
-                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let decode = |s: &str| {
-                    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                        .next()
-                        .map(|(_, v)| v.into_owned())
-                        .unwrap_or_default()
-                };
-                config
-                    .client_options
-                    .push(("sasl.username".into(), decode(user)));
-                if !pass.is_empty() {
-                    config
-                        .client_options
-                        .push(("sasl.password".into(), decode(pass)));
-                }
-                hosts
-            }
-            None => authority,
-        };
-        let mut servers = Vec::new();
-        for host in hosts.split(',') {
-            if host.is_empty() {
-                return Err(bad_url(url, "a broker address is empty"));
-            }
-            let has_port = match host.rsplit_once(':') {
-                // `[::1]:9092` or `host:9092`; a bare `[::1]` has no port.
-                Some((h, p)) if !h.is_empty() && !p.contains(']') => {
-                    p.parse::<u16>()
-                        .map_err(|_| bad_url(url, format!("port {p:?} is not a number")))?;
-                    true
-                }
-                _ => false,
-            };
-            if has_port {
-                servers.push(host.to_string());
-            } else {
-                servers.push(format!("{host}:{DEFAULT_PORT}"));
-            }
-        }
-        config.bootstrap_servers = servers.join(",");
-        if let Some(q) = query {
-            for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-                match &*k {
-                    "prefix" => {
-                        config.prefix =
-                            Subject::new(v.as_ref()).map_err(|e| e.in_transport(NAME))?
-                    }
-                    "topic" => config.topic = Some(v.into_owned()),
-                    "partitions" => {
-                        config.partitions =
-                            v.parse().ok().filter(|n: &i32| *n > 0).ok_or_else(|| {
-                                bad_url(url, format!("partitions={v} is not a positive number"))
-                            })?
-                    }
-                    "replication_factor" => {
-                        config.replication_factor =
-                            v.parse().ok().filter(|n: &i32| *n > 0).ok_or_else(|| {
-                                bad_url(
-                                    url,
-                                    format!("replication_factor={v} is not a positive number"),
-                                )
-                            })?
-                    }
-                    // librdkafka names of properties the config has fields for.
-                    "session.timeout.ms" => config.session_timeout = millis(url, &k, &v)?,
-                    "fetch.wait.max.ms" => config.fetch_wait_max = millis(url, &k, &v)?,
-                    "linger.ms" => config.linger = millis(url, &k, &v)?,
-                    "message.timeout.ms" => config.deposit_timeout = millis(url, &k, &v)?,
-                    _ => config.client_options.push((k.into_owned(), v.into_owned())),
-                }
-            }
-        }
-        Ok(config)
-    }
+    /// The URL schemes of this transport.
+    pub const URL_SCHEMES: &'static [&'static str] = &["kafka"];
 
-    /// Use another subject prefix (and, unless [`topic`](Self::topic) is set,
-    /// the topic of that name).
-    pub fn prefix(mut self, prefix: Subject) -> Self {
-        self.prefix = prefix;
-        self
+    /// A configuration for the brokers in `url` (see [the type's
+    /// docs](Self) for the keys).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use qis_core::ErrorKind;
+    /// use qis_transport_kafka::KafkaConfig;
+    ///
+    /// let c = KafkaConfig::from_url("kafka://127.0.0.1:19092?session_timeout=2s&linger=0").unwrap();
+    /// assert_eq!(c.session_timeout, Duration::from_secs(2));
+    /// assert_eq!(c.linger, Duration::ZERO);
+    ///
+    /// // librdkafka properties are passed through only when prefixed.
+    /// let e = KafkaConfig::from_url("kafka://127.0.0.1?session.timeout.ms=2000").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    /// assert!(e.message().contains("librdkafka.*"), "{e}");
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = ServerUrl::parse(NAME, url, Self::URL_SCHEMES, DEFAULT_PORT)?;
+        let bootstrap_servers = parsed.host_list();
+        let ServerUrl {
+            credentials,
+            path,
+            mut options,
+            ..
+        } = parsed;
+        if !path.trim_matches('/').is_empty() {
+            return Err(invalid(format!(
+                "{url:?} has a path (/{path}), which Kafka does not use: write kafka://host:port[,host:port…][?key=value…]"
+            )));
+        }
+        let mut c = KafkaConfig {
+            bootstrap_servers,
+            credentials,
+            ..Default::default()
+        };
+        if let Some(p) = options.prefix()? {
+            c.prefix = p;
+        }
+        options.retention(&mut c.retention)?;
+        options.tls(&mut c.tls);
+        c.topic = options.string("topic");
+        if let Some(n) = options.number("partitions")? {
+            c.partitions = n;
+        }
+        if let Some(n) = options.number("replication_factor")? {
+            c.replication_factor = n;
+        }
+        let durations: [(&'static str, &mut Duration); 7] = [
+            ("connect_timeout", &mut c.connect_timeout),
+            ("session_timeout", &mut c.session_timeout),
+            ("fetch_wait_max", &mut c.fetch_wait_max),
+            ("linger", &mut c.linger),
+            ("deposit_timeout", &mut c.deposit_timeout),
+            ("request_timeout", &mut c.request_timeout),
+            ("join_timeout", &mut c.join_timeout),
+        ];
+        for (key, field) in durations {
+            if let Some(d) = options.duration(key)? {
+                *field = d;
+            }
+        }
+        if let Some(b) = options.bytes("consumer_buffer_bytes")? {
+            c.consumer_buffer_bytes = usize::try_from(b).unwrap_or(usize::MAX);
+        }
+        c.librdkafka = options.passthrough("librdkafka.");
+        options.finish()?;
+        c.validate()?;
+        Ok(c)
     }
 
     /// Use this topic instead of the one named after the prefix.
@@ -252,16 +248,15 @@ impl KafkaConfig {
         self
     }
 
-    /// Retention limits of a topic the transport creates.
-    pub fn retention(mut self, max_age: Duration, max_bytes: u64) -> Self {
-        self.max_age = max_age;
-        self.max_bytes = max_bytes;
+    /// Replication factor for a topic the transport creates.
+    pub fn replication_factor(mut self, replication_factor: i32) -> Self {
+        self.replication_factor = replication_factor;
         self
     }
 
-    /// Add a librdkafka client property (SASL, TLS, client id, tuning).
-    pub fn option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.client_options.push((key.into(), value.into()));
+    /// Add a librdkafka client property (applied last, so it wins).
+    pub fn librdkafka(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.librdkafka.push((key.into(), value.into()));
         self
     }
 
@@ -283,42 +278,53 @@ impl KafkaConfig {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if !topic_ok {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                format!("topic {topic:?} is not a valid Kafka topic name: use 1 to 249 of a-z, A-Z, 0-9, '.', '_' or '-'"),
-            ));
+            return Err(invalid(format!("topic {topic:?} is not a valid Kafka topic name: use 1 to 249 of a-z, A-Z, 0-9, '.', '_' or '-'")));
         }
         if self.partitions < 1 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                format!("partitions is {}: it must be at least 1", self.partitions),
-            ));
+            return Err(invalid(format!(
+                "partitions is {}: it must be at least 1",
+                self.partitions
+            )));
         }
         if self.replication_factor < 1 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                format!(
-                    "replication_factor is {}: it must be at least 1",
-                    self.replication_factor
-                ),
-            ));
+            return Err(invalid(format!(
+                "replication_factor is {}: it must be at least 1",
+                self.replication_factor
+            )));
         }
         if self.bootstrap_servers.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
+            return Err(invalid(
                 "bootstrap_servers is empty: name at least one broker host:port",
+            ));
+        }
+        self.retention.check(NAME)?;
+        self.tls.check(NAME)?;
+        let c = &self.credentials;
+        if c.token.is_some() {
+            return Err(invalid(
+                "a lone secret in the URL (secret@host) is not a Kafka credential: write kafka://user:password@host",
+            ));
+        }
+        if c.user.is_some() != c.password.is_some() {
+            return Err(invalid(
+                "SASL needs a user and a password: write kafka://user:password@host",
             ));
         }
         Ok(())
     }
 }
 
+impl FromStr for KafkaConfig {
+    type Err = Error;
+    fn from_str(url: &str) -> Result<Self> {
+        KafkaConfig::from_url(url)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use qis_core::config::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
+
     use super::*;
 
     #[test]
@@ -327,34 +333,50 @@ mod tests {
         assert_eq!(c.bootstrap_servers, "127.0.0.1:19092");
         assert_eq!(c.prefix.as_str(), "qis.iot");
         assert_eq!(c.topic_name(), "qis.iot");
+        assert_eq!(c.retention.max_age, DEFAULT_MAX_AGE);
+        assert_eq!(c.retention.max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
 
-        let c = KafkaConfig::from_url("kafka://a,b:1?prefix=acme.site&partitions=6&client.id=x")
-            .unwrap();
+        let c = KafkaConfig::from_url(
+            "kafka://a,b:1/?prefix=acme.site&partitions=6&librdkafka.client.id=x&topic=t1",
+        )
+        .unwrap();
         assert_eq!(c.bootstrap_servers, "a:9092,b:1");
         assert_eq!(c.prefix.as_str(), "acme.site");
         assert_eq!(c.partitions, 6);
+        assert_eq!(c.topic_name(), "t1");
         assert_eq!(
-            c.client_options,
+            c.librdkafka,
             vec![("client.id".to_string(), "x".to_string())]
         );
 
-        let c =
-            KafkaConfig::from_url("kafka://h?session.timeout.ms=2000&fetch.wait.max.ms=5").unwrap();
+        let c: KafkaConfig = "kafka://h?session_timeout=2s&fetch_wait_max=5ms&linger=0&deposit_timeout=1m&request_timeout=3s&join_timeout=1m&connect_timeout=1s&consumer_buffer_bytes=1MiB&max_bytes=1GiB&replication_factor=3"
+            .parse()
+            .unwrap();
         assert_eq!(c.session_timeout, Duration::from_secs(2));
         assert_eq!(c.fetch_wait_max, Duration::from_millis(5));
-        assert!(c.client_options.is_empty());
+        assert_eq!(c.linger, Duration::ZERO);
+        assert_eq!(c.deposit_timeout, Duration::from_secs(60));
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.join_timeout, Duration::from_secs(60));
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.consumer_buffer_bytes, 1024 * 1024);
+        assert_eq!(c.retention.max_bytes, 1024 * 1024 * 1024);
+        assert_eq!(c.replication_factor, 3);
+        assert!(c.librdkafka.is_empty());
     }
 
     #[test]
-    fn url_userinfo_is_sasl_credentials() {
-        let c = KafkaConfig::from_url("kafka://edge:p%40ss@h:9093").unwrap();
+    fn url_userinfo_is_sasl_credentials_and_tls_keys_are_files() {
+        let c = KafkaConfig::from_url(
+            "kafka://edge:p%40ss@h:9093?tls_ca=ca.pem&tls_cert=c.pem&tls_key=c.key",
+        )
+        .unwrap();
         assert_eq!(c.bootstrap_servers, "h:9093");
-        assert!(c
-            .client_options
-            .contains(&("sasl.username".into(), "edge".into())));
-        assert!(c
-            .client_options
-            .contains(&("sasl.password".into(), "p@ss".into())));
+        assert_eq!(c.credentials.user.as_deref(), Some("edge"));
+        assert_eq!(c.credentials.password.as_deref(), Some("p@ss"));
+        assert_eq!(c.tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert!(!format!("{c:?}").contains("p@ss"));
     }
 
     #[test]
@@ -364,8 +386,18 @@ mod tests {
             "kafka://",
             "kafka://h:notaport",
             "kafka://h?partitions=0",
+            "kafka://h?partitions=many",
             "kafka://h/path",
             "kafka://h?prefix=Bad",
+            "kafka://h?session.timeout.ms=2000",
+            "kafka://h?security.protocol=ssl",
+            "kafka://h?linger=soon",
+            "kafka://h?max_age=0",
+            "kafka://h?dedup_window=2m",
+            "kafka://h?tls_cert=c.pem",
+            "kafka://token@h",
+            "kafka://user:@h",
+            "kafka://h?topic=a%20b",
         ] {
             let e = KafkaConfig::from_url(u).unwrap_err();
             assert!(
@@ -375,6 +407,21 @@ mod tests {
                 ),
                 "{u}: {e}"
             );
+            assert_eq!(e.transport(), NAME, "{u}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_the_known_ones() {
+        let e = KafkaConfig::from_url("kafka://h?colour=blue").unwrap_err();
+        for key in [
+            "colour",
+            "prefix",
+            "session_timeout",
+            "fetch_wait_max",
+            "librdkafka.*",
+        ] {
+            assert!(e.message().contains(key), "{key}: {e}");
         }
     }
 

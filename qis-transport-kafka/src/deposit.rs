@@ -13,8 +13,9 @@ use rdkafka::producer::future_producer::{
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::client::{base_config, kafka_error, ms, user_options, TracingContext};
+use crate::client::{base_config, ms, user_options, TracingContext};
 use crate::config::KafkaConfig;
+use crate::error::kafka_error;
 use crate::record::{HEADER_PACKET_ID, HEADER_SUBJECT};
 use crate::NAME;
 
@@ -175,15 +176,13 @@ pub(crate) async fn raw(
     topic: &str,
     subject: &str,
     body: &[u8],
-) -> Result<Position> {
+) -> Result<()> {
     let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(subject).payload(body);
     let f = producer
         .send_result(record)
         .map_err(|(e, _)| kafka_error("could not queue a raw record", e))?;
     match settle(f).await? {
-        Ok(Delivered {
-            partition, offset, ..
-        }) => Ok(Position::Offset { partition, offset }),
+        Ok(_) => Ok(()),
         Err((e, _)) => Err(kafka_error("a raw record was not stored", e)),
     }
 }

@@ -11,7 +11,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> qis_core::Result<()> {
-//! let transport = KafkaTransport::connect(KafkaConfig::from_url("kafka://127.0.0.1:9092")?).await?;
+//! let config: KafkaConfig = "kafka://127.0.0.1:9092?prefix=qis.iot&partitions=3&max_age=24h".parse()?;
+//! // The transport behind qis-core's checking layer (`qis_core::Checked`).
+//! let transport = KafkaTransport::connect(config).await?;
 //! let packet = OutcomePacket {
 //!     agent_id: "hvac-building-a".into(),
 //!     domain: "hvac".into(),
@@ -60,14 +62,14 @@
 //!   as done for that consumer. The cost is that every consumer reads every
 //!   record under the prefix; use more prefixes to split heavy traffic.
 //! - The topic is created if missing (admin client), with
-//!   [`KafkaConfig::partitions`] partitions (default 3), `retention.ms` = 24 h
-//!   and `retention.bytes` = 50 MiB / partitions (Kafka counts bytes per
-//!   partition).
+//!   [`KafkaConfig::partitions`] partitions (default 3), `retention.ms` =
+//!   `max_age` (24 h) and `retention.bytes` = `max_bytes` (50 MiB) /
+//!   partitions (Kafka counts bytes per partition).
 //!
 //! ## Deposits
 //!
 //! An idempotent producer (`enable.idempotence=true`, `acks=all`): the
-//! receipt, with [`Position::Offset`], is
+//! receipt, with [`Position::Offset`](qis_core::Position::Offset), is
 //! returned once the partition leader and its in-sync replicas stored the
 //! record. A batch deposit queues every record first and then collects the
 //! acknowledgements in order. Kafka does not recognise an identical
@@ -87,7 +89,7 @@
 //! and re-opened later still gets what was deposited in between.
 //! [`consumer`](qis_core::OutcomeTransport::consumer) returns once the group
 //! has assigned partitions to the new member (a group join takes a few
-//! seconds on most brokers; bounded by [`KafkaConfig::join_timeout`]).
+//! seconds on most brokers; bounded by `join_timeout`).
 //!
 //! Acks commit offsets, but only up to the first packet not acked yet in each
 //! partition: the committed offset is the first unacked packet. A handle
@@ -102,7 +104,7 @@
 //!
 //! The committed offsets carry the consumer's pattern as commit metadata:
 //! re-opening a name with another pattern fails with
-//! [`ErrorKind::Conflict`]. (Apache Kafka
+//! [`ErrorKind::Conflict`](qis_core::ErrorKind::Conflict). (Apache Kafka
 //! keeps commit metadata; a Kafka-compatible broker that drops it cannot
 //! tell, and the consumer then resumes with the new pattern.)
 //!
@@ -115,7 +117,7 @@
 //! storage (a produce with `acks=0` is still stored and would reach durable
 //! consumers), so `fire_and_forget` is false and
 //! [`publish_encoded`](qis_core::OutcomeTransport::publish_encoded) returns
-//! [`ErrorKind::Unsupported`].
+//! [`ErrorKind::Unsupported`](qis_core::ErrorKind::Unsupported).
 //!
 //! ## Malformed records
 //!
@@ -127,28 +129,39 @@
 //!
 //! ## Security and tuning
 //!
-//! [`KafkaConfig::client_options`] pass any librdkafka property to every
-//! client: `security.protocol`, `sasl.mechanism`, `sasl.username`,
-//! `sasl.password`, `ssl.ca.location`, … `kafka://user:password@host` sets
-//! the SASL credentials. [`KafkaConfig::fetch_wait_max`] (default 10 ms) is
-//! how long the broker may hold an empty fetch; a broker that answers waiting
-//! fetches as soon as data arrives can use a larger value to cut idle load.
+//! `kafka://user:password@host` are the SASL credentials; the URL keys
+//! `tls_ca`, `tls_cert` and `tls_key` are the TLS files; both set the
+//! `security.protocol` they need. Any librdkafka property can be given
+//! explicitly as `librdkafka.<property>=value` in the URL (or
+//! [`KafkaConfig::librdkafka`]): `librdkafka.sasl.mechanism=SCRAM-SHA-512`,
+//! `librdkafka.client.id=…`. See [`KafkaConfig`] for every key.
+//! `fetch_wait_max` (default 10 ms) is how long the broker may hold an empty
+//! fetch; a broker that answers waiting fetches as soon as data arrives can
+//! use a larger value to cut idle load.
+//!
+//! ## Checks
+//!
+//! What every backend checks the same way (closed handles, subjects outside
+//! the prefix, capabilities such as the missing fire-and-forget publish,
+//! acks on a consumer handle that did not fetch the delivery) is done by
+//! [`qis_core::Checked`], which [`KafkaTransport::connect`] applies.
 
 mod client;
 pub mod config;
+mod consumer;
 mod deposit;
+mod error;
 mod live;
-mod pull;
 mod record;
+mod topic;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use qis_core::transport::check_under_prefix;
+use qis_core::backend::InjectRaw;
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, LiveSubscription,
-    OutcomeTransport, Position, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, LiveSubscription,
+    OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 use rdkafka::producer::Producer as _;
 
@@ -158,7 +171,9 @@ pub use record::{HEADER_PACKET_ID, HEADER_SUBJECT};
 /// The transport's name in errors and logs.
 pub(crate) const NAME: &str = "kafka";
 
-/// The Kafka transport. Cheap to clone; clones share one producer.
+/// The Kafka transport. [`KafkaTransport::connect`] returns it behind the
+/// checking layer ([`qis_core::Checked`]). Cheap to clone; clones share one
+/// producer.
 #[derive(Clone)]
 pub struct KafkaTransport {
     inner: Arc<Inner>,
@@ -169,7 +184,6 @@ struct Inner {
     topic: String,
     partitions: i32,
     producer: deposit::Producer,
-    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -185,28 +199,23 @@ impl std::fmt::Debug for KafkaTransport {
 
 impl KafkaTransport {
     /// Connect to the brokers, create the topic if it is missing, and return
-    /// the transport. Fails with [`ErrorKind::Unavailable`] when no broker
-    /// answers within [`KafkaConfig::request_timeout`].
-    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+    /// the transport behind the checking layer ([`Checked`]). Fails with
+    /// [`ErrorKind::Unavailable`](qis_core::ErrorKind::Unavailable) when no
+    /// broker answers within `request_timeout`.
+    pub async fn connect(config: KafkaConfig) -> Result<Checked<Self>> {
         config.validate()?;
         let topic = config.topic_name();
-        let partitions = client::ensure_topic(&config, &topic).await?;
+        let partitions = topic::ensure_topic(&config, &topic).await?;
         let producer = deposit::producer(&config)?;
         tracing::debug!(topic = %topic, partitions, brokers = %config.bootstrap_servers, "connected");
-        Ok(KafkaTransport {
+        Ok(Checked::new(KafkaTransport {
             inner: Arc::new(Inner {
                 config,
                 topic,
                 partitions,
                 producer,
-                closed: AtomicBool::new(false),
             }),
-        })
-    }
-
-    /// Connect with [`KafkaConfig::from_url`].
-    pub async fn connect_url(url: &str) -> Result<Self> {
-        Self::connect(KafkaConfig::from_url(url)?).await
+        }))
     }
 
     /// The configuration in use.
@@ -222,22 +231,6 @@ impl KafkaTransport {
     /// The topic's partition count when the transport connected.
     pub fn partitions(&self) -> i32 {
         self.inner.partitions
-    }
-
-    /// Store raw bytes on `subject` with no check at all, as a foreign
-    /// producer of garbage would (the subject as key, no headers). For tests
-    /// of malformed-record handling.
-    pub async fn deposit_raw_unchecked(&self, subject: &str, body: &[u8]) -> Result<Position> {
-        self.check_open()?;
-        deposit::raw(&self.inner.producer, &self.inner.topic, subject, body).await
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::closed(NAME))
-        } else {
-            Ok(())
-        }
     }
 }
 
@@ -265,10 +258,7 @@ impl OutcomeTransport for KafkaTransport {
         &self.inner.config.prefix
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        self.check_open()?;
-        check_under_prefix(NAME, &self.inner.config.prefix, packet.subject())?;
         deposit::deposit_one(
             &self.inner.producer,
             &self.inner.topic,
@@ -278,12 +268,7 @@ impl OutcomeTransport for KafkaTransport {
         .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(count = packets.len()))]
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        self.check_open()?;
-        for p in packets {
-            check_under_prefix(NAME, &self.inner.config.prefix, p.subject())?;
-        }
         deposit::deposit_many(
             &self.inner.producer,
             &self.inner.topic,
@@ -293,26 +278,29 @@ impl OutcomeTransport for KafkaTransport {
         .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %config.name, pattern = %config.pattern))]
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        self.check_open()?;
-        pull::open(&self.inner.config, &self.inner.topic, config).await
+        consumer::open(&self.inner.config, &self.inner.topic, config).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(pattern = %pattern))]
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
-        self.check_open()?;
         live::subscribe(&self.inner.config, &self.inner.topic, pattern).await
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
             .await
-            .map_err(|e| client::join_error("flushing the producer", e))?
-            .map_err(|e| client::kafka_error("could not flush pending deposits", e))
+            .map_err(|e| error::join_error("flushing the producer", e))?
+            .map_err(|e| error::kafka_error("could not flush pending deposits", e))
+    }
+}
+
+/// Raw bytes on the topic with `subject` as the key and no headers, the way
+/// a foreign producer of garbage would: for tests of malformed-record
+/// handling.
+#[async_trait]
+impl InjectRaw for KafkaTransport {
+    async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()> {
+        deposit::raw(&self.inner.producer, &self.inner.topic, subject, body).await
     }
 }

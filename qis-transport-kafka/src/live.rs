@@ -8,18 +8,16 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use qis_core::transport::check_pattern_overlaps;
 use qis_core::{Error, ErrorKind, LiveSubscription, Received, Result, Subject, SubjectPattern};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use tokio::sync::mpsc;
 
-use crate::client::{
-    assign_at_end, base_config, join_error, kafka_error, ms, partition_count, user_options,
-    TracingContext,
-};
+use crate::client::{base_config, ms, user_options, TracingContext};
 use crate::config::KafkaConfig;
+use crate::error::{join_error, kafka_error};
 use crate::record::{decode, Decoded, RawRecord};
+use crate::topic::{assign_at_end, partition_count};
 use crate::NAME;
 
 /// Packets a subscriber may have waiting before the reader thread waits for it.
@@ -36,7 +34,6 @@ pub(crate) async fn subscribe(
     topic: &str,
     pattern: SubjectPattern,
 ) -> Result<LiveSubscription> {
-    check_pattern_overlaps(NAME, &config.prefix, &pattern)?;
     let mut cc = base_config(config);
     // A group id of its own, never joined and never committed to: librdkafka
     // wants one for a consumer, the broker never hears of it.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qis_core::{
-    ConsumerConfig, DurableConsumer, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
+    Checked, ConsumerConfig, DurableConsumer, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
     PacketId, Subject, SubjectPattern,
 };
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
@@ -40,7 +40,7 @@ fn packet(agent: &str, problem: &str, seq: usize) -> OutcomePacket {
     }
 }
 
-async fn transport(url: &str, prefix: &Subject) -> KafkaTransport {
+async fn transport(url: &str, prefix: &Subject) -> Checked<KafkaTransport> {
     KafkaTransport::connect(KafkaConfig::from_url(url).unwrap().prefix(prefix.clone()))
         .await
         .expect("connect")
@@ -51,7 +51,7 @@ fn prefix() -> Subject {
 }
 
 /// Deposit 60 packets over 6 subjects (so they spread over partitions).
-async fn deposit(t: &KafkaTransport) -> HashSet<PacketId> {
+async fn deposit(t: &Checked<KafkaTransport>) -> HashSet<PacketId> {
     let problems = ["a", "b", "c", "d", "e", "f"];
     let packets: Vec<_> = (0..60)
         .map(|i| packet("worker-test", problems[i % 6], i))

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use qis_core::backend::InjectRaw;
 use qis_core::{
-    ConsumerConfig, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt, Position,
-    StartPosition, Subject, SubjectPattern,
+    Checked, ConsumerConfig, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
+    Position, StartPosition, Subject, SubjectPattern,
 };
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 
@@ -41,7 +42,7 @@ fn packet(seq: usize) -> OutcomePacket {
     }
 }
 
-async fn transport(url: &str, prefix: &Subject) -> KafkaTransport {
+async fn transport(url: &str, prefix: &Subject) -> Checked<KafkaTransport> {
     KafkaTransport::connect(KafkaConfig::from_url(url).unwrap().prefix(prefix.clone()))
         .await
         .expect("connect")
@@ -210,6 +211,18 @@ async fn deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse() {
     assert_eq!(got.len(), 1);
     let err = b.ack(&got).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = b.nak(&got[0], Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // Another handle (group member) of the same consumer did not fetch it either.
+    let a2 = t
+        .consumer(ConsumerConfig::new("one", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    let err = a2.ack(&got).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = a2.nak(&got[0], Duration::ZERO).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    a2.close().await.unwrap();
     a.ack(&got).await.unwrap();
     a.close().await.unwrap();
     assert_eq!(
@@ -230,15 +243,9 @@ async fn foreign_records_are_skipped_and_counted() {
         .unwrap();
     let subject = format!("{prefix}.hvac.energy-anomaly");
     // A key outside the prefix, a key that is no subject, a huge body.
-    t.deposit_raw_unchecked("elsewhere.hvac.x", b"{}")
-        .await
-        .unwrap();
-    t.deposit_raw_unchecked("Not A Subject", b"{}")
-        .await
-        .unwrap();
-    t.deposit_raw_unchecked(&subject, &vec![b'x'; 100_000])
-        .await
-        .unwrap();
+    t.inject_raw("elsewhere.hvac.x", b"{}").await.unwrap();
+    t.inject_raw("Not A Subject", b"{}").await.unwrap();
+    t.inject_raw(&subject, &vec![b'x'; 100_000]).await.unwrap();
     let r = t.deposit(&packet(1)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = Vec::new();

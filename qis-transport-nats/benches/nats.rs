@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
 use futures::StreamExt;
 use qis_core::{
-    ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport, Subject,
-    SubjectPattern,
+    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
+    Subject, SubjectPattern,
 };
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
@@ -89,7 +89,7 @@ fn packets(prefix: &Subject, tag: &str, n: usize) -> Vec<EncodedPacket> {
 /// handle and a raw connection on it.
 struct Setup {
     prefix: Subject,
-    qis: NatsTransport,
+    qis: Checked<NatsTransport>,
     raw: jetstream::Context,
     stream: String,
 }
@@ -97,7 +97,7 @@ struct Setup {
 async fn setup(url: &str) -> BenchResult<Setup> {
     let prefix = Subject::new(format!("qb{}.iot", random_hex(5)))?;
     let qis = NatsTransport::connect(NatsConfig::from_url(url)?.prefix(prefix.clone())).await?;
-    let client = async_nats::connect(NatsConfig::from_url(url)?.server_url()).await?;
+    let client = async_nats::connect(&NatsConfig::from_url(url)?.servers).await?;
     let raw = jetstream::ContextBuilder::new()
         .max_ack_inflight(4096)
         .backpressure_on_inflight(true)

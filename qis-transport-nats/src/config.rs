@@ -1,9 +1,13 @@
-//! [`NatsConfig`]: where the server is, how to log in, and the stream's limits.
+//! [`NatsConfig`]: where the servers are, how to log in, and the stream's
+//! limits. Parsing URLs is in `url.rs`; turning the login and TLS settings
+//! into client options is in `connect.rs`.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use qis_core::config::{
+    Credentials, Retention, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEDUP_WINDOW,
+};
 use qis_core::{Error, ErrorKind, Result, Subject};
 
 use crate::NAME;
@@ -24,44 +28,53 @@ pub enum NatsStorage {
     Memory,
 }
 
-/// How to reach a NATS server and how the JetStream stream is laid out.
+/// How to reach a NATS server (or cluster) and how the JetStream stream is
+/// laid out.
 ///
 /// Defaults follow the seed: stream `QIS_OUTCOMES` on `qis.iot.>`, file
 /// storage, 24 h max age, 50 MiB max bytes, and a 2-minute de-duplication
-/// window. Every field is public; the builder methods are conveniences.
+/// window (the shared defaults of [`qis_core::config`]). Every field is
+/// public; the builder methods are conveniences (`prefix`, `max_age`,
+/// `max_bytes`, `retention`, `dedup_window`, `connect_timeout`, `tls_ca`,
+/// `tls_client_cert`, `tls_client_key`, `user_password` and `token` are the
+/// shared ones of [`qis_core::config_builders!`]).
 ///
 /// ```
 /// use std::time::Duration;
 /// use qis_transport_nats::NatsConfig;
 ///
-/// let config = NatsConfig::from_url("nats://alice:secret@127.0.0.1:14222?stream=EDGE").unwrap()
-///     .max_age(Duration::from_secs(3600));
-/// assert_eq!(config.user.as_deref(), Some("alice"));
+/// let config: NatsConfig = "nats://alice:secret@10.0.0.1:14222,10.0.0.2?stream=EDGE&max_age=1h"
+///     .parse()
+///     .unwrap();
+/// assert_eq!(config.credentials.user.as_deref(), Some("alice"));
+/// assert_eq!(config.servers, ["nats://10.0.0.1:14222", "nats://10.0.0.2:4222"]);
 /// assert_eq!(config.stream_name(), "EDGE");
-/// assert_eq!(config.server_url(), "nats://127.0.0.1:14222");
+/// assert_eq!(config.retention.max_age, Duration::from_secs(3600));
+///
+/// let config = NatsConfig::default().dedup_window(Duration::from_secs(30));
+/// assert_eq!(config.servers, ["nats://127.0.0.1:4222"]);
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct NatsConfig {
-    /// Server address, `nats://host:port` (or `tls://host:port`). Credentials
-    /// given as `user:pass@` or `token@` are moved into [`Self::user`] /
-    /// [`Self::password`] / [`Self::token`] by [`Self::from_url`].
-    pub url: String,
-    /// Subject prefix every deposit lies under (default `qis.iot`).
+    /// Server addresses, `nats://host:port` or `tls://host:port`: the seed
+    /// servers of one cluster, tried in turn (the client learns the rest of
+    /// the cluster from them). Credentials never go here: they are in
+    /// [`Self::credentials`].
+    pub servers: Vec<String>,
+    /// Subject prefix every deposit lies under (default `qis.iot`). Unless
+    /// [`Self::stream`] is set, the stream name follows it.
     pub prefix: Subject,
     /// The JetStream stream name. `None` (the default) derives it from the
     /// prefix with [`stream_name_for`]: `QIS_OUTCOMES` for `qis.iot`.
     pub stream: Option<String>,
     /// Where the stream is stored (default [`NatsStorage::File`]).
     pub storage: NatsStorage,
-    /// Packets older than this are removed (default 24 h).
-    pub max_age: Duration,
-    /// When the stream holds more bytes than this, the oldest packets are
-    /// removed (default 50 MiB).
-    pub max_bytes: u64,
+    /// The stream's retention by age and by size (defaults 24 h, 50 MiB).
+    pub retention: Retention,
     /// An identical deposit (same packet id, sent as `Nats-Msg-Id`) within
     /// this window is recognised and not stored again (default 2 min; at
-    /// most [`Self::max_age`], as the server requires).
-    pub duplicate_window: Duration,
+    /// most the max age, as the server requires).
+    pub dedup_window: Duration,
     /// How many publish acknowledgements a batch deposit keeps in flight
     /// (default 1024).
     pub ack_window: usize,
@@ -78,21 +91,16 @@ pub struct NatsConfig {
     /// like any NATS publish, and the consumer's `close()` confirms that the
     /// server has processed every ack sent before it.
     pub confirm_acks: bool,
-    /// User name (with [`Self::password`]).
-    pub user: Option<String>,
-    /// Password (with [`Self::user`]).
-    pub password: Option<String>,
-    /// Authentication token.
-    pub token: Option<String>,
-    /// A `.creds` file (JWT and NKey seed) for decentralised auth.
-    pub credentials_file: Option<PathBuf>,
-    /// PEM file of CA certificates to trust for the server's TLS certificate.
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS (with [`Self::tls_client_key`]).
-    pub tls_client_cert: Option<PathBuf>,
-    /// PEM client key for mutual TLS (with [`Self::tls_client_cert`]).
-    pub tls_client_key: Option<PathBuf>,
-    /// Refuse to talk to the server without TLS.
+    /// User and password, or a token (from the URL's `user:password@` or
+    /// `token@`). Its `Debug` output never shows a secret.
+    pub credentials: Credentials,
+    /// A `.creds` file (JWT and NKey seed) for decentralised auth (URL key
+    /// `creds`).
+    pub creds: Option<PathBuf>,
+    /// PEM files: CA certificates to trust, client certificate and key for
+    /// mutual TLS.
+    pub tls: TlsFiles,
+    /// Refuse to talk to the server without TLS (set by a `tls://` URL).
     pub require_tls: bool,
     /// Connection name shown by the server's monitoring (default `qis`).
     pub connection_name: String,
@@ -101,59 +109,34 @@ pub struct NatsConfig {
 impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
-            url: format!("nats://127.0.0.1:{DEFAULT_PORT}"),
+            servers: vec![format!("nats://127.0.0.1:{DEFAULT_PORT}")],
             prefix: Subject::default(),
             stream: None,
             storage: NatsStorage::File,
-            max_age: Duration::from_secs(24 * 3600),
-            max_bytes: 50 * 1024 * 1024,
-            duplicate_window: Duration::from_secs(120),
+            retention: Retention::default(),
+            dedup_window: DEFAULT_DEDUP_WINDOW,
             ack_window: 1024,
             request_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_ack_pending: 100_000,
             confirm_acks: false,
-            user: None,
-            password: None,
-            token: None,
-            credentials_file: None,
-            tls_ca: None,
-            tls_client_cert: None,
-            tls_client_key: None,
+            credentials: Credentials::default(),
+            creds: None,
+            tls: TlsFiles::default(),
             require_tls: false,
             connection_name: "qis".to_string(),
         }
     }
 }
 
-impl fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secret = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
-        f.debug_struct("NatsConfig")
-            .field("url", &self.url)
-            .field("prefix", &self.prefix.as_str())
-            .field("stream", &self.stream_name())
-            .field("storage", &self.storage)
-            .field("max_age", &self.max_age)
-            .field("max_bytes", &self.max_bytes)
-            .field("duplicate_window", &self.duplicate_window)
-            .field("ack_window", &self.ack_window)
-            .field("request_timeout", &self.request_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_ack_pending", &self.max_ack_pending)
-            .field("confirm_acks", &self.confirm_acks)
-            .field("user", &self.user)
-            .field("password", &secret(&self.password))
-            .field("token", &secret(&self.token))
-            .field("credentials_file", &self.credentials_file)
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_client_cert", &self.tls_client_cert)
-            .field("tls_client_key", &self.tls_client_key)
-            .field("require_tls", &self.require_tls)
-            .field("connection_name", &self.connection_name)
-            .finish()
-    }
-}
+qis_core::config_builders!(
+    NatsConfig: prefix,
+    retention,
+    dedup_window,
+    connect_timeout,
+    tls,
+    credentials
+);
 
 /// The stream name used for `prefix` when none is configured: the seed's
 /// `QIS_OUTCOMES` for `qis.iot`, otherwise `QIS_` and the prefix in upper case
@@ -170,103 +153,15 @@ pub fn stream_name_for(prefix: &Subject) -> String {
     name
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(format!(
-            "{key}={v:?} in the URL is not a boolean: use true or false"
-        ))),
-    }
-}
-
-fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
-    v.parse().map_err(|_| {
-        invalid(format!(
-            "{key}={v:?} in the URL is not a non-negative whole number"
-        ))
-    })
-}
-
 impl NatsConfig {
-    /// Parse a URL such as `nats://127.0.0.1:4222`,
-    /// `nats://user:pass@host:4222`, `nats://token@host` or `tls://host:4222`.
-    ///
-    /// Query parameters set other fields: `prefix`, `stream`,
-    /// `storage=file|memory`, `max_age_secs`, `max_bytes`,
-    /// `duplicate_window_secs`, `ack_window`, `creds` (credentials file),
-    /// `tls_ca`, `tls_cert`, `tls_key`, `require_tls=true`.
-    pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url).map_err(|e| {
-            invalid(format!("{url:?} is not a URL: use nats://host:port")).with_source(e)
-        })?;
-        let mut config = NatsConfig::default();
-        match parsed.scheme() {
-            "nats" => {}
-            "tls" => config.require_tls = true,
-            other => {
-                return Err(invalid(format!(
-                    "URL scheme {other:?} is not for NATS: use nats://host:port or tls://host:port"
-                )))
-            }
-        }
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid(format!("{url:?} has no host: use nats://host:port")))?;
-        let port = parsed.port().unwrap_or(DEFAULT_PORT);
-        config.url = format!("{}://{host}:{port}", parsed.scheme());
-        let user = percent_decode(parsed.username());
-        match (user.is_empty(), parsed.password()) {
-            (true, None) => {}
-            (false, None) => config.token = Some(user),
-            (_, Some(p)) => {
-                config.user = Some(user);
-                config.password = Some(percent_decode(p));
-            }
-        }
-        for (k, v) in parsed.query_pairs() {
-            let v = v.as_ref();
-            match k.as_ref() {
-                "prefix" => config.prefix = Subject::new(v).map_err(|e| e.in_transport(NAME))?,
-                "stream" => config.stream = Some(v.to_string()),
-                "storage" => {
-                    config.storage = match v {
-                        "file" => NatsStorage::File,
-                        "memory" => NatsStorage::Memory,
-                        _ => return Err(invalid(format!("storage={v:?}: use file or memory"))),
-                    }
-                }
-                "max_age_secs" => config.max_age = Duration::from_secs(parse_num("max_age_secs", v)?),
-                "max_bytes" => config.max_bytes = parse_num("max_bytes", v)?,
-                "duplicate_window_secs" => {
-                    config.duplicate_window = Duration::from_secs(parse_num("duplicate_window_secs", v)?)
-                }
-                "ack_window" => config.ack_window = parse_num("ack_window", v)?,
-                "creds" => config.credentials_file = Some(PathBuf::from(v)),
-                "tls_ca" => config.tls_ca = Some(PathBuf::from(v)),
-                "tls_cert" => config.tls_client_cert = Some(PathBuf::from(v)),
-                "tls_key" => config.tls_client_key = Some(PathBuf::from(v)),
-                "require_tls" => config.require_tls = parse_bool("require_tls", v)?,
-                other => {
-                    return Err(invalid(format!(
-                        "unknown URL parameter {other:?}: known are prefix, stream, storage, max_age_secs, max_bytes, duplicate_window_secs, ack_window, creds, tls_ca, tls_cert, tls_key, require_tls"
-                    )))
-                }
-            }
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Set the subject prefix. Unless a stream name was set, the stream name
-    /// follows the prefix (see [`stream_name_for`]).
-    pub fn prefix(mut self, prefix: Subject) -> Self {
-        self.prefix = prefix;
+    /// Connect to these servers (`nats://host:port` or `tls://host:port`),
+    /// the seeds of one cluster.
+    pub fn servers<S: Into<String>>(mut self, servers: impl IntoIterator<Item = S>) -> Self {
+        self.servers = servers.into_iter().map(Into::into).collect();
         self
     }
 
@@ -282,24 +177,6 @@ impl NatsConfig {
         self
     }
 
-    /// Set the retention max age.
-    pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Set the retention max bytes.
-    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
-        self.max_bytes = max_bytes;
-        self
-    }
-
-    /// Set the de-duplication window.
-    pub fn duplicate_window(mut self, window: Duration) -> Self {
-        self.duplicate_window = window;
-        self
-    }
-
     /// Set how many publish acks a batch deposit keeps in flight.
     pub fn ack_window(mut self, window: usize) -> Self {
         self.ack_window = window;
@@ -312,34 +189,33 @@ impl NatsConfig {
         self
     }
 
-    /// Log in with a user name and password.
-    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.user = Some(user.into());
-        self.password = Some(password.into());
+    /// Set how many deliveries a consumer may have unacknowledged at once.
+    pub fn max_ack_pending(mut self, max: i64) -> Self {
+        self.max_ack_pending = max;
         self
     }
 
-    /// Log in with a token.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+    /// Make `ack()` and `nak()` wait for the server's confirmation.
+    pub fn confirm_acks(mut self, confirm: bool) -> Self {
+        self.confirm_acks = confirm;
         self
     }
 
-    /// Log in with a `.creds` file.
-    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.credentials_file = Some(path.into());
-        self
-    }
-
-    /// Trust the CA certificates in this PEM file (and use TLS).
-    pub fn tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls_ca = Some(path.into());
+    /// Log in with a `.creds` file (JWT and NKey seed).
+    pub fn creds(mut self, path: impl Into<PathBuf>) -> Self {
+        self.creds = Some(path.into());
         self
     }
 
     /// Refuse to connect without TLS.
     pub fn require_tls(mut self, require: bool) -> Self {
         self.require_tls = require;
+        self
+    }
+
+    /// The connection name the server's monitoring shows.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = name.into();
         self
     }
 
@@ -350,18 +226,31 @@ impl NatsConfig {
             .unwrap_or_else(|| stream_name_for(&self.prefix))
     }
 
-    /// The server URL without credentials, as given to the client.
-    pub fn server_url(&self) -> &str {
-        &self.url
-    }
-
     /// The stream's subject filter, `{prefix}.>`.
     pub fn stream_subject(&self) -> String {
         format!("{}.>", self.prefix)
     }
 
+    /// The servers as one string, for messages.
+    pub(crate) fn server_list(&self) -> String {
+        self.servers.join(", ")
+    }
+
     /// Check the values a server would refuse, with a message saying what to change.
     pub fn validate(&self) -> Result<()> {
+        if self.servers.is_empty() {
+            return Err(invalid(
+                "no server is given: give at least one, e.g. nats://127.0.0.1:4222",
+            ));
+        }
+        for s in &self.servers {
+            s.parse::<async_nats::ServerAddr>().map_err(|e| {
+                invalid(format!(
+                    "server {s:?} is not a NATS server address: use nats://host:port or tls://host:port"
+                ))
+                .with_source(e)
+            })?;
+        }
         let stream = self.stream_name();
         let ok = !stream.is_empty()
             && stream.len() <= 255
@@ -373,15 +262,11 @@ impl NatsConfig {
                 "stream name {stream:?} is not valid: use 1 to 255 of A-Z, a-z, 0-9, '_' or '-'"
             )));
         }
-        if self.max_age.is_zero() {
-            return Err(invalid(
-                "max_age is zero: give how long packets are kept, e.g. 24 h",
-            ));
-        }
-        if self.max_bytes == 0 || self.max_bytes > i64::MAX as u64 {
+        self.retention.check(NAME)?;
+        if self.retention.max_bytes > i64::MAX as u64 {
             return Err(invalid(format!(
-                "max_bytes {} is not usable: give a positive size, e.g. 50 MiB",
-                self.max_bytes
+                "max_bytes {} is more than a NATS stream can hold: give a size up to 8 EiB",
+                self.retention.max_bytes
             )));
         }
         if self.ack_window == 0 {
@@ -389,85 +274,14 @@ impl NatsConfig {
                 "ack_window is zero: keep at least one publish ack in flight",
             ));
         }
-        if self.password.is_some() != self.user.is_some() {
-            return Err(invalid("give both user and password, or neither"));
-        }
-        if self.tls_client_cert.is_some() != self.tls_client_key.is_some() {
+        let c = &self.credentials;
+        if c.password.is_some() != c.user.is_some() {
             return Err(invalid(
-                "give both tls_client_cert and tls_client_key, or neither",
+                "give both user and password (user:password@host), or neither",
             ));
         }
-        Ok(())
+        self.tls.check(NAME)
     }
-
-    /// The async-nats connect options these settings stand for.
-    pub(crate) async fn connect_options(&self) -> Result<async_nats::ConnectOptions> {
-        let mut opts = match &self.credentials_file {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
-                .await
-                .map_err(|e| {
-                    invalid(format!(
-                        "could not read the credentials file {}: check the path and its contents",
-                        path.display()
-                    ))
-                    .with_source(e)
-                })?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        if let (Some(u), Some(p)) = (&self.user, &self.password) {
-            opts = opts.user_and_password(u.clone(), p.clone());
-        }
-        if let Some(t) = &self.token {
-            opts = opts.token(t.clone());
-        }
-        if let Some(ca) = &self.tls_ca {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-        if self.require_tls {
-            opts = opts.require_tls(true);
-        }
-        Ok(opts
-            .name(&self.connection_name)
-            .connection_timeout(self.connect_timeout)
-            .request_timeout(Some(self.request_timeout))
-            .max_reconnects(None::<usize>)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!(transport = NAME, "connected"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!(
-                            transport = NAME,
-                            "disconnected from the NATS server; reconnecting"
-                        )
-                    }
-                    other => tracing::debug!(transport = NAME, event = %other, "connection event"),
-                }
-            }))
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -479,51 +293,12 @@ mod tests {
         let c = NatsConfig::default();
         assert_eq!(c.stream_name(), "QIS_OUTCOMES");
         assert_eq!(c.stream_subject(), "qis.iot.>");
-        assert_eq!(c.max_age, Duration::from_secs(86_400));
-        assert_eq!(c.max_bytes, 50 * 1024 * 1024);
+        assert_eq!(c.retention.max_age, Duration::from_secs(86_400));
+        assert_eq!(c.retention.max_bytes, 50 * 1024 * 1024);
+        assert_eq!(c.dedup_window, Duration::from_secs(120));
         assert_eq!(c.storage, NatsStorage::File);
         assert!(c.ack_window >= 256);
-    }
-
-    #[test]
-    fn url_credentials_and_parameters() {
-        let c = NatsConfig::from_url("nats://al%40ice:p%3Ass@localhost:14222?prefix=acme.edge&max_age_secs=60&storage=memory")
-            .unwrap();
-        assert_eq!(c.user.as_deref(), Some("al@ice"));
-        assert_eq!(c.password.as_deref(), Some("p:ss"));
-        assert_eq!(c.server_url(), "nats://localhost:14222");
-        assert_eq!(c.prefix.as_str(), "acme.edge");
-        assert_eq!(c.stream_name(), "QIS_ACME_EDGE");
-        assert_eq!(c.max_age, Duration::from_secs(60));
-        assert_eq!(c.storage, NatsStorage::Memory);
-        let dbg = format!("{c:?}");
-        assert!(!dbg.contains("p:ss"), "{dbg}");
-
-        let t = NatsConfig::from_url("tls://s3cret@example.invalid").unwrap();
-        assert_eq!(t.token.as_deref(), Some("s3cret"));
-        assert!(t.require_tls);
-        assert_eq!(t.server_url(), "tls://example.invalid:4222");
-    }
-
-    #[test]
-    fn bad_urls_are_typed_errors() {
-        for url in [
-            "http://x",
-            "nats://",
-            "not a url",
-            "nats://h?bogus=1",
-            "nats://h?max_bytes=-3",
-            "nats://h?stream=a.b",
-        ] {
-            let e = NatsConfig::from_url(url).unwrap_err();
-            assert!(
-                matches!(
-                    e.kind(),
-                    ErrorKind::InvalidInput | ErrorKind::InvalidSubject
-                ),
-                "{url}: {e}"
-            );
-        }
+        c.validate().unwrap();
     }
 
     #[test]
@@ -536,5 +311,30 @@ mod tests {
         let c = NatsConfig::default().prefix("a-b.c".parse().unwrap());
         assert_eq!(c.stream_name(), "QIS_A_B_C");
         assert_eq!(c.stream("X").stream_name(), "X");
+    }
+
+    #[test]
+    fn validate_names_what_to_change() {
+        for c in [
+            NatsConfig::default().servers(Vec::<String>::new()),
+            NatsConfig::default().servers(["http://h:1"]),
+            NatsConfig::default().stream("a.b"),
+            NatsConfig::default().max_age(Duration::ZERO),
+            NatsConfig::default().max_bytes(0),
+            NatsConfig::default().max_bytes(u64::MAX),
+            NatsConfig::default().ack_window(0),
+            NatsConfig::default().tls_client_cert("c.pem"),
+            NatsConfig {
+                credentials: Credentials {
+                    password: Some("p".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        ] {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{c:?}");
+            assert_eq!(e.transport(), NAME);
+        }
     }
 }

@@ -1,15 +1,18 @@
 //! Deposits: JetStream publishes with `Nats-Msg-Id` = packet id, one at a
-//! time or many with their acks in flight.
+//! time or many with their acks in flight. Also raw publishes for tests
+//! ([`InjectRaw`]).
 
 use std::collections::VecDeque;
 
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
-use qis_core::transport::check_under_prefix;
-use qis_core::{EncodedPacket, Position, Receipt, Result};
+use async_trait::async_trait;
+use qis_core::backend::InjectRaw;
+use qis_core::{EncodedPacket, ErrorKind, Position, Receipt, Result};
 
-use crate::{errors, NatsTransport, NAME};
+use crate::error::{self, err};
+use crate::NatsTransport;
 
 /// Send one publish; the returned future resolves to the server's ack.
 async fn send(t: &NatsTransport, packet: &EncodedPacket) -> Result<PublishAckFuture> {
@@ -28,7 +31,7 @@ fn publish_error(
     packet: &EncodedPacket,
     e: async_nats::jetstream::context::PublishError,
 ) -> qis_core::Error {
-    errors::publish(
+    error::publish(
         packet.subject().as_str(),
         &t.inner.stream,
         t.inner.config.request_timeout,
@@ -38,8 +41,8 @@ fn publish_error(
 
 fn receipt(t: &NatsTransport, packet: &EncodedPacket, ack: PublishAck) -> Result<Receipt> {
     if ack.stream != t.inner.stream {
-        return Err(errors::err(
-            qis_core::ErrorKind::Backend,
+        return Err(err(
+            ErrorKind::Backend,
             format!(
                 "{} was stored by stream {}, not {}: another stream captures these subjects",
                 packet.subject(),
@@ -70,18 +73,13 @@ async fn settle(
 
 /// Deposit one packet and wait for the server's ack.
 pub(crate) async fn one(t: &NatsTransport, packet: &EncodedPacket) -> Result<Receipt> {
-    check_under_prefix(NAME, &t.inner.config.prefix, packet.subject())?;
     let ack = send(t, packet).await?;
     settle(t, packet, ack).await
 }
 
 /// Deposit many packets in order, keeping up to `ack_window` acks in flight;
-/// receipts come back in input order. Nothing is sent if a subject is not
-/// under the prefix.
+/// receipts come back in input order.
 pub(crate) async fn batch(t: &NatsTransport, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-    for p in packets {
-        check_under_prefix(NAME, &t.inner.config.prefix, p.subject())?;
-    }
     let window = t.inner.config.ack_window.max(1);
     let mut receipts = Vec::with_capacity(packets.len());
     let mut in_flight: VecDeque<(usize, PublishAckFuture)> =
@@ -102,4 +100,28 @@ pub(crate) async fn batch(t: &NatsTransport, packets: &[EncodedPacket]) -> Resul
         receipts.push(settle(t, &packets[j], ack).await?);
     }
     Ok(receipts)
+}
+
+/// What a foreign publisher of garbage does: a plain JetStream publish of
+/// `body` on `subject`, with no `Nats-Msg-Id` and no check, waiting for the
+/// stream's ack (tests of malformed-message handling).
+#[async_trait]
+impl InjectRaw for NatsTransport {
+    async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()> {
+        let failed = |e: async_nats::jetstream::context::PublishError| {
+            err(
+                ErrorKind::Backend,
+                format!("a raw publish on {subject} failed"),
+            )
+            .with_source(e)
+        };
+        self.inner
+            .js
+            .publish(subject.to_string(), bytes::Bytes::copy_from_slice(body))
+            .await
+            .map_err(failed)?
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
 }

@@ -1,7 +1,10 @@
 //! Translating a [`SubjectPattern`] into the NATS subject filter the server
 //! uses, so the server (not the client) picks the matching packets.
 
-use qis_core::{Subject, SubjectPattern};
+use qis_core::backend::check_pattern_overlaps;
+use qis_core::{Error, ErrorKind, Result, Subject, SubjectPattern};
+
+use crate::NAME;
 
 /// The NATS filter that selects, among subjects under `prefix`, exactly those
 /// `pattern` matches; `None` if it matches none of them.
@@ -44,6 +47,22 @@ pub fn server_filter(prefix: &Subject, pattern: &SubjectPattern) -> Option<Strin
         return None;
     }
     Some(out.join("."))
+}
+
+/// [`server_filter`], or the error for a pattern that can match nothing
+/// under the prefix (which the checking layer refuses before this is asked).
+pub(crate) fn filter_for(prefix: &Subject, pattern: &SubjectPattern) -> Result<String> {
+    server_filter(prefix, pattern).ok_or_else(|| {
+        check_pattern_overlaps(NAME, prefix, pattern)
+            .err()
+            .unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidSubject,
+                    NAME,
+                    format!("pattern {pattern} has no NATS filter under the prefix {prefix}"),
+                )
+            })
+    })
 }
 
 #[cfg(test)]

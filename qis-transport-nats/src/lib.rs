@@ -22,6 +22,10 @@
 //!   core NATS publish that live subscribers get and the stream does not store.
 //! - Malformed bodies (someone else's garbage) are terminated on the server so
 //!   they are never delivered again, logged with `tracing::warn!` and counted.
+//! - **Connecting**: to one server or to the seed servers of a cluster
+//!   ([`NatsConfig::servers`], `nats://h1:4222,h2:4222` in a URL), with a
+//!   user and password, a token or a `.creds` file, and TLS (`tls://`, a CA,
+//!   a client certificate); reconnecting for ever when the connection drops.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -30,7 +34,11 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> qis_core::Result<()> {
-//! let transport = NatsTransport::connect(NatsConfig::from_url("nats://127.0.0.1:4222")?).await?;
+//! // One server, or the seed servers of a cluster; shared keys (`prefix`,
+//! // `max_age`, `max_bytes`, `dedup_window`, …) and NATS's own (`stream`,
+//! // `storage`, …) in the query.
+//! let config: NatsConfig = "nats://127.0.0.1:4222,127.0.0.1:4223?max_age=24h&dedup_window=2m".parse()?;
+//! let transport = NatsTransport::connect(config).await?;
 //! let packet = OutcomePacket {
 //!     agent_id: "hvac-building-a".into(),
 //!     domain: "hvac".into(),
@@ -47,20 +55,31 @@
 //! let twins = transport.twins_consumer("building-b", "hvac", "energy-anomaly").await?;
 //! let batch = twins.fetch(50, Duration::from_secs(2)).await?;
 //! twins.ack(&batch).await?;
+//! // The backend's own methods stay at hand behind the checking layer.
+//! println!("stream {}", transport.stream_name());
 //! transport.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`NatsTransport::connect`] returns the transport behind
+//! [`qis_core::Checked`], the checking layer every backend shares: it refuses
+//! calls after `close()`, subjects outside the prefix, patterns that match
+//! nothing, what the capabilities rule out and acks on the wrong consumer,
+//! and opens the same `tracing` spans as every backend. This crate keeps
+//! only what is NATS's own.
 //!
 //! [`OutcomeTransport::deposit_encoded`]: qis_core::OutcomeTransport::deposit_encoded
 //! [`ErrorKind::Conflict`]: qis_core::ErrorKind::Conflict
 
 mod config;
+mod connect;
+mod consumer;
 mod deposit;
-mod errors;
+mod error;
 mod filter;
 mod live;
-mod pull;
 mod stream;
+mod url;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,13 +88,13 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use async_trait::async_trait;
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, LiveSubscription,
+    Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, LiveSubscription,
     OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
 pub use config::{stream_name_for, NatsConfig, NatsStorage, DEFAULT_PORT, DEFAULT_STREAM};
+pub use consumer::NatsConsumer;
 pub use filter::server_filter;
-pub use pull::NatsConsumer;
 
 /// The transport's name in errors and logs.
 pub(crate) const NAME: &str = "nats";
@@ -93,42 +112,48 @@ struct Inner {
     stream: String,
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Set by `close()`, once the connection is drained: consumers then have
+    /// nothing left to confirm when they are closed.
     closed: AtomicBool,
 }
 
 impl fmt::Debug for NatsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsTransport")
-            .field("url", &self.inner.config.url)
+            .field("servers", &self.inner.config.servers)
             .field("prefix", &self.inner.config.prefix.as_str())
             .field("stream", &self.inner.stream)
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl NatsTransport {
-    /// Connect, then create the stream (or check the existing one).
+    /// Connect to the configured servers, then create the stream (or check
+    /// the existing one).
     ///
-    /// Errors: [`ErrorKind::Unavailable`] when the server or JetStream cannot
-    /// be reached, [`ErrorKind::InvalidInput`] for a bad configuration or a
+    /// Errors: [`ErrorKind::Unavailable`] when no server or JetStream can be
+    /// reached, [`ErrorKind::InvalidInput`] for a bad configuration or a
     /// refused login, [`ErrorKind::Conflict`] when the stream exists with
     /// other settings.
-    #[tracing::instrument(level = "debug", skip_all, fields(url = %config.url, prefix = %config.prefix))]
-    pub async fn connect(config: NatsConfig) -> Result<Self> {
+    ///
+    /// [`ErrorKind::Unavailable`]: qis_core::ErrorKind::Unavailable
+    /// [`ErrorKind::InvalidInput`]: qis_core::ErrorKind::InvalidInput
+    /// [`ErrorKind::Conflict`]: qis_core::ErrorKind::Conflict
+    #[tracing::instrument(level = "debug", skip_all, fields(servers = %config.server_list(), prefix = %config.prefix))]
+    pub async fn connect(config: NatsConfig) -> Result<Checked<Self>> {
         config.validate()?;
-        let options = config.connect_options().await?;
+        let options = connect::options(&config).await?;
         let client = options
-            .connect(config.server_url())
+            .connect(&config.servers)
             .await
-            .map_err(|e| errors::connect(config.server_url(), e))?;
+            .map_err(|e| error::connect(&config.server_list(), e))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .max_ack_inflight(config.ack_window.max(4096))
             .backpressure_on_inflight(true)
             .build(client.clone());
         stream::ensure(&js, &config).await?;
-        Ok(NatsTransport {
+        Ok(Checked::new(NatsTransport {
             inner: Arc::new(Inner {
                 stream: config.stream_name(),
                 config,
@@ -136,12 +161,12 @@ impl NatsTransport {
                 js,
                 closed: AtomicBool::new(false),
             }),
-        })
+        }))
     }
 
-    /// Connect to `url` (see [`NatsConfig::from_url`]) with default settings.
-    pub async fn connect_url(url: &str) -> Result<Self> {
-        Self::connect(NatsConfig::from_url(url)?).await
+    /// Connect to `url` (see [`NatsConfig::from_url`]).
+    pub async fn connect_url(url: &str) -> Result<Checked<Self>> {
+        Self::connect(url.parse()?).await
     }
 
     /// The settings this transport was opened with.
@@ -164,12 +189,8 @@ impl NatsTransport {
         &self.inner.js
     }
 
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::closed(NAME))
-        } else {
-            Ok(())
-        }
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
     }
 
     /// A round trip to the server: when it returns, the server has processed
@@ -187,7 +208,7 @@ impl NatsTransport {
         {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
-            Err(e) => Err(errors::request("a round trip to the NATS server", e)),
+            Err(e) => Err(error::request("a round trip to the NATS server", e)),
         }
     }
 }
@@ -216,43 +237,31 @@ impl OutcomeTransport for NatsTransport {
         &self.inner.config.prefix
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        self.check_open()?;
         deposit::one(self, packet).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(count = packets.len()))]
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        self.check_open()?;
         deposit::batch(self, packets).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn publish_encoded(&self, packet: &EncodedPacket) -> Result<()> {
-        self.check_open()?;
         live::publish(self, packet).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %config.name, pattern = %config.pattern))]
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        self.check_open()?;
         Ok(Arc::new(NatsConsumer::open(self, config).await?))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(pattern = %pattern))]
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
-        self.check_open()?;
         live::subscribe(self, pattern).await
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
+        self.inner.closed.store(true, Ordering::Release);
         let flushed = self.inner.client.flush().await;
         // Drain: subscriptions end, then the connection closes.
         let _ = self.inner.client.drain().await;
-        flushed.map_err(|e| errors::send("flushing on close", e))
+        flushed.map_err(|e| error::send("flushing on close", e))
     }
 }

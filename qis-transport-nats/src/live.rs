@@ -3,10 +3,11 @@
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use qis_core::transport::{check_pattern_overlaps, check_under_prefix};
 use qis_core::{EncodedPacket, LiveSubscription, Received, Result, SubjectPattern};
 
-use crate::{errors, server_filter, NatsTransport, NAME};
+use crate::error;
+use crate::filter::filter_for;
+use crate::NatsTransport;
 
 /// The header JetStream checks before storing a message. No stream can have
 /// this name (stream names have no dots), so a message carrying it is routed
@@ -17,7 +18,6 @@ const NOT_STORED: &str = "qis.fire-and-forget";
 
 /// Publish without storing: live subscribers that are connected get it.
 pub(crate) async fn publish(t: &NatsTransport, packet: &EncodedPacket) -> Result<()> {
-    check_under_prefix(NAME, &t.inner.config.prefix, packet.subject())?;
     let mut headers = HeaderMap::new();
     headers.insert(EXPECTED_STREAM, NOT_STORED);
     t.inner
@@ -28,7 +28,7 @@ pub(crate) async fn publish(t: &NatsTransport, packet: &EncodedPacket) -> Result
             packet.body().clone(),
         )
         .await
-        .map_err(|e| errors::send("a fire-and-forget publish", e))
+        .map_err(|e| error::send("a fire-and-forget publish", e))
 }
 
 /// Subscribe to `pattern`; active on the server when this returns.
@@ -36,15 +36,13 @@ pub(crate) async fn subscribe(
     t: &NatsTransport,
     pattern: SubjectPattern,
 ) -> Result<LiveSubscription> {
-    check_pattern_overlaps(NAME, &t.inner.config.prefix, &pattern)?;
-    let filter = server_filter(&t.inner.config.prefix, &pattern)
-        .expect("a pattern that overlaps the prefix has a filter under it");
+    let filter = filter_for(&t.inner.config.prefix, &pattern)?;
     let subscriber = t
         .inner
         .client
         .subscribe(filter)
         .await
-        .map_err(|e| errors::send("subscribing", e))?;
+        .map_err(|e| error::send("subscribing", e))?;
     // The server has registered the subscription once it answered a request
     // sent after it on the same connection.
     t.round_trip().await?;

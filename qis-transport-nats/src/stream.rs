@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use qis_core::{ErrorKind, Result};
 
 use crate::config::{NatsConfig, NatsStorage};
-use crate::errors::{self, err};
+use crate::error::{self, err};
 
 /// The stream configuration these settings ask for.
 pub(crate) fn wanted(config: &NatsConfig) -> Config {
@@ -21,9 +21,9 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
             NatsStorage::File => StorageType::File,
             NatsStorage::Memory => StorageType::Memory,
         },
-        max_age: config.max_age,
-        max_bytes: config.max_bytes as i64,
-        duplicate_window: config.duplicate_window.min(config.max_age),
+        max_age: config.retention.max_age,
+        max_bytes: config.retention.max_bytes as i64,
+        duplicate_window: config.dedup_window.min(config.retention.max_age),
         max_messages: -1,
         max_messages_per_subject: -1,
         max_consumers: -1,
@@ -66,7 +66,7 @@ pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
     }
     if have.duplicate_window != want.duplicate_window {
         out.push(format!(
-            "duplicate_window {:?} (want {:?})",
+            "dedup_window (duplicate_window) {:?} (want {:?})",
             have.duplicate_window, want.duplicate_window
         ));
     }
@@ -119,14 +119,14 @@ fn check(have: &Config, want: &Config) -> Result<()> {
 /// configuration. Idempotent; safe when several processes race to create it.
 pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Result<()> {
     let want = wanted(config);
-    let url = config.server_url();
+    let url = &config.server_list();
     for _ in 0..3 {
         match js.get_stream(&want.name).await {
             Ok(stream) => return check(&stream.cached_info().config, &want),
             Err(e) => match e.kind() {
                 GetStreamErrorKind::JetStream(je)
                     if je.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
-                _ => return Err(errors::get_stream(url, &want.name, e)),
+                _ => return Err(error::get_stream(url, &want.name, e)),
             },
         }
         match js.create_stream(want.clone()).await {
@@ -142,7 +142,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Resu
                     continue
                 }
                 _ => {
-                    return Err(errors::create_stream(
+                    return Err(error::create_stream(
                         url,
                         &want.name,
                         &config.stream_subject(),
@@ -200,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_window_never_exceeds_max_age() {
+    fn dedup_window_never_exceeds_max_age() {
         let c = NatsConfig::default().max_age(Duration::from_secs(30));
         assert_eq!(wanted(&c).duplicate_window, Duration::from_secs(30));
     }

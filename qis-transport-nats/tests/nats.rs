@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{fresh_prefix, pkt, runtime, shared_server, trial, OwnServer, TestResult};
 use libtest_mimic::Arguments;
 use qis_core::{
-    ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position, StartPosition,
-    SubjectPattern,
+    Checked, ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position,
+    StartPosition, SubjectPattern,
 };
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
@@ -29,7 +29,7 @@ fn e(context: &'static str) -> impl Fn(qis_core::Error) -> String {
     move |err| format!("{context}: {err}")
 }
 
-async fn open(url: &str, prefix: &qis_core::Subject) -> Result<NatsTransport, String> {
+async fn open(url: &str, prefix: &qis_core::Subject) -> Result<Checked<NatsTransport>, String> {
     NatsTransport::connect(
         NatsConfig::from_url(url)
             .map_err(e("config"))?
@@ -72,11 +72,11 @@ async fn stream_with_other_limits_is_a_conflict(url: String) -> TestResult {
                 .storage(qis_transport_nats::NatsStorage::Memory),
         ),
         (
-            "duplicate_window",
+            "dedup_window",
             NatsConfig::from_url(&url)
                 .unwrap()
                 .prefix(prefix.clone())
-                .duplicate_window(Duration::from_secs(10)),
+                .dedup_window(Duration::from_secs(10)),
         ),
         (
             "subjects",
@@ -540,6 +540,88 @@ async fn closed_transport_says_closed(url: String) -> TestResult {
     Ok(())
 }
 
+/// A delivery acked or nak-ed on a consumer that did not hand it out is
+/// refused, and the one that did can still ack it.
+async fn ack_on_the_wrong_consumer_is_invalid_input(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let other = open(&url, &prefix).await?;
+    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(e("deposit"))?;
+    let a = t
+        .consumer(cfg("a", &format!("{prefix}.>")))
+        .await
+        .map_err(e("open a"))?;
+    let b = t
+        .consumer(cfg("b", &format!("{prefix}.>")))
+        .await
+        .map_err(e("open b"))?;
+    // The same consumer name on another connection is another handle too.
+    let a_elsewhere = other
+        .consumer(cfg("a", &format!("{prefix}.>")))
+        .await
+        .map_err(e("open a elsewhere"))?;
+    let got = a
+        .fetch(1, Duration::from_secs(2))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(got.len() == 1, "fetched {}", got.len());
+    for (which, wrong) in [("b", &b), ("a on another connection", &a_elsewhere)] {
+        let err = wrong
+            .ack(&got)
+            .await
+            .err()
+            .ok_or(format!("ack on {which} worked"))?;
+        ensure!(
+            err.kind() == ErrorKind::InvalidInput,
+            "ack on {which} gave {err}"
+        );
+        let err = wrong
+            .nak(&got[0], Duration::ZERO)
+            .await
+            .err()
+            .ok_or(format!("nak on {which} worked"))?;
+        ensure!(
+            err.kind() == ErrorKind::InvalidInput,
+            "nak on {which} gave {err}"
+        );
+    }
+    a.ack(&got).await.map_err(e("ack on a"))?;
+    a.close().await.map_err(e("close a"))?;
+    ensure!(
+        pending_acks(&t, "a").await? == 0,
+        "the delivery is still pending after its own consumer acked it"
+    );
+    Ok(())
+}
+
+/// A URL naming several seed servers reaches the cluster through any of
+/// them: here the first answers nothing and the second is the server.
+async fn seed_servers_reach_a_live_one(url: String) -> TestResult {
+    let config = NatsConfig::from_url(&url).map_err(e("config"))?;
+    let live = config.servers[0]
+        .split_once("://")
+        .map(|(_, addr)| addr.to_string())
+        .ok_or("no address in QIS_NATS_URL")?;
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let prefix = fresh_prefix();
+    for seeds in [format!("{dead},{live}"), format!("{live},{dead}")] {
+        let config = NatsConfig::from_url(&format!("nats://{seeds}"))
+            .map_err(e("seed list"))?
+            .prefix(prefix.clone());
+        ensure!(config.servers.len() == 2, "servers {:?}", config.servers);
+        let t = NatsTransport::connect(config)
+            .await
+            .map_err(e("connect through the seed list"))?;
+        t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+            .await
+            .map_err(e("deposit"))?;
+        t.close().await.map_err(e("close"))?;
+    }
+    Ok(())
+}
+
 async fn unreachable_server_is_unavailable() -> TestResult {
     let port = common::free_port();
     let started = Instant::now();
@@ -756,6 +838,8 @@ fn main() {
     shared_case!(acks_are_confirmed_and_double_ack_is_harmless);
     shared_case!(nak_with_delay_waits);
     shared_case!(closed_transport_says_closed);
+    shared_case!(ack_on_the_wrong_consumer_is_invalid_input);
+    shared_case!(seed_servers_reach_a_live_one);
     trials.push(trial(
         "unreachable_server_is_unavailable",
         &Ok::<(), String>(()),

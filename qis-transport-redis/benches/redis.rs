@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use qis_core::{
-    ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, StartPosition, Subject,
-    SubjectPattern,
+    Checked, ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, StartPosition,
+    Subject, SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
 use redis::aio::MultiplexedConnection;
@@ -157,7 +157,7 @@ async fn raw_fetch_ack(
 }
 
 async fn transport_deposit(
-    t: &RedisTransport,
+    t: &Checked<RedisTransport>,
     packets: &[EncodedPacket],
 ) -> Result<Duration, BoxError> {
     let start = Instant::now();
@@ -166,7 +166,10 @@ async fn transport_deposit(
     Ok(start.elapsed())
 }
 
-async fn transport_fetch_ack(t: &RedisTransport, prefix: &Subject) -> Result<Duration, BoxError> {
+async fn transport_fetch_ack(
+    t: &Checked<RedisTransport>,
+    prefix: &Subject,
+) -> Result<Duration, BoxError> {
     let pattern = SubjectPattern::new(format!("{prefix}.hvac.*"))?;
     let c = t
         .consumer(ConsumerConfig::new("bench", pattern)?.start(StartPosition::All))

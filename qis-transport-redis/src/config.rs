@@ -1,41 +1,64 @@
 //! How to reach Redis and how much to keep.
 
-use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
+use qis_core::config::{
+    Credentials, Retention, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEDUP_WINDOW,
+};
 use qis_core::{Error, ErrorKind, Result, Subject, MAX_PACKET_BYTES};
 
 use crate::NAME;
-
-/// Default retention by age: 24 hours, as the seed.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Default retention by size: 50 MiB, as the seed.
-pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
-
-/// Default de-duplication window: an identical re-deposit within it is
-/// recognised and not stored again.
-pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 
 /// Default time to wait for a reply to one command (blocking reads are not
 /// bound by it: they have their own connection).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default time to wait for a TCP (and TLS) connection to be set up.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The Redis port, used when a URL names none.
+pub const DEFAULT_PORT: u16 = 6379;
 
 /// Configuration of a [`RedisTransport`](crate::RedisTransport).
 ///
-/// Everything can also be given in the URL's query string, which
-/// [`RedisConfig::from_url`] reads and removes before the URL reaches Redis:
-/// `redis://user:password@127.0.0.1:6379/0?prefix=qis.iot&max_age=24h&max_bytes=52428800&dedup_window=2m`.
+/// Build it from a URL ([`RedisConfig::from_url`], or `str::parse`), with the
+/// builder methods, or both:
+///
+/// ```
+/// use std::time::Duration;
+/// use qis_transport_redis::RedisConfig;
+///
+/// let c: RedisConfig = "rediss://edge:s3cret@cache.example:6380/2?prefix=lab.iot&max_age=1h&tls_ca=/etc/qis/ca.pem"
+///     .parse()
+///     .unwrap();
+/// assert_eq!(c.url, "rediss://cache.example:6380/2");
+/// assert_eq!(c.prefix.as_str(), "lab.iot");
+/// assert_eq!(c.retention.max_age, Duration::from_secs(3600));
+/// assert_eq!(c.credentials.user.as_deref(), Some("edge"));
+/// assert_eq!(c.tls.ca.as_deref(), Some(std::path::Path::new("/etc/qis/ca.pem")));
+///
+/// let c = RedisConfig::default().max_len(10_000).dedup_window(Duration::ZERO);
+/// assert_eq!(c.stream_max_len(), 10_000);
+/// ```
+///
+/// # URL
+///
+/// `redis://[user:password@]host[:port][/db][?key=value&…]`, or `rediss://…`
+/// for TLS (crate feature `tls`; append `#insecure` to skip the server
+/// certificate check). The query keys are the shared ones (see
+/// [`qis_core::config`]): `prefix`, `max_age`, `max_bytes`, `dedup_window`,
+/// `connect_timeout`, `tls_ca`, `tls_cert`, `tls_key`; and Redis's own:
+/// `max_len` (entries per subject stream), `response_timeout` (a duration)
+/// and `protocol` (`resp2`, the default, or `resp3`). Any other key is an
+/// [`ErrorKind::InvalidInput`] error naming the known ones.
+///
+/// User and password are sent with `AUTH` (an ACL user, or `:password@` for
+/// the default user; a lone `secret@` is a password for the default user).
 ///
 /// # Retention
 ///
 /// Each subject is one Redis stream. Every deposit trims its stream with
-/// `XADD … MAXLEN ~ n` (n = [`max_len`](Self::max_len), by default
-/// [`max_bytes`](Self::max_bytes) / 512 bytes, the largest a packet can be)
-/// and `XTRIM … MINID ~ now − max_age`. Redis trims whole macro-nodes, so a
+/// `XTRIM … MAXLEN ~ n` (n = [`max_len`](Self::max_len), by default
+/// `retention.max_bytes` / 512 bytes, the largest a packet can be) and
+/// `XTRIM … MINID ~ now − max_age`. Redis trims whole macro-nodes, so a
 /// stream may briefly hold a little more than the limits. `max_bytes` bounds
 /// each subject's stream, not the sum over subjects.
 ///
@@ -46,22 +69,23 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `appendfsync` settings (`appendfsync always` for fsync before the reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// The Redis URL: `redis://[user[:password]@]host[:port][/db]`, or
-    /// `rediss://…` for TLS (needs the crate feature `tls`; append
-    /// `#insecure` to skip certificate checks). User and password are sent
-    /// with `AUTH` (ACL user or the default user's password).
+    /// Where Redis is, as the `redis` crate reads it:
+    /// `redis://host:port[/db]`, or `rediss://host:port[/db][#insecure]`
+    /// for TLS (needs the crate feature `tls`). [`from_url`](Self::from_url)
+    /// puts the QIS keys and the credentials in their own fields, so this
+    /// holds neither.
     pub url: String,
+    /// User and password for `AUTH` (from the URL's user info).
+    pub credentials: Credentials,
     /// The subject prefix this transport stores (default `qis.iot`). It is
     /// also the namespace of every Redis key the transport uses.
     pub prefix: Subject,
-    /// Packets older than this are trimmed away (default 24 h; zero: never).
-    pub max_age: Duration,
-    /// The size each subject's stream is kept under (default 50 MiB),
-    /// applied as an entry count of `max_bytes / 512` unless
-    /// [`max_len`](Self::max_len) is set.
-    pub max_bytes: u64,
+    /// Retention by age and by size of each subject's stream (defaults 24 h
+    /// and 50 MiB); the size is applied as an entry count of
+    /// `max_bytes / 512` unless [`max_len`](Self::max_len) is set.
+    pub retention: Retention,
     /// The largest number of entries kept per subject stream; `None` derives
-    /// it from [`max_bytes`](Self::max_bytes).
+    /// it from `retention.max_bytes`.
     pub max_len: Option<u64>,
     /// An identical re-deposit (same packet id) within this window is
     /// recognised and not stored again; the receipt says `duplicate` and
@@ -74,158 +98,133 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// How long to wait for a connection to be set up (default 5 s).
     pub connect_timeout: Duration,
-    /// For `rediss://`: a PEM file of the certificate authority that signed
-    /// the server's certificate, instead of the system's roots (needs the
-    /// crate feature `tls`).
-    pub tls_ca_file: Option<PathBuf>,
+    /// For `rediss://`: PEM files of the certificate authority that signed
+    /// the server's certificate (instead of the system's roots), and of a
+    /// client certificate and key for servers that ask for one
+    /// (`tls-auth-clients yes`). Needs the crate feature `tls`.
+    pub tls: TlsFiles,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            url: "redis://127.0.0.1:6379".to_string(),
+            url: format!("redis://127.0.0.1:{DEFAULT_PORT}"),
+            credentials: Credentials::default(),
             prefix: Subject::default(),
-            max_age: DEFAULT_MAX_AGE,
-            max_bytes: DEFAULT_MAX_BYTES,
+            retention: Retention::default(),
             max_len: None,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            tls_ca_file: None,
+            tls: TlsFiles::default(),
         }
     }
 }
+
+qis_core::config_builders!(RedisConfig: prefix, retention, dedup_window, connect_timeout, tls, credentials);
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
 }
 
-/// Parse `90`, `90s`, `500ms`, `2m`, `24h` or `7d`.
-fn parse_duration(key: &str, v: &str) -> Result<Duration> {
-    let bad = || {
-        invalid(format!(
-            "{key}={v:?} is not a duration: write a number with ms, s, m, h or d (e.g. 24h), or plain seconds"
-        ))
-    };
-    let (num, unit_ms) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 1u64)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = v.strip_suffix('h') {
-        (n, 3_600_000)
-    } else if let Some(n) = v.strip_suffix('d') {
-        (n, 86_400_000)
-    } else {
-        (v, 1_000)
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    n.checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
-}
-
 impl RedisConfig {
-    /// A configuration for `url`. The query parameters `prefix`, `max_age`,
-    /// `max_bytes`, `max_len`, `dedup_window`, `response_timeout`,
-    /// `connect_timeout` and `tls_ca_file` are read and removed; the rest of the URL (user,
-    /// password, host, port, database, other parameters) goes to Redis.
+    /// The URL schemes of this transport: `redis` and `rediss` (TLS).
+    pub const URL_SCHEMES: &'static [&'static str] = &["redis", "rediss"];
+
+    /// A configuration from a URL (see [the type's docs](Self) for the keys).
     ///
     /// ```
+    /// use qis_core::ErrorKind;
     /// use qis_transport_redis::RedisConfig;
-    /// let c = RedisConfig::from_url("redis://127.0.0.1:16379/0?prefix=lab.iot&max_age=1h").unwrap();
-    /// assert_eq!(c.prefix.as_str(), "lab.iot");
-    /// assert_eq!(c.max_age.as_secs(), 3600);
+    ///
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:16379/0?prefix=lab.iot&response_timeout=2s").unwrap();
     /// assert_eq!(c.url, "redis://127.0.0.1:16379/0");
+    /// assert_eq!(c.response_timeout.as_secs(), 2);
+    ///
+    /// let e = RedisConfig::from_url("redis://127.0.0.1?max_age_s=60").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    /// assert!(e.message().contains("max_age"), "{e}");
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        let mut parsed = url::Url::parse(url).map_err(|e| {
-            invalid(format!(
-                "{url:?} is not a URL: write redis://[user[:password]@]host[:port][/db]"
-            ))
-            .with_source(e)
-        })?;
-        match parsed.scheme() {
-            "redis" | "rediss" => {}
-            other => {
+        // `#insecure` belongs to the redis crate; the rest is ours to read.
+        let (without_fragment, fragment) = match url.split_once('#') {
+            Some((u, f)) => (u, Some(f)),
+            None => (url, None),
+        };
+        let parsed = ServerUrl::parse(NAME, without_fragment, Self::URL_SCHEMES, DEFAULT_PORT)?;
+        let host = parsed.host_list();
+        let ServerUrl {
+            scheme,
+            credentials,
+            hosts,
+            path,
+            mut options,
+        } = parsed;
+        let insecure = match fragment {
+            None => false,
+            Some("insecure") if scheme == "rediss" => true,
+            Some(other) => {
                 return Err(invalid(format!(
-                    "URL scheme {other:?} is not for Redis: use redis:// or rediss://"
+                    "URL fragment #{other} is not understood: only rediss://…#insecure (skip the certificate check) is"
                 )))
             }
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
+        };
+        if hosts.len() != 1 {
             return Err(invalid(format!(
-                "{url:?} names no host: write redis://host[:port]"
+                "the URL names {} servers; the Redis transport connects to one: redis://host:port",
+                hosts.len()
             )));
         }
-        let mut config = RedisConfig::default();
-        let mut rest: Vec<(String, String)> = Vec::new();
-        for (k, v) in parsed.query_pairs() {
-            let v = v.into_owned();
-            match k.as_ref() {
-                "prefix" => {
-                    config.prefix = Subject::new(v.as_str()).map_err(|e| e.in_transport(NAME))?
-                }
-                "max_age" => config.max_age = parse_duration("max_age", &v)?,
-                "max_bytes" => {
-                    config.max_bytes = v.parse().map_err(|_| {
-                        invalid(format!("max_bytes={v:?} is not a whole number of bytes"))
-                    })?
-                }
-                "max_len" => {
-                    config.max_len = Some(v.parse().map_err(|_| {
-                        invalid(format!("max_len={v:?} is not a whole number of entries"))
-                    })?)
-                }
-                "dedup_window" => config.dedup_window = parse_duration("dedup_window", &v)?,
-                "response_timeout" => {
-                    config.response_timeout = parse_duration("response_timeout", &v)?
-                }
-                "connect_timeout" => {
-                    config.connect_timeout = parse_duration("connect_timeout", &v)?
-                }
-                "tls_ca_file" => config.tls_ca_file = Some(PathBuf::from(v)),
-                other => rest.push((other.to_string(), v)),
-            }
+        let db = path.trim_matches('/');
+        if !db.is_empty() && db.parse::<u32>().is_err() {
+            return Err(invalid(format!(
+                "URL path /{db} is not a database number: use redis://host:port/0"
+            )));
         }
-        if rest.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        let mut config = RedisConfig {
+            credentials,
+            ..Default::default()
+        };
+        if let Some(p) = options.prefix()? {
+            config.prefix = p;
         }
-        config.url = parsed.to_string();
+        options.retention(&mut config.retention)?;
+        if let Some(w) = options.duration("dedup_window")? {
+            config.dedup_window = w;
+        }
+        if let Some(t) = options.duration("connect_timeout")? {
+            config.connect_timeout = t;
+        }
+        options.tls(&mut config.tls);
+        config.max_len = options.number("max_len")?;
+        if let Some(t) = options.duration("response_timeout")? {
+            config.response_timeout = t;
+        }
+        let protocol = options.choice("protocol", &["resp2", "resp3"])?;
+        options.finish()?;
+
+        // What the redis crate reads: no credentials, no QIS keys.
+        let mut redis_url = format!("{scheme}://{host}");
+        if !db.is_empty() {
+            redis_url.push('/');
+            redis_url.push_str(db);
+        }
+        if let Some(p) = protocol {
+            redis_url.push_str("?protocol=");
+            redis_url.push_str(p);
+        }
+        if insecure {
+            redis_url.push_str("#insecure");
+        }
+        config.url = redis_url;
         config.check()?;
         Ok(config)
     }
 
-    /// Set the subject prefix.
-    pub fn prefix(mut self, prefix: Subject) -> Self {
-        self.prefix = prefix;
-        self
-    }
-
-    /// Set the retention by age.
-    pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Set the retention by size (per subject stream).
-    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
-        self.max_bytes = max_bytes;
-        self
-    }
-
-    /// Set the largest number of entries kept per subject stream.
+    /// Keep at most this many entries per subject stream (instead of
+    /// `retention.max_bytes / 512`).
     pub fn max_len(mut self, max_len: u64) -> Self {
         self.max_len = Some(max_len);
-        self
-    }
-
-    /// Set the de-duplication window (zero: none).
-    pub fn dedup_window(mut self, window: Duration) -> Self {
-        self.dedup_window = window;
         self
     }
 
@@ -235,30 +234,28 @@ impl RedisConfig {
         self
     }
 
-    /// Trust the certificate authority in this PEM file for `rediss://`.
-    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls_ca_file = Some(path.into());
-        self
-    }
-
-    /// Set the connection set-up timeout.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
     /// The entry count each subject stream is trimmed to.
     pub fn stream_max_len(&self) -> u64 {
         self.max_len
-            .unwrap_or(self.max_bytes / MAX_PACKET_BYTES as u64)
+            .unwrap_or(self.retention.max_bytes / MAX_PACKET_BYTES as u64)
             .max(1)
     }
 
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.url
+            .split_once("://")
+            .is_some_and(|(s, _)| s.eq_ignore_ascii_case("rediss"))
+    }
+
+    /// Refuse values Redis would refuse later, or that would keep nothing.
     pub(crate) fn check(&self) -> Result<()> {
-        if self.max_bytes < MAX_PACKET_BYTES as u64 && self.max_len.is_none() {
+        self.retention.check(NAME)?;
+        self.tls.check(NAME)?;
+        if self.retention.max_bytes < MAX_PACKET_BYTES as u64 && self.max_len.is_none() {
             return Err(invalid(format!(
                 "max_bytes {} is smaller than one packet ({MAX_PACKET_BYTES} bytes): raise it",
-                self.max_bytes
+                self.retention.max_bytes
             )));
         }
         if self.max_len == Some(0) {
@@ -269,12 +266,37 @@ impl RedisConfig {
                 "response_timeout and connect_timeout must be above zero",
             ));
         }
+        if self.tls.is_set() && !self.is_tls() {
+            return Err(invalid(
+                "tls_ca, tls_cert and tls_key are for TLS connections: use a rediss:// URL",
+            ));
+        }
+        let c = &self.credentials;
+        if c.user.is_some() && c.password.is_none() {
+            return Err(invalid(
+                "a Redis user needs a password: write redis://user:password@host",
+            ));
+        }
+        if c.token.is_some() && c.password.is_some() {
+            return Err(invalid(
+                "give either a password or a token (a lone secret), not both",
+            ));
+        }
         Ok(())
+    }
+}
+
+impl FromStr for RedisConfig {
+    type Err = Error;
+    fn from_str(url: &str) -> Result<Self> {
+        RedisConfig::from_url(url)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use qis_core::config::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
+
     use super::*;
 
     #[test]
@@ -282,20 +304,51 @@ mod tests {
         let c = RedisConfig::from_url("redis://127.0.0.1:16379").unwrap();
         assert_eq!(c.url, "redis://127.0.0.1:16379");
         assert_eq!(c.prefix.as_str(), "qis.iot");
-        assert_eq!(c.max_age, DEFAULT_MAX_AGE);
+        assert_eq!(c.retention.max_age, DEFAULT_MAX_AGE);
+        assert_eq!(c.retention.max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(c.dedup_window, DEFAULT_DEDUP_WINDOW);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(c.stream_max_len(), 50 * 1024 * 1024 / 512);
+        assert_eq!(
+            RedisConfig::from_url("redis://h").unwrap().url,
+            "redis://h:6379"
+        );
     }
 
     #[test]
-    fn query_is_ours_and_rest_passes() {
-        let c = RedisConfig::from_url(
-            "redis://u:p@localhost:1/2?prefix=a.b&dedup_window=500ms&max_len=10&protocol=resp2",
-        )
-        .unwrap();
+    fn query_keys_are_typed_and_the_rest_goes_to_redis() {
+        let c: RedisConfig =
+            "redis://u:p%40ss@localhost:1/2?prefix=a.b&dedup_window=500ms&max_len=10&max_bytes=1MiB&connect_timeout=3s&protocol=resp3"
+                .parse()
+                .unwrap();
         assert_eq!(c.prefix.as_str(), "a.b");
         assert_eq!(c.dedup_window, Duration::from_millis(500));
         assert_eq!(c.stream_max_len(), 10);
-        assert_eq!(c.url, "redis://u:p@localhost:1/2?protocol=resp2");
+        assert_eq!(c.retention.max_bytes, 1024 * 1024);
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.credentials.user.as_deref(), Some("u"));
+        assert_eq!(c.credentials.password.as_deref(), Some("p@ss"));
+        assert_eq!(c.url, "redis://localhost:1/2?protocol=resp3");
+        assert!(!format!("{c:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn tls_files_and_insecure() {
+        let c = RedisConfig::from_url(
+            "rediss://h:6380?tls_ca=ca.pem&tls_cert=client.pem&tls_key=client.key#insecure",
+        )
+        .unwrap();
+        assert_eq!(c.url, "rediss://h:6380#insecure");
+        assert_eq!(c.tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(
+            c.tls.client_cert.as_deref(),
+            Some(std::path::Path::new("client.pem"))
+        );
+        assert_eq!(
+            c.tls.client_key.as_deref(),
+            Some(std::path::Path::new("client.key"))
+        );
+        assert!(c.is_tls());
     }
 
     #[test]
@@ -304,8 +357,20 @@ mod tests {
             "nats://x",
             "not a url",
             "redis://h?max_age=soon",
+            "redis://h?max_age=0",
             "redis://h?prefix=A.B",
             "redis://h?max_len=0",
+            "redis://h?max_age_s=60",
+            "redis://h?tls_ca_file=ca.pem",
+            "redis://h?colour=blue",
+            "redis://h?protocol=resp4",
+            "redis://h/db",
+            "redis://a,b",
+            "redis://h#insecure",
+            "rediss://h#other",
+            "redis://h?tls_ca=ca.pem",
+            "rediss://h?tls_cert=c.pem",
+            "redis://user:@h",
         ] {
             let e = RedisConfig::from_url(u).unwrap_err();
             assert!(
@@ -315,6 +380,15 @@ mod tests {
                 ),
                 "{u}: {e}"
             );
+            assert_eq!(e.transport(), NAME, "{u}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_the_known_ones() {
+        let e = RedisConfig::from_url("redis://h?colour=blue").unwrap_err();
+        for key in ["colour", "prefix", "max_len", "response_timeout", "tls_ca"] {
+            assert!(e.message().contains(key), "{key}: {e}");
         }
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> qis_core::Result<()> {
-//! let config = RedisConfig::from_url("redis://127.0.0.1:16379")?;
+//! let config: RedisConfig = "redis://127.0.0.1:16379?prefix=qis.iot&max_age=24h&dedup_window=2m".parse()?;
+//! // The transport behind qis-core's checking layer (`qis_core::Checked`).
 //! let transport = RedisTransport::connect(config).await?;
 //! let packet = OutcomePacket {
 //!     agent_id: "hvac-building-a".into(),
@@ -72,8 +73,13 @@
 //!   it; it survives a restart when the server persists (`appendonly yes`;
 //!   `appendfsync always` to fsync before replying).
 //! - **Auth and TLS** come from the URL: `redis://user:password@host:port/db`;
-//!   `rediss://` needs the crate feature `tls` (rustls with ring).
-
+//!   `rediss://` needs the crate feature `tls` (rustls with ring; the `qis`
+//!   facade's `redis` feature turns it on), with `tls_ca`, `tls_cert` and
+//!   `tls_key` for a private CA and client certificates. See [`RedisConfig`]
+//!   for every URL key.
+//! - **Checks** every backend shares (closed handles, subjects outside the
+//!   prefix, capabilities, acks on the wrong consumer) are done by
+//!   [`qis_core::Checked`], which [`RedisTransport::connect`] applies.
 //!
 //! # Key layout
 //!
@@ -98,36 +104,37 @@
 //! `XADD` and `XREADGROUP` + `XACK` on the same server, and prints the ratio.
 
 mod config;
+mod connect;
+mod consumer;
 mod deposit;
+mod error;
 mod keys;
 mod live;
-mod pull;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Value;
+use redis::aio::ConnectionManager;
 
+use qis_core::backend::InjectRaw;
 use qis_core::{
     Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
     LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
-pub use config::{
-    RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEDUP_WINDOW, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
-    DEFAULT_RESPONSE_TIMEOUT,
-};
+pub use config::{RedisConfig, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT};
 
+use error::redacted;
 use keys::Keys;
 
 /// The transport's name in errors and logs.
 pub(crate) const NAME: &str = "redis";
 
-/// The Redis transport. Clones share connections; [`RedisTransport::connect`]
-/// again gives an independent handle (new connections) on the same store.
+/// The Redis transport. [`RedisTransport::connect`] returns it behind the
+/// checking layer ([`qis_core::Checked`]); clones share connections, and
+/// connecting again gives an independent handle (new connections) on the
+/// same store.
 #[derive(Clone)]
 pub struct RedisTransport {
     inner: Arc<Inner>,
@@ -138,7 +145,6 @@ pub(crate) struct Inner {
     keys: Keys,
     client: redis::Client,
     conn: ConnectionManager,
-    closed: AtomicBool,
 }
 
 impl fmt::Debug for RedisTransport {
@@ -150,165 +156,7 @@ impl fmt::Debug for RedisTransport {
     }
 }
 
-/// The URL with its password hidden, for logs and errors.
-pub(crate) fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparsable url>".to_string(),
-    }
-}
-
-/// Turn a client error into a QIS error: connection trouble is
-/// [`ErrorKind::Unavailable`], a reply that took too long is
-/// [`ErrorKind::Timeout`], anything else [`ErrorKind::Backend`].
-pub(crate) fn redis_error(e: redis::RedisError, doing: &str) -> Error {
-    use redis::{ErrorKind as K, ServerErrorKind as S};
-    let (kind, hint) = if e.is_timeout() {
-        (
-            ErrorKind::Timeout,
-            "Redis did not answer in time; retry, or raise response_timeout",
-        )
-    } else if e.kind() == K::AuthenticationFailed
-        || e.code() == Some("NOAUTH")
-        || e.code() == Some("WRONGPASS")
-    {
-        (
-            ErrorKind::Unavailable,
-            "Redis refused the credentials: check user and password in the URL",
-        )
-    } else if e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || matches!(
-            e.kind(),
-            K::Server(S::BusyLoading) | K::Server(S::MasterDown) | K::Server(S::TryAgain)
-        )
-    {
-        (
-            ErrorKind::Unavailable,
-            "Redis cannot be reached right now; retry (the connection is re-established automatically)",
-        )
-    } else {
-        (ErrorKind::Backend, "Redis reported an error")
-    };
-    Error::new(kind, NAME, format!("{doing}: {hint}: {e}")).with_source(e)
-}
-
-/// An error for a reply that does not have the expected shape.
-pub(crate) fn unexpected(doing: &str, v: &Value) -> Error {
-    let mut shown = format!("{v:?}");
-    shown.truncate(200);
-    Error::new(
-        ErrorKind::Backend,
-        NAME,
-        format!("{doing}: unexpected reply from Redis: {shown}"),
-    )
-}
-
-/// A client for `url` trusting the certificate authority in `path`.
-#[cfg(feature = "tls")]
-fn client_with_ca(url: &str, path: &std::path::Path) -> Result<redis::RedisResult<redis::Client>> {
-    let pem = std::fs::read(path).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            NAME,
-            format!("cannot read tls_ca_file {}: {e}", path.display()),
-        )
-        .with_source(e)
-    })?;
-    Ok(redis::Client::build_with_tls(
-        url,
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
-        },
-    ))
-}
-
-#[cfg(not(feature = "tls"))]
-fn client_with_ca(
-    _url: &str,
-    _path: &std::path::Path,
-) -> Result<redis::RedisResult<redis::Client>> {
-    Err(Error::new(
-        ErrorKind::Unsupported,
-        NAME,
-        "tls_ca_file needs the qis-transport-redis crate feature `tls`: enable it",
-    ))
-}
-
 impl RedisTransport {
-    /// Connect to Redis. Fails with [`ErrorKind::Unavailable`] when the
-    /// server cannot be reached or refuses the credentials.
-    pub async fn connect(config: RedisConfig) -> Result<Self> {
-        config.check()?;
-        let scheme = config.url.split("://").next().unwrap_or("");
-        if scheme == "rediss" {
-            #[cfg(feature = "tls")]
-            {
-                // Several transports may race here; only the first install wins.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-            }
-            #[cfg(not(feature = "tls"))]
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                NAME,
-                "rediss:// (TLS) needs the qis-transport-redis crate feature `tls`: enable it, or use redis://",
-            ));
-        }
-        let shown = redacted(&config.url);
-        let client = match &config.tls_ca_file {
-            None => redis::Client::open(config.url.as_str()),
-            Some(path) => client_with_ca(&config.url, path)?,
-        }
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                format!("{shown} is not a usable Redis URL: {e}"),
-            )
-            .with_source(e)
-        })?;
-        let cm_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(std::time::Duration::from_millis(50))
-            .set_max_delay(std::time::Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), cm_config)
-            .await
-            .map_err(|e| redis_error(e, &format!("could not connect to Redis at {shown}")))?;
-        // Load the scripts once, so the first batch does not meet NOSCRIPT
-        // on every chunk in flight (after a server restart that happens once).
-        let mut c = conn.clone();
-        for script in [
-            &*deposit::DEPOSIT,
-            &*pull::FETCH,
-            &*pull::CREATE,
-            &*pull::NAK,
-        ] {
-            script
-                .load_async(&mut c)
-                .await
-                .map_err(|e| redis_error(e, "loading the Lua scripts failed"))?;
-        }
-        let keys = Keys::new(config.prefix.as_str());
-        tracing::debug!(url = %shown, prefix = %config.prefix, "connected to Redis");
-        Ok(RedisTransport {
-            inner: Arc::new(Inner {
-                keys,
-                config,
-                client,
-                conn,
-                closed: AtomicBool::new(false),
-            }),
-        })
-    }
-
     /// The configuration this transport was connected with.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -324,14 +172,6 @@ impl RedisTransport {
 
     pub(crate) fn client(&self) -> &redis::Client {
         &self.inner.client
-    }
-
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::closed(NAME))
-        } else {
-            Ok(())
-        }
     }
 }
 
@@ -361,52 +201,41 @@ impl OutcomeTransport for RedisTransport {
         &self.inner.config.prefix
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        self.check_open()?;
         let mut r = self.deposit_many(std::slice::from_ref(packet)).await?;
         r.pop()
             .ok_or_else(|| Error::new(ErrorKind::Backend, NAME, "deposit returned no receipt"))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(n = packets.len()))]
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        self.check_open()?;
         self.deposit_many(packets).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn publish_encoded(&self, packet: &EncodedPacket) -> Result<()> {
-        self.check_open()?;
         self.publish(packet).await
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        self.check_open()?;
         Ok(Arc::new(self.open_consumer(config).await?))
     }
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
-        self.check_open()?;
         self.subscribe_live(pattern).await
     }
 
     async fn close(&self) -> Result<()> {
-        // Deposits and acks are confirmed before they return, so nothing is
-        // pending; later calls on this handle fail with Closed.
-        self.inner.closed.store(true, Ordering::Release);
+        // Deposits and acks are confirmed before they return: nothing is
+        // pending. The connections close with the last clone.
         Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_is_hidden() {
-        let s = redacted("redis://user:secret@127.0.0.1:1/0");
-        assert!(!s.contains("secret"), "{s}");
-        assert!(s.contains("user"), "{s}");
+/// Raw bytes appended to the subject's stream (indexed, no
+/// de-duplication) and published on its live channel, as a foreign publisher
+/// of garbage would: for tests of malformed-entry handling.
+#[async_trait]
+impl InjectRaw for RedisTransport {
+    async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()> {
+        self.deposit_raw(subject, body).await
     }
 }

@@ -2,12 +2,10 @@
 
 use futures::StreamExt;
 
-use qis_core::{
-    transport::check_pattern_overlaps, Error, ErrorKind, LiveSubscription, Received, Result,
-    SubjectPattern,
-};
+use qis_core::{Error, ErrorKind, LiveSubscription, Received, Result, SubjectPattern};
 
-use crate::{redis_error, RedisTransport, NAME};
+use crate::error::redis_error;
+use crate::{RedisTransport, NAME};
 
 /// The Redis glob for a pattern: `*` and `>` both become `*`. A Redis glob
 /// `*` also crosses dots, so the glob is wider than the pattern; every
@@ -25,7 +23,6 @@ pub(crate) fn glob_of(pattern: &SubjectPattern) -> String {
 impl RedisTransport {
     pub(crate) async fn subscribe_live(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         let cfg = &self.inner.config;
-        check_pattern_overlaps(NAME, &cfg.prefix, &pattern)?;
         let live_prefix = self.keys().live_prefix().to_string();
         let glob = format!("{live_prefix}{}", glob_of(&pattern));
         let mut pubsub =

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use qis_core::backend::InjectRaw;
 use qis_core::{
-    ConsumerConfig, Delivery, DurableConsumer, EncodedPacket, ErrorKind, OutcomePacket,
+    Checked, ConsumerConfig, Delivery, DurableConsumer, EncodedPacket, ErrorKind, OutcomePacket,
     OutcomeTransport, StartPosition, Subject, SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
@@ -61,7 +62,7 @@ fn random_hex() -> String {
     )
 }
 
-async fn connect(url: &str, prefix: &Subject) -> Result<RedisTransport, String> {
+async fn connect(url: &str, prefix: &Subject) -> Result<Checked<RedisTransport>, String> {
     let c = RedisConfig::from_url(url)
         .map_err(e("config"))?
         .prefix(prefix.clone());
@@ -69,7 +70,7 @@ async fn connect(url: &str, prefix: &Subject) -> Result<RedisTransport, String> 
 }
 
 async fn consumer(
-    t: &RedisTransport,
+    t: &Checked<RedisTransport>,
     name: &str,
     pattern: &str,
     start: StartPosition,
@@ -83,7 +84,7 @@ async fn consumer(
 }
 
 async fn deposit(
-    t: &RedisTransport,
+    t: &Checked<RedisTransport>,
     prefix: &Subject,
     problem: &str,
     seq: usize,
@@ -319,10 +320,10 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
         .query_async(&mut conn)
         .await
         .map_err(e("raw xadd"))?;
-    t.deposit_raw_unchecked(&subject, &[0xff; 600])
+    t.inject_raw(&subject, &[0xff; 600])
         .await
         .map_err(e("raw"))?;
-    t.deposit_raw_unchecked(&subject, b"{\"agent_id\": 5}")
+    t.inject_raw(&subject, b"{\"agent_id\": 5}")
         .await
         .map_err(e("raw"))?;
     let good2 = deposit(&t, &prefix, "mixed", 2).await?;
@@ -616,8 +617,67 @@ async fn live_filters_glob_matches_exactly(url: String, prefix: Subject) -> Case
     Ok(())
 }
 
+/// A delivery acked or nak'd on a consumer handle that did not fetch it is
+/// InvalidInput, and stays pending for the handle that did.
+async fn ack_on_another_consumer_is_invalid_input(url: String, prefix: Subject) -> CaseResult {
+    let t = connect(&url, &prefix).await?;
+    let r = deposit(&t, &prefix, "owned", 1).await?;
+    let pattern = format!("{prefix}.>");
+    let wait = Duration::from_secs(30);
+    let a = consumer(&t, "owner", &pattern, StartPosition::All, wait).await?;
+    let same_name = consumer(&t, "owner", &pattern, StartPosition::All, wait).await?;
+    let other = consumer(&t, "other", &pattern, StartPosition::All, wait).await?;
+    let got = a
+        .fetch(10, Duration::from_secs(5))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(
+        got.len() == 1 && got[0].id() == r.id,
+        "fetch gave {} deliveries",
+        got.len()
+    );
+    for (who, c) in [
+        ("another handle of the same consumer", &same_name),
+        ("another consumer", &other),
+    ] {
+        match c.ack(&got).await {
+            Err(err) => ensure!(
+                err.kind() == ErrorKind::InvalidInput,
+                "ack on {who} gave {err}"
+            ),
+            Ok(()) => return Err(format!("ack on {who} succeeded")),
+        }
+        match c.nak(&got[0], Duration::ZERO).await {
+            Err(err) => ensure!(
+                err.kind() == ErrorKind::InvalidInput,
+                "nak on {who} gave {err}"
+            ),
+            Ok(()) => return Err(format!("nak on {who} succeeded")),
+        }
+    }
+    let mut conn = raw(&url).await?;
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(format!("{prefix}:s:{prefix}.hvac.owned"))
+        .arg("owner")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(&mut conn)
+        .await
+        .map_err(e("xpending"))?;
+    ensure!(
+        pending.len() == 1,
+        "the refused ack changed what is pending: {pending:?}"
+    );
+    a.ack(&got).await.map_err(e("ack"))?;
+    Ok(())
+}
+
 fn live_cases() -> Vec<(&'static str, Case)> {
     vec![
+        ("ack_on_another_consumer_is_invalid_input", |u, p| {
+            Box::pin(ack_on_another_consumer_is_invalid_input(u, p))
+        }),
         ("nak_delays_are_honoured", |u, p| {
             Box::pin(nak_delays_are_honoured(u, p))
         }),

@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use qis_core::{ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, Subject};
+use qis_core::{Checked, ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, Subject};
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport, Synchronous};
 use rusqlite::{params, Connection, TransactionBehavior};
 
@@ -216,7 +216,7 @@ async fn qis_batch_deposit(
     path: &Path,
     sync: Synchronous,
     batch: &[EncodedPacket],
-) -> (SqliteTransport, f64) {
+) -> (Checked<SqliteTransport>, f64) {
     let t = SqliteTransport::connect(config(path, sync)).await.unwrap();
     let s = Instant::now();
     for chunk in batch.chunks(BATCH) {
@@ -238,7 +238,7 @@ async fn raw_batch_deposit(
     (raw, rate(batch.len(), s.elapsed()))
 }
 
-async fn qis_fetch_ack(t: &SqliteTransport, n: usize) -> f64 {
+async fn qis_fetch_ack(t: &Checked<SqliteTransport>, n: usize) -> f64 {
     let c = t
         .consumer(ConsumerConfig::new("bench", "qis.iot.>".parse().unwrap()).unwrap())
         .await

@@ -1,17 +1,17 @@
 //! Where the database file is and how the transport treats it.
+//!
+//! The settings every backend shares (`prefix`, retention by `max_age` and
+//! `max_bytes`) are spelled as in [`qis_core::config`]; the rest are the
+//! file's own: `busy_timeout`, `poll_interval`, `synchronous`.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
+use qis_core::config::{Retention, UrlOptions};
 use qis_core::{Error, ErrorKind, Result, Subject};
 
 use crate::NAME;
-
-/// Default retention by age: 24 hours (SPEC §6.8).
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Default retention by size: 50 MiB of stored bodies (SPEC §6.8).
-pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
 
 /// Default time a writer waits for another process's write lock.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,16 +43,22 @@ impl Synchronous {
 
 /// How to open the SQLite transport.
 ///
-/// Every field is public; the builder methods are shorthands.
+/// Every field is public; the builder methods are shorthands (`prefix`,
+/// `max_age`, `max_bytes` and `retention` are the shared ones of
+/// [`qis_core::config_builders!`]).
 ///
 /// ```
 /// use std::time::Duration;
 /// use qis_transport_sqlite::SqliteConfig;
 ///
-/// let c = SqliteConfig::from_url("sqlite://data/outcomes.db?max_age_s=3600&poll_ms=10").unwrap();
+/// let c: SqliteConfig = "sqlite://data/outcomes.db?max_age=1h&poll_interval=10ms".parse().unwrap();
 /// assert_eq!(c.path.to_str(), Some("data/outcomes.db"));
-/// assert_eq!(c.max_age, Duration::from_secs(3600));
+/// assert_eq!(c.retention.max_age, Duration::from_secs(3600));
+/// assert_eq!(c.poll_interval, Duration::from_millis(10));
 /// assert_eq!(c.prefix.as_str(), "qis.iot");
+///
+/// let c = SqliteConfig::new("/var/lib/qis/outcomes.db").max_bytes(10 << 20);
+/// assert_eq!(c.retention.max_bytes, 10 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteConfig {
@@ -62,11 +68,11 @@ pub struct SqliteConfig {
     /// The subject prefix this transport stores under (default `qis.iot`).
     /// Consumers are named within a prefix.
     pub prefix: Subject,
-    /// Packets older than this are pruned (default 24 h).
-    pub max_age: Duration,
-    /// When the stored bodies add up to more than this, the oldest packets are
-    /// pruned (default 50 MiB). Indexes and consumer state come on top.
-    pub max_bytes: u64,
+    /// Retention by age and by the total size of the stored bodies (defaults
+    /// [`DEFAULT_MAX_AGE`](qis_core::config::DEFAULT_MAX_AGE), 24 h, and
+    /// [`DEFAULT_MAX_BYTES`](qis_core::config::DEFAULT_MAX_BYTES), 50 MiB).
+    /// Indexes and consumer state come on top of the bodies.
+    pub retention: Retention,
     /// How long a write waits for another process holding the write lock
     /// before failing with [`ErrorKind::Timeout`] (default 10 s).
     pub busy_timeout: Duration,
@@ -78,6 +84,8 @@ pub struct SqliteConfig {
     pub synchronous: Synchronous,
 }
 
+qis_core::config_builders!(SqliteConfig: prefix, retention);
+
 impl Default for SqliteConfig {
     /// `qis.db` in the working directory, prefix `qis.iot`, default retention.
     fn default() -> Self {
@@ -85,14 +93,25 @@ impl Default for SqliteConfig {
     }
 }
 
+impl FromStr for SqliteConfig {
+    type Err = Error;
+
+    /// The same as [`SqliteConfig::from_url`].
+    fn from_str(url: &str) -> Result<Self> {
+        SqliteConfig::from_url(url)
+    }
+}
+
 impl SqliteConfig {
+    /// The URL schemes of this transport.
+    pub const URL_SCHEMES: &'static [&'static str] = &["sqlite"];
+
     /// The file at `path` with every other setting at its default.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SqliteConfig {
             path: path.into(),
             prefix: Subject::default(),
-            max_age: DEFAULT_MAX_AGE,
-            max_bytes: DEFAULT_MAX_BYTES,
+            retention: Retention::default(),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             synchronous: Synchronous::Full,
@@ -105,86 +124,63 @@ impl SqliteConfig {
     /// - `sqlite:///abs/path.db` — absolute;
     /// - `sqlite:path.db` and a plain `path.db` also work.
     ///
-    /// Query parameters: `prefix`, `max_age_s`, `max_bytes`, `busy_timeout_ms`,
-    /// `poll_ms`, `synchronous` (`full` or `normal`). Percent-escapes in the
-    /// path are decoded.
+    /// Percent-escapes in the path are decoded. The query takes the shared
+    /// keys `prefix`, `max_age` (`24h`, `90s`, …) and `max_bytes` (`50MiB`,
+    /// …), and the file's own `busy_timeout` and `poll_interval` (durations,
+    /// e.g. `10s`, `5ms`) and `synchronous` (`full` or `normal`). Any other
+    /// key is an [`ErrorKind::InvalidInput`] error naming these.
     ///
     /// In-memory databases (`sqlite::memory:`, `mode=memory`) are refused:
     /// an in-memory database is private to one connection, and this transport
     /// exists to share one store between processes. Use
     /// [`qis_core::MemoryTransport`] for an in-process store.
     pub fn from_url(url: &str) -> Result<Self> {
-        let rest = match url.strip_prefix("sqlite:") {
-            Some(r) => r.strip_prefix("//").unwrap_or(r),
-            None if url.contains("://") => {
+        let rest = match url.split_once(':') {
+            Some((scheme, r)) if Self::URL_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => {
+                r.strip_prefix("//").unwrap_or(r)
+            }
+            _ if url.contains("://") => {
                 return Err(invalid(format!(
                     "{url:?} is not an sqlite URL: use sqlite://relative/path.db or sqlite:///absolute/path.db"
                 )))
             }
-            None => url,
+            _ => url,
         };
-        let (path, query) = match rest.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (rest, None),
-        };
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() {
             return Err(invalid(format!(
                 "{url:?} names no file: use sqlite://relative/path.db or sqlite:///absolute/path.db"
             )));
         }
-        if path == ":memory:" || path.starts_with(":memory") {
+        let in_memory = path.starts_with(":memory")
+            || query
+                .split('&')
+                .any(|kv| kv.eq_ignore_ascii_case("mode=memory"));
+        if in_memory {
             return Err(invalid(format!(
                 "{url:?}: an in-memory SQLite database is private to one connection, so it cannot be shared between processes; give a file path, or use the memory transport"
             )));
         }
-        let mut config = SqliteConfig::new(percent_decode(path)?);
-        for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value)?;
-            match key {
-                "prefix" => config.prefix = value.parse().map_err(|e: Error| e.in_transport(NAME))?,
-                "max_age_s" => config.max_age = Duration::from_secs(number(key, &value)?),
-                "max_bytes" => config.max_bytes = number(key, &value)?,
-                "busy_timeout_ms" => config.busy_timeout = Duration::from_millis(number(key, &value)?),
-                "poll_ms" => config.poll_interval = Duration::from_millis(number(key, &value)?),
-                "synchronous" => {
-                    config.synchronous = match value.to_ascii_lowercase().as_str() {
-                        "full" => Synchronous::Full,
-                        "normal" => Synchronous::Normal,
-                        _ => return Err(invalid(format!("synchronous={value}: use full or normal"))),
-                    }
-                }
-                "mode" if value == "memory" => {
-                    return Err(invalid(format!(
-                        "{url:?}: an in-memory SQLite database cannot be shared between processes; give a file path"
-                    )))
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "unknown parameter {key:?} in {url:?}: use prefix, max_age_s, max_bytes, busy_timeout_ms, poll_ms or synchronous"
-                    )))
-                }
-            }
+        let mut config = SqliteConfig::new(decode_path(url, path)?);
+        let mut options = UrlOptions::parse(NAME, query)?;
+        if let Some(prefix) = options.prefix()? {
+            config.prefix = prefix;
         }
+        options.retention(&mut config.retention)?;
+        if let Some(d) = options.duration("busy_timeout")? {
+            config.busy_timeout = d;
+        }
+        if let Some(d) = options.duration("poll_interval")? {
+            config.poll_interval = d;
+        }
+        if let Some(s) = options.choice("synchronous", &["full", "normal"])? {
+            config.synchronous = match s {
+                "normal" => Synchronous::Normal,
+                _ => Synchronous::Full,
+            };
+        }
+        options.finish()?;
         Ok(config)
-    }
-
-    /// Store under another subject prefix.
-    pub fn prefix(mut self, prefix: Subject) -> Self {
-        self.prefix = prefix;
-        self
-    }
-
-    /// Retention by age.
-    pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Retention by size of the stored bodies.
-    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
-        self.max_bytes = max_bytes;
-        self
     }
 
     /// How long a write waits for another process's write lock.
@@ -207,15 +203,9 @@ impl SqliteConfig {
 
     pub(crate) fn check(&self) -> Result<()> {
         if self.poll_interval.is_zero() {
-            return Err(invalid("poll_interval is zero: use at least 1 ms"));
+            return Err(invalid("poll_interval is zero: use at least 1ms"));
         }
-        if self.max_bytes == 0 {
-            return Err(invalid("max_bytes is zero: nothing could be stored"));
-        }
-        if self.max_age.is_zero() {
-            return Err(invalid("max_age is zero: nothing could be retained"));
-        }
-        Ok(())
+        self.retention.check(NAME)
     }
 }
 
@@ -223,31 +213,26 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
 }
 
-fn number(key: &str, value: &str) -> Result<u64> {
-    value
-        .parse()
-        .map_err(|_| invalid(format!("{key}={value:?} is not a whole number")))
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| invalid(format!("{s:?} has a bad percent-escape")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+/// The path with its percent-escapes decoded; a `%` not followed by two hex
+/// digits is an error, not a literal (the path would not be the one meant).
+fn decode_path(url: &str, path: &str) -> Result<String> {
+    let bad_escape = path.match_indices('%').any(|(i, _)| {
+        path.get(i + 1..i + 3)
+            .is_none_or(|h| !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if bad_escape {
+        return Err(invalid(format!(
+            "{url:?} has a bad percent-escape in its path: write % as %25"
+        )));
     }
-    String::from_utf8(out).map_err(|_| invalid(format!("{s:?} does not decode to UTF-8")))
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map(|p| p.into_owned())
+        .map_err(|_| {
+            invalid(format!(
+                "{url:?}: the path does not percent-decode to UTF-8"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -256,36 +241,67 @@ mod tests {
 
     #[test]
     fn url_forms() {
-        assert_eq!(
-            SqliteConfig::from_url("sqlite://a/b.db").unwrap().path,
-            PathBuf::from("a/b.db")
-        );
-        assert_eq!(
-            SqliteConfig::from_url("sqlite:///abs/b.db").unwrap().path,
-            PathBuf::from("/abs/b.db")
-        );
-        assert_eq!(
-            SqliteConfig::from_url("sqlite:x.db").unwrap().path,
-            PathBuf::from("x.db")
-        );
-        assert_eq!(
-            SqliteConfig::from_url("x.db").unwrap().path,
-            PathBuf::from("x.db")
-        );
-        assert_eq!(
-            SqliteConfig::from_url("sqlite:///my%20dir/q.db")
-                .unwrap()
-                .path,
-            PathBuf::from("/my dir/q.db")
-        );
-        let c = SqliteConfig::from_url(
-            "sqlite://q.db?prefix=plant.one&max_bytes=1000&busy_timeout_ms=50&synchronous=normal",
-        )
-        .unwrap();
+        for (url, path) in [
+            ("sqlite://a/b.db", "a/b.db"),
+            ("sqlite:///abs/b.db", "/abs/b.db"),
+            ("SQLITE:///abs/b.db", "/abs/b.db"),
+            ("sqlite:x.db", "x.db"),
+            ("x.db", "x.db"),
+            ("sqlite:///my%20dir/q.db", "/my dir/q.db"),
+        ] {
+            assert_eq!(
+                SqliteConfig::from_url(url).unwrap().path,
+                PathBuf::from(path),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_keys() {
+        let c: SqliteConfig = "sqlite://q.db?prefix=plant.one&max_age=90s&max_bytes=1000&busy_timeout=50ms&poll_interval=2ms&synchronous=normal"
+            .parse()
+            .unwrap();
         assert_eq!(c.prefix.as_str(), "plant.one");
-        assert_eq!(c.max_bytes, 1000);
+        assert_eq!(c.retention.max_age, Duration::from_secs(90));
+        assert_eq!(c.retention.max_bytes, 1000);
         assert_eq!(c.busy_timeout, Duration::from_millis(50));
+        assert_eq!(c.poll_interval, Duration::from_millis(2));
         assert_eq!(c.synchronous, Synchronous::Normal);
+        let c: SqliteConfig = "sqlite://q.db?max_bytes=1MiB&max_age=2&synchronous=FULL"
+            .parse()
+            .unwrap();
+        assert_eq!(c.retention.max_bytes, 1 << 20);
+        assert_eq!(c.retention.max_age, Duration::from_secs(2));
+        assert_eq!(c.synchronous, Synchronous::Full);
+        let d = SqliteConfig::new("q.db");
+        assert_eq!(d.retention, Retention::default());
+        assert_eq!(d.busy_timeout, DEFAULT_BUSY_TIMEOUT);
+        assert_eq!(d.poll_interval, DEFAULT_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_known_ones() {
+        // The old spellings are gone.
+        for key in [
+            "max_age_s=60",
+            "poll_ms=5",
+            "busy_timeout_ms=50",
+            "colour=blue",
+        ] {
+            let e = SqliteConfig::from_url(&format!("sqlite://q.db?{key}")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{key}: {e}");
+            for known in [
+                "prefix",
+                "max_age",
+                "max_bytes",
+                "busy_timeout",
+                "poll_interval",
+                "synchronous",
+            ] {
+                assert!(e.message().contains(known), "{key}: {e}");
+            }
+        }
     }
 
     #[test]
@@ -298,8 +314,13 @@ mod tests {
             "nats://localhost",
             "sqlite://q.db?prefix=Bad",
             "sqlite://q.db?max_bytes=lots",
+            "sqlite://q.db?poll_interval=soon",
+            "sqlite://q.db?synchronous=off",
             "sqlite://q.db?colour=blue",
+            "sqlite://q.db?prefix=a.b&prefix=c.d",
             "sqlite://q%zz.db",
+            "sqlite://q%2.db",
+            "sqlite://q%ff.db",
         ] {
             let e = SqliteConfig::from_url(url).unwrap_err();
             assert!(
@@ -310,6 +331,17 @@ mod tests {
                 "{url}: {e}"
             );
             assert_eq!(e.transport(), NAME, "{url}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_keeps_nothing() {
+        for c in [
+            SqliteConfig::new("q.db").poll_interval(Duration::ZERO),
+            SqliteConfig::new("q.db").max_age(Duration::ZERO),
+            SqliteConfig::new("q.db").max_bytes(0),
+        ] {
+            assert_eq!(c.check().unwrap_err().kind(), ErrorKind::InvalidInput);
         }
     }
 }

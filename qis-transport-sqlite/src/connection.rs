@@ -54,11 +54,7 @@ impl std::fmt::Debug for Request {
 }
 
 fn closed() -> Error {
-    Error::new(
-        ErrorKind::Closed,
-        NAME,
-        "the transport is closed: connect again",
-    )
+    Error::closed(NAME)
 }
 
 impl Worker {

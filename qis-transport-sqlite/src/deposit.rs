@@ -1,7 +1,9 @@
 //! Storing packets: one `BEGIN IMMEDIATE` transaction per group of queued
 //! deposits, de-duplicated by packet id, retention applied in the same
-//! transaction.
+//! transaction. Also raw rows for tests ([`InjectRaw`]).
 
+use async_trait::async_trait;
+use qis_core::backend::InjectRaw;
 use qis_core::{EncodedPacket, PacketId, Position, Receipt, Result, Subject};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -9,6 +11,7 @@ use crate::config::SqliteConfig;
 use crate::connection::DepositRequest;
 use crate::retention;
 use crate::schema::{now_us, sql_error};
+use crate::SqliteTransport;
 
 const INSERT: &str = "INSERT INTO qis_outcomes (subject, packet_id, body, deposited_at_us) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (packet_id) DO NOTHING";
 const FIND: &str = "SELECT seq, subject FROM qis_outcomes WHERE packet_id = ?1";
@@ -85,8 +88,25 @@ pub(crate) fn store_group(
     Ok((out, added_bytes > 0))
 }
 
-/// Store raw bytes without any check (tests of malformed-message handling).
-pub(crate) fn insert_raw(
+/// A row written the way a foreign writer of garbage would: any subject, any
+/// body, no check (tests of malformed-message handling). It wakes this
+/// handle's waiting fetches and subscriptions like a deposit.
+#[async_trait]
+impl InjectRaw for SqliteTransport {
+    async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()> {
+        let settings = self.settings();
+        let subject = subject.to_string();
+        let body = body.to_vec();
+        self.worker()
+            .call(move |conn| insert_raw(conn, &settings, &subject, &body))
+            .await?;
+        self.notify_local_change();
+        Ok(())
+    }
+}
+
+/// Store raw bytes without any check; returns the row's seq.
+fn insert_raw(
     conn: &mut Connection,
     config: &SqliteConfig,
     subject: &str,

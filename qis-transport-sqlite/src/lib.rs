@@ -29,17 +29,28 @@
 //! assert!(transport.deposit(&packet).await?.duplicate); // same packet id: stored once
 //!
 //! // Another process opening the same file sees it; the consumer lives in
-//! // the file and resumes by name.
-//! let other = SqliteTransport::connect(SqliteConfig::from_url(&format!("sqlite://{}", path.display()))?).await?;
+//! // the file and resumes by name. URLs take the shared keys (`prefix`,
+//! // `max_age`, `max_bytes`) and the file's own (`busy_timeout`,
+//! // `poll_interval`, `synchronous`).
+//! let url = format!("sqlite://{}?max_age=24h&poll_interval=5ms", path.display());
+//! let other = SqliteTransport::connect(url.parse()?).await?;
 //! let twins = other.twins_consumer("building-b", "hvac", "energy-anomaly").await?;
 //! let batch = twins.fetch(50, Duration::from_secs(1)).await?;
 //! assert_eq!(batch.len(), 1);
 //! twins.ack(&batch).await?;
+//! assert_eq!(other.stored().await?.0, 1); // the backend's own methods stay at hand
 //! other.close().await?;
 //! transport.close().await?;
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok(()) }
 //! ```
+//!
+//! [`SqliteTransport::connect`] returns the transport behind
+//! [`qis_core::Checked`], the checking layer every backend shares: it refuses
+//! calls after `close()`, subjects outside the prefix, patterns that match
+//! nothing, what the capabilities rule out and acks on the wrong consumer,
+//! and opens the same `tracing` spans as every backend. This crate keeps
+//! only what is SQLite's own.
 //!
 //! ## How it works
 //!
@@ -67,7 +78,9 @@
 //! - **Live subscriptions** read new matching rows when woken: at once for
 //!   deposits through the same handle, within [`SqliteConfig::poll_interval`]
 //!   (default 5 ms) for other processes' deposits.
-//! - **Retention**: max age (24 h) and max bytes of bodies (50 MiB), checked
+//! - **Retention** ([`SqliteConfig::retention`]): `max_age` (24 h) and
+//!   `max_bytes` of bodies (50 MiB), the shared defaults of
+//!   [`qis_core::config`], checked
 //!   in every deposit and fetch transaction (two index lookups), pruning the
 //!   oldest rows in one range delete when due. Every handle applies its own
 //!   settings, so give every process on a file the same retention.
@@ -89,7 +102,7 @@
 //! ## What it does not do
 //!
 //! - **Fire-and-forget publish** ([`Capabilities::fire_and_forget`] is false,
-//!   [`OutcomeTransport::publish_encoded`] returns [`ErrorKind::Unsupported`]):
+//!   so [`OutcomeTransport::publish_encoded`] is [`ErrorKind::Unsupported`]):
 //!   a file has no at-most-once path that skips storage. Deposit instead;
 //!   live subscribers get deposits too.
 //! - **In-memory databases** (`sqlite::memory:`) are refused: they cannot be
@@ -99,31 +112,26 @@
 //!   so every process must be on the same machine, with the file on a local
 //!   file system.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use qis_core::transport::{check_pattern_overlaps, check_under_prefix};
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
-    LiveSubscription, OutcomeTransport, Position, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
+    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 use tokio::sync::watch;
 
 mod config;
 mod connection;
+mod consumer;
 mod deposit;
 mod live;
-mod pull;
 mod retention;
 mod scan;
 pub mod schema;
 
-pub use config::{
-    SqliteConfig, Synchronous, DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
-    DEFAULT_POLL_INTERVAL,
-};
-pub use pull::SqliteConsumer;
+pub use config::{SqliteConfig, Synchronous, DEFAULT_BUSY_TIMEOUT, DEFAULT_POLL_INTERVAL};
+pub use consumer::SqliteConsumer;
 pub use retention::Pruned;
 
 use connection::Worker;
@@ -134,6 +142,10 @@ pub const NAME: &str = "sqlite";
 
 /// The SQLite transport. Clones share one connection; each
 /// [`connect`](Self::connect) opens an independent one (as another process would).
+///
+/// [`connect`](Self::connect) returns it behind the checking layer,
+/// [`Checked`], which dereferences to it for the methods of its own
+/// ([`prune`](Self::prune), [`stored`](Self::stored), [`config`](Self::config)).
 #[derive(Clone)]
 pub struct SqliteTransport {
     inner: Arc<Inner>,
@@ -144,7 +156,6 @@ struct Inner {
     worker: Worker,
     watcher: Watcher,
     changes: Arc<watch::Sender<u64>>,
-    closed: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -159,7 +170,6 @@ impl std::fmt::Debug for SqliteTransport {
         f.debug_struct("SqliteTransport")
             .field("path", &self.inner.config.path)
             .field("prefix", &self.inner.config.prefix.as_str())
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -172,7 +182,7 @@ impl SqliteTransport {
     /// or created, [`ErrorKind::Conflict`] when it holds another schema
     /// version, [`ErrorKind::InvalidInput`] for a bad configuration.
     #[tracing::instrument(level = "debug", skip_all, fields(path = %config.path.display(), prefix = %config.prefix))]
-    pub async fn connect(config: SqliteConfig) -> Result<Self> {
+    pub async fn connect(config: SqliteConfig) -> Result<Checked<Self>> {
         config.check()?;
         let config = Arc::new(config);
         let changes = Arc::new(watch::channel(0u64).0);
@@ -185,20 +195,19 @@ impl SqliteTransport {
             )
             .with_source(e)
         })?;
-        Ok(SqliteTransport {
+        Ok(Checked::new(SqliteTransport {
             inner: Arc::new(Inner {
                 config,
                 worker,
                 watcher,
                 changes,
-                closed: AtomicBool::new(false),
             }),
-        })
+        }))
     }
 
     /// Open the file named by a URL (see [`SqliteConfig::from_url`]).
-    pub async fn connect_url(url: &str) -> Result<Self> {
-        Self::connect(SqliteConfig::from_url(url)?).await
+    pub async fn connect_url(url: &str) -> Result<Checked<Self>> {
+        Self::connect(url.parse()?).await
     }
 
     /// The configuration this handle was opened with.
@@ -207,9 +216,10 @@ impl SqliteTransport {
     }
 
     /// Apply retention now (it is also applied on every deposit and fetch).
+    /// After [`close`](OutcomeTransport::close): [`ErrorKind::Closed`].
     pub async fn prune(&self) -> Result<Pruned> {
         let settings = self.settings();
-        self.worker()?
+        self.worker()
             .call(move |conn| {
                 let run = |conn: &mut rusqlite::Connection| {
                     let tx =
@@ -226,9 +236,10 @@ impl SqliteTransport {
     }
 
     /// How many packets are stored and the total size of their bodies.
+    /// After [`close`](OutcomeTransport::close): [`ErrorKind::Closed`].
     pub async fn stored(&self) -> Result<(u64, u64)> {
         let settings = self.settings();
-        self.worker()?
+        self.worker()
             .call(move |conn| {
                 let run = |conn: &mut rusqlite::Connection| -> rusqlite::Result<(u64, u64)> {
                     let tx = conn.transaction()?;
@@ -244,21 +255,6 @@ impl SqliteTransport {
             .await
     }
 
-    /// Store raw bytes on `subject` bypassing every check, as a foreign
-    /// writer of garbage would. For tests of malformed-message handling only.
-    #[doc(hidden)]
-    pub async fn insert_raw_unchecked(&self, subject: &str, body: &[u8]) -> Result<Position> {
-        let settings = self.settings();
-        let subject = subject.to_string();
-        let body = body.to_vec();
-        let seq = self
-            .worker()?
-            .call(move |conn| deposit::insert_raw(conn, &settings, &subject, &body))
-            .await?;
-        self.notify_local_change();
-        Ok(Position::Sequence(seq))
-    }
-
     pub(crate) fn settings(&self) -> Arc<SqliteConfig> {
         self.inner.config.clone()
     }
@@ -267,11 +263,10 @@ impl SqliteTransport {
         &self.inner.config.prefix
     }
 
-    pub(crate) fn worker(&self) -> Result<&Worker> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::closed(NAME));
-        }
-        Ok(&self.inner.worker)
+    /// The connection thread. Once the handle is closed it answers every
+    /// call with [`ErrorKind::Closed`].
+    pub(crate) fn worker(&self) -> &Worker {
+        &self.inner.worker
     }
 
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
@@ -311,33 +306,20 @@ impl OutcomeTransport for SqliteTransport {
         &self.inner.config.prefix
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(subject = %packet.subject(), id = %packet.id()))]
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        check_under_prefix(NAME, self.prefix(), packet.subject())?;
-        let receipts = self.worker()?.deposit(vec![packet.clone()]).await?;
+        let receipts = self.worker().deposit(vec![packet.clone()]).await?;
         deposit::single(receipts, packet)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(n = packets.len()))]
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        for p in packets {
-            check_under_prefix(NAME, self.prefix(), p.subject())?;
-        }
-        if packets.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.worker()?.deposit(packets.to_vec()).await
+        self.worker().deposit(packets.to_vec()).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %config.name, pattern = %config.pattern))]
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        check_pattern_overlaps(NAME, self.prefix(), &config.pattern)?;
-        Ok(Arc::new(pull::open(self, config).await?))
+        Ok(Arc::new(consumer::open(self, config).await?))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%pattern))]
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
-        check_pattern_overlaps(NAME, self.prefix(), &pattern)?;
         live::subscribe(self, pattern).await
     }
 
@@ -345,9 +327,6 @@ impl OutcomeTransport for SqliteTransport {
     /// connection and stop its threads. Clones of this handle are closed too;
     /// other handles on the file are not affected.
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
         self.inner.worker.stop().await;
         self.inner.watcher.stop();
         Ok(())

@@ -177,7 +177,7 @@ pub(crate) async fn subscribe(
     let changes = transport.changes();
     let settings = transport.settings();
     let after = transport
-        .worker()?
+        .worker()
         .call(move |conn| {
             conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM qis_outcomes")
                 .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
@@ -229,7 +229,7 @@ async fn read_after(live: &Live) -> Result<(Vec<Received>, i64)> {
     let after = live.after;
     let settings = live.transport.settings();
     live.transport
-        .worker()?
+        .worker()
         .call(move |conn| {
             let run = |conn: &mut Connection| -> rusqlite::Result<(Vec<Received>, i64)> {
                 // One read transaction: the walk and its idea of the newest row agree.

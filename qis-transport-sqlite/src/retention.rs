@@ -28,7 +28,7 @@ pub struct Pruned {
 /// Prune what retention says must go.
 pub(crate) fn prune(tx: &Transaction<'_>, config: &SqliteConfig) -> rusqlite::Result<Pruned> {
     let mut pruned = Pruned::default();
-    let max_age_us = duration_ms(config.max_age).saturating_mul(1000);
+    let max_age_us = duration_ms(config.retention.max_age).saturating_mul(1000);
     let cutoff = now_us().saturating_sub(max_age_us);
     let oldest: Option<i64> = tx
         .prepare_cached("SELECT deposited_at_us FROM qis_outcomes ORDER BY seq LIMIT 1")?
@@ -47,7 +47,7 @@ pub(crate) fn prune(tx: &Transaction<'_>, config: &SqliteConfig) -> rusqlite::Re
         );
     }
     let stored = stored_bytes(tx)?;
-    let max = i64::try_from(config.max_bytes).unwrap_or(i64::MAX);
+    let max = i64::try_from(config.retention.max_bytes).unwrap_or(i64::MAX);
     if stored > max {
         let target = max - max / 32;
         let excess = stored - target;

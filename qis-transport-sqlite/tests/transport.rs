@@ -6,9 +6,10 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use qis_core::backend::InjectRaw;
 use qis_core::{
-    ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position,
-    StartPosition, Subject, SubjectPattern,
+    Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, OutcomeTransportExt,
+    Position, StartPosition, Subject, SubjectPattern,
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
@@ -16,7 +17,7 @@ use common::{eventually, packet, TempDir};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn open(dir: &TempDir) -> SqliteTransport {
+async fn open(dir: &TempDir) -> Checked<SqliteTransport> {
     SqliteTransport::connect(SqliteConfig::new(dir.db()))
         .await
         .unwrap()
@@ -79,40 +80,61 @@ async fn consumer_state_lives_in_the_file() {
             .await
             .unwrap();
     }
-    let c = a
-        .twins_consumer("b1", "hvac", "energy-anomaly")
-        .await
-        .unwrap();
+    let first_wait = Duration::from_secs(2);
+    let cfg = |ack_wait| {
+        ConsumerConfig::new("b1", pattern("qis.iot.hvac.energy-anomaly"))
+            .unwrap()
+            .ack_wait(ack_wait)
+    };
+    let c = a.consumer(cfg(first_wait)).await.unwrap();
     let got = c.fetch(2, WAIT).await.unwrap();
     assert_eq!(got.len(), 2);
     c.ack(&got).await.unwrap();
     let unacked = c.fetch(1, WAIT).await.unwrap();
+    let fetched_at = std::time::Instant::now();
     assert_eq!(unacked.len(), 1);
     a.close().await.unwrap();
 
     // "Another process": a new handle resumes after the last ack; the
     // unacked one comes back only after its ack wait.
     let b = open(&dir).await;
-    let cfg = ConsumerConfig::new("b1", pattern("qis.iot.hvac.energy-anomaly"))
-        .unwrap()
-        .ack_wait(Duration::from_millis(300));
-    let c = b.consumer(cfg).await.unwrap();
+    let c = b.consumer(cfg(Duration::from_millis(300))).await.unwrap();
+    // The delivery was handed out by the closed handle: this one cannot
+    // ack or nak it (its redelivery is this handle's to ack).
+    assert_eq!(
+        c.nak(&unacked[0], Duration::ZERO).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     let next = c.fetch(10, WAIT).await.unwrap();
     assert_eq!(next.len(), 2, "the two never delivered");
     assert!(next.iter().all(|d| d.delivery_count == 1));
     c.ack(&next).await.unwrap();
-    // The original ack wait (30 s) still governs the first delivery's deadline;
-    // nak makes it due now instead.
-    c.nak(&unacked[0], Duration::ZERO).await.unwrap();
+    // The original ack wait still governs the first delivery's deadline.
     let again = c.fetch(10, WAIT).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id(), unacked[0].id());
     assert_eq!(again[0].delivery_count, 2);
+    assert!(
+        fetched_at.elapsed() >= first_wait - Duration::from_millis(10),
+        "back after {:?}, before the original ack wait",
+        fetched_at.elapsed()
+    );
     // Not acked: back after the (new) 300 ms ack wait, counted again.
+    let redelivered_at = std::time::Instant::now();
     let third = c.fetch(10, WAIT).await.unwrap();
     assert_eq!(third.len(), 1);
     assert_eq!(third[0].delivery_count, 3);
-    c.ack(&third).await.unwrap();
+    let took = redelivered_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "back after {took:?}, not after the new 300 ms ack wait"
+    );
+    // nak makes it due now.
+    c.nak(&third[0], Duration::ZERO).await.unwrap();
+    let fourth = c.fetch(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(fourth.len(), 1);
+    assert_eq!(fourth[0].delivery_count, 4);
+    c.ack(&fourth).await.unwrap();
     assert!(c
         .fetch(10, Duration::from_millis(100))
         .await
@@ -299,12 +321,8 @@ async fn malformed_rows_are_skipped_counted_and_never_redelivered() {
     let dir = TempDir::new("malformed");
     let t = open(&dir).await;
     t.deposit(&packet("hvac", "x", "before")).await.unwrap();
-    t.insert_raw_unchecked("qis.iot.hvac.x", b"not json")
-        .await
-        .unwrap();
-    t.insert_raw_unchecked("qis.iot.hvac.x", &[b'{'; 600])
-        .await
-        .unwrap();
+    t.inject_raw("qis.iot.hvac.x", b"not json").await.unwrap();
+    t.inject_raw("qis.iot.hvac.x", &[b'{'; 600]).await.unwrap();
     t.deposit(&packet("hvac", "x", "after")).await.unwrap();
     let cfg = ConsumerConfig::new("m", pattern("qis.iot.hvac.x"))
         .unwrap()
@@ -445,6 +463,47 @@ async fn closed_transport_says_closed() {
         .expect("stream ended")
         .is_none());
     t.close().await.unwrap();
+}
+
+/// A delivery acked or nak-ed on a consumer that did not hand it out is
+/// refused, and the one that did can still ack it.
+#[tokio::test]
+async fn ack_on_the_wrong_consumer_is_invalid_input() {
+    let dir = TempDir::new("wrongack");
+    let t = open(&dir).await;
+    let other = open(&dir).await;
+    t.deposit(&packet("hvac", "x", "1")).await.unwrap();
+    let a = t
+        .consumer(ConsumerConfig::new("a", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let b = t
+        .consumer(ConsumerConfig::new("b", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    // The same consumer name through another handle is another handle too.
+    let a_elsewhere = other
+        .consumer(ConsumerConfig::new("a", pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap();
+    let got = a.fetch(1, WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    for wrong in [&b, &a_elsewhere] {
+        assert_eq!(
+            wrong.ack(&got).await.unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            wrong.nak(&got[0], Duration::ZERO).await.unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    a.ack(&got).await.unwrap();
+    assert!(a
+        .fetch(1, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ cmd_start() {
         if port_open; then
             # tansu accepts short group sessions, and a new group forms in half a
             # session: keep joins (one per durable consumer) near 1 s.
-            echo "export QIS_KAFKA_URL='kafka://127.0.0.1:$PORT?session.timeout.ms=2000'" >"$dir/kafka.env"
+            echo "export QIS_KAFKA_URL='kafka://127.0.0.1:$PORT?session_timeout=2s'" >"$dir/kafka.env"
             echo "kafka.sh: tansu (pid $pid) listening on 127.0.0.1:$PORT"
             return 0
         fi

@@ -520,7 +520,7 @@ mod tests {
     #[test]
     fn sqlite_paths() {
         assert_eq!(
-            sqlite_path("sqlite:///tmp/x.db?poll_ms=5"),
+            sqlite_path("sqlite:///tmp/x.db?poll_interval=5ms"),
             Some(PathBuf::from("/tmp/x.db"))
         );
         assert_eq!(sqlite_path("sqlite://x.db"), Some(PathBuf::from("x.db")));

@@ -56,14 +56,14 @@ pub fn shared_server() -> Result<String, String> {
     let url = std::env::var("QIS_NATS_URL").map_err(|_| {
         "QIS_NATS_URL is not set (start one with scripts/servers/nats.sh start DIR)".to_string()
     })?;
-    let parsed =
-        url::Url::parse(&url).map_err(|e| format!("QIS_NATS_URL={url} is not a URL: {e}"))?;
-    let addr = format!(
-        "{}:{}",
-        parsed.host_str().unwrap_or("127.0.0.1"),
-        parsed.port().unwrap_or(4222)
-    );
-    if reachable(&addr) {
+    let config = qis_transport_nats::NatsConfig::from_url(&url)
+        .map_err(|e| format!("QIS_NATS_URL={url}: {e}"))?;
+    let answers = config
+        .servers
+        .iter()
+        .filter_map(|s| s.split_once("://").map(|(_, addr)| addr))
+        .any(reachable);
+    if answers {
         Ok(url)
     } else {
         Err(format!("the NATS server at {url} does not answer"))

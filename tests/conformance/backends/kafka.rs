@@ -6,6 +6,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use qis::backend::InjectRaw;
 use qis::{async_trait, DynTransport, Error, ErrorKind, Result, Subject};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 
@@ -82,7 +83,7 @@ impl Backend for Kafka {
         self.opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(prefix.clone(), t.clone());
+            .insert(prefix.clone(), t.inner().clone());
         Ok(Arc::new(t))
     }
 
@@ -100,6 +101,6 @@ impl Backend for Kafka {
                     "inject_raw on a prefix this backend did not open",
                 )
             })?;
-        t.deposit_raw_unchecked(subject, body).await.map(|_| ())
+        t.inject_raw(subject, body).await
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use qis::backend::InjectRaw;
 use qis::{async_trait, DynTransport, MemoryTransport, Result, Subject};
 
 use crate::harness::{Backend, DynBackend};
@@ -28,19 +29,20 @@ impl Backend for Memory {
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
         let mut stores = self.stores.lock().unwrap();
-        let t = stores
+        let store = stores
             .entry(prefix.clone())
-            .or_insert_with(|| MemoryTransport::new(prefix.clone()))
-            .clone();
-        Ok(Arc::new(t))
+            .or_insert_with(|| MemoryTransport::new(prefix.clone()).inner().clone());
+        Ok(Arc::new(store.handle()))
     }
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
-        let stores = self.stores.lock().unwrap();
-        let t = stores
+        let store = self
+            .stores
+            .lock()
+            .unwrap()
             .get(transport.prefix())
+            .cloned()
             .expect("inject_raw on a prefix opened by this backend");
-        t.deposit_raw_unchecked(subject, body);
-        Ok(())
+        store.inject_raw(subject, body).await
     }
 }

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use qis::backend::InjectRaw;
 use qis::nats::{NatsConfig, NatsTransport};
-use qis::{async_trait, DynTransport, Error, ErrorKind, Result, Subject};
+use qis::{async_trait, DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
 
 use crate::harness::{Backend, DynBackend};
 
@@ -47,16 +48,14 @@ impl Backend for Nats {
             Ok(c) => c,
             Err(e) => return Some(format!("QIS_NATS_URL={url}: {e}")),
         };
-        let addr = config
-            .server_url()
-            .split("://")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        let addrs = match std::net::ToSocketAddrs::to_socket_addrs(&addr) {
-            Ok(a) => a.collect::<Vec<_>>(),
-            Err(e) => return Some(format!("QIS_NATS_URL={url}: cannot resolve {addr}: {e}")),
-        };
+        let mut addrs = Vec::new();
+        for server in &config.servers {
+            let addr = server.split_once("://").map_or(server.as_str(), |(_, a)| a);
+            match std::net::ToSocketAddrs::to_socket_addrs(addr) {
+                Ok(a) => addrs.extend(a),
+                Err(e) => return Some(format!("QIS_NATS_URL={url}: cannot resolve {addr}: {e}")),
+            }
+        }
         if addrs
             .iter()
             .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok())
@@ -77,22 +76,8 @@ impl Backend for Nats {
         // A foreign publisher: its own connection, a plain JetStream publish
         // with no packet id and no checks.
         let raw = NatsTransport::connect(self.config(transport.prefix())?).await?;
-        let sent = async {
-            raw.jetstream()
-                .publish(subject.to_string(), body.to_vec().into())
-                .await?
-                .await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        }
-        .await;
-        let _ = qis::OutcomeTransport::close(&raw).await;
-        sent.map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                "nats",
-                format!("raw publish on {subject} failed"),
-            )
-            .with_source(e)
-        })
+        let sent = raw.inject_raw(subject, body).await;
+        let _ = raw.close().await;
+        sent
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use qis::backend::InjectRaw;
 use qis::{async_trait, DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
@@ -62,7 +63,7 @@ impl Backend for Redis {
         // A foreign publisher: its own connection, writing straight to the
         // subject's stream and live channel.
         let t = RedisTransport::connect(config()?.prefix(transport.prefix().clone())).await?;
-        t.deposit_raw_unchecked(subject, body).await?;
+        t.inject_raw(subject, body).await?;
         t.close().await
     }
 }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use qis::backend::InjectRaw;
 use qis::sqlite::{SqliteConfig, SqliteTransport};
-use qis::{async_trait, DynTransport, OutcomeTransport, Result, Subject};
+use qis::{async_trait, Checked, DynTransport, OutcomeTransport, Result, Subject};
 
 use crate::harness::{Backend, DynBackend};
 
@@ -49,7 +50,7 @@ impl Sqlite {
         self.dir.join(format!("{prefix}.db"))
     }
 
-    async fn connect(&self, prefix: &Subject) -> Result<SqliteTransport> {
+    async fn connect(&self, prefix: &Subject) -> Result<Checked<SqliteTransport>> {
         SqliteTransport::connect(SqliteConfig::new(self.path(prefix)).prefix(prefix.clone())).await
     }
 }
@@ -71,7 +72,7 @@ impl Backend for Sqlite {
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
         // A foreign writer: its own connection to the same file, no checks.
         let writer = self.connect(transport.prefix()).await?;
-        writer.insert_raw_unchecked(subject, body).await?;
+        writer.inject_raw(subject, body).await?;
         writer.close().await
     }
 }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qis_core::backend::{seq_token, token_seq};
 use qis_core::{
-    AckToken, ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Position, Received,
-    Result, StartPosition, Subject,
+    ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Position, Received, Result,
+    StartPosition, Subject,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -43,12 +44,6 @@ pub struct SqliteConsumer {
     shared: Arc<Shared>,
 }
 
-/// The ack token's value: which consumer row and which packet.
-#[derive(Debug)]
-struct SqliteAck {
-    seq: i64,
-}
-
 /// The result of one take on the connection thread.
 struct Taken {
     deliveries: Vec<Delivery>,
@@ -66,7 +61,7 @@ pub(crate) async fn open(
     let settings = transport.settings();
     let name = config.name.clone();
     let id = transport
-        .worker()?
+        .worker()
         .call(move |conn| {
             let ctx = |what: &str| {
                 format!(
@@ -175,7 +170,7 @@ impl SqliteConsumer {
         let shared = self.shared.clone();
         let settings = self.transport.settings();
         self.transport
-            .worker()?
+            .worker()
             .call(move |conn| {
                 let ctx = |what: &str| {
                     format!(
@@ -342,16 +337,18 @@ fn delivery(received: Received, seq: i64, n: i64) -> Delivery {
         received,
         position: Position::Sequence(seq as u64),
         delivery_count: u32::try_from(n).unwrap_or(u32::MAX),
-        token: AckToken::new(SqliteAck { seq }),
+        token: seq_token(seq as u64),
     }
 }
 
-fn token_seq(d: &Delivery) -> Result<i64> {
-    d.token.get::<SqliteAck>().map(|t| t.seq).ok_or_else(|| {
+/// The row seq in a delivery's token.
+fn row_seq(d: &Delivery) -> Result<i64> {
+    let seq = token_seq(NAME, d)?;
+    i64::try_from(seq).map_err(|_| {
         Error::new(
             ErrorKind::InvalidInput,
             NAME,
-            "this delivery came from another transport",
+            format!("packet {} has no row seq {seq} in this file", d.id()),
         )
     })
 }
@@ -362,9 +359,7 @@ impl DurableConsumer for SqliteConsumer {
         &self.shared.name
     }
 
-    #[tracing::instrument(level = "debug", skip(self), fields(consumer = %self.shared.name))]
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let max = max.max(1);
         let deadline = tokio::time::Instant::now() + wait;
         // Polling the file for other processes' commits starts only once this
         // fetch has to wait; a commit between the take and then still wakes
@@ -395,19 +390,12 @@ impl DurableConsumer for SqliteConsumer {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %self.shared.name, n = deliveries.len()))]
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
-        if deliveries.is_empty() {
-            return Ok(());
-        }
-        let seqs = deliveries
-            .iter()
-            .map(token_seq)
-            .collect::<Result<Vec<_>>>()?;
+        let seqs = deliveries.iter().map(row_seq).collect::<Result<Vec<_>>>()?;
         let shared = self.shared.clone();
         let settings = self.transport.settings();
         self.transport
-            .worker()?
+            .worker()
             .call(move |conn| {
                 let run = || -> rusqlite::Result<()> {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -435,14 +423,13 @@ impl DurableConsumer for SqliteConsumer {
             .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(consumer = %self.shared.name, id = %delivery.id()))]
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let seq = token_seq(delivery)?;
+        let seq = row_seq(delivery)?;
         let shared = self.shared.clone();
         let settings = self.transport.settings();
         let due = now_ms().saturating_add(duration_ms(delay));
         self.transport
-            .worker()?
+            .worker()
             .call(move |conn| {
                 conn.prepare_cached(
                     "UPDATE qis_pending SET due_at_ms = ?1 WHERE consumer_id = ?2 AND seq = ?3",

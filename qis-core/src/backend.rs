@@ -1,0 +1,137 @@
+//! For backend authors: what a transport implementation needs from the core,
+//! and what users of a transport never touch.
+//!
+//! A backend implements [`OutcomeTransport`](crate::OutcomeTransport) and
+//! [`DurableConsumer`](crate::DurableConsumer) for its own types and keeps
+//! only what is truly its own. Its `connect` returns the transport wrapped in
+//! [`Checked`](crate::Checked), the one checking layer, which refuses calls
+//! on a closed transport or consumer, subjects outside the prefix, patterns
+//! that can match nothing, what the capabilities rule out and deliveries
+//! acked on a consumer that did not hand them out; and which opens the same
+//! `tracing` spans on every backend. So a backend does not repeat those
+//! checks.
+//!
+//! This module holds the rest of what a backend needs:
+//!
+//! - **Ack tokens**: [`seq_token`] (a number kept inline, no allocation per
+//!   delivery) or [`value_token`] (any value) to put in a
+//!   [`Delivery`]; [`token_seq`] / [`token_value`] to read it back on ack and
+//!   nak, with the same error on every backend for a token that is not its own.
+//! - **The checks** the layer applies, for a backend that must repeat one on
+//!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`].
+//! - **Raw injection** for tests of malformed-message handling:
+//!   [`InjectRaw`] writes bytes the way a foreign publisher of garbage would.
+//!
+//! ```
+//! use qis_core::backend::{seq_token, token_seq};
+//! use qis_core::{Delivery, OutcomePacket, Position, Received};
+//!
+//! let body = br#"{"agent_id":"a","domain":"hvac","problem_class":"x","conclusion":"c","confidence":0.5,"context_vector":[],"timestamp":1.0,"source_node":"n"}"#;
+//! let delivery = Delivery {
+//!     received: Received::decode("qis.iot.hvac.x", body).unwrap(),
+//!     position: Position::Sequence(7),
+//!     delivery_count: 1,
+//!     token: seq_token(7),
+//! };
+//! assert_eq!(token_seq("mine", &delivery).unwrap(), 7);
+//! ```
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::subject::{Subject, SubjectPattern};
+use crate::transport::{AckToken, Delivery, TokenValue};
+
+/// A token holding a number (a sequence, a row id, an offset): no allocation.
+pub fn seq_token(seq: u64) -> AckToken {
+    AckToken {
+        owner: 0,
+        value: TokenValue::Seq(seq),
+    }
+}
+
+/// A token holding any value of the backend's own.
+pub fn value_token<T: Any + Send + Sync>(value: T) -> AckToken {
+    AckToken {
+        owner: 0,
+        value: TokenValue::Any(Arc::new(value)),
+    }
+}
+
+fn foreign(transport: &'static str, d: &Delivery) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        transport,
+        format!(
+            "packet {} was not delivered by this {transport} transport: ack or nak it on the consumer that fetched it",
+            d.id()
+        ),
+    )
+}
+
+/// The number in a token made by [`seq_token`]; [`ErrorKind::InvalidInput`]
+/// for a delivery whose token is not one.
+pub fn token_seq(transport: &'static str, d: &Delivery) -> Result<u64> {
+    match d.token.value {
+        TokenValue::Seq(s) => Ok(s),
+        TokenValue::Any(_) => Err(foreign(transport, d)),
+    }
+}
+
+/// The value in a token made by [`value_token`]; [`ErrorKind::InvalidInput`]
+/// for a delivery whose token holds something else.
+pub fn token_value<'a, T: Any>(transport: &'static str, d: &'a Delivery) -> Result<&'a T> {
+    match &d.token.value {
+        TokenValue::Any(v) => v.downcast_ref::<T>().ok_or_else(|| foreign(transport, d)),
+        TokenValue::Seq(_) => Err(foreign(transport, d)),
+    }
+}
+
+/// Check that `subject` lies under the transport's prefix.
+pub fn check_under_prefix(
+    transport: &'static str,
+    prefix: &Subject,
+    subject: &Subject,
+) -> Result<()> {
+    if subject.as_str().len() > prefix.as_str().len() && prefix.contains(subject.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidSubject,
+            transport,
+            format!("subject {subject} is not under this transport's prefix {prefix}: deposit under {prefix}.> or configure another prefix"),
+        ))
+    }
+}
+
+/// Check that a consumer or subscription pattern can match something under the
+/// transport's prefix.
+pub fn check_pattern_overlaps(
+    transport: &'static str,
+    prefix: &Subject,
+    pattern: &SubjectPattern,
+) -> Result<()> {
+    if pattern.overlaps(prefix) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidSubject,
+            transport,
+            format!("pattern {pattern} can match nothing under this transport's prefix {prefix}: use a pattern under {prefix}.>"),
+        ))
+    }
+}
+
+/// Writing raw bytes on a subject with no check at all, the way a foreign
+/// publisher of garbage would: for tests of malformed-message handling
+/// (SPEC §6.7). Every backend implements it on its transport type; the
+/// conformance suite's `Backend::inject_raw` calls it.
+#[async_trait]
+pub trait InjectRaw {
+    /// Store `body` on `subject` bypassing every check. The subject need not
+    /// be valid or under the prefix, and the body need not be a packet.
+    async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()>;
+}

@@ -1,0 +1,361 @@
+//! The checking layer (`Checked`), on the memory transport and on a
+//! transport that claims no capabilities: what it refuses, and the spans it
+//! opens.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use qis_core::{
+    async_trait, deliveries, Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket,
+    ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket, OutcomeTransport,
+    OutcomeTransportExt, Receipt, Result, StartPosition, Subject, SubjectPattern,
+};
+
+fn packet(agent: &str, n: usize) -> OutcomePacket {
+    OutcomePacket {
+        agent_id: agent.into(),
+        domain: "hvac".into(),
+        problem_class: "energy-anomaly".into(),
+        conclusion: format!("finding {n}"),
+        confidence: 0.5,
+        context_vector: vec![0.1, 0.2],
+        timestamp: 1_764_000_000.0 + n as f64,
+        source_node: "n".into(),
+    }
+}
+
+fn pattern(s: &str) -> SubjectPattern {
+    SubjectPattern::new(s).unwrap()
+}
+
+fn kind<T>(r: Result<T>) -> ErrorKind {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.kind(),
+    }
+}
+
+async fn consumer(t: &dyn OutcomeTransport, name: &str) -> Arc<dyn DurableConsumer> {
+    t.consumer(ConsumerConfig::new(name, pattern("qis.iot.>")).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_closed_transport_refuses_everything_and_closes_once() {
+    let t = MemoryTransport::new(Subject::default());
+    let c = consumer(&t, "c").await;
+    t.close().await.unwrap();
+    t.close().await.unwrap();
+    assert_eq!(kind(t.deposit(&packet("a", 1)).await), ErrorKind::Closed);
+    assert_eq!(kind(t.publish(&packet("a", 1)).await), ErrorKind::Closed);
+    assert_eq!(
+        kind(
+            t.consumer(ConsumerConfig::new("d", pattern("qis.iot.>")).unwrap())
+                .await
+        ),
+        ErrorKind::Closed
+    );
+    assert_eq!(
+        kind(t.subscribe(pattern("qis.iot.>")).await),
+        ErrorKind::Closed
+    );
+    assert_eq!(kind(c.fetch(1, Duration::ZERO).await), ErrorKind::Closed);
+    assert_eq!(kind(c.ack(&[]).await), ErrorKind::Closed);
+    // Another handle on the same store is not closed.
+    let other = t.handle();
+    other.deposit(&packet("a", 1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_closed_consumer_refuses_fetch_and_ack() {
+    let t = MemoryTransport::new(Subject::default());
+    t.deposit(&packet("a", 1)).await.unwrap();
+    let quick = || {
+        ConsumerConfig::new("c", pattern("qis.iot.>"))
+            .unwrap()
+            .ack_wait(Duration::from_millis(50))
+    };
+    let c = t.consumer(quick()).await.unwrap();
+    let got = c.fetch(10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    c.close().await.unwrap();
+    c.close().await.unwrap();
+    assert_eq!(kind(c.fetch(1, Duration::ZERO).await), ErrorKind::Closed);
+    assert_eq!(kind(c.ack(&got).await), ErrorKind::Closed);
+    // Reopened by name: the unacked delivery is still owed.
+    let again = t.consumer(quick()).await.unwrap();
+    let back = again.fetch(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        back.len(),
+        1,
+        "the unacked packet came back to the reopened consumer"
+    );
+}
+
+#[tokio::test]
+async fn subjects_and_patterns_outside_the_prefix_are_refused_before_anything_is_stored() {
+    let t = MemoryTransport::new(Subject::new("plant.one").unwrap());
+    let outside =
+        EncodedPacket::readable(&packet("a", 1), &Subject::new("plant.two").unwrap()).unwrap();
+    assert_eq!(
+        kind(t.deposit_encoded(&outside).await),
+        ErrorKind::InvalidSubject
+    );
+    let inside = EncodedPacket::readable(&packet("a", 2), t.prefix()).unwrap();
+    assert_eq!(
+        kind(t.deposit_encoded_batch(&[inside, outside.clone()]).await),
+        ErrorKind::InvalidSubject
+    );
+    assert_eq!(
+        kind(t.publish_encoded(&outside).await),
+        ErrorKind::InvalidSubject
+    );
+    assert_eq!(t.stored(), (0, 0), "nothing of a refused batch is stored");
+    for p in ["plant.two.>", "plant.one", "other"] {
+        let cfg = ConsumerConfig::new("c", pattern(p)).unwrap();
+        assert_eq!(
+            kind(t.consumer(cfg).await),
+            ErrorKind::InvalidSubject,
+            "{p}"
+        );
+        assert_eq!(
+            kind(t.subscribe(pattern(p)).await),
+            ErrorKind::InvalidSubject,
+            "{p}"
+        );
+    }
+    assert!(t.deposit_encoded_batch(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn fetching_nothing_is_invalid_input() {
+    let t = MemoryTransport::new(Subject::default());
+    let c = consumer(&t, "c").await;
+    assert_eq!(
+        kind(c.fetch(0, Duration::ZERO).await),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_acked_on_a_consumer_that_did_not_hand_it_out_is_invalid_input() {
+    let t = MemoryTransport::new(Subject::default());
+    t.deposit(&packet("a", 1)).await.unwrap();
+    let a = consumer(&t, "a").await;
+    let b = consumer(&t, "b").await;
+    let a2 = consumer(&t, "a").await; // another handle on the same named consumer
+    let elsewhere = MemoryTransport::new(Subject::default());
+    let foreign = consumer(&elsewhere, "a").await;
+
+    let got = a.fetch(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    for (who, c) in [
+        ("b", &b),
+        ("a's other handle", &a2),
+        ("another transport", &foreign),
+    ] {
+        assert_eq!(
+            kind(c.ack(&got).await),
+            ErrorKind::InvalidInput,
+            "ack on {who}"
+        );
+        assert_eq!(
+            kind(c.nak(&got[0], Duration::ZERO).await),
+            ErrorKind::InvalidInput,
+            "nak on {who}"
+        );
+    }
+    // Nothing was acked by the refused calls: b still gets the packet.
+    let b_got = b.fetch(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(b_got.len(), 1);
+    // A mixed batch is refused whole.
+    let mut mixed = got.clone();
+    mixed.extend(b_got);
+    assert_eq!(kind(a.ack(&mixed).await), ErrorKind::InvalidInput);
+    a.ack(&got).await.unwrap();
+}
+
+/// A transport that claims no capability at all, over a memory store.
+#[derive(Debug)]
+struct Bare(Checked<MemoryTransport>, Capabilities);
+
+#[async_trait]
+impl OutcomeTransport for Bare {
+    fn name(&self) -> &'static str {
+        "bare"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.1
+    }
+    fn prefix(&self) -> &Subject {
+        self.0.prefix()
+    }
+    async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
+        self.0.deposit_encoded(p).await
+    }
+    async fn deposit_encoded_batch(&self, p: &[EncodedPacket]) -> Result<Vec<Receipt>> {
+        self.0.deposit_encoded_batch(p).await
+    }
+    async fn publish_encoded(&self, p: &EncodedPacket) -> Result<()> {
+        self.0.publish_encoded(p).await
+    }
+    async fn consumer(&self, c: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
+        self.0.consumer(c).await
+    }
+    async fn subscribe(&self, p: SubjectPattern) -> Result<LiveSubscription> {
+        self.0.subscribe(p).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.0.close().await
+    }
+}
+
+#[tokio::test]
+async fn what_the_capabilities_rule_out_is_unsupported() {
+    let none = Checked::new(Bare(
+        MemoryTransport::new(Subject::default()),
+        Capabilities::default(),
+    ));
+    assert_eq!(
+        kind(none.publish(&packet("a", 1)).await),
+        ErrorKind::Unsupported
+    );
+    assert_eq!(
+        kind(none.subscribe(pattern("qis.iot.>")).await),
+        ErrorKind::Unsupported
+    );
+    assert_eq!(
+        kind(
+            none.consumer(ConsumerConfig::new("c", pattern("qis.iot.>")).unwrap())
+                .await
+        ),
+        ErrorKind::Unsupported
+    );
+
+    let durable_only = Checked::new(Bare(
+        MemoryTransport::new(Subject::default()),
+        Capabilities {
+            durable: true,
+            ..Default::default()
+        },
+    ));
+    let since = ConsumerConfig::new("c", pattern("qis.iot.>"))
+        .unwrap()
+        .start(StartPosition::Since(std::time::SystemTime::now()));
+    assert_eq!(
+        kind(durable_only.consumer(since).await),
+        ErrorKind::Unsupported
+    );
+    durable_only.deposit(&packet("a", 1)).await.unwrap();
+    let c = consumer(&durable_only, "c").await;
+    let got = c.fetch(1, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(
+        kind(c.nak(&got[0], Duration::ZERO).await),
+        ErrorKind::Unsupported
+    );
+    c.ack(&got).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_delivery_stream_ends_once_the_consumer_is_closed() {
+    let t = MemoryTransport::new(Subject::default());
+    let c = consumer(&t, "c").await;
+    let mut stream = deliveries(c.clone(), 10, Duration::from_millis(20));
+    t.deposit(&packet("a", 1)).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("a delivery within 2 s")
+        .expect("the stream goes on")
+        .expect("a delivery, not an error");
+    c.ack(&[first]).await.unwrap();
+    c.close().await.unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("the stream answers within 2 s");
+    assert_eq!(
+        item.map(|r| r.map(|_| ()).unwrap_err().kind()),
+        Some(ErrorKind::Closed)
+    );
+    let end = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("the stream ends instead of spinning on the permanent error");
+    assert!(end.is_none(), "the stream ended after the permanent error");
+}
+
+/// The span names and field names the layer opens, whatever the backend.
+type SpanLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
+#[derive(Default, Clone)]
+struct Spans(SpanLog);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let fields = attrs
+            .metadata()
+            .fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name().to_string(), fields));
+    }
+}
+
+#[tokio::test]
+async fn every_operation_opens_a_span_with_the_shared_field_names() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(spans.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let t = MemoryTransport::new(Subject::default());
+    t.deposit(&packet("a", 1)).await.unwrap();
+    t.deposit_batch(&[packet("a", 2), packet("a", 3)])
+        .await
+        .unwrap();
+    t.publish(&packet("a", 4)).await.unwrap();
+    let _live = t.subscribe(pattern("qis.iot.>")).await.unwrap();
+    let c = consumer(&t, "c").await;
+    let got = c.fetch(10, Duration::from_millis(100)).await.unwrap();
+    c.nak(&got[0], Duration::ZERO).await.unwrap();
+    c.ack(&got).await.unwrap();
+
+    let seen = spans.0.lock().unwrap().clone();
+    let fields_of = |name: &str| {
+        seen.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_else(|| panic!("no span {name} in {seen:?}"))
+    };
+    assert_eq!(
+        fields_of("qis.deposit"),
+        ["transport", "subject", "packet_id"]
+    );
+    assert_eq!(fields_of("qis.deposit_batch"), ["transport", "count"]);
+    assert_eq!(
+        fields_of("qis.publish"),
+        ["transport", "subject", "packet_id"]
+    );
+    assert_eq!(fields_of("qis.subscribe"), ["transport", "pattern"]);
+    assert_eq!(
+        fields_of("qis.consumer"),
+        ["transport", "consumer", "pattern"]
+    );
+    assert_eq!(
+        fields_of("qis.fetch"),
+        ["transport", "consumer", "max", "count"]
+    );
+    assert_eq!(fields_of("qis.nak"), ["transport", "consumer", "packet_id"]);
+    assert_eq!(fields_of("qis.ack"), ["transport", "consumer", "count"]);
+}

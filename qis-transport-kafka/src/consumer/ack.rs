@@ -1,0 +1,95 @@
+//! Ack (commit up to the first unacked delivery of each partition) and nak
+//! (deliver again from the in-flight table after a delay).
+
+use std::time::{Duration, Instant};
+
+use qis_core::backend::token_value;
+use qis_core::{Delivery, Result};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::{KafkaAck, KafkaConsumer};
+use crate::error::{join_error, kafka_error};
+use crate::NAME;
+
+/// A commit refused because the group is moving partitions.
+fn is_rebalance_error(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::NoOffset
+                | RDKafkaErrorCode::State
+                | RDKafkaErrorCode::AssignmentLost
+        )
+    )
+}
+
+impl KafkaConsumer {
+    /// Drop the deliveries from the in-flight table and commit each
+    /// partition's frontier that moved.
+    pub(super) async fn ack_deliveries(&self, deliveries: &[Delivery]) -> Result<()> {
+        let consumer = self.consumer()?;
+        let offsets = {
+            let tokens = deliveries
+                .iter()
+                .map(|d| token_value::<KafkaAck>(NAME, d))
+                .collect::<Result<Vec<_>>>()?;
+            let mut st = self.shared.lock();
+            for t in tokens {
+                match st.parts.get_mut(&t.partition) {
+                    Some(part) => {
+                        part.in_flight.remove(&t.offset);
+                    }
+                    None => {
+                        tracing::debug!(consumer = %self.shared.name, partition = t.partition, offset = t.offset, "ack for a partition this member no longer owns; its new owner may deliver it again");
+                    }
+                }
+            }
+            self.shared.pending_commits(&mut st)
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.shared.commit_list(&offsets);
+        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| join_error("committing offsets", e))?;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_rebalance_error(&e) => {
+                // The group is moving partitions; their next owner starts
+                // from the last commit (at-least-once).
+                tracing::debug!(consumer = %self.shared.name, error = %e, "ack commit refused during a rebalance");
+                self.shared.commit_failed(&offsets);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.commit_failed(&offsets);
+                Err(kafka_error(
+                    format!("could not commit acks of consumer {}", self.shared.name),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// Make the delivery due again after `delay`.
+    pub(super) async fn nak_delivery(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        let t = token_value::<KafkaAck>(NAME, delivery)?;
+        {
+            let mut st = self.shared.lock();
+            if let Some(f) = st
+                .parts
+                .get_mut(&t.partition)
+                .and_then(|p| p.in_flight.get_mut(&t.offset))
+            {
+                f.due = Instant::now() + delay;
+            }
+        }
+        self.shared.notify.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Durable consumers: one Kafka consumer group per durable name.
+//!
+//! Each handle is a group member with a background thread that polls
+//! librdkafka (serving rebalances even while the caller does not fetch),
+//! decodes records as they arrive and buffers them (pausing the partitions
+//! when more than `consumer_buffer_bytes` wait). `fetch` turns buffered
+//! records into deliveries; a delivery stays in the handle's in-flight table
+//! until acked, and comes back from that table when its ack wait expires or
+//! it is nak'd. The group's
+//! committed offset of a partition is always the first offset this handle has
+//! not finished with (the first unacked delivery, else the next record to
+//! read), so after a crash, a close or a rebalance the next owner resumes
+//! exactly after the contiguous run of acked packets.
+//!
+//! - [`open`]: the start position, a conflicting pattern refused, joining
+//!   the group;
+//! - [`group`]: the member's rebalance callbacks and its poller thread;
+//! - [`state`]: what the handle and its thread share, offsets included;
+//! - [`fetch`] and [`ack`]: what the caller does.
+
+mod ack;
+mod fetch;
+mod group;
+mod open;
+mod state;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qis_core::{Delivery, DurableConsumer, Error, ErrorKind, Result};
+
+use crate::error::join_error;
+use crate::NAME;
+use group::GroupConsumer;
+use state::Shared;
+
+pub(crate) use open::open;
+
+/// The token in each delivery: its partition and offset. (The checking
+/// layer makes sure it is acked on the handle that fetched it.)
+#[derive(Debug)]
+struct KafkaAck {
+    partition: i32,
+    offset: i64,
+}
+
+/// A durable consumer handle: one member of the consumer group.
+pub(crate) struct KafkaConsumer {
+    shared: Arc<Shared>,
+    consumer: Mutex<Option<Arc<GroupConsumer>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("name", &self.shared.name)
+            .field("group", &self.shared.group)
+            .field("topic", &self.shared.topic)
+            .field("pattern", &self.shared.pattern)
+            .finish()
+    }
+}
+
+/// The consumer was closed while a call was under way (the checking layer
+/// refuses calls made after `close`).
+fn closed(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Closed,
+        NAME,
+        format!("consumer {name} is closed: open it again by name"),
+    )
+}
+
+impl KafkaConsumer {
+    /// The librdkafka consumer, until the handle is closed.
+    fn consumer(&self) -> Result<Arc<GroupConsumer>> {
+        self.consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| closed(&self.shared.name))
+    }
+}
+
+#[async_trait]
+impl DurableConsumer for KafkaConsumer {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        self.fetch_deliveries(max, wait).await
+    }
+
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
+        self.ack_deliveries(deliveries).await
+    }
+
+    async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        self.nak_delivery(delivery, delay).await
+    }
+
+    fn malformed_skipped(&self) -> u64 {
+        self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::Release);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let consumer = self
+            .consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        tokio::task::spawn_blocking(move || {
+            if let Some(t) = thread {
+                if t.join().is_err() {
+                    tracing::error!("the consumer thread panicked");
+                }
+            }
+            drop(consumer);
+        })
+        .await
+        .map_err(|e| join_error("closing the consumer", e))?;
+        // Out of the group (also when the thread panicked before saying so).
+        self.shared.left.store(true, Ordering::Release);
+        self.shared.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // The poller thread commits what was acked and leaves the group: it
+        // holds the last reference, so the leave is done when it ends.
+        drop(
+            self.consumer
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        self.shared.stop.store(true, Ordering::Release);
+    }
+}

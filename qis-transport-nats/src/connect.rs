@@ -1,0 +1,56 @@
+//! Connecting: the login (user and password, token, `.creds` file), TLS and
+//! timeouts of a [`NatsConfig`] as async-nats client options.
+
+use qis_core::Result;
+
+use crate::config::{invalid, NatsConfig};
+use crate::NAME;
+
+/// The async-nats connect options `config` stands for.
+pub(crate) async fn options(config: &NatsConfig) -> Result<async_nats::ConnectOptions> {
+    let mut opts = match &config.creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
+            .await
+            .map_err(|e| {
+                invalid(format!(
+                    "could not read the credentials file {}: check the path and its contents",
+                    path.display()
+                ))
+                .with_source(e)
+            })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    let login = &config.credentials;
+    if let (Some(u), Some(p)) = (&login.user, &login.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &login.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(ca) = &config.tls.ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls.client_cert, &config.tls.client_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.require_tls {
+        opts = opts.require_tls(true);
+    }
+    Ok(opts
+        .name(&config.connection_name)
+        .connection_timeout(config.connect_timeout)
+        .request_timeout(Some(config.request_timeout))
+        .max_reconnects(None::<usize>)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!(transport = NAME, "connected"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!(
+                        transport = NAME,
+                        "disconnected from the NATS server; reconnecting"
+                    )
+                }
+                other => tracing::debug!(transport = NAME, event = %other, "connection event"),
+            }
+        }))
+}

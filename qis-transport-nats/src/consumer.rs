@@ -1,0 +1,316 @@
+//! Durable pull consumers: JetStream durable consumers with explicit ack,
+//! fetched in batches.
+//!
+//! Opening one ([`NatsConsumer::open`], here) creates the JetStream consumer
+//! or resumes the existing one by name, refusing one that exists with
+//! another pattern or kind; fetching is in `consumer/fetch.rs`, the ack
+//! protocol in `consumer/ack.rs`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{
+    self, pull, AckPolicy, DeliverPolicy, FromConsumer, PullConsumer,
+};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, ConsumerUpdateErrorKind};
+use async_nats::jetstream::ErrorCode;
+use async_trait::async_trait;
+use qis_core::{
+    ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Result, StartPosition,
+    SubjectPattern,
+};
+
+use crate::error::{self, err};
+use crate::filter::filter_for;
+use crate::NatsTransport;
+
+mod ack;
+mod fetch;
+
+/// Consumer metadata key holding the QIS pattern the consumer was created
+/// with, so re-opening it with another pattern is refused even when both
+/// narrow to the same server filter.
+const PATTERN_KEY: &str = "qis_pattern";
+
+/// A durable JetStream pull consumer, implementing [`DurableConsumer`].
+///
+/// Opened with [`qis_core::OutcomeTransport::consumer`]. Its state (what was
+/// acked) lives on the server under its name: any handle opened by that name,
+/// from any connection, resumes it, and several handles share its work.
+pub struct NatsConsumer {
+    transport: NatsTransport,
+    name: String,
+    pattern: SubjectPattern,
+    consumer: PullConsumer,
+    malformed: AtomicU64,
+    /// The reply subject of the last ack or term sent and not yet confirmed:
+    /// acking it again with a reply (idempotent) confirms everything before.
+    unconfirmed: Mutex<Option<(async_nats::Subject, &'static [u8])>>,
+}
+
+impl fmt::Debug for NatsConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConsumer")
+            .field("name", &self.name)
+            .field("pattern", &self.pattern.as_str())
+            .field("stream", &self.transport.inner.stream)
+            .field("malformed_skipped", &self.malformed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn conflict(name: &str, msg: impl fmt::Display) -> Error {
+    err(
+        ErrorKind::Conflict,
+        format!("consumer {name} {msg}: use another consumer name"),
+    )
+}
+
+/// Check that an existing consumer is the one asked for.
+fn check_existing(info: &consumer::Info, config: &ConsumerConfig, filter: &str) -> Result<()> {
+    let c = &info.config;
+    if c.deliver_subject.is_some() {
+        return Err(conflict(
+            &config.name,
+            "exists as a push consumer, not a pull consumer",
+        ));
+    }
+    if c.ack_policy != AckPolicy::Explicit {
+        return Err(conflict(
+            &config.name,
+            format_args!("exists with ack policy {:?}, not explicit", c.ack_policy),
+        ));
+    }
+    match c.metadata.get(PATTERN_KEY) {
+        Some(p) if p != config.pattern.as_str() => Err(conflict(
+            &config.name,
+            format_args!("exists with pattern {p}, not {}", config.pattern),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            let filters: Vec<&str> = if c.filter_subjects.is_empty() {
+                vec![c.filter_subject.as_str()]
+            } else {
+                c.filter_subjects.iter().map(String::as_str).collect()
+            };
+            if filters == [filter] {
+                Ok(())
+            } else {
+                Err(conflict(
+                    &config.name,
+                    format_args!("exists with filter {filters:?}, not {filter}"),
+                ))
+            }
+        }
+    }
+}
+
+fn deliver_policy(start: StartPosition) -> Result<DeliverPolicy> {
+    Ok(match start {
+        StartPosition::All => DeliverPolicy::All,
+        StartPosition::New => DeliverPolicy::New,
+        StartPosition::Since(t) => {
+            let nanos = match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_nanos() as i128,
+                Err(e) => -(e.duration().as_nanos() as i128),
+            };
+            let start_time = async_nats::datetime::from_nanos(nanos.max(0)).map_err(|e| {
+                err(
+                    ErrorKind::InvalidInput,
+                    "the start time cannot be represented: give a time after 1970",
+                )
+                .with_source(e)
+            })?;
+            DeliverPolicy::ByStartTime { start_time }
+        }
+    })
+}
+
+impl NatsConsumer {
+    /// Create the durable consumer, or resume the existing one by name.
+    pub(crate) async fn open(transport: &NatsTransport, config: ConsumerConfig) -> Result<Self> {
+        let inner = &transport.inner;
+        let filter = filter_for(&inner.config.prefix, &config.pattern)?;
+        let stream = inner
+            .js
+            .get_stream_no_info(&inner.stream)
+            .await
+            .map_err(|e| error::get_stream(&inner.config.server_list(), &inner.stream, e))?;
+        for _ in 0..3 {
+            let attempt = match stream.consumer_info(&config.name).await {
+                Ok(info) => resume(transport, &stream, info, &config, &filter).await?,
+                Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
+                    create(transport, &stream, &config, &filter).await?
+                }
+                Err(e) => return Err(lookup_error(transport, &config.name, e)),
+            };
+            // `None`: another handle changed the consumer meanwhile; look again.
+            if let Some(consumer) = attempt {
+                return Ok(NatsConsumer {
+                    transport: transport.clone(),
+                    name: config.name,
+                    pattern: config.pattern,
+                    consumer,
+                    malformed: AtomicU64::new(0),
+                    unconfirmed: Mutex::new(None),
+                });
+            }
+        }
+        Err(err(
+            ErrorKind::Backend,
+            format!(
+                "consumer {} kept changing while it was being opened: try again",
+                config.name
+            ),
+        ))
+    }
+}
+
+/// Resume an existing consumer: check it is the one asked for, and change
+/// its ack wait if another is asked for.
+async fn resume(
+    transport: &NatsTransport,
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    info: consumer::Info,
+    config: &ConsumerConfig,
+    filter: &str,
+) -> Result<Option<PullConsumer>> {
+    check_existing(&info, config, filter)?;
+    let as_pull = |info: &consumer::Info| {
+        pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
+            conflict(
+                &config.name,
+                format_args!("cannot be read as a pull consumer: {e}"),
+            )
+        })
+    };
+    if info.config.ack_wait == config.ack_wait {
+        let c = as_pull(&info)?;
+        return Ok(Some(consumer::Consumer::new(
+            c,
+            info,
+            transport.inner.js.clone(),
+        )));
+    }
+    let mut updated = as_pull(&info)?;
+    updated.ack_wait = config.ack_wait;
+    match stream.update_consumer(updated).await {
+        Ok(c) => Ok(Some(c)),
+        // Deleted meanwhile: look again.
+        Err(e) if matches!(e.kind(), ConsumerUpdateErrorKind::DoesNotExist) => Ok(None),
+        Err(e) => Err(err(
+            ErrorKind::Backend,
+            format!("changing the ack wait of consumer {} failed", config.name),
+        )
+        .with_source(e)),
+    }
+}
+
+/// Create the consumer; a race with another creator means: look again.
+async fn create(
+    transport: &NatsTransport,
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    config: &ConsumerConfig,
+    filter: &str,
+) -> Result<Option<PullConsumer>> {
+    let create = pull::Config {
+        durable_name: Some(config.name.clone()),
+        description: Some(format!("QIS durable consumer on {}", config.pattern)),
+        deliver_policy: deliver_policy(config.start)?,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        filter_subject: filter.to_string(),
+        max_ack_pending: transport.inner.config.max_ack_pending,
+        metadata: HashMap::from([(PATTERN_KEY.to_string(), config.pattern.as_str().to_string())]),
+        ..Default::default()
+    };
+    match stream.create_consumer_strict(create).await {
+        Ok(c) => {
+            tracing::debug!(consumer = %config.name, filter, "created durable consumer");
+            Ok(Some(c))
+        }
+        // Created by someone else meanwhile (or with other settings): look again.
+        Err(e) if matches!(e.kind(), ConsumerCreateStrictErrorKind::AlreadyExists) => Ok(None),
+        Err(e) => {
+            let kind = match e.kind() {
+                ConsumerCreateStrictErrorKind::TimedOut => ErrorKind::Timeout,
+                ConsumerCreateStrictErrorKind::Request => ErrorKind::Unavailable,
+                ConsumerCreateStrictErrorKind::JetStream(je)
+                    if je.error_code() == ErrorCode::CONSUMER_NAME_EXIST =>
+                {
+                    return Ok(None)
+                }
+                _ => ErrorKind::Backend,
+            };
+            Err(err(kind, format!("creating consumer {} failed", config.name)).with_source(e))
+        }
+    }
+}
+
+fn lookup_error(
+    transport: &NatsTransport,
+    name: &str,
+    e: async_nats::jetstream::context::ConsumerInfoError,
+) -> Error {
+    let kind = match e.kind() {
+        ConsumerInfoErrorKind::StreamNotFound => {
+            return err(
+                ErrorKind::NotFound,
+                format!(
+                    "stream {} is gone: connect again to recreate it",
+                    transport.inner.stream
+                ),
+            )
+            .with_source(e)
+        }
+        ConsumerInfoErrorKind::TimedOut => ErrorKind::Timeout,
+        ConsumerInfoErrorKind::NoResponders | ConsumerInfoErrorKind::Request => {
+            ErrorKind::Unavailable
+        }
+        ConsumerInfoErrorKind::InvalidName => ErrorKind::InvalidInput,
+        _ => ErrorKind::Backend,
+    };
+    err(kind, format!("looking up consumer {name} failed")).with_source(e)
+}
+
+#[async_trait]
+impl DurableConsumer for NatsConsumer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        self.pull(max, wait).await
+    }
+
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
+        self.ack_all(deliveries).await
+    }
+
+    async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        self.nak_one(delivery, delay).await
+    }
+
+    fn malformed_skipped(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Closing the transport drained the connection: nothing is left to
+        // confirm, and nothing could be sent.
+        if self.transport.is_closed() {
+            return Ok(());
+        }
+        self.confirm().await?;
+        self.transport
+            .inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| error::send(&format!("flushing acks of consumer {}", self.name), e))
+    }
+}

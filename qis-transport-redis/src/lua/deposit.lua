@@ -1,0 +1,95 @@
+-- Stores a chunk of packets, atomically with their de-duplication markers.
+--
+-- KEYS: 1 subject index, 2 new-subject stream, then one stream key per packet.
+-- ARGV: 1 dedup window ms (0: off), 2 stream max length, 3 max age ms
+-- (0: off), 4 live channel prefix, 5 new-subjects max length, 6 prefix of
+-- the de-duplication buckets, 7 prefix of the stream keys, then per packet:
+-- packet id, body.
+-- Returns per packet: 0 or 1 (duplicate), entry id.
+--
+-- De-duplication markers live in hashes, one per window-long bucket of
+-- server time ({prefix}:d:{window}:{floor(now / window)}: packet id ->
+-- entry id), read with one HMGET per bucket (this one and the one before)
+-- and written with one HSET per chunk; each bucket expires once the next
+-- one is over. A re-deposit is thus recognised for at least one window and
+-- at most two. Per packet the script costs one XADD and a hash field, which
+-- keeps a batch deposit close to plain pipelined XADDs. Trimming and
+-- indexing happen once per stream per chunk; nothing is published when no
+-- live subscriber (a pattern subscription) exists.
+local window = tonumber(ARGV[1])
+local max_age = tonumber(ARGV[3])
+local chan = ARGV[4]
+local skip = #ARGV[7]
+local n = #KEYS - 2
+local live = redis.call('PUBSUB', 'NUMPAT') > 0
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local known = {}
+local cur
+local expire_at
+if window > 0 then
+  local b = math.floor(now / window)
+  cur = ARGV[6] .. string.format('%d', b)
+  expire_at = string.format('%d', (b + 2) * window)
+  local prev = ARGV[6] .. string.format('%d', b - 1)
+  local pids = {}
+  for i = 1, n do pids[i] = ARGV[6 + 2 * i] end
+  local a = redis.call('HMGET', cur, unpack(pids))
+  local p = {}
+  if redis.call('EXISTS', prev) == 1 then p = redis.call('HMGET', prev, unpack(pids)) end
+  for i = 1, n do
+    local v = a[i] or p[i]
+    if v then known[pids[i]] = v end
+  end
+end
+local out = {}
+local fresh = {}
+local touched = {}
+local order = {}
+local function remember()
+  if #fresh > 0 then
+    redis.call('HSET', cur, unpack(fresh))
+    redis.call('PEXPIREAT', cur, expire_at)
+  end
+end
+for i = 1, n do
+  local skey = KEYS[2 + i]
+  local pid = ARGV[6 + 2 * i]
+  local body = ARGV[7 + 2 * i]
+  local v = known[pid]
+  if v then
+    out[#out + 1] = 1
+    out[#out + 1] = v
+  else
+    local r = redis.pcall('XADD', skey, '*', 'id', pid, 'body', body)
+    if type(r) == 'table' and r.err then
+      remember()
+      return redis.error_reply(r.err)
+    end
+    if window > 0 then
+      known[pid] = r
+      fresh[#fresh + 1] = pid
+      fresh[#fresh + 1] = r
+    end
+    local subject = touched[skey]
+    if not subject then
+      subject = string.sub(skey, skip + 1)
+      touched[skey] = subject
+      order[#order + 1] = {skey, subject}
+    end
+    if live then redis.call('PUBLISH', chan .. subject, body) end
+    out[#out + 1] = 0
+    out[#out + 1] = r
+  end
+end
+remember()
+local minid = false
+if max_age > 0 and now - max_age > 0 then minid = string.format('%d', now - max_age) end
+for _, e in ipairs(order) do
+  redis.call('XTRIM', e[1], 'MAXLEN', '~', ARGV[2])
+  if minid then redis.call('XTRIM', e[1], 'MINID', '~', minid) end
+  if redis.call('ZADD', KEYS[1], 'NX', 0, e[2]) == 1 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 's', e[2])
+  end
+end
+return out
