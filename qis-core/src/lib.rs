@@ -39,6 +39,7 @@
 //! ```
 
 pub mod backend;
+pub mod bridge;
 mod checked;
 pub mod config;
 mod error;
@@ -49,6 +50,7 @@ pub mod subject;
 mod synthesis;
 pub mod transport;
 
+pub use bridge::{Bridge, BridgeConfig, BridgeStatus};
 pub use checked::Checked;
 pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};

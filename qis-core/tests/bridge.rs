@@ -1,0 +1,254 @@
+//! The bridge on memory transports: a destination that fails and comes back,
+//! a source that cannot be reached at first, two bridges both ways, and a
+//! shutdown that finishes its batch.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qis_core::bridge::{Backoff, Bridge, BridgeConfig, Endpoint};
+use qis_core::{
+    async_trait, Capabilities, Checked, ConsumerConfig, DurableConsumer, DynTransport,
+    EncodedPacket, Error, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket,
+    OutcomeTransport, OutcomeTransportExt, Receipt, Result, Subject, SubjectPattern,
+};
+
+fn packet(node: &str, n: usize) -> OutcomePacket {
+    OutcomePacket {
+        agent_id: format!("{node}-agent"),
+        domain: "hvac".into(),
+        problem_class: "energy-anomaly".into(),
+        conclusion: format!("finding {n} on {node}"),
+        confidence: 0.5,
+        context_vector: vec![0.1, 0.2],
+        timestamp: 1_764_000_000.0 + n as f64,
+        source_node: node.into(),
+    }
+}
+
+fn quick(name: &str) -> BridgeConfig {
+    BridgeConfig::new(name)
+        .unwrap()
+        .fetch_wait(Duration::from_millis(50))
+        .ack_wait(Duration::from_secs(5))
+        .backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+            ..Backoff::default()
+        })
+}
+
+fn memory() -> DynTransport {
+    Arc::new(MemoryTransport::new(Subject::default()))
+}
+
+/// Every packet id stored on `t`, read by a fresh consumer.
+async fn stored(t: &DynTransport) -> Vec<String> {
+    let name = format!("audit{}", rand_suffix());
+    let c = t
+        .consumer(ConsumerConfig::new(name, SubjectPattern::new("qis.iot.>").unwrap()).unwrap())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    loop {
+        let got = c.fetch(1000, Duration::from_millis(20)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        c.ack(&got).await.unwrap();
+        ids.extend(got.iter().map(|d| d.id().to_hex()));
+    }
+    ids.sort();
+    ids
+}
+
+fn rand_suffix() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A memory transport whose deposits fail while `failing` is above zero.
+#[derive(Debug)]
+struct Flaky {
+    inner: Checked<MemoryTransport>,
+    failing: AtomicU32,
+}
+
+#[async_trait]
+impl OutcomeTransport for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn prefix(&self) -> &Subject {
+        self.inner.prefix()
+    }
+    async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
+        Ok(self
+            .deposit_encoded_batch(std::slice::from_ref(p))
+            .await?
+            .remove(0))
+    }
+    async fn deposit_encoded_batch(&self, p: &[EncodedPacket]) -> Result<Vec<Receipt>> {
+        if self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "flaky",
+                "the link is down",
+            ));
+        }
+        self.inner.deposit_encoded_batch(p).await
+    }
+    async fn consumer(&self, c: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
+        self.inner.consumer(c).await
+    }
+    async fn subscribe(&self, p: SubjectPattern) -> Result<LiveSubscription> {
+        self.inner.subscribe(p).await
+    }
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_fails_gets_everything_once_it_is_back() {
+    let device = memory();
+    for n in 0..300 {
+        device.deposit(&packet("dev", n)).await.unwrap();
+    }
+    let hub_store = MemoryTransport::new(Subject::default());
+    let hub: DynTransport = Arc::new(Checked::new(Flaky {
+        inner: hub_store.handle(),
+        failing: AtomicU32::new(3),
+    }));
+    let bridge = Bridge::new(device.clone(), hub.clone(), quick("up").batch(64));
+    let status = bridge.drain(Duration::from_millis(200)).await.unwrap();
+    assert_eq!(status.forwarded, 300, "{status:?}");
+    assert_eq!(status.failures, 3, "{status:?}");
+    assert!(status.last_error.unwrap().contains("link is down"));
+    let hub_ids = stored(&(Arc::new(hub_store.handle()) as DynTransport)).await;
+    assert_eq!(
+        hub_ids,
+        stored(&device).await,
+        "the hub holds each packet once"
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_be_reached_at_first_is_connected_again() {
+    let store = MemoryTransport::new(Subject::default());
+    store.deposit(&packet("dev", 1)).await.unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let source = {
+        let attempts = attempts.clone();
+        let store = store.inner().clone();
+        Endpoint::connect(move || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            let store = store.clone();
+            Box::pin(async move {
+                if n < 2 {
+                    Err(Error::new(ErrorKind::Unavailable, "test", "not yet"))
+                } else {
+                    Ok(Arc::new(store.handle()) as DynTransport)
+                }
+            })
+        })
+    };
+    let hub = memory();
+    let status = Bridge::new(source, hub.clone(), quick("up"))
+        .drain(Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(status.forwarded, 1, "{status:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_bridge_gives_up_when_its_backoff_is_exhausted() {
+    let source = Endpoint::connect(|| {
+        Box::pin(async { Err(Error::new(ErrorKind::Unavailable, "test", "never")) })
+    });
+    let mut config = quick("up");
+    config.backoff.max_attempts = Some(3);
+    let e = Bridge::new(source, memory(), config)
+        .drain(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn two_bridges_both_ways_never_loop() {
+    let device = memory();
+    let hub = memory();
+    for n in 0..50 {
+        device.deposit(&packet("dev", n)).await.unwrap();
+        hub.deposit(&packet("other", n)).await.unwrap();
+    }
+    let up = Bridge::up(device.clone(), hub.clone(), "dev", quick("up"));
+    let down = Bridge::down(hub.clone(), device.clone(), "dev", quick("down"));
+    for _round in 0..3 {
+        let u = up.drain(Duration::from_millis(100)).await.unwrap();
+        let d = down.drain(Duration::from_millis(100)).await.unwrap();
+        assert_eq!(
+            u.forwarded, 50,
+            "up forwards the device's own packets once: {u:?}"
+        );
+        assert_eq!(
+            d.forwarded, 50,
+            "down brings the others' packets once: {d:?}"
+        );
+    }
+    let (on_device, on_hub) = (stored(&device).await, stored(&hub).await);
+    assert_eq!(on_device.len(), 100);
+    assert_eq!(on_device, on_hub, "each side holds every packet once");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
+    let device = memory();
+    for n in 0..10 {
+        device.deposit(&packet("dev", n)).await.unwrap();
+    }
+    let hub = memory();
+    let bridge = Bridge::new(device.clone(), hub.clone(), quick("up"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            bridge
+                .run_until(async {
+                    let _ = rx.await;
+                })
+                .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while bridge.status().forwarded < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "10 packets not forwarded within 5 s: {:?}",
+            bridge.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(()).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the bridge stops within 5 s of the signal")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.forwarded, 10);
+    // Acked: the same consumer has nothing left.
+    let again = Bridge::new(device, hub, quick("up"))
+        .drain(Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!((again.forwarded, again.duplicates), (0, 0), "{again:?}");
+}
