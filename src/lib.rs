@@ -49,3 +49,8 @@ pub use qis_transport_sqlite as sqlite;
 
 mod connect;
 pub use connect::{connect, TransportConfig};
+
+/// The README's code, compiled and run as doc tests so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
