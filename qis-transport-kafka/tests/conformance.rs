@@ -1,37 +1,32 @@
-//! The Kafka backend: a broker at `QIS_KAFKA_URL` (e.g.
-//! `kafka://127.0.0.1:19092`, started by `scripts/servers/kafka.sh`).
+//! The shared conformance suite (`qis-conformance`) on Kafka: a broker at
+//! `QIS_KAFKA_URL` (e.g. `kafka://127.0.0.1:19092`, started by
+//! `scripts/servers/kafka.sh`). Each prefix gets its own topic.
 
 use std::collections::HashMap;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qis::{async_trait, DynTransport, Error, ErrorKind, Result, Subject};
+use qis_conformance::support::{env_url, tcp_reachable};
+use qis_conformance::{async_trait, Backend};
+use qis_core::{DynTransport, Error, ErrorKind, Result, Subject};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
-
-use crate::harness::{Backend, DynBackend};
 
 const ENV: &str = "QIS_KAFKA_URL";
 
-#[derive(Default)]
 struct Kafka {
+    url: std::result::Result<String, String>,
     /// The last transport opened on each prefix, for `inject_raw`.
     opened: Mutex<HashMap<Subject, KafkaTransport>>,
 }
 
-pub fn backend() -> DynBackend {
-    Arc::new(Kafka::default())
-}
-
-fn config() -> Result<KafkaConfig> {
-    let url = std::env::var(ENV).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            "kafka",
-            format!("{ENV} is not set"),
-        )
-    })?;
-    KafkaConfig::from_url(&url)
+impl Kafka {
+    fn config(&self) -> Result<KafkaConfig> {
+        let url = self
+            .url
+            .as_deref()
+            .map_err(|why| Error::new(ErrorKind::InvalidInput, "kafka", why.to_string()))?;
+        KafkaConfig::from_url(url)
+    }
 }
 
 #[async_trait]
@@ -41,12 +36,10 @@ impl Backend for Kafka {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        if std::env::var(ENV).is_err() {
-            return Some(format!(
-                "{ENV} is not set: run scripts/servers/kafka.sh start DIR and source DIR/kafka.env"
-            ));
+        if let Err(why) = &self.url {
+            return Some(why.clone());
         }
-        let config = match config() {
+        let config = match self.config() {
             Ok(c) => c,
             Err(e) => return Some(format!("{ENV} is not usable: {e}")),
         };
@@ -56,17 +49,10 @@ impl Backend for Kafka {
             .next()
             .unwrap_or_default()
             .to_string();
-        let reachable = tokio::task::spawn_blocking(move || {
-            first
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .is_some_and(|addr| {
-                    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-                })
-        })
-        .await
-        .unwrap_or(false);
+        let reachable =
+            tokio::task::spawn_blocking(move || tcp_reachable(&first, Duration::from_secs(2)))
+                .await
+                .unwrap_or(false);
         if reachable {
             None
         } else {
@@ -78,7 +64,7 @@ impl Backend for Kafka {
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
-        let t = KafkaTransport::connect(config()?.prefix(prefix.clone())).await?;
+        let t = KafkaTransport::connect(self.config()?.prefix(prefix.clone())).await?;
         self.opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -102,4 +88,15 @@ impl Backend for Kafka {
             })?;
         t.deposit_raw_unchecked(subject, body).await.map(|_| ())
     }
+}
+
+fn main() {
+    let url = env_url(
+        ENV,
+        "run scripts/servers/kafka.sh start DIR and source DIR/kafka.env",
+    );
+    qis_conformance::run(vec![Arc::new(Kafka {
+        url,
+        opened: Mutex::default(),
+    })]);
 }

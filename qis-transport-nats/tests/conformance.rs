@@ -1,24 +1,21 @@
-//! The NATS JetStream backend: the server at `QIS_NATS_URL`
-//! (scripts/servers/nats.sh start DIR writes it). Each prefix gets its own
-//! stream, named from the prefix (`qt1a2b3c4d.iot` → `QIS_QT1A2B3C4D_IOT`),
-//! so cases never see each other's data.
+//! The shared conformance suite (`qis-conformance`) on NATS JetStream: the
+//! server at `QIS_NATS_URL` (`scripts/servers/nats.sh start DIR` writes it).
+//! Each prefix gets its own stream, named from the prefix
+//! (`qt1a2b3c4d.iot` → `QIS_QT1A2B3C4D_IOT`), so cases never see each
+//! other's data.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use qis::nats::{NatsConfig, NatsTransport};
-use qis::{async_trait, DynTransport, Error, ErrorKind, Result, Subject};
+use qis_conformance::support::{env_url, tcp_reachable};
+use qis_conformance::{async_trait, Backend};
+use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
+use qis_transport_nats::{NatsConfig, NatsTransport};
 
-use crate::harness::{Backend, DynBackend};
+const ENV: &str = "QIS_NATS_URL";
 
 struct Nats {
-    url: Option<String>,
-}
-
-pub fn backend() -> DynBackend {
-    Arc::new(Nats {
-        url: std::env::var("QIS_NATS_URL").ok().filter(|u| !u.is_empty()),
-    })
+    url: std::result::Result<String, String>,
 }
 
 impl Nats {
@@ -26,7 +23,7 @@ impl Nats {
         let url = self
             .url
             .as_deref()
-            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "nats", "QIS_NATS_URL is not set"))?;
+            .map_err(|why| Error::new(ErrorKind::Unavailable, "nats", why.to_string()))?;
         Ok(NatsConfig::from_url(url)?.prefix(prefix.clone()))
     }
 }
@@ -38,14 +35,13 @@ impl Backend for Nats {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let Some(url) = &self.url else {
-            return Some(
-                "QIS_NATS_URL is not set (scripts/servers/nats.sh start DIR writes it)".into(),
-            );
+        let url = match &self.url {
+            Ok(url) => url,
+            Err(why) => return Some(why.clone()),
         };
         let config = match NatsConfig::from_url(url) {
             Ok(c) => c,
-            Err(e) => return Some(format!("QIS_NATS_URL={url}: {e}")),
+            Err(e) => return Some(format!("{ENV}={url}: {e}")),
         };
         let addr = config
             .server_url()
@@ -53,14 +49,7 @@ impl Backend for Nats {
             .nth(1)
             .unwrap_or_default()
             .to_string();
-        let addrs = match std::net::ToSocketAddrs::to_socket_addrs(&addr) {
-            Ok(a) => a.collect::<Vec<_>>(),
-            Err(e) => return Some(format!("QIS_NATS_URL={url}: cannot resolve {addr}: {e}")),
-        };
-        if addrs
-            .iter()
-            .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok())
-        {
+        if tcp_reachable(&addr, Duration::from_secs(2)) {
             None
         } else {
             Some(format!("the NATS server at {url} does not answer"))
@@ -85,7 +74,7 @@ impl Backend for Nats {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         }
         .await;
-        let _ = qis::OutcomeTransport::close(&raw).await;
+        let _ = raw.close().await;
         sent.map_err(|e| {
             Error::new(
                 ErrorKind::Backend,
@@ -95,4 +84,12 @@ impl Backend for Nats {
             .with_source(e)
         })
     }
+}
+
+fn main() {
+    let url = env_url(
+        ENV,
+        "run scripts/servers/nats.sh start DIR and source DIR/nats.env",
+    );
+    qis_conformance::run(vec![Arc::new(Nats { url })]);
 }
