@@ -694,9 +694,12 @@ fn main() {
         let token = OwnServer::start(&["--auth", "t0ken"])?;
         block_on(CASE_LIMIT, user_password_and_token_login(user, token))
     }));
-    let tls_ready = own.and_then(|bin| match installed("openssl", "version") {
-        true => Ok(bin),
-        false => Err("openssl is needed to make test certificates".to_string()),
+    let tls_ready = own.and_then(|bin| {
+        if installed("openssl", "version") {
+            Ok(bin)
+        } else {
+            Err("openssl is needed to make test certificates".to_string())
+        }
     });
     trials.push(trial("tls_with_own_ca", &tls_ready, |_| {
         let dir = TempDir::new("nats-certs");
