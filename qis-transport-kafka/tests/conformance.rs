@@ -14,18 +14,17 @@ use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 const ENV: &str = "QIS_KAFKA_URL";
 
 struct Kafka {
-    url: std::result::Result<String, String>,
+    /// The broker's settings from `QIS_KAFKA_URL`, or why there are none.
+    config: std::result::Result<KafkaConfig, String>,
     /// The last transport opened on each prefix, for `inject_raw`.
     opened: Mutex<HashMap<Subject, KafkaTransport>>,
 }
 
 impl Kafka {
     fn config(&self) -> Result<KafkaConfig> {
-        let url = self
-            .url
-            .as_deref()
-            .map_err(|why| Error::new(ErrorKind::InvalidInput, "kafka", why.to_string()))?;
-        KafkaConfig::from_url(url)
+        self.config
+            .clone()
+            .map_err(|why| Error::new(ErrorKind::Unavailable, "kafka", why))
     }
 }
 
@@ -36,31 +35,16 @@ impl Backend for Kafka {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        if let Err(why) = &self.url {
-            return Some(why.clone());
-        }
-        let config = match self.config() {
-            Ok(c) => c,
-            Err(e) => return Some(format!("{ENV} is not usable: {e}")),
+        let servers = match &self.config {
+            Ok(config) => config.bootstrap_servers.clone(),
+            Err(why) => return Some(why.clone()),
         };
-        let first = config
-            .bootstrap_servers
-            .split(',')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let first = servers.split(',').next().unwrap_or_default().to_string();
         let reachable =
             tokio::task::spawn_blocking(move || tcp_reachable(&first, Duration::from_secs(2)))
                 .await
                 .unwrap_or(false);
-        if reachable {
-            None
-        } else {
-            Some(format!(
-                "no Kafka broker answers at {}",
-                config.bootstrap_servers
-            ))
-        }
+        (!reachable).then(|| format!("no Kafka broker answers at {servers}"))
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
@@ -91,12 +75,13 @@ impl Backend for Kafka {
 }
 
 fn main() {
-    let url = env_url(
+    let config = env_url(
         ENV,
         "run scripts/servers/kafka.sh start DIR and source DIR/kafka.env",
-    );
+    )
+    .and_then(|url| KafkaConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
     qis_conformance::run(vec![Arc::new(Kafka {
-        url,
+        config,
         opened: Mutex::default(),
     })]);
 }

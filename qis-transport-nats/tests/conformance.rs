@@ -15,16 +15,17 @@ use qis_transport_nats::{NatsConfig, NatsTransport};
 const ENV: &str = "QIS_NATS_URL";
 
 struct Nats {
-    url: std::result::Result<String, String>,
+    /// The server's settings from `QIS_NATS_URL`, or why there are none.
+    config: std::result::Result<NatsConfig, String>,
 }
 
 impl Nats {
     fn config(&self, prefix: &Subject) -> Result<NatsConfig> {
-        let url = self
-            .url
-            .as_deref()
-            .map_err(|why| Error::new(ErrorKind::Unavailable, "nats", why.to_string()))?;
-        Ok(NatsConfig::from_url(url)?.prefix(prefix.clone()))
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|why| Error::new(ErrorKind::Unavailable, "nats", why.clone()))?;
+        Ok(config.clone().prefix(prefix.clone()))
     }
 }
 
@@ -35,25 +36,14 @@ impl Backend for Nats {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let url = match &self.url {
-            Ok(url) => url,
+        let config = match &self.config {
+            Ok(config) => config,
             Err(why) => return Some(why.clone()),
         };
-        let config = match NatsConfig::from_url(url) {
-            Ok(c) => c,
-            Err(e) => return Some(format!("{ENV}={url}: {e}")),
-        };
-        let addr = config
-            .server_url()
-            .split("://")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        if tcp_reachable(&addr, Duration::from_secs(2)) {
-            None
-        } else {
-            Some(format!("the NATS server at {url} does not answer"))
-        }
+        let url = config.server_url();
+        let addr = url.split("://").nth(1).unwrap_or_default();
+        (!tcp_reachable(addr, Duration::from_secs(2)))
+            .then(|| format!("the NATS server at {url} does not answer"))
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
@@ -87,9 +77,10 @@ impl Backend for Nats {
 }
 
 fn main() {
-    let url = env_url(
+    let config = env_url(
         ENV,
         "run scripts/servers/nats.sh start DIR and source DIR/nats.env",
-    );
-    qis_conformance::run(vec![Arc::new(Nats { url })]);
+    )
+    .and_then(|url| NatsConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
+    qis_conformance::run(vec![Arc::new(Nats { config })]);
 }

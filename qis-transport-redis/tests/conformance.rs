@@ -13,16 +13,17 @@ use qis_transport_redis::{RedisConfig, RedisTransport};
 const ENV: &str = "QIS_REDIS_URL";
 
 struct Redis {
-    url: std::result::Result<String, String>,
+    /// The server's settings from `QIS_REDIS_URL`, or why there are none.
+    config: std::result::Result<RedisConfig, String>,
 }
 
 impl Redis {
     fn config(&self, prefix: &Subject) -> Result<RedisConfig> {
-        let url = self
-            .url
-            .as_deref()
-            .map_err(|why| Error::new(ErrorKind::InvalidInput, "redis", why.to_string()))?;
-        Ok(RedisConfig::from_url(url)?.prefix(prefix.clone()))
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|why| Error::new(ErrorKind::Unavailable, "redis", why.clone()))?;
+        Ok(config.clone().prefix(prefix.clone()))
     }
 }
 
@@ -33,13 +34,9 @@ impl Backend for Redis {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let url = match &self.url {
-            Ok(url) => url,
+        let config = match &self.config {
+            Ok(config) => config.clone(),
             Err(why) => return Some(why.clone()),
-        };
-        let config = match RedisConfig::from_url(url) {
-            Ok(c) => c,
-            Err(e) => return Some(format!("{ENV}={url} is not usable: {e}")),
         };
         match RedisTransport::connect(config).await {
             Ok(t) => {
@@ -67,9 +64,10 @@ impl Backend for Redis {
 }
 
 fn main() {
-    let url = env_url(
+    let config = env_url(
         ENV,
         "run scripts/servers/redis.sh start DIR and source DIR/redis.env",
-    );
-    qis_conformance::run(vec![Arc::new(Redis { url })]);
+    )
+    .and_then(|url| RedisConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
+    qis_conformance::run(vec![Arc::new(Redis { config })]);
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use qis_core::{OutcomeTransportExt, StartPosition, Subject};
 
-use super::open;
+use super::{deposit, open, reader};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
@@ -70,18 +70,8 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(
     prefix: Subject,
 ) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let r = t
-        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "forgetful",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(1),
-    )
-    .await?;
+    let r = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
+    let c = reader(&t, "forgetful", &prefix, Duration::from_secs(1)).await?;
     let first = collect_unacked(&c, 1, Duration::from_secs(10)).await?;
     ensure!(first[0].id() == r.id, "fetched another packet");
     let started = Instant::now();
@@ -108,18 +98,8 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(
 /// A nak'd delivery comes back at once, long before its ack wait.
 pub async fn nak_redelivers(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let r = t
-        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "picky",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let r = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
+    let c = reader(&t, "picky", &prefix, Duration::from_secs(60)).await?;
     let first = collect_unacked(&c, 1, Duration::from_secs(10)).await?;
     c.nak(&first[0], Duration::ZERO)
         .await
@@ -141,22 +121,9 @@ pub async fn nak_redelivers(b: DynBackend, prefix: Subject) -> CaseResult {
 pub async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> CaseResult {
     let t1 = open(&b, &prefix).await?;
     let t2 = open(&b, &prefix).await?;
-    let pattern = format!("{prefix}.>");
     let (c1, c2) = futures::future::join(
-        consumer(
-            &*t1,
-            "workers",
-            &pattern,
-            StartPosition::All,
-            Duration::from_secs(60),
-        ),
-        consumer(
-            &*t2,
-            "workers",
-            &pattern,
-            StartPosition::All,
-            Duration::from_secs(60),
-        ),
+        reader(&t1, "workers", &prefix, Duration::from_secs(60)),
+        reader(&t2, "workers", &prefix, Duration::from_secs(60)),
     )
     .await;
     let (c1, c2) = (c1?, c2?);

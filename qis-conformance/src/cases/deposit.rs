@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use qis_core::{EncodedPacket, OutcomeTransportExt, StartPosition, Subject};
 
-use super::open;
+use super::{deposit, open, reader};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
@@ -18,7 +18,7 @@ use crate::support::{
 pub async fn deposit_returns_receipt(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let p = pkt("agent-a", "hvac", "energy-anomaly", 1);
-    let r = t.deposit(&p).await.map_err(context("deposit"))?;
+    let r = deposit(&t, &p).await?;
     let expected = EncodedPacket::readable(&p, &prefix).unwrap();
     ensure!(
         r.subject.as_str() == format!("{prefix}.hvac.energy-anomaly"),
@@ -30,14 +30,7 @@ pub async fn deposit_returns_receipt(b: DynBackend, prefix: Subject) -> CaseResu
         "receipt id is not the SHA-256 of the body"
     );
     ensure!(!r.duplicate, "a first deposit was reported as a duplicate");
-    let c = consumer(
-        &*t,
-        "reader",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == r.id,
@@ -70,25 +63,15 @@ pub async fn deposit_returns_receipt(b: DynBackend, prefix: Subject) -> CaseResu
 pub async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let p = pkt("agent-a", "hvac", "energy-anomaly", 1);
-    let first = t.deposit(&p).await.map_err(context("deposit"))?;
+    let first = deposit(&t, &p).await?;
     let again = t.deposit(&p).await.map_err(context("re-deposit"))?;
     ensure!(
         again.duplicate,
         "an identical re-deposit was not recognised as a duplicate"
     );
     ensure!(again.id == first.id, "re-deposit changed the id");
-    let sentinel = t
-        .deposit(&pkt("agent-b", "hvac", "energy-anomaly", 2))
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "reader",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
     let got = collect(&c, 2, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![first.id, sentinel.id],
@@ -119,14 +102,7 @@ pub async fn batch_deposit_keeps_order(b: DynBackend, prefix: Subject) -> CaseRe
         ensure!(r.id == id, "receipts are not in input order");
         ensure!(!r.duplicate, "a fresh packet was reported duplicate");
     }
-    let c = consumer(
-        &*t,
-        "reader",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c, 500, Duration::from_secs(30)).await?;
     let seqs: Vec<usize> = got.iter().map(seq_of).collect();
     ensure!(
@@ -222,7 +198,7 @@ pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> 
         })
         .collect();
     for p in &packets[..200] {
-        t.deposit(p).await.map_err(context("deposit"))?;
+        deposit(&t, p).await?;
     }
     for chunk in packets[200..].chunks(100) {
         t.deposit_batch(chunk)

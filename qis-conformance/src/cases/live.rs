@@ -3,12 +3,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use qis_core::{OutcomeTransportExt, StartPosition, Subject, SubjectPattern};
+use qis_core::{OutcomeTransportExt, Subject, SubjectPattern};
 
-use super::open;
+use super::{deposit, open, reader};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, consumer, context, next_live, pkt, CaseResult};
+use crate::support::{collect, context, next_live, pkt, CaseResult};
 
 /// A live subscription receives the deposits its pattern matches, and no
 /// others.
@@ -18,18 +18,9 @@ pub async fn live_subscription_receives_matching(b: DynBackend, prefix: Subject)
         .subscribe(SubjectPattern::new(format!("{prefix}.*.energy-anomaly")).unwrap())
         .await
         .map_err(context("subscribe"))?;
-    let want1 = t
-        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    let other = t
-        .deposit(&pkt("a", "hvac", "refrigerant-loss", 2))
-        .await
-        .map_err(context("deposit"))?;
-    let want2 = t
-        .deposit(&pkt("a", "power", "energy-anomaly", 3))
-        .await
-        .map_err(context("deposit"))?;
+    let want1 = deposit(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
+    let other = deposit(&t, &pkt("a", "hvac", "refrigerant-loss", 2)).await?;
+    let want2 = deposit(&t, &pkt("a", "power", "energy-anomaly", 3)).await?;
     let mut got = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < 2 {
@@ -67,18 +58,8 @@ pub async fn fire_and_forget_reaches_live_not_store(b: DynBackend, prefix: Subje
         .await?
         .ok_or("a fire-and-forget packet did not arrive live within 10 s")?;
     ensure!(r.packet == p, "live received another packet");
-    let sentinel = t
-        .deposit(&pkt("durable", "hvac", "energy-anomaly", 2))
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "store-check",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let sentinel = deposit(&t, &pkt("durable", "hvac", "energy-anomaly", 2)).await?;
+    let c = reader(&t, "store-check", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == sentinel.id,

@@ -2,14 +2,12 @@
 
 use std::time::Duration;
 
-use qis_core::{
-    EncodedPacket, ErrorKind, OutcomeTransportExt, StartPosition, Subject, SubjectPattern,
-};
+use qis_core::{EncodedPacket, ErrorKind, OutcomeTransportExt, Subject, SubjectPattern};
 
-use super::open;
+use super::{deposit, open, reader};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, consumer, context, ids, next_live, pkt, quiet, seq_of, CaseResult};
+use crate::support::{collect, context, ids, next_live, pkt, quiet, seq_of, CaseResult};
 
 fn garbage() -> Vec<Vec<u8>> {
     let oversize = format!(
@@ -87,18 +85,8 @@ pub async fn invalid_packets_rejected_before_send(b: DynBackend, prefix: Subject
         "bad batch gave {err}"
     );
 
-    let sentinel = t
-        .deposit(&pkt("device", "hvac", "energy-anomaly", 6))
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "auditor",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let sentinel = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 6)).await?;
+    let c = reader(&t, "auditor", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == sentinel.id,
@@ -119,18 +107,8 @@ pub async fn invalid_packets_rejected_before_send(b: DynBackend, prefix: Subject
 pub async fn garbage_is_skipped_durable(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let subject = format!("{prefix}.hvac.energy-anomaly");
-    let c = consumer(
-        &*t,
-        "sturdy",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(1),
-    )
-    .await?;
-    let a = t
-        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    let c = reader(&t, "sturdy", &prefix, Duration::from_secs(1)).await?;
+    let a = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
     for g in garbage() {
         b.inject_raw(&t, &subject, &g)
             .await
@@ -176,10 +154,7 @@ pub async fn garbage_is_skipped_live(b: DynBackend, prefix: Subject) -> CaseResu
             .await
             .map_err(context("inject garbage"))?;
     }
-    let r = t
-        .deposit(&pkt("device", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    let r = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
     let got = next_live(&mut sub, Duration::from_secs(10))
         .await?
         .ok_or("the valid packet after the garbage did not arrive live within 10 s")?;

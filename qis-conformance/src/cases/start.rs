@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use qis_core::{OutcomeTransportExt, StartPosition, Subject};
 
-use super::open;
+use super::{deposit, open, reader};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{collect, consumer, context, pkt, quiet, seq_of, CaseResult};
@@ -22,14 +22,7 @@ pub async fn start_all_receives_history_start_new_does_not(
     t.deposit_batch(&history)
         .await
         .map_err(context("deposit"))?;
-    let all = consumer(
-        &*t,
-        "historian",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let all = reader(&t, "historian", &prefix, Duration::from_secs(60)).await?;
     let new = consumer(
         &*t,
         "newcomer",
@@ -43,10 +36,7 @@ pub async fn start_all_receives_history_start_new_does_not(
         got.iter().map(seq_of).collect::<Vec<_>>() == vec![0, 1, 2],
         "start=all did not receive the history in order"
     );
-    let fresh = t
-        .deposit(&pkt("new", "hvac", "energy-anomaly", 3))
-        .await
-        .map_err(context("deposit"))?;
+    let fresh = deposit(&t, &pkt("new", "hvac", "energy-anomaly", 3)).await?;
     let got_new = collect(&new, 1, Duration::from_secs(10)).await?;
     ensure!(
         got_new[0].id() == fresh.id,
