@@ -17,6 +17,9 @@ type VectorTable = Vec<(String, String, bool)>;
 /// The vector subjects and patterns, moved under the test prefix.
 fn vector_cases(prefix: &Subject) -> (Vec<Subject>, Vec<String>, VectorTable) {
     let root = prefix.tokens().next().unwrap().to_string();
+    // The one copy of the vectors, qis-core's. It lies outside this
+    // package: a build from a git checkout or path has it; publishing this
+    // crate needs the vectors shipped with it (or exported by qis-core).
     let text = include_str!("../../../qis-core/tests/vectors/subjects.json");
     let v: serde_json::Value = serde_json::from_str(text).expect("subjects.json");
     let mv = |s: &str| {
