@@ -8,6 +8,12 @@
 # with QIS_REQUIRE_LIVE=1 (a backend that cannot be reached fails, never
 # passes silently), then stops exactly the servers it started, by PID, also on
 # failure or Ctrl-C.
+#
+# The shared conformance suite is the library crate qis-conformance; each
+# transport crate runs it from its own tests/conformance.rs (the in-memory run
+# is qis-conformance/tests/memory.rs), so the command above runs it on every
+# backend. One backend by hand, with its server started and its .env sourced:
+#   cargo test -p qis-transport-nats --test conformance
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,59 +2,28 @@
 //! to the group's next member.
 //!
 //! Needs a broker: `QIS_KAFKA_URL` (see `scripts/servers/kafka.sh`). Without
-//! it the test passes with a note, unless `QIS_REQUIRE_LIVE=1`.
+//! it the tests are ignored with the reason, or fail with `QIS_REQUIRE_LIVE=1`.
+
+#[macro_use]
+mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{broker, transport};
+use qis_conformance::support::{fresh_prefix, pkt};
 use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
-    PacketId, Subject, SubjectPattern,
+    Checked, ConsumerConfig, DurableConsumer, OutcomeTransport, OutcomeTransportExt, PacketId,
+    SubjectPattern,
 };
-use qis_transport_kafka::{KafkaConfig, KafkaTransport};
-
-fn url() -> Option<String> {
-    match std::env::var("QIS_KAFKA_URL") {
-        Ok(u) => Some(u),
-        Err(_) if std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1") => {
-            panic!("QIS_KAFKA_URL is not set and QIS_REQUIRE_LIVE=1")
-        }
-        Err(_) => {
-            eprintln!("QIS_KAFKA_URL is not set: skipping (start scripts/servers/kafka.sh)");
-            None
-        }
-    }
-}
-
-fn packet(agent: &str, problem: &str, seq: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: agent.into(),
-        domain: "fleet".into(),
-        problem_class: problem.into(),
-        conclusion: format!("finding {seq}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + seq as f64,
-        source_node: "failover".into(),
-    }
-}
-
-async fn transport(url: &str, prefix: &Subject) -> Checked<KafkaTransport> {
-    KafkaTransport::connect(KafkaConfig::from_url(url).unwrap().prefix(prefix.clone()))
-        .await
-        .expect("connect")
-}
-
-fn prefix() -> Subject {
-    Subject::new(format!("qtfail{:08x}.iot", rand::random::<u32>())).unwrap()
-}
+use qis_transport_kafka::KafkaTransport;
 
 /// Deposit 60 packets over 6 subjects (so they spread over partitions).
 async fn deposit(t: &Checked<KafkaTransport>) -> HashSet<PacketId> {
     let problems = ["a", "b", "c", "d", "e", "f"];
     let packets: Vec<_> = (0..60)
-        .map(|i| packet("worker-test", problems[i % 6], i))
+        .map(|i| pkt("worker-test", "fleet", problems[i % 6], i))
         .collect();
     let receipts = t.deposit_batch(&packets).await.expect("deposit");
     receipts.into_iter().map(|r| r.id).collect()
@@ -85,9 +54,8 @@ async fn drain(
     got
 }
 
-async fn failover(kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>)) {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn failover(url: String, kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>)) {
+    let prefix = fresh_prefix();
     let t1 = transport(&url, &prefix).await;
     let t2 = transport(&url, &prefix).await;
     let pattern = SubjectPattern::new(format!("{prefix}.>")).unwrap();
@@ -129,20 +97,16 @@ async fn failover(kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>)) {
     t2.close().await.expect("close t2");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_member_hands_unacked_packets_to_the_next() {
-    failover(async |a| drop(a)).await;
+async fn dropped_member_hands_unacked_packets_to_the_next(url: String) {
+    failover(url, async |a| drop(a)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_member_hands_unacked_packets_to_the_next() {
-    failover(async |a| a.close().await.expect("close A")).await;
+async fn closed_member_hands_unacked_packets_to_the_next(url: String) {
+    failover(url, async |a| a.close().await.expect("close A")).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acked_packets_stay_acked_across_members() {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn acked_packets_stay_acked_across_members(url: String) {
+    let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
     let ids = deposit(&t).await;
     let pattern = SubjectPattern::new(format!("{prefix}.>")).unwrap();
@@ -178,4 +142,13 @@ async fn acked_packets_stay_acked_across_members() {
     // may come again, but every unacked one must.
     assert!(unacked.is_subset(&got));
     b.close().await.expect("close B");
+}
+
+fn main() {
+    qis_conformance::run_trials(broker_trials!(
+        &broker();
+        dropped_member_hands_unacked_packets_to_the_next,
+        closed_member_hands_unacked_packets_to_the_next,
+        acked_packets_stay_acked_across_members,
+    ));
 }

@@ -1,58 +1,33 @@
 //! Kafka-specific behaviour beyond the shared conformance suite.
 //!
 //! Needs a broker: `QIS_KAFKA_URL` (see `scripts/servers/kafka.sh`). Without
-//! it the tests that need one pass with a note, unless `QIS_REQUIRE_LIVE=1`.
+//! it the tests that need one are ignored with the reason, or fail with
+//! `QIS_REQUIRE_LIVE=1`.
+
+#[macro_use]
+mod common;
 
 use std::time::{Duration, Instant};
 
+use common::{broker, transport};
+use qis_conformance::libtest_mimic::Trial;
+use qis_conformance::support::{block_on, fresh_prefix, pkt};
+use qis_conformance::CASE_LIMIT;
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Checked, ConsumerConfig, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
-    Position, StartPosition, Subject, SubjectPattern,
+    ConsumerConfig, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt, Position,
+    StartPosition, Subject, SubjectPattern,
 };
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 
-fn url() -> Option<String> {
-    match std::env::var("QIS_KAFKA_URL") {
-        Ok(u) => Some(u),
-        Err(_) if std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1") => {
-            panic!("QIS_KAFKA_URL is not set and QIS_REQUIRE_LIVE=1")
-        }
-        Err(_) => {
-            eprintln!("QIS_KAFKA_URL is not set: skipping (start scripts/servers/kafka.sh)");
-            None
-        }
-    }
-}
-
-fn prefix() -> Subject {
-    Subject::new(format!("qtkt{:08x}.iot", rand::random::<u32>())).unwrap()
-}
-
 fn packet(seq: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: "kafka-test".into(),
-        domain: "hvac".into(),
-        problem_class: "energy-anomaly".into(),
-        conclusion: format!("finding {seq}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + seq as f64,
-        source_node: "kafka-test".into(),
-    }
-}
-
-async fn transport(url: &str, prefix: &Subject) -> Checked<KafkaTransport> {
-    KafkaTransport::connect(KafkaConfig::from_url(url).unwrap().prefix(prefix.clone()))
-        .await
-        .expect("connect")
+    pkt("kafka-test", "hvac", "energy-anomaly", seq)
 }
 
 fn all(prefix: &Subject) -> SubjectPattern {
     SubjectPattern::new(format!("{prefix}.>")).unwrap()
 }
 
-#[tokio::test]
 async fn unreachable_broker_is_unavailable_quickly() {
     // Port 1 on loopback: nothing listens there.
     let mut config = KafkaConfig::from_url("kafka://127.0.0.1:1").unwrap();
@@ -71,10 +46,8 @@ async fn unreachable_broker_is_unavailable_quickly() {
     assert_eq!(err.transport(), "kafka");
 }
 
-#[tokio::test]
-async fn topic_follows_prefix_and_receipts_carry_offsets() {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn topic_follows_prefix_and_receipts_carry_offsets(url: String) {
+    let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
     assert_eq!(t.topic(), prefix.as_str());
     assert_eq!(t.partitions(), 3);
@@ -106,10 +79,8 @@ async fn topic_follows_prefix_and_receipts_carry_offsets() {
     assert_eq!(err.kind(), ErrorKind::Closed);
 }
 
-#[tokio::test]
-async fn fire_and_forget_is_unsupported() {
-    let Some(url) = url() else { return };
-    let t = transport(&url, &prefix()).await;
+async fn fire_and_forget_is_unsupported(url: String) {
+    let t = transport(&url, &fresh_prefix()).await;
     assert!(!t.capabilities().fire_and_forget);
     let err = t.publish(&packet(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
@@ -140,10 +111,8 @@ fn broker_keeps_commit_metadata(config: &KafkaConfig, topic: &str) -> bool {
     kept
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reopening_with_another_pattern_is_a_conflict() {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn reopening_with_another_pattern_is_a_conflict(url: String) {
+    let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
     let config = t.config().clone();
     let topic = t.topic().to_string();
@@ -173,10 +142,8 @@ async fn reopening_with_another_pattern_is_a_conflict() {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_new_is_fixed_when_the_consumer_is_created() {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn start_new_is_fixed_when_the_consumer_is_created(url: String) {
+    let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
     t.deposit_batch(&[packet(0), packet(1)]).await.unwrap();
     let cfg = ConsumerConfig::new("late", all(&prefix))
@@ -193,10 +160,8 @@ async fn start_new_is_fixed_when_the_consumer_is_created() {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse() {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse(url: String) {
+    let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
     t.deposit(&packet(0)).await.unwrap();
     let a = t
@@ -232,10 +197,8 @@ async fn deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse() {
     b.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foreign_records_are_skipped_and_counted() {
-    let Some(url) = url() else { return };
-    let prefix = prefix();
+async fn foreign_records_are_skipped_and_counted(url: String) {
+    let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
     let c = t
         .consumer(ConsumerConfig::new("strict", all(&prefix)).unwrap())
@@ -261,4 +224,28 @@ async fn foreign_records_are_skipped_and_counted() {
     assert_eq!(got.iter().map(|d| d.id()).collect::<Vec<_>>(), vec![r.id]);
     c.ack(&got).await.unwrap();
     c.close().await.unwrap();
+}
+
+fn main() {
+    let mut trials = broker_trials!(
+        &broker();
+        topic_follows_prefix_and_receipts_carry_offsets,
+        fire_and_forget_is_unsupported,
+        reopening_with_another_pattern_is_a_conflict,
+        start_new_is_fixed_when_the_consumer_is_created,
+        deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse,
+        foreign_records_are_skipped_and_counted,
+    );
+    // Needs no broker.
+    trials.push(Trial::test(
+        "unreachable_broker_is_unavailable_quickly",
+        || {
+            let test = async {
+                unreachable_broker_is_unavailable_quickly().await;
+                Ok(())
+            };
+            Ok(block_on(CASE_LIMIT, test)?)
+        },
+    ));
+    qis_conformance::run_trials(trials);
 }

@@ -16,19 +16,12 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use common::{runtime, trial, OwnServer, TestResult};
+use common::OwnServer;
 use futures::StreamExt;
-use libtest_mimic::Arguments;
+use qis_conformance::support::{block_on, trial, CaseResult};
+use qis_conformance::{ensure, CASE_LIMIT};
 use qis_core::{synthesize, OutcomePacket, OutcomeTransport, OutcomeTransportExt, PacketId};
 use qis_transport_nats::{NatsConfig, NatsTransport};
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 /// Agent A's packet exactly as the seed's `json.dumps(asdict(packet))` writes it.
 const SEED_BODY: &str = r#"{"agent_id": "hvac-building-a", "domain": "hvac", "problem_class": "energy-anomaly", "conclusion": "Compressor draw 18% above baseline at 14:32. Possible refrigerant loss.", "confidence": 0.87, "context_vector": [0.18, 0.92, 0.03, 0.71], "timestamp": 1764000000.123456, "source_node": "building-a-floor-3"}"#;
@@ -75,7 +68,7 @@ fn building_b() -> OutcomePacket {
     }
 }
 
-async fn seed_packet_is_fetched_and_synthesised(server: OwnServer) -> TestResult {
+async fn seed_packet_is_fetched_and_synthesised(server: OwnServer) -> CaseResult {
     let js = seed_connect(&server.url()).await?;
     let ack = js
         .publish(
@@ -176,7 +169,7 @@ async fn seed_packet_is_fetched_and_synthesised(server: OwnServer) -> TestResult
     t.close().await.map_err(|e| e.to_string())
 }
 
-async fn deposited_packet_reads_as_the_seed_json(server: OwnServer) -> TestResult {
+async fn deposited_packet_reads_as_the_seed_json(server: OwnServer) -> CaseResult {
     let js = seed_connect(&server.url()).await?;
     let t = NatsTransport::connect_url(&server.url())
         .await
@@ -274,18 +267,16 @@ async fn deposited_packet_reads_as_the_seed_json(server: OwnServer) -> TestResul
 }
 
 fn main() {
-    common::init_tracing();
-    let args = Arguments::from_args();
     let bin = common::server_binary();
     let trials = vec![
-        trial("seed_packet_is_fetched_and_synthesised", &bin, || {
+        trial("seed_packet_is_fetched_and_synthesised", &bin, |_| {
             let server = OwnServer::start(&[])?;
-            runtime().block_on(seed_packet_is_fetched_and_synthesised(server))
+            block_on(CASE_LIMIT, seed_packet_is_fetched_and_synthesised(server))
         }),
-        trial("deposited_packet_reads_as_the_seed_json", &bin, || {
+        trial("deposited_packet_reads_as_the_seed_json", &bin, |_| {
             let server = OwnServer::start(&[])?;
-            runtime().block_on(deposited_packet_reads_as_the_seed_json(server))
+            block_on(CASE_LIMIT, deposited_packet_reads_as_the_seed_json(server))
         }),
     ];
-    libtest_mimic::run(&args, trials).exit();
+    qis_conformance::run_trials(trials);
 }

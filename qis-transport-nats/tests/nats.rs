@@ -9,46 +9,39 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fresh_prefix, pkt, runtime, shared_server, trial, OwnServer, TestResult};
-use libtest_mimic::Arguments;
+use common::{shared_server, OwnServer};
+use qis_conformance::libtest_mimic::Trial;
+use qis_conformance::support::{
+    block_on, context, free_port, fresh_prefix, installed, pkt, tls_test_certs, trial, CaseResult,
+    TempDir, TestCerts,
+};
+use qis_conformance::{ensure, CASE_LIMIT};
 use qis_core::{
     Checked, ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position,
     StartPosition, SubjectPattern,
 };
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
-
-fn e(context: &'static str) -> impl Fn(qis_core::Error) -> String {
-    move |err| format!("{context}: {err}")
-}
-
 async fn open(url: &str, prefix: &qis_core::Subject) -> Result<Checked<NatsTransport>, String> {
     NatsTransport::connect(
         NatsConfig::from_url(url)
-            .map_err(e("config"))?
+            .map_err(context("config"))?
             .prefix(prefix.clone()),
     )
     .await
-    .map_err(e("connect"))
+    .map_err(context("connect"))
 }
 
 fn cfg(name: &str, pattern: &str) -> ConsumerConfig {
     ConsumerConfig::new(name, SubjectPattern::new(pattern).unwrap()).unwrap()
 }
 
-async fn stream_with_other_limits_is_a_conflict(url: String) -> TestResult {
+async fn stream_with_other_limits_is_a_conflict(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     // Same settings again: idempotent.
     let again = open(&url, &prefix).await?;
-    again.close().await.map_err(e("close"))?;
+    again.close().await.map_err(context("close"))?;
     for (what, config) in [
         (
             "max_age",
@@ -125,25 +118,25 @@ async fn stream_with_other_limits_is_a_conflict(url: String) -> TestResult {
     Ok(())
 }
 
-async fn concurrent_connects_create_the_stream_once(url: String) -> TestResult {
+async fn concurrent_connects_create_the_stream_once(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let opened = futures::future::join_all((0..8).map(|_| open(&url, &prefix))).await;
     for t in opened {
         let t = t?;
-        t.close().await.map_err(e("close"))?;
+        t.close().await.map_err(context("close"))?;
     }
     Ok(())
 }
 
-async fn consumer_with_other_pattern_is_a_conflict(url: String) -> TestResult {
+async fn consumer_with_other_pattern_is_a_conflict(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
         .await
-        .map_err(e("open"))?;
+        .map_err(context("open"))?;
     t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
         .await
-        .map_err(e("re-open with the same pattern"))?;
+        .map_err(context("re-open with the same pattern"))?;
     let err = t
         .consumer(cfg("c1", &format!("{prefix}.>")))
         .await
@@ -154,7 +147,9 @@ async fn consumer_with_other_pattern_is_a_conflict(url: String) -> TestResult {
         "expected a conflict, got {err}"
     );
     // `>` and `{prefix}.>` select the same subjects here, but are different patterns.
-    t.consumer(cfg("c2", ">")).await.map_err(e("open >"))?;
+    t.consumer(cfg("c2", ">"))
+        .await
+        .map_err(context("open >"))?;
     let err = t
         .consumer(cfg("c2", &format!("{prefix}.>")))
         .await
@@ -167,7 +162,7 @@ async fn consumer_with_other_pattern_is_a_conflict(url: String) -> TestResult {
     // Re-opening with another ack wait changes it (as the in-memory transport does).
     t.consumer(cfg("c1", &format!("{prefix}.hvac.*")).ack_wait(Duration::from_secs(3)))
         .await
-        .map_err(e("re-open with another ack wait"))?;
+        .map_err(context("re-open with another ack wait"))?;
     let info = t
         .jetstream()
         .get_stream(t.stream_name())
@@ -193,34 +188,34 @@ async fn consumer_with_other_pattern_is_a_conflict(url: String) -> TestResult {
     Ok(())
 }
 
-async fn patterns_reaching_outside_the_prefix_filter_on_the_server(url: String) -> TestResult {
+async fn patterns_reaching_outside_the_prefix_filter_on_the_server(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let root = prefix.tokens().next().unwrap().to_string();
     let t = open(&url, &prefix).await?;
     let a = t
         .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     t.deposit(&pkt("a", "power", "voltage-sag", 2))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     let b = t
         .deposit(&pkt("a", "hvac", "refrigerant-loss", 3))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     let c = t
         .consumer(cfg("wide", &format!("{root}.*.hvac.*")))
         .await
-        .map_err(e("open"))?;
+        .map_err(context("open"))?;
     let mut got = c
         .fetch(10, Duration::from_secs(2))
         .await
-        .map_err(e("fetch"))?;
-    c.ack(&got).await.map_err(e("ack"))?;
+        .map_err(context("fetch"))?;
+    c.ack(&got).await.map_err(context("ack"))?;
     got.extend(
         c.fetch(10, Duration::from_millis(300))
             .await
-            .map_err(e("fetch"))?,
+            .map_err(context("fetch"))?,
     );
     let ids: Vec<_> = got.iter().map(|d| d.id()).collect();
     ensure!(
@@ -244,15 +239,15 @@ async fn patterns_reaching_outside_the_prefix_filter_on_the_server(url: String) 
     Ok(())
 }
 
-async fn duplicate_receipt_points_at_the_original(url: String) -> TestResult {
+async fn duplicate_receipt_points_at_the_original(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     let p = pkt("a", "hvac", "energy-anomaly", 1);
-    let first = t.deposit(&p).await.map_err(e("deposit"))?;
+    let first = t.deposit(&p).await.map_err(context("deposit"))?;
     t.deposit(&pkt("a", "hvac", "energy-anomaly", 2))
         .await
-        .map_err(e("deposit"))?;
-    let again = t.deposit(&p).await.map_err(e("re-deposit"))?;
+        .map_err(context("deposit"))?;
+    let again = t.deposit(&p).await.map_err(context("re-deposit"))?;
     ensure!(
         again.duplicate && !first.duplicate,
         "duplicate flags {} / {}",
@@ -275,7 +270,7 @@ async fn duplicate_receipt_points_at_the_original(url: String) -> TestResult {
     let rs = t2
         .deposit_batch(&[p.clone(), pkt("a", "hvac", "energy-anomaly", 3)])
         .await
-        .map_err(e("batch"))?;
+        .map_err(context("batch"))?;
     ensure!(
         rs[0].duplicate && !rs[1].duplicate,
         "batch duplicate flags wrong"
@@ -288,19 +283,19 @@ async fn duplicate_receipt_points_at_the_original(url: String) -> TestResult {
     Ok(())
 }
 
-async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> TestResult {
+async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     let c = t
         .consumer(cfg("quick", &format!("{prefix}.>")))
         .await
-        .map_err(e("open"))?;
+        .map_err(context("open"))?;
     // Nothing there: empty after about the wait.
     let started = Instant::now();
     let got = c
         .fetch(10, Duration::from_millis(400))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     let took = started.elapsed();
     ensure!(
         got.is_empty(),
@@ -316,7 +311,7 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> TestResult {
     ensure!(
         c.fetch(10, Duration::ZERO)
             .await
-            .map_err(e("fetch"))?
+            .map_err(context("fetch"))?
             .is_empty(),
         "zero-wait fetch returned packets"
     );
@@ -328,19 +323,19 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> TestResult {
     // Packets there: at once, not after the wait.
     t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     let started = Instant::now();
     let got = c
         .fetch(10, Duration::from_secs(10))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(got.len() == 1, "fetch returned {}", got.len());
     ensure!(
         started.elapsed() < Duration::from_secs(1),
         "fetch with a packet waiting took {:?}",
         started.elapsed()
     );
-    c.ack(&got).await.map_err(e("ack"))?;
+    c.ack(&got).await.map_err(context("ack"))?;
     // A packet arriving during the wait ends it.
     let depositor = {
         let t = t.clone();
@@ -353,23 +348,23 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> TestResult {
     let got = c
         .fetch(10, Duration::from_secs(10))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     let took = started.elapsed();
     depositor
         .await
         .map_err(|e| e.to_string())?
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     ensure!(got.len() == 1, "waiting fetch returned {}", got.len());
     ensure!(
         took < Duration::from_secs(2),
         "waiting fetch returned after {took:?}, not when the packet came"
     );
-    c.ack(&got).await.map_err(e("ack"))?;
+    c.ack(&got).await.map_err(context("ack"))?;
     // Nothing delivered into the void: the next fetch has no stray redelivery.
     let later = c
         .fetch(10, Duration::from_millis(300))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(later.is_empty(), "{} unexpected deliveries", later.len());
     let info = t
         .jetstream()
@@ -406,34 +401,40 @@ async fn pending_acks(t: &NatsTransport, consumer: &str) -> Result<usize, String
 /// With `confirm_acks`, the server has processed the acks when `ack()`
 /// returns; by default, when the consumer's `close()` returns. Acking again
 /// is harmless either way.
-async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> TestResult {
+async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     for confirm in [true, false] {
         let mut config = NatsConfig::from_url(&url)
-            .map_err(e("config"))?
+            .map_err(context("config"))?
             .prefix(prefix.clone());
         config.confirm_acks = confirm;
-        let t = NatsTransport::connect(config).await.map_err(e("connect"))?;
+        let t = NatsTransport::connect(config)
+            .await
+            .map_err(context("connect"))?;
         let name = format!("acker-{confirm}");
         let packets: Vec<_> = (0..50)
             .map(|i| pkt(&name, "hvac", "energy-anomaly", i))
             .collect();
-        t.deposit_batch(&packets).await.map_err(e("deposit"))?;
+        t.deposit_batch(&packets)
+            .await
+            .map_err(context("deposit"))?;
         let c = t
             .consumer(cfg(&name, &format!("{prefix}.hvac.*")).start(StartPosition::New))
             .await
-            .map_err(e("open"))?;
+            .map_err(context("open"))?;
         // StartPosition::New: deposit after opening.
         let packets: Vec<_> = (50..100)
             .map(|i| pkt(&name, "hvac", "energy-anomaly", i))
             .collect();
-        t.deposit_batch(&packets).await.map_err(e("deposit"))?;
+        t.deposit_batch(&packets)
+            .await
+            .map_err(context("deposit"))?;
         let got = c
             .fetch(50, Duration::from_secs(2))
             .await
-            .map_err(e("fetch"))?;
+            .map_err(context("fetch"))?;
         ensure!(got.len() == 50, "fetched {}", got.len());
-        c.ack(&got).await.map_err(e("ack"))?;
+        c.ack(&got).await.map_err(context("ack"))?;
         if confirm {
             let pending = pending_acks(&t, &name).await?;
             ensure!(
@@ -442,9 +443,9 @@ async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> TestResul
             );
         }
         let started = Instant::now();
-        c.ack(&got).await.map_err(e("second ack"))?;
-        c.ack(&got[..1]).await.map_err(e("third ack"))?;
-        c.close().await.map_err(e("close"))?;
+        c.ack(&got).await.map_err(context("second ack"))?;
+        c.ack(&got[..1]).await.map_err(context("third ack"))?;
+        c.close().await.map_err(context("close"))?;
         ensure!(
             started.elapsed() < Duration::from_secs(2),
             "acking again and closing took {:?}",
@@ -455,35 +456,35 @@ async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> TestResul
             pending == 0,
             "{pending} acks still pending after close() (confirm_acks {confirm})"
         );
-        t.close().await.map_err(e("close transport"))?;
+        t.close().await.map_err(context("close transport"))?;
     }
     Ok(())
 }
 
-async fn nak_with_delay_waits(url: String) -> TestResult {
+async fn nak_with_delay_waits(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     let r = t
         .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     let c = t
         .consumer(cfg("later", &format!("{prefix}.>")))
         .await
-        .map_err(e("open"))?;
+        .map_err(context("open"))?;
     let got = c
         .fetch(1, Duration::from_secs(2))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(got.len() == 1, "fetched {}", got.len());
     let naked = Instant::now();
     c.nak(&got[0], Duration::from_millis(1500))
         .await
-        .map_err(e("nak"))?;
+        .map_err(context("nak"))?;
     let early = c
         .fetch(1, Duration::from_millis(700))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(
         early.is_empty(),
         "a packet nak'd with a 1.5 s delay came back after {:?}",
@@ -492,7 +493,7 @@ async fn nak_with_delay_waits(url: String) -> TestResult {
     let again = c
         .fetch(1, Duration::from_secs(5))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(
         again.len() == 1 && again[0].id() == r.id,
         "the nak'd packet did not come back"
@@ -507,18 +508,18 @@ async fn nak_with_delay_waits(url: String) -> TestResult {
         "delivery_count {}",
         again[0].delivery_count
     );
-    c.ack(&again).await.map_err(e("ack"))
+    c.ack(&again).await.map_err(context("ack"))
 }
 
-async fn closed_transport_says_closed(url: String) -> TestResult {
+async fn closed_transport_says_closed(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     let c = t
         .consumer(cfg("c", &format!("{prefix}.>")))
         .await
-        .map_err(e("open"))?;
-    t.close().await.map_err(e("close"))?;
-    t.close().await.map_err(e("close twice"))?;
+        .map_err(context("open"))?;
+    t.close().await.map_err(context("close"))?;
+    t.close().await.map_err(context("close twice"))?;
     let err = t
         .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
@@ -542,30 +543,30 @@ async fn closed_transport_says_closed(url: String) -> TestResult {
 
 /// A delivery acked or nak-ed on a consumer that did not hand it out is
 /// refused, and the one that did can still ack it.
-async fn ack_on_the_wrong_consumer_is_invalid_input(url: String) -> TestResult {
+async fn ack_on_the_wrong_consumer_is_invalid_input(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     let other = open(&url, &prefix).await?;
     t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     let a = t
         .consumer(cfg("a", &format!("{prefix}.>")))
         .await
-        .map_err(e("open a"))?;
+        .map_err(context("open a"))?;
     let b = t
         .consumer(cfg("b", &format!("{prefix}.>")))
         .await
-        .map_err(e("open b"))?;
+        .map_err(context("open b"))?;
     // The same consumer name on another connection is another handle too.
     let a_elsewhere = other
         .consumer(cfg("a", &format!("{prefix}.>")))
         .await
-        .map_err(e("open a elsewhere"))?;
+        .map_err(context("open a elsewhere"))?;
     let got = a
         .fetch(1, Duration::from_secs(2))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(got.len() == 1, "fetched {}", got.len());
     for (which, wrong) in [("b", &b), ("a on another connection", &a_elsewhere)] {
         let err = wrong
@@ -587,8 +588,8 @@ async fn ack_on_the_wrong_consumer_is_invalid_input(url: String) -> TestResult {
             "nak on {which} gave {err}"
         );
     }
-    a.ack(&got).await.map_err(e("ack on a"))?;
-    a.close().await.map_err(e("close a"))?;
+    a.ack(&got).await.map_err(context("ack on a"))?;
+    a.close().await.map_err(context("close a"))?;
     ensure!(
         pending_acks(&t, "a").await? == 0,
         "the delivery is still pending after its own consumer acked it"
@@ -598,32 +599,32 @@ async fn ack_on_the_wrong_consumer_is_invalid_input(url: String) -> TestResult {
 
 /// A URL naming several seed servers reaches the cluster through any of
 /// them: here the first answers nothing and the second is the server.
-async fn seed_servers_reach_a_live_one(url: String) -> TestResult {
-    let config = NatsConfig::from_url(&url).map_err(e("config"))?;
+async fn seed_servers_reach_a_live_one(url: String) -> CaseResult {
+    let config = NatsConfig::from_url(&url).map_err(context("config"))?;
     let live = config.servers[0]
         .split_once("://")
         .map(|(_, addr)| addr.to_string())
         .ok_or("no address in QIS_NATS_URL")?;
-    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dead = format!("127.0.0.1:{}", free_port());
     let prefix = fresh_prefix();
     for seeds in [format!("{dead},{live}"), format!("{live},{dead}")] {
         let config = NatsConfig::from_url(&format!("nats://{seeds}"))
-            .map_err(e("seed list"))?
+            .map_err(context("seed list"))?
             .prefix(prefix.clone());
         ensure!(config.servers.len() == 2, "servers {:?}", config.servers);
         let t = NatsTransport::connect(config)
             .await
-            .map_err(e("connect through the seed list"))?;
+            .map_err(context("connect through the seed list"))?;
         t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
             .await
-            .map_err(e("deposit"))?;
-        t.close().await.map_err(e("close"))?;
+            .map_err(context("deposit"))?;
+        t.close().await.map_err(context("close"))?;
     }
     Ok(())
 }
 
-async fn unreachable_server_is_unavailable() -> TestResult {
-    let port = common::free_port();
+async fn unreachable_server_is_unavailable() -> CaseResult {
+    let port = free_port();
     let started = Instant::now();
     let err = NatsTransport::connect_url(&format!("nats://127.0.0.1:{port}"))
         .await
@@ -643,26 +644,26 @@ async fn unreachable_server_is_unavailable() -> TestResult {
 async fn user_password_and_token_login(
     server_user: OwnServer,
     server_token: OwnServer,
-) -> TestResult {
+) -> CaseResult {
     let prefix = fresh_prefix();
     let good = format!("nats://alice:s3cr%40t@127.0.0.1:{}", server_user.port);
     let t = NatsTransport::connect(
         NatsConfig::from_url(&good)
-            .map_err(e("config"))?
+            .map_err(context("config"))?
             .prefix(prefix.clone()),
     )
     .await
-    .map_err(e("login with user:pass in the URL"))?;
+    .map_err(context("login with user:pass in the URL"))?;
     t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
-        .map_err(e("deposit"))?;
+        .map_err(context("deposit"))?;
     let fields = NatsConfig::from_url(&server_user.url())
         .unwrap()
         .prefix(prefix.clone())
         .user_password("alice", "s3cr@t");
     NatsTransport::connect(fields)
         .await
-        .map_err(e("login with user/password fields"))?;
+        .map_err(context("login with user/password fields"))?;
     let bad = format!("nats://alice:wrong@127.0.0.1:{}", server_user.port);
     let err = NatsTransport::connect_url(&bad)
         .await
@@ -684,14 +685,14 @@ async fn user_password_and_token_login(
     let tok = format!("nats://t0ken@127.0.0.1:{}", server_token.port);
     NatsTransport::connect(NatsConfig::from_url(&tok).unwrap().prefix(prefix.clone()))
         .await
-        .map_err(e("login with a token in the URL"))?;
+        .map_err(context("login with a token in the URL"))?;
     let fields = NatsConfig::from_url(&server_token.url())
         .unwrap()
         .prefix(prefix)
         .token("t0ken");
     NatsTransport::connect(fields)
         .await
-        .map_err(e("login with the token field"))?;
+        .map_err(context("login with the token field"))?;
     let err = NatsTransport::connect_url(&format!("nats://nope@127.0.0.1:{}", server_token.port))
         .await
         .err()
@@ -703,101 +704,33 @@ async fn user_password_and_token_login(
     Ok(())
 }
 
-/// Make a CA and a server certificate for 127.0.0.1 with openssl.
-fn make_certs(dir: &std::path::Path) -> Result<(), String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|e| format!("openssl: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|e| e.to_string())?;
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=qis-test-ca",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    ])
-}
-
-async fn tls_with_own_ca(server: OwnServer, certs: std::path::PathBuf) -> TestResult {
+async fn tls_with_own_ca(server: OwnServer, certs: TestCerts) -> CaseResult {
     let prefix = fresh_prefix();
     let config = NatsConfig::from_url(&server.url())
         .unwrap()
         .prefix(prefix.clone())
-        .tls_ca(certs.join("ca.pem"))
+        .tls_ca(&certs.ca)
         .require_tls(true);
     let t = NatsTransport::connect(config)
         .await
-        .map_err(e("connect with TLS"))?;
+        .map_err(context("connect with TLS"))?;
     let r = t
         .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
         .await
-        .map_err(e("deposit over TLS"))?;
+        .map_err(context("deposit over TLS"))?;
     ensure!(!r.duplicate, "fresh deposit reported duplicate");
     let url = format!(
         "tls://127.0.0.1:{}?tls_ca={}",
         server.port,
-        certs.join("ca.pem").display()
+        certs.ca.display()
     );
     NatsTransport::connect(
         NatsConfig::from_url(&url)
-            .map_err(e("tls url"))?
+            .map_err(context("tls url"))?
             .prefix(prefix.clone()),
     )
     .await
-    .map_err(e("connect with tls:// and tls_ca"))?;
+    .map_err(context("connect with tls:// and tls_ca"))?;
     // Without the CA the server's certificate is not trusted.
     let err = NatsTransport::connect(
         NatsConfig::from_url(&server.url())
@@ -816,18 +749,15 @@ async fn tls_with_own_ca(server: OwnServer, certs: std::path::PathBuf) -> TestRe
 }
 
 fn main() {
-    common::init_tracing();
-    let args = Arguments::from_args();
     let shared = shared_server();
     let own = common::server_binary();
     let mut trials = Vec::new();
     macro_rules! shared_case {
-        ($f:ident) => {{
-            let url = shared.clone().unwrap_or_default();
-            trials.push(trial(stringify!($f), &shared, move || {
-                runtime().block_on($f(url))
+        ($f:ident) => {
+            trials.push(trial(stringify!($f), &shared, |url| {
+                block_on(CASE_LIMIT, $f(url))
             }));
-        }};
+        };
     }
     shared_case!(stream_with_other_limits_is_a_conflict);
     shared_case!(concurrent_connects_create_the_stream_once);
@@ -840,34 +770,30 @@ fn main() {
     shared_case!(closed_transport_says_closed);
     shared_case!(ack_on_the_wrong_consumer_is_invalid_input);
     shared_case!(seed_servers_reach_a_live_one);
-    trials.push(trial(
-        "unreachable_server_is_unavailable",
-        &Ok::<(), String>(()),
-        || runtime().block_on(unreachable_server_is_unavailable()),
-    ));
-    trials.push(trial("user_password_and_token_login", &own, || {
+    trials.push(Trial::test("unreachable_server_is_unavailable", || {
+        Ok(block_on(CASE_LIMIT, unreachable_server_is_unavailable())?)
+    }));
+    trials.push(trial("user_password_and_token_login", &own, |_| {
         let user = OwnServer::start(&["--user", "alice", "--pass", "s3cr@t"])?;
         let token = OwnServer::start(&["--auth", "t0ken"])?;
-        runtime().block_on(user_password_and_token_login(user, token))
+        block_on(CASE_LIMIT, user_password_and_token_login(user, token))
     }));
-    let tls_ready = own.clone().and_then(|_| {
-        std::process::Command::new("openssl")
-            .arg("version")
-            .output()
-            .map_err(|e| format!("openssl is needed to make test certificates: {e}"))
+    let tls_ready = own.and_then(|bin| {
+        if installed("openssl", "version") {
+            Ok(bin)
+        } else {
+            Err("openssl is needed to make test certificates".to_string())
+        }
     });
-    trials.push(trial("tls_with_own_ca", &tls_ready, || {
-        let certs = std::env::temp_dir().join(format!("qis-nats-certs-{}", common::random_hex(6)));
-        std::fs::create_dir_all(&certs).map_err(|e| e.to_string())?;
-        let result = (|| {
-            make_certs(&certs)?;
-            let cert = certs.join("server.pem").display().to_string();
-            let key = certs.join("server.key").display().to_string();
-            let server = OwnServer::start(&["--tls", "--tlscert", &cert, "--tlskey", &key])?;
-            runtime().block_on(tls_with_own_ca(server, certs.clone()))
-        })();
-        let _ = std::fs::remove_dir_all(&certs);
-        result
+    trials.push(trial("tls_with_own_ca", &tls_ready, |_| {
+        let dir = TempDir::new("nats-certs");
+        let certs = tls_test_certs(dir.path())?;
+        let (cert, key) = (
+            certs.cert.display().to_string(),
+            certs.key.display().to_string(),
+        );
+        let server = OwnServer::start(&["--tls", "--tlscert", &cert, "--tlskey", &key])?;
+        block_on(CASE_LIMIT, tls_with_own_ca(server, certs))
     }));
-    libtest_mimic::run(&args, trials).exit();
+    qis_conformance::run_trials(trials);
 }

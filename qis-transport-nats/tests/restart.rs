@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{pkt, runtime, trial, OwnServer, TestResult};
-use libtest_mimic::Arguments;
+use common::OwnServer;
+use qis_conformance::ensure;
+use qis_conformance::support::{block_on, eventually, pkt, trial, CaseResult};
 use qis_core::{
     ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
     SubjectPattern,
@@ -30,26 +31,6 @@ use qis_transport_nats::{NatsConfig, NatsTransport};
 
 const PACKETS: usize = 1000;
 
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
-
-/// Poll `cond` every few milliseconds until it holds or `within` passes.
-async fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) -> TestResult {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        if Instant::now() > deadline {
-            return Err(format!("{what} did not happen within {within:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
 #[derive(Default)]
 struct Tally {
     done: AtomicUsize,
@@ -57,7 +38,7 @@ struct Tally {
     kinds: Mutex<HashMap<String, usize>>,
 }
 
-async fn deposit_through_restart(server: OwnServer, graceful: bool) -> TestResult {
+async fn deposit_through_restart(server: OwnServer, graceful: bool) -> CaseResult {
     let url = server.url();
     let server = Arc::new(Mutex::new(server));
     let config = NatsConfig::from_url(&url)
@@ -120,8 +101,8 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> TestResul
         })
     };
 
-    wait_until("a third of the deposits", Duration::from_secs(60), || {
-        tally.done.load(Ordering::SeqCst) >= PACKETS / 3
+    eventually("a third of the deposits", Duration::from_secs(60), || {
+        std::future::ready(tally.done.load(Ordering::SeqCst) >= PACKETS / 3)
     })
     .await?;
     let stopped_at = tally.done.load(Ordering::SeqCst);
@@ -132,10 +113,10 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> TestResul
             .map_err(|e| e.to_string())??;
     }
     let failures_before = tally.failures.load(Ordering::SeqCst);
-    wait_until(
+    eventually(
         "a deposit failing while the server is down",
         Duration::from_secs(15),
-        || tally.failures.load(Ordering::SeqCst) > failures_before,
+        || std::future::ready(tally.failures.load(Ordering::SeqCst) > failures_before),
     )
     .await?;
     {
@@ -245,19 +226,20 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> TestResul
     Ok(())
 }
 
+/// The scenario's own waits add up to under five minutes.
+const LIMIT: Duration = Duration::from_secs(300);
+
 fn main() {
-    common::init_tracing();
-    let args = Arguments::from_args();
     let bin = common::server_binary();
     let trials = vec![
-        trial("deposits_survive_a_server_stop_and_restart", &bin, || {
+        trial("deposits_survive_a_server_stop_and_restart", &bin, |_| {
             let server = OwnServer::start(&[])?;
-            runtime().block_on(deposit_through_restart(server, true))
+            block_on(LIMIT, deposit_through_restart(server, true))
         }),
-        trial("deposits_survive_a_server_kill_and_restart", &bin, || {
+        trial("deposits_survive_a_server_kill_and_restart", &bin, |_| {
             let server = OwnServer::start(&[])?;
-            runtime().block_on(deposit_through_restart(server, false))
+            block_on(LIMIT, deposit_through_restart(server, false))
         }),
     ];
-    libtest_mimic::run(&args, trials).exit();
+    qis_conformance::run_trials(trials);
 }

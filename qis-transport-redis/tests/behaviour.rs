@@ -4,83 +4,36 @@
 //! `QIS_REQUIRE_LIVE=1`); the cases that need no server always run.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use qis_conformance::ensure;
+use qis_conformance::libtest_mimic::Trial;
+use qis_conformance::support::{
+    block_on, consumer, context, env_url, pkt, random_hex, seq_of, trial, with_fresh_prefix,
+    CaseResult,
+};
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Checked, ConsumerConfig, Delivery, DurableConsumer, EncodedPacket, ErrorKind, OutcomePacket,
-    OutcomeTransport, StartPosition, Subject, SubjectPattern,
+    Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, StartPosition, Subject,
+    SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
 const ENV: &str = "QIS_REDIS_URL";
 
-type CaseResult = Result<(), String>;
-type Case = fn(String, Subject) -> Pin<Box<dyn Future<Output = CaseResult> + Send>>;
+/// How long one case may take.
+const LIMIT: Duration = Duration::from_secs(120);
 
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
-
-fn e<E: std::fmt::Display>(ctx: &'static str) -> impl Fn(E) -> String {
-    move |err| format!("{ctx}: {err}")
-}
-
-fn pkt(problem: &str, seq: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: format!("agent-{}", seq % 7),
-        domain: "hvac".into(),
-        problem_class: problem.into(),
-        conclusion: format!("finding {seq}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + seq as f64,
-        source_node: "behaviour".into(),
-    }
-}
-
-fn seq_of(d: &Delivery) -> usize {
-    (d.packet().timestamp - 1_764_000_000.0) as usize
-}
-
-fn random_hex() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
-        .unwrap_or(0);
-    format!(
-        "{:08x}",
-        (nanos ^ (std::process::id() as u64).rotate_left(17)) as u32
-    )
+/// A packet on `{prefix}.hvac.{problem}`, told apart by `seq`.
+fn packet(problem: &str, seq: usize) -> qis_core::OutcomePacket {
+    pkt("behaviour", "hvac", problem, seq)
 }
 
 async fn connect(url: &str, prefix: &Subject) -> Result<Checked<RedisTransport>, String> {
     let c = RedisConfig::from_url(url)
-        .map_err(e("config"))?
+        .map_err(context("config"))?
         .prefix(prefix.clone());
-    RedisTransport::connect(c).await.map_err(e("connect"))
-}
-
-async fn consumer(
-    t: &Checked<RedisTransport>,
-    name: &str,
-    pattern: &str,
-    start: StartPosition,
-    ack_wait: Duration,
-) -> Result<Arc<dyn DurableConsumer>, String> {
-    let cfg = ConsumerConfig::new(name, SubjectPattern::new(pattern).map_err(e("pattern"))?)
-        .map_err(e("config"))?
-        .start(start)
-        .ack_wait(ack_wait);
-    t.consumer(cfg).await.map_err(e("consumer"))
+    RedisTransport::connect(c).await.map_err(context("connect"))
 }
 
 async fn deposit(
@@ -89,17 +42,17 @@ async fn deposit(
     problem: &str,
     seq: usize,
 ) -> Result<qis_core::Receipt, String> {
-    let p = EncodedPacket::readable(&pkt(problem, seq), prefix).map_err(e("encode"))?;
-    t.deposit_encoded(&p).await.map_err(e("deposit"))
+    let p = EncodedPacket::readable(&packet(problem, seq), prefix).map_err(context("encode"))?;
+    t.deposit_encoded(&p).await.map_err(context("deposit"))
 }
 
 async fn raw(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
-    let c = RedisConfig::from_url(url).map_err(e("config"))?;
+    let c = RedisConfig::from_url(url).map_err(context("config"))?;
     redis::Client::open(c.url.as_str())
-        .map_err(e("client"))?
+        .map_err(context("client"))?
         .get_multiplexed_async_connection()
         .await
-        .map_err(e("raw connection"))
+        .map_err(context("raw connection"))
 }
 
 /// A delay longer than the ack wait is honoured (the delayed set), a short
@@ -130,15 +83,18 @@ async fn nak_delays_are_honoured(url: String, prefix: Subject) -> CaseResult {
         let first = c
             .fetch(10, Duration::from_secs(5))
             .await
-            .map_err(e("fetch"))?;
+            .map_err(context("fetch"))?;
         ensure!(
             first.len() == 1 && first[0].id() == r.id,
             "{name}: first fetch gave {} deliveries",
             first.len()
         );
         let naked = Instant::now();
-        c.nak(&first[0], delay).await.map_err(e("nak"))?;
-        let early = c.fetch(10, delay.mul_f64(0.7)).await.map_err(e("fetch"))?;
+        c.nak(&first[0], delay).await.map_err(context("nak"))?;
+        let early = c
+            .fetch(10, delay.mul_f64(0.7))
+            .await
+            .map_err(context("fetch"))?;
         ensure!(
             early.is_empty(),
             "{name}: the nak'd packet came back after {:?}, before its {delay:?} delay",
@@ -149,7 +105,7 @@ async fn nak_delays_are_honoured(url: String, prefix: Subject) -> CaseResult {
             let got = c
                 .fetch(10, Duration::from_millis(500))
                 .await
-                .map_err(e("fetch"))?;
+                .map_err(context("fetch"))?;
             if !got.is_empty() {
                 break got;
             }
@@ -169,7 +125,7 @@ async fn nak_delays_are_honoured(url: String, prefix: Subject) -> CaseResult {
             again[0].id(),
             again[0].delivery_count
         );
-        c.ack(&again).await.map_err(e("ack"))?;
+        c.ack(&again).await.map_err(context("ack"))?;
     }
     Ok(())
 }
@@ -181,11 +137,13 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
     let subjects = 6;
     let per = 20;
     let packets: Vec<EncodedPacket> = (0..subjects * per)
-        .map(|i| EncodedPacket::readable(&pkt(&format!("p{}", i % subjects), i), &prefix).unwrap())
+        .map(|i| {
+            EncodedPacket::readable(&packet(&format!("p{}", i % subjects), i), &prefix).unwrap()
+        })
         .collect();
     t.deposit_encoded_batch(&packets)
         .await
-        .map_err(e("batch"))?;
+        .map_err(context("batch"))?;
     for (name, max) in [("one", 1usize), ("four", 4), ("seven", 7), ("many", 50)] {
         let c = consumer(
             &t,
@@ -208,7 +166,7 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
             let got = c
                 .fetch(max, Duration::from_secs(2))
                 .await
-                .map_err(e("fetch"))?;
+                .map_err(context("fetch"))?;
             ensure!(got.len() <= max, "fetch({max}) returned {}", got.len());
             for d in &got {
                 ensure!(seen.insert(d.id()), "max {max}: {} delivered twice", d.id());
@@ -221,12 +179,12 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
                     );
                 }
             }
-            c.ack(&got).await.map_err(e("ack"))?;
+            c.ack(&got).await.map_err(context("ack"))?;
         }
         let extra = c
             .fetch(max, Duration::from_millis(200))
             .await
-            .map_err(e("fetch"))?;
+            .map_err(context("fetch"))?;
         ensure!(
             extra.is_empty(),
             "max {max}: {} extra deliveries",
@@ -262,9 +220,9 @@ async fn blocked_fetch_sees_new_subjects(url: String, prefix: Subject) -> CaseRe
     let got = c
         .fetch(10, Duration::from_secs(8))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     let took = started.elapsed();
-    let (a, _b) = later.await.map_err(e("join"))??;
+    let (a, _b) = later.await.map_err(context("join"))??;
     ensure!(
         !got.is_empty(),
         "the blocked fetch did not wake for a new subject within 8 s"
@@ -283,7 +241,7 @@ async fn blocked_fetch_sees_new_subjects(url: String, prefix: Subject) -> CaseRe
         let more = c
             .fetch(10, Duration::from_secs(3))
             .await
-            .map_err(e("fetch"))?;
+            .map_err(context("fetch"))?;
         ensure!(
             !more.is_empty(),
             "the second packet of the new subject never came"
@@ -319,13 +277,13 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
         .arg("bar")
         .query_async(&mut conn)
         .await
-        .map_err(e("raw xadd"))?;
+        .map_err(context("raw xadd"))?;
     t.inject_raw(&subject, &[0xff; 600])
         .await
-        .map_err(e("raw"))?;
+        .map_err(context("raw"))?;
     t.inject_raw(&subject, b"{\"agent_id\": 5}")
         .await
-        .map_err(e("raw"))?;
+        .map_err(context("raw"))?;
     let good2 = deposit(&t, &prefix, "mixed", 2).await?;
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -338,8 +296,8 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
         let b = c
             .fetch(10, Duration::from_secs(1))
             .await
-            .map_err(e("fetch"))?;
-        c.ack(&b).await.map_err(e("ack"))?;
+            .map_err(context("fetch"))?;
+        c.ack(&b).await.map_err(context("ack"))?;
         got.extend(b);
     }
     ensure!(
@@ -355,7 +313,7 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
     let more = c
         .fetch(10, Duration::from_millis(1500))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(more.is_empty(), "{} deliveries came back", more.len());
     let pending: Vec<redis::Value> = redis::cmd("XPENDING")
         .arg(format!("{prefix}:s:{subject}"))
@@ -365,7 +323,7 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
         .arg(10)
         .query_async(&mut conn)
         .await
-        .map_err(e("xpending"))?;
+        .map_err(context("xpending"))?;
     ensure!(
         pending.is_empty(),
         "{} entries still pending",
@@ -378,23 +336,23 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
 async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
     let mut conn = raw(&url).await?;
     let cfg = RedisConfig::from_url(&url)
-        .map_err(e("config"))?
+        .map_err(context("config"))?
         .prefix(prefix.clone());
     let by_len = RedisTransport::connect(cfg.clone().max_len(100))
         .await
-        .map_err(e("connect"))?;
+        .map_err(context("connect"))?;
     let packets: Vec<EncodedPacket> = (0..1000)
-        .map(|i| EncodedPacket::readable(&pkt("long", i), &prefix).unwrap())
+        .map(|i| EncodedPacket::readable(&packet("long", i), &prefix).unwrap())
         .collect();
     by_len
         .deposit_encoded_batch(&packets)
         .await
-        .map_err(e("batch"))?;
+        .map_err(context("batch"))?;
     let len: u64 = redis::cmd("XLEN")
         .arg(format!("{prefix}:s:{prefix}.hvac.long"))
         .query_async(&mut conn)
         .await
-        .map_err(e("xlen"))?;
+        .map_err(context("xlen"))?;
     ensure!(
         (100..=300).contains(&len),
         "max_len 100 kept {len} of 1000 entries"
@@ -402,14 +360,14 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
 
     let by_age = RedisTransport::connect(cfg.max_age(Duration::from_secs(1)))
         .await
-        .map_err(e("connect"))?;
+        .map_err(context("connect"))?;
     let old: Vec<EncodedPacket> = (0..250)
-        .map(|i| EncodedPacket::readable(&pkt("aging", i), &prefix).unwrap())
+        .map(|i| EncodedPacket::readable(&packet("aging", i), &prefix).unwrap())
         .collect();
     by_age
         .deposit_encoded_batch(&old)
         .await
-        .map_err(e("batch"))?;
+        .map_err(context("batch"))?;
     // Keep depositing until the old entries are older than max_age and trimmed.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 1000;
@@ -420,7 +378,7 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
             .arg(format!("{prefix}:s:{prefix}.hvac.aging"))
             .query_async(&mut conn)
             .await
-            .map_err(e("xlen"))?;
+            .map_err(context("xlen"))?;
         if len < 150 {
             break;
         }
@@ -436,11 +394,11 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
 /// A re-deposit is a duplicate within the window and stored again after it.
 async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
     let cfg = RedisConfig::from_url(&url)
-        .map_err(e("config"))?
+        .map_err(context("config"))?
         .prefix(prefix.clone());
     let t = RedisTransport::connect(cfg.dedup_window(Duration::from_millis(300)))
         .await
-        .map_err(e("connect"))?;
+        .map_err(context("connect"))?;
     let first = deposit(&t, &prefix, "dup", 1).await?;
     let again = deposit(&t, &prefix, "dup", 1).await?;
     ensure!(
@@ -448,9 +406,12 @@ async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
         "re-deposit within the window: {again:?}"
     );
     let batch: Vec<EncodedPacket> = (0..3)
-        .map(|_| EncodedPacket::readable(&pkt("dup", 2), &prefix).unwrap())
+        .map(|_| EncodedPacket::readable(&packet("dup", 2), &prefix).unwrap())
         .collect();
-    let rs = t.deposit_encoded_batch(&batch).await.map_err(e("batch"))?;
+    let rs = t
+        .deposit_encoded_batch(&batch)
+        .await
+        .map_err(context("batch"))?;
     ensure!(
         !rs[0].duplicate && rs[1].duplicate && rs[2].duplicate,
         "a packet repeated in one batch: {rs:?}"
@@ -477,12 +438,12 @@ async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
     }
     let none = RedisTransport::connect(
         RedisConfig::from_url(&url)
-            .map_err(e("config"))?
+            .map_err(context("config"))?
             .prefix(prefix.clone())
             .dedup_window(Duration::ZERO),
     )
     .await
-    .map_err(e("connect"))?;
+    .map_err(context("connect"))?;
     let a = deposit(&none, &prefix, "nodedup", 1).await?;
     let b = deposit(&none, &prefix, "nodedup", 1).await?;
     ensure!(
@@ -531,7 +492,7 @@ async fn other_pattern_is_conflict(url: String, prefix: Subject) -> CaseResult {
 /// is Unavailable with a message about the credentials.
 async fn acl_user_from_url(url: String, prefix: Subject) -> CaseResult {
     let mut conn = raw(&url).await?;
-    let user = format!("qis-{}", random_hex());
+    let user = format!("qis-{}", random_hex(4));
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&user)
@@ -542,10 +503,10 @@ async fn acl_user_from_url(url: String, prefix: Subject) -> CaseResult {
         .arg("+@all")
         .query_async(&mut conn)
         .await
-        .map_err(e("ACL SETUSER"))?;
+        .map_err(context("ACL SETUSER"))?;
     let result = async {
-        let base = url::Url::parse(&RedisConfig::from_url(&url).map_err(e("config"))?.url)
-            .map_err(e("url"))?;
+        let base = url::Url::parse(&RedisConfig::from_url(&url).map_err(context("config"))?.url)
+            .map_err(context("url"))?;
         let mut good = base.clone();
         good.set_username(&user).map_err(|_| "set user")?;
         good.set_password(Some("s3cret-pass"))
@@ -556,7 +517,7 @@ async fn acl_user_from_url(url: String, prefix: Subject) -> CaseResult {
         bad.set_password(Some("wrong"))
             .map_err(|_| "set password")?;
         let cfg = RedisConfig::from_url(bad.as_str())
-            .map_err(e("config"))?
+            .map_err(context("config"))?
             .prefix(prefix.clone());
         match RedisTransport::connect(cfg).await {
             Err(err) => {
@@ -579,7 +540,7 @@ async fn acl_user_from_url(url: String, prefix: Subject) -> CaseResult {
         .arg(&user)
         .query_async(&mut conn)
         .await
-        .map_err(e("ACL DELUSER"))?;
+        .map_err(context("ACL DELUSER"))?;
     result
 }
 
@@ -591,21 +552,21 @@ async fn live_filters_glob_matches_exactly(url: String, prefix: Subject) -> Case
     let mut sub = t
         .subscribe(SubjectPattern::new(format!("{prefix}.*.x")).unwrap())
         .await
-        .map_err(e("subscribe"))?;
+        .map_err(context("subscribe"))?;
     // `{prefix}.*.x` as a glob also matches `{prefix}.hvac.deep.x`-like
     // channels; only `{prefix}.{one}.x` may arrive.
     let deep = EncodedPacket::new(
-        &pkt("x", 1),
+        &packet("x", 1),
         Subject::new(format!("{prefix}.hvac.y.x")).unwrap(),
     )
     .unwrap();
-    t.deposit_encoded(&deep).await.map_err(e("deposit"))?;
+    t.deposit_encoded(&deep).await.map_err(context("deposit"))?;
     let want = EncodedPacket::new(
-        &pkt("x", 2),
+        &packet("x", 2),
         Subject::new(format!("{prefix}.hvac.x")).unwrap(),
     )
     .unwrap();
-    t.publish_encoded(&want).await.map_err(e("publish"))?;
+    t.publish_encoded(&want).await.map_err(context("publish"))?;
     match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
         Ok(Some(Ok(r))) => ensure!(
             r.id == want.id(),
@@ -630,7 +591,7 @@ async fn ack_on_another_consumer_is_invalid_input(url: String, prefix: Subject) 
     let got = a
         .fetch(10, Duration::from_secs(5))
         .await
-        .map_err(e("fetch"))?;
+        .map_err(context("fetch"))?;
     ensure!(
         got.len() == 1 && got[0].id() == r.id,
         "fetch gave {} deliveries",
@@ -664,138 +625,81 @@ async fn ack_on_another_consumer_is_invalid_input(url: String, prefix: Subject) 
         .arg(10)
         .query_async(&mut conn)
         .await
-        .map_err(e("xpending"))?;
+        .map_err(context("xpending"))?;
     ensure!(
         pending.len() == 1,
         "the refused ack changed what is pending: {pending:?}"
     );
-    a.ack(&got).await.map_err(e("ack"))?;
+    a.ack(&got).await.map_err(context("ack"))?;
     Ok(())
 }
 
-fn live_cases() -> Vec<(&'static str, Case)> {
-    vec![
-        ("ack_on_another_consumer_is_invalid_input", |u, p| {
-            Box::pin(ack_on_another_consumer_is_invalid_input(u, p))
-        }),
-        ("nak_delays_are_honoured", |u, p| {
-            Box::pin(nak_delays_are_honoured(u, p))
-        }),
-        ("fetch_never_exceeds_max", |u, p| {
-            Box::pin(fetch_never_exceeds_max(u, p))
-        }),
-        ("blocked_fetch_sees_new_subjects", |u, p| {
-            Box::pin(blocked_fetch_sees_new_subjects(u, p))
-        }),
-        ("malformed_entries_are_acked_away", |u, p| {
-            Box::pin(malformed_entries_are_acked_away(u, p))
-        }),
-        ("retention_trims_streams", |u, p| {
-            Box::pin(retention_trims_streams(u, p))
-        }),
-        ("dedup_window_expires", |u, p| {
-            Box::pin(dedup_window_expires(u, p))
-        }),
-        ("other_pattern_is_conflict", |u, p| {
-            Box::pin(other_pattern_is_conflict(u, p))
-        }),
-        ("acl_user_from_url", |u, p| {
-            Box::pin(acl_user_from_url(u, p))
-        }),
-        ("live_filters_glob_matches_exactly", |u, p| {
-            Box::pin(live_filters_glob_matches_exactly(u, p))
-        }),
-    ]
+async fn unreachable_server_is_unavailable() -> CaseResult {
+    let cfg = RedisConfig::from_url("redis://127.0.0.1:1")
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500));
+    match RedisTransport::connect(cfg).await {
+        Err(err) if err.kind() == ErrorKind::Unavailable || err.kind() == ErrorKind::Timeout => {
+            Ok(())
+        }
+        Err(err) => Err(format!("unreachable server gave {err}")),
+        Ok(_) => Err("connected to nothing".into()),
+    }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+async fn rediss_needs_the_tls_feature() -> CaseResult {
+    let cfg = RedisConfig::from_url("rediss://127.0.0.1:1")
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500));
+    let err = RedisTransport::connect(cfg)
+        .await
+        .err()
+        .ok_or("connected to nothing")?;
+    if cfg!(feature = "tls") {
+        // With TLS compiled in, the attempt reaches the network.
+        ensure!(
+            err.kind() != ErrorKind::Unsupported,
+            "tls feature on, yet {err}"
+        );
+    } else {
+        ensure!(
+            err.kind() == ErrorKind::Unsupported,
+            "rediss without the tls feature gave {err}"
+        );
+    }
+    Ok(())
 }
 
 fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let args = Arguments::from_args();
-    let require_live = std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1");
-    let url = std::env::var(ENV).ok();
+    let url = env_url(
+        ENV,
+        "scripts/servers/redis.sh start DIR and source DIR/redis.env",
+    );
     let mut trials = vec![
         Trial::test("unreachable_server_is_unavailable", || {
-            runtime().block_on(async {
-                let cfg = RedisConfig::from_url("redis://127.0.0.1:1")
-                    .unwrap()
-                    .connect_timeout(Duration::from_millis(500));
-                match RedisTransport::connect(cfg).await {
-                    Err(err)
-                        if err.kind() == ErrorKind::Unavailable
-                            || err.kind() == ErrorKind::Timeout =>
-                    {
-                        Ok(())
-                    }
-                    Err(err) => Err(Failed::from(format!("unreachable server gave {err}"))),
-                    Ok(_) => Err(Failed::from("connected to nothing")),
-                }
-            })
+            Ok(block_on(LIMIT, unreachable_server_is_unavailable())?)
         }),
         Trial::test("rediss_needs_the_tls_feature", || {
-            runtime().block_on(async {
-                let cfg = RedisConfig::from_url("rediss://127.0.0.1:1")
-                    .unwrap()
-                    .connect_timeout(Duration::from_millis(500));
-                let err = RedisTransport::connect(cfg)
-                    .await
-                    .err()
-                    .ok_or("connected to nothing")?;
-                if cfg!(feature = "tls") {
-                    // With TLS compiled in, the attempt reaches the network.
-                    if err.kind() == ErrorKind::Unsupported {
-                        return Err(Failed::from(format!("tls feature on, yet {err}")));
-                    }
-                } else if err.kind() != ErrorKind::Unsupported {
-                    return Err(Failed::from(format!(
-                        "rediss without the tls feature gave {err}"
-                    )));
-                }
-                Ok(())
-            })
+            Ok(block_on(LIMIT, rediss_needs_the_tls_feature())?)
         }),
     ];
-    for (name, case) in live_cases() {
-        let trial = match &url {
-            Some(url) => {
-                let url = url.clone();
-                Trial::test(name, move || {
-                    let prefix = Subject::new(format!("qb{}.iot", random_hex())).unwrap();
-                    let p = prefix.clone();
-                    runtime()
-                        .block_on(async move {
-                            tokio::time::timeout(Duration::from_secs(120), case(url, p))
-                                .await
-                                .unwrap_or_else(|_| Err("did not finish within 120 s".into()))
-                        })
-                        .map_err(|m| Failed::from(format!("[prefix {prefix}] {m}")))
-                })
-            }
-            None if require_live => {
-                Trial::test(name, || {
-                    Err(Failed::from(format!("{ENV} is not set but QIS_REQUIRE_LIVE=1: scripts/servers/redis.sh start DIR")))
-                })
-            }
-            None => {
-                Trial::ignorable_test(name, || {
-                    Ok(Completion::ignored_with(format!("{ENV} is not set: scripts/servers/redis.sh start DIR and source DIR/redis.env")))
-                })
-            }
+    // The cases that need the server, each on a fresh prefix.
+    macro_rules! live_case {
+        ($f:ident) => {
+            trials.push(trial(stringify!($f), &url, |url| {
+                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
+            }));
         };
-        trials.push(trial);
     }
-    libtest_mimic::run(&args, trials).exit();
+    live_case!(ack_on_another_consumer_is_invalid_input);
+    live_case!(nak_delays_are_honoured);
+    live_case!(fetch_never_exceeds_max);
+    live_case!(blocked_fetch_sees_new_subjects);
+    live_case!(malformed_entries_are_acked_away);
+    live_case!(retention_trims_streams);
+    live_case!(dedup_window_expires);
+    live_case!(other_pattern_is_conflict);
+    live_case!(acl_user_from_url);
+    live_case!(live_filters_glob_matches_exactly);
+    qis_conformance::run_trials(trials);
 }

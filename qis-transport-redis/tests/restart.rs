@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::Server;
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use qis_conformance::support::{block_on, installed, pkt, trial, CaseResult};
 use qis_core::{
-    ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, PacketId, StartPosition,
-    Subject, SubjectPattern,
+    ConsumerConfig, EncodedPacket, OutcomeTransport, PacketId, StartPosition, Subject,
+    SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
@@ -28,20 +28,7 @@ const RESTART_AT: usize = 500;
 /// How long Redis stays down.
 const OUTAGE: Duration = Duration::from_millis(1500);
 
-fn packet(i: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: format!("agent-{}", i % 37),
-        domain: "hvac".into(),
-        problem_class: format!("class-{}", i % 4),
-        conclusion: format!("finding {i}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + i as f64,
-        source_node: "restart-test".into(),
-    }
-}
-
-async fn scenario(server: &mut Server) -> Result<(), String> {
+async fn scenario(server: &mut Server) -> CaseResult {
     let prefix = Subject::new("restart.iot").unwrap();
     let config = RedisConfig::from_url(&format!("redis://127.0.0.1:{}", server.port))
         .map_err(|e| e.to_string())?
@@ -63,7 +50,13 @@ async fn scenario(server: &mut Server) -> Result<(), String> {
     c.close().await.map_err(|e| e.to_string())?;
 
     let packets: Vec<EncodedPacket> = (0..TOTAL)
-        .map(|i| EncodedPacket::readable(&packet(i), &prefix).unwrap())
+        .map(|i| {
+            EncodedPacket::readable(
+                &pkt("depositor", "hvac", &format!("class-{}", i % 4), i),
+                &prefix,
+            )
+            .unwrap()
+        })
         .collect();
     let done = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
@@ -206,7 +199,7 @@ async fn scenario(server: &mut Server) -> Result<(), String> {
     Ok(())
 }
 
-fn run() -> Result<(), Failed> {
+fn run() -> CaseResult {
     let mut server = Server::new(
         "restart",
         &[
@@ -218,49 +211,22 @@ fn run() -> Result<(), Failed> {
             "",
         ],
         false,
-    )?;
+    );
     server.start()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    let r = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(170), scenario(&mut server))
-            .await
-            .unwrap_or_else(|_| Err("the restart scenario did not finish within 170 s".into()))
-    });
-    drop(rt);
+    let r = block_on(Duration::from_secs(170), scenario(&mut server));
     server.stop()?;
-    r.map_err(Failed::from)
+    r
 }
 
 fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let args = Arguments::from_args();
-    let require_live = common::require_live();
-    let installed = common::installed("redis-server", "--version");
-    let name = "redis_restart_mid_deposits_keeps_every_acknowledged_packet_once";
-    let trial = if installed {
-        Trial::test(name, run)
-    } else if require_live {
-        Trial::test(name, || {
-            Err(Failed::from(
-                "redis-server is not installed but QIS_REQUIRE_LIVE=1: run scripts/servers/redis.sh install",
-            ))
-        })
+    let ready = if installed("redis-server", "--version") {
+        Ok(())
     } else {
-        Trial::ignorable_test(name, || {
-            Ok(Completion::ignored_with(
-                "redis-server is not installed (scripts/servers/redis.sh install); QIS_REQUIRE_LIVE=1 makes this a failure",
-            ))
-        })
+        Err("redis-server is not installed (scripts/servers/redis.sh install)".to_string())
     };
-    libtest_mimic::run(&args, vec![trial]).exit();
+    qis_conformance::run_trials(vec![trial(
+        "redis_restart_mid_deposits_keeps_every_acknowledged_packet_once",
+        &ready,
+        |()| run(),
+    )]);
 }

@@ -11,8 +11,6 @@
 //! "crashing" with deliveries unacked; the parent then opens the consumer by
 //! name and gets exactly the unacked ones back after the ack wait.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +22,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
-use common::TempDir;
+use qis_conformance::support::TempDir;
 
 const CHILD_ENV: &str = "QIS_SQLITE_CHILD";
 const PROCESSES: usize = 4;
@@ -62,7 +60,7 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
         return;
     }
     let dir = TempDir::new("multiprocess");
-    let db = dir.db();
+    let db = dir.path().join("outcomes.db");
     let exe = std::env::current_exe().unwrap();
 
     let mut children: Vec<Child> = (0..PROCESSES)
@@ -281,7 +279,7 @@ fn processes_share_a_consumer_and_unacked_work_survives_a_crash() {
         return;
     }
     let dir = TempDir::new("shared-consumer");
-    let db = dir.db();
+    let db = dir.path().join("outcomes.db");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,68 +1,28 @@
-//! Helpers shared by this crate's integration tests: where the server is,
-//! starting a private nats-server, and turning "no server here" into an
-//! ignored test (or a failure with `QIS_REQUIRE_LIVE=1`).
+//! What this crate's tests share beyond `qis_conformance::support`: where
+//! the shared server is, and starting a private nats-server.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Completion, Failed, Trial};
-use qis_core::{OutcomePacket, Subject};
-
-pub type TestResult = Result<(), String>;
-
-pub fn require_live() -> bool {
-    std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1")
-}
-
-pub fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// A fresh prefix like `qt1a2b3c4d.iot`, so runs never see each other's data.
-pub fn fresh_prefix() -> Subject {
-    Subject::new(format!("qt{}.iot", random_hex(5))).unwrap()
-}
-
-pub fn pkt(agent: &str, domain: &str, problem: &str, seq: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: agent.to_string(),
-        domain: domain.to_string(),
-        problem_class: problem.to_string(),
-        conclusion: format!("finding {seq} of {agent}"),
-        confidence: 0.5 + (seq % 50) as f64 / 100.0,
-        context_vector: vec![0.18, 0.92, 0.03, 0.71],
-        timestamp: 1_764_000_000.0 + seq as f64,
-        source_node: "nats-tests".to_string(),
-    }
-}
-
-fn reachable(addr: &str) -> bool {
-    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr) else {
-        return false;
-    };
-    addrs
-        .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-}
+use qis_conformance::support::{env_url, free_port, tcp_reachable, CaseResult, TempDir};
 
 /// The server named by `QIS_NATS_URL`, or why it cannot be used.
 pub fn shared_server() -> Result<String, String> {
-    let url = std::env::var("QIS_NATS_URL").map_err(|_| {
-        "QIS_NATS_URL is not set (start one with scripts/servers/nats.sh start DIR)".to_string()
-    })?;
+    let url = env_url(
+        "QIS_NATS_URL",
+        "start one with scripts/servers/nats.sh start DIR",
+    )?;
     let config = qis_transport_nats::NatsConfig::from_url(&url)
         .map_err(|e| format!("QIS_NATS_URL={url}: {e}"))?;
     let answers = config
         .servers
         .iter()
         .filter_map(|s| s.split_once("://").map(|(_, addr)| addr))
-        .any(reachable);
+        .any(|addr| tcp_reachable(addr, Duration::from_secs(1)));
     if answers {
         Ok(url)
     } else {
@@ -85,54 +45,12 @@ pub fn server_binary() -> Result<PathBuf, String> {
     Err("nats-server is not on PATH and QIS_NATS_RESTART_BIN is not set (scripts/servers/nats.sh install)".into())
 }
 
-/// A test trial that runs `body` when `available` is Ok, is ignored with the
-/// reason otherwise, or fails when `QIS_REQUIRE_LIVE=1`.
-pub fn trial<F>(name: &str, available: &Result<impl Sized, String>, body: F) -> Trial
-where
-    F: FnOnce() -> TestResult + Send + 'static,
-{
-    match available {
-        Ok(_) => Trial::test(name, move || body().map_err(Failed::from)),
-        Err(why) if require_live() => {
-            let why = format!("required by QIS_REQUIRE_LIVE=1 but unavailable: {why}");
-            Trial::test(name, move || Err(Failed::from(why)))
-        }
-        Err(why) => {
-            let why = why.clone();
-            Trial::ignorable_test(name, move || Ok(Completion::ignored_with(why)))
-        }
-    }
-}
-
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().unwrap().port()
-}
-
 /// A nats-server of this test's own: loopback, its own port and store
 /// directory; stopped (by PID) when dropped.
 pub struct OwnServer {
     bin: PathBuf,
     pub port: u16,
-    pub dir: PathBuf,
+    dir: TempDir,
     extra: Vec<String>,
     child: Option<Child>,
 }
@@ -141,8 +59,7 @@ impl OwnServer {
     /// Start one with JetStream and `extra` arguments (auth, TLS, …).
     pub fn start(extra: &[&str]) -> Result<Self, String> {
         let bin = server_binary()?;
-        let dir = std::env::temp_dir().join(format!("qis-nats-test-{}", random_hex(6)));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let dir = TempDir::new("nats-test");
         let mut s = OwnServer {
             bin,
             port: free_port(),
@@ -163,12 +80,13 @@ impl OwnServer {
     }
 
     /// Start (again) on the same port and store; returns once the port answers.
-    pub fn restart(&mut self) -> TestResult {
+    pub fn restart(&mut self) -> CaseResult {
         if self.child.is_some() {
             return Err("the server is already running".into());
         }
-        let store = self.dir.join("store");
-        let log = std::fs::File::create(self.dir.join("nats.log")).map_err(|e| e.to_string())?;
+        let store = self.dir.path().join("store");
+        let log =
+            std::fs::File::create(self.dir.path().join("nats.log")).map_err(|e| e.to_string())?;
         let child = Command::new(&self.bin)
             .args([
                 "-js",
@@ -212,7 +130,7 @@ impl OwnServer {
     }
 
     /// Stop it by PID: `graceful` sends SIGTERM, otherwise SIGKILL. Waits for exit.
-    pub fn stop(&mut self, graceful: bool) -> TestResult {
+    pub fn stop(&mut self, graceful: bool) -> CaseResult {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -235,7 +153,7 @@ impl OwnServer {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("nats.log"))
+        std::fs::read_to_string(self.dir.path().join("nats.log"))
             .unwrap_or_default()
             .lines()
             .rev()
@@ -248,7 +166,7 @@ impl OwnServer {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 }
 
@@ -258,6 +176,6 @@ impl Drop for OwnServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The store directory goes with `self.dir`, after the server.
     }
 }

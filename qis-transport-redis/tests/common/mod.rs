@@ -5,29 +5,16 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether a program runs (`{program} {arg}` exits 0).
-pub fn installed(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether live tests must fail rather than be ignored.
-pub fn require_live() -> bool {
-    std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1")
-}
+use qis_conformance::support::{free_port, TempDir};
 
 /// A redis-server child of this test.
 pub struct Server {
-    pub dir: PathBuf,
+    dir: TempDir,
     pub port: u16,
     /// Extra redis-server options.
     pub args: Vec<String>,
@@ -39,31 +26,24 @@ impl Server {
     /// A server (not started yet) with data in a fresh temporary directory.
     /// `args` are extra redis-server options; with `tls` the port is the TLS
     /// port (the plain one is off).
-    pub fn new(name: &str, args: &[&str], tls: bool) -> Result<Self, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("qis-redis-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(Server {
-            dir,
-            port,
+    pub fn new(name: &str, args: &[&str], tls: bool) -> Server {
+        Server {
+            dir: TempDir::new(&format!("redis-{name}")),
+            port: free_port(),
             args: args.iter().map(|s| s.to_string()).collect(),
             tls,
             child: None,
-        })
+        }
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The log file.
     pub fn log(&self) -> PathBuf {
-        self.dir.join("redis.log")
+        self.dir.path().join("redis.log")
     }
 
     /// Start it and wait (bounded) until it accepts connections.
@@ -82,7 +62,7 @@ impl Server {
             .args(["--bind", "127.0.0.1", "--daemonize", "no", "--logfile"])
             .arg(self.log())
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.dir.path())
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -178,25 +158,6 @@ impl Drop for Server {
                 let _ = c.wait();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Run `openssl` with `args` in `dir`.
-pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run openssl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        // The data directory goes with `self.dir`, after the server.
     }
 }

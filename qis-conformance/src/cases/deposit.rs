@@ -1,0 +1,232 @@
+//! Deposits: receipts, duplicates, batches, concurrency and order.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use qis_core::{EncodedPacket, OutcomeTransportExt, StartPosition, Subject};
+
+use super::{deposit, open, reader};
+use crate::backend::DynBackend;
+use crate::ensure;
+use crate::support::{
+    assert_unique, collect, consumer, context, ids, pkt, quiet, seq_of, CaseResult,
+};
+
+/// A deposit returns a receipt for the readable subject carrying the body's
+/// SHA-256 id; a consumer then fetches exactly that packet, at the receipt's
+/// position, as a first delivery.
+pub async fn deposit_returns_receipt(b: DynBackend, prefix: Subject) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    let p = pkt("agent-a", "hvac", "energy-anomaly", 1);
+    let r = deposit(&t, &p).await?;
+    let expected = EncodedPacket::readable(&p, &prefix).unwrap();
+    ensure!(
+        r.subject.as_str() == format!("{prefix}.hvac.energy-anomaly"),
+        "receipt subject {} is not the readable subject",
+        r.subject
+    );
+    ensure!(
+        r.id == expected.id(),
+        "receipt id is not the SHA-256 of the body"
+    );
+    ensure!(!r.duplicate, "a first deposit was reported as a duplicate");
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
+    let got = collect(&c, 1, Duration::from_secs(10)).await?;
+    ensure!(
+        got[0].id() == r.id,
+        "fetched a different packet id than deposited"
+    );
+    ensure!(
+        got[0].packet() == &p,
+        "fetched packet differs from the deposited one"
+    );
+    ensure!(
+        got[0].subject() == r.subject.as_str(),
+        "fetched subject differs"
+    );
+    ensure!(
+        got[0].position == r.position,
+        "fetched position {} differs from receipt {}",
+        got[0].position,
+        r.position
+    );
+    ensure!(
+        got[0].delivery_count == 1,
+        "first delivery has count {}",
+        got[0].delivery_count
+    );
+    t.close().await.map_err(context("close"))
+}
+
+/// An identical re-deposit is reported as a duplicate with the same id and is
+/// stored once.
+pub async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    let p = pkt("agent-a", "hvac", "energy-anomaly", 1);
+    let first = deposit(&t, &p).await?;
+    let again = t.deposit(&p).await.map_err(context("re-deposit"))?;
+    ensure!(
+        again.duplicate,
+        "an identical re-deposit was not recognised as a duplicate"
+    );
+    ensure!(again.id == first.id, "re-deposit changed the id");
+    let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
+    let got = collect(&c, 2, Duration::from_secs(10)).await?;
+    ensure!(
+        ids(&got) == vec![first.id, sentinel.id],
+        "expected the packet once then the sentinel, got {:?}",
+        ids(&got)
+    );
+    Ok(())
+}
+
+/// A batch of 500 returns its receipts in input order and is fetched in that
+/// order.
+pub async fn batch_deposit_keeps_order(b: DynBackend, prefix: Subject) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    let packets: Vec<_> = (0..500)
+        .map(|i| pkt("batcher", "hvac", "energy-anomaly", i))
+        .collect();
+    let receipts = t
+        .deposit_batch(&packets)
+        .await
+        .map_err(context("batch deposit"))?;
+    ensure!(
+        receipts.len() == 500,
+        "batch of 500 gave {} receipts",
+        receipts.len()
+    );
+    for (p, r) in packets.iter().zip(&receipts) {
+        let id = EncodedPacket::readable(p, &prefix).unwrap().id();
+        ensure!(r.id == id, "receipts are not in input order");
+        ensure!(!r.duplicate, "a fresh packet was reported duplicate");
+    }
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(60)).await?;
+    let got = collect(&c, 500, Duration::from_secs(30)).await?;
+    let seqs: Vec<usize> = got.iter().map(seq_of).collect();
+    ensure!(
+        seqs == (0..500).collect::<Vec<_>>(),
+        "batch came back out of order: {:?}…",
+        &seqs[..20.min(seqs.len())]
+    );
+    Ok(())
+}
+
+/// 50 concurrent depositors of 100 packets each: every packet is fetched
+/// exactly once, and nothing more arrives.
+pub async fn concurrent_depositors_nothing_lost_or_doubled(
+    b: DynBackend,
+    prefix: Subject,
+) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    let mut tasks = Vec::new();
+    for w in 0..50 {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let problem = [
+                "energy-anomaly",
+                "refrigerant-loss",
+                "bearing-wear",
+                "voltage-sag",
+                "co2-spike",
+            ][w % 5];
+            let mut ids = Vec::with_capacity(100);
+            for i in 0..100 {
+                let r = t
+                    .deposit(&pkt(&format!("agent-{w}"), "fleet", problem, i))
+                    .await?;
+                ids.push(r.id);
+            }
+            Ok::<_, qis_core::Error>(ids)
+        }));
+    }
+    let mut expected = HashSet::new();
+    for task in tasks {
+        for id in task
+            .await
+            .map_err(|e| format!("depositor task: {e}"))?
+            .map_err(context("concurrent deposit"))?
+        {
+            expected.insert(id);
+        }
+    }
+    ensure!(
+        expected.len() == 5000,
+        "50 × 100 deposits gave {} distinct ids",
+        expected.len()
+    );
+    let c = consumer(
+        &*t,
+        "reader",
+        &format!("{prefix}.fleet.*"),
+        StartPosition::All,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let got = collect(&c, 5000, Duration::from_secs(60)).await?;
+    assert_unique(&got, "concurrent depositors")?;
+    let got_ids: HashSet<_> = ids(&got).into_iter().collect();
+    ensure!(got_ids == expected, "fetched ids differ from deposited ids");
+    let extra = quiet(&c, Duration::from_millis(500)).await?;
+    ensure!(
+        extra.is_empty(),
+        "{} packets arrived beyond the 5000 deposited",
+        extra.len()
+    );
+    Ok(())
+}
+
+/// One publisher's 1,000 packets over two subjects, deposited one by one and
+/// in batches, arrive in its order on each subject.
+pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    // 1,000 packets from one publisher over two subjects: 200 one by one,
+    // then 800 in batches of 100.
+    let packets: Vec<_> = (0..1000)
+        .map(|i| {
+            pkt(
+                "publisher",
+                "hvac",
+                if i % 2 == 0 {
+                    "energy-anomaly"
+                } else {
+                    "refrigerant-loss"
+                },
+                i,
+            )
+        })
+        .collect();
+    for p in &packets[..200] {
+        deposit(&t, p).await?;
+    }
+    for chunk in packets[200..].chunks(100) {
+        t.deposit_batch(chunk)
+            .await
+            .map_err(context("batch deposit"))?;
+    }
+    let c = consumer(
+        &*t,
+        "reader",
+        &format!("{prefix}.hvac.*"),
+        StartPosition::All,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let got = collect(&c, 1000, Duration::from_secs(60)).await?;
+    assert_unique(&got, "one publisher")?;
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for d in &got {
+        let s = seq_of(d);
+        if let Some(&prev) = last.get(d.subject()) {
+            ensure!(
+                s > prev,
+                "on {} packet {s} arrived after {prev}",
+                d.subject()
+            );
+        }
+        last.insert(d.subject().to_string(), s);
+    }
+    ensure!(last.len() == 2, "expected two subjects, saw {}", last.len());
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The shared cases, one module per concept.
+//!
+//! Each case is a plain `pub async fn(DynBackend, Subject) -> CaseResult`
+//! that uses only the [`Backend`](crate::Backend) and the
+//! [`OutcomeTransport`](qis_core::OutcomeTransport) trait and returns
+//! `Err` saying what did not happen. [`all`] lists them with the
+//! capabilities each needs; the runner turns that list into trials.
+
+pub mod consumer;
+pub mod deposit;
+pub mod live;
+pub mod malformed;
+pub mod start;
+pub mod stream;
+pub mod wildcard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qis_core::{
+    DurableConsumer, DynTransport, OutcomePacket, OutcomeTransportExt, Receipt, StartPosition,
+    Subject,
+};
+
+use crate::backend::DynBackend;
+use crate::case::Case;
+use crate::support::{consumer, context};
+
+/// `case!(module::name, Capability…)`: the registry entry for a case.
+macro_rules! case {
+    ($module:ident :: $name:ident $(, $need:ident)*) => {
+        Case::new(
+            stringify!($name),
+            &[$($crate::Capability::$need),*],
+            |backend, prefix| Box::pin($module::$name(backend, prefix)),
+        )
+    };
+}
+
+/// Every case of the suite, with the capabilities it needs.
+pub fn all() -> Vec<Case> {
+    vec![
+        case!(deposit::deposit_returns_receipt),
+        case!(deposit::redeposit_is_recognised, Dedup),
+        case!(deposit::batch_deposit_keeps_order),
+        case!(deposit::concurrent_depositors_nothing_lost_or_doubled),
+        case!(deposit::one_publisher_order_per_subject),
+        case!(consumer::consumer_resumes_by_name_after_last_ack),
+        case!(consumer::unacked_delivery_comes_back_after_ack_wait),
+        case!(consumer::nak_redelivers, Nak),
+        case!(consumer::ack_on_another_consumer_is_invalid_input),
+        case!(wildcard::wildcard_isolation_durable),
+        case!(wildcard::wildcard_isolation_live, Live),
+        case!(start::start_all_receives_history_start_new_does_not),
+        case!(start::start_since_time, StartSince),
+        case!(malformed::invalid_packets_rejected_before_send),
+        case!(malformed::garbage_is_skipped_durable),
+        case!(malformed::garbage_is_skipped_live, Live),
+        case!(live::live_subscription_receives_matching, Live),
+        case!(
+            live::fire_and_forget_reaches_live_not_store,
+            FireAndForget,
+            Live
+        ),
+        case!(stream::delivery_stream_is_continuous),
+        case!(stream::close_flushes_acks),
+        case!(consumer::shared_consumer_splits_work, SharedConsumers),
+    ]
+}
+
+/// Open a transport on `prefix`, as a case's first step.
+async fn open(backend: &DynBackend, prefix: &Subject) -> Result<DynTransport, String> {
+    backend
+        .open(prefix)
+        .await
+        .map_err(context("open transport"))
+}
+
+/// Deposit `packet` on its readable subject.
+async fn deposit(t: &DynTransport, packet: &OutcomePacket) -> Result<Receipt, String> {
+    t.deposit(packet).await.map_err(context("deposit"))
+}
+
+/// The durable consumer `name` on everything under `prefix` (`{prefix}.>`),
+/// starting with all history.
+async fn reader(
+    t: &DynTransport,
+    name: &str,
+    prefix: &Subject,
+    ack_wait: Duration,
+) -> Result<Arc<dyn DurableConsumer>, String> {
+    let all = format!("{prefix}.>");
+    consumer(&**t, name, &all, StartPosition::All, ack_wait).await
+}

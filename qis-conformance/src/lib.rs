@@ -1,0 +1,93 @@
+//! # qis-conformance
+//!
+//! The one conformance suite every QIS transport passes, as a library. A
+//! backend implements [`Backend`] (how to open a transport on a prefix, and
+//! how a foreign publisher writes raw bytes); [`run`] turns the shared
+//! [`cases`] into one libtest trial per (backend, case), named
+//! `backend::case`:
+//!
+//! - a case needing a [`Capability`] the backend lacks is *ignored* with
+//!   "`backend` lacks capability `X`", never passed;
+//! - a backend whose server cannot be reached has its cases ignored with the
+//!   reason, or failed with it when `QIS_REQUIRE_LIVE=1` (as CI sets);
+//! - every case runs on a fresh random prefix, so runs never see each
+//!   other's data, and fails if it takes longer than [`CASE_LIMIT`].
+//!
+//! The [`support`] module is what every backend's own tests need: packet
+//! builders, bounded waits that say what did not happen, `QIS_REQUIRE_LIVE`
+//! handling.
+//!
+//! ## Run the whole suite on your transport
+//!
+//! A transport written outside the QIS workspace proves itself with the same
+//! cases. In its `Cargo.toml`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! qis-conformance = "0.1"
+//!
+//! [[test]]
+//! name = "conformance"
+//! harness = false
+//! ```
+//!
+//! and in `tests/conformance.rs` a [`Backend`] and a `main`. This one wraps
+//! the in-memory transport; it is this crate's own `tests/memory.rs`, so it
+//! runs with every `cargo test`:
+//!
+//! ```no_run
+#![doc = include_str!("../tests/memory.rs")]
+//! ```
+//!
+//! `cargo test --test conformance` then runs every case, and
+//! `cargo test --test conformance -- start_` the ones whose names contain
+//! `start_`. A transport that needs a server returns the reason from
+//! [`Backend::unavailable`] when it cannot reach one.
+//!
+//! ## Your own trials in the same run
+//!
+//! [`trials`] gives the suite's trials; add yours (built with
+//! [`support::trial`] to get the same `QIS_REQUIRE_LIVE` handling, or as
+//! [`Case`]s run by [`trials_of`]) and hand the lot to [`run_trials`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use qis_conformance::{libtest_mimic::Trial, support, DynBackend};
+//!
+//! fn main() {
+//!     let backends: Vec<DynBackend> = vec![/* your backend */];
+//!     let mut trials = qis_conformance::trials(&backends);
+//!     trials.push(Trial::test("mine::own_behaviour", || {
+//!         support::block_on(Duration::from_secs(60), async { Ok(()) }).map_err(Into::into)
+//!     }));
+//!     qis_conformance::run_trials(trials);
+//! }
+//! ```
+
+#![warn(missing_docs)]
+
+mod backend;
+mod case;
+pub mod cases;
+mod runner;
+pub mod support;
+
+pub use backend::{Backend, DynBackend};
+pub use case::{Capability, Case, CaseFuture};
+pub use runner::{run, run_trials, trials, trials_of, CASE_LIMIT};
+
+/// Re-exported: the trials [`trials`] returns are `libtest_mimic::Trial`s.
+pub use libtest_mimic;
+/// Re-exported: implement [`Backend`] with it.
+pub use qis_core::async_trait;
+
+/// Return `Err(format!(…))` from the enclosing function unless `cond` holds:
+/// `ensure!(got.len() == 3, "received {} of 3", got.len())`.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}

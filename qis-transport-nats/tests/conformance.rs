@@ -1,0 +1,79 @@
+//! The shared conformance suite (`qis-conformance`) on NATS JetStream: the
+//! server at `QIS_NATS_URL` (`scripts/servers/nats.sh start DIR` writes it).
+//! Each prefix gets its own stream, named from the prefix
+//! (`qt1a2b3c4d.iot` → `QIS_QT1A2B3C4D_IOT`), so cases never see each
+//! other's data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qis_conformance::support::{env_url, tcp_reachable};
+use qis_conformance::{async_trait, Backend};
+use qis_core::backend::InjectRaw;
+use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
+use qis_transport_nats::{NatsConfig, NatsTransport};
+
+const ENV: &str = "QIS_NATS_URL";
+
+struct Nats {
+    /// The server's settings from `QIS_NATS_URL`, or why there are none.
+    config: std::result::Result<NatsConfig, String>,
+}
+
+impl Nats {
+    fn config(&self, prefix: &Subject) -> Result<NatsConfig> {
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|why| Error::new(ErrorKind::Unavailable, "nats", why.clone()))?;
+        Ok(config.clone().prefix(prefix.clone()))
+    }
+}
+
+#[async_trait]
+impl Backend for Nats {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn unavailable(&self) -> Option<String> {
+        let config = match &self.config {
+            Ok(config) => config,
+            Err(why) => return Some(why.clone()),
+        };
+        let answers = config.servers.iter().any(|server| {
+            let addr = server.split_once("://").map_or(server.as_str(), |(_, a)| a);
+            tcp_reachable(addr, Duration::from_secs(2))
+        });
+        (!answers).then(|| {
+            format!(
+                "the NATS server at {} does not answer",
+                config.servers.join(", ")
+            )
+        })
+    }
+
+    async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
+        Ok(Arc::new(
+            NatsTransport::connect(self.config(prefix)?).await?,
+        ))
+    }
+
+    async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
+        // A foreign publisher: its own connection, a plain JetStream publish
+        // with no packet id and no checks.
+        let raw = NatsTransport::connect(self.config(transport.prefix())?).await?;
+        let sent = raw.inject_raw(subject, body).await;
+        let _ = raw.close().await;
+        sent
+    }
+}
+
+fn main() {
+    let config = env_url(
+        ENV,
+        "run scripts/servers/nats.sh start DIR and source DIR/nats.env",
+    )
+    .and_then(|url| NatsConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
+    qis_conformance::run(vec![Arc::new(Nats { config })]);
+}

@@ -1,0 +1,72 @@
+//! The shared conformance suite (`qis-conformance`) on SQLite: no server,
+//! always available. Each prefix gets its own database file in a per-run
+//! directory under Cargo's test temp dir; every `open` connects a new
+//! `SqliteTransport` to that file (a new connection and threads, as another
+//! process would).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use qis_conformance::support::random_hex;
+use qis_conformance::{async_trait, Backend};
+use qis_core::backend::InjectRaw;
+use qis_core::{Checked, DynTransport, OutcomeTransport, Result, Subject};
+use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
+
+struct Sqlite {
+    dir: PathBuf,
+}
+
+/// Per-run directories older than this are removed when a run starts (a
+/// run ends with `process::exit`, so it cannot clean up after itself).
+const STALE: Duration = Duration::from_secs(3600);
+
+impl Sqlite {
+    fn new() -> Sqlite {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qis-conformance-sqlite");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age > STALE);
+                if old {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = root.join(format!("run-{}-{}", std::process::id(), random_hex(4)));
+        std::fs::create_dir_all(&dir).expect("a directory for the SQLite conformance files");
+        Sqlite { dir }
+    }
+
+    async fn connect(&self, prefix: &Subject) -> Result<Checked<SqliteTransport>> {
+        let path = self.dir.join(format!("{prefix}.db"));
+        SqliteTransport::connect(SqliteConfig::new(path).prefix(prefix.clone())).await
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
+        Ok(Arc::new(self.connect(prefix).await?))
+    }
+
+    async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
+        // A foreign writer: its own connection to the same file, no checks.
+        let writer = self.connect(transport.prefix()).await?;
+        writer.inject_raw(subject, body).await?;
+        writer.close().await
+    }
+}
+
+fn main() {
+    qis_conformance::run(vec![Arc::new(Sqlite::new())]);
+}
