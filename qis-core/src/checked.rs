@@ -48,11 +48,12 @@ use crate::transport::{
 /// [`nak`]: DurableConsumer::nak
 ///
 /// ```
-/// use qis_core::{Checked, ErrorKind, MemoryTransport, OutcomeTransport, SubjectPattern};
+/// use qis_core::{ErrorKind, MemoryTransport, OutcomeTransport, SubjectPattern};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let transport = Checked::new(MemoryTransport::new(Default::default()));
+/// // Every backend's constructor returns its transport behind the layer.
+/// let transport = MemoryTransport::new(Default::default());
 /// let elsewhere = SubjectPattern::new("other.>").unwrap();
 /// let e = transport.subscribe(elsewhere).await.err().unwrap();
 /// assert_eq!(e.kind(), ErrorKind::InvalidSubject);
