@@ -499,6 +499,7 @@ fn parse_duration(v: &str) -> Option<Duration> {
 /// | `connect_timeout` | `connect_timeout(Duration)` | `connect_timeout: Duration` |
 /// | `tls` | `tls_ca(path)`, `tls_client_cert(path)`, `tls_client_key(path)` | `tls: TlsFiles` |
 /// | `credentials` | `user_password(user, password)`, `token(secret)` | `credentials: Credentials` |
+/// | `from_url` | `impl FromStr` calling `Self::from_url(&str) -> Result<Self>` | |
 ///
 /// ```
 /// use std::time::Duration;
@@ -585,6 +586,15 @@ macro_rules! config_builders {
             }
         }
     };
+    (@part $ty:ty, from_url) => {
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::Error;
+            /// Parse a URL, as [`Self::from_url`] does.
+            fn from_str(url: &str) -> $crate::Result<Self> {
+                <$ty>::from_url(url)
+            }
+        }
+    };
     (@part $ty:ty, credentials) => {
         impl $ty {
             /// Log in with a user name and password.
@@ -598,6 +608,39 @@ macro_rules! config_builders {
                 self.credentials.token = Some(token.into());
                 self
             }
+        }
+    };
+}
+
+/// Plain builder setters, one per field: `setters!(MyConfig { /// doc
+/// batch: usize, … })` adds `pub fn batch(mut self, batch: usize) -> Self`
+/// (with the doc comment given) for each field listed.
+///
+/// ```
+/// #[derive(Default)]
+/// pub struct MyConfig {
+///     pub batch: usize,
+///     pub label: String,
+/// }
+/// qis_core::setters!(MyConfig {
+///     /// Most packets per batch.
+///     batch: usize,
+///     /// A label for logs.
+///     label: String,
+/// });
+/// assert_eq!(MyConfig::default().batch(5).batch, 5);
+/// ```
+#[macro_export]
+macro_rules! setters {
+    ($ty:ty { $( $(#[$doc:meta])* $field:ident : $t:ty ),* $(,)? }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                pub fn $field(mut self, $field: $t) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
         }
     };
 }

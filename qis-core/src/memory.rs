@@ -5,7 +5,6 @@
 //! and single-process simulations. Nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -46,7 +45,7 @@ pub struct MemoryConfig {
     pub retention: Retention,
 }
 
-crate::config_builders!(MemoryConfig: prefix, retention);
+crate::config_builders!(MemoryConfig: prefix, retention, from_url);
 
 impl MemoryConfig {
     /// The URL schemes of this transport.
@@ -88,13 +87,6 @@ impl MemoryConfig {
     pub fn connect(self) -> Result<Checked<MemoryTransport>> {
         self.retention.check(NAME)?;
         Ok(MemoryTransport::with_config(self))
-    }
-}
-
-impl FromStr for MemoryConfig {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        MemoryConfig::from_url(s)
     }
 }
 

@@ -167,36 +167,6 @@ impl BridgeConfig {
         self
     }
 
-    /// Forward only packets this origin rule admits.
-    pub fn origin(mut self, origin: Origin) -> Self {
-        self.origin = origin;
-        self
-    }
-
-    /// Most packets per batch.
-    pub fn batch(mut self, batch: usize) -> Self {
-        self.batch = batch;
-        self
-    }
-
-    /// How long one fetch waits.
-    pub fn fetch_wait(mut self, wait: Duration) -> Self {
-        self.fetch_wait = wait;
-        self
-    }
-
-    /// The source consumer's ack wait.
-    pub fn ack_wait(mut self, wait: Duration) -> Self {
-        self.ack_wait = wait;
-        self
-    }
-
-    /// Pauses between attempts when a side fails.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
     fn check(&self) -> Result<()> {
         let bad = |msg: &str| Err(Error::new(ErrorKind::InvalidInput, "bridge", msg));
         if self.batch == 0 {
@@ -208,6 +178,21 @@ impl BridgeConfig {
         self.backoff.check()
     }
 }
+
+crate::setters!(BridgeConfig {
+    /// Forward only packets this origin rule admits.
+    origin: Origin,
+    /// Most packets per batch.
+    batch: usize,
+    /// How long one fetch waits.
+    fetch_wait: Duration,
+    /// The source consumer's ack wait.
+    ack_wait: Duration,
+    /// Pauses between attempts when a side fails.
+    backoff: Backoff,
+    /// How often a progress line is logged while running.
+    report_every: Duration,
+});
 
 /// Forwards packets from one transport to another (see the [module docs](self)).
 /// Clones share one bridge and its status.
