@@ -50,7 +50,7 @@ pub use result::Synthesis;
 pub use twin::Twin;
 
 use crate::packet::OutcomePacket;
-use tally::{real, share, Problems, Tally};
+use tally::{real, share, Tally};
 
 /// Synthesise `own` with `twins` under the seed's rules
 /// ([`SynthesisConfig::seed`]): the figures of `../shared/vectors/synthesis.json`,
@@ -108,7 +108,8 @@ where
 ///    fingerprint bucket at the configured resolution
 ///    (`agreement_fingerprint`; a tie goes to the own packet's bucket, then
 ///    the smallest bucket numbers); `consensus_context` is the
-///    coordinate-wise median of their vectors. The recommendation says it.
+///    coordinate-wise median of their vectors, which lies in that bucket. The recommendation says how far
+///    the situations agree.
 /// 8. **Bayesian figure**: the probability that the consensus problem is
 ///    real, from a Beta prior (default uniform) updated with the votes and
 ///    their confidences, and its 5 % quantile as a lower bound; see
@@ -118,8 +119,9 @@ where
 ///
 /// Weights are summed in fixed point, so the figures never depend on the
 /// delivery order beyond the two tie rules that name it (`Seed`'s first-seen
-/// rule and rule 3's equal timestamps). The work is O(N) in the packets plus a
-/// median per coordinate (O(N) expected); no pairs are built, and the maps are
+/// rule and rule 3's equal timestamps). The work is O(N) in the packets (the
+/// outlier filter adds a median per coordinate, O(N) expected); no pairs are
+/// built. The packets' memory is read in one pass; the maps and arrays are
 /// sized from the input, so a batch costs a constant number of allocations
 /// however many packets it has.
 ///
@@ -151,24 +153,27 @@ where
 {
     let now = config.now().unwrap_or_else(clock);
     let ballot = ballot::collect(own, twins);
-    let votes = &ballot.votes;
-    let problems = Problems::index(votes);
     let excluded = if config.outliers() {
-        outliers::find(votes, &problems, config.outlier_k(), config.resolution())
+        outliers::find(&ballot, config.outlier_k(), config.resolution())
     } else {
         None
     };
     let excluded = excluded.as_deref();
-    let tallies = tally::tally(votes, &problems, excluded, config, now);
-    let c = tally::consensus(config.method(), &tallies, &problems.keys);
+    let tallies = tally::tally(&ballot.info, ballot.problems.len(), excluded, config, now);
+    let c = tally::consensus(config.method(), &tallies, &ballot.problems);
     let mut all = Tally::default();
     tallies.iter().for_each(|t| all.add(t));
     let won = tallies[c];
-    let (domain, problem_class) = problems.keys[c];
+    let (domain, problem_class) = ballot.problems[c];
 
-    let voters = (0..votes.len())
-        .filter(|&s| problems.of_vote[s] as usize == c && !excluded.is_some_and(|x| x[s]));
-    let agreed = agreement::agreement(votes, voters, (domain, problem_class), config.resolution());
+    let voters = (0..ballot.votes.len())
+        .filter(|&s| ballot.info[s].problem as usize == c && !excluded.is_some_and(|x| x[s]));
+    let agreed = agreement::agreement(
+        &ballot,
+        voters,
+        (domain, problem_class),
+        config.resolution(),
+    );
 
     let n = all.votes as usize;
     let k = won.votes as usize;
@@ -182,9 +187,9 @@ where
     let weighted_strength = share(won.weight, all.weight).unwrap_or(0.0);
     let mut outliers: Vec<String> = excluded
         .map(|x| {
-            (0..votes.len())
+            (0..ballot.votes.len())
                 .filter(|&s| x[s])
-                .map(|s| votes[s].packet.agent_id.clone())
+                .map(|s| ballot.votes[s].packet.agent_id.clone())
                 .collect()
         })
         .unwrap_or_default();

@@ -4,8 +4,7 @@
 //! The rules are documented on
 //! [`SynthesisConfig::with_outliers`](super::SynthesisConfig::with_outliers).
 
-use super::tally::Problems;
-use super::twin::Vote;
+use super::ballot::Ballot;
 
 /// MAD × this estimates the standard deviation of a normal distribution.
 const MAD_TO_SD: f64 = 1.4826;
@@ -43,16 +42,12 @@ fn modal_length(lens: &mut [usize]) -> (usize, usize) {
 }
 
 /// Flag the outliers: `excluded[slot]` is true for each.
-pub(crate) fn find(
-    votes: &[Vote<'_>],
-    problems: &Problems<'_>,
-    k: f64,
-    resolution: u32,
-) -> Option<Vec<bool>> {
-    let n_problems = problems.keys.len();
+pub(crate) fn find(ballot: &Ballot<'_>, k: f64, resolution: u32) -> Option<Vec<bool>> {
+    let n = ballot.votes.len();
+    let n_problems = ballot.problems.len();
     let mut start = vec![0usize; n_problems + 1];
-    for &p in &problems.of_vote {
-        start[p as usize + 1] += 1;
+    for v in &ballot.info {
+        start[v.problem as usize + 1] += 1;
     }
     if start.iter().all(|&g| g < 3) {
         return None;
@@ -61,21 +56,21 @@ pub(crate) fn find(
         start[i + 1] += start[i];
     }
     // Slots grouped by problem (a counting sort: no allocation per problem).
-    let mut order = vec![0u32; votes.len()];
+    let mut order = vec![0u32; n];
     let mut fill = start.clone();
-    for (slot, &p) in problems.of_vote.iter().enumerate() {
-        order[fill[p as usize]] = slot as u32;
-        fill[p as usize] += 1;
+    for (slot, v) in ballot.info.iter().enumerate() {
+        order[fill[v.problem as usize]] = slot as u32;
+        fill[v.problem as usize] += 1;
     }
 
-    let mut excluded = vec![false; votes.len()];
+    let mut excluded = vec![false; n];
     let mut lens: Vec<usize> = Vec::new();
     let mut columns: Vec<f64> = Vec::new();
     let mut centre: Vec<f64> = Vec::new();
     let mut dist: Vec<f64> = Vec::new();
     let mut scratch: Vec<f64> = Vec::new();
     let floor = 1.0 / f64::from(resolution.max(1));
-    let cv = |slot: u32| votes[slot as usize].packet.context_vector.as_slice();
+    let cv = |slot: u32| ballot.cv(slot as usize);
 
     for p in 0..n_problems {
         let members = &order[start[p]..start[p + 1]];
@@ -89,8 +84,8 @@ pub(crate) fn find(
         if gm < 3 || 2 * gm <= g {
             continue;
         }
-        // Column-major copy of the reference-length vectors: one pass over
-        // the packets, then a median per coordinate.
+        // Column-major copy of the reference-length vectors, then a median
+        // per coordinate.
         columns.clear();
         columns.resize(gm * m, 0.0);
         let mut i = 0;

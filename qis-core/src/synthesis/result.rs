@@ -49,9 +49,9 @@ pub struct Synthesis {
     /// `{prefix}.{domain}.{problem_class}.{fingerprint}` the agreeing agents
     /// share. `None` if no voter's vector could be bucketed.
     pub agreement_fingerprint: Option<String>,
-    /// Coordinate-wise median of the context vectors in that bucket: the
-    /// typical situation of the consensus. It lies in the bucket, so a packet
-    /// carrying it fingerprints to `agreement_fingerprint`.
+    /// The coordinate-wise median of the context vectors in that bucket: the
+    /// typical situation of the consensus. It lies in the bucket (a box), so
+    /// a packet carrying it fingerprints to `agreement_fingerprint`.
     pub consensus_context: Vec<f64>,
     /// The probability that the consensus problem is real, with a lower
     /// credible bound (prior and update on [`Posterior`]).

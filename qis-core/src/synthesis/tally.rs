@@ -5,18 +5,19 @@
 //! packets arrived in, not even in its last bit, and a tie is a tie.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
-use foldhash::fast::RandomState;
-
+use super::ballot::Info;
 use super::config::{Method, SynthesisConfig};
-use super::twin::Vote;
 
 const UNIT: f64 = (1u64 << 40) as f64;
+/// 1 in fixed point.
+const ONE: u64 = 1 << 40;
 
-/// `x` (clamped to `0..=1`; NaN counts as 0) in `2^-40` units.
+/// `x` (clamped to `0..=1`; NaN counts as 0) in `2^-40` units, rounded
+/// (half up: `f64::round` is a library call on baseline x86-64).
+#[inline]
 pub(crate) fn fixed(x: f64) -> u64 {
-    (x.clamp(0.0, 1.0) * UNIT).round() as u64
+    (x.clamp(0.0, 1.0) * UNIT + 0.5) as u64
 }
 
 /// A fixed-point sum back as a number.
@@ -27,31 +28,6 @@ pub(crate) fn real(x: u128) -> f64 {
 /// `a / b` of two fixed-point sums, `None` when `b` is 0.
 pub(crate) fn share(a: u128, b: u128) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
-}
-
-/// The problems voted on, densely numbered.
-pub(crate) struct Problems<'a> {
-    /// `(domain, problem_class)` of each problem.
-    pub keys: Vec<(&'a str, &'a str)>,
-    /// The problem of each vote, by slot.
-    pub of_vote: Vec<u32>,
-}
-
-impl<'a> Problems<'a> {
-    pub fn index(votes: &[Vote<'a>]) -> Self {
-        let mut ids: HashMap<(&'a str, &'a str), u32, RandomState> = HashMap::default();
-        let mut keys = Vec::new();
-        let mut of_vote = Vec::with_capacity(votes.len());
-        for v in votes {
-            let key = (v.packet.domain.as_str(), v.packet.problem_class.as_str());
-            let id = *ids.entry(key).or_insert_with(|| {
-                keys.push(key);
-                (keys.len() - 1) as u32
-            });
-            of_vote.push(id);
-        }
-        Problems { keys, of_vote }
-    }
 }
 
 /// The votes for one problem.
@@ -95,41 +71,44 @@ impl Tally {
     }
 }
 
-/// The recency factor of a packet stamped `timestamp`.
-fn recency(config: &SynthesisConfig, now: f64, timestamp: f64) -> f64 {
-    match (config.method(), config.half_life()) {
-        (Method::Seed, _) | (_, None) => 1.0,
-        (_, Some(h)) => (-(now - timestamp).max(0.0) / h.as_secs_f64()).exp2(),
-    }
-}
-
-/// Tally every vote not `excluded`.
+/// Tally every vote not `excluded`, over `n_problems` problems.
 pub(crate) fn tally(
-    votes: &[Vote<'_>],
-    problems: &Problems<'_>,
+    info: &[Info],
+    n_problems: usize,
     excluded: Option<&[bool]>,
     config: &SynthesisConfig,
     now: f64,
 ) -> Vec<Tally> {
-    let mut tallies = vec![Tally::default(); problems.keys.len()];
-    for (slot, (v, &p)) in votes.iter().zip(&problems.of_vote).enumerate() {
+    let mut tallies = vec![Tally::default(); n_problems];
+    for (slot, v) in info.iter().enumerate() {
         if excluded.is_some_and(|x| x[slot]) {
             continue;
         }
-        let c = v.packet.confidence.clamp(0.0, 1.0);
-        let r = recency(config, now, v.packet.timestamp);
-        let w = match config.method() {
-            Method::Seed => 1.0,
-            Method::Majority => r,
-            Method::ConfidenceWeighted => r * c,
+        let c = fixed(v.confidence);
+        let (r, rc, w) = match (config.method(), config.half_life()) {
+            (Method::Seed, _) => (ONE, c, ONE),
+            (method, None) => (ONE, c, if method == Method::Majority { ONE } else { c }),
+            (method, Some(h)) => {
+                let r = (-(now - v.timestamp).max(0.0) / h.as_secs_f64()).exp2();
+                let rc = fixed(r * v.confidence.clamp(0.0, 1.0));
+                (
+                    fixed(r),
+                    rc,
+                    if method == Method::Majority {
+                        fixed(r)
+                    } else {
+                        rc
+                    },
+                )
+            }
         };
-        let t = &mut tallies[p as usize];
+        let t = &mut tallies[v.problem as usize];
         t.first = t.first.min(slot as u32);
         t.votes += 1;
-        t.weight += u128::from(fixed(w));
-        t.confidence += u128::from(fixed(c));
-        t.recency += u128::from(fixed(r));
-        t.support += u128::from(fixed(r * c));
+        t.weight += u128::from(w);
+        t.confidence += u128::from(c);
+        t.recency += u128::from(r);
+        t.support += u128::from(rc);
     }
     tallies
 }
