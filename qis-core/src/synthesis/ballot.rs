@@ -1,9 +1,9 @@
 //! Taking the packets in: duplicates count once, one vote per agent.
 //!
-//! This is the only pass that reads the packets' own memory (agent id,
-//! problem, context vector): what the later steps need is copied into compact
-//! arrays here, so they run over a few cache-friendly arrays instead of
-//! walking N scattered packets again.
+//! This is the one pass over the packets: besides the vote, it numbers the
+//! problems and puts each voter's situation (its context vector's fingerprint
+//! bucket) in a group while the packet is in cache, so the later steps work on
+//! compact arrays instead of walking N scattered packets again.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -11,17 +11,18 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry, HashTable};
 
+use super::agreement::Groups;
 use super::twin::{Identity, Twin, Vote};
 use crate::packet::OutcomePacket;
 
 /// What the later steps need of one vote.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Info {
+pub(crate) struct Info<'a> {
     /// Index into [`Ballot::problems`].
     pub problem: u32,
-    /// The context vector: `arena[start..start + len]`.
-    pub start: u32,
-    pub len: u32,
+    /// Its situation's group in [`Ballot::groups`], or `NO_GROUP`.
+    pub group: u32,
+    pub cv: &'a [f64],
     pub confidence: f64,
     pub timestamp: f64,
 }
@@ -30,21 +31,13 @@ pub(crate) struct Info {
 /// its first packet arrived.
 pub(crate) struct Ballot<'a> {
     pub votes: Vec<Vote<'a>>,
-    pub info: Vec<Info>,
-    /// The context vectors of the votes, one after another.
-    pub arena: Vec<f64>,
+    pub info: Vec<Info<'a>>,
     /// `(domain, problem_class)` of each problem voted on.
     pub problems: Vec<(&'a str, &'a str)>,
+    /// The voters' situations, grouped by problem and fingerprint bucket.
+    pub groups: Groups,
     pub duplicates: usize,
     pub superseded: usize,
-}
-
-impl Ballot<'_> {
-    /// The context vector of the vote in `slot`.
-    pub fn cv(&self, slot: usize) -> &[f64] {
-        let i = &self.info[slot];
-        &self.arena[i.start as usize..(i.start + i.len) as usize]
-    }
 }
 
 /// String equality for short strings (tokens, at most 64 bytes) without a
@@ -70,13 +63,14 @@ fn same(a: &str, b: &str) -> bool {
     word(a, n - 8) == word(b, n - 8)
 }
 
-/// Numbers the problems, and copies what the later steps need.
+/// Numbers the problems and groups the situations.
 struct Recorder<'a> {
     ids: HashMap<(&'a str, &'a str), u32, RandomState>,
     problems: Vec<(&'a str, &'a str)>,
     /// The last problem seen: packets on one subject all name it.
     last: u32,
-    arena: Vec<f64>,
+    groups: Groups,
+    resolution: f64,
 }
 
 impl<'a> Recorder<'a> {
@@ -106,14 +100,13 @@ impl<'a> Recorder<'a> {
         self.last
     }
 
-    fn info(&mut self, p: &'a OutcomePacket) -> Info {
+    fn info(&mut self, p: &'a OutcomePacket) -> Info<'a> {
         let problem = self.problem((p.domain.as_str(), p.problem_class.as_str()));
-        let start = self.arena.len() as u32;
-        self.arena.extend_from_slice(&p.context_vector);
+        let cv = p.context_vector.as_slice();
         Info {
             problem,
-            start,
-            len: p.context_vector.len() as u32,
+            group: self.groups.join(problem, cv, self.resolution),
+            cv,
             confidence: p.confidence,
             timestamp: p.timestamp,
         }
@@ -127,7 +120,7 @@ impl<'a> Recorder<'a> {
 /// one are remembered in a set that is only touched when an agent sends more
 /// than one distinct packet, so a redelivery of an older packet is still
 /// recognised as a duplicate.
-pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I) -> Ballot<'a>
+pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I, resolution: u32) -> Ballot<'a>
 where
     I: IntoIterator,
     I::Item: Twin<'a>,
@@ -139,12 +132,13 @@ where
     let hasher = RandomState::default();
     let mut slot_of: HashTable<u32> = HashTable::with_capacity(capacity);
     let mut votes: Vec<Vote<'a>> = Vec::with_capacity(capacity);
-    let mut info: Vec<Info> = Vec::with_capacity(capacity);
+    let mut info: Vec<Info<'a>> = Vec::with_capacity(capacity);
     let mut rec = Recorder {
         ids: HashMap::default(),
         problems: Vec::new(),
         last: 0,
-        arena: Vec::with_capacity(capacity.saturating_mul(own.context_vector.len().max(1))),
+        groups: Groups::default(),
+        resolution: f64::from(resolution.max(1)),
     };
     let mut displaced: HashSet<Identity<'a>, RandomState> = HashSet::default();
     let mut duplicates = 0;
@@ -184,6 +178,7 @@ where
                 if slot != 0 && v.packet.timestamp >= current.packet.timestamp {
                     displaced.insert(current.identity());
                     votes[slot] = v;
+                    rec.groups.leave(info[slot].group);
                     info[slot] = rec.info(v.packet);
                 } else {
                     displaced.insert(v.identity());
@@ -194,8 +189,8 @@ where
     Ballot {
         votes,
         info,
-        arena: rec.arena,
         problems: rec.problems,
+        groups: rec.groups,
         duplicates,
         superseded,
     }

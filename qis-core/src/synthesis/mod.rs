@@ -152,7 +152,7 @@ where
     I::Item: Twin<'a>,
 {
     let now = config.now().unwrap_or_else(clock);
-    let ballot = ballot::collect(own, twins);
+    let mut ballot = ballot::collect(own, twins, config.resolution());
     let excluded = if config.outliers() {
         outliers::find(&ballot, config.outlier_k(), config.resolution())
     } else {
@@ -166,14 +166,15 @@ where
     let won = tallies[c];
     let (domain, problem_class) = ballot.problems[c];
 
-    let voters = (0..ballot.votes.len())
-        .filter(|&s| ballot.info[s].problem as usize == c && !excluded.is_some_and(|x| x[s]));
-    let agreed = agreement::agreement(
-        &ballot,
-        voters,
-        (domain, problem_class),
-        config.resolution(),
-    );
+    // Outliers leave their situation groups before agreement is counted.
+    for (slot, _) in excluded
+        .iter()
+        .flat_map(|x| x.iter().enumerate().filter(|(_, &x)| x))
+    {
+        let g = ballot.info[slot].group;
+        ballot.groups.leave(g);
+    }
+    let agreed = agreement::agreement(&ballot, c as u32, excluded, config.resolution());
 
     let n = all.votes as usize;
     let k = won.votes as usize;

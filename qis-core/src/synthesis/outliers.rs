@@ -70,7 +70,7 @@ pub(crate) fn find(ballot: &Ballot<'_>, k: f64, resolution: u32) -> Option<Vec<b
     let mut dist: Vec<f64> = Vec::new();
     let mut scratch: Vec<f64> = Vec::new();
     let floor = 1.0 / f64::from(resolution.max(1));
-    let cv = |slot: u32| ballot.cv(slot as usize);
+    let cv = |slot: u32| ballot.info[slot as usize].cv;
 
     for p in 0..n_problems {
         let members = &order[start[p]..start[p + 1]];
