@@ -771,3 +771,134 @@ fn the_whole_result_serialises() {
             < v["posterior"]["probability"].as_f64().unwrap()
     );
 }
+
+// ── Vectors of our own ─────────────────────────────────────────────────────
+
+fn config_from(v: &serde_json::Value) -> SynthesisConfig {
+    let mut c = SynthesisConfig::default()
+        .with_method(v["method"].as_str().unwrap().parse().unwrap())
+        .with_now(v["now"].as_f64().unwrap());
+    if let Some(q) = v["quorum"].as_u64() {
+        c = c.with_quorum(q as usize);
+    }
+    if let Some(t) = v["threshold"].as_f64() {
+        c = c.with_threshold(t);
+    }
+    if let Some(h) = v["half_life_secs"].as_f64() {
+        c = c.with_half_life(Duration::from_secs_f64(h));
+    }
+    if let Some(o) = v["outliers"].as_bool() {
+        c = c.with_outliers(o);
+    }
+    if let Some(r) = v["resolution"].as_u64() {
+        c = c.with_resolution(r as u32);
+    }
+    if let Some(p) = v["prior"].as_array() {
+        c = c.with_prior(p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+    }
+    c
+}
+
+#[test]
+fn vectors_of_every_method_and_option() {
+    let path = format!(
+        "{}/tests/vectors/synthesis_methods.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    assert!(cases.len() >= 12);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let config = config_from(&c["config"]);
+        let own: OutcomePacket = serde_json::from_value(c["own"].clone()).unwrap();
+        let twins: Vec<OutcomePacket> = serde_json::from_value(c["twins"].clone()).unwrap();
+        let x = &c["expected"];
+        let num = |k: &str| x[k].as_f64().unwrap();
+        let bare = synthesize_with(&config, &own, &twins);
+        let delivered: Vec<Received> = twins.iter().map(received).collect();
+        let with_ids = synthesize_with(&config, &own, &delivered);
+        for s in [&bare, &with_ids] {
+            assert_eq!(s.n_agents as u64, x["n_agents"].as_u64().unwrap(), "{name}");
+            assert_eq!(
+                s.consensus_problem,
+                x["consensus_problem"].as_str().unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                s.consensus_votes as u64,
+                x["consensus_votes"].as_u64().unwrap(),
+                "{name}"
+            );
+            assert!(
+                close(s.consensus_strength, num("consensus_strength")),
+                "{name}"
+            );
+            assert!(
+                close(s.weighted_strength, num("weighted_strength")),
+                "{name}: weighted {} vs {}",
+                s.weighted_strength,
+                num("weighted_strength")
+            );
+            assert_eq!(s.quorum_met, x["quorum_met"].as_bool().unwrap(), "{name}");
+            assert_eq!(s.alert, x["alert"].as_bool().unwrap(), "{name}");
+            assert_eq!(
+                s.agreement_voters as u64,
+                x["agreement_voters"].as_u64().unwrap(),
+                "{name}"
+            );
+            assert!(close(s.agreement, num("agreement")), "{name}");
+            assert_eq!(
+                s.agreement_fingerprint.as_deref(),
+                x["agreement_fingerprint"].as_str(),
+                "{name}"
+            );
+            let context: Vec<f64> = serde_json::from_value(x["consensus_context"].clone()).unwrap();
+            assert_eq!(s.consensus_context.len(), context.len(), "{name}");
+            for (a, b) in s.consensus_context.iter().zip(&context) {
+                assert!(
+                    close(*a, *b),
+                    "{name}: context {:?} vs {context:?}",
+                    s.consensus_context
+                );
+            }
+            assert!(
+                close(s.posterior.alpha, num("posterior_alpha")),
+                "{name}: alpha"
+            );
+            assert!(
+                close(s.posterior.beta, num("posterior_beta")),
+                "{name}: beta"
+            );
+            assert!(
+                close(s.posterior.probability, num("posterior_probability")),
+                "{name}"
+            );
+            assert!(
+                (s.posterior.lower_bound - num("posterior_lower_bound")).abs() < 1e-7,
+                "{name}: lower bound {} vs {}",
+                s.posterior.lower_bound,
+                num("posterior_lower_bound")
+            );
+            let outliers: Vec<String> = serde_json::from_value(x["outliers"].clone()).unwrap();
+            assert_eq!(s.outliers, outliers, "{name}");
+            assert_eq!(
+                s.duplicates_ignored as u64,
+                x["duplicates_ignored"].as_u64().unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                s.superseded_ignored as u64,
+                x["superseded_ignored"].as_u64().unwrap(),
+                "{name}"
+            );
+            assert!(s.recommendation.contains(&s.consensus_problem), "{name}");
+            assert!(
+                s.recommendation
+                    .starts_with(if s.alert { "ALERT: " } else { "Monitoring: " }),
+                "{name}"
+            );
+        }
+    }
+}
