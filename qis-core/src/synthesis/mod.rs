@@ -182,7 +182,8 @@ where
     let posterior = Posterior::update(
         config.prior(),
         real(won.support),
-        real(won.recency.saturating_sub(won.support)) + real(all.recency - won.recency),
+        // Σ_for r·(1 − c) + Σ_against r, in one rounding.
+        real(all.recency.saturating_sub(won.support)),
     );
     let quorum_met = k >= config.quorum();
     let weighted_strength = share(won.weight, all.weight).unwrap_or(0.0);

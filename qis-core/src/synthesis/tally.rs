@@ -1,7 +1,8 @@
 //! Counting the votes per problem, under each method, in fixed point.
 //!
 //! Every weight lies in `0..=1` and is summed as an integer number of
-//! `2^-40` units: sums are then exact, so no figure depends on the order the
+//! `2^-60` units (exact for any weight of at least 1/256): sums are then exact
+//! and rounded once when read, so no figure depends on the order the
 //! packets arrived in, not even in its last bit, and a tie is a tie.
 
 use std::cmp::Ordering;
@@ -9,11 +10,11 @@ use std::cmp::Ordering;
 use super::ballot::Info;
 use super::config::{Method, SynthesisConfig};
 
-const UNIT: f64 = (1u64 << 40) as f64;
+const UNIT: f64 = (1u64 << 60) as f64;
 /// 1 in fixed point.
-const ONE: u64 = 1 << 40;
+const ONE: u64 = 1 << 60;
 
-/// `x` (clamped to `0..=1`; NaN counts as 0) in `2^-40` units, rounded
+/// `x` (clamped to `0..=1`; NaN counts as 0) in `2^-60` units, rounded
 /// (half up: `f64::round` is a library call on baseline x86-64).
 #[inline]
 pub(crate) fn fixed(x: f64) -> u64 {
