@@ -547,8 +547,12 @@ fn agreement_below_100_percent_on_one_subject() {
         s.recommendation
     );
     assert!(!s.recommendation.contains("differ"));
-    // The median of the three in bucket a.
-    assert_eq!(s.consensus_context, vec![0.2, 0.9, 0.05, 0.7]);
+    // The mean of the three in bucket a, to the last bit.
+    let mean = [0.61 / 3.0, 2.71 / 3.0, 0.16 / 3.0, 2.11 / 3.0];
+    assert_eq!(s.consensus_context.len(), 4);
+    for (got, want) in s.consensus_context.iter().zip(mean) {
+        assert!((got - want).abs() < 1e-15, "{:?}", s.consensus_context);
+    }
     // At resolution 1 every vector is in bucket (0, 0, 0, 0).
     let s = synthesize_with(&c.with_resolution(1), &own, &twins);
     assert_eq!(s.agreement, 1.0);
@@ -900,5 +904,30 @@ fn vectors_of_every_method_and_option() {
                 "{name}"
             );
         }
+    }
+}
+
+#[test]
+fn the_mean_situation_stays_in_its_bucket_at_the_edges() {
+    // Just below a bucket edge, and negative: rounding must not carry the
+    // mean over the edge.
+    for edge in [0.25f64, -0.5, 1e6, -1e6] {
+        let below = f64::from_bits(if edge > 0.0 {
+            edge.to_bits() - 1
+        } else {
+            edge.to_bits() + 1
+        });
+        let twins: Vec<_> = (0..5)
+            .map(|i| pkt(&format!("t{i}"), "energy-anomaly", 0.8, T, &[below, below]))
+            .collect();
+        let own = pkt("me", "energy-anomaly", 0.8, T, &[below, below]);
+        let s = synthesize_with(&config(), &own, &twins);
+        let fp = Fingerprint::compute("hvac", "energy-anomaly", &s.consensus_context, 4).unwrap();
+        assert_eq!(
+            Some(fp.as_str()),
+            s.agreement_fingerprint.as_deref(),
+            "{edge}"
+        );
+        assert_eq!(s.agreement, 1.0);
     }
 }

@@ -1,5 +1,5 @@
 //! How far the consensus voters' situations agree: the fingerprint bucket
-//! most of them share, and the median situation inside it.
+//! most of them share, and the mean situation inside it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -7,6 +7,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 use super::ballot::Ballot;
+use super::tally::{fixed, UNIT};
 use crate::fingerprint::Fingerprint;
 
 /// `floor(x * resolution)` as the fingerprint writes it, if it is in range.
@@ -31,7 +32,7 @@ pub(crate) struct Agreement {
     pub voters: usize,
     /// That bucket's fingerprint, if it can be computed.
     pub fingerprint: Option<String>,
-    /// The coordinate-wise median of those voters' context vectors.
+    /// The mean of those voters' context vectors.
     pub context: Vec<f64>,
 }
 
@@ -44,7 +45,6 @@ pub(crate) const NO_GROUP: u32 = u32::MAX;
 /// voter on its problem (most voters share one), else groups are found by a seeded hash of the
 /// problem and buckets and confirmed by comparing them. Nothing is
 /// fingerprinted per voter.
-#[derive(Default)]
 pub(crate) struct Groups {
     /// Every group's bucket sequence, one after another.
     pool: Vec<i64>,
@@ -58,6 +58,10 @@ pub(crate) struct Groups {
     problem: Vec<u32>,
     /// Group → voters in it.
     count: Vec<u32>,
+    /// Per coordinate in `pool`: the members' summed position inside the
+    /// bucket, `x * resolution - b`, in fixed point (exact, so the mean does
+    /// not depend on the order the voters came in).
+    sum: Vec<u128>,
     /// Group → the next group with the same hash (a chain), or `NO_GROUP`.
     next: Vec<u32>,
     head: HashMap<u64, u32, RandomState>,
@@ -65,6 +69,7 @@ pub(crate) struct Groups {
     /// Problem → the group its previous voter joined, or `NO_GROUP`.
     last: Vec<u32>,
     buf: Vec<i64>,
+    resolution: f64,
 }
 
 /// Slice equality without a library call (the slices are a few numbers).
@@ -74,6 +79,24 @@ fn same(a: &[i64], b: &[i64]) -> bool {
 }
 
 impl Groups {
+    pub fn new(resolution: u32) -> Self {
+        Groups {
+            pool: Vec::new(),
+            edge: Vec::new(),
+            range: Vec::new(),
+            exact: Vec::new(),
+            problem: Vec::new(),
+            count: Vec::new(),
+            sum: Vec::new(),
+            next: Vec::new(),
+            head: HashMap::default(),
+            hasher: RandomState::default(),
+            last: Vec::new(),
+            buf: Vec::new(),
+            resolution: f64::from(resolution.max(1)),
+        }
+    }
+
     fn buckets(&self, g: u32) -> &[i64] {
         let (a, b) = self.range[g as usize];
         &self.pool[a as usize..b as usize]
@@ -98,7 +121,8 @@ impl Groups {
 
     /// Put a voter in its group; `NO_GROUP` if its vector has a bucket out of
     /// the 64-bit range.
-    pub fn join(&mut self, problem: u32, cv: &[f64], res: f64) -> u32 {
+    pub fn join(&mut self, problem: u32, cv: &[f64]) -> u32 {
+        let res = self.resolution;
         let p = problem as usize;
         if self.last.len() <= p {
             self.last.resize(p + 1, NO_GROUP);
@@ -122,16 +146,64 @@ impl Groups {
         };
         if g != NO_GROUP {
             self.count[g as usize] += 1;
+            self.add(g, cv, false);
             self.last[p] = g;
         }
         g
     }
 
-    /// Take a voter out of its group (its vote was replaced or excluded).
-    pub fn leave(&mut self, g: u32) {
+    /// Take a voter out of its group `g` (its vote was replaced, or it is an
+    /// outlier); `cv` is its context vector.
+    pub fn leave(&mut self, g: u32, cv: &[f64]) {
         if g != NO_GROUP {
             self.count[g as usize] -= 1;
+            self.add(g, cv, true);
         }
+    }
+
+    /// Add (or take back) `cv`'s positions inside the bucket to the sums.
+    #[inline]
+    fn add(&mut self, g: u32, cv: &[f64], take_back: bool) {
+        let (a, b) = self.range[g as usize];
+        let r = a as usize..b as usize;
+        let res = self.resolution;
+        for ((sum, &lo), &x) in self.sum[r.clone()].iter_mut().zip(&self.edge[r]).zip(cv) {
+            let f = u128::from(fixed(x * res - lo));
+            if take_back {
+                *sum -= f;
+            } else {
+                *sum += f;
+            }
+        }
+    }
+
+    /// The mean of group `g`'s vectors: per coordinate the bucket plus the
+    /// mean position inside it (one rounding from the exact sum), over the
+    /// resolution. It lies in the bucket; if rounding says otherwise, the
+    /// value is stepped back in.
+    fn mean(&self, g: u32) -> Vec<f64> {
+        let (a, b) = self.range[g as usize];
+        let k = u128::from(self.count[g as usize].max(1));
+        let res = self.resolution;
+        (a as usize..b as usize)
+            .map(|i| {
+                let bucket_no = self.pool[i];
+                let inside = (self.sum[i] / k) as f64 / UNIT;
+                let mut m = (self.edge[i] + inside) / res;
+                for _ in 0..4 {
+                    match bucket(m, res) {
+                        Some(x) if x == bucket_no => return m,
+                        // One step toward the bucket (positive and negative
+                        // numbers order their bits oppositely).
+                        Some(x) if (x > bucket_no) == (m > 0.0) => {
+                            m = f64::from_bits(m.to_bits() - 1)
+                        }
+                        _ => m = f64::from_bits(m.to_bits() + 1),
+                    }
+                }
+                (self.edge[i] + 0.5) / res
+            })
+            .collect()
     }
 
     fn find_or_add(&mut self, problem: u32, buckets: &[i64]) -> u32 {
@@ -152,36 +224,11 @@ impl Groups {
                 .push(buckets.iter().all(|b| b.unsigned_abs() < 1 << 53));
             self.problem.push(problem);
             self.count.push(0);
+            self.sum.resize(self.pool.len(), 0);
             let head = self.head.insert(hash, g).unwrap_or(NO_GROUP);
             self.next.push(head);
         }
         g
-    }
-}
-
-/// A key whose integer order is `f64::total_cmp`'s order.
-#[inline]
-fn key(x: f64) -> i64 {
-    let b = x.to_bits() as i64;
-    b ^ (((b >> 63) as u64) >> 1) as i64
-}
-
-/// The inverse of [`key`].
-#[inline]
-fn unkey(k: i64) -> f64 {
-    f64::from_bits((k ^ (((k >> 63) as u64) >> 1) as i64) as u64)
-}
-
-/// The median of `keys` (reordered): integer comparisons, no float ones.
-fn median_of_keys(keys: &mut [i64]) -> f64 {
-    let n = keys.len();
-    let (left, mid, _) = keys.select_nth_unstable(n / 2);
-    let upper = unkey(*mid);
-    if n % 2 == 1 {
-        upper
-    } else {
-        let lower = unkey(left.iter().copied().max().unwrap_or(*mid));
-        lower + (upper - lower) / 2.0
     }
 }
 
@@ -191,10 +238,10 @@ fn median_of_keys(keys: &mut [i64]) -> f64 {
 /// sequence. A voter whose vector has a bucket out of the 64-bit range is in
 /// no group.
 ///
-/// The context is the coordinate-wise median of the winners' vectors: values
-/// the voters sent, independent of their order, inside the bucket they share.
-pub(crate) fn agreement(
-    ballot: &Ballot<'_>,
+/// The context is the mean of the winners' vectors, summed exactly as they
+/// were taken in (so independent of their order); it lies in their bucket.
+pub(crate) fn agreement<T>(
+    ballot: &Ballot<'_, T>,
     problem: u32,
     excluded: Option<&[bool]>,
     resolution: u32,
@@ -219,20 +266,7 @@ pub(crate) fn agreement(
         };
     };
     let voters = groups.count[winner as usize] as usize;
-    let m = groups.buckets(winner).len();
-    // Column-major copy of the winners' vectors, then a median per coordinate.
-    let mut columns = vec![0i64; voters * m];
-    let winners = ballot
-        .info
-        .iter()
-        .enumerate()
-        .filter(|&(s, i)| i.group == winner && !excluded.is_some_and(|x| x[s]));
-    for (i, (_, info)) in winners.enumerate() {
-        for (j, &x) in info.cv.iter().enumerate() {
-            columns[j * voters + i] = key(x);
-        }
-    }
-    let context: Vec<f64> = columns.chunks_mut(voters).map(median_of_keys).collect();
+    let context = groups.mean(winner);
     let (domain, problem_class) = ballot.problems[problem as usize];
     let fingerprint = Fingerprint::compute(domain, problem_class, &context, resolution)
         .ok()
@@ -278,26 +312,5 @@ mod tests {
         let fp = |cv: &[f64]| Fingerprint::compute("d", "p", cv, 4).unwrap();
         assert!(key(a) == key(b) && fp(a) == fp(b));
         assert!(key(a) != key(c) && fp(a) != fp(c));
-    }
-}
-
-#[cfg(test)]
-mod key_tests {
-    use super::*;
-
-    #[test]
-    fn keys_order_as_total_cmp() {
-        let xs = [-1e300, -2.5, -0.0, 0.0, 1e-310, 0.25, 3.0, f64::INFINITY];
-        for w in xs.windows(2) {
-            assert!(key(w[0]) < key(w[1]), "{} {}", w[0], w[1]);
-        }
-        for x in xs {
-            assert_eq!(unkey(key(x)).to_bits(), x.to_bits());
-        }
-        assert_eq!(median_of_keys(&mut [key(3.0), key(1.0), key(2.0)]), 2.0);
-        assert_eq!(
-            median_of_keys(&mut [key(4.0), key(1.0), key(2.0), key(3.0)]),
-            2.5
-        );
     }
 }

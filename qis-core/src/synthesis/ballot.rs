@@ -12,32 +12,44 @@ use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry, HashTable};
 
 use super::agreement::Groups;
-use super::twin::{Identity, Twin, Vote};
+use super::twin::{identity, same_packet, Identity, Twin};
 use crate::packet::OutcomePacket;
 
 /// What the later steps need of one vote.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Info<'a> {
+pub(crate) struct Info {
     /// Index into [`Ballot::problems`].
     pub problem: u32,
     /// Its situation's group in [`Ballot::groups`], or `NO_GROUP`.
     pub group: u32,
-    pub cv: &'a [f64],
     pub confidence: f64,
     pub timestamp: f64,
 }
 
 /// The votes: slot 0 is the own packet, then one per other agent in the order
 /// its first packet arrived.
-pub(crate) struct Ballot<'a> {
-    pub votes: Vec<Vote<'a>>,
-    pub info: Vec<Info<'a>>,
+pub(crate) struct Ballot<'a, T> {
+    pub own: &'a OutcomePacket,
+    /// The twin holding each slot's vote (`None`: the own packet). A twin is
+    /// kept as it came (for a `&Delivery`, one pointer), not copied.
+    pub votes: Vec<Option<T>>,
+    pub info: Vec<Info>,
     /// `(domain, problem_class)` of each problem voted on.
     pub problems: Vec<(&'a str, &'a str)>,
     /// The voters' situations, grouped by problem and fingerprint bucket.
     pub groups: Groups,
     pub duplicates: usize,
     pub superseded: usize,
+}
+
+impl<'a, T: Twin<'a>> Ballot<'a, T> {
+    /// The packet voting in `slot`.
+    pub fn packet(&self, slot: usize) -> &'a OutcomePacket {
+        match &self.votes[slot] {
+            None => self.own,
+            Some(t) => t.packet(),
+        }
+    }
 }
 
 /// String equality for short strings (tokens, at most 64 bytes) without a
@@ -51,7 +63,13 @@ fn same(a: &str, b: &str) -> bool {
     }
     let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
     if n < 8 {
-        return a == b;
+        if n < 4 {
+            return a.iter().zip(b).all(|(x, y)| x == y);
+        }
+        // Two overlapping four-byte words.
+        let half =
+            |s: &[u8], i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
+        return half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4);
     }
     let mut i = 0;
     while i + 8 < n {
@@ -70,7 +88,6 @@ struct Recorder<'a> {
     /// The last problem seen: packets on one subject all name it.
     last: u32,
     groups: Groups,
-    resolution: f64,
 }
 
 impl<'a> Recorder<'a> {
@@ -100,13 +117,11 @@ impl<'a> Recorder<'a> {
         self.last
     }
 
-    fn info(&mut self, p: &'a OutcomePacket) -> Info<'a> {
+    fn info(&mut self, p: &'a OutcomePacket) -> Info {
         let problem = self.problem((p.domain.as_str(), p.problem_class.as_str()));
-        let cv = p.context_vector.as_slice();
         Info {
             problem,
-            group: self.groups.join(problem, cv, self.resolution),
-            cv,
+            group: self.groups.join(problem, &p.context_vector),
             confidence: p.confidence,
             timestamp: p.timestamp,
         }
@@ -120,7 +135,11 @@ impl<'a> Recorder<'a> {
 /// one are remembered in a set that is only touched when an agent sends more
 /// than one distinct packet, so a redelivery of an older packet is still
 /// recognised as a duplicate.
-pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I, resolution: u32) -> Ballot<'a>
+pub(crate) fn collect<'a, I>(
+    own: &'a OutcomePacket,
+    twins: I,
+    resolution: u32,
+) -> Ballot<'a, I::Item>
 where
     I: IntoIterator,
     I::Item: Twin<'a>,
@@ -131,62 +150,74 @@ where
     // stays in cache); the agent id is read from the vote.
     let hasher = RandomState::default();
     let mut slot_of: HashTable<u32> = HashTable::with_capacity(capacity);
-    let mut votes: Vec<Vote<'a>> = Vec::with_capacity(capacity);
-    let mut info: Vec<Info<'a>> = Vec::with_capacity(capacity);
+    let mut votes: Vec<Option<I::Item>> = Vec::with_capacity(capacity);
+    let mut info: Vec<Info> = Vec::with_capacity(capacity);
     let mut rec = Recorder {
         ids: HashMap::default(),
         problems: Vec::new(),
         last: 0,
-        groups: Groups::default(),
-        resolution: f64::from(resolution.max(1)),
+        groups: Groups::new(resolution),
     };
     let mut displaced: HashSet<Identity<'a>, RandomState> = HashSet::default();
     let mut duplicates = 0;
     let mut superseded = 0;
 
     slot_of.insert_unique(hasher.hash_one(own.agent_id.as_str()), 0, |_| 0);
-    votes.push(Vote {
-        packet: own,
-        id: None,
-    });
+    votes.push(None);
     info.push(rec.info(own));
+    let packet_of = |v: &Option<I::Item>| match v {
+        None => own,
+        Some(t) => t.packet(),
+    };
 
     for twin in twins {
-        let v = Vote::of(&twin);
-        let agent = v.packet.agent_id.as_str();
+        let p = twin.packet();
+        let id = twin.id();
+        let agent = p.agent_id.as_str();
+        // A redelivery carries the id of the vote it repeats: that settles it
+        // without reading the earlier packet's agent id.
         let entry = slot_of.entry(
             hasher.hash_one(agent),
-            |&s| votes[s as usize].packet.agent_id == agent,
-            |&s| hasher.hash_one(votes[s as usize].packet.agent_id.as_str()),
+            |&s| {
+                let c = &votes[s as usize];
+                (id.is_some() && c.and_then(|c| c.id()) == id) || packet_of(c).agent_id == agent
+            },
+            |&s| hasher.hash_one(packet_of(&votes[s as usize]).agent_id.as_str()),
         );
         match entry {
             Entry::Vacant(e) => {
                 e.insert(votes.len() as u32);
-                votes.push(v);
-                info.push(rec.info(v.packet));
+                votes.push(Some(twin));
+                info.push(rec.info(p));
             }
             Entry::Occupied(e) => {
                 let slot = *e.get() as usize;
                 let current = votes[slot];
-                if current.same_as(&v) || displaced.contains(&v.identity()) {
+                if same_packet(current.as_ref(), own, &twin) || displaced.contains(&identity(&twin))
+                {
                     duplicates += 1;
                     continue;
                 }
                 superseded += 1;
                 // The own packet is the own agent's vote; for any other agent
                 // the latest timestamp wins, a tie going to the later arrival.
-                if slot != 0 && v.packet.timestamp >= current.packet.timestamp {
-                    displaced.insert(current.identity());
-                    votes[slot] = v;
-                    rec.groups.leave(info[slot].group);
-                    info[slot] = rec.info(v.packet);
-                } else {
-                    displaced.insert(v.identity());
+                match current {
+                    Some(c) if p.timestamp >= c.packet().timestamp => {
+                        displaced.insert(identity(&c));
+                        votes[slot] = Some(twin);
+                        rec.groups
+                            .leave(info[slot].group, &c.packet().context_vector);
+                        info[slot] = rec.info(p);
+                    }
+                    _ => {
+                        displaced.insert(identity(&twin));
+                    }
                 }
             }
         }
     }
     Ballot {
+        own,
         votes,
         info,
         problems: rec.problems,

@@ -107,8 +107,9 @@ where
 ///    consensus voters whose context vectors fall in the most common
 ///    fingerprint bucket at the configured resolution
 ///    (`agreement_fingerprint`; a tie goes to the own packet's bucket, then
-///    the smallest bucket numbers); `consensus_context` is the
-///    coordinate-wise median of their vectors, which lies in that bucket. The recommendation says how far
+///    the smallest bucket numbers); `consensus_context` is the mean of their
+///    vectors, summed exactly (so independent of order); it lies in that
+///    bucket. The recommendation says how far
 ///    the situations agree.
 /// 8. **Bayesian figure**: the probability that the consensus problem is
 ///    real, from a Beta prior (default uniform) updated with the votes and
@@ -121,9 +122,10 @@ where
 /// delivery order beyond the two tie rules that name it (`Seed`'s first-seen
 /// rule and rule 3's equal timestamps). The work is O(N) in the packets (the
 /// outlier filter adds a median per coordinate, O(N) expected); no pairs are
-/// built. The packets' memory is read in one pass; the maps and arrays are
-/// sized from the input, so a batch costs a constant number of allocations
-/// however many packets it has.
+/// built. The packets are read in one pass (the outlier filter reads the
+/// context vectors once more); the maps and arrays are sized from the input,
+/// so a batch costs a constant number of allocations however many packets it
+/// has.
 ///
 /// ```
 /// use qis_core::{synthesize_with, Method, OutcomePacket, SynthesisConfig};
@@ -172,7 +174,7 @@ where
         .flat_map(|x| x.iter().enumerate().filter(|(_, &x)| x))
     {
         let g = ballot.info[slot].group;
-        ballot.groups.leave(g);
+        ballot.groups.leave(g, &ballot.packet(slot).context_vector);
     }
     let agreed = agreement::agreement(&ballot, c as u32, excluded, config.resolution());
 
@@ -191,7 +193,7 @@ where
         .map(|x| {
             (0..ballot.votes.len())
                 .filter(|&s| x[s])
-                .map(|s| ballot.votes[s].packet.agent_id.clone())
+                .map(|s| ballot.packet(s).agent_id.clone())
                 .collect()
         })
         .unwrap_or_default();

@@ -5,6 +5,7 @@
 //! [`SynthesisConfig::with_outliers`](super::SynthesisConfig::with_outliers).
 
 use super::ballot::Ballot;
+use super::twin::Twin;
 
 /// MAD × this estimates the standard deviation of a normal distribution.
 const MAD_TO_SD: f64 = 1.4826;
@@ -42,7 +43,11 @@ fn modal_length(lens: &mut [usize]) -> (usize, usize) {
 }
 
 /// Flag the outliers: `excluded[slot]` is true for each.
-pub(crate) fn find(ballot: &Ballot<'_>, k: f64, resolution: u32) -> Option<Vec<bool>> {
+pub(crate) fn find<'a, T: Twin<'a>>(
+    ballot: &Ballot<'a, T>,
+    k: f64,
+    resolution: u32,
+) -> Option<Vec<bool>> {
     let n = ballot.votes.len();
     let n_problems = ballot.problems.len();
     let mut start = vec![0usize; n_problems + 1];
@@ -70,7 +75,7 @@ pub(crate) fn find(ballot: &Ballot<'_>, k: f64, resolution: u32) -> Option<Vec<b
     let mut dist: Vec<f64> = Vec::new();
     let mut scratch: Vec<f64> = Vec::new();
     let floor = 1.0 / f64::from(resolution.max(1));
-    let cv = |slot: u32| ballot.info[slot as usize].cv;
+    let cv = |slot: u32| ballot.packet(slot as usize).context_vector.as_slice();
 
     for p in 0..n_problems {
         let members = &order[start[p]..start[p + 1]];

@@ -49,9 +49,10 @@ pub struct Synthesis {
     /// `{prefix}.{domain}.{problem_class}.{fingerprint}` the agreeing agents
     /// share. `None` if no voter's vector could be bucketed.
     pub agreement_fingerprint: Option<String>,
-    /// The coordinate-wise median of the context vectors in that bucket: the
-    /// typical situation of the consensus. It lies in the bucket (a box), so
-    /// a packet carrying it fingerprints to `agreement_fingerprint`.
+    /// The mean of the context vectors in that bucket: the typical situation
+    /// of the consensus. It is summed exactly (independent of the order) and
+    /// lies in the bucket (a box), so a packet carrying it fingerprints to
+    /// `agreement_fingerprint`.
     pub consensus_context: Vec<f64>,
     /// The probability that the consensus problem is real, with a lower
     /// credible bound (prior and update on [`Posterior`]).
@@ -171,7 +172,7 @@ impl Synthesis {
     /// - `confidence`: the Bayesian probability that the problem is real
     ///   ([`Posterior::probability`]).
     /// - `context_vector`: [`consensus_context`](Self::consensus_context), the
-    ///   median situation of the agreeing voters; the packet fingerprints to
+    ///   mean situation of the agreeing voters; the packet fingerprints to
     ///   their bucket.
     /// - `timestamp`: `synthesized_at`, or just after the own packet's
     ///   timestamp if that is later, so the new packet becomes the agent's
@@ -194,7 +195,7 @@ impl Synthesis {
     /// let s = synthesize_with(&SynthesisConfig::default().with_now(200.0), &own, [&twin]);
     /// let next = s.next_packet(&own).unwrap();
     /// assert_eq!(next.agent_id, "b");
-    /// assert_eq!(next.context_vector, vec![0.3125, 0.8125]); // the median situation
+    /// assert_eq!(next.context_vector, vec![0.3125, 0.8125]); // the mean situation
     /// assert!(next.encode().unwrap().len() <= 512);
     /// // Synthesising again with the new packet as our own: still two agents.
     /// let again = synthesize_with(&SynthesisConfig::default(), &next, [&own, &twin]);

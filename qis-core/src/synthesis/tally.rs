@@ -10,7 +10,8 @@ use std::cmp::Ordering;
 use super::ballot::Info;
 use super::config::{Method, SynthesisConfig};
 
-const UNIT: f64 = (1u64 << 60) as f64;
+/// 1 in fixed point, as a number.
+pub(crate) const UNIT: f64 = (1u64 << 60) as f64;
 /// 1 in fixed point.
 const ONE: u64 = 1 << 60;
 

@@ -16,7 +16,8 @@ use crate::transport::Delivery;
 ///
 /// Pass a collection by reference: `synthesize(&own, &batch)` where `batch` is
 /// a `Vec<Delivery>` (or `Vec<Received>`, `Vec<OutcomePacket>`), or any
-/// iterator of these.
+/// iterator of these. A twin is kept as it came while the votes are counted
+/// (one pointer for a `&Delivery`), hence `Copy`.
 ///
 /// ```
 /// use qis_core::{synthesize, OutcomePacket, PacketId, Twin};
@@ -27,7 +28,7 @@ use crate::transport::Delivery;
 /// assert_eq!((id, &p).id(), Some(id));
 /// assert_eq!((&p).id(), None);
 /// ```
-pub trait Twin<'a> {
+pub trait Twin<'a>: Copy {
     /// The packet.
     fn packet(&self) -> &'a OutcomePacket;
 
@@ -80,34 +81,23 @@ impl<'a> Twin<'a> for &'a (PacketId, OutcomePacket) {
     }
 }
 
-/// A packet taken in, with its id if it came with one.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Vote<'a> {
-    pub packet: &'a OutcomePacket,
-    pub id: Option<PacketId>,
+/// Is `b` the same packet as `a` (`None`: the own packet, which has no id)?
+/// By id when both have one, else by content.
+pub(crate) fn same_packet<'a, T: Twin<'a>>(a: Option<&T>, own: &OutcomePacket, b: &T) -> bool {
+    match a {
+        None => same_content(own, b.packet()),
+        Some(a) => match (a.id(), b.id()) {
+            (Some(x), Some(y)) => x == y,
+            _ => same_content(a.packet(), b.packet()),
+        },
+    }
 }
 
-impl<'a> Vote<'a> {
-    pub fn of<T: Twin<'a>>(t: &T) -> Self {
-        Vote {
-            packet: t.packet(),
-            id: t.id(),
-        }
-    }
-
-    /// Is `other` the same packet? By id when both have one, else by content.
-    pub fn same_as(&self, other: &Vote<'_>) -> bool {
-        match (self.id, other.id) {
-            (Some(a), Some(b)) => a == b,
-            _ => same_content(self.packet, other.packet),
-        }
-    }
-
-    pub fn identity(&self) -> Identity<'a> {
-        match self.id {
-            Some(id) => Identity::Id(id),
-            None => Identity::Content(self.packet),
-        }
+/// A twin's identity in the set of packets already counted.
+pub(crate) fn identity<'a, T: Twin<'a>>(t: &T) -> Identity<'a> {
+    match t.id() {
+        Some(id) => Identity::Id(id),
+        None => Identity::Content(t.packet()),
     }
 }
 

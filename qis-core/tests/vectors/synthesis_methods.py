@@ -198,7 +198,7 @@ def synthesize(config, own, twins):
     best = min(top)
     members = groups[best]
     m = len(best)
-    context = [median([votes[i]["context_vector"][j] for i in members]) for j in range(m)]
+    context = [math.fsum(votes[i]["context_vector"][j] for i in members) / len(members) for j in range(m)]
     return {
         "n_agents": n,
         "consensus_problem": ".".join(win),
