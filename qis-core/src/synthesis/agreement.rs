@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 use super::ballot::Ballot;
-use super::tally::{fixed, UNIT};
+use super::tally::UNIT;
 use crate::fingerprint::Fingerprint;
 
 /// `floor(x * resolution)` as the fingerprint writes it, if it is in range.
@@ -42,28 +42,15 @@ pub(crate) const NO_GROUP: u32 = u32::MAX;
 /// The voters' situations: groups of voters with the same problem and the
 /// same fingerprint buckets. A voter's buckets are computed once, as its
 /// packet is taken in; it is first tried against the group of the previous
-/// voter on its problem (most voters share one), else groups are found by a seeded hash of the
-/// problem and buckets and confirmed by comparing them. Nothing is
-/// fingerprinted per voter.
+/// voter on its problem (most voters share one), else groups are found by a
+/// seeded hash of the problem and buckets and confirmed by comparing them.
+/// Nothing is fingerprinted per voter.
 pub(crate) struct Groups {
-    /// Every group's bucket sequence, one after another.
-    pool: Vec<i64>,
-    /// Per coordinate in `pool`: the bucket's lower edge, `b` as a number.
-    edge: Vec<f64>,
-    /// Group → its range in the pools.
-    range: Vec<(u32, u32)>,
-    /// Group → every bucket is below 2^53 in size, so the edge test is exact.
-    exact: Vec<bool>,
-    /// Group → its problem.
-    problem: Vec<u32>,
-    /// Group → voters in it.
-    count: Vec<u32>,
-    /// Per coordinate in `pool`: the members' summed position inside the
-    /// bucket, `x * resolution - b`, in fixed point (exact, so the mean does
-    /// not depend on the order the voters came in).
-    sum: Vec<u128>,
-    /// Group → the next group with the same hash (a chain), or `NO_GROUP`.
-    next: Vec<u32>,
+    meta: Vec<Meta>,
+    /// Every group's coordinates, one group after another.
+    coords: Vec<Coord>,
+    /// Hash of (problem, buckets) → the newest group with it; older ones
+    /// with the same hash follow `Meta::next`.
     head: HashMap<u64, u32, RandomState>,
     hasher: RandomState,
     /// Problem → the group its previous voter joined, or `NO_GROUP`.
@@ -72,23 +59,44 @@ pub(crate) struct Groups {
     resolution: f64,
 }
 
-/// Slice equality without a library call (the slices are a few numbers).
+/// One group.
+#[derive(Clone, Copy)]
+struct Meta {
+    /// Its coordinates: `coords[start..end]`.
+    start: u32,
+    end: u32,
+    problem: u32,
+    /// Voters in it.
+    count: u32,
+    /// The next group with the same hash, or `NO_GROUP`.
+    next: u32,
+    /// Every bucket is below 2^53 in size, so the edge test is exact.
+    exact: bool,
+}
+
+/// One coordinate of a group.
+#[derive(Clone, Copy)]
+struct Coord {
+    bucket: i64,
+    /// The bucket's lower edge, `bucket` as a number.
+    edge: f64,
+    /// The members' summed position inside the bucket, `x * resolution -
+    /// bucket`, in fixed point: exact, so the mean does not depend on the
+    /// order the voters came in.
+    sum: u128,
+}
+
+/// `x` in `[0, 1)` in the fixed-point units of the sums (one conversion).
 #[inline]
-fn same(a: &[i64], b: &[i64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(true, |eq, (x, y)| eq & (x == y))
+fn inside_units(x: f64) -> u128 {
+    (x.clamp(0.0, 1.0) * UNIT) as i64 as u128
 }
 
 impl Groups {
     pub fn new(resolution: u32) -> Self {
         Groups {
-            pool: Vec::new(),
-            edge: Vec::new(),
-            range: Vec::new(),
-            exact: Vec::new(),
-            problem: Vec::new(),
-            count: Vec::new(),
-            sum: Vec::new(),
-            next: Vec::new(),
+            meta: Vec::new(),
+            coords: Vec::new(),
             head: HashMap::default(),
             hasher: RandomState::default(),
             last: Vec::new(),
@@ -97,57 +105,77 @@ impl Groups {
         }
     }
 
-    fn buckets(&self, g: u32) -> &[i64] {
-        let (a, b) = self.range[g as usize];
-        &self.pool[a as usize..b as usize]
+    fn coords(&self, g: u32) -> &[Coord] {
+        let m = self.meta[g as usize];
+        &self.coords[m.start as usize..m.end as usize]
     }
 
-    /// Does `cv` (on `problem`) belong to group `g`? `floor(v) == b` iff
-    /// `b <= v < b + 1`, exact for `|b| < 2^53` (beyond that the slow path
-    /// decides).
-    #[inline]
-    fn fits(&self, g: u32, problem: u32, cv: &[f64], res: f64) -> bool {
-        let gi = g as usize;
-        let (a, b) = self.range[gi];
-        let edges = &self.edge[a as usize..b as usize];
-        self.exact[gi]
-            && self.problem[gi] == problem
-            && edges.len() == cv.len()
-            && cv.iter().zip(edges).fold(true, |inside, (&x, &lo)| {
-                let v = x * res;
-                inside & (lo <= v) & (v < lo + 1.0)
-            })
+    /// Group `g`'s bucket numbers (for the tie rule).
+    fn buckets(&self, g: u32) -> impl Iterator<Item = i64> + '_ {
+        self.coords(g).iter().map(|c| c.bucket)
     }
 
     /// Put a voter in its group; `NO_GROUP` if its vector has a bucket out of
     /// the 64-bit range.
+    #[inline]
     pub fn join(&mut self, problem: u32, cv: &[f64]) -> u32 {
-        let res = self.resolution;
         let p = problem as usize;
         if self.last.len() <= p {
             self.last.resize(p + 1, NO_GROUP);
         }
         let last = self.last[p];
-        let g = if last != NO_GROUP && self.fits(last, problem, cv, res) {
-            last
+        if last != NO_GROUP && self.try_add(last, cv) {
+            return last;
+        }
+        self.join_slow(problem, cv)
+    }
+
+    /// Count `cv` in group `g` if it falls in its buckets: `floor(v) == b`
+    /// iff `b <= v < b + 1`, exact for `|b| < 2^53` (beyond that the slow
+    /// path decides).
+    #[inline]
+    fn try_add(&mut self, g: u32, cv: &[f64]) -> bool {
+        let res = self.resolution;
+        let m = &mut self.meta[g as usize];
+        let coords = &mut self.coords[m.start as usize..m.end as usize];
+        let fits = m.exact
+            && coords.len() == cv.len()
+            && coords.iter().zip(cv).fold(true, |ok, (c, &x)| {
+                let v = x * res;
+                ok & (c.edge <= v) & (v < c.edge + 1.0)
+            });
+        if fits {
+            m.count += 1;
+            for (c, &x) in coords.iter_mut().zip(cv) {
+                c.sum += inside_units(x * res - c.edge);
+            }
+        }
+        fits
+    }
+
+    fn join_slow(&mut self, problem: u32, cv: &[f64]) -> u32 {
+        let res = self.resolution;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let g = if cv
+            .iter()
+            .all(|&x| bucket(x, res).map(|b| buf.push(b)).is_some())
+        {
+            self.find_or_add(problem, &buf)
         } else {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.clear();
-            let g = if cv
-                .iter()
-                .all(|&x| bucket(x, res).map(|b| buf.push(b)).is_some())
-            {
-                self.find_or_add(problem, &buf)
-            } else {
-                NO_GROUP
-            };
-            self.buf = buf;
-            g
+            NO_GROUP
         };
+        self.buf = buf;
         if g != NO_GROUP {
-            self.count[g as usize] += 1;
-            self.add(g, cv, false);
-            self.last[p] = g;
+            let m = self.meta[g as usize];
+            self.meta[g as usize].count += 1;
+            for (c, &x) in self.coords[m.start as usize..m.end as usize]
+                .iter_mut()
+                .zip(cv)
+            {
+                c.sum += inside_units(x * res - c.edge);
+            }
+            self.last[problem as usize] = g;
         }
         g
     }
@@ -155,25 +183,17 @@ impl Groups {
     /// Take a voter out of its group `g` (its vote was replaced, or it is an
     /// outlier); `cv` is its context vector.
     pub fn leave(&mut self, g: u32, cv: &[f64]) {
-        if g != NO_GROUP {
-            self.count[g as usize] -= 1;
-            self.add(g, cv, true);
+        if g == NO_GROUP {
+            return;
         }
-    }
-
-    /// Add (or take back) `cv`'s positions inside the bucket to the sums.
-    #[inline]
-    fn add(&mut self, g: u32, cv: &[f64], take_back: bool) {
-        let (a, b) = self.range[g as usize];
-        let r = a as usize..b as usize;
         let res = self.resolution;
-        for ((sum, &lo), &x) in self.sum[r.clone()].iter_mut().zip(&self.edge[r]).zip(cv) {
-            let f = u128::from(fixed(x * res - lo));
-            if take_back {
-                *sum -= f;
-            } else {
-                *sum += f;
-            }
+        let m = &mut self.meta[g as usize];
+        m.count -= 1;
+        for (c, &x) in self.coords[m.start as usize..m.end as usize]
+            .iter_mut()
+            .zip(cv)
+        {
+            c.sum -= inside_units(x * res - c.edge);
         }
     }
 
@@ -182,26 +202,25 @@ impl Groups {
     /// resolution. It lies in the bucket; if rounding says otherwise, the
     /// value is stepped back in.
     fn mean(&self, g: u32) -> Vec<f64> {
-        let (a, b) = self.range[g as usize];
-        let k = u128::from(self.count[g as usize].max(1));
+        let k = u128::from(self.meta[g as usize].count.max(1));
         let res = self.resolution;
-        (a as usize..b as usize)
-            .map(|i| {
-                let bucket_no = self.pool[i];
-                let inside = (self.sum[i] / k) as f64 / UNIT;
-                let mut m = (self.edge[i] + inside) / res;
+        self.coords(g)
+            .iter()
+            .map(|c| {
+                let inside = (c.sum / k) as f64 / UNIT;
+                let mut m = (c.edge + inside) / res;
                 for _ in 0..4 {
                     match bucket(m, res) {
-                        Some(x) if x == bucket_no => return m,
+                        Some(x) if x == c.bucket => return m,
                         // One step toward the bucket (positive and negative
                         // numbers order their bits oppositely).
-                        Some(x) if (x > bucket_no) == (m > 0.0) => {
+                        Some(x) if (x > c.bucket) == (m > 0.0) => {
                             m = f64::from_bits(m.to_bits() - 1)
                         }
                         _ => m = f64::from_bits(m.to_bits() + 1),
                     }
                 }
-                (self.edge[i] + 0.5) / res
+                (c.edge + 0.5) / res
             })
             .collect()
     }
@@ -210,23 +229,28 @@ impl Groups {
         let hash = self.hasher.hash_one((problem, buckets));
         let mut g = self.head.get(&hash).copied().unwrap_or(NO_GROUP);
         while g != NO_GROUP
-            && !(self.problem[g as usize] == problem && same(self.buckets(g), buckets))
+            && !(self.meta[g as usize].problem == problem
+                && self.buckets(g).eq(buckets.iter().copied()))
         {
-            g = self.next[g as usize];
+            g = self.meta[g as usize].next;
         }
         if g == NO_GROUP {
-            g = self.range.len() as u32;
-            let start = self.pool.len() as u32;
-            self.pool.extend_from_slice(buckets);
-            self.edge.extend(buckets.iter().map(|&b| b as f64));
-            self.range.push((start, self.pool.len() as u32));
-            self.exact
-                .push(buckets.iter().all(|b| b.unsigned_abs() < 1 << 53));
-            self.problem.push(problem);
-            self.count.push(0);
-            self.sum.resize(self.pool.len(), 0);
-            let head = self.head.insert(hash, g).unwrap_or(NO_GROUP);
-            self.next.push(head);
+            g = self.meta.len() as u32;
+            let start = self.coords.len() as u32;
+            self.coords.extend(buckets.iter().map(|&b| Coord {
+                bucket: b,
+                edge: b as f64,
+                sum: 0,
+            }));
+            let next = self.head.insert(hash, g).unwrap_or(NO_GROUP);
+            self.meta.push(Meta {
+                start,
+                end: self.coords.len() as u32,
+                problem,
+                count: 0,
+                next,
+                exact: buckets.iter().all(|b| b.unsigned_abs() < 1 << 53),
+            });
         }
         g
     }
@@ -249,12 +273,12 @@ pub(crate) fn agreement<T>(
     let groups = &ballot.groups;
     let own = ballot.info[0].group;
     let own = (own != NO_GROUP && !excluded.is_some_and(|x| x[0])).then_some(own);
-    let winner = (0..groups.range.len() as u32)
-        .filter(|&g| groups.problem[g as usize] == problem && groups.count[g as usize] > 0)
+    let count = |g: u32| groups.meta[g as usize].count;
+    let winner = (0..groups.meta.len() as u32)
+        .filter(|&g| groups.meta[g as usize].problem == problem && count(g) > 0)
         .max_by(|&a, &b| {
-            let (ia, ib) = (a as usize, b as usize);
-            groups.count[ia]
-                .cmp(&groups.count[ib])
+            count(a)
+                .cmp(&count(b))
                 .then((own == Some(a)).cmp(&(own == Some(b))))
                 .then_with(|| groups.buckets(b).cmp(groups.buckets(a)))
         });
@@ -265,7 +289,7 @@ pub(crate) fn agreement<T>(
             context: Vec::new(),
         };
     };
-    let voters = groups.count[winner as usize] as usize;
+    let voters = count(winner) as usize;
     let context = groups.mean(winner);
     let (domain, problem_class) = ballot.problems[problem as usize];
     let fingerprint = Fingerprint::compute(domain, problem_class, &context, resolution)
