@@ -12,6 +12,8 @@ use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry, HashTable};
 
 use super::agreement::Groups;
+use super::config::SynthesisConfig;
+use super::tally::Tally;
 use super::twin::{identity, same_packet, Identity, Twin};
 use crate::packet::OutcomePacket;
 
@@ -22,8 +24,6 @@ pub(crate) struct Info {
     pub problem: u32,
     /// Its situation's group in [`Ballot::groups`], or `NO_GROUP`.
     pub group: u32,
-    pub confidence: f64,
-    pub timestamp: f64,
 }
 
 /// The votes: slot 0 is the own packet, then one per other agent in the order
@@ -38,6 +38,8 @@ pub(crate) struct Ballot<'a, T> {
     pub problems: Vec<(&'a str, &'a str)>,
     /// The voters' situations, grouped by problem and fingerprint bucket.
     pub groups: Groups,
+    /// The votes per problem, counted as they come in.
+    pub tallies: Vec<Tally>,
     pub duplicates: usize,
     pub superseded: usize,
 }
@@ -81,8 +83,11 @@ fn same(a: &str, b: &str) -> bool {
     word(a, n - 8) == word(b, n - 8)
 }
 
-/// Numbers the problems and groups the situations.
-struct Recorder<'a> {
+/// Numbers the problems, groups the situations and counts the votes.
+struct Recorder<'a, 'c> {
+    config: &'c SynthesisConfig,
+    now: f64,
+    tallies: Vec<Tally>,
     ids: HashMap<(&'a str, &'a str), u32, RandomState>,
     problems: Vec<(&'a str, &'a str)>,
     /// The last problem seen: packets on one subject all name it.
@@ -90,7 +95,7 @@ struct Recorder<'a> {
     groups: Groups,
 }
 
-impl<'a> Recorder<'a> {
+impl<'a> Recorder<'a, '_> {
     fn problem(&mut self, key: (&'a str, &'a str)) -> u32 {
         // A subject names one problem, a batch a handful: comparing a few
         // short strings is cheaper than hashing them.
@@ -110,21 +115,29 @@ impl<'a> Recorder<'a> {
             }
         }
         let problems = &mut self.problems;
+        let tallies = &mut self.tallies;
         self.last = *self.ids.entry(key).or_insert_with(|| {
             problems.push(key);
+            tallies.push(Tally::default());
             (problems.len() - 1) as u32
         });
         self.last
     }
 
+    /// Take `p`'s vote in.
     fn info(&mut self, p: &'a OutcomePacket) -> Info {
         let problem = self.problem((p.domain.as_str(), p.problem_class.as_str()));
+        self.tallies[problem as usize].add(&Tally::of(self.config, self.now, p));
         Info {
             problem,
             group: self.groups.join(problem, &p.context_vector),
-            confidence: p.confidence,
-            timestamp: p.timestamp,
         }
+    }
+
+    /// Take back the vote `info` recorded for `p`.
+    fn take_back(&mut self, info: Info, p: &OutcomePacket) {
+        self.tallies[info.problem as usize].sub(&Tally::of(self.config, self.now, p));
+        self.groups.leave(info.group, &p.context_vector);
     }
 }
 
@@ -138,7 +151,8 @@ impl<'a> Recorder<'a> {
 pub(crate) fn collect<'a, I>(
     own: &'a OutcomePacket,
     twins: I,
-    resolution: u32,
+    config: &SynthesisConfig,
+    now: f64,
 ) -> Ballot<'a, I::Item>
 where
     I: IntoIterator,
@@ -153,10 +167,13 @@ where
     let mut votes: Vec<Option<I::Item>> = Vec::with_capacity(capacity);
     let mut info: Vec<Info> = Vec::with_capacity(capacity);
     let mut rec = Recorder {
+        config,
+        now,
+        tallies: Vec::new(),
         ids: HashMap::default(),
         problems: Vec::new(),
         last: 0,
-        groups: Groups::new(resolution),
+        groups: Groups::new(config.resolution()),
     };
     let mut displaced: HashSet<Identity<'a>, RandomState> = HashSet::default();
     let mut duplicates = 0;
@@ -205,8 +222,7 @@ where
                     Some(c) if p.timestamp >= c.packet().timestamp => {
                         displaced.insert(identity(&c));
                         votes[slot] = Some(twin);
-                        rec.groups
-                            .leave(info[slot].group, &c.packet().context_vector);
+                        rec.take_back(info[slot], c.packet());
                         info[slot] = rec.info(p);
                     }
                     _ => {
@@ -222,6 +238,7 @@ where
         info,
         problems: rec.problems,
         groups: rec.groups,
+        tallies: rec.tallies,
         duplicates,
         superseded,
     }

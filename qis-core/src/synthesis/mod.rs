@@ -154,28 +154,46 @@ where
     I::Item: Twin<'a>,
 {
     let now = config.now().unwrap_or_else(clock);
-    let mut ballot = ballot::collect(own, twins, config.resolution());
+    let mut ballot = ballot::collect(own, twins, config, now);
     let excluded = if config.outliers() {
         outliers::find(&ballot, config.outlier_k(), config.resolution())
     } else {
         None
     };
     let excluded = excluded.as_deref();
-    let tallies = tally::tally(&ballot.info, ballot.problems.len(), excluded, config, now);
-    let c = tally::consensus(config.method(), &tallies, &ballot.problems);
+    // Outliers' votes are taken back, and they leave their situation groups.
+    for (slot, _) in excluded
+        .iter()
+        .flat_map(|x| x.iter().enumerate().filter(|(_, &x)| x))
+    {
+        let (info, p) = (ballot.info[slot], ballot.packet(slot));
+        ballot.tallies[info.problem as usize].sub(&Tally::of(config, now, p));
+        ballot.groups.leave(info.group, &p.context_vector);
+    }
+    let votes = |slot: usize| !excluded.is_some_and(|x| x[slot]);
+    // The seed's tie rule needs each problem's first voter.
+    let mut first = Vec::new();
+    if config.method() == Method::Seed {
+        first = vec![u32::MAX; ballot.problems.len()];
+        for (slot, info) in ballot.info.iter().enumerate().filter(|&(s, _)| votes(s)) {
+            let f = &mut first[info.problem as usize];
+            *f = (*f).min(slot as u32);
+        }
+    }
+    let own_problem = votes(0).then_some(ballot.info[0].problem as usize);
+    let tallies = &ballot.tallies;
+    let c = tally::consensus(
+        config.method(),
+        tallies,
+        &ballot.problems,
+        &first,
+        own_problem,
+    );
     let mut all = Tally::default();
     tallies.iter().for_each(|t| all.add(t));
     let won = tallies[c];
     let (domain, problem_class) = ballot.problems[c];
 
-    // Outliers leave their situation groups before agreement is counted.
-    for (slot, _) in excluded
-        .iter()
-        .flat_map(|x| x.iter().enumerate().filter(|(_, &x)| x))
-    {
-        let g = ballot.info[slot].group;
-        ballot.groups.leave(g, &ballot.packet(slot).context_vector);
-    }
     let agreed = agreement::agreement(&ballot, c as u32, excluded, config.resolution());
 
     let n = all.votes as usize;

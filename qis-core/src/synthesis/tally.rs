@@ -7,8 +7,8 @@
 
 use std::cmp::Ordering;
 
-use super::ballot::Info;
 use super::config::{Method, SynthesisConfig};
+use crate::packet::OutcomePacket;
 
 /// 1 in fixed point, as a number.
 pub(crate) const UNIT: f64 = (1u64 << 60) as f64;
@@ -32,11 +32,9 @@ pub(crate) fn share(a: u128, b: u128) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
-/// The votes for one problem.
-#[derive(Debug, Clone, Copy)]
+/// The votes for one problem (or one vote: `votes` 1).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Tally {
-    /// The first slot that voted for it (slot 0 is the own packet).
-    pub first: u32,
     /// Distinct agents.
     pub votes: u32,
     /// Summed method weight.
@@ -49,84 +47,72 @@ pub(crate) struct Tally {
     pub support: u128,
 }
 
-impl Default for Tally {
-    fn default() -> Self {
+impl Tally {
+    /// One vote: what `packet` adds under `config`, ages measured from `now`.
+    /// The same packet always adds the same, so a vote can be taken back.
+    #[inline]
+    pub fn of(config: &SynthesisConfig, now: f64, packet: &OutcomePacket) -> Tally {
+        let c = fixed(packet.confidence);
+        let (r, rc, w) = match (config.method(), config.half_life()) {
+            (Method::Seed, _) => (ONE, c, ONE),
+            (Method::Majority, None) => (ONE, c, ONE),
+            (Method::ConfidenceWeighted, None) => (ONE, c, c),
+            (method, Some(h)) => {
+                let r = (-(now - packet.timestamp).max(0.0) / h.as_secs_f64()).exp2();
+                let rc = fixed(r * packet.confidence.clamp(0.0, 1.0));
+                let r = fixed(r);
+                (r, rc, if method == Method::Majority { r } else { rc })
+            }
+        };
         Tally {
-            first: u32::MAX,
-            votes: 0,
-            weight: 0,
-            confidence: 0,
-            recency: 0,
-            support: 0,
+            votes: 1,
+            weight: u128::from(w),
+            confidence: u128::from(c),
+            recency: u128::from(r),
+            support: u128::from(rc),
         }
     }
-}
 
-impl Tally {
+    #[inline]
     pub fn add(&mut self, other: &Tally) {
-        self.first = self.first.min(other.first);
         self.votes += other.votes;
         self.weight += other.weight;
         self.confidence += other.confidence;
         self.recency += other.recency;
         self.support += other.support;
     }
-}
 
-/// Tally every vote not `excluded`, over `n_problems` problems.
-pub(crate) fn tally(
-    info: &[Info],
-    n_problems: usize,
-    excluded: Option<&[bool]>,
-    config: &SynthesisConfig,
-    now: f64,
-) -> Vec<Tally> {
-    let mut tallies = vec![Tally::default(); n_problems];
-    for (slot, v) in info.iter().enumerate() {
-        if excluded.is_some_and(|x| x[slot]) {
-            continue;
-        }
-        let c = fixed(v.confidence);
-        let (r, rc, w) = match (config.method(), config.half_life()) {
-            (Method::Seed, _) => (ONE, c, ONE),
-            (method, None) => (ONE, c, if method == Method::Majority { ONE } else { c }),
-            (method, Some(h)) => {
-                let r = (-(now - v.timestamp).max(0.0) / h.as_secs_f64()).exp2();
-                let rc = fixed(r * v.confidence.clamp(0.0, 1.0));
-                (
-                    fixed(r),
-                    rc,
-                    if method == Method::Majority {
-                        fixed(r)
-                    } else {
-                        rc
-                    },
-                )
-            }
-        };
-        let t = &mut tallies[v.problem as usize];
-        t.first = t.first.min(slot as u32);
-        t.votes += 1;
-        t.weight += u128::from(w);
-        t.confidence += u128::from(c);
-        t.recency += u128::from(r);
-        t.support += u128::from(rc);
+    /// Take back what [`add`](Self::add) added.
+    #[inline]
+    pub fn sub(&mut self, other: &Tally) {
+        self.votes -= other.votes;
+        self.weight -= other.weight;
+        self.confidence -= other.confidence;
+        self.recency -= other.recency;
+        self.support -= other.support;
     }
-    tallies
 }
 
 /// The consensus problem: most votes (seed) or most weight (the others),
-/// ties broken as [`Method`] documents.
-pub(crate) fn consensus(method: Method, tallies: &[Tally], keys: &[(&str, &str)]) -> usize {
+/// ties broken as [`Method`] documents. `first` gives each problem's first
+/// voting slot (used by the seed's rule only); `own` is the own packet's
+/// problem, if the own packet votes.
+pub(crate) fn consensus(
+    method: Method,
+    tallies: &[Tally],
+    keys: &[(&str, &str)],
+    first: &[u32],
+    own: Option<usize>,
+) -> usize {
     let better = |a: usize, b: usize| -> Ordering {
         let (ta, tb) = (&tallies[a], &tallies[b]);
         match method {
-            Method::Seed => ta.votes.cmp(&tb.votes).then(tb.first.cmp(&ta.first)),
+            Method::Seed => ta.votes.cmp(&tb.votes).then(first[b].cmp(&first[a])),
             Method::Majority | Method::ConfidenceWeighted => ta
                 .weight
                 .cmp(&tb.weight)
                 .then(ta.votes.cmp(&tb.votes))
-                .then((ta.first == 0).cmp(&(tb.first == 0)))
+                .then((own == Some(a)).cmp(&(own == Some(b))))
                 .then(keys[b].cmp(&keys[a])),
         }
     };
