@@ -931,3 +931,20 @@ fn the_mean_situation_stays_in_its_bucket_at_the_edges() {
         assert_eq!(s.agreement, 1.0);
     }
 }
+
+#[test]
+fn the_own_echo_is_recognised_by_its_id() {
+    // The transport hands the own packet back under the id of its compact
+    // encoding; its decoded floats may differ from ours in the last bit.
+    let own = x("me", 0.8);
+    let mut decoded = own.clone();
+    decoded.timestamp = f64::from_bits(own.timestamp.to_bits() + 1);
+    let echo = Received {
+        subject: "qis.iot.hvac.energy-anomaly".into(),
+        id: PacketId::of(&own.encode().unwrap()),
+        packet: decoded,
+    };
+    let s = synthesize_with(&config(), &own, [&echo, &received(&x("a", 0.8))]);
+    assert_eq!((s.duplicates_ignored, s.superseded_ignored), (1, 0));
+    assert_eq!(s.n_agents, 2);
+}

@@ -15,7 +15,7 @@ use super::agreement::Groups;
 use super::config::SynthesisConfig;
 use super::tally::Tally;
 use super::twin::{identity, same_packet, Identity, Twin};
-use crate::packet::OutcomePacket;
+use crate::packet::{OutcomePacket, PacketId};
 
 /// What the later steps need of one vote.
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +182,10 @@ where
     slot_of.insert_unique(hasher.hash_one(own.agent_id.as_str()), 0, |_| 0);
     votes.push(None);
     info.push(rec.info(own));
+    // The own packet's id, for its echo: it was deposited as its compact
+    // encoding, so one encoding here (not one per packet) recognises the
+    // echo even if the transport's decoding moved a float by a bit.
+    let own_id = own.encode().ok().map(|body| PacketId::of(&body));
     let packet_of = |v: &Option<I::Item>| match v {
         None => own,
         Some(t) => t.packet(),
@@ -197,7 +201,8 @@ where
             hasher.hash_one(agent),
             |&s| {
                 let c = &votes[s as usize];
-                (id.is_some() && c.and_then(|c| c.id()) == id) || packet_of(c).agent_id == agent
+                (id.is_some() && c.map_or(own_id, |c| c.id()) == id)
+                    || packet_of(c).agent_id == agent
             },
             |&s| hasher.hash_one(packet_of(&votes[s as usize]).agent_id.as_str()),
         );
@@ -210,7 +215,8 @@ where
             Entry::Occupied(e) => {
                 let slot = *e.get() as usize;
                 let current = votes[slot];
-                if same_packet(current.as_ref(), own, &twin) || displaced.contains(&identity(&twin))
+                if same_packet(current.as_ref(), own, own_id, &twin)
+                    || displaced.contains(&identity(&twin))
                 {
                     duplicates += 1;
                     continue;

@@ -81,15 +81,22 @@ impl<'a> Twin<'a> for &'a (PacketId, OutcomePacket) {
     }
 }
 
-/// Is `b` the same packet as `a` (`None`: the own packet, which has no id)?
-/// By id when both have one, else by content.
-pub(crate) fn same_packet<'a, T: Twin<'a>>(a: Option<&T>, own: &OutcomePacket, b: &T) -> bool {
-    match a {
-        None => same_content(own, b.packet()),
-        Some(a) => match (a.id(), b.id()) {
-            (Some(x), Some(y)) => x == y,
-            _ => same_content(a.packet(), b.packet()),
-        },
+/// Is `b` the same packet as `a` (`None`: the own packet, whose id is
+/// `own_id` if it could be encoded)? By id when both have one, else by
+/// content.
+pub(crate) fn same_packet<'a, T: Twin<'a>>(
+    a: Option<&T>,
+    own: &OutcomePacket,
+    own_id: Option<PacketId>,
+    b: &T,
+) -> bool {
+    let (a_id, a_packet) = match a {
+        None => (own_id, own),
+        Some(a) => (a.id(), a.packet()),
+    };
+    match (a_id, b.id()) {
+        (Some(x), Some(y)) => x == y,
+        _ => same_content(a_packet, b.packet()),
     }
 }
 
