@@ -74,8 +74,9 @@ where
 /// 2. **Duplicates count once.** A twin that is the same packet as one already
 ///    taken (the same delivery twice under at-least-once delivery, or the own
 ///    packet coming back as a "twin") is ignored. Identity is the packet id
-///    the transport delivered, never re-encoded or re-hashed; a bare packet
-///    is identified by its content.
+///    the transport delivered, never re-encoded or re-hashed (only the own
+///    packet is encoded once, to know the id its echo comes back under); a
+///    bare packet is identified by its content.
 /// 3. **One vote per agent, its latest.** The own packet is the own agent's
 ///    vote; its other packets are ignored. For every other agent the packet
 ///    with the greatest `timestamp` is its vote (on equal timestamps, the one
@@ -109,8 +110,7 @@ where
 ///    (`agreement_fingerprint`; a tie goes to the own packet's bucket, then
 ///    the smallest bucket numbers); `consensus_context` is the mean of their
 ///    vectors, summed exactly (so independent of order); it lies in that
-///    bucket. The recommendation says how far
-///    the situations agree.
+///    bucket. The recommendation says how far the situations agree.
 /// 8. **Bayesian figure**: the probability that the consensus problem is
 ///    real, from a Beta prior (default uniform) updated with the votes and
 ///    their confidences, and its 5 % quantile as a lower bound; see
