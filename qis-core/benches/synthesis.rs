@@ -1,7 +1,7 @@
 //! Speed of local synthesis beside the seed's Python `synthesize_locally`,
 //! timed on the same packets in the same run.
 //!
-//! `cargo bench -p qis-core --bench synthesis` (about 30 s; needs `python3`
+//! `cargo bench -p qis-core --bench synthesis` (about a minute; needs `python3`
 //! for the seed's column, which is skipped without it).
 //!
 //! For 1,000, 10,000 and 100,000 delivered packets (distinct agents, and
@@ -20,14 +20,14 @@
 //!   confidence-weighted, quorum, outlier filter on.
 //!
 //! Each figure is the fastest of several repetitions (at least 0.5 s of them
-//! for Rust, as many runs for Python), in µs per packet (deliveries + own):
-//! on a shared machine the fastest run is the one least disturbed by other
-//! work. The ratio is seed ÷ qis: how many times faster. The target is at
+//! for Rust, as many runs for Python), in three rounds where Rust and Python
+//! take turns, in µs per packet (deliveries + own): on a shared machine the
+//! fastest run is the one least disturbed by other work. The ratio is seed ÷ qis: how many times faster. The target is at
 //! least 5× at 10,000 and 100,000 packets with de-duplication.
 #![allow(clippy::print_stdout)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -194,7 +194,8 @@ fn time_it(packets: usize, min_reps: usize, mut f: impl FnMut()) -> f64 {
     times.iter().copied().fold(f64::INFINITY, f64::min) * 1e6 / packets as f64
 }
 
-fn seed_python(own: &OutcomePacket, twins: &[Received], reps: usize) -> Option<f64> {
+/// Write the packets where the seed's Python can read them.
+fn write_packets(own: &OutcomePacket, twins: &[Received]) -> Option<PathBuf> {
     let path: PathBuf = std::env::temp_dir().join(format!(
         "qis-synthesis-bench-{}-{}.json",
         std::process::id(),
@@ -207,20 +208,27 @@ fn seed_python(own: &OutcomePacket, twins: &[Received], reps: usize) -> Option<f
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(body.to_string().as_bytes()))
         .ok()?;
+    Some(path)
+}
+
+fn seed_python(path: &Path, reps: usize) -> Option<f64> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(SEED_PY)
-        .arg(&path)
+        .arg(path)
         .arg(reps.to_string())
-        .output();
-    let _ = std::fs::remove_file(&path);
-    let out = out.ok()?;
+        .output()
+        .ok()?;
     if !out.status.success() {
         println!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
+
+/// Rounds per case: Rust and Python take turns, so that neither is measured
+/// only while the machine is busy with something else.
+const ROUNDS: usize = 3;
 
 fn main() {
     println!(
@@ -243,17 +251,27 @@ fn main() {
             let reps = (2_000_000 / n).clamp(5, 200);
             let check = synthesize(&own, &twins);
             assert_eq!(check.duplicates_ignored, packets - 1 - check.n_agents + 1);
-            let seed_rules = time_it(packets, reps, || {
-                std::hint::black_box(synthesize(&own, std::hint::black_box(&twins)));
-            });
-            let full = time_it(packets, reps, || {
-                std::hint::black_box(synthesize_with(
-                    &default,
-                    &own,
-                    std::hint::black_box(&twins),
-                ));
-            });
-            let seed = seed_python(&own, &twins, reps);
+            let path = write_packets(&own, &twins);
+            let (mut seed_rules, mut full) = (f64::INFINITY, f64::INFINITY);
+            let mut seed: Option<f64> = None;
+            for _ in 0..ROUNDS {
+                seed_rules = seed_rules.min(time_it(packets, reps, || {
+                    std::hint::black_box(synthesize(&own, std::hint::black_box(&twins)));
+                }));
+                full = full.min(time_it(packets, reps, || {
+                    std::hint::black_box(synthesize_with(
+                        &default,
+                        &own,
+                        std::hint::black_box(&twins),
+                    ));
+                }));
+                if let Some(t) = path.as_deref().and_then(|p| seed_python(p, reps)) {
+                    seed = Some(seed.map_or(t, |s| s.min(t)));
+                }
+            }
+            if let Some(p) = path {
+                let _ = std::fs::remove_file(p);
+            }
             let ratio = |qis: f64| seed.map_or("-".to_string(), |s| format!("{:.1}×", s / qis));
             println!(
                 "{n:>8} {:>5} {:>9} {seed_rules:>15.3} {:>7} {full:>13.3} {:>7}",
