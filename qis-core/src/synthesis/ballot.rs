@@ -14,7 +14,7 @@ use hashbrown::hash_table::{Entry, HashTable};
 use super::agreement::Groups;
 use super::config::SynthesisConfig;
 use super::tally::Tally;
-use super::twin::{identity, same_packet, Identity, Twin};
+use super::twin::{identity, same_content, Identity, Twin};
 use crate::packet::{OutcomePacket, PacketId};
 
 /// What the later steps need of one vote.
@@ -165,6 +165,9 @@ where
     let hasher = RandomState::default();
     let mut slot_of: HashTable<u32> = HashTable::with_capacity(capacity);
     let mut votes: Vec<Option<I::Item>> = Vec::with_capacity(capacity);
+    // Each vote's packet id beside it, so a redelivery is recognised without
+    // reading the earlier delivery (far back in memory) again.
+    let mut vote_ids: Vec<Option<PacketId>> = Vec::with_capacity(capacity);
     let mut info: Vec<Info> = Vec::with_capacity(capacity);
     let mut rec = Recorder {
         config,
@@ -179,13 +182,14 @@ where
     let mut duplicates = 0;
     let mut superseded = 0;
 
-    slot_of.insert_unique(hasher.hash_one(own.agent_id.as_str()), 0, |_| 0);
-    votes.push(None);
-    info.push(rec.info(own));
     // The own packet's id, for its echo: it was deposited as its compact
     // encoding, so one encoding here (not one per packet) recognises the
     // echo even if the transport's decoding moved a float by a bit.
     let own_id = own.encode().ok().map(|body| PacketId::of(&body));
+    slot_of.insert_unique(hasher.hash_one(own.agent_id.as_str()), 0, |_| 0);
+    votes.push(None);
+    vote_ids.push(own_id);
+    info.push(rec.info(own));
     let packet_of = |v: &Option<I::Item>| match v {
         None => own,
         Some(t) => t.packet(),
@@ -200,9 +204,8 @@ where
         let entry = slot_of.entry(
             hasher.hash_one(agent),
             |&s| {
-                let c = &votes[s as usize];
-                (id.is_some() && c.map_or(own_id, |c| c.id()) == id)
-                    || packet_of(c).agent_id == agent
+                (id.is_some() && vote_ids[s as usize] == id)
+                    || packet_of(&votes[s as usize]).agent_id == agent
             },
             |&s| hasher.hash_one(packet_of(&votes[s as usize]).agent_id.as_str()),
         );
@@ -210,14 +213,17 @@ where
             Entry::Vacant(e) => {
                 e.insert(votes.len() as u32);
                 votes.push(Some(twin));
+                vote_ids.push(id);
                 info.push(rec.info(p));
             }
             Entry::Occupied(e) => {
                 let slot = *e.get() as usize;
                 let current = votes[slot];
-                if same_packet(current.as_ref(), own, own_id, &twin)
-                    || displaced.contains(&identity(&twin))
-                {
+                let same = match (vote_ids[slot], id) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => same_content(packet_of(&current), p),
+                };
+                if same || displaced.contains(&identity(&twin)) {
                     duplicates += 1;
                     continue;
                 }
@@ -228,6 +234,7 @@ where
                     Some(c) if p.timestamp >= c.packet().timestamp => {
                         displaced.insert(identity(&c));
                         votes[slot] = Some(twin);
+                        vote_ids[slot] = id;
                         rec.take_back(info[slot], c.packet());
                         info[slot] = rec.info(p);
                     }

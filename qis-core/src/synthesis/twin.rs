@@ -81,25 +81,6 @@ impl<'a> Twin<'a> for &'a (PacketId, OutcomePacket) {
     }
 }
 
-/// Is `b` the same packet as `a` (`None`: the own packet, whose id is
-/// `own_id` if it could be encoded)? By id when both have one, else by
-/// content.
-pub(crate) fn same_packet<'a, T: Twin<'a>>(
-    a: Option<&T>,
-    own: &OutcomePacket,
-    own_id: Option<PacketId>,
-    b: &T,
-) -> bool {
-    let (a_id, a_packet) = match a {
-        None => (own_id, own),
-        Some(a) => (a.id(), a.packet()),
-    };
-    match (a_id, b.id()) {
-        (Some(x), Some(y)) => x == y,
-        _ => same_content(a_packet, b.packet()),
-    }
-}
-
 /// A twin's identity in the set of packets already counted.
 pub(crate) fn identity<'a, T: Twin<'a>>(t: &T) -> Identity<'a> {
     match t.id() {
@@ -117,7 +98,8 @@ fn bits(x: f64) -> u64 {
     }
 }
 
-fn same_content(a: &OutcomePacket, b: &OutcomePacket) -> bool {
+/// Every field equal (`-0.0` equal to `0.0`).
+pub(crate) fn same_content(a: &OutcomePacket, b: &OutcomePacket) -> bool {
     std::ptr::eq(a, b)
         || (a.agent_id == b.agent_id
             && bits(a.timestamp) == bits(b.timestamp)
