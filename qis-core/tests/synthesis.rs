@@ -948,3 +948,40 @@ fn the_own_echo_is_recognised_by_its_id() {
     assert_eq!((s.duplicates_ignored, s.superseded_ignored), (1, 0));
     assert_eq!(s.n_agents, 2);
 }
+
+#[test]
+fn packets_that_were_never_validated_do_not_panic() {
+    // Synthesis takes any OutcomePacket value; invalid numbers must not panic.
+    let weird = [
+        pkt(
+            "nan",
+            "energy-anomaly",
+            f64::NAN,
+            f64::NAN,
+            &[f64::NAN, 0.5],
+        ),
+        pkt(
+            "inf",
+            "energy-anomaly",
+            f64::INFINITY,
+            f64::INFINITY,
+            &[f64::INFINITY],
+        ),
+        pkt("neg", "energy-anomaly", -3.0, -1.0, &[-1e300, 1e300]),
+        pkt("empty", "energy-anomaly", 0.5, T, &[]),
+        pkt("", "", 2.0, T, &[0.1; 40]),
+    ];
+    let own = pkt("me", "energy-anomaly", 0.8, T, &NEAR[0]);
+    for m in Method::ALL {
+        for outliers in [false, true] {
+            let c = config()
+                .with_method(m)
+                .with_outliers(outliers)
+                .with_half_life(Duration::from_secs(60));
+            let s = synthesize_with(&c, &own, &weird);
+            assert_eq!(s.n_agents + s.outliers.len(), 6, "{m}");
+            assert!(s.weighted_strength.is_finite() && s.posterior.probability.is_finite());
+            assert!(serde_json::to_string(&s).is_ok());
+        }
+    }
+}
