@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use qis::{synthesize, OutcomePacket, OutcomeTransportExt};
+use qis::{synthesize_with, Delivery, OutcomePacket, OutcomeTransportExt, SynthesisConfig};
 
 fn now() -> f64 {
     SystemTime::now()
@@ -83,14 +83,14 @@ async fn main() -> qis::Result<()> {
     let twins = transport
         .twins_consumer(&format!("hvac-building-b-{run}"), "hvac", "energy-anomaly")
         .await?;
-    let mut received = Vec::new();
+    let mut received: Vec<Delivery> = Vec::new();
     loop {
         let batch = twins.fetch(20, Duration::from_millis(500)).await?;
         if batch.is_empty() {
             break;
         }
         twins.ack(&batch).await?;
-        received.extend(batch.into_iter().map(|d| d.received.packet));
+        received.extend(batch);
     }
     println!(
         "[hvac-building-b] fetched {} packets (its own included) from {}",
@@ -98,23 +98,58 @@ async fn main() -> qis::Result<()> {
         rb.subject
     );
 
-    let s = synthesize(&b, &received);
-    println!("\n── Synthesis ──");
+    // The defaults: confidence-weighted votes, a quorum of two agents, outliers
+    // excluded. The deliveries carry their packet ids: B's own packet coming
+    // back counts once.
+    let config = SynthesisConfig::default();
+    let alone = synthesize_with(&config, &b, [] as [&Delivery; 0]);
+    let s = synthesize_with(&config, &b, &received);
     println!(
-        "  agents:              {} ({} synthesis pairs)",
-        s.n_agents, s.synthesis_pairs
+        "\n── Synthesis ({}, quorum {}) ──",
+        s.method,
+        config.quorum()
+    );
+    println!("  B alone:             {}", alone.recommendation);
+    println!(
+        "  agents:              {} ({} synthesis pair{})",
+        s.n_agents,
+        s.synthesis_pairs,
+        if s.synthesis_pairs == 1 { "" } else { "s" }
     );
     println!(
-        "  consensus:           {} at {:.0}%",
+        "  consensus:           {}: {} of {} votes, weighted {:.0}%",
         s.consensus_problem,
-        s.consensus_strength * 100.0
+        s.consensus_votes,
+        s.n_agents,
+        s.weighted_strength * 100.0
     );
-    println!("  weighted confidence: {:.3}", s.weighted_confidence);
+    println!(
+        "  situations:          {} of {} in one fingerprint bucket ({:.0}%), {}",
+        s.agreement_voters,
+        s.consensus_votes,
+        s.agreement * 100.0,
+        s.agreement_fingerprint
+            .as_deref()
+            .map_or("-", |f| &f[..f.len().min(16)])
+    );
+    println!(
+        "  P(real):             {:.2} (95% lower bound {:.2})",
+        s.posterior.probability, s.posterior.lower_bound
+    );
+    println!("  mean confidence:     {:.3}", s.weighted_confidence);
     println!(
         "  own packet echoed:   ignored ({} duplicate)",
         s.duplicates_ignored
     );
     println!("  {}", s.recommendation);
+    // Closing the loop: what B deposits next.
+    let next = s.next_packet(&b)?;
+    println!(
+        "  next packet:         {} bytes, confidence {:.2}, context {:?}",
+        next.encode()?.len(),
+        next.confidence,
+        next.context_vector
+    );
     twins.close().await?;
     transport.close().await?;
     Ok(())

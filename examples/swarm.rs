@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qis::{
-    synthesize, ConsumerConfig, DurableConsumer, DynTransport, OutcomePacket, OutcomeTransportExt,
-    StartPosition, Subject, SubjectPattern, Synthesis,
+    synthesize_with, ConsumerConfig, DurableConsumer, DynTransport, OutcomePacket,
+    OutcomeTransportExt, StartPosition, Subject, SubjectPattern, Synthesis, SynthesisConfig,
 };
 
 /// The problems the fleet can run into: (domain, problem class, what a device says, typical context).
@@ -183,27 +183,13 @@ impl Agent {
                 }
             }
         }
-        let s = synthesize(&own, self.known.values());
+        // The defaults: confidence-weighted, a quorum of two, outliers excluded.
+        let s = synthesize_with(&SynthesisConfig::default(), &own, self.known.values());
         let mut emitted = false;
         if s.alert {
-            // New outcome packet: the loop continues with what the swarm concluded.
-            let (domain, problem) = s
-                .consensus_problem
-                .split_once('.')
-                .unwrap_or((self.domain, "unknown"));
-            let packet = OutcomePacket {
-                agent_id: self.id.clone(),
-                domain: domain.into(),
-                problem_class: problem.into(),
-                conclusion: format!("Swarm consensus: {}", s.recommendation),
-                confidence: (s.weighted_confidence * s.confidence_weighted_strength * 100.0)
-                    .round()
-                    / 100.0,
-                context_vector: own.context_vector.clone(),
-                timestamp: now(),
-                source_node: self.node.clone(),
-            };
-            t.deposit(&packet).await?;
+            // New outcome packet: the loop continues with what the swarm
+            // concluded; being this agent's latest, it replaces its vote.
+            t.deposit(&s.next_packet(&own)?).await?;
             emitted = true;
         }
         let stats = RoundStats {
@@ -351,12 +337,25 @@ async fn run(args: Args) -> qis::Result<()> {
         let best = syntheses
             .iter()
             .filter(|s| s.consensus_problem == problem)
-            .max_by(|a, b| a.consensus_strength.total_cmp(&b.consensus_strength));
+            .max_by(|a, b| a.posterior.probability.total_cmp(&b.posterior.probability));
         let alerts = syntheses.iter().filter(|s| s.alert).count();
+        let k = syntheses.len() as f64;
+        let agreement = syntheses.iter().map(|s| s.agreement).sum::<f64>() / k;
+        let p_real = syntheses
+            .iter()
+            .map(|s| s.posterior.probability)
+            .sum::<f64>()
+            / k;
+        let outliers: usize = syntheses.iter().map(|s| s.outliers.len()).sum();
         println!(
-            "  {}.{domain}.*: {n} of {} agents settle on {problem}; {alerts} alerting; strongest view: {}",
+            "  {}.{domain}.*: {n} of {} agents settle on {problem}; {alerts} alerting; situations agree {:.0}%, P(real) {p_real:.2} on average, {outliers} outlier{} excluded",
             args.prefix,
             syntheses.len(),
+            agreement * 100.0,
+            if outliers == 1 { "" } else { "s" },
+        );
+        println!(
+            "      strongest view: {}",
             best.map(|s| s.recommendation.as_str()).unwrap_or("-")
         );
     }

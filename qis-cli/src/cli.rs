@@ -214,9 +214,87 @@ pub struct SynthArgs {
     #[command(flatten)]
     pub own: OwnFlags,
 
-    /// Print the synthesis as JSON.
+    /// How the votes are counted.
+    #[command(flatten)]
+    pub options: SynthOptions,
+
+    /// Print the whole synthesis as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A synthesis method, as `qis synth --method` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodName {
+    /// The seed's rules: one vote each, ties to the first seen, no recency.
+    Seed,
+    /// One vote each (times recency with --half-life); ties never depend on order.
+    Majority,
+    /// Votes weighted by confidence (times recency with --half-life).
+    ConfidenceWeighted,
+}
+
+impl From<MethodName> for qis::Method {
+    fn from(m: MethodName) -> Self {
+        match m {
+            MethodName::Seed => qis::Method::Seed,
+            MethodName::Majority => qis::Method::Majority,
+            MethodName::ConfidenceWeighted => qis::Method::ConfidenceWeighted,
+        }
+    }
+}
+
+/// The synthesis options (`qis::SynthesisConfig`).
+#[derive(Debug, Clone, Args)]
+pub struct SynthOptions {
+    /// How votes weigh.
+    #[arg(long, value_enum, default_value_t = MethodName::ConfidenceWeighted)]
+    pub method: MethodName,
+
+    /// Distinct agents that must back the consensus before an alert (1 = none).
+    #[arg(long, value_name = "N", default_value_t = qis::DEFAULT_QUORUM)]
+    pub quorum: usize,
+
+    /// Alert when the weighted strength is strictly above this share (0 to 1).
+    #[arg(long, value_name = "SHARE", default_value_t = qis::ALERT_THRESHOLD, value_parser = parse_share)]
+    pub threshold: f64,
+
+    /// Weigh votes by age: one this old weighs half a fresh one (90s, 15m, 6h, 2d) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = parse_half_life)]
+    pub half_life: Option<Duration>,
+
+    /// Measure ages from this time, seconds since the Unix epoch [default: now].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub now: Option<f64>,
+
+    /// Exclude agents whose situation is far from the others' on their problem (the default).
+    #[arg(long, overrides_with = "no_outliers")]
+    pub outliers: bool,
+
+    /// Keep every agent's vote, however far its situation.
+    #[arg(long, overrides_with = "outliers")]
+    pub no_outliers: bool,
+
+    /// Fingerprint bucket resolution for agreement and outliers.
+    #[arg(long, value_name = "RES", default_value_t = qis::DEFAULT_RESOLUTION, value_parser = clap::value_parser!(u32).range(1..))]
+    pub resolution: u32,
+}
+
+impl SynthOptions {
+    /// The library configuration these options describe.
+    pub fn config(&self) -> qis::SynthesisConfig {
+        let mut c = qis::SynthesisConfig::default()
+            .with_method(self.method.into())
+            .with_quorum(self.quorum)
+            .with_threshold(self.threshold)
+            .with_half_life(self.half_life)
+            .with_outliers(!self.no_outliers)
+            .with_resolution(self.resolution);
+        if let Some(now) = self.now {
+            c = c.with_now(now);
+        }
+        c
+    }
 }
 
 /// `qis fingerprint`.
@@ -315,6 +393,48 @@ fn parse_pattern(s: &str) -> Result<SubjectPattern, String> {
     SubjectPattern::new(s).map_err(|e| e.message().to_string())
 }
 
+/// Parse a share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a share between 0 and 1, e.g. 0.6")),
+    }
+}
+
+/// Parse finite, non-negative seconds since the Unix epoch.
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!(
+            "{s:?} is not a time in seconds since the Unix epoch, e.g. 1764000000"
+        )),
+    }
+}
+
+/// Parse a positive half-life: `90s`, `15m`, `6h`, `2d`, or bare seconds.
+pub fn parse_half_life(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a positive duration: use e.g. 90s, 15m, 6h or 2d");
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let secs = n * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e12 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// Parse `500ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -357,5 +477,57 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("2h").is_err());
+    }
+
+    #[test]
+    fn synth_options() {
+        assert_eq!(parse_half_life("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_half_life("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse_half_life("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_half_life("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_half_life("0s").is_err());
+        assert!(parse_half_life("-1h").is_err());
+        assert!(parse_half_life("1y").is_err());
+        assert!(parse_share("0.6").is_ok() && parse_share("1.5").is_err());
+        assert!(parse_secs("1764000000").is_ok() && parse_secs("-1").is_err());
+        let cli = Cli::try_parse_from([
+            "qis",
+            "synth",
+            "hvac",
+            "x",
+            "--consumer",
+            "c",
+            "--method",
+            "seed",
+            "--quorum",
+            "1",
+            "--half-life",
+            "1h",
+            "--no-outliers",
+            "--now",
+            "5",
+        ])
+        .unwrap();
+        let Command::Synth(args) = cli.command else {
+            panic!("not synth")
+        };
+        let c = args.options.config();
+        assert_eq!(c.method(), qis::Method::Seed);
+        assert_eq!(c.quorum(), 1);
+        assert_eq!(c.half_life(), Some(Duration::from_secs(3600)));
+        assert!(!c.outliers());
+        assert_eq!(c.now(), Some(5.0));
+        // The last of --outliers / --no-outliers wins; on by default.
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["qis", "synth", "hvac", "x", "--consumer", "c"];
+            v.extend(extra);
+            match Cli::try_parse_from(v).unwrap().command {
+                Command::Synth(a) => a.options.config().outliers(),
+                _ => unreachable!(),
+            }
+        };
+        assert!(parse(&[]));
+        assert!(!parse(&["--outliers", "--no-outliers"]));
+        assert!(parse(&["--no-outliers", "--outliers"]));
     }
 }

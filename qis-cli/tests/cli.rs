@@ -565,10 +565,146 @@ mod sqlite {
             "{text}"
         );
         assert!(
-            text.contains("consensus         hvac.energy-anomaly: 2 of 3 votes (67%)"),
+            text.contains(
+                "consensus         hvac.energy-anomaly: 2 of 3 votes (67%), weighted 73%"
+            ),
             "{text}"
         );
         assert!(text.contains("alert             yes"), "{text}");
+        assert!(
+            text.contains("method            confidence-weighted (quorum 2, alert above 60%, no half-life, outliers excluded, resolution 4)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "situations        2 of 2 in one fingerprint bucket (100%), f94baeb7a8090420"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("quorum            met (2 agents needed)"),
+            "{text}"
+        );
+        // Beta(1 + 0.87 + 0.79, 1 + 0.13 + 0.21 + 1): 2.66 / 5.
+        assert!(
+            text.contains("P(real)           0.53 (95% credible lower bound 0.19)"),
+            "{text}"
+        );
+    }
+
+    /// `qis synth` for `own_agent` on a fresh consumer, with `extra` options.
+    fn synth(dir: &TempDir, own_agent: &str, extra: &[&str]) -> Command {
+        let consumer = format!("synth-{own_agent}-{}", extra.len());
+        let mut args = vec![
+            "synth",
+            "hvac",
+            "energy-anomaly",
+            "--consumer",
+            &consumer,
+            "--agent-id",
+            own_agent,
+            "--conclusion",
+            "Spike here too.",
+            "--confidence",
+            "0.8",
+            "--context",
+            "0.2,0.9,0.05,0.7",
+            "--source-node",
+            "node",
+            "--timestamp",
+            "1764000000",
+            "--wait",
+            "200ms",
+        ];
+        args.extend(extra);
+        with_url(dir, &args)
+    }
+
+    #[test]
+    fn synth_options_change_the_figures() {
+        let dir = TempDir::new("synth-options");
+        // Alone: the seed's rules alert about themselves, the defaults do not.
+        let alone = ok(synth(&dir, "hvac-building-b", &["--json"]));
+        let v: Value = serde_json::from_str(&stdout(&alone)).unwrap();
+        assert_eq!(v["alert"], false);
+        assert_eq!(v["quorum_met"], false);
+        assert!(
+            v["recommendation"].as_str().unwrap().contains("lone view"),
+            "{v}"
+        );
+        let seed = ok(synth(
+            &dir,
+            "hvac-building-b",
+            &["--method", "seed", "--quorum", "1", "--json"],
+        ));
+        let v: Value = serde_json::from_str(&stdout(&seed)).unwrap();
+        assert_eq!(v["alert"], true);
+        assert_eq!(v["method"], "seed");
+
+        // A deposits an hour before B's synthesis time.
+        ok(with_url(&dir, &deposit_args(&["--confidence", "0.87"])));
+        let v: Value = serde_json::from_str(&stdout(&ok(synth(
+            &dir,
+            "hvac-building-b",
+            &["--json", "--now", "1764003600", "--half-life", "1h"],
+        ))))
+        .unwrap();
+        assert_eq!(v["n_agents"], 2);
+        assert_eq!(v["alert"], true);
+        assert_eq!(v["method"], "confidence-weighted");
+        assert_eq!(v["config"]["half_life_secs"], 3600.0);
+        assert_eq!(v["config"]["now"], 1764003600.0);
+        assert_eq!(v["synthesized_at"], 1764003600.0);
+        assert_eq!(v["agreement_voters"], 2);
+        assert_eq!(v["agreement"], 1.0);
+        assert_eq!(v["outliers"], serde_json::json!([]));
+        assert_eq!(v["twins_fetched"], 1);
+        // B's own vote is an hour old too; A's 0.87 at half weight and B's 0.8
+        // at half weight: Beta(1 + 0.835, 1 + 0.165).
+        let alpha = v["posterior"]["alpha"].as_f64().unwrap();
+        assert!((alpha - 1.835).abs() < 1e-9, "{v}");
+        for key in [
+            "weighted_strength",
+            "agreement_fingerprint",
+            "consensus_context",
+        ] {
+            assert!(!v[key].is_null(), "{key} missing: {v}");
+        }
+
+        // A quorum of three is not met by two agents.
+        let text = stdout(&ok(synth(&dir, "hvac-building-b", &["--quorum", "3"])));
+        assert!(
+            text.contains("quorum            not met (3 agents needed)"),
+            "{text}"
+        );
+        assert!(text.contains("alert             no"), "{text}");
+        assert!(text.contains("below the quorum of 3"), "{text}");
+
+        // Out-of-range options are usage errors.
+        assert_usage_error(
+            &synth(&dir, "hvac-building-b", &["--threshold", "1.5"])
+                .output()
+                .unwrap(),
+            "--threshold",
+        );
+        assert_usage_error(
+            &synth(&dir, "hvac-building-b", &["--method", "bayes"])
+                .output()
+                .unwrap(),
+            "bayes",
+        );
+        assert_usage_error(
+            &synth(&dir, "hvac-building-b", &["--half-life", "0s"])
+                .output()
+                .unwrap(),
+            "0s",
+        );
+        assert_usage_error(
+            &synth(&dir, "hvac-building-b", &["--resolution", "0"])
+                .output()
+                .unwrap(),
+            "--resolution",
+        );
     }
 
     #[test]

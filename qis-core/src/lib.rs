@@ -57,7 +57,10 @@ pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};
 pub use memory::MemoryTransport;
 pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BYTES};
 pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
-pub use synthesis::{synthesize, Synthesis, ALERT_THRESHOLD};
+pub use synthesis::{
+    synthesize, synthesize_with, Method, Posterior, Synthesis, SynthesisConfig, Twin,
+    ALERT_THRESHOLD, DEFAULT_OUTLIER_K, DEFAULT_QUORUM, LOWER_BOUND_QUANTILE,
+};
 pub use transport::{
     deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer,
     DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
