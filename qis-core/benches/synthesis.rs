@@ -13,7 +13,7 @@
 //!   `python3` on the same packets (written to a temporary JSON file and
 //!   turned into the seed's `OutcomePacket` dataclasses before timing). It
 //!   counts duplicates as votes; it is the reference for speed only.
-//! - **qis seed rules**: `synthesize(&own, &deliveries)` over `&[Received]`:
+//! - **qis seed rules**: `synthesize_with(&SynthesisConfig::seed(), &own, &deliveries)` over `&[Received]`:
 //!   the seed's figures with de-duplication by the delivered packet id and
 //!   one vote per agent, plus agreement and the Bayesian figure.
 //! - **qis default**: `synthesize_with(&SynthesisConfig::default(), …)`:
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use qis_core::{synthesize, synthesize_with, OutcomePacket, PacketId, Received, SynthesisConfig};
+use qis_core::{synthesize_with, OutcomePacket, PacketId, Received, SynthesisConfig};
 
 const T: f64 = 1_764_000_000.0;
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
@@ -249,14 +249,18 @@ fn main() {
             let (own, twins) = deliveries(n, dup);
             let packets = twins.len() + 1;
             let reps = (2_000_000 / n).clamp(5, 200);
-            let check = synthesize(&own, &twins);
+            let check = synthesize_with(&SynthesisConfig::seed(), &own, &twins);
             assert_eq!(check.duplicates_ignored, packets - 1 - check.n_agents + 1);
             let path = write_packets(&own, &twins);
             let (mut seed_rules, mut full) = (f64::INFINITY, f64::INFINITY);
             let mut seed: Option<f64> = None;
             for _ in 0..ROUNDS {
                 seed_rules = seed_rules.min(time_it(packets, reps, || {
-                    std::hint::black_box(synthesize(&own, std::hint::black_box(&twins)));
+                    std::hint::black_box(synthesize_with(
+                        &SynthesisConfig::seed(),
+                        &own,
+                        std::hint::black_box(&twins),
+                    ));
                 }));
                 full = full.min(time_it(packets, reps, || {
                     std::hint::black_box(synthesize_with(

@@ -92,7 +92,7 @@ fn seed_latest_vote_per_agent_wins() {
     let own = pkt("me", "x", 0.5, 1.0, &[]);
     let old = pkt("a", "y", 0.5, 1.0, &[]);
     let new = pkt("a", "x", 0.5, 2.0, &[]);
-    let s = synthesize(&own, [&new, &old]);
+    let s = seed_rules(&own, [&new, &old]);
     assert_eq!(s.n_agents, 2);
     assert_eq!(s.consensus_votes, 2);
     assert_eq!(s.superseded_ignored, 1);
@@ -104,7 +104,7 @@ fn seed_own_agent_twins_do_not_vote() {
     let own = pkt("me", "x", 0.5, 1.0, &[]);
     let mine_older = pkt("me", "y", 0.9, 0.5, &[]);
     let mine_newer = pkt("me", "y", 0.9, 5.0, &[]);
-    let s = synthesize(&own, [&mine_older, &mine_newer]);
+    let s = seed_rules(&own, [&mine_older, &mine_newer]);
     assert_eq!(s.n_agents, 1);
     assert_eq!(s.consensus_problem, "hvac.x");
     assert_eq!(s.superseded_ignored, 2);
@@ -115,20 +115,20 @@ fn seed_equal_timestamps_go_to_the_later_arrival() {
     let own = pkt("me", "x", 0.5, 1.0, &[]);
     let a1 = pkt("a", "x", 0.5, 2.0, &[]);
     let a2 = pkt("a", "y", 0.5, 2.0, &[]);
-    assert_eq!(synthesize(&own, [&a1, &a2]).consensus_votes, 1);
-    assert_eq!(synthesize(&own, [&a2, &a1]).consensus_votes, 2);
+    assert_eq!(seed_rules(&own, [&a1, &a2]).consensus_votes, 1);
+    assert_eq!(seed_rules(&own, [&a2, &a1]).consensus_votes, 2);
 }
 
 #[test]
 fn seed_ties_go_to_the_first_seen_and_lone_agents_alert_as_in_the_seed() {
     let own = x("me", 0.5);
-    let s = synthesize(&own, [&y("a", 0.9), &x("b", 0.1), &y("c", 0.9)]);
+    let s = seed_rules(&own, [&y("a", 0.9), &x("b", 0.1), &y("c", 0.9)]);
     assert_eq!(s.consensus_problem, "hvac.energy-anomaly");
     assert_eq!(s.consensus_strength, 0.5);
     assert_eq!(s.weighted_strength, 0.5);
     assert!((s.confidence_weighted_strength - 0.6 / 2.4).abs() < 1e-12);
     // The seed's vectors pin a lone agent's alert under `synthesize`.
-    let alone = synthesize(&own, [] as [&OutcomePacket; 0]);
+    let alone = seed_rules(&own, [] as [&OutcomePacket; 0]);
     assert!(alone.alert && alone.quorum_met);
 }
 
@@ -984,4 +984,42 @@ fn packets_that_were_never_validated_do_not_panic() {
             assert!(serde_json::to_string(&s).is_ok());
         }
     }
+}
+
+/// The seed's exact rules.
+fn seed_rules<'a, I>(own: &'a OutcomePacket, twins: I) -> qis_core::Synthesis
+where
+    I: IntoIterator,
+    I::Item: qis_core::Twin<'a>,
+{
+    synthesize_with(&SynthesisConfig::seed(), own, twins)
+}
+
+#[test]
+fn synthesize_uses_the_defaults_so_a_lone_agent_never_alerts() {
+    let own = OutcomePacket {
+        agent_id: "me".into(),
+        domain: "hvac".into(),
+        problem_class: "energy-anomaly".into(),
+        conclusion: "spike".into(),
+        confidence: 0.99,
+        context_vector: vec![0.2],
+        timestamp: 1.0,
+        source_node: "n".into(),
+    };
+    let alone = synthesize(&own, [] as [&OutcomePacket; 0]);
+    assert!(
+        !alone.alert && !alone.quorum_met,
+        "{}",
+        alone.recommendation
+    );
+    let defaults = SynthesisConfig::default();
+    assert_eq!(
+        (alone.config.method(), alone.config.quorum()),
+        (defaults.method(), defaults.quorum())
+    );
+    assert!(
+        seed_rules(&own, [] as [&OutcomePacket; 0]).alert,
+        "the seed's rules alert alone"
+    );
 }

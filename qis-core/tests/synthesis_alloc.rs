@@ -4,7 +4,7 @@
 
 use std::alloc::System;
 
-use qis_core::{synthesize, synthesize_with, OutcomePacket, PacketId, Received, SynthesisConfig};
+use qis_core::{synthesize_with, OutcomePacket, PacketId, Received, SynthesisConfig};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -66,7 +66,7 @@ fn allocations(own: &OutcomePacket, twins: &[Received], config: Option<&Synthesi
             let region = Region::new(GLOBAL);
             let s = match config {
                 Some(c) => synthesize_with(c, own, twins),
-                None => synthesize(own, twins),
+                None => synthesize_with(&SynthesisConfig::seed(), own, twins),
             };
             let n = region.change().allocations;
             drop(s);
@@ -101,7 +101,7 @@ fn allocations_do_not_grow_with_the_packets() {
             );
             let s = match c {
                 Some(c) => synthesize_with(c, &own, &large),
-                None => synthesize(&own, &large),
+                None => synthesize_with(&SynthesisConfig::seed(), &own, &large),
             };
             if noisy {
                 assert_eq!(s.duplicates_ignored, 10_000);

@@ -1,7 +1,10 @@
 //! The shared test vectors (copied from the project's shared/vectors into
 //! tests/vectors/ as fixtures): packets, subjects, fingerprints, synthesis.
 
-use qis_core::{synthesize, ErrorKind, Fingerprint, OutcomePacket, Subject, SubjectPattern};
+use qis_core::{
+    synthesize_with, ErrorKind, Fingerprint, OutcomePacket, Subject, SubjectPattern,
+    SynthesisConfig,
+};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -179,13 +182,13 @@ fn synthesis() {
                 "{name}"
             );
         };
-        let s = synthesize(&own, &twins);
+        let s = synthesize_with(&SynthesisConfig::seed(), &own, &twins);
         check(&s);
         // At-least-once delivery: every twin delivered twice, and the own
         // packet echoed back, give the same figures.
         let mut doubled: Vec<&OutcomePacket> = twins.iter().chain(&twins).collect();
         doubled.push(&own);
-        let s2 = synthesize(&own, doubled);
+        let s2 = synthesize_with(&SynthesisConfig::seed(), &own, doubled);
         check(&s2);
         assert_eq!(s2.duplicates_ignored, twins.len() + 1, "{name}");
     }

@@ -3,7 +3,11 @@
 //!
 //! [`synthesize_with`] takes a [`SynthesisConfig`] (method, quorum, threshold,
 //! recency half-life, `now`, outlier filter, fingerprint resolution, prior);
-//! [`synthesize`] is the seed's exact rules ([`SynthesisConfig::seed`]).
+//! [`synthesize`] uses the defaults ([`SynthesisConfig::default`]:
+//! confidence-weighted, quorum 2 so a lone agent never alerts about itself,
+//! outliers filtered). The seed's exact rules are
+//! [`SynthesisConfig::seed`]; `../shared/vectors/synthesis.json` passes with
+//! them.
 //!
 //! The rules are documented on [`synthesize_with`]; the Bayesian figure on
 //! [`Posterior`]; the outlier filter on [`SynthesisConfig::with_outliers`].
@@ -18,7 +22,7 @@
 //! let own = p("b", 0.79, vec![0.22, 0.88]);
 //! let twin = p("a", 0.87, vec![0.18, 0.92]);
 //! // `twin` delivered twice and our own packet echoed back: still two agents.
-//! let s = synthesize(&own, [&twin, &twin, &own]);
+//! let s = synthesize_with(&SynthesisConfig::seed(), &own, [&twin, &twin, &own]);
 //! assert_eq!((s.n_agents, s.synthesis_pairs, s.duplicates_ignored), (2, 1, 2));
 //! assert!(s.alert);
 //!
@@ -52,16 +56,18 @@ pub use twin::Twin;
 use crate::packet::OutcomePacket;
 use tally::{real, share, Tally};
 
-/// Synthesise `own` with `twins` under the seed's rules
-/// ([`SynthesisConfig::seed`]): the figures of `../shared/vectors/synthesis.json`,
-/// with de-duplication and one vote per agent. The rules are those of
-/// [`synthesize_with`].
+/// Synthesise `own` with `twins` under the defaults
+/// ([`SynthesisConfig::default`]: confidence-weighted votes, a quorum of 2
+/// distinct agents before any alert, outliers filtered, agreement of
+/// situations at the default fingerprint resolution). The rules are those of
+/// [`synthesize_with`]; for the seed's exact figures use it with
+/// [`SynthesisConfig::seed`].
 pub fn synthesize<'a, I>(own: &'a OutcomePacket, twins: I) -> Synthesis
 where
     I: IntoIterator,
     I::Item: Twin<'a>,
 {
-    synthesize_with(&SynthesisConfig::seed(), own, twins)
+    synthesize_with(&SynthesisConfig::default(), own, twins)
 }
 
 /// Synthesise `own` with `twins` under `config`.
