@@ -79,10 +79,11 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 ///   one `ZRANGEBYLEX` and one script over at most 100 streams, whatever
 ///   the number of subjects ever seen.
 /// - a **consumer** trims the streams it reads (exactly by age) when it
-///   finds them and then at most once per `sweep_interval` (at least once a
-///   second), so a packet older than `max_age` reaches no consumer that
-///   finds it after it expired; one already waiting in a stream a consumer
-///   reads may be delivered up to one interval late.
+///   finds them, and then 100 of them in turn per `sweep_interval` (at
+///   least once a second), so a packet older than `max_age` reaches no
+///   consumer that finds its stream after it expired; one already waiting
+///   in a stream a consumer reads may still be delivered until the next
+///   trim of that stream (by the consumer or the sweep).
 ///
 /// Deliveries a consumer fetched and had not acked when retention removed
 /// them are acked away and counted in a `tracing` warning (consumer,

@@ -145,6 +145,12 @@ async fn sweep_deletes_idle_expired_streams(url: String, prefix: Subject) -> Cas
         got[0].id() == r.id,
         "the consumer open across the deletions got another packet"
     );
+    // And it let go of the deleted streams: it reads the one that exists.
+    let shown = format!("{watcher:?}");
+    ensure!(
+        shown.contains("streams: 1,") || shown.contains("streams: 1 "),
+        "the consumer handle still holds deleted streams: {shown}"
+    );
     Ok(())
 }
 

@@ -170,6 +170,7 @@ impl RedisTransport {
                 known: HashSet::new(),
                 index_version: None,
                 next_trim: Instant::now(),
+                trim_from: 0,
                 rotate: 0,
                 blocking: None,
                 buffer: VecDeque::new(),
@@ -251,8 +252,8 @@ impl RedisTransport {
     }
 }
 
-/// How often a consumer trims the streams it reads (besides when it finds
-/// them): the sweep's interval, at least once a second.
+/// How often a consumer trims some of the streams it reads (besides when
+/// it finds them): the sweep's interval, at least once a second.
 pub(super) fn trim_gap(config: &crate::RedisConfig) -> Duration {
     if config.sweep_interval.is_zero() {
         Duration::from_secs(1)

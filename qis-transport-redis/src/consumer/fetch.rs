@@ -15,6 +15,7 @@ use super::create::trim_gap;
 use super::entry::{as_i64, decode_raw, parse_look, parse_read, RawEntry};
 use super::{FetchState, RedisAck, RedisConsumer, MEMBER};
 use crate::error::{is_code, redis_error, unexpected};
+use crate::retention::SWEEP_BATCH;
 use crate::NAME;
 
 /// Longest a blocked read waits before looking again for redeliveries that
@@ -108,14 +109,21 @@ impl RedisConsumer {
         }
     }
 
-    /// Trim the streams this handle reads (retention for subjects nobody
-    /// deposits to any more); streams deleted as empty and expired leave
-    /// the handle.
+    /// Trim the next [`SWEEP_BATCH`] of the streams this handle reads, in
+    /// turn (retention for subjects nobody deposits to any more, bounded
+    /// work per turn); streams deleted as empty and expired leave the
+    /// handle.
     async fn trim_streams(&self, st: &mut FetchState) -> Result<()> {
-        if st.streams.is_empty() {
+        let n = st.streams.len();
+        if n == 0 {
             return Ok(());
         }
-        let trimmed = self.transport.retainer().trim(&st.streams).await?;
+        let from = st.trim_from % n;
+        let batch: Vec<String> = (0..n.min(SWEEP_BATCH))
+            .map(|i| st.streams[(from + i) % n].clone())
+            .collect();
+        st.trim_from = from + batch.len();
+        let trimmed = self.transport.retainer().trim(&batch).await?;
         if !trimmed.deleted.is_empty() {
             let keys = self.transport.keys();
             let gone: HashSet<String> = trimmed.deleted.iter().map(|s| keys.stream(s)).collect();

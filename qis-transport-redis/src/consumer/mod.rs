@@ -52,8 +52,10 @@ struct FetchState {
     known: HashSet<String>,
     /// The subject-index version at the last discovery (`None`: discover now).
     index_version: Option<i64>,
-    /// When this handle next trims the streams it reads.
+    /// When this handle next trims some of the streams it reads.
     next_trim: Instant,
+    /// Where in `streams` the next trim starts.
+    trim_from: usize,
     /// Rotates which stream is read first, so a busy one starves none.
     rotate: usize,
     /// The connection for blocking reads.
@@ -84,11 +86,15 @@ pub(crate) struct RedisConsumer {
 
 impl std::fmt::Debug for RedisConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConsumer")
-            .field("name", &self.name)
+        let mut d = f.debug_struct("RedisConsumer");
+        d.field("name", &self.name)
             .field("pattern", &self.pattern.as_str())
-            .field("ack_wait", &self.ack_wait())
-            .finish_non_exhaustive()
+            .field("ack_wait", &self.ack_wait());
+        // How many streams this handle reads (unless a fetch holds them).
+        if let Ok(st) = self.state.try_lock() {
+            d.field("streams", &st.streams.len());
+        }
+        d.finish_non_exhaustive()
     }
 }
 
