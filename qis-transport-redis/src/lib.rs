@@ -80,7 +80,7 @@
 //!   a held entry is hidden again until it is due, so it never holds back
 //!   other redeliveries. Several handles on one name share the work.
 //! - **Close**: `close()` on a consumer (or on its transport) ends a fetch
-//!   in flight at once, blocked or not: it returns
+//!   in flight promptly (at once when it is blocked on Redis): it returns
 //!   [`Closed`](qis_core::ErrorKind::Closed), and whatever Redis had handed
 //!   it meanwhile stays pending and is delivered again after the ack wait.
 //!   Closing the transport also stops its sweep.

@@ -296,3 +296,24 @@ proptest! {
         prop_assert_eq!(fuzzing::backlog_reply(&reply).unwrap(), (waiting, unacked));
     }
 }
+
+/// Lengths far beyond the bytes that follow are refused, not allocated.
+#[test]
+fn huge_declared_lengths_are_refused() {
+    for reply in [
+        &b"*2147483647\r\n"[..],
+        b"*9223372036854775807\r\n",
+        b"$2147483647\r\nab\r\n",
+        b"%2147483647\r\n",
+        b"~2147483647\r\n",
+        b"*1\r\n*2147483647\r\n",
+        b"*-5\r\n",
+        b"$-7\r\n",
+    ] {
+        assert!(
+            fuzzing::read_reply(reply).is_err()
+                || fuzzing::read_reply(reply).is_ok_and(|e| e.is_empty())
+        );
+        let _ = fuzzing::deposit_reply(reply, 1);
+    }
+}
