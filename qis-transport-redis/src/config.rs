@@ -17,6 +17,9 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The Redis port, used when a URL names none.
 pub const DEFAULT_PORT: u16 = 6379;
 
+/// Default time between two ticks of the retention sweep.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Configuration of a [`RedisTransport`](crate::RedisTransport).
 ///
 /// Build it from a URL ([`RedisConfig::from_url`], or `str::parse`), with the
@@ -46,8 +49,9 @@ pub const DEFAULT_PORT: u16 = 6379;
 /// certificate check). The query keys are the shared ones (see
 /// [`qis_core::config`]): `prefix`, `max_age`, `max_bytes`, `dedup_window`,
 /// `connect_timeout`, `tls_ca`, `tls_cert`, `tls_key`; and Redis's own:
-/// `max_len` (entries per subject stream), `response_timeout` (a duration)
-/// and `protocol` (`resp2`, the default, or `resp3`). Any other key is an
+/// `max_len` (entries per subject stream), `response_timeout` (a duration),
+/// `sweep_interval` (a duration; `0s` turns the background sweep off) and
+/// `protocol` (`resp2`, the default, or `resp3`). Any other key is an
 /// [`ErrorKind::InvalidInput`] error naming the known ones.
 ///
 /// User and password are sent with `AUTH` (an ACL user, or `:password@` for
@@ -55,12 +59,48 @@ pub const DEFAULT_PORT: u16 = 6379;
 ///
 /// # Retention
 ///
-/// Each subject is one Redis stream. Every deposit trims its stream with
-/// `XTRIM … MAXLEN ~ n` (n = [`max_len`](Self::max_len), by default
-/// `retention.max_bytes` / 512 bytes, the largest a packet can be) and
-/// `XTRIM … MINID ~ now − max_age`. Redis trims whole macro-nodes, so a
-/// stream may briefly hold a little more than the limits. `max_bytes` bounds
-/// each subject's stream, not the sum over subjects.
+/// Each subject is one Redis stream, bounded by age (`retention.max_age`)
+/// and by length ([`max_len`](Self::max_len), by default
+/// `retention.max_bytes` / 512 bytes, the largest a packet can be). The
+/// bounds hold for every subject, whether it still receives deposits or
+/// not:
+///
+/// - every deposit trims the streams it wrote (`XTRIM MAXLEN ~` and
+///   `XTRIM MINID ~ now − max_age`: whole macro-nodes of up to 100
+///   entries, so a busy stream may briefly hold a little more);
+/// - the transport's **sweep**, a background task of every connected
+///   transport, trims [`SWEEP_BATCH`](crate::SWEEP_BATCH) subjects of the
+///   subject index per tick (every [`sweep_interval`](Self::sweep_interval)),
+///   taking them in order with a cursor that wraps around, by length and
+///   exactly by age (`XTRIM MINID now − max_age`). A stream left empty
+///   whose last entry is older than `max_age` is deleted, with its consumer
+///   groups and its subject-index entry; a later deposit creates them again.
+///   A pass over all S subjects takes S / 100 ticks; one tick costs Redis
+///   one `ZRANGEBYLEX` and one script over at most 100 streams, whatever
+///   the number of subjects ever seen.
+/// - a **consumer** trims the streams it reads (exactly by age) when it
+///   finds them, and then 100 of them in turn per `sweep_interval` (at
+///   least once a second), so a packet older than `max_age` reaches no
+///   consumer that finds its stream after it expired; one already waiting
+///   in a stream a consumer reads may still be delivered until the next
+///   trim of that stream (by the consumer or the sweep).
+///
+/// Deliveries a consumer fetched and had not acked when retention removed
+/// them are acked away and counted in a `tracing` warning (consumer,
+/// subject, how many): they cannot be delivered again.
+///
+/// What retention does not remove: a durable consumer's definition
+/// (`{ns}:c:{name}`, a few fields) and its group on the new-subjects
+/// stream stay, so the consumer can be resumed by name however long after;
+/// delete them by hand for a consumer that is gone for good.
+///
+/// `max_bytes` bounds each subject's stream, **not** the sum over
+/// subjects: Redis has no total order of entries across streams that a
+/// trim could cut cheaply (a global budget would mean comparing the oldest
+/// entry of every stream on each deposit). The total is at most
+/// subjects × max_len entries; to cap Redis as a whole, set its
+/// `maxmemory` (with `maxmemory-policy noeviction`, so Redis refuses
+/// deposits rather than evicting streams).
 ///
 /// # Durability
 ///
@@ -98,6 +138,10 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// How long to wait for a connection to be set up (default 5 s).
     pub connect_timeout: Duration,
+    /// Time between two ticks of the retention sweep (default 1 s; zero:
+    /// no background sweep, deposits and consumers still trim what they
+    /// touch). See "Retention" above.
+    pub sweep_interval: Duration,
     /// For `rediss://`: PEM files of the certificate authority that signed
     /// the server's certificate (instead of the system's roots), and of a
     /// client certificate and key for servers that ask for one
@@ -116,6 +160,7 @@ impl Default for RedisConfig {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
             tls: TlsFiles::default(),
         }
     }
@@ -200,6 +245,9 @@ impl RedisConfig {
         if let Some(t) = options.duration("response_timeout")? {
             config.response_timeout = t;
         }
+        if let Some(t) = options.duration("sweep_interval")? {
+            config.sweep_interval = t;
+        }
         let protocol = options.choice("protocol", &["resp2", "resp3"])?;
         options.finish()?;
 
@@ -231,6 +279,13 @@ impl RedisConfig {
     /// Set the reply timeout of one command.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Set the time between two ticks of the retention sweep (zero: no
+    /// background sweep).
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
         self
     }
 
@@ -308,6 +363,7 @@ mod tests {
         assert_eq!(c.retention.max_bytes, DEFAULT_MAX_BYTES);
         assert_eq!(c.dedup_window, DEFAULT_DEDUP_WINDOW);
         assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.sweep_interval, DEFAULT_SWEEP_INTERVAL);
         assert_eq!(c.stream_max_len(), 50 * 1024 * 1024 / 512);
         assert_eq!(
             RedisConfig::from_url("redis://h").unwrap().url,
@@ -318,7 +374,7 @@ mod tests {
     #[test]
     fn query_keys_are_typed_and_the_rest_goes_to_redis() {
         let c: RedisConfig =
-            "redis://u:p%40ss@localhost:1/2?prefix=a.b&dedup_window=500ms&max_len=10&max_bytes=1MiB&connect_timeout=3s&protocol=resp3"
+            "redis://u:p%40ss@localhost:1/2?prefix=a.b&dedup_window=500ms&max_len=10&max_bytes=1MiB&connect_timeout=3s&sweep_interval=0s&protocol=resp3"
                 .parse()
                 .unwrap();
         assert_eq!(c.prefix.as_str(), "a.b");
@@ -326,6 +382,7 @@ mod tests {
         assert_eq!(c.stream_max_len(), 10);
         assert_eq!(c.retention.max_bytes, 1024 * 1024);
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.sweep_interval, Duration::ZERO);
         assert_eq!(c.credentials.user.as_deref(), Some("u"));
         assert_eq!(c.credentials.password.as_deref(), Some("p@ss"));
         assert_eq!(c.url, "redis://localhost:1/2?protocol=resp3");
@@ -364,6 +421,7 @@ mod tests {
             "redis://h?tls_ca_file=ca.pem",
             "redis://h?colour=blue",
             "redis://h?protocol=resp4",
+            "redis://h?sweep_interval=often",
             "redis://h/db",
             "redis://a,b",
             "redis://h#insecure",
@@ -387,7 +445,14 @@ mod tests {
     #[test]
     fn unknown_keys_name_the_known_ones() {
         let e = RedisConfig::from_url("redis://h?colour=blue").unwrap_err();
-        for key in ["colour", "prefix", "max_len", "response_timeout", "tls_ca"] {
+        for key in [
+            "colour",
+            "prefix",
+            "max_len",
+            "response_timeout",
+            "sweep_interval",
+            "tls_ca",
+        ] {
             assert!(e.message().contains(key), "{key}: {e}");
         }
     }

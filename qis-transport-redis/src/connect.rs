@@ -7,10 +7,12 @@ use std::time::Duration;
 use qis_core::{Checked, Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::IntoConnectionInfo;
+use tokio::sync::watch;
 
 use crate::config::RedisConfig;
 use crate::error::{redacted, redis_error};
 use crate::keys::Keys;
+use crate::retention::{self, spawn_sweep, Retainer};
 use crate::{consumer, deposit, Inner, RedisTransport, NAME};
 
 impl RedisTransport {
@@ -53,6 +55,8 @@ impl RedisTransport {
             &*consumer::FETCH,
             &*consumer::CREATE,
             &*consumer::NAK,
+            &*consumer::BACKLOG,
+            &*retention::TRIM,
         ] {
             script
                 .load_async(&mut c)
@@ -61,12 +65,18 @@ impl RedisTransport {
         }
         let keys = Keys::new(config.prefix.as_str());
         tracing::debug!(url = %shown, prefix = %config.prefix, "connected to Redis");
+        let retainer = Retainer::new(conn.clone(), keys.clone(), &config);
+        let (closed, closed_rx) = watch::channel(false);
+        let sweep = spawn_sweep(retainer.clone(), config.sweep_interval, closed_rx);
         Ok(Checked::new(RedisTransport {
             inner: Arc::new(Inner {
                 keys,
                 config,
                 client,
                 conn,
+                retainer,
+                closed,
+                sweep,
             }),
         }))
     }

@@ -5,10 +5,11 @@ use std::sync::LazyLock;
 use futures::future::try_join_all;
 use redis::{Script, Value};
 
-use qis_core::{EncodedPacket, Error, PacketId, Position, Receipt, Result};
+use qis_core::{EncodedPacket, Error, PacketId, Position, Receipt, Result, Subject};
 
 use crate::consumer::{parse_entry_id, value_str};
 use crate::error::{redis_error, unexpected};
+use crate::retention::{parse_dropped, warn_dropped, Dropped};
 use crate::RedisTransport;
 
 /// Packets per script call in a batch. Many chunks are in flight at once on
@@ -21,8 +22,61 @@ const NEW_SUBJECTS_MAX_LEN: u64 = 10_000;
 
 /// Stores a chunk of packets, atomically with their de-duplication markers
 /// (see `lua/deposit.lua` for its keys, arguments and reply).
-pub(crate) static DEPOSIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/deposit.lua")));
+pub(crate) static DEPOSIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/trim_fn.lua"),
+        include_str!("lua/deposit.lua")
+    ))
+});
+
+/// What the deposit script says of one packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// An identical packet was deposited within the window: not stored again.
+    pub duplicate: bool,
+    /// Where it is stored (for a duplicate: where the original is).
+    pub position: Position,
+    /// For a duplicate, the original's subject (`None` for a new packet,
+    /// and for markers written before the subject was kept).
+    pub original_subject: Option<String>,
+}
+
+/// Read the deposit script's reply for `packets` packets: one [`Stored`]
+/// per packet, and what the trims took from consumers before they acked.
+pub(crate) fn parse_deposit_reply(
+    v: &Value,
+    packets: usize,
+) -> Result<(Vec<Stored>, Vec<Dropped>)> {
+    let doing = "deposit";
+    let Value::Array(parts) = v else {
+        return Err(unexpected(doing, v));
+    };
+    let [Value::Array(flat), dropped] = parts.as_slice() else {
+        return Err(unexpected(doing, v));
+    };
+    if flat.len() != packets * 2 {
+        return Err(unexpected(doing, v));
+    }
+    let stored = flat
+        .chunks_exact(2)
+        .map(|pair| {
+            let duplicate = matches!(pair[0], Value::Int(1));
+            let text = value_str(&pair[1]).ok_or_else(|| unexpected(doing, v))?;
+            // A duplicate's marker is "{entry id} {subject}".
+            let (id, original_subject) = match text.split_once(' ') {
+                Some((id, subject)) if duplicate => (id, Some(subject.to_string())),
+                _ => (text, None),
+            };
+            let position = parse_entry_id(id).ok_or_else(|| unexpected(doing, v))?;
+            Ok(Stored {
+                duplicate,
+                position,
+                original_subject,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((stored, parse_dropped(dropped, doing)?))
+}
 
 /// Lowercase hex of a packet id, without allocating.
 fn encode_hex<'a>(id: &PacketId, out: &'a mut [u8; 64]) -> &'a [u8] {
@@ -34,6 +88,31 @@ fn encode_hex<'a>(id: &PacketId, out: &'a mut [u8; 64]) -> &'a [u8] {
     &out[..]
 }
 
+/// The receipt of `p` from what the script said of it. A duplicate's names
+/// the original's subject and position (de-duplication is per transport).
+fn receipt(p: &EncodedPacket, s: Stored) -> Receipt {
+    let subject = match &s.original_subject {
+        Some(original) if original != p.subject().as_str() => match Subject::new(original.as_str())
+        {
+            Ok(subject) => subject,
+            Err(e) => {
+                tracing::debug!(original = %original, error = %e, "a de-duplication marker names no valid subject; naming the deposit's");
+                p.subject().clone()
+            }
+        },
+        _ => p.subject().clone(),
+    };
+    if s.duplicate {
+        tracing::debug!(subject = %p.subject(), original = %subject, id = %p.id(), position = %s.position, "duplicate deposit recognised");
+    }
+    Receipt {
+        subject,
+        id: p.id(),
+        position: s.position,
+        duplicate: s.duplicate,
+    }
+}
+
 impl RedisTransport {
     /// Deposit in chunks with all chunks in flight; receipts in input order.
     pub(crate) async fn deposit_many(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
@@ -42,22 +121,12 @@ impl RedisTransport {
                 .iter()
                 .map(|p| (p.subject().as_str(), p.id(), p.body().as_ref()))
                 .collect();
-            let ids = self.run_deposit(&items, true).await?;
+            let stored = self.run_deposit(&items, true).await?;
             Ok::<_, Error>(
                 chunk
                     .iter()
-                    .zip(ids)
-                    .map(|(p, (duplicate, position))| {
-                        if duplicate {
-                            tracing::debug!(subject = %p.subject(), id = %p.id(), %position, "duplicate deposit recognised");
-                        }
-                        Receipt {
-                            subject: p.subject().clone(),
-                            id: p.id(),
-                            position,
-                            duplicate,
-                        }
-                    })
+                    .zip(stored)
+                    .map(|(p, s)| receipt(p, s))
                     .collect::<Vec<_>>(),
             )
         });
@@ -66,12 +135,12 @@ impl RedisTransport {
     }
 
     /// Run the deposit script on `(subject, packet id, body)` items; returns
-    /// `(duplicate, position)` per item.
+    /// what it says of each item.
     async fn run_deposit(
         &self,
         items: &[(&str, PacketId, &[u8])],
         dedup: bool,
-    ) -> Result<Vec<(bool, Position)>> {
+    ) -> Result<Vec<Stored>> {
         let keys = self.keys();
         let cfg = &self.inner.config;
         let dedup_ms = if dedup && !cfg.dedup_window.is_zero() {
@@ -82,9 +151,10 @@ impl RedisTransport {
         // EVALSHA built directly (one copy of the arguments, not two).
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(DEPOSIT.get_hash())
-            .arg(2 + items.len())
+            .arg(3 + items.len())
             .arg(keys.subjects())
-            .arg(keys.new_subjects());
+            .arg(keys.new_subjects())
+            .arg(keys.subjects_version());
         let mut key = String::with_capacity(128);
         for (subject, _, _) in items {
             key.clear();
@@ -121,22 +191,9 @@ impl RedisTransport {
                 "deposit failed; it may or may not be stored, and retrying the same packet is safe",
             )
         })?;
-        let doing = "deposit";
-        let Value::Array(flat) = &v else {
-            return Err(unexpected(doing, &v));
-        };
-        if flat.len() != items.len() * 2 {
-            return Err(unexpected(doing, &v));
-        }
-        flat.chunks(2)
-            .map(|pair| {
-                let dup = matches!(pair[0], Value::Int(1));
-                let pos = value_str(&pair[1])
-                    .and_then(parse_entry_id)
-                    .ok_or_else(|| unexpected(doing, &v))?;
-                Ok((dup, pos))
-            })
-            .collect()
+        let (stored, dropped) = parse_deposit_reply(&v, items.len())?;
+        warn_dropped(&dropped);
+        Ok(stored)
     }
 
     /// Fire-and-forget: `PUBLISH` on the subject's live channel, nothing stored.

@@ -45,6 +45,12 @@ impl Keys {
         format!("{}:subjects", self.ns)
     }
 
+    /// The subject index's version: a counter raised whenever a subject
+    /// enters or leaves the index, so readers know when to look again.
+    pub(crate) fn subjects_version(&self) -> String {
+        format!("{}:subjects:v", self.ns)
+    }
+
     /// The stream of new-subject events.
     pub(crate) fn new_subjects(&self) -> String {
         format!("{}:new-subjects", self.ns)

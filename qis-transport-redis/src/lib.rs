@@ -42,27 +42,56 @@
 //!   A sorted set `{prefix}:subjects` indexes the subjects, so a pattern
 //!   consumer finds streams created after it started (key layout below).
 //! - **Deposit** is one Lua script per chunk of packets: it checks the
-//!   de-duplication markers (a re-deposit within [`RedisConfig::dedup_window`]
-//!   returns the original entry id with `duplicate: true`), appends with
-//!   `XADD`, records the markers, trims with `XTRIM MAXLEN ~` and
-//!   `XTRIM MINID ~`, updates the subject index, and publishes each body on
-//!   its live channel when a live subscriber exists. A single deposit is a
-//!   chunk of one; a batch deposit sends chunks of 128 with all chunks in
-//!   flight at once, and returns receipts in input order.
+//!   de-duplication markers, appends with `XADD`, records the markers, trims
+//!   the streams it wrote (`XTRIM MAXLEN ~`, `XTRIM MINID ~`), updates the
+//!   subject index, and publishes each body on its live channel when a live
+//!   subscriber exists. A single deposit is a chunk of one; a batch deposit
+//!   sends chunks of 128 with all chunks in flight at once, and returns
+//!   receipts in input order.
+//! - **De-duplication is per transport, not per subject**: a packet is one
+//!   fact, stored once wherever it is deposited first. A re-deposit of the
+//!   same packet id on any subject within [`RedisConfig::dedup_window`] is
+//!   not stored again; its receipt says `duplicate: true` and names the
+//!   original's subject and position (the marker keeps both).
+//! - **Retention** holds for every subject, whether it still receives
+//!   deposits or not: deposits trim what they write, a background **sweep**
+//!   of each connected transport trims a bounded batch of subjects per tick
+//!   and deletes streams that are empty and expired (with their groups and
+//!   index entries), and consumers trim the streams they read. Deliveries
+//!   retention removes before they were acked are counted in a `tracing`
+//!   warning. How it works, what it costs and what `max_bytes` means across
+//!   many streams: [`RedisConfig`] ("Retention").
 //! - **Durable consumer** `name` = a consumer group `name` on every stream its
 //!   pattern matches, created when the consumer is created (start all → `0`,
 //!   new → `$`, since t → just before t's millisecond) and, for streams that
 //!   appear later, when a fetch discovers them (from their start: all they
-//!   hold is new; for `since`, from t). The definition (pattern, start) is
-//!   kept in a hash: re-opening a name with another pattern is a
-//!   [`Conflict`](qis_core::ErrorKind::Conflict). Fetch reads with
-//!   `XREADGROUP` and claims deliveries unacked for longer than the ack wait
-//!   (`XPENDING IDLE` + `XCLAIM`); when nothing is there it blocks with
-//!   `XREADGROUP BLOCK` across the consumer's streams (on a connection of its
-//!   own), bounded by the wait. Ack is `XACK`. Nak resets the entry's idle time
-//!   so it is claimed again after the delay (delays longer than the ack wait
-//!   are kept in a per-consumer sorted set). Several handles on one name share
-//!   the work.
+//!   hold is new; for `since`, from t). The definition (pattern, start, ack
+//!   wait) is kept in a hash: re-opening a name with another pattern is a
+//!   [`Conflict`](qis_core::ErrorKind::Conflict); re-opening it with another
+//!   ack wait changes the ack wait for every handle of the consumer, also
+//!   handles opened before (fetches read it from Redis, and the claim and
+//!   nak scripts apply the one Redis keeps). Fetch reads with `XREADGROUP`
+//!   and claims deliveries unacked for longer than the ack wait
+//!   (`XPENDING IDLE` + `XCLAIM`, page by page); when nothing is there it
+//!   blocks with `XREADGROUP BLOCK` across the consumer's streams (on a
+//!   connection of its own), bounded by the wait. Ack is `XACK`. Nak resets
+//!   the entry's idle time so it is claimed again after the delay; a delay
+//!   longer than the ack wait is kept in a per-consumer sorted set, and such
+//!   a held entry is hidden again until it is due, so it never holds back
+//!   other redeliveries. Several handles on one name share the work.
+//! - **Close**: `close()` on a consumer (or on its transport) ends a fetch
+//!   in flight promptly (at once when it is blocked on Redis): it returns
+//!   [`Closed`](qis_core::ErrorKind::Closed), and whatever Redis had handed
+//!   it meanwhile stays pending and is delivered again after the ack wait.
+//!   Closing the transport also stops its sweep.
+//! - **Backlog** ([`DurableConsumer::backlog`]):
+//!   `unacked` is the size of the group's pending lists over the streams the
+//!   pattern matches; `waiting` is the group's lag (Redis 7 `XINFO GROUPS`),
+//!   the whole stream where the group has not read it yet, and, where Redis
+//!   cannot say the lag (entries deleted from the middle of a stream with
+//!   `XDEL`), a count of the entries after the group's last delivered one
+//!   (at most 10,000 per stream). It is counted from the subject index, so
+//!   it needs no fetch and does not wait for one in flight.
 //! - **Live** subscriptions `PSUBSCRIBE` to `{prefix}:live:{pattern}` with the
 //!   wildcards as Redis globs (which cross dots) and filter exactly with
 //!   [`SubjectPattern::matches`](qis_core::SubjectPattern::matches).
@@ -89,10 +118,11 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `{ns}:s:{subject}` | stream | the packets of one subject; entry fields `id` (packet id, hex) and `body` (the JSON) |
-//! | `{ns}:subjects` | sorted set (all scores 0) | every subject that has a stream, for pattern consumers to find streams (lexicographic range on the pattern's literal prefix) |
+//! | `{ns}:subjects` | sorted set (all scores 0) | every subject that has a stream, for pattern consumers to find streams (lexicographic range on the pattern's literal prefix) and for the sweep to walk (a cursor over the same order) |
+//! | `{ns}:subjects:v` | string (counter) | raised whenever a subject enters or leaves the index, so readers know when to look again |
 //! | `{ns}:new-subjects` | stream | one entry per new subject, to wake blocked pattern consumers |
-//! | `{ns}:d:{window ms}:{bucket}` | hash with expiry | packet id → entry id of recent deposits, for de-duplication; one per `dedup_window` of server time (bucket = ⌊ms / window⌋), expiring when the next bucket is over |
-//! | `{ns}:c:{consumer}` | hash | a durable consumer's definition: `pattern`, `start`, `lazy_start` |
+//! | `{ns}:d:{window ms}:{bucket}` | hash with expiry | packet id → `"{entry id} {subject}"` of recent deposits, for de-duplication; one per `dedup_window` of server time (bucket = ⌊ms / window⌋), expiring when the next bucket is over |
+//! | `{ns}:c:{consumer}` | hash | a durable consumer's definition: `pattern`, `start`, `lazy_start`, `ack_wait` (ms) |
 //! | `{ns}:c:{consumer}:delayed` | sorted set | naks with a delay longer than the ack wait: `"{stream key} {entry id}"` scored by the retry time (ms) |
 //!
 //! Live packets go to the Pub/Sub channel `{ns}:live:{subject}`.
@@ -108,14 +138,19 @@ mod connect;
 mod consumer;
 mod deposit;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod live;
+mod retention;
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use qis_core::backend::InjectRaw;
 use qis_core::{
@@ -123,10 +158,12 @@ use qis_core::{
     LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
-pub use config::{RedisConfig, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT};
+pub use config::{RedisConfig, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SWEEP_INTERVAL};
+pub use retention::SWEEP_BATCH;
 
 use error::redacted;
 use keys::Keys;
+use retention::Retainer;
 
 /// The transport's name in errors and logs.
 pub(crate) const NAME: &str = "redis";
@@ -145,6 +182,20 @@ pub(crate) struct Inner {
     keys: Keys,
     client: redis::Client,
     conn: ConnectionManager,
+    /// Trims streams (for consumers and the sweep).
+    retainer: Retainer,
+    /// Turns true on close: ends the sweep and every fetch in flight.
+    closed: watch::Sender<bool>,
+    /// The retention sweep (none when `sweep_interval` is zero).
+    sweep: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sweep {
+            s.abort();
+        }
+    }
 }
 
 impl fmt::Debug for RedisTransport {
@@ -172,6 +223,15 @@ impl RedisTransport {
 
     pub(crate) fn client(&self) -> &redis::Client {
         &self.inner.client
+    }
+
+    pub(crate) fn retainer(&self) -> &Retainer {
+        &self.inner.retainer
+    }
+
+    /// Turns true when the transport is closed.
+    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
+        self.inner.closed.subscribe()
     }
 }
 
@@ -225,7 +285,9 @@ impl OutcomeTransport for RedisTransport {
 
     async fn close(&self) -> Result<()> {
         // Deposits and acks are confirmed before they return: nothing is
-        // pending. The connections close with the last clone.
+        // pending. Stop the sweep and end fetches in flight (they return
+        // `Closed`); the connections close with the last clone.
+        self.inner.closed.send_replace(true);
         Ok(())
     }
 }

@@ -391,68 +391,6 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
     Ok(())
 }
 
-/// A re-deposit is a duplicate within the window and stored again after it.
-async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
-    let cfg = RedisConfig::from_url(&url)
-        .map_err(context("config"))?
-        .prefix(prefix.clone());
-    let t = RedisTransport::connect(cfg.dedup_window(Duration::from_millis(300)))
-        .await
-        .map_err(context("connect"))?;
-    let first = deposit(&t, &prefix, "dup", 1).await?;
-    let again = deposit(&t, &prefix, "dup", 1).await?;
-    ensure!(
-        again.duplicate && again.position == first.position,
-        "re-deposit within the window: {again:?}"
-    );
-    let batch: Vec<EncodedPacket> = (0..3)
-        .map(|_| EncodedPacket::readable(&packet("dup", 2), &prefix).unwrap())
-        .collect();
-    let rs = t
-        .deposit_encoded_batch(&batch)
-        .await
-        .map_err(context("batch"))?;
-    ensure!(
-        !rs[0].duplicate && rs[1].duplicate && rs[2].duplicate,
-        "a packet repeated in one batch: {rs:?}"
-    );
-    ensure!(
-        rs[1].position == rs[0].position,
-        "duplicate in a batch points elsewhere"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = deposit(&t, &prefix, "dup", 1).await?;
-        if !r.duplicate {
-            ensure!(
-                r.position != first.position,
-                "a fresh store reused the old position"
-            );
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "still a duplicate 10 s after a 300 ms window"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let none = RedisTransport::connect(
-        RedisConfig::from_url(&url)
-            .map_err(context("config"))?
-            .prefix(prefix.clone())
-            .dedup_window(Duration::ZERO),
-    )
-    .await
-    .map_err(context("connect"))?;
-    let a = deposit(&none, &prefix, "nodedup", 1).await?;
-    let b = deposit(&none, &prefix, "nodedup", 1).await?;
-    ensure!(
-        !a.duplicate && !b.duplicate && a.position != b.position,
-        "dedup_window 0 still de-duplicated"
-    );
-    Ok(())
-}
-
 /// Re-opening a consumer name with another pattern is a Conflict; with the
 /// same pattern it resumes.
 async fn other_pattern_is_conflict(url: String, prefix: Subject) -> CaseResult {
@@ -697,7 +635,6 @@ fn main() {
     live_case!(blocked_fetch_sees_new_subjects);
     live_case!(malformed_entries_are_acked_away);
     live_case!(retention_trims_streams);
-    live_case!(dedup_window_expires);
     live_case!(other_pattern_is_conflict);
     live_case!(acl_user_from_url);
     live_case!(live_filters_glob_matches_exactly);

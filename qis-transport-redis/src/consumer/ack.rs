@@ -55,10 +55,11 @@ impl RedisConsumer {
         let mut inv = NAK.prepare_invoke();
         inv.key(&t.stream)
             .key(&self.delayed_key)
+            .key(&self.def_key)
             .arg(&self.name)
             .arg(MEMBER)
             .arg(&t.entry)
-            .arg(self.ack_wait.as_millis() as u64)
+            .arg(self.ack_wait().as_millis() as u64)
             .arg(delay.as_millis() as u64);
         let mut conn = self.transport.conn();
         let _: Value = inv

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use qis_core::{ConsumerConfig, Error, ErrorKind, Result, StartPosition, SubjectPattern};
 use redis::{Script, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
 use super::entry::value_str;
@@ -75,13 +75,15 @@ fn lex_range(pattern: &SubjectPattern) -> (String, String) {
 
 impl RedisTransport {
     /// Create the consumer `config.name`, or resume it if it exists with the
-    /// same pattern ([`ErrorKind::Conflict`] with another).
+    /// same pattern ([`ErrorKind::Conflict`] with another). Either way its
+    /// ack wait becomes `config.ack_wait`, for every handle.
     pub(crate) async fn open_consumer(&self, config: ConsumerConfig) -> Result<RedisConsumer> {
         let keys = self.keys();
         let def_key = keys.consumer(&config.name);
+        let ack_wait_ms = (config.ack_wait.as_millis() as u64).max(1);
         let mut conn = self.conn();
         // The new-subjects group first: a subject created from now on wakes us.
-        self.ensure_groups(&config.name, &[keys.new_subjects()], "$")
+        self.ensure_groups(&config.name, &[keys.new_subjects()], "$", true)
             .await?;
         let (now_id, lazy_id) = start_ids(config.start);
         let mut lazy_start = None;
@@ -102,6 +104,14 @@ impl RedisTransport {
                         ),
                     ));
                 }
+                // Opening with another ack wait changes it for every handle.
+                let _: () = redis::cmd("HSET")
+                    .arg(&def_key)
+                    .arg("ack_wait")
+                    .arg(ack_wait_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| redis_error(e, "storing the consumer's ack wait failed"))?;
                 lazy_start = Some(
                     existing
                         .get("lazy_start")
@@ -110,18 +120,19 @@ impl RedisTransport {
                 );
                 break;
             }
-            let (len, subjects) = self.matching_subjects(&config.pattern).await?;
+            let (version, subjects) = self.matching_subjects(&config.pattern).await?;
             let mut inv = CREATE.prepare_invoke();
-            inv.key(&def_key).key(keys.subjects());
+            inv.key(&def_key).key(keys.subjects_version());
             for s in &subjects {
                 inv.key(keys.stream(s));
             }
             inv.arg(config.pattern.as_str())
                 .arg(describe(config.start))
                 .arg(&lazy_id)
-                .arg(len)
+                .arg(version)
                 .arg(&config.name)
-                .arg(&now_id);
+                .arg(&now_id)
+                .arg(ack_wait_ms);
             let v: Value = inv
                 .invoke_async(&mut conn)
                 .await
@@ -145,34 +156,44 @@ impl RedisTransport {
                 "could not create the consumer: new subjects kept appearing; retry",
             )
         })?;
+        let (closed, _) = watch::channel(false);
         Ok(RedisConsumer {
             transport: self.clone(),
             delayed_key: keys.delayed(&config.name),
+            def_key,
             name: config.name,
             pattern: config.pattern,
             lazy_start,
-            ack_wait: config.ack_wait.max(Duration::from_millis(1)),
+            ack_wait_ms: AtomicU64::new(ack_wait_ms),
             state: Mutex::new(FetchState {
                 streams: Vec::new(),
                 known: HashSet::new(),
-                index_len: None,
+                index_version: None,
+                next_trim: Instant::now(),
+                trim_from: 0,
                 rotate: 0,
                 blocking: None,
                 buffer: VecDeque::new(),
             }),
             next_claim: StdMutex::new(Instant::now()),
             malformed: AtomicU64::new(0),
+            closed,
+            transport_closed: self.closed(),
         })
     }
 
-    /// The subject index size and the subjects in it that `pattern` matches.
-    async fn matching_subjects(&self, pattern: &SubjectPattern) -> Result<(i64, Vec<String>)> {
+    /// The subject-index version and the subjects in the index that
+    /// `pattern` matches, read together.
+    pub(super) async fn matching_subjects(
+        &self,
+        pattern: &SubjectPattern,
+    ) -> Result<(i64, Vec<String>)> {
         let (min, max) = lex_range(pattern);
         let mut conn = self.conn();
-        let (len, subjects): (i64, Vec<String>) = redis::pipe()
+        let (version, subjects): (Option<i64>, Vec<String>) = redis::pipe()
             .atomic()
-            .cmd("ZCARD")
-            .arg(self.keys().subjects())
+            .cmd("GET")
+            .arg(self.keys().subjects_version())
             .cmd("ZRANGEBYLEX")
             .arg(self.keys().subjects())
             .arg(min)
@@ -184,67 +205,101 @@ impl RedisTransport {
             .into_iter()
             .filter(|s| pattern.matches(s))
             .collect();
-        Ok((len, matching))
+        Ok((version.unwrap_or(0), matching))
     }
 
-    /// Create group `group` at `start` on each stream (creating empty streams
-    /// as needed); an existing group is left as it is.
+    /// Create group `group` at `start` on each stream; an existing group is
+    /// left as it is. With `make`, missing streams are created empty; without
+    /// it they are skipped (the sweep deleted them: nothing to read).
+    /// Returns, per stream, whether it has the group now.
     pub(super) async fn ensure_groups(
         &self,
         group: &str,
         streams: &[String],
         start: &str,
-    ) -> Result<()> {
+        make: bool,
+    ) -> Result<Vec<bool>> {
         if streams.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for s in streams {
-            pipe.cmd("XGROUP")
+            let cmd = pipe
+                .cmd("XGROUP")
                 .arg("CREATE")
                 .arg(s)
                 .arg(group)
-                .arg(start)
-                .arg("MKSTREAM");
+                .arg(start);
+            if make {
+                cmd.arg("MKSTREAM");
+            }
         }
         let mut conn = self.conn();
         let results: Vec<redis::RedisResult<Value>> = pipe
             .query_async(&mut conn)
             .await
             .map_err(|e| redis_error(e, "creating consumer groups failed"))?;
-        for r in results {
-            if let Err(e) = r {
-                if !is_code(&e, "BUSYGROUP") {
-                    return Err(redis_error(e, "creating a consumer group failed"));
-                }
-            }
-        }
-        Ok(())
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => Ok(true),
+                Err(e) if is_code(&e, "BUSYGROUP") => Ok(true),
+                Err(e) if !make && is_code(&e, "requires the key to exist") => Ok(false),
+                Err(e) => Err(redis_error(e, "creating a consumer group failed")),
+            })
+            .collect()
+    }
+}
+
+/// How often a consumer trims some of the streams it reads (besides when
+/// it finds them): the sweep's interval, at least once a second.
+pub(super) fn trim_gap(config: &crate::RedisConfig) -> Duration {
+    if config.sweep_interval.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        config.sweep_interval.min(Duration::from_secs(1))
     }
 }
 
 impl RedisConsumer {
-    /// Find streams the pattern matches that have no group of ours yet.
+    /// Bring this handle's streams in line with the subject index: streams
+    /// that left it (deleted by the sweep) are dropped, new ones are trimmed
+    /// (so nothing expired reaches this consumer) and get a group. The
+    /// handle thus holds the matching streams that exist, no more.
     pub(super) async fn discover(&self, st: &mut FetchState) -> Result<()> {
-        let (len, subjects) = self.transport.matching_subjects(&self.pattern).await?;
+        let (version, subjects) = self.transport.matching_subjects(&self.pattern).await?;
         let keys = self.transport.keys();
-        let fresh: Vec<String> = subjects
+        let current: Vec<String> = subjects.iter().map(|s| keys.stream(s)).collect();
+        let mut fresh: Vec<String> = current
             .iter()
-            .map(|s| keys.stream(s))
-            .filter(|k| !st.known.contains(k))
+            .filter(|k| !st.known.contains(*k))
+            .cloned()
             .collect();
-        self.transport
-            .ensure_groups(&self.name, &fresh, &self.lazy_start)
-            .await?;
         if !fresh.is_empty() {
+            let trimmed = self.transport.retainer().trim(&fresh).await?;
+            if !trimmed.deleted.is_empty() {
+                let gone: HashSet<String> =
+                    trimmed.deleted.iter().map(|s| keys.stream(s)).collect();
+                fresh.retain(|k| !gone.contains(k));
+            }
+            let has_group = self
+                .transport
+                .ensure_groups(&self.name, &fresh, &self.lazy_start, false)
+                .await?;
+            let mut has_group = has_group.into_iter();
+            fresh.retain(|_| has_group.next().unwrap_or(false));
             tracing::debug!(consumer = %self.name, new_streams = fresh.len(), "consumer found streams");
         }
+        let current: HashSet<String> = current.into_iter().collect();
+        st.known.retain(|k| current.contains(k));
+        st.streams.retain(|k| current.contains(k));
         for k in fresh {
-            st.known.insert(k.clone());
-            st.streams.push(k);
+            if st.known.insert(k.clone()) {
+                st.streams.push(k);
+            }
         }
-        st.index_len = Some(len);
+        st.index_version = Some(version);
         Ok(())
     }
 }

@@ -4,14 +4,20 @@ use qis_core::{Error, ErrorKind, OutcomePacket, PacketId, Position, Received, Re
 use redis::Value;
 
 use crate::error::unexpected;
+use crate::keys::Keys;
 use crate::NAME;
 
 /// One entry as read from Redis, not yet decoded.
-pub(super) struct RawEntry {
-    pub(super) stream: String,
-    pub(super) entry: String,
-    pub(super) fields: Value,
-    pub(super) count: u32,
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawEntry {
+    /// The stream key.
+    pub(crate) stream: String,
+    /// The entry id, as Redis wrote it.
+    pub(crate) entry: String,
+    /// The entry's field/value list (an array, or a map in RESP3).
+    pub(crate) fields: Value,
+    /// Its delivery count (1 for a first delivery).
+    pub(crate) count: u32,
 }
 
 /// Parse a stream entry id `ms-seq`.
@@ -32,7 +38,8 @@ pub(crate) fn value_str(v: &Value) -> Option<&str> {
     }
 }
 
-pub(super) fn as_i64(v: &Value) -> Option<i64> {
+/// An integer reply, or a string holding one.
+pub(crate) fn as_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
         other => value_str(other).and_then(|s| s.parse().ok()),
@@ -40,7 +47,7 @@ pub(super) fn as_i64(v: &Value) -> Option<i64> {
 }
 
 /// Parse an `XREADGROUP` reply (RESP2 arrays or RESP3 maps).
-pub(super) fn parse_read(v: Value, doing: &str) -> Result<Vec<RawEntry>> {
+pub(crate) fn parse_read(v: Value, doing: &str) -> Result<Vec<RawEntry>> {
     let streams: Vec<(Value, Value)> = match v {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(items) => {
@@ -91,6 +98,71 @@ pub(super) fn parse_read(v: Value, doing: &str) -> Result<Vec<RawEntry>> {
     Ok(out)
 }
 
+/// The reply of the Lua look (`lua/fetch.lua`).
+#[derive(Debug)]
+pub(crate) struct Look {
+    /// The subject-index version.
+    pub(crate) version: i64,
+    /// Ms until the next redelivery is due (`None`: unknown).
+    pub(crate) due: Option<u64>,
+    /// The consumer's ack wait in ms, as Redis keeps it.
+    pub(crate) ack_wait: Option<u64>,
+    /// The entries claimed and read.
+    pub(crate) entries: Vec<RawEntry>,
+}
+
+/// Parse the reply of the Lua look.
+pub(crate) fn parse_look(v: Value) -> Result<Look> {
+    let doing = "fetch";
+    let Value::Array(items) = v else {
+        return Err(unexpected(doing, &v));
+    };
+    if items.len() < 3 || (items.len() - 3) % 4 != 0 {
+        return Err(unexpected(doing, &Value::Array(items)));
+    }
+    let version = as_i64(&items[0]).ok_or_else(|| unexpected(doing, &items[0]))?;
+    let due = as_i64(&items[1]).and_then(|d| u64::try_from(d).ok());
+    let ack_wait = as_i64(&items[2]).and_then(|d| u64::try_from(d).ok());
+    let mut out = Vec::with_capacity((items.len() - 3) / 4);
+    let mut it = items.into_iter().skip(3);
+    while let (Some(k), Some(id), Some(fields), Some(n)) =
+        (it.next(), it.next(), it.next(), it.next())
+    {
+        let (Some(stream), Some(entry)) = (value_str(&k), value_str(&id)) else {
+            return Err(unexpected(doing, &k));
+        };
+        out.push(RawEntry {
+            stream: stream.to_string(),
+            entry: entry.to_string(),
+            fields,
+            count: as_i64(&n)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1)
+                .max(1),
+        });
+    }
+    Ok(Look {
+        version,
+        due,
+        ack_wait,
+        entries: out,
+    })
+}
+
+/// Decode a raw entry into the packet it holds and its position; an error
+/// ([`ErrorKind::InvalidPacket`]) for a malformed one.
+pub(crate) fn decode_raw(keys: &Keys, e: &RawEntry) -> Result<(Received, Position)> {
+    let subject = keys.subject_of(&e.stream).unwrap_or(&e.stream);
+    let position = parse_entry_id(&e.entry).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidPacket,
+            NAME,
+            format!("stream entry id {:?} is not ms-seq", e.entry),
+        )
+    })?;
+    Ok((decode_entry(subject, &e.fields)?, position))
+}
+
 /// The `body` and `id` fields of an entry.
 fn fields_of(fields: &Value) -> (Option<&[u8]>, Option<&[u8]>) {
     let pairs: Box<dyn Iterator<Item = (&Value, &Value)> + '_> = match fields {
@@ -114,7 +186,7 @@ fn fields_of(fields: &Value) -> (Option<&[u8]>, Option<&[u8]>) {
 
 /// Decode an entry's body; the packet id is the entry's `id` field when it
 /// is one, else computed from the body.
-pub(super) fn decode_entry(subject: &str, fields: &Value) -> Result<Received> {
+pub(crate) fn decode_entry(subject: &str, fields: &Value) -> Result<Received> {
     let (body, id) = fields_of(fields);
     let body = body.ok_or_else(|| {
         Error::new(

@@ -1,7 +1,7 @@
 //! Fetching: new entries with `XREADGROUP`, due redeliveries claimed with
 //! `XPENDING IDLE` + `XCLAIM`, and a blocking read when nothing is there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -11,9 +11,11 @@ use qis_core::{Delivery, Error, ErrorKind, Result};
 use redis::{AsyncConnectionConfig, Script, Value};
 use tokio::time::Instant;
 
-use super::entry::{as_i64, decode_entry, parse_entry_id, parse_read, value_str, RawEntry};
+use super::create::trim_gap;
+use super::entry::{as_i64, decode_raw, parse_look, parse_read, RawEntry};
 use super::{FetchState, RedisAck, RedisConsumer, MEMBER};
 use crate::error::{is_code, redis_error, unexpected};
+use crate::retention::SWEEP_BATCH;
 use crate::NAME;
 
 /// Longest a blocked read waits before looking again for redeliveries that
@@ -33,6 +35,8 @@ pub(crate) static FETCH: LazyLock<Script> =
 
 impl RedisConsumer {
     /// Up to `max` deliveries, as soon as there is one, or none after `wait`.
+    /// Ends with [`ErrorKind::Closed`] when the consumer or its transport is
+    /// closed meanwhile.
     pub(super) async fn fetch_deliveries(
         &self,
         max: usize,
@@ -41,34 +45,45 @@ impl RedisConsumer {
         // The checking layer refuses 0; `COUNT 0` would read without a bound.
         let max = max.max(1);
         let deadline = Instant::now() + wait;
-        let mut st = self.state.lock().await;
+        let mut st = tokio::select! {
+            st = self.state.lock() => st,
+            _ = self.closing() => return Err(self.closed_error()),
+        };
         let st = &mut *st;
         loop {
+            if self.is_closed() {
+                return Err(self.closed_error());
+            }
             if !st.buffer.is_empty() {
                 let n = st.buffer.len().min(max);
                 return Ok(st.buffer.drain(..n).collect());
             }
-            if st.index_len.is_none() {
+            if st.index_version.is_none() {
                 self.discover(st).await?;
             }
             let now = Instant::now();
+            if now >= st.next_trim {
+                self.trim_streams(st).await?;
+                st.next_trim = now + trim_gap(&self.transport.inner.config);
+            }
             let claim = now >= *self.next_claim.lock().unwrap_or_else(|e| e.into_inner());
-            let (len, due, entries) = self.look(st, max, claim).await?;
+            let (version, due, entries) = self.look(st, max, claim).await?;
             if claim {
+                let ack_wait = self.ack_wait();
                 let gap = due
                     .map(Duration::from_millis)
-                    .unwrap_or(self.ack_wait)
-                    .min(self.ack_wait)
+                    .unwrap_or(ack_wait)
+                    .min(ack_wait)
                     .max(MIN_CLAIM_GAP);
                 *self.next_claim.lock().unwrap_or_else(|e| e.into_inner()) = now + gap;
             }
             let got = self.accept(entries).await?;
             if !got.is_empty() {
-                self.bring_claim_forward(now + self.ack_wait);
+                self.bring_claim_forward(now + self.ack_wait());
                 return Ok(got);
             }
-            if Some(len) != st.index_len {
-                st.index_len = None;
+            if Some(version) != st.index_version {
+                st.index_version = None;
                 if Instant::now() < deadline {
                     continue;
                 }
@@ -85,7 +100,7 @@ impl RedisConsumer {
             let entries = self.block_read(st, max, until - now).await?;
             let mut got = self.accept(entries).await?;
             if !got.is_empty() {
-                self.bring_claim_forward(Instant::now() + self.ack_wait);
+                self.bring_claim_forward(Instant::now() + self.ack_wait());
                 if got.len() > max {
                     st.buffer.extend(got.drain(max..));
                 }
@@ -94,8 +109,61 @@ impl RedisConsumer {
         }
     }
 
+    /// Trim the next [`SWEEP_BATCH`] of the streams this handle reads, in
+    /// turn (retention for subjects nobody deposits to any more, bounded
+    /// work per turn); streams deleted as empty and expired leave the
+    /// handle.
+    async fn trim_streams(&self, st: &mut FetchState) -> Result<()> {
+        let n = st.streams.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let from = st.trim_from % n;
+        let batch: Vec<String> = (0..n.min(SWEEP_BATCH))
+            .map(|i| st.streams[(from + i) % n].clone())
+            .collect();
+        st.trim_from = from + batch.len();
+        let trimmed = self.transport.retainer().trim(&batch).await?;
+        if !trimmed.deleted.is_empty() {
+            let keys = self.transport.keys();
+            let gone: HashSet<String> = trimmed.deleted.iter().map(|s| keys.stream(s)).collect();
+            st.streams.retain(|k| !gone.contains(k));
+            st.known.retain(|k| !gone.contains(k));
+            st.index_version = None;
+        }
+        Ok(())
+    }
+
+    /// Redis said a stream or group of ours is missing (the sweep deleted an
+    /// empty, expired stream, or someone deleted a key): forget that stream
+    /// (every stream, if the error does not say which), and look in the
+    /// subject index again on the next turn.
+    fn lost_group(&self, st: &mut FetchState, e: &redis::RedisError) {
+        tracing::debug!(consumer = %self.name, error = %e, "a stream or group of this consumer is gone; looking again");
+        // "NOGROUP No such key '{key}' or consumer group '{group}' in …"
+        let text = e.to_string();
+        let key = text
+            .split_once("No such key '")
+            .and_then(|(_, rest)| rest.split_once("' or consumer group"))
+            .map(|(key, _)| key);
+        match key {
+            // The blocking read creates that group again.
+            Some(key) if key == self.transport.keys().new_subjects() => {}
+            Some(key) if st.known.contains(key) => {
+                st.known.remove(key);
+                st.streams.retain(|k| k != key);
+            }
+            _ => {
+                st.known.clear();
+                st.streams.clear();
+            }
+        }
+        st.index_version = None;
+    }
+
     /// Run the Lua look: claim up to `claim_max` due redeliveries, then
     /// read up to `read_max` new entries from `streams` (in that order).
+    /// Takes the ack wait Redis keeps for the consumer.
     async fn look_lua(
         &self,
         streams: &[&str],
@@ -104,7 +172,9 @@ impl RedisConsumer {
     ) -> Result<(i64, Option<u64>, Vec<RawEntry>)> {
         let keys = self.transport.keys();
         let mut inv = FETCH.prepare_invoke();
-        inv.key(keys.subjects()).key(&self.delayed_key);
+        inv.key(keys.subjects_version())
+            .key(&self.delayed_key)
+            .key(&self.def_key);
         for s in streams {
             inv.key(*s);
         }
@@ -112,45 +182,22 @@ impl RedisConsumer {
             .arg(MEMBER)
             .arg(claim_max)
             .arg(read_max)
-            .arg(self.ack_wait.as_millis() as u64)
+            .arg(self.ack_wait().as_millis() as u64)
             .arg(0);
         let mut conn = self.transport.conn();
         let v: Value = inv
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error(e, &format!("fetch for consumer {} failed", self.name)))?;
-        let doing = "fetch";
-        let Value::Array(items) = v else {
-            return Err(unexpected(doing, &v));
-        };
-        if items.len() < 2 || (items.len() - 2) % 4 != 0 {
-            return Err(unexpected(doing, &Value::Array(items)));
+        let look = parse_look(v)?;
+        if let Some(ms) = look.ack_wait {
+            self.stored_ack_wait(ms);
         }
-        let len = as_i64(&items[0]).ok_or_else(|| unexpected(doing, &items[0]))?;
-        let due = as_i64(&items[1]).and_then(|d| u64::try_from(d).ok());
-        let mut out = Vec::with_capacity((items.len() - 2) / 4);
-        let mut it = items.into_iter().skip(2);
-        while let (Some(k), Some(id), Some(fields), Some(n)) =
-            (it.next(), it.next(), it.next(), it.next())
-        {
-            let (Some(stream), Some(entry)) = (value_str(&k), value_str(&id)) else {
-                return Err(unexpected(doing, &k));
-            };
-            out.push(RawEntry {
-                stream: stream.to_string(),
-                entry: entry.to_string(),
-                fields,
-                count: as_i64(&n)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .unwrap_or(1)
-                    .max(1),
-            });
-        }
-        Ok((len, due, out))
+        Ok((look.version, look.due, look.entries))
     }
 
-    /// One non-blocking look: the subject index size, the next redelivery
-    /// hint (when claiming) and at most `max` entries.
+    /// One non-blocking look: the subject-index version, the next
+    /// redelivery hint (when claiming) and at most `max` entries.
     ///
     /// New entries are read with native `XREADGROUP` over the streams that
     /// may hold more, `COUNT remaining / streams` each (so the total never
@@ -192,8 +239,13 @@ impl RedisConsumer {
             }
             let share = remaining / candidates.len();
             let mut pipe = redis::pipe();
-            if len.is_none() {
-                pipe.cmd("ZCARD").arg(self.transport.keys().subjects());
+            let head = len.is_none();
+            if head {
+                pipe.cmd("GET")
+                    .arg(self.transport.keys().subjects_version())
+                    .cmd("HGET")
+                    .arg(&self.def_key)
+                    .arg("ack_wait");
             }
             let read = pipe.cmd("XREADGROUP");
             read.arg("GROUP")
@@ -210,12 +262,7 @@ impl RedisConsumer {
             let mut replies: Vec<Value> = match pipe.query_async(&mut conn).await {
                 Ok(r) => r,
                 Err(e) if is_code(&e, "NOGROUP") => {
-                    // A stream or group vanished (deleted by hand?): recreate
-                    // the groups on the next turn.
-                    tracing::warn!(consumer = %self.name, error = %e, "a consumer group is missing; recreating");
-                    st.known.clear();
-                    st.streams.clear();
-                    st.index_len = None;
+                    self.lost_group(st, &e);
                     return Ok((-1, due, out));
                 }
                 Err(e) => {
@@ -226,9 +273,16 @@ impl RedisConsumer {
                 }
             };
             let reply = replies.pop().unwrap_or(Value::Nil);
-            if len.is_none() {
-                let l = replies.pop().unwrap_or(Value::Nil);
-                len = Some(as_i64(&l).ok_or_else(|| unexpected(doing, &l))?);
+            if head {
+                let ack_wait = replies.pop().unwrap_or(Value::Nil);
+                if let Some(ms) = as_i64(&ack_wait).and_then(|ms| u64::try_from(ms).ok()) {
+                    self.stored_ack_wait(ms);
+                }
+                let v = replies.pop().unwrap_or(Value::Nil);
+                len = Some(match v {
+                    Value::Nil => 0,
+                    v => as_i64(&v).ok_or_else(|| unexpected(doing, &v))?,
+                });
             }
             let entries = parse_read(reply, doing)?;
             if entries.is_empty() {
@@ -245,11 +299,12 @@ impl RedisConsumer {
             Some(l) => l,
             None => {
                 let mut conn = self.transport.conn();
-                redis::cmd("ZCARD")
-                    .arg(self.transport.keys().subjects())
+                let v: Option<i64> = redis::cmd("GET")
+                    .arg(self.transport.keys().subjects_version())
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| redis_error(e, "reading the subject index failed"))?
+                    .map_err(|e| redis_error(e, "reading the subject index failed"))?;
+                v.unwrap_or(0)
             }
         };
         Ok((len, due, out))
@@ -296,20 +351,23 @@ impl RedisConsumer {
         }
         let guard = block + self.transport.inner.config.response_timeout;
         let conn = st.blocking.as_mut().expect("set above");
-        let r = tokio::time::timeout(guard, cmd.query_async::<Value>(conn)).await;
+        let r = tokio::select! {
+            r = tokio::time::timeout(guard, cmd.query_async::<Value>(conn)) => r,
+            _ = self.closing() => {
+                // Dropping the connection ends the read on the server too;
+                // anything it had read stays pending (back after the ack wait).
+                st.blocking = None;
+                return Err(self.closed_error());
+            }
+        };
         let v = match r {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 st.blocking = None;
                 if is_code(&e, "NOGROUP") {
-                    // A stream or group vanished (deleted by hand?): find and
-                    // recreate the groups, then look again.
-                    tracing::warn!(consumer = %self.name, error = %e, "a consumer group is missing; recreating");
-                    st.known.clear();
-                    st.streams.clear();
-                    st.index_len = None;
+                    self.lost_group(st, &e);
                     self.transport
-                        .ensure_groups(&self.name, std::slice::from_ref(&new_subjects), "$")
+                        .ensure_groups(&self.name, std::slice::from_ref(&new_subjects), "$", true)
                         .await?;
                     return Ok(Vec::new());
                 }
@@ -333,7 +391,7 @@ impl RedisConsumer {
         if !news.is_empty() {
             // A subject appeared: discover on the next turn; the event itself
             // needs no redelivery.
-            st.index_len = None;
+            st.index_version = None;
             let ids: Vec<&str> = news.iter().map(|e| e.entry.as_str()).collect();
             let mut conn = self.transport.conn();
             let _: Value = redis::cmd("XACK")
@@ -354,16 +412,7 @@ impl RedisConsumer {
         let mut out = Vec::with_capacity(entries.len());
         let mut bad: Vec<RawEntry> = Vec::new();
         for e in entries {
-            let subject = keys.subject_of(&e.stream).unwrap_or(&e.stream);
-            let decoded = match parse_entry_id(&e.entry) {
-                Some(position) => decode_entry(subject, &e.fields).map(|r| (r, position)),
-                None => Err(Error::new(
-                    ErrorKind::InvalidPacket,
-                    NAME,
-                    format!("stream entry id {:?} is not ms-seq", e.entry),
-                )),
-            };
-            match decoded {
+            match decode_raw(keys, &e) {
                 Ok((received, position)) => out.push(Delivery {
                     received,
                     position,
@@ -375,6 +424,7 @@ impl RedisConsumer {
                 }),
                 Err(err) => {
                     self.malformed.fetch_add(1, Ordering::Relaxed);
+                    let subject = keys.subject_of(&e.stream).unwrap_or(&e.stream);
                     tracing::warn!(consumer = %self.name, %subject, position = %e.entry, error = %err, "skipping malformed stream entry (acked, never redelivered)");
                     bad.push(e);
                 }

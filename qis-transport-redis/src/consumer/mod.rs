@@ -4,9 +4,11 @@
 //! - [`create`]: the definition hash and the groups (start positions);
 //! - [`fetch`]: `XREADGROUP`, claims of due redeliveries, blocking reads;
 //! - [`ack`]: `XACK` and nak;
+//! - [`backlog`]: what is waiting and what is unacked;
 //! - [`entry`]: stream entries and the packets in them.
 
 mod ack;
+mod backlog;
 mod create;
 mod entry;
 mod fetch;
@@ -17,16 +19,17 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qis_core::{Delivery, DurableConsumer, Result, SubjectPattern};
+use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result, SubjectPattern};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
-use crate::RedisTransport;
+use crate::{RedisTransport, NAME};
 
 pub(crate) use ack::NAK;
+pub(crate) use backlog::{parse_backlog, BACKLOG};
 pub(crate) use create::CREATE;
-pub(crate) use entry::{parse_entry_id, value_str};
+pub(crate) use entry::{as_i64, decode_raw, parse_entry_id, parse_read, value_str};
 pub(crate) use fetch::FETCH;
 
 /// The one Redis consumer name used inside every group: handles of one
@@ -42,11 +45,17 @@ struct RedisAck {
 
 /// What one consumer handle's fetches share.
 struct FetchState {
-    /// Stream keys with a group of this consumer, in discovery order.
+    /// Stream keys with a group of this consumer, in discovery order: the
+    /// matching streams in the subject index when last looked (streams the
+    /// sweep deleted leave it then).
     streams: Vec<String>,
     known: HashSet<String>,
-    /// The subject index size at the last discovery (`None`: discover now).
-    index_len: Option<i64>,
+    /// The subject-index version at the last discovery (`None`: discover now).
+    index_version: Option<i64>,
+    /// When this handle next trims some of the streams it reads.
+    next_trim: Instant,
+    /// Where in `streams` the next trim starts.
+    trim_from: usize,
     /// Rotates which stream is read first, so a busy one starves none.
     rotate: usize,
     /// The connection for blocking reads.
@@ -61,20 +70,31 @@ pub(crate) struct RedisConsumer {
     name: String,
     pattern: SubjectPattern,
     lazy_start: String,
-    ack_wait: Duration,
+    /// The consumer's ack wait in ms as last read from its definition
+    /// (where Redis keeps it; this handle's own until then).
+    ack_wait_ms: AtomicU64,
+    def_key: String,
     delayed_key: String,
     state: Mutex<FetchState>,
     next_claim: StdMutex<Instant>,
     malformed: AtomicU64,
+    /// Turns true on close: ends a fetch in flight.
+    closed: watch::Sender<bool>,
+    /// The transport's: turns true when the transport is closed.
+    transport_closed: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for RedisConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConsumer")
-            .field("name", &self.name)
+        let mut d = f.debug_struct("RedisConsumer");
+        d.field("name", &self.name)
             .field("pattern", &self.pattern.as_str())
-            .field("ack_wait", &self.ack_wait)
-            .finish_non_exhaustive()
+            .field("ack_wait", &self.ack_wait());
+        // How many streams this handle reads (unless a fetch holds them).
+        if let Ok(st) = self.state.try_lock() {
+            d.field("streams", &st.streams.len());
+        }
+        d.finish_non_exhaustive()
     }
 }
 
@@ -85,6 +105,48 @@ impl RedisConsumer {
         if at < *n {
             *n = at;
         }
+    }
+
+    /// The consumer's ack wait, as last read from Redis.
+    fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Take the ack wait Redis keeps for the consumer; if it changed
+    /// (another handle opened the consumer with another), look for due
+    /// redeliveries at once.
+    fn stored_ack_wait(&self, ms: u64) {
+        let ms = ms.max(1);
+        if self.ack_wait_ms.swap(ms, Ordering::Relaxed) != ms {
+            self.bring_claim_forward(Instant::now());
+        }
+    }
+
+    /// Whether this handle or its transport was closed.
+    fn is_closed(&self) -> bool {
+        *self.closed.borrow() || *self.transport_closed.borrow()
+    }
+
+    /// Resolves once this handle or its transport is closed.
+    async fn closing(&self) {
+        let mut mine = self.closed.subscribe();
+        let mut theirs = self.transport_closed.clone();
+        tokio::select! {
+            _ = mine.wait_for(|c| *c) => {}
+            _ = theirs.wait_for(|c| *c) => {}
+        }
+    }
+
+    /// The error a fetch ended by close returns.
+    fn closed_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Closed,
+            NAME,
+            format!(
+                "consumer {} was closed during the fetch: open it again by name",
+                self.name
+            ),
+        )
     }
 }
 
@@ -110,9 +172,16 @@ impl DurableConsumer for RedisConsumer {
         self.malformed.load(Ordering::Relaxed)
     }
 
+    async fn backlog(&self) -> Result<Backlog> {
+        self.count_backlog().await
+    }
+
     async fn close(&self) -> Result<()> {
-        // Acks are confirmed before ack() returns: nothing is pending. The
-        // checking layer refuses calls after this; drop what this handle holds.
+        // Acks are confirmed before ack() returns: nothing is pending. End a
+        // fetch in flight (it returns `Closed`; what it had read stays
+        // pending and comes back after the ack wait); the checking layer
+        // refuses calls after this.
+        self.closed.send_replace(true);
         if let Ok(mut st) = self.state.try_lock() {
             st.blocking = None;
             st.buffer.clear();

@@ -1,26 +1,33 @@
--- Stores a chunk of packets, atomically with their de-duplication markers.
+-- Stores a chunk of packets, atomically with their de-duplication markers
+-- (trim_fn.lua is prepended).
 --
--- KEYS: 1 subject index, 2 new-subject stream, then one stream key per packet.
+-- KEYS: 1 subject index, 2 new-subject stream, 3 subject-index version,
+-- then one stream key per packet.
 -- ARGV: 1 dedup window ms (0: off), 2 stream max length, 3 max age ms
 -- (0: off), 4 live channel prefix, 5 new-subjects max length, 6 prefix of
 -- the de-duplication buckets, 7 prefix of the stream keys, then per packet:
 -- packet id, body.
--- Returns per packet: 0 or 1 (duplicate), entry id.
+-- Returns {per packet: 0 or 1 (duplicate), position; {subject, group,
+-- unacked count, ...} for deliveries the trims took before they were
+-- acked}. A new packet's position is its entry id; a duplicate's is
+-- "{entry id} {subject}" of the original (an entry id alone for markers
+-- written before the subject was kept).
 --
--- De-duplication markers live in hashes, one per window-long bucket of
--- server time ({prefix}:d:{window}:{floor(now / window)}: packet id ->
--- entry id), read with one HMGET per bucket (this one and the one before)
+-- De-duplication is per transport, not per subject: markers live in
+-- hashes, one per window-long bucket of server time
+-- ({prefix}:d:{window}:{floor(now / window)}: packet id -> "{entry id}
+-- {subject}"), read with one HMGET per bucket (this one and the one before)
 -- and written with one HSET per chunk; each bucket expires once the next
--- one is over. A re-deposit is thus recognised for at least one window and
--- at most two. Per packet the script costs one XADD and a hash field, which
--- keeps a batch deposit close to plain pipelined XADDs. Trimming and
--- indexing happen once per stream per chunk; nothing is published when no
--- live subscriber (a pattern subscription) exists.
+-- one is over. A re-deposit, on any subject, is thus recognised for at
+-- least one window and at most two. Per packet the script costs one XADD
+-- and a hash field, which keeps a batch deposit close to plain pipelined
+-- XADDs. Trimming and indexing happen once per stream per chunk; nothing
+-- is published when no live subscriber (a pattern subscription) exists.
 local window = tonumber(ARGV[1])
 local max_age = tonumber(ARGV[3])
 local chan = ARGV[4]
 local skip = #ARGV[7]
-local n = #KEYS - 2
+local n = #KEYS - 3
 local live = redis.call('PUBSUB', 'NUMPAT') > 0
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -53,7 +60,7 @@ local function remember()
   end
 end
 for i = 1, n do
-  local skey = KEYS[2 + i]
+  local skey = KEYS[3 + i]
   local pid = ARGV[6 + 2 * i]
   local body = ARGV[7 + 2 * i]
   local v = known[pid]
@@ -66,16 +73,17 @@ for i = 1, n do
       remember()
       return redis.error_reply(r.err)
     end
-    if window > 0 then
-      known[pid] = r
-      fresh[#fresh + 1] = pid
-      fresh[#fresh + 1] = r
-    end
     local subject = touched[skey]
     if not subject then
       subject = string.sub(skey, skip + 1)
       touched[skey] = subject
       order[#order + 1] = {skey, subject}
+    end
+    if window > 0 then
+      local m = r .. ' ' .. subject
+      known[pid] = m
+      fresh[#fresh + 1] = pid
+      fresh[#fresh + 1] = m
     end
     if live then redis.call('PUBLISH', chan .. subject, body) end
     out[#out + 1] = 0
@@ -85,11 +93,12 @@ end
 remember()
 local minid = false
 if max_age > 0 and now - max_age > 0 then minid = string.format('%d', now - max_age) end
+local dropped = {}
 for _, e in ipairs(order) do
-  redis.call('XTRIM', e[1], 'MAXLEN', '~', ARGV[2])
-  if minid then redis.call('XTRIM', e[1], 'MINID', '~', minid) end
+  trim_stream(e[1], e[2], ARGV[2], minid, false, dropped)
   if redis.call('ZADD', KEYS[1], 'NX', 0, e[2]) == 1 then
+    redis.call('INCR', KEYS[3])
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 's', e[2])
   end
 end
-return out
+return {out, dropped}

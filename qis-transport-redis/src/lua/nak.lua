@@ -2,10 +2,11 @@
 -- the delay; a delay longer than the ack wait is also kept in the delayed
 -- set (scored by the retry time in ms).
 --
--- KEYS: 1 stream, 2 delayed naks.
--- ARGV: 1 group, 2 member, 3 entry id, 4 ack wait ms, 5 delay ms.
+-- KEYS: 1 stream, 2 delayed naks, 3 consumer definition.
+-- ARGV: 1 group, 2 member, 3 entry id, 4 ack wait ms (used when the
+-- definition keeps none), 5 delay ms.
 -- Returns 1 if the entry was pending, else 0.
-local ack_wait = tonumber(ARGV[4])
+local ack_wait = tonumber(redis.call('HGET', KEYS[3], 'ack_wait')) or tonumber(ARGV[4])
 local delay = tonumber(ARGV[5])
 local idle = ack_wait - delay
 if idle < 0 then idle = 0 end

@@ -1,8 +1,12 @@
-//! A `redis-server` child process for tests that need their own server:
-//! loopback, a free port, data in a temporary directory, stopped by PID.
+//! What the Redis tests share: a `redis-server` child process for tests
+//! that need their own server (loopback, a free port, data in a temporary
+//! directory, stopped by PID), and in [`live`] helpers for cases against
+//! the shared server at `QIS_REDIS_URL`.
 
 // Each test binary uses part of this module.
 #![allow(dead_code)]
+
+pub mod live;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

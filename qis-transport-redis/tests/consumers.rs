@@ -1,0 +1,340 @@
+//! Durable consumers on Redis beyond the shared suite, against the server at
+//! `QIS_REDIS_URL`: naks held past the ack wait do not hold back other
+//! redeliveries, the ack wait is the consumer's (stored with it), `close()`
+//! ends a fetch in flight, and the backlog counts what is waiting and what
+//! is unacked.
+//!
+//! Without the server the cases are ignored with the reason (a failure with
+//! `QIS_REQUIRE_LIVE=1`).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::live::{connect_with, deposit, raw, url};
+use qis_conformance::ensure;
+use qis_conformance::support::{
+    collect, collect_unacked, consumer, context, trial, with_fresh_prefix, CaseResult,
+};
+use qis_core::{
+    Backlog, DurableConsumer, ErrorKind, OutcomeTransport, Position, StartPosition, Subject,
+};
+
+/// How long one case may take.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Fetch on `c` until a delivery of `id` arrives; fails after `within`.
+async fn until_back(
+    c: &std::sync::Arc<dyn DurableConsumer>,
+    id: qis_core::PacketId,
+    within: Duration,
+    what: &str,
+) -> Result<qis_core::Delivery, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !left.is_zero(),
+            "{what} did not come back within {within:?}"
+        );
+        let got = c
+            .fetch(1, left.min(Duration::from_millis(500)))
+            .await
+            .map_err(context("fetch"))?;
+        if let Some(d) = got.into_iter().find(|d| d.id() == id) {
+            return Ok(d);
+        }
+    }
+}
+
+/// A delivery nak'd with a delay longer than the ack wait does not hold
+/// back the redelivery of another unacked delivery on the same stream, even
+/// when fetches ask for one at a time.
+async fn held_nak_does_not_hold_back_other_redeliveries(
+    url: String,
+    prefix: Subject,
+) -> CaseResult {
+    let t = connect_with(&url, &prefix, |c| c).await?;
+    let held = deposit(&t, &prefix, "held", 1).await?;
+    let other = deposit(&t, &prefix, "held", 2).await?;
+    let ack_wait = Duration::from_millis(500);
+    let c = consumer(
+        &t,
+        "patient",
+        &format!("{prefix}.hvac.held"),
+        StartPosition::All,
+        ack_wait,
+    )
+    .await?;
+    let first = collect_unacked(&c, 2, Duration::from_secs(5)).await?;
+    let to_hold = first
+        .iter()
+        .find(|d| d.id() == held.id)
+        .ok_or("the first packet was not delivered")?;
+    c.nak(to_hold, Duration::from_secs(20))
+        .await
+        .map_err(context("nak"))?;
+    // The other one was neither acked nor nak'd: it is due after the ack
+    // wait, and must come back then, not after the 20 s hold of the first.
+    let again = until_back(
+        &c,
+        other.id,
+        Duration::from_secs(5),
+        "the unacked packet behind a held one",
+    )
+    .await?;
+    ensure!(
+        again.delivery_count >= 2,
+        "redelivery count {}",
+        again.delivery_count
+    );
+    c.ack(&[again]).await.map_err(context("ack"))?;
+    let early = c
+        .fetch(10, Duration::from_millis(800))
+        .await
+        .map_err(context("fetch"))?;
+    ensure!(
+        early.iter().all(|d| d.id() != held.id),
+        "the packet held for 20 s came back at once"
+    );
+    Ok(())
+}
+
+/// The ack wait is the consumer's, stored with it: opening it again with
+/// another ack wait changes it for every handle, including handles opened
+/// before with the old one.
+async fn reopening_with_another_ack_wait_applies_to_every_handle(
+    url: String,
+    prefix: Subject,
+) -> CaseResult {
+    let t = connect_with(&url, &prefix, |c| c).await?;
+    let pattern = format!("{prefix}.hvac.waits");
+    let r = deposit(&t, &prefix, "waits", 1).await?;
+    let long = consumer(
+        &t,
+        "waiter",
+        &pattern,
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let first = collect_unacked(&long, 1, Duration::from_secs(5)).await?;
+    ensure!(first[0].id() == r.id, "fetched another packet");
+    let fetched = Instant::now();
+    // Another handle shortens the consumer's ack wait to 500 ms ...
+    let t2 = connect_with(&url, &prefix, |c| c).await?;
+    let short = consumer(
+        &t2,
+        "waiter",
+        &pattern,
+        StartPosition::All,
+        Duration::from_millis(500),
+    )
+    .await?;
+    // ... so the first handle, opened with 60 s, redelivers after 500 ms.
+    let again = until_back(
+        &long,
+        r.id,
+        Duration::from_secs(5),
+        "the delivery (ack wait shortened to 500 ms by another handle)",
+    )
+    .await?;
+    ensure!(
+        fetched.elapsed() >= Duration::from_millis(400),
+        "redelivered after {:?}, before the 500 ms ack wait",
+        fetched.elapsed()
+    );
+    // Back to 60 s, from a third handle: the 500 ms handle now waits 60 s.
+    let _third = consumer(
+        &t,
+        "waiter",
+        &pattern,
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
+    drop(again);
+    let early = short
+        .fetch(10, Duration::from_millis(1500))
+        .await
+        .map_err(context("fetch"))?;
+    ensure!(
+        early.is_empty(),
+        "a handle opened with 500 ms redelivered within 1.5 s after the ack wait became 60 s"
+    );
+    Ok(())
+}
+
+/// `close()` on a consumer ends its fetch in flight promptly, with `Closed`
+/// or an empty batch; closing the transport does too.
+async fn close_ends_a_fetch_in_flight(url: String, prefix: Subject) -> CaseResult {
+    for closing in ["consumer", "transport"] {
+        let t = connect_with(&url, &prefix, |c| c).await?;
+        let c = consumer(
+            &t,
+            &format!("closing-{closing}"),
+            &format!("{prefix}.hvac.quiet"),
+            StartPosition::All,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let fetching = {
+            let c = c.clone();
+            tokio::spawn(async move { c.fetch(10, Duration::from_secs(30)).await })
+        };
+        // Give the fetch time to block on Redis (it must end either way).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let closed = Instant::now();
+        match closing {
+            "consumer" => c.close().await.map_err(context("close consumer"))?,
+            _ => t.close().await.map_err(context("close transport"))?,
+        }
+        let r = tokio::time::timeout(Duration::from_secs(3), fetching)
+            .await
+            .map_err(|_| {
+                format!("a fetch in flight went on for 3 s after the {closing} was closed")
+            })?
+            .map_err(context("join"))?;
+        match r {
+            Ok(batch) => ensure!(
+                batch.is_empty(),
+                "the fetch returned {} deliveries",
+                batch.len()
+            ),
+            Err(e) => ensure!(
+                e.kind() == ErrorKind::Closed,
+                "the fetch ended with {e}, not Closed"
+            ),
+        }
+        ensure!(
+            closed.elapsed() < Duration::from_secs(2),
+            "the fetch took {:?} to end after close",
+            closed.elapsed()
+        );
+    }
+    Ok(())
+}
+
+async fn backlog_of(c: &std::sync::Arc<dyn DurableConsumer>) -> Result<Backlog, String> {
+    c.backlog().await.map_err(context("backlog"))
+}
+
+/// The backlog counts matching entries not yet delivered (across streams,
+/// also streams the consumer has not read yet and streams where Redis
+/// cannot say the group's lag) and deliveries not yet acked.
+async fn backlog_counts_waiting_and_unacked(url: String, prefix: Subject) -> CaseResult {
+    let t = connect_with(&url, &prefix, |c| c).await?;
+    let mut receipts = Vec::new();
+    for i in 0..3 {
+        receipts.push(deposit(&t, &prefix, "a", i).await?);
+    }
+    for i in 3..5 {
+        receipts.push(deposit(&t, &prefix, "b", i).await?);
+    }
+    deposit(&t, &prefix, "elsewhere", 9).await?;
+    let pattern = format!("{prefix}.hvac.*");
+    let c = consumer(
+        &t,
+        "counted",
+        &pattern,
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let b = backlog_of(&c).await?;
+    ensure!(
+        b == Backlog {
+            waiting: 6,
+            unacked: 0
+        },
+        "before any fetch: {b:?}"
+    );
+    let fetched = collect_unacked(&c, 3, Duration::from_secs(5)).await?;
+    let b = backlog_of(&c).await?;
+    ensure!(
+        b == Backlog {
+            waiting: 3,
+            unacked: 3
+        },
+        "after fetching 3 of 6: {b:?}"
+    );
+    c.ack(&fetched).await.map_err(context("ack"))?;
+    let b = backlog_of(&c).await?;
+    ensure!(
+        b == Backlog {
+            waiting: 3,
+            unacked: 0
+        },
+        "after acking them: {b:?}"
+    );
+    // A subject created after the consumer.
+    deposit(&t, &prefix, "c", 10).await?;
+    let b = backlog_of(&c).await?;
+    ensure!(
+        b == Backlog {
+            waiting: 4,
+            unacked: 0
+        },
+        "after a deposit on a new subject: {b:?}"
+    );
+    // An entry deleted in the middle of a stream (XDEL) leaves Redis unable
+    // to say the group's lag; the count must stay right.
+    let delivered: HashSet<_> = fetched.iter().map(|d| d.id()).collect();
+    let waiting_one = receipts
+        .iter()
+        .find(|r| !delivered.contains(&r.id))
+        .ok_or("every receipt was delivered")?;
+    let Position::StreamId { ms, seq } = waiting_one.position else {
+        return Err(format!("position {:?}", waiting_one.position));
+    };
+    let mut conn = raw(&url).await?;
+    let removed: u64 = redis::cmd("XDEL")
+        .arg(format!("{prefix}:s:{}", waiting_one.subject))
+        .arg(format!("{ms}-{seq}"))
+        .query_async(&mut conn)
+        .await
+        .map_err(context("xdel"))?;
+    ensure!(removed == 1, "XDEL removed {removed}");
+    let b = backlog_of(&c).await?;
+    ensure!(
+        b == Backlog {
+            waiting: 3,
+            unacked: 0
+        },
+        "after deleting one waiting entry: {b:?}"
+    );
+    collect(&c, 3, Duration::from_secs(5)).await?;
+    let b = backlog_of(&c).await?;
+    ensure!(b == Backlog::default(), "after reading everything: {b:?}");
+    // A consumer that starts with new packets only has nothing waiting.
+    let fresh = consumer(
+        &t,
+        "only-new",
+        &pattern,
+        StartPosition::New,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let b = backlog_of(&fresh).await?;
+    ensure!(b == Backlog::default(), "a start=new consumer: {b:?}");
+    t.close().await.map_err(context("close"))?;
+    Ok(())
+}
+
+fn main() {
+    let url = url();
+    let mut trials = Vec::new();
+    macro_rules! live_case {
+        ($f:ident) => {
+            trials.push(trial(stringify!($f), &url, |url| {
+                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
+            }));
+        };
+    }
+    live_case!(held_nak_does_not_hold_back_other_redeliveries);
+    live_case!(reopening_with_another_ack_wait_applies_to_every_handle);
+    live_case!(close_ends_a_fetch_in_flight);
+    live_case!(backlog_counts_waiting_and_unacked);
+    qis_conformance::run_trials(trials);
+}

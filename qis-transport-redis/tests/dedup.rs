@@ -1,0 +1,146 @@
+//! De-duplication on Redis, against the server at `QIS_REDIS_URL`: per
+//! transport, not per subject, with the original's subject and position in
+//! a duplicate's receipt, for the length of the window.
+//!
+//! Without the server the cases are ignored with the reason (a failure with
+//! `QIS_REQUIRE_LIVE=1`).
+
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::live::{connect_with, deposit, url};
+use qis_conformance::ensure;
+use qis_conformance::support::{context, pkt, trial, with_fresh_prefix, CaseResult};
+use qis_core::{EncodedPacket, OutcomeTransport, OutcomeTransportExt, Subject};
+
+/// How long one case may take.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The packet [`deposit`] puts on `{prefix}.hvac.{problem}`.
+fn packet(problem: &str, seq: usize) -> qis_core::OutcomePacket {
+    pkt("redis-test", "hvac", problem, seq)
+}
+
+/// A packet deposited on its readable subject and then on its fingerprinted
+/// one (or any other) is stored once; the second receipt is a duplicate
+/// naming the original's subject and position, in a single deposit and in a
+/// batch.
+async fn duplicate_receipt_names_the_original(url: String, prefix: Subject) -> CaseResult {
+    let t = connect_with(&url, &prefix, |c| c).await?;
+    let p = packet("twice", 1);
+    let original = t.deposit(&p).await.map_err(context("deposit"))?;
+    let again = t
+        .deposit_fingerprinted(&p, 4)
+        .await
+        .map_err(context("deposit fingerprinted"))?;
+    ensure!(
+        again.duplicate
+            && again.id == original.id
+            && again.subject == original.subject
+            && again.position == original.position,
+        "re-deposit on another subject: {again:?}, original {original:?}"
+    );
+    // In a batch: the original on one subject, the same packet on another.
+    let q = packet("twice", 2);
+    let batch = vec![
+        EncodedPacket::readable(&q, &prefix).map_err(context("encode"))?,
+        EncodedPacket::new(&q, Subject::new(format!("{prefix}.hvac.other")).unwrap())
+            .map_err(context("encode"))?,
+    ];
+    let rs = t
+        .deposit_encoded_batch(&batch)
+        .await
+        .map_err(context("batch"))?;
+    ensure!(
+        !rs[0].duplicate
+            && rs[1].duplicate
+            && rs[1].subject == rs[0].subject
+            && rs[1].position == rs[0].position,
+        "the same packet on two subjects in one batch: {rs:?}"
+    );
+    // Stored once: the other subject's stream was never written.
+    let c = qis_conformance::support::consumer(
+        &t,
+        "all",
+        &format!("{prefix}.>"),
+        qis_core::StartPosition::All,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let got = qis_conformance::support::quiet(&c, Duration::from_secs(1)).await?;
+    ensure!(
+        got.len() == 2,
+        "{} deliveries of 2 distinct packets deposited 4 times",
+        got.len()
+    );
+    Ok(())
+}
+
+/// A re-deposit is a duplicate within the window and stored again after it.
+async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
+    let t = connect_with(&url, &prefix, |c| {
+        c.dedup_window(Duration::from_millis(300))
+    })
+    .await?;
+    let first = deposit(&t, &prefix, "dup", 1).await?;
+    let again = deposit(&t, &prefix, "dup", 1).await?;
+    ensure!(
+        again.duplicate && again.position == first.position,
+        "re-deposit within the window: {again:?}"
+    );
+    let batch: Vec<EncodedPacket> = (0..3)
+        .map(|_| EncodedPacket::readable(&packet("dup", 2), &prefix).unwrap())
+        .collect();
+    let rs = t
+        .deposit_encoded_batch(&batch)
+        .await
+        .map_err(context("batch"))?;
+    ensure!(
+        !rs[0].duplicate && rs[1].duplicate && rs[2].duplicate,
+        "a packet repeated in one batch: {rs:?}"
+    );
+    ensure!(
+        rs[1].position == rs[0].position,
+        "duplicate in a batch points elsewhere"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = deposit(&t, &prefix, "dup", 1).await?;
+        if !r.duplicate {
+            ensure!(
+                r.position != first.position,
+                "a fresh store reused the old position"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "still a duplicate 10 s after a 300 ms window"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let none = connect_with(&url, &prefix, |c| c.dedup_window(Duration::ZERO)).await?;
+    let a = deposit(&none, &prefix, "nodedup", 1).await?;
+    let b = deposit(&none, &prefix, "nodedup", 1).await?;
+    ensure!(
+        !a.duplicate && !b.duplicate && a.position != b.position,
+        "dedup_window 0 still de-duplicated"
+    );
+    Ok(())
+}
+
+fn main() {
+    let url = url();
+    let mut trials = Vec::new();
+    macro_rules! live_case {
+        ($f:ident) => {
+            trials.push(trial(stringify!($f), &url, |url| {
+                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
+            }));
+        };
+    }
+    live_case!(duplicate_receipt_names_the_original);
+    live_case!(dedup_window_expires);
+    qis_conformance::run_trials(trials);
+}
