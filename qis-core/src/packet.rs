@@ -375,7 +375,13 @@ mod tests {
         // A bridge forwards a decoded packet re-encoded: the bytes, hence the
         // packet id, must not change (serde_json's float_roundtrip).
         let mut p = sample();
-        for x in [0.1 + 0.2, 1e-300, 123_456.789_012_345_68, 0.991_234_567_890_123_4, 5e-324] {
+        for x in [
+            0.1 + 0.2,
+            1e-300,
+            123_456.789_012_345_68,
+            0.991_234_567_890_123_4,
+            5e-324,
+        ] {
             p.context_vector = vec![x, -x, x / 3.0];
             p.confidence = (x / 1e6).clamp(0.0, 1.0);
             p.timestamp = 1_764_000_000.123_456_7 + x;
