@@ -24,6 +24,7 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
         max_age: config.retention.max_age,
         max_bytes: config.retention.max_bytes as i64,
         duplicate_window: config.dedup_window.min(config.retention.max_age),
+        num_replicas: config.replicas,
         max_messages: -1,
         max_messages_per_subject: -1,
         max_consumers: -1,
@@ -33,7 +34,7 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
 
 /// What differs between an existing stream and the wanted one, in words.
 /// Only what changes the transport's behaviour counts (subjects, limits,
-/// storage, retention, discard, de-duplication window).
+/// storage, retention, discard, de-duplication window, replicas).
 pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut hs = have.subjects.clone();
@@ -68,6 +69,14 @@ pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
         out.push(format!(
             "dedup_window (duplicate_window) {:?} (want {:?})",
             have.duplicate_window, want.duplicate_window
+        ));
+    }
+    // The server reports a stream created without a count as 1 replica.
+    if have.num_replicas.max(1) != want.num_replicas.max(1) {
+        out.push(format!(
+            "replicas {} (want {})",
+            have.num_replicas.max(1),
+            want.num_replicas.max(1)
         ));
     }
     if have.retention != want.retention {
@@ -192,11 +201,27 @@ mod tests {
         have.max_age = Duration::from_secs(60);
         have.storage = StorageType::Memory;
         have.subjects = vec!["qis.>".into()];
+        have.num_replicas = 3;
         let diff = differences(&have, &want).join("; ");
-        for word in ["max_age", "storage", "subjects"] {
+        for word in ["max_age", "storage", "subjects", "replicas 3 (want 1)"] {
             assert!(diff.contains(word), "{diff}");
         }
         assert_eq!(check(&have, &want).unwrap_err().kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn replicas_are_asked_for_and_compared() {
+        let want = wanted(&NatsConfig::default().replicas(3));
+        assert_eq!(want.num_replicas, 3);
+        let mut have = want.clone();
+        assert!(differences(&have, &want).is_empty());
+        have.num_replicas = 1;
+        let diff = differences(&have, &want).join("; ");
+        assert_eq!(diff, "replicas 1 (want 3)");
+        // A stream created without a count has one replica.
+        have.num_replicas = 0;
+        let one = wanted(&NatsConfig::default());
+        assert!(differences(&have, &one).is_empty());
     }
 
     #[test]
