@@ -78,6 +78,7 @@ mod deposit;
 mod error;
 mod filter;
 mod live;
+mod retry;
 mod stream;
 mod url;
 
@@ -92,7 +93,10 @@ use qis_core::{
     OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
-pub use config::{stream_name_for, NatsConfig, NatsStorage, DEFAULT_PORT, DEFAULT_STREAM};
+pub use config::{
+    stream_name_for, NatsConfig, NatsStorage, DEFAULT_PORT, DEFAULT_RETRY_FOR, DEFAULT_STREAM,
+    MAX_REPLICAS,
+};
 pub use consumer::NatsConsumer;
 pub use filter::server_filter;
 
@@ -115,6 +119,9 @@ struct Inner {
     /// Set by `close()`, once the connection is drained: consumers then have
     /// nothing left to confirm when they are closed.
     closed: AtomicBool,
+    /// Held while checking that the server still answers, so that many
+    /// callers noticing a silence at once probe (and reconnect) once.
+    probe: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for NatsTransport {
@@ -160,6 +167,7 @@ impl NatsTransport {
                 client,
                 js,
                 closed: AtomicBool::new(false),
+                probe: tokio::sync::Mutex::new(()),
             }),
         }))
     }
