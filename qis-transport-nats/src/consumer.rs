@@ -70,9 +70,25 @@ fn conflict(name: &str, msg: impl fmt::Display) -> Error {
     )
 }
 
-/// Check that an existing consumer is the one asked for.
-fn check_existing(info: &consumer::Info, config: &ConsumerConfig, filter: &str) -> Result<()> {
+/// Check that an existing consumer is the one asked for, and as replicated
+/// as its stream (`replicas`).
+fn check_existing(
+    info: &consumer::Info,
+    config: &ConsumerConfig,
+    filter: &str,
+    replicas: usize,
+) -> Result<()> {
     let c = &info.config;
+    // 0: it follows its stream's count.
+    if c.num_replicas != 0 && c.num_replicas < replicas {
+        return Err(conflict(
+            &config.name,
+            format_args!(
+                "exists with {} replicas, fewer than its stream's {replicas}: it would not survive the loss of its server",
+                c.num_replicas
+            ),
+        ));
+    }
     if c.deliver_subject.is_some() {
         return Err(conflict(
             &config.name,
@@ -179,7 +195,7 @@ async fn resume(
     config: &ConsumerConfig,
     filter: &str,
 ) -> Result<Option<PullConsumer>> {
-    check_existing(&info, config, filter)?;
+    check_existing(&info, config, filter, transport.inner.config.replicas)?;
     let as_pull = |info: &consumer::Info| {
         pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
             conflict(
@@ -226,6 +242,9 @@ async fn create(
         filter_subject: filter.to_string(),
         max_ack_pending: transport.inner.config.max_ack_pending,
         metadata: HashMap::from([(PATTERN_KEY.to_string(), config.pattern.as_str().to_string())]),
+        // No count of its own: a durable consumer has as many replicas as
+        // its stream, so with the stream it survives the loss of a server.
+        num_replicas: 0,
         ..Default::default()
     };
     match stream.create_consumer_strict(create).await {

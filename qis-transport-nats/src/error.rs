@@ -65,9 +65,18 @@ pub(crate) fn create_stream(
     url: &str,
     stream: &str,
     subject: &str,
+    replicas: usize,
     e: async_nats::jetstream::context::CreateStreamError,
 ) -> Error {
     let (kind, msg) = match e.kind() {
+        CreateStreamErrorKind::JetStream(je) if je.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED => (
+            ErrorKind::InvalidInput,
+            format!("stream {stream} cannot have {replicas} replicas: the server at {url} is not part of a JetStream cluster; use replicas=1, or a cluster of at least {replicas} servers"),
+        ),
+        CreateStreamErrorKind::JetStream(je) if matches!(je.error_code(), ErrorCode::CLUSTER_NO_PEERS | ErrorCode::INSUFFICIENT_RESOURCES) => (
+            ErrorKind::Unavailable,
+            format!("stream {stream} with {replicas} replicas cannot be placed ({je}): the cluster needs at least {replicas} servers with JetStream up and room to spare; start more servers or use fewer replicas"),
+        ),
         CreateStreamErrorKind::JetStream(je) if je.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP => (
             ErrorKind::Conflict,
             format!("another stream already captures subjects overlapping {subject}: use that stream's name (NatsConfig::stream) or another prefix"),

@@ -155,6 +155,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Resu
                         url,
                         &want.name,
                         &config.stream_subject(),
+                        config.replicas,
                         e,
                     ))
                 }
