@@ -100,8 +100,13 @@ pub struct NatsConfig {
     /// responders", a lost connection, "temporarily unavailable"), always
     /// with the same `Nats-Msg-Id` so the server stores the packet once
     /// (default 15 s, enough for a three-node cluster to elect a new stream
-    /// leader; zero: never retry). After that the deposit fails with
-    /// [`ErrorKind::Timeout`] or [`ErrorKind::Unavailable`].
+    /// leader; zero: never retry), but never longer than half the
+    /// [`Self::dedup_window`], so the server still recognises a retry of a
+    /// packet it stored after all. After that the deposit fails with
+    /// [`ErrorKind::Timeout`] or [`ErrorKind::Unavailable`]: the packet may
+    /// or may not be stored, and depositing it again is safe within the
+    /// window. A deposit returns within about `request_timeout + retry_for
+    /// + request_timeout`.
     pub retry_for: Duration,
     /// How long the first connection attempt may take (default 5 s).
     pub connect_timeout: Duration,

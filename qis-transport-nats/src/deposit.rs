@@ -133,7 +133,7 @@ async fn retry(
         return Err(publish_error(t, packet, first));
     };
     let mut last = first;
-    let mut retries = Retries::new(t.inner.config.retry_for, at_once);
+    let mut retries = Retries::new(retry_limit(&t.inner.config), at_once);
     let mut stream_checked = false;
     loop {
         match why {
@@ -166,6 +166,14 @@ async fn retry(
             },
         }
     }
+}
+
+/// How long retries may go on: `retry_for`, but at most half the
+/// de-duplication window, so that the server still recognises a retry of a
+/// packet it stored after all.
+fn retry_limit(config: &crate::NatsConfig) -> std::time::Duration {
+    let window = config.dedup_window.min(config.retention.max_age);
+    config.retry_for.min(window / 2)
 }
 
 /// Whether the server says the stream does not exist (deleted): then "no
@@ -288,5 +296,23 @@ impl InjectRaw for NatsTransport {
             .await
             .map_err(failed)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::NatsConfig;
+
+    #[test]
+    fn retries_stay_within_the_dedup_window() {
+        let c = NatsConfig::default();
+        assert_eq!(retry_limit(&c), c.retry_for);
+        let short = NatsConfig::default().dedup_window(Duration::from_secs(10));
+        assert_eq!(retry_limit(&short), Duration::from_secs(5));
+        let young = NatsConfig::default().max_age(Duration::from_secs(4));
+        assert_eq!(retry_limit(&young), Duration::from_secs(2));
     }
 }

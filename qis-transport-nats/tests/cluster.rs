@@ -30,6 +30,7 @@
 
 mod common;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -176,16 +177,19 @@ impl Fetched {
     fn record(&mut self, deliveries: &[Delivery]) {
         for d in deliveries {
             let id = d.id();
-            if self.first.contains_key(&id) {
-                self.redelivered += 1;
-                if d.delivery_count <= 1 && self.acked.contains(&id) {
-                    self.new_after_ack.push(format!(
-                        "{id} at {} (delivery count {})",
-                        d.position, d.delivery_count
-                    ));
+            match self.first.entry(id) {
+                Entry::Vacant(v) => {
+                    v.insert(d.position);
                 }
-            } else {
-                self.first.insert(id, d.position);
+                Entry::Occupied(_) => {
+                    self.redelivered += 1;
+                    if d.delivery_count <= 1 && self.acked.contains(&id) {
+                        self.new_after_ack.push(format!(
+                            "{id} at {} (delivery count {})",
+                            d.position, d.delivery_count
+                        ));
+                    }
+                }
             }
         }
     }
@@ -379,7 +383,7 @@ async fn lose_the_leader(mut cluster: OwnCluster, how: Disruption) -> CaseResult
         .state
         .messages;
 
-    let f = fetched.lock().unwrap();
+    let f = std::mem::take(&mut *fetched.lock().unwrap());
     let duplicates = receipts.iter().filter(|r| r.duplicate).count();
     eprintln!(
         "{how:?}: sent {PACKETS}, acked {} ({duplicates} as duplicates of an earlier attempt), fetched {}, redelivered {}, failed {}; stream holds {stored}; {:.1?} in all",
@@ -442,7 +446,6 @@ async fn lose_the_leader(mut cluster: OwnCluster, how: Disruption) -> CaseResult
         f.new_after_ack.len(),
         f.new_after_ack[0]
     );
-    drop(f);
     observers.close().await
 }
 

@@ -271,6 +271,8 @@ case "${1:-}" in
         dir="${2:?usage: nats-cluster.sh start-node DIR N}"
         n="${3:?usage: nats-cluster.sh start-node DIR N}"
         case "$n" in 1 | 2 | 3) ;; *) log "N is 1, 2 or 3"; exit 2 ;; esac
+        # A node just killed may take a moment to be gone.
+        for _ in $(seq 1 50); do running "$dir/nats-cluster" "$n" || break; sleep 0.1; done
         start_node "$dir/nats-cluster" "$n"
         log "started node $n (pid $(cat "$dir/nats-cluster/n$n.pid"))"
         ;;
