@@ -198,7 +198,7 @@ fn gave_up(
     last: PublishError,
 ) -> qis_core::Error {
     let kind = match why {
-        Transient::NoAck => ErrorKind::Timeout,
+        Transient::NoAck | Transient::InProcess => ErrorKind::Timeout,
         _ => ErrorKind::Unavailable,
     };
     err(

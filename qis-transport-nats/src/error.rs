@@ -124,7 +124,7 @@ pub(crate) fn publish(
             ErrorKind::Unavailable,
             format!("too many publish acks in flight while depositing on {subject}: lower the ack window"),
         ),
-        _ => (ErrorKind::Backend, format!("depositing on {subject} failed")),
+        _ => (ErrorKind::Backend, format!("depositing on {subject} failed: {e}")),
     };
     err(kind, msg).with_source(e)
 }

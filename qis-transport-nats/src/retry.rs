@@ -25,6 +25,10 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// the client is made to reconnect to another one.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 
+/// "Duplicate message id is in process": an earlier publish with the same
+/// `Nats-Msg-Id` is proposed but not yet stored (no quorum yet).
+const DUPLICATE_IN_PROCESS: ErrorCode = ErrorCode(10158);
+
 /// A failed publish that another attempt with the same `Nats-Msg-Id` may cure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transient {
@@ -37,6 +41,9 @@ pub(crate) enum Transient {
     ConnectionLost,
     /// The server said it cannot take it right now (no leader, no quorum).
     Unavailable,
+    /// The server is still storing an earlier attempt with the same id
+    /// (its leader waits for the others): its outcome is not known yet.
+    InProcess,
 }
 
 impl Transient {
@@ -47,6 +54,7 @@ impl Transient {
             Transient::NoResponders => "no responders (no stream leader)",
             Transient::ConnectionLost => "the connection broke",
             Transient::Unavailable => "JetStream temporarily unavailable",
+            Transient::InProcess => "an earlier attempt with the same id is still in process",
         }
     }
 }
@@ -60,6 +68,9 @@ pub(crate) fn transient(e: &PublishError) -> Option<Transient> {
         PublishErrorKind::Other => {
             let je =
                 std::error::Error::source(e)?.downcast_ref::<async_nats::jetstream::Error>()?;
+            if je.error_code() == DUPLICATE_IN_PROCESS {
+                return Some(Transient::InProcess);
+            }
             let during_election = matches!(
                 je.error_code(),
                 ErrorCode::CLUSTER_NOT_AVAILABLE
@@ -198,6 +209,12 @@ mod tests {
                 r#"{"code":500,"err_code":10009,"description":"JetStream cluster can not handle request"}"#
             )),
             Some(Transient::Unavailable)
+        );
+        assert_eq!(
+            transient(&from_server(
+                r#"{"code":409,"err_code":10158,"description":"duplicate message id is in process"}"#
+            )),
+            Some(Transient::InProcess)
         );
         assert_eq!(
             transient(&from_server(

@@ -146,12 +146,23 @@ impl NatsConsumer {
         };
         let mut wanted = max;
         let mut any = false;
+        // One timer for the whole request, moved on only when it fires:
+        // cheaper than a timeout per message.
+        let mut heard = Instant::now();
+        let watchdog = tokio::time::sleep_until(heard + silence);
+        tokio::pin!(watchdog);
         loop {
-            let message = match tokio::time::timeout(silence, replies.next()).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(Ended::Lost("the pull subscription ended".into())),
-                Err(_) if heartbeat.is_zero() => return Ok(Ended::Done { any }),
-                Err(_) => {
+            let next = tokio::select! {
+                biased;
+                next = replies.next() => next,
+                () = &mut watchdog => {
+                    if heard.elapsed() < silence {
+                        watchdog.as_mut().reset(heard + silence);
+                        continue;
+                    }
+                    if heartbeat.is_zero() {
+                        return Ok(Ended::Done { any });
+                    }
                     // Maybe it is our own server that stopped answering.
                     self.transport.check_server().await;
                     return Ok(Ended::Lost(format!(
@@ -159,6 +170,10 @@ impl NatsConsumer {
                     )));
                 }
             };
+            let Some(message) = next else {
+                return Ok(Ended::Lost("the pull subscription ended".into()));
+            };
+            heard = Instant::now();
             match message.status {
                 None | Some(StatusCode::OK) => {
                     any = true;
