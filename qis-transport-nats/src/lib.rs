@@ -114,7 +114,10 @@
 //!   (Jepsen, NATS 2.12.1, nats-server #7564). Setting the servers'
 //!   `jetstream { sync_interval: always }` (`QIS_NATS_SYNC=always` for the
 //!   script) fsyncs every write before the ack, at a cost in throughput
-//!   that `cargo bench -p qis-transport-nats --bench cluster` measures.
+//!   that `cargo bench -p qis-transport-nats --bench cluster` measures: on
+//!   the 2-core test machine a one-replica stream fell from about 50k to
+//!   1.3k batch deposits/s, a three-replica one from 25–33k to 18–23k/s
+//!   (Raft writes many messages per fsync).
 //!   Jepsen still reported losses with disk corruption on a minority
 //!   (#7549), a single power failure combined with pauses (#7567), and
 //!   membership changes during partitions even with fsync on every write

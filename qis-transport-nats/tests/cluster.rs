@@ -157,6 +157,8 @@ struct Deposits {
     receipts: Mutex<Vec<Receipt>>,
     failed: Mutex<HashSet<PacketId>>,
     errors: Mutex<Vec<String>>,
+    /// The longest one batch deposit took (the stall while a leader is elected).
+    longest: Mutex<Duration>,
 }
 
 /// What the consumer saw.
@@ -201,7 +203,13 @@ async fn depositor(
     out: Arc<Deposits>,
 ) -> CaseResult {
     for chunk in packets.chunks(BATCH) {
-        match t.deposit_batch(chunk).await {
+        let started = Instant::now();
+        let result = t.deposit_batch(chunk).await;
+        {
+            let mut longest = out.longest.lock().unwrap();
+            *longest = (*longest).max(started.elapsed());
+        }
+        match result {
             Ok(receipts) => out.receipts.lock().unwrap().extend(receipts),
             Err(e) => {
                 ensure!(
@@ -386,11 +394,12 @@ async fn lose_the_leader(mut cluster: OwnCluster, how: Disruption) -> CaseResult
     let f = std::mem::take(&mut *fetched.lock().unwrap());
     let duplicates = receipts.iter().filter(|r| r.duplicate).count();
     eprintln!(
-        "{how:?}: sent {PACKETS}, acked {} ({duplicates} as duplicates of an earlier attempt), fetched {}, redelivered {}, failed {}; stream holds {stored}; {:.1?} in all",
+        "{how:?}: sent {PACKETS}, acked {} ({duplicates} as duplicates of an earlier attempt), fetched {}, redelivered {}, failed {}; stream holds {stored}; longest batch deposit {:.1?}; {:.1?} in all",
         receipts.len(),
         f.first.len(),
         f.redelivered,
         failed.len(),
+        *deposits.longest.lock().unwrap(),
         started.elapsed()
     );
     if let Some(e) = deposits.errors.lock().unwrap().first() {
