@@ -106,7 +106,9 @@ pub struct NatsConfig {
     /// [`ErrorKind::Timeout`] or [`ErrorKind::Unavailable`]: the packet may
     /// or may not be stored, and depositing it again is safe within the
     /// window. A deposit returns within about `request_timeout + retry_for
-    /// + request_timeout`.
+    /// + request_timeout`. Connecting (creating or checking the stream) and
+    /// opening a consumer ask again for as long when the cluster answers
+    /// late or says it is busy.
     pub retry_for: Duration,
     /// How long the first connection attempt may take (default 5 s).
     pub connect_timeout: Duration,

@@ -17,7 +17,7 @@ use qis_core::{EncodedPacket, ErrorKind, Position, Receipt, Result};
 use tokio::time::Instant;
 
 use crate::error::{self, err};
-use crate::retry::{transient, Retries, Transient};
+use crate::retry::{retry_limit, transient, Retries, Transient};
 use crate::NatsTransport;
 
 /// Send one publish; the returned future resolves to the server's ack.
@@ -168,14 +168,6 @@ async fn retry(
     }
 }
 
-/// How long retries may go on: `retry_for`, but at most half the
-/// de-duplication window, so that the server still recognises a retry of a
-/// packet it stored after all.
-fn retry_limit(config: &crate::NatsConfig) -> std::time::Duration {
-    let window = config.dedup_window.min(config.retention.max_age);
-    config.retry_for.min(window / 2)
-}
-
 /// Whether the server says the stream does not exist (deleted): then "no
 /// responders" will not go away by waiting.
 async fn stream_is_gone(t: &NatsTransport) -> bool {
@@ -296,23 +288,5 @@ impl InjectRaw for NatsTransport {
             .await
             .map_err(failed)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::NatsConfig;
-
-    #[test]
-    fn retries_stay_within_the_dedup_window() {
-        let c = NatsConfig::default();
-        assert_eq!(retry_limit(&c), c.retry_for);
-        let short = NatsConfig::default().dedup_window(Duration::from_secs(10));
-        assert_eq!(retry_limit(&short), Duration::from_secs(5));
-        let young = NatsConfig::default().max_age(Duration::from_secs(4));
-        assert_eq!(retry_limit(&young), Duration::from_secs(2));
     }
 }

@@ -94,7 +94,7 @@ pub(crate) fn create_stream(
     err(kind, msg).with_source(e)
 }
 
-fn is_jetstream_off(e: &async_nats::jetstream::Error) -> bool {
+pub(crate) fn is_jetstream_off(e: &async_nats::jetstream::Error) -> bool {
     matches!(
         e.error_code(),
         ErrorCode::JETSTREAM_NOT_ENABLED | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT

@@ -71,8 +71,9 @@
 //! Give the seed servers and three replicas:
 //! `nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222?replicas=3`
 //! ([`NatsConfig::replicas`]). `scripts/servers/nats-cluster.sh` starts such
-//! a cluster on loopback; the conformance suite and the failover tests
-//! (`tests/cluster.rs`) run on it.
+//! a cluster on loopback, and the conformance suite runs on it; the
+//! failover tests (`tests/failover.rs`, `tests/cluster.rs`) start clusters
+//! of their own to kill and pause nodes.
 //!
 //! What it guarantees:
 //!
@@ -88,7 +89,9 @@
 //!   after all, the receipt says `duplicate` and names that copy's position.
 //!   A fetch carries on: a pull request lost to a leadership change (409),
 //!   to a dead or stopped leader (no idle heartbeats), to "no responders" or
-//!   to a reconnect is sent again. A server that stops answering without
+//!   to a reconnect is sent again. Connecting (creating or checking the
+//!   stream) and opening a consumer ask again while the cluster answers
+//!   late or says it is busy. A server that stops answering without
 //!   closing its connections (paused, overloaded) is left for another seed.
 //! - Acks lost with a consumer leader are not losses: those packets are
 //!   delivered again after the ack wait, with a higher delivery count

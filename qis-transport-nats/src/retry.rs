@@ -83,7 +83,15 @@ pub(crate) fn transient(e: &PublishError) -> Option<Transient> {
     }
 }
 
-/// The retries of one deposit: a short, growing pause between attempts,
+/// How long retries may go on: `retry_for`, but at most half the
+/// de-duplication window, so that the server still recognises a retry of a
+/// packet it stored after all.
+pub(crate) fn retry_limit(config: &crate::NatsConfig) -> Duration {
+    let window = config.dedup_window.min(config.retention.max_age);
+    config.retry_for.min(window / 2)
+}
+
+/// The retries of one deposit (or of opening a consumer): a short, growing pause between attempts,
 /// until [`NatsConfig::retry_for`](crate::NatsConfig::retry_for) has passed
 /// since the first failure.
 #[derive(Debug)]
@@ -175,6 +183,17 @@ mod tests {
         let mut quick = Retries::new(Duration::from_secs(60), true);
         assert_eq!(quick.after_failure(), Some(Duration::ZERO));
         assert_eq!(quick.after_failure(), Some(FIRST_BACKOFF));
+    }
+
+    #[test]
+    fn retries_stay_within_the_dedup_window() {
+        use crate::NatsConfig;
+        let c = NatsConfig::default();
+        assert_eq!(retry_limit(&c), c.retry_for);
+        let short = NatsConfig::default().dedup_window(Duration::from_secs(10));
+        assert_eq!(retry_limit(&short), Duration::from_secs(5));
+        let young = NatsConfig::default().max_age(Duration::from_secs(4));
+        assert_eq!(retry_limit(&young), Duration::from_secs(2));
     }
 
     #[test]

@@ -44,7 +44,7 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> CaseResul
     let server = Arc::new(Mutex::new(server));
     // The depositor retries by itself here (the transport's own retries
     // off), so each failure while the server is down is seen; the cluster
-    // tests (tests/cluster.rs) cover the transport's own retries.
+    // tests (tests/failover.rs, tests/cluster.rs) cover the transport's own retries.
     let config = NatsConfig::from_url(&url)
         .map_err(|e| e.to_string())?
         .request_timeout(Duration::from_secs(1))

@@ -8,9 +8,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qis_conformance::support::{free_port, CaseResult, TempDir};
+use qis_conformance::support::{context, free_port, CaseResult, TempDir};
+use qis_core::OutcomeTransport;
+use qis_transport_nats::{NatsConfig, NatsTransport};
 
 use super::server_binary;
+
+/// The stream the trials use (the default prefix's).
+pub const STREAM: &str = "QIS_OUTCOMES";
 
 /// The cluster's name in every node's configuration.
 pub const CLUSTER_NAME: &str = "qis-test-cluster";
@@ -270,4 +275,128 @@ impl Drop for OwnCluster {
             }
         }
     }
+}
+
+/// Check `get` every few milliseconds until it gives a value; fails with
+/// "`what` did not happen within `within`" if it never does.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut get: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = get().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} did not happen within {within:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn connect(url: &str) -> Result<qis_core::Checked<NatsTransport>, String> {
+    let config = NatsConfig::from_url(url)
+        .map_err(context("config"))?
+        .replicas(3);
+    NatsTransport::connect(config)
+        .await
+        .map_err(context("connect"))
+}
+
+/// One connection to each node alone, to ask the cluster about itself
+/// through a node that is neither killed nor paused.
+pub struct Observers(Vec<qis_core::Checked<NatsTransport>>);
+
+impl Observers {
+    pub async fn connect(cluster: &OwnCluster) -> Result<Self, String> {
+        let mut all = Vec::new();
+        for i in 0..3 {
+            all.push(connect(&cluster.node_url(i)).await?);
+        }
+        Ok(Observers(all))
+    }
+
+    /// The connections to the nodes other than `node`.
+    pub fn avoiding(&self, node: usize) -> impl Iterator<Item = &NatsTransport> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != node)
+            .map(|(_, o)| &**o)
+    }
+
+    pub fn any(&self) -> &NatsTransport {
+        &self.0[0]
+    }
+
+    pub async fn close(self) -> CaseResult {
+        for o in self.0 {
+            o.close().await.map_err(context("close observer"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The stream leader's server name, as the cluster reports it (`None` while
+/// there is none or nobody answers).
+pub async fn stream_leader(observer: &NatsTransport) -> Option<String> {
+    let js = observer.jetstream();
+    let stream = tokio::time::timeout(Duration::from_secs(2), js.get_stream(STREAM))
+        .await
+        .ok()?
+        .ok()?;
+    stream.cached_info().cluster.as_ref()?.leader.clone()
+}
+
+/// Whether all three replicas of the stream are current.
+pub async fn replicas_current(observer: &NatsTransport) -> bool {
+    let js = observer.jetstream();
+    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(2), js.get_stream(STREAM)).await
+    else {
+        return false;
+    };
+    let Some(cluster) = stream.cached_info().cluster.as_ref() else {
+        return false;
+    };
+    cluster.leader.is_some()
+        && cluster.replicas.len() == 2
+        && cluster.replicas.iter().all(|r| r.current && !r.offline)
+}
+
+/// The consumer's leader and whether a pull request waits on it.
+pub async fn consumer_state(t: &NatsTransport, name: &str) -> Option<(String, usize)> {
+    let js = t.jetstream();
+    let info = tokio::time::timeout(Duration::from_secs(2), async {
+        js.get_stream(STREAM)
+            .await
+            .ok()?
+            .consumer_info(name)
+            .await
+            .ok()
+    })
+    .await
+    .ok()??;
+    Some((info.cluster.as_ref()?.leader.clone()?, info.num_waiting))
+}
+
+/// Whether the consumer has a leader and two current followers.
+pub async fn consumer_whole(t: &NatsTransport, name: &str) -> bool {
+    let js = t.jetstream();
+    let info = tokio::time::timeout(Duration::from_secs(2), async {
+        js.get_stream(STREAM)
+            .await
+            .ok()?
+            .consumer_info(name)
+            .await
+            .ok()
+    })
+    .await;
+    let Ok(Some(info)) = info else { return false };
+    info.cluster.as_ref().is_some_and(|c| {
+        c.leader.is_some()
+            && c.replicas.len() == 2
+            && c.replicas.iter().all(|r| r.current && !r.offline)
+    })
 }
