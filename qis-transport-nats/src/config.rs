@@ -105,8 +105,8 @@ pub struct NatsConfig {
     /// packet it stored after all. After that the deposit fails with
     /// [`ErrorKind::Timeout`] or [`ErrorKind::Unavailable`]: the packet may
     /// or may not be stored, and depositing it again is safe within the
-    /// window. A deposit returns within about `request_timeout + retry_for
-    /// + request_timeout`. Connecting (creating or checking the stream) and
+    /// window. A deposit returns within about `retry_for` plus twice
+    /// `request_timeout`. Connecting (creating or checking the stream) and
     /// opening a consumer ask again for as long when the cluster answers
     /// late or says it is busy.
     pub retry_for: Duration,
