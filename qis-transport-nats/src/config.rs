@@ -18,6 +18,14 @@ pub const DEFAULT_STREAM: &str = "QIS_OUTCOMES";
 /// The default port of a NATS server.
 pub const DEFAULT_PORT: u16 = 4222;
 
+/// The default of [`NatsConfig::retry_for`]: a JetStream cluster's Raft
+/// election timeout is 4 to 9 s, so a deposit retried for 15 s outlasts
+/// the election that follows the loss of a stream leader.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// The most replicas a JetStream stream can have.
+pub const MAX_REPLICAS: usize = 5;
+
 /// Where JetStream keeps the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NatsStorage {
@@ -81,6 +89,27 @@ pub struct NatsConfig {
     /// How long to wait for the server on a request or a publish ack
     /// (default 5 s).
     pub request_timeout: Duration,
+    /// How many servers of a JetStream cluster keep the stream (default 1;
+    /// 1 to 5). Durable consumers follow their stream, so with 3 both the
+    /// packets and every consumer's acks survive the loss of any one
+    /// server. More replicas than the cluster has servers is refused when
+    /// the stream is created; a single server takes only 1.
+    pub replicas: usize,
+    /// How long a deposit keeps trying after an attempt that failed in a
+    /// way a cluster's leader election explains (no ack in time, "no
+    /// responders", a lost connection, "temporarily unavailable"), always
+    /// with the same `Nats-Msg-Id` so the server stores the packet once
+    /// (default 15 s, enough for a three-node cluster to elect a new stream
+    /// leader; zero: never retry), but never longer than half the
+    /// [`Self::dedup_window`], so the server still recognises a retry of a
+    /// packet it stored after all. After that the deposit fails with
+    /// [`ErrorKind::Timeout`] or [`ErrorKind::Unavailable`]: the packet may
+    /// or may not be stored, and depositing it again is safe within the
+    /// window. A deposit returns within about `retry_for` plus twice
+    /// `request_timeout`. Connecting (creating or checking the stream) and
+    /// opening a consumer ask again for as long when the cluster answers
+    /// late or says it is busy.
+    pub retry_for: Duration,
     /// How long the first connection attempt may take (default 5 s).
     pub connect_timeout: Duration,
     /// Most deliveries a durable consumer may have unacknowledged at once
@@ -117,6 +146,8 @@ impl Default for NatsConfig {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             ack_window: 1024,
             request_timeout: Duration::from_secs(5),
+            replicas: 1,
+            retry_for: DEFAULT_RETRY_FOR,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_ack_pending: 100_000,
             confirm_acks: false,
@@ -186,6 +217,19 @@ impl NatsConfig {
     /// Set the request / publish-ack timeout.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Set how many servers of the cluster keep the stream and its durable
+    /// consumers (1 to 5).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Set how long a deposit keeps retrying through a leader election.
+    pub fn retry_for(mut self, retry_for: Duration) -> Self {
+        self.retry_for = retry_for;
         self
     }
 
@@ -269,6 +313,12 @@ impl NatsConfig {
                 self.retention.max_bytes
             )));
         }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(invalid(format!(
+                "replicas {} is not possible: a JetStream stream has 1 to {MAX_REPLICAS} replicas (3 survive the loss of one server)",
+                self.replicas
+            )));
+        }
         if self.ack_window == 0 {
             return Err(invalid(
                 "ack_window is zero: keep at least one publish ack in flight",
@@ -298,6 +348,8 @@ mod tests {
         assert_eq!(c.dedup_window, Duration::from_secs(120));
         assert_eq!(c.storage, NatsStorage::File);
         assert!(c.ack_window >= 256);
+        assert_eq!(c.replicas, 1);
+        assert_eq!(c.retry_for, DEFAULT_RETRY_FOR);
         c.validate().unwrap();
     }
 
@@ -323,6 +375,8 @@ mod tests {
             NatsConfig::default().max_bytes(0),
             NatsConfig::default().max_bytes(u64::MAX),
             NatsConfig::default().ack_window(0),
+            NatsConfig::default().replicas(0),
+            NatsConfig::default().replicas(6),
             NatsConfig::default().tls_client_cert("c.pem"),
             NatsConfig {
                 credentials: Credentials {

@@ -26,6 +26,7 @@ use qis_core::{
 
 use crate::error::{self, err};
 use crate::filter::filter_for;
+use crate::retry::{retry_limit, Retries};
 use crate::NatsTransport;
 
 mod ack;
@@ -70,9 +71,25 @@ fn conflict(name: &str, msg: impl fmt::Display) -> Error {
     )
 }
 
-/// Check that an existing consumer is the one asked for.
-fn check_existing(info: &consumer::Info, config: &ConsumerConfig, filter: &str) -> Result<()> {
+/// Check that an existing consumer is the one asked for, and as replicated
+/// as its stream (`replicas`).
+fn check_existing(
+    info: &consumer::Info,
+    config: &ConsumerConfig,
+    filter: &str,
+    replicas: usize,
+) -> Result<()> {
     let c = &info.config;
+    // 0: it follows its stream's count.
+    if c.num_replicas != 0 && c.num_replicas < replicas {
+        return Err(conflict(
+            &config.name,
+            format_args!(
+                "exists with {} replicas, fewer than its stream's {replicas}: it would not survive the loss of its server",
+                c.num_replicas
+            ),
+        ));
+    }
     if c.deliver_subject.is_some() {
         return Err(conflict(
             &config.name,
@@ -140,33 +157,62 @@ impl NatsConsumer {
             .get_stream_no_info(&inner.stream)
             .await
             .map_err(|e| error::get_stream(&inner.config.server_list(), &inner.stream, e))?;
-        for _ in 0..3 {
-            let attempt = match stream.consumer_info(&config.name).await {
-                Ok(info) => resume(transport, &stream, info, &config, &filter).await?,
-                Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
-                    create(transport, &stream, &config, &filter).await?
+        // A cluster electing leaders (or creating this consumer's own Raft
+        // group) may answer late or not at all: retry those, as deposits do.
+        let mut retries = Retries::new(retry_limit(&inner.config), false);
+        let mut races = 0;
+        loop {
+            match open_once(transport, &stream, &config, &filter).await {
+                Ok(Some(consumer)) => {
+                    return Ok(NatsConsumer {
+                        transport: transport.clone(),
+                        name: config.name,
+                        pattern: config.pattern,
+                        consumer,
+                        malformed: AtomicU64::new(0),
+                        unconfirmed: Mutex::new(None),
+                    })
                 }
-                Err(e) => return Err(lookup_error(transport, &config.name, e)),
-            };
-            // `None`: another handle changed the consumer meanwhile; look again.
-            if let Some(consumer) = attempt {
-                return Ok(NatsConsumer {
-                    transport: transport.clone(),
-                    name: config.name,
-                    pattern: config.pattern,
-                    consumer,
-                    malformed: AtomicU64::new(0),
-                    unconfirmed: Mutex::new(None),
-                });
+                // Another handle changed the consumer meanwhile: look again.
+                Ok(None) => {
+                    races += 1;
+                    if races >= 3 {
+                        return Err(err(
+                            ErrorKind::Backend,
+                            format!(
+                                "consumer {} kept changing while it was being opened: try again",
+                                config.name
+                            ),
+                        ));
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {
+                    let Some(pause) = retries.after_failure() else {
+                        return Err(e);
+                    };
+                    tracing::debug!(consumer = %config.name, error = %e, "opening the consumer again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
             }
         }
-        Err(err(
-            ErrorKind::Backend,
-            format!(
-                "consumer {} kept changing while it was being opened: try again",
-                config.name
-            ),
-        ))
+    }
+}
+
+/// One attempt at opening: resume the consumer if it exists, else create
+/// it. `None`: it changed meanwhile.
+async fn open_once(
+    transport: &NatsTransport,
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    config: &ConsumerConfig,
+    filter: &str,
+) -> Result<Option<PullConsumer>> {
+    match stream.consumer_info(&config.name).await {
+        Ok(info) => resume(transport, stream, info, config, filter).await,
+        Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
+            create(transport, stream, config, filter).await
+        }
+        Err(e) => Err(lookup_error(transport, &config.name, e)),
     }
 }
 
@@ -179,7 +225,7 @@ async fn resume(
     config: &ConsumerConfig,
     filter: &str,
 ) -> Result<Option<PullConsumer>> {
-    check_existing(&info, config, filter)?;
+    check_existing(&info, config, filter, transport.inner.config.replicas)?;
     let as_pull = |info: &consumer::Info| {
         pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
             conflict(
@@ -202,11 +248,18 @@ async fn resume(
         Ok(c) => Ok(Some(c)),
         // Deleted meanwhile: look again.
         Err(e) if matches!(e.kind(), ConsumerUpdateErrorKind::DoesNotExist) => Ok(None),
-        Err(e) => Err(err(
-            ErrorKind::Backend,
-            format!("changing the ack wait of consumer {} failed", config.name),
-        )
-        .with_source(e)),
+        Err(e) => {
+            let kind = match e.kind() {
+                ConsumerUpdateErrorKind::TimedOut => ErrorKind::Timeout,
+                ConsumerUpdateErrorKind::Request => ErrorKind::Unavailable,
+                _ => ErrorKind::Backend,
+            };
+            Err(err(
+                kind,
+                format!("changing the ack wait of consumer {} failed", config.name),
+            )
+            .with_source(e))
+        }
     }
 }
 
@@ -226,6 +279,9 @@ async fn create(
         filter_subject: filter.to_string(),
         max_ack_pending: transport.inner.config.max_ack_pending,
         metadata: HashMap::from([(PATTERN_KEY.to_string(), config.pattern.as_str().to_string())]),
+        // No count of its own: a durable consumer has as many replicas as
+        // its stream, so with the stream it survives the loss of a server.
+        num_replicas: 0,
         ..Default::default()
     };
     match stream.create_consumer_strict(create).await {

@@ -65,9 +65,18 @@ pub(crate) fn create_stream(
     url: &str,
     stream: &str,
     subject: &str,
+    replicas: usize,
     e: async_nats::jetstream::context::CreateStreamError,
 ) -> Error {
     let (kind, msg) = match e.kind() {
+        CreateStreamErrorKind::JetStream(je) if je.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED => (
+            ErrorKind::InvalidInput,
+            format!("stream {stream} cannot have {replicas} replicas: the server at {url} is not part of a JetStream cluster; use replicas=1, or a cluster of at least {replicas} servers"),
+        ),
+        CreateStreamErrorKind::JetStream(je) if matches!(je.error_code(), ErrorCode::CLUSTER_NO_PEERS | ErrorCode::INSUFFICIENT_RESOURCES) => (
+            ErrorKind::Unavailable,
+            format!("stream {stream} with {replicas} replicas cannot be placed ({je}): the cluster needs at least {replicas} servers with JetStream up and room to spare; start more servers or use fewer replicas"),
+        ),
         CreateStreamErrorKind::JetStream(je) if je.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP => (
             ErrorKind::Conflict,
             format!("another stream already captures subjects overlapping {subject}: use that stream's name (NatsConfig::stream) or another prefix"),
@@ -85,7 +94,7 @@ pub(crate) fn create_stream(
     err(kind, msg).with_source(e)
 }
 
-fn is_jetstream_off(e: &async_nats::jetstream::Error) -> bool {
+pub(crate) fn is_jetstream_off(e: &async_nats::jetstream::Error) -> bool {
     matches!(
         e.error_code(),
         ErrorCode::JETSTREAM_NOT_ENABLED | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
@@ -115,7 +124,7 @@ pub(crate) fn publish(
             ErrorKind::Unavailable,
             format!("too many publish acks in flight while depositing on {subject}: lower the ack window"),
         ),
-        _ => (ErrorKind::Backend, format!("depositing on {subject} failed")),
+        _ => (ErrorKind::Backend, format!("depositing on {subject} failed: {e}")),
     };
     err(kind, msg).with_source(e)
 }

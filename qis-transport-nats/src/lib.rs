@@ -7,6 +7,9 @@
 //!   identical re-deposit within the de-duplication window is stored once. The
 //!   receipt carries the stream sequence and the duplicate flag of the server's
 //!   ack. A batch deposit keeps up to [`NatsConfig::ack_window`] acks in flight.
+//!   A deposit that gets no ack, "no responders" or "temporarily unavailable"
+//!   (a cluster electing a leader) is retried with the same id for
+//!   [`NatsConfig::retry_for`], then fails with a typed error.
 //! - **Stream**: `QIS_OUTCOMES` on `qis.iot.>` (the seed's), file storage,
 //!   24 h / 50 MiB retention, 2-minute de-duplication window, all set in
 //!   [`NatsConfig`]. Created if missing; an existing stream with other settings
@@ -14,8 +17,10 @@
 //! - **Durable consumers**: JetStream durable pull consumers with explicit ack,
 //!   filtered by the server ([`server_filter`]); a consumer re-opened by name,
 //!   from any connection, resumes after its last ack. Several handles on one
-//!   name share its work. `fetch` is one pull request that the server answers
-//!   as soon as it has a message (or when the wait is over). Acks are sent
+//!   name share its work. `fetch` is a pull request that the server answers
+//!   as soon as it has a message (or when the wait is over), with idle
+//!   heartbeats; a request lost with its consumer leader is sent again for
+//!   the rest of the wait. Acks are sent
 //!   like any publish; the consumer's `close()` waits until the server has
 //!   processed them ([`NatsConfig::confirm_acks`] makes every `ack()` wait).
 //! - **Live**: a core NATS subscription (at-most-once); **fire-and-forget**: a
@@ -61,6 +66,67 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## A three-node JetStream cluster
+//!
+//! Give the seed servers and three replicas:
+//! `nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222?replicas=3`
+//! ([`NatsConfig::replicas`]). `scripts/servers/nats-cluster.sh` starts such
+//! a cluster on loopback, and the conformance suite runs on it; the
+//! failover tests (`tests/failover.rs`, `tests/cluster.rs`) start clusters
+//! of their own to kill and pause nodes.
+//!
+//! What it guarantees:
+//!
+//! - The stream and each durable consumer are Raft groups over the three
+//!   servers: a receipt means two of the three have the packet, and losing
+//!   any one server loses no receipted packet and no consumer's position.
+//!   A durable consumer has as many replicas as its stream (QIS creates it
+//!   without a count of its own; one found with fewer is a conflict).
+//! - When a server is lost the others elect new leaders after Raft's
+//!   election timeout (4 to 9 s; a step-down is quicker). Meanwhile a
+//!   deposit is retried with the same `Nats-Msg-Id`, so the caller gets its
+//!   receipt late, not an error; if an attempt that timed out was stored
+//!   after all, the receipt says `duplicate` and names that copy's position.
+//!   A fetch carries on: a pull request lost to a leadership change (409),
+//!   to a dead or stopped leader (no idle heartbeats), to "no responders" or
+//!   to a reconnect is sent again. Connecting (creating or checking the
+//!   stream) and opening a consumer ask again while the cluster answers
+//!   late or says it is busy. A server that stops answering without
+//!   closing its connections (paused, overloaded) is left for another seed.
+//! - Acks lost with a consumer leader are not losses: those packets are
+//!   delivered again after the ack wait, with a higher delivery count
+//!   (at-least-once). Keep processing idempotent by packet id.
+//!
+//! What it does not:
+//!
+//! - With two of the three servers gone there is no leader and no write:
+//!   deposits fail with [`ErrorKind::Timeout`] or
+//!   [`ErrorKind::Unavailable`] once `retry_for` is over (the packet may or
+//!   may not be stored), never with a silent success, and fetches return
+//!   nothing until a majority is back.
+//! - The de-duplication window ([`NatsConfig::dedup_window`], 2 min) bounds
+//!   it all: a packet deposited again after the window is stored again. The
+//!   transport's own retries stop within half of it.
+//! - Only durable, replicated consumers survive a server: a live
+//!   subscription is core NATS and misses what is published while it
+//!   reconnects; a consumer created elsewhere with one replica dies with
+//!   its server.
+//! - Power: by default JetStream acknowledges a write at once and writes it
+//!   to disk (fsync) about every 2 minutes, so if the servers lose power
+//!   together, acknowledged packets of the last interval can be lost
+//!   (Jepsen, NATS 2.12.1, nats-server #7564). Setting the servers'
+//!   `jetstream { sync_interval: always }` (`QIS_NATS_SYNC=always` for the
+//!   script) fsyncs every write before the ack, at a cost in throughput
+//!   that `cargo bench -p qis-transport-nats --bench cluster` measures: on
+//!   the 2-core test machine a one-replica stream fell from about 50k to
+//!   1.3k batch deposits/s, a three-replica one from 25–33k to 18–23k/s
+//!   (Raft writes many messages per fsync).
+//!   Jepsen still reported losses with disk corruption on a minority
+//!   (#7549), a single power failure combined with pauses (#7567), and
+//!   membership changes during partitions even with fsync on every write
+//!   (#7545).
+//! - Order: a retried deposit can land after packets deposited later.
+//!
 //! [`NatsTransport::connect`] returns the transport behind
 //! [`qis_core::Checked`], the checking layer every backend shares: it refuses
 //! calls after `close()`, subjects outside the prefix, patterns that match
@@ -70,6 +136,8 @@
 //!
 //! [`OutcomeTransport::deposit_encoded`]: qis_core::OutcomeTransport::deposit_encoded
 //! [`ErrorKind::Conflict`]: qis_core::ErrorKind::Conflict
+//! [`ErrorKind::Timeout`]: qis_core::ErrorKind::Timeout
+//! [`ErrorKind::Unavailable`]: qis_core::ErrorKind::Unavailable
 
 mod config;
 mod connect;
@@ -78,6 +146,7 @@ mod deposit;
 mod error;
 mod filter;
 mod live;
+mod retry;
 mod stream;
 mod url;
 
@@ -92,7 +161,10 @@ use qis_core::{
     OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
-pub use config::{stream_name_for, NatsConfig, NatsStorage, DEFAULT_PORT, DEFAULT_STREAM};
+pub use config::{
+    stream_name_for, NatsConfig, NatsStorage, DEFAULT_PORT, DEFAULT_RETRY_FOR, DEFAULT_STREAM,
+    MAX_REPLICAS,
+};
 pub use consumer::NatsConsumer;
 pub use filter::server_filter;
 
@@ -115,6 +187,9 @@ struct Inner {
     /// Set by `close()`, once the connection is drained: consumers then have
     /// nothing left to confirm when they are closed.
     closed: AtomicBool,
+    /// Held while checking that the server still answers, so that many
+    /// callers noticing a silence at once probe (and reconnect) once.
+    probe: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for NatsTransport {
@@ -160,6 +235,7 @@ impl NatsTransport {
                 client,
                 js,
                 closed: AtomicBool::new(false),
+                probe: tokio::sync::Mutex::new(()),
             }),
         }))
     }

@@ -8,6 +8,7 @@ use qis_core::{ErrorKind, Result};
 
 use crate::config::{NatsConfig, NatsStorage};
 use crate::error::{self, err};
+use crate::retry::{retry_limit, Retries};
 
 /// The stream configuration these settings ask for.
 pub(crate) fn wanted(config: &NatsConfig) -> Config {
@@ -24,6 +25,7 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
         max_age: config.retention.max_age,
         max_bytes: config.retention.max_bytes as i64,
         duplicate_window: config.dedup_window.min(config.retention.max_age),
+        num_replicas: config.replicas,
         max_messages: -1,
         max_messages_per_subject: -1,
         max_consumers: -1,
@@ -33,7 +35,7 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
 
 /// What differs between an existing stream and the wanted one, in words.
 /// Only what changes the transport's behaviour counts (subjects, limits,
-/// storage, retention, discard, de-duplication window).
+/// storage, retention, discard, de-duplication window, replicas).
 pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut hs = have.subjects.clone();
@@ -68,6 +70,14 @@ pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
         out.push(format!(
             "dedup_window (duplicate_window) {:?} (want {:?})",
             have.duplicate_window, want.duplicate_window
+        ));
+    }
+    // The server reports a stream created without a count as 1 replica.
+    if have.num_replicas.max(1) != want.num_replicas.max(1) {
+        out.push(format!(
+            "replicas {} (want {})",
+            have.num_replicas.max(1),
+            want.num_replicas.max(1)
         ));
     }
     if have.retention != want.retention {
@@ -117,48 +127,100 @@ fn check(have: &Config, want: &Config) -> Result<()> {
 
 /// Create the stream, or check that the existing one has the same
 /// configuration. Idempotent; safe when several processes race to create it.
+/// A cluster that answers late or says it is busy (electing a leader,
+/// setting up the stream's Raft group) is asked again for
+/// [`NatsConfig::retry_for`].
 pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Result<()> {
     let want = wanted(config);
     let url = &config.server_list();
-    for _ in 0..3 {
-        match js.get_stream(&want.name).await {
+    let mut retries = Retries::new(retry_limit(config), false);
+    let mut races = 0;
+    loop {
+        let busy = match js.get_stream(&want.name).await {
             Ok(stream) => return check(&stream.cached_info().config, &want),
             Err(e) => match e.kind() {
                 GetStreamErrorKind::JetStream(je)
-                    if je.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+                    if je.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    None
+                }
+                _ if lookup_is_busy(&e) => Some(error::get_stream(url, &want.name, e)),
                 _ => return Err(error::get_stream(url, &want.name, e)),
             },
-        }
-        match js.create_stream(want.clone()).await {
-            Ok(_) => {
-                tracing::info!(stream = %want.name, subjects = %config.stream_subject(), "created stream");
-                return Ok(());
-            }
-            Err(e) => match e.kind() {
-                // Someone else created it meanwhile: look again and compare.
-                CreateStreamErrorKind::JetStream(je)
-                    if je.error_code() == ErrorCode::STREAM_NAME_EXIST =>
-                {
-                    continue
+        };
+        let busy = match busy {
+            Some(busy) => busy,
+            None => match js.create_stream(want.clone()).await {
+                Ok(_) => {
+                    tracing::info!(stream = %want.name, subjects = %config.stream_subject(), replicas = config.replicas, "created stream");
+                    return Ok(());
                 }
-                _ => {
-                    return Err(error::create_stream(
+                Err(e) => {
+                    let busy = match e.kind() {
+                        // Someone else created it meanwhile: look again and compare.
+                        CreateStreamErrorKind::JetStream(je)
+                            if je.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                        {
+                            races += 1;
+                            if races >= 3 {
+                                return Err(err(
+                                    ErrorKind::Backend,
+                                    format!(
+                                        "stream {} kept changing while it was being created: try again",
+                                        want.name
+                                    ),
+                                ));
+                            }
+                            continue;
+                        }
+                        CreateStreamErrorKind::TimedOut => true,
+                        CreateStreamErrorKind::JetStream(je) => cluster_busy(&je),
+                        _ => false,
+                    };
+                    let e = error::create_stream(
                         url,
                         &want.name,
                         &config.stream_subject(),
+                        config.replicas,
                         e,
-                    ))
+                    );
+                    if !busy {
+                        return Err(e);
+                    }
+                    e
                 }
             },
-        }
+        };
+        let Some(pause) = retries.after_failure() else {
+            return Err(busy);
+        };
+        tracing::debug!(stream = %want.name, error = %busy, "the cluster is busy; asking again");
+        tokio::time::sleep(pause).await;
     }
-    Err(err(
-        ErrorKind::Backend,
-        format!(
-            "stream {} kept changing while it was being created: try again",
-            want.name
-        ),
-    ))
+}
+
+/// A JetStream error that says "not now" (no leader, no quorum), not "no".
+fn cluster_busy(je: &async_nats::jetstream::Error) -> bool {
+    !error::is_jetstream_off(je)
+        && (matches!(
+            je.error_code(),
+            ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER
+        ) || je.code() == 503)
+}
+
+/// Whether a failed stream lookup is worth asking again: no answer in time,
+/// or a busy cluster. "No responders" is not: it is what a server without
+/// JetStream answers.
+fn lookup_is_busy(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    match e.kind() {
+        GetStreamErrorKind::JetStream(je) => cluster_busy(&je),
+        GetStreamErrorKind::Request => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::context::RequestError>())
+            .is_some_and(|r| {
+                r.kind() == async_nats::jetstream::context::RequestErrorKind::TimedOut
+            }),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -192,11 +254,27 @@ mod tests {
         have.max_age = Duration::from_secs(60);
         have.storage = StorageType::Memory;
         have.subjects = vec!["qis.>".into()];
+        have.num_replicas = 3;
         let diff = differences(&have, &want).join("; ");
-        for word in ["max_age", "storage", "subjects"] {
+        for word in ["max_age", "storage", "subjects", "replicas 3 (want 1)"] {
             assert!(diff.contains(word), "{diff}");
         }
         assert_eq!(check(&have, &want).unwrap_err().kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn replicas_are_asked_for_and_compared() {
+        let want = wanted(&NatsConfig::default().replicas(3));
+        assert_eq!(want.num_replicas, 3);
+        let mut have = want.clone();
+        assert!(differences(&have, &want).is_empty());
+        have.num_replicas = 1;
+        let diff = differences(&have, &want).join("; ");
+        assert_eq!(diff, "replicas 1 (want 3)");
+        // A stream created without a count has one replica.
+        have.num_replicas = 0;
+        let one = wanted(&NatsConfig::default());
+        assert!(differences(&have, &one).is_empty());
     }
 
     #[test]

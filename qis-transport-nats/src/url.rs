@@ -25,8 +25,8 @@ impl NatsConfig {
     /// - shared with every backend: `prefix`, `max_age` and `max_bytes`
     ///   ([`Self::retention`]), `dedup_window`, `connect_timeout`,
     ///   `tls_ca`, `tls_cert`, `tls_key` ([`Self::tls`]);
-    /// - NATS's own: `stream`, `storage` (`file` or `memory`), `ack_window`,
-    ///   `request_timeout`, `max_ack_pending`, `confirm_acks`, `creds` (a
+    /// - NATS's own: `stream`, `storage` (`file` or `memory`), `replicas`
+    ///   (1 to 5), `ack_window`, `request_timeout`, `retry_for`, `max_ack_pending`, `confirm_acks`, `creds` (a
     ///   `.creds` file), `require_tls`, `connection_name`.
     ///
     /// Durations are written `90s`, `2m`, `24h`, `500ms` (or a bare number
@@ -86,6 +86,12 @@ fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
             "memory" => NatsStorage::Memory,
             _ => NatsStorage::File,
         };
+    }
+    if let Some(n) = o.number("replicas")? {
+        config.replicas = n;
+    }
+    if let Some(d) = o.duration("retry_for")? {
+        config.retry_for = d;
     }
     if let Some(n) = o.number("ack_window")? {
         config.ack_window = n;
@@ -156,9 +162,11 @@ mod tests {
 
     #[test]
     fn every_key_of_its_own() {
-        let c: NatsConfig = "nats://h?stream=EDGE&ack_window=64&request_timeout=1500ms&connect_timeout=2s&max_ack_pending=500&confirm_acks=true&creds=/etc/qis.creds&require_tls=yes&connection_name=edge-7&tls_ca=ca.pem&tls_cert=c.pem&tls_key=k.pem"
+        let c: NatsConfig = "nats://h?stream=EDGE&ack_window=64&request_timeout=1500ms&connect_timeout=2s&max_ack_pending=500&confirm_acks=true&creds=/etc/qis.creds&require_tls=yes&connection_name=edge-7&tls_ca=ca.pem&tls_cert=c.pem&tls_key=k.pem&replicas=3&retry_for=20s"
             .parse()
             .unwrap();
+        assert_eq!(c.replicas, 3);
+        assert_eq!(c.retry_for, Duration::from_secs(20));
         assert_eq!(c.stream_name(), "EDGE");
         assert_eq!(c.ack_window, 64);
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
@@ -217,6 +225,10 @@ mod tests {
             "nats://h?storage=tape",
             "nats://h?confirm_acks=maybe",
             "nats://h?stream=a.b",
+            "nats://h?replicas=0",
+            "nats://h?replicas=7",
+            "nats://h?replicas=three",
+            "nats://h?retry_for=forever",
             "nats://h?prefix=Bad",
             "nats://h/stream",
             "nats://h:port",

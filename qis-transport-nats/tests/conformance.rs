@@ -1,5 +1,11 @@
-//! The shared conformance suite (`qis-conformance`) on NATS JetStream: the
-//! server at `QIS_NATS_URL` (`scripts/servers/nats.sh start DIR` writes it).
+//! The shared conformance suite (`qis-conformance`) on NATS JetStream, twice:
+//!
+//! - `nats::…`: the single server at `QIS_NATS_URL`
+//!   (`scripts/servers/nats.sh start DIR` writes it);
+//! - `nats-cluster::…`: the three-node cluster at `QIS_NATS_CLUSTER_URL`
+//!   (`scripts/servers/nats-cluster.sh start DIR` writes it), every stream
+//!   and durable consumer with three replicas.
+//!
 //! Each prefix gets its own stream, named from the prefix
 //! (`qt1a2b3c4d.iot` → `QIS_QT1A2B3C4D_IOT`), so cases never see each
 //! other's data.
@@ -13,14 +19,23 @@ use qis_core::backend::InjectRaw;
 use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
-const ENV: &str = "QIS_NATS_URL";
-
 struct Nats {
-    /// The server's settings from `QIS_NATS_URL`, or why there are none.
+    name: &'static str,
+    /// The server's settings from the environment, or why there are none.
     config: std::result::Result<NatsConfig, String>,
 }
 
 impl Nats {
+    /// The backend `name` on the URL in `var`, with `replicas`.
+    fn from_env(name: &'static str, var: &str, how: &str, replicas: usize) -> Arc<Self> {
+        let config = env_url(var, how).and_then(|url| {
+            NatsConfig::from_url(&url)
+                .map(|c| c.replicas(replicas))
+                .map_err(|e| format!("{var}={url}: {e}"))
+        });
+        Arc::new(Nats { name, config })
+    }
+
     fn config(&self, prefix: &Subject) -> Result<NatsConfig> {
         let config = self
             .config
@@ -33,7 +48,7 @@ impl Nats {
 #[async_trait]
 impl Backend for Nats {
     fn name(&self) -> &'static str {
-        "nats"
+        self.name
     }
 
     async fn unavailable(&self) -> Option<String> {
@@ -70,10 +85,17 @@ impl Backend for Nats {
 }
 
 fn main() {
-    let config = env_url(
-        ENV,
+    let single = Nats::from_env(
+        "nats",
+        "QIS_NATS_URL",
         "run scripts/servers/nats.sh start DIR and source DIR/nats.env",
-    )
-    .and_then(|url| NatsConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
-    qis_conformance::run(vec![Arc::new(Nats { config })]);
+        1,
+    );
+    let cluster = Nats::from_env(
+        "nats-cluster",
+        "QIS_NATS_CLUSTER_URL",
+        "run scripts/servers/nats-cluster.sh start DIR and source DIR/nats-cluster.env",
+        3,
+    );
+    qis_conformance::run(vec![single, cluster]);
 }

@@ -623,6 +623,27 @@ async fn seed_servers_reach_a_live_one(url: String) -> CaseResult {
     Ok(())
 }
 
+/// A single server takes one replica only: more is a typed error saying
+/// what to change, and nothing is created.
+async fn replicas_beyond_one_need_a_cluster(url: String) -> CaseResult {
+    let prefix = fresh_prefix();
+    let config = NatsConfig::from_url(&url)
+        .map_err(context("config"))?
+        .prefix(prefix.clone())
+        .replicas(3);
+    let e = NatsTransport::connect(config)
+        .await
+        .err()
+        .ok_or("a stream with 3 replicas was created on a single server")?;
+    ensure!(e.kind() == ErrorKind::InvalidInput, "{e}");
+    ensure!(e.message().contains("replicas"), "{e}");
+    let t = open(&url, &prefix).await?;
+    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(context("deposit with one replica"))?;
+    t.close().await.map_err(context("close"))
+}
+
 async fn unreachable_server_is_unavailable() -> CaseResult {
     let port = free_port();
     let started = Instant::now();
@@ -770,6 +791,7 @@ fn main() {
     shared_case!(closed_transport_says_closed);
     shared_case!(ack_on_the_wrong_consumer_is_invalid_input);
     shared_case!(seed_servers_reach_a_live_one);
+    shared_case!(replicas_beyond_one_need_a_cluster);
     trials.push(Trial::test("unreachable_server_is_unavailable", || {
         Ok(block_on(CASE_LIMIT, unreachable_server_is_unavailable())?)
     }));

@@ -2,7 +2,8 @@
 //!
 //! This test starts its own nats-server (`QIS_NATS_RESTART_BIN`, or
 //! `nats-server` on PATH) on a free loopback port with its own store
-//! directory. A depositor deposits 1,000 packets one by one, retrying each
+//! directory. A depositor deposits 1,000 packets one by one (the transport's
+//! own retries turned off with `retry_for` zero), retrying each
 //! failed deposit with the same packet (same id, so JetStream de-duplicates a
 //! retry of something that was stored after all). At about one third the
 //! server is stopped by PID (SIGTERM in one case, SIGKILL in the other) and
@@ -41,9 +42,13 @@ struct Tally {
 async fn deposit_through_restart(server: OwnServer, graceful: bool) -> CaseResult {
     let url = server.url();
     let server = Arc::new(Mutex::new(server));
+    // The depositor retries by itself here (the transport's own retries
+    // off), so each failure while the server is down is seen; the cluster
+    // tests (tests/failover.rs, tests/cluster.rs) cover the transport's own retries.
     let config = NatsConfig::from_url(&url)
         .map_err(|e| e.to_string())?
-        .request_timeout(Duration::from_secs(1));
+        .request_timeout(Duration::from_secs(1))
+        .retry_for(Duration::ZERO);
     let t = NatsTransport::connect(config)
         .await
         .map_err(|e| format!("connect: {e}"))?;

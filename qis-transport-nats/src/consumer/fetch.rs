@@ -1,22 +1,44 @@
-//! Fetching: one pull request per fetch that the server answers as soon as
-//! it has a message (or when the wait is over); malformed bodies are
+//! Fetching: a pull request that the server answers as soon as it has a
+//! message (or when the wait is over), with idle heartbeats so a request
+//! lost with its consumer leader is noticed; malformed bodies are
 //! terminated on the server so they never come back.
+//!
+//! In a cluster a pull request lives on the consumer's leader. When that
+//! leader steps down ("409 Leadership Change"), dies (the heartbeats stop),
+//! or is being elected ("no responders"), or the connection moves to
+//! another server, the request is lost: the fetch sends a new one, on a new
+//! subscription, for the rest of its wait, instead of stalling or failing.
+//! Deliveries the lost request had sent and nobody acked come back after
+//! the ack wait, as redeliveries.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::BatchConfig;
+use async_nats::StatusCode;
 use bytes::Bytes;
 use futures::StreamExt;
 use qis_core::backend::value_token;
 use qis_core::{Delivery, Error, ErrorKind, Position, Received, Result};
+use tokio::time::Instant;
 
 use super::ack::{ACK, TERM};
 use super::NatsConsumer;
-use crate::error::err;
+use crate::error::{self, err};
 
 /// Waits shorter than this are sent as "no wait" pull requests.
 const MIN_EXPIRES: Duration = Duration::from_millis(1);
+/// Requests shorter than this ask for no heartbeats.
+const MIN_HEARTBEAT_EXPIRES: Duration = Duration::from_millis(200);
+/// The longest idle heartbeat interval asked for.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How late a heartbeat (or the end of a request) may be before the
+/// request counts as lost, beyond two heartbeat intervals.
+const SLACK: Duration = Duration::from_millis(500);
+/// The first and the longest pause before pulling again after a lost request.
+const FIRST_REPULL_PAUSE: Duration = Duration::from_millis(20);
+const MAX_REPULL_PAUSE: Duration = Duration::from_millis(500);
 
 /// What [`NatsConsumer::accept`] made of a message. Consumed at once, so
 /// the size difference costs nothing, while boxing would allocate per packet.
@@ -31,56 +53,199 @@ enum Accepted {
     Skip,
 }
 
+/// How one pull request ended.
+enum Ended {
+    /// The server is done with it: the batch is full, there is nothing more
+    /// (for now), or it expired. `any` says whether messages came at all
+    /// (some may have been malformed, and not delivered).
+    Done { any: bool },
+    /// The cluster lost it (the reason is for the log): pull again.
+    Lost(String),
+}
+
+/// The idle heartbeat to ask for on a request that expires after `expires`:
+/// at most half of it, as the server requires.
+fn heartbeat_for(expires: Duration) -> Duration {
+    if expires < MIN_HEARTBEAT_EXPIRES {
+        Duration::ZERO
+    } else {
+        (expires / 2).min(MAX_HEARTBEAT)
+    }
+}
+
 impl NatsConsumer {
     /// Fetch up to `max` deliveries, waiting at most `wait` for the first.
     pub(super) async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::with_capacity(max.min(1024));
+        let mut pause = FIRST_REPULL_PAUSE;
+        let mut existence_checked = false;
         loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            // "No wait" with an expiry: the server answers as soon as it has
-            // at least one message, or when the expiry passes.
-            let mut request = self.consumer.fetch().max_messages(max);
-            if remaining >= MIN_EXPIRES {
-                request = request.expires(remaining);
-            }
-            let mut batch = request
-                .messages()
-                .await
-                .map_err(|e| pull_error(&self.name, e))?;
-            let mut out = Vec::with_capacity(max.min(1024));
-            let mut got_any = false;
-            while let Some(item) = batch.next().await {
-                match item {
-                    Ok(message) => {
-                        got_any = true;
-                        match self.accept(message) {
-                            Accepted::Deliver(d) => out.push(d),
-                            Accepted::Answer(reply, payload) => {
-                                self.publish_ack(&reply, Bytes::from_static(payload))
-                                    .await?;
-                                self.remember(reply, payload);
-                            }
-                            Accepted::Skip => {}
-                        }
-                    }
-                    Err(e) if out.is_empty() && !got_any => return Err(pull_error(&self.name, e)),
-                    Err(e) => {
-                        tracing::debug!(consumer = %self.name, error = %e, "pull request ended early");
-                        break;
-                    }
-                }
-            }
-            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let ended = self.pull_once(max - out.len(), remaining, &mut out).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !out.is_empty() || left.is_zero() {
                 return Ok(out);
             }
-            if !got_any {
-                if remaining < MIN_EXPIRES {
-                    return Ok(out);
-                }
+            match ended {
+                Ended::Done { any: _ } if remaining < MIN_EXPIRES => return Ok(out),
+                // Only malformed messages came: pull again at once.
+                Ended::Done { any: true } => {}
                 // The server ended the request early without messages; don't spin.
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                tokio::time::sleep(left.min(Duration::from_millis(10))).await;
+                Ended::Done { any: false } => {
+                    tokio::time::sleep(left.min(Duration::from_millis(10))).await
+                }
+                Ended::Lost(why) => {
+                    tracing::debug!(consumer = %self.name, why, "pull request lost; pulling again");
+                    if why.starts_with("no responders") && !existence_checked {
+                        existence_checked = true;
+                        self.check_exists().await?;
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(MAX_REPULL_PAUSE);
+                }
             }
+        }
+    }
+
+    /// One pull request for up to `max` messages, expiring after
+    /// `remaining`, on a subscription of its own; deliveries go to `out`.
+    async fn pull_once(
+        &self,
+        max: usize,
+        remaining: Duration,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Ended> {
+        let inner = &self.transport.inner;
+        let inbox = async_nats::Subject::from(inner.client.new_inbox());
+        let mut replies = inner
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| error::send(&format!("pulling from consumer {}", self.name), e))?;
+        let expires = (remaining >= MIN_EXPIRES).then_some(remaining);
+        let heartbeat = heartbeat_for(remaining);
+        // "No wait" with an expiry: the server answers as soon as it has at
+        // least one message, or when the expiry passes.
+        let request = BatchConfig {
+            batch: max,
+            expires,
+            no_wait: true,
+            idle_heartbeat: heartbeat,
+            ..Default::default()
+        };
+        self.consumer
+            .request_batch(request, inbox)
+            .await
+            .map_err(|e| pull_error(&self.name, e))?;
+        // Silence longer than this means the request is gone with its leader.
+        let silence = if heartbeat.is_zero() {
+            remaining + SLACK
+        } else {
+            heartbeat * 2 + SLACK
+        };
+        let mut wanted = max;
+        let mut any = false;
+        // One timer for the whole request, moved on only when it fires:
+        // cheaper than a timeout per message.
+        let mut heard = Instant::now();
+        let watchdog = tokio::time::sleep_until(heard + silence);
+        tokio::pin!(watchdog);
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = replies.next() => next,
+                () = &mut watchdog => {
+                    if heard.elapsed() < silence {
+                        watchdog.as_mut().reset(heard + silence);
+                        continue;
+                    }
+                    if heartbeat.is_zero() {
+                        return Ok(Ended::Done { any });
+                    }
+                    // Maybe it is our own server that stopped answering.
+                    self.transport.check_server().await;
+                    return Ok(Ended::Lost(format!(
+                        "missed idle heartbeats ({silence:?} without a word)"
+                    )));
+                }
+            };
+            let Some(message) = next else {
+                return Ok(Ended::Lost("the pull subscription ended".into()));
+            };
+            heard = Instant::now();
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    any = true;
+                    let message = async_nats::jetstream::Message {
+                        message,
+                        context: inner.js.clone(),
+                    };
+                    match self.accept(message) {
+                        Accepted::Deliver(d) => out.push(d),
+                        Accepted::Answer(reply, payload) => {
+                            self.publish_ack(&reply, Bytes::from_static(payload))
+                                .await?;
+                            self.remember(reply, payload);
+                        }
+                        Accepted::Skip => {}
+                    }
+                    wanted -= 1;
+                    if wanted == 0 {
+                        return Ok(Ended::Done { any });
+                    }
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // No messages (now), or the request expired.
+                Some(StatusCode::NOT_FOUND) | Some(StatusCode::TIMEOUT) => {
+                    return Ok(Ended::Done { any })
+                }
+                Some(StatusCode::NO_RESPONDERS) => {
+                    return Ok(Ended::Lost(
+                        "no responders: the consumer has no leader right now".into(),
+                    ))
+                }
+                Some(StatusCode::REQUEST_TERMINATED) => {
+                    let why = message.description.unwrap_or_default();
+                    return match terminated(&self.name, &why) {
+                        Some(e) => Err(e),
+                        None => Ok(Ended::Lost(format!("409 {why}"))),
+                    };
+                }
+                Some(status) => {
+                    return Err(err(
+                        ErrorKind::Backend,
+                        format!(
+                            "fetching from consumer {} failed: the server answered {status} {}",
+                            self.name,
+                            message.description.unwrap_or_default()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// After "no responders": fail if the consumer (or its stream) is gone,
+    /// which no waiting cures; otherwise it is between leaders.
+    async fn check_exists(&self) -> Result<()> {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind as K;
+        let inner = &self.transport.inner;
+        let lookup = tokio::time::timeout(inner.config.request_timeout, async {
+            let stream = inner.js.get_stream_no_info(&inner.stream).await.ok()?;
+            Some(stream.consumer_info(&self.name).await)
+        })
+        .await;
+        match lookup {
+            Ok(Some(Err(e))) if matches!(e.kind(), K::NotFound | K::StreamNotFound) => Err(err(
+                ErrorKind::NotFound,
+                format!(
+                    "consumer {} (or its stream {}) was deleted on the server: open it again",
+                    self.name, inner.stream
+                ),
+            )
+            .with_source(e)),
+            _ => Ok(()),
         }
     }
 
@@ -126,26 +291,73 @@ impl NatsConsumer {
     }
 }
 
-fn pull_error(
-    name: &str,
-    e: impl fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> Error {
-    let text = e.to_string();
-    let (kind, msg) = if text.contains("Consumer Deleted") {
+/// What a "409" that ends a pull request means: an error no new request
+/// cures, or `None` for one that the cluster explains (a leadership change,
+/// a server shutting down, too many waiting requests): pull again.
+fn terminated(name: &str, why: &str) -> Option<Error> {
+    let (kind, msg) = if why == "Consumer Deleted" {
         (
             ErrorKind::NotFound,
             format!("consumer {name} was deleted on the server: open it again"),
         )
-    } else if text.contains("MaxAckPending") {
+    } else if why.contains("MaxAckPending") {
         (
             ErrorKind::Backend,
             format!("consumer {name} has reached its max_ack_pending: ack or nak deliveries, or raise NatsConfig::max_ack_pending"),
         )
-    } else {
+    } else if why == "Consumer is push based" {
         (
-            ErrorKind::Unavailable,
-            format!("fetching from consumer {name} failed: {text}"),
+            ErrorKind::Conflict,
+            format!("consumer {name} is now a push consumer: use another consumer name"),
         )
+    } else if why.starts_with("Exceeded MaxRequest") || why.contains("MaxBytes") {
+        (
+            ErrorKind::Backend,
+            format!("consumer {name} refused the pull request ({why}): raise the consumer's limits or fetch fewer at once"),
+        )
+    } else {
+        return None;
     };
-    err(kind, msg).with_source(e)
+    Some(err(kind, msg))
+}
+
+fn pull_error(
+    name: &str,
+    e: impl fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    err(
+        ErrorKind::Unavailable,
+        format!("fetching from consumer {name} failed: {e}"),
+    )
+    .with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_at_most_half_the_expiry() {
+        assert_eq!(heartbeat_for(Duration::from_millis(50)), Duration::ZERO);
+        assert_eq!(
+            heartbeat_for(Duration::from_millis(400)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(heartbeat_for(Duration::from_secs(30)), MAX_HEARTBEAT);
+    }
+
+    #[test]
+    fn which_terminations_end_a_fetch() {
+        let kind = |why: &str| terminated("c", why).map(|e| e.kind());
+        assert_eq!(kind("Leadership Change"), None);
+        assert_eq!(kind("Server Shutdown"), None);
+        assert_eq!(kind("Exceeded MaxWaiting"), None);
+        assert_eq!(kind("Consumer Deleted"), Some(ErrorKind::NotFound));
+        assert_eq!(kind("Exceeded MaxAckPending"), Some(ErrorKind::Backend));
+        assert_eq!(kind("Consumer is push based"), Some(ErrorKind::Conflict));
+        assert_eq!(
+            kind("Exceeded MaxRequestBatch of 10"),
+            Some(ErrorKind::Backend)
+        );
+    }
 }

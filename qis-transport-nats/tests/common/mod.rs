@@ -179,3 +179,5 @@ impl Drop for OwnServer {
         // The store directory goes with `self.dir`, after the server.
     }
 }
+
+pub mod cluster;
