@@ -59,9 +59,9 @@ pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BY
 pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
 pub use synthesis::{synthesize, Synthesis, ALERT_THRESHOLD};
 pub use transport::{
-    deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer,
-    DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
-    StartPosition, DEFAULT_ACK_WAIT,
+    deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery,
+    DurableConsumer, DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt,
+    Position, Receipt, StartPosition, DEFAULT_ACK_WAIT,
 };
 
 /// Re-exported so backends and users implement the traits with the same macro.

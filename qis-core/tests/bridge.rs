@@ -252,3 +252,34 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
         .unwrap();
     assert_eq!((again.forwarded, again.duplicates), (0, 0), "{again:?}");
 }
+
+#[tokio::test]
+async fn drain_does_not_take_an_unreachable_source_for_a_quiet_one() {
+    let store = MemoryTransport::new(Subject::default());
+    store.deposit(&packet("dev", 1)).await.unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let source = {
+        let attempts = attempts.clone();
+        let store = store.inner().clone();
+        Endpoint::connect(move || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            let store = store.clone();
+            Box::pin(async move {
+                // Unreachable for longer than the quiet period below.
+                if n < 6 {
+                    Err(Error::new(ErrorKind::Unavailable, "test", "not yet"))
+                } else {
+                    Ok(Arc::new(store.handle()) as DynTransport)
+                }
+            })
+        })
+    };
+    let status = Bridge::new(source, memory(), quick("up"))
+        .drain(Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.forwarded, 1,
+        "drain returned before the source was ever reached: {status:?}"
+    );
+}

@@ -194,6 +194,7 @@ impl OutcomeTransport for RedisTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: false,
         }
     }
 

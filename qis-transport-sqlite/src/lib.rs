@@ -299,6 +299,7 @@ impl OutcomeTransport for SqliteTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: false,
         }
     }
 

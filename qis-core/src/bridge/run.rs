@@ -78,34 +78,43 @@ impl<'a> Run<'a> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         let mut stop = false;
         let mut held: Vec<Delivery> = Vec::new();
-        let mut last_seen = Instant::now();
+        // Since when fetches have come back empty (a failed fetch is not a
+        // quiet source: it says nothing about what the source holds).
+        let mut quiet_since: Option<Instant> = None;
         let fetch_wait = quiet.map_or(config.fetch_wait, |q| q.min(config.fetch_wait));
         let result = loop {
             if !stop && (&mut shutdown).now_or_never().is_some() {
                 stop = true;
             }
             if held.is_empty() {
-                if stop || quiet.is_some_and(|q| last_seen.elapsed() >= q) {
+                let quiet_enough =
+                    quiet.is_some_and(|q| quiet_since.is_some_and(|t| t.elapsed() >= q));
+                if stop || quiet_enough {
                     break Ok(());
                 }
+                let started = Instant::now();
                 let fetched = match self.consumer().await {
                     Ok(c) => c.fetch(config.batch, fetch_wait).await,
                     Err(e) => Err(e),
                 };
                 match fetched {
                     Ok(batch) if batch.is_empty() => {
+                        quiet_since.get_or_insert(started);
                         self.report(false).await;
                         continue;
                     }
                     Ok(batch) => {
-                        last_seen = Instant::now();
+                        quiet_since = None;
                         held = batch;
                     }
-                    Err(e) => match self.failed(Side::Source, e, &mut shutdown, &mut stop).await {
-                        Ok(Next::Retry) => continue,
-                        Ok(Next::Stop) => break Ok(()),
-                        Err(e) => break Err(e),
-                    },
+                    Err(e) => {
+                        quiet_since = None;
+                        match self.failed(Side::Source, e, &mut shutdown, &mut stop).await {
+                            Ok(Next::Retry) => continue,
+                            Ok(Next::Stop) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
                 }
             }
             // Forward what is held, then ack it on the source.
