@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use qis_core::backend::{seq_token, token_seq};
 use qis_core::{
-    ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Position, Received, Result,
-    StartPosition, Subject,
+    Backlog, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer, Error, ErrorKind, Position,
+    Received, Result, StartPosition, Subject, SubjectPattern,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -309,6 +309,76 @@ fn take(
     })
 }
 
+/// What consumer `id` still has to do: matching rows after its cursor, and
+/// rows delivered and not acked. `None` when it is gone.
+fn backlog_of(tx: &Transaction<'_>, id: i64, scan: &Scan) -> rusqlite::Result<Option<Backlog>> {
+    let cursor: Option<i64> = tx
+        .prepare_cached("SELECT cursor FROM qis_consumers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let waiting = scan.count_after(tx, cursor)?;
+    let unacked: i64 = tx
+        .prepare_cached("SELECT count(*) FROM qis_pending WHERE consumer_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(Some(Backlog {
+        waiting,
+        unacked: unacked as u64,
+    }))
+}
+
+/// Every consumer under `prefix`, by name, with its backlog.
+pub(crate) fn list(conn: &mut Connection, prefix: &Subject) -> rusqlite::Result<Vec<ConsumerInfo>> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT id, name, pattern FROM qis_consumers WHERE prefix = ?1 ORDER BY name",
+        )?
+        .query_map([prefix.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, name, pattern) in rows {
+        // A pattern another version wrote and this one cannot read: count
+        // every row under the prefix.
+        let scan_pattern =
+            SubjectPattern::new(pattern.as_str()).unwrap_or_else(|_| prefix.all_below());
+        let scan = Scan::new(prefix, &scan_pattern);
+        if let Some(backlog) = backlog_of(&tx, id, &scan)? {
+            out.push(ConsumerInfo {
+                name,
+                pattern: Some(pattern),
+                backlog,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Remove consumer `name` under `prefix` and its in-flight deliveries.
+/// Whether it existed.
+pub(crate) fn delete(
+    conn: &mut Connection,
+    prefix: &Subject,
+    name: &str,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM qis_consumers WHERE prefix = ?1 AND name = ?2",
+            params![prefix.as_str(), name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = id {
+        tx.execute("DELETE FROM qis_pending WHERE consumer_id = ?1", [id])?;
+        tx.execute("DELETE FROM qis_consumers WHERE id = ?1", [id])?;
+    }
+    tx.commit()?;
+    Ok(id.is_some())
+}
+
 fn state(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<(i64, Option<i64>)> {
     let cursor: i64 = tx
         .prepare_cached("SELECT cursor FROM qis_consumers WHERE id = ?1")?
@@ -453,6 +523,43 @@ impl DurableConsumer for SqliteConsumer {
 
     fn malformed_skipped(&self) -> u64 {
         self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Matching rows after the cursor (malformed ones included, as only
+    /// reading tells them apart) and deliveries not acked yet, counted in the
+    /// file: exact, and the same from every handle and process.
+    async fn backlog(&self) -> Result<Backlog> {
+        let shared = self.shared.clone();
+        let settings = self.transport.settings();
+        self.transport
+            .worker()
+            .call(move |conn| {
+                let found = conn
+                    .transaction()
+                    .and_then(|tx| backlog_of(&tx, shared.id, &shared.scan))
+                    .map_err(|e| {
+                        sql_error(
+                            &format!(
+                                "counting the backlog of consumer {} in {}",
+                                shared.name,
+                                settings.path.display()
+                            ),
+                            e,
+                        )
+                    })?;
+                found.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        NAME,
+                        format!(
+                            "consumer {} is no longer in {}",
+                            shared.name,
+                            settings.path.display()
+                        ),
+                    )
+                })
+            })
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -50,6 +50,12 @@ const NARROW: &str = "SELECT seq, subject, body FROM qis_outcomes WHERE seq IN \
       WHERE subject >= ?1 AND subject < ?2 AND seq > ?3 ORDER BY seq LIMIT ?4) ORDER BY seq";
 const WIDE: &str = "SELECT seq, subject, body FROM qis_outcomes NOT INDEXED \
      WHERE seq > ?3 AND subject >= ?1 AND subject < ?2 ORDER BY seq LIMIT ?4";
+const COUNT_EXACT: &str = "SELECT count(*) FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject = ?1 AND seq > ?2";
+const SUBJECTS_NARROW: &str = "SELECT subject FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject >= ?1 AND subject < ?2 AND seq > ?3";
+const SUBJECTS_WIDE: &str = "SELECT subject FROM qis_outcomes NOT INDEXED \
+     WHERE seq > ?3 AND subject >= ?1 AND subject < ?2";
 
 impl Scan {
     pub(crate) fn new(prefix: &Subject, pattern: &SubjectPattern) -> Scan {
@@ -113,6 +119,32 @@ impl Scan {
                 .prepare_cached(WIDE)?
                 .query_map(rusqlite::params![lo, hi, after, limit], read)?
                 .collect(),
+        }
+    }
+
+    /// How many stored rows after `after` this scan would deliver (malformed
+    /// ones included: only reading them tells). Reads subjects only, from
+    /// the index where the plan has one.
+    pub(crate) fn count_after(&self, conn: &Connection, after: i64) -> rusqlite::Result<u64> {
+        let count = |sql: &str, lo: &str, hi: &str| -> rusqlite::Result<u64> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(rusqlite::params![lo, hi, after])?;
+            let mut n = 0u64;
+            while let Some(r) = rows.next()? {
+                let subject: String = r.get(0)?;
+                if self.matches(&subject) {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        };
+        match &self.plan {
+            Plan::Exact(subject) => conn
+                .prepare_cached(COUNT_EXACT)?
+                .query_row(rusqlite::params![subject, after], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64),
+            Plan::Narrow { lo, hi } => count(SUBJECTS_NARROW, lo, hi),
+            Plan::Wide { lo, hi } => count(SUBJECTS_WIDE, lo, hi),
         }
     }
 

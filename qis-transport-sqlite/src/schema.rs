@@ -21,7 +21,9 @@
 //! CREATE TABLE qis_pending (consumer_id INTEGER, seq INTEGER, due_at_ms INTEGER,
 //!     deliveries INTEGER, PRIMARY KEY (consumer_id, seq)) WITHOUT ROWID;
 //!
-//! -- stored_bytes: the sum of length(body), kept in step by every insert and prune
+//! -- stored_bytes: the sum of length(body), kept in step by every insert and prune;
+//! -- dropped: packets pruned while a consumer still owed them (when_full=drop_oldest),
+//! --          added on the first such prune
 //! CREATE TABLE qis_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 //! ```
 

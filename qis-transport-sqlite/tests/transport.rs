@@ -11,7 +11,7 @@ use qis_core::{
     Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, OutcomeTransportExt,
     Position, StartPosition, Subject, SubjectPattern,
 };
-use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
+use qis_transport_sqlite::{SqliteConfig, SqliteTransport, WhenFull};
 
 use common::{eventually, packet, TempDir};
 
@@ -388,9 +388,15 @@ async fn live_sees_other_handles_and_own_deposits() {
 #[tokio::test]
 async fn retention_by_bytes_prunes_the_oldest() {
     let dir = TempDir::new("bytes");
-    let t = SqliteTransport::connect(SqliteConfig::new(dir.db()).max_bytes(4096))
-        .await
-        .unwrap();
+    // The consumer below owes every packet: only drop_oldest prunes them
+    // (the default refuses; tests/full.rs).
+    let t = SqliteTransport::connect(
+        SqliteConfig::new(dir.db())
+            .max_bytes(4096)
+            .when_full(WhenFull::DropOldest),
+    )
+    .await
+    .unwrap();
     let c = t
         .consumer(ConsumerConfig::new("r", pattern("qis.iot.>")).unwrap())
         .await
@@ -403,6 +409,11 @@ async fn retention_by_bytes_prunes_the_oldest() {
     let (n, bytes) = t.stored().await.unwrap();
     assert!(bytes <= 4096, "{bytes} bytes stored");
     assert!(n > 5 && n < 100, "{n} packets kept");
+    assert_eq!(
+        t.dropped().await.unwrap(),
+        100 - n,
+        "every pruned packet was owed"
+    );
     let got = c.fetch(200, WAIT).await.unwrap();
     assert_eq!(got.len() as u64, n);
     assert_eq!(got.last().unwrap().packet().agent_id, "agent-99");
@@ -411,7 +422,9 @@ async fn retention_by_bytes_prunes_the_oldest() {
 #[tokio::test]
 async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
     let dir = TempDir::new("age");
-    let cfg = SqliteConfig::new(dir.db()).max_age(Duration::from_millis(300));
+    let cfg = SqliteConfig::new(dir.db())
+        .max_age(Duration::from_millis(300))
+        .when_full(WhenFull::DropOldest);
     let t = SqliteTransport::connect(cfg).await.unwrap();
     t.deposit(&packet("hvac", "x", "old")).await.unwrap();
     let c = t
@@ -426,6 +439,7 @@ async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
         t.stored().await.unwrap().0 == 0
     })
     .await;
+    assert_eq!(t.dropped().await.unwrap(), 1, "the nak'd packet was owed");
     t.deposit(&packet("hvac", "x", "new")).await.unwrap();
     let got = c.fetch(10, WAIT).await.unwrap();
     assert_eq!(got.len(), 1);
