@@ -815,6 +815,62 @@ async fn tls_with_own_ca(server: OwnServer, certs: std::path::PathBuf) -> TestRe
     Ok(())
 }
 
+/// `backlog()` and `consumers()` report the server's consumer info:
+/// matching packets not yet delivered, and delivered ones not yet acked.
+async fn backlog_is_the_servers_count(url: String) -> TestResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let packets: Vec<_> = (0..5)
+        .map(|i| pkt("backlog", "hvac", "energy-anomaly", i))
+        .collect();
+    t.deposit_batch(&packets).await.map_err(e("deposit"))?;
+    t.deposit(&pkt("backlog", "water", "leak", 9))
+        .await
+        .map_err(e("deposit"))?;
+    let c = t
+        .consumer(cfg("exact", &format!("{prefix}.hvac.energy-anomaly")))
+        .await
+        .map_err(e("open"))?;
+    let b = c.backlog().await.map_err(e("backlog"))?;
+    ensure!(
+        (b.waiting, b.unacked) == (5, 0),
+        "a new consumer: {b:?}, want 5 waiting (only the matching ones)"
+    );
+    let got = c
+        .fetch(2, Duration::from_secs(2))
+        .await
+        .map_err(e("fetch"))?;
+    ensure!(got.len() == 2, "fetched {}", got.len());
+    let b = c.backlog().await.map_err(e("backlog"))?;
+    ensure!((b.waiting, b.unacked) == (3, 2), "after a fetch of 2: {b:?}");
+    c.ack(&got[..1]).await.map_err(e("ack"))?;
+    // Acks are sent without waiting for the server (confirm_acks is off):
+    // look until the server has counted it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let b = c.backlog().await.map_err(e("backlog"))?;
+        if (b.waiting, b.unacked) == (3, 1) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "5 s after acking 1 of 2 the server still counts {b:?}, want 3 waiting, 1 unacked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listed = t.consumers().await.map_err(e("consumers"))?;
+    ensure!(listed.len() == 1, "consumers: {listed:?}");
+    ensure!(
+        listed[0].name == "exact"
+            && listed[0].pattern.as_deref() == Some(&*format!("{prefix}.hvac.energy-anomaly"))
+            && listed[0].backlog.total() == 4,
+        "consumers: {listed:?}"
+    );
+    c.close().await.map_err(e("close"))?;
+    t.close().await.map_err(e("close transport"))?;
+    Ok(())
+}
+
 fn main() {
     common::init_tracing();
     let args = Arguments::from_args();
@@ -840,6 +896,7 @@ fn main() {
     shared_case!(closed_transport_says_closed);
     shared_case!(ack_on_the_wrong_consumer_is_invalid_input);
     shared_case!(seed_servers_reach_a_live_one);
+    shared_case!(backlog_is_the_servers_count);
     trials.push(trial(
         "unreachable_server_is_unavailable",
         &Ok::<(), String>(()),
