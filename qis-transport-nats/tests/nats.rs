@@ -842,7 +842,10 @@ async fn backlog_is_the_servers_count(url: String) -> TestResult {
         .map_err(e("fetch"))?;
     ensure!(got.len() == 2, "fetched {}", got.len());
     let b = c.backlog().await.map_err(e("backlog"))?;
-    ensure!((b.waiting, b.unacked) == (3, 2), "after a fetch of 2: {b:?}");
+    ensure!(
+        (b.waiting, b.unacked) == (3, 2),
+        "after a fetch of 2: {b:?}"
+    );
     c.ack(&got[..1]).await.map_err(e("ack"))?;
     // Acks are sent without waiting for the server (confirm_acks is off):
     // look until the server has counted it.

@@ -67,6 +67,12 @@
 //!   wildcards as Redis globs (which cross dots) and filter exactly with
 //!   [`SubjectPattern::matches`](qis_core::SubjectPattern::matches).
 //!   Fire-and-forget publish is a plain `PUBLISH`: nothing is stored.
+//! - **Backlog**: the group `lag` of `XINFO GROUPS` (Redis 7) summed over
+//!   the streams the pattern matches (counted with `XRANGE` after the group's
+//!   last delivered id where Redis reports no lag), streams the consumer has
+//!   not discovered yet counted from its start, and the groups' pending
+//!   entries as unacked. `consumers()` finds every consumer's definition with
+//!   `SCAN` and counts the same way, without opening it.
 //! - **Malformed** entries (no body, over 512 bytes, not a valid packet) are
 //!   logged, counted and acked away: never redelivered.
 //! - **Durability** is the server's: a deposit returns once Redis executed
@@ -119,7 +125,7 @@ use redis::aio::ConnectionManager;
 
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
+    Capabilities, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error, ErrorKind,
     LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
@@ -194,7 +200,7 @@ impl OutcomeTransport for RedisTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
-            backlog: false,
+            backlog: true,
         }
     }
 
@@ -222,6 +228,12 @@ impl OutcomeTransport for RedisTransport {
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         self.subscribe_live(pattern).await
+    }
+
+    /// Every consumer definition under the prefix (`SCAN` for the hashes
+    /// `{ns}:c:*`), each with its backlog as the consumer counts it.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        self.list_consumers().await
     }
 
     async fn close(&self) -> Result<()> {

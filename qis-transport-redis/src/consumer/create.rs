@@ -166,7 +166,10 @@ impl RedisTransport {
     }
 
     /// The subject index size and the subjects in it that `pattern` matches.
-    async fn matching_subjects(&self, pattern: &SubjectPattern) -> Result<(i64, Vec<String>)> {
+    pub(super) async fn matching_subjects(
+        &self,
+        pattern: &SubjectPattern,
+    ) -> Result<(i64, Vec<String>)> {
         let (min, max) = lex_range(pattern);
         let mut conn = self.conn();
         let (len, subjects): (i64, Vec<String>) = redis::pipe()

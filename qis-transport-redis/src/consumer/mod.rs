@@ -2,11 +2,13 @@
 //! subject stream its pattern matches.
 //!
 //! - [`create`]: the definition hash and the groups (start positions);
+//! - [`backlog`]: what a consumer still has to do, and every consumer listed;
 //! - [`fetch`]: `XREADGROUP`, claims of due redeliveries, blocking reads;
 //! - [`ack`]: `XACK` and nak;
 //! - [`entry`]: stream entries and the packets in them.
 
 mod ack;
+mod backlog;
 mod create;
 mod entry;
 mod fetch;
@@ -17,7 +19,7 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qis_core::{Delivery, DurableConsumer, Result, SubjectPattern};
+use qis_core::{Backlog, Delivery, DurableConsumer, Result, SubjectPattern};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -108,6 +110,16 @@ impl DurableConsumer for RedisConsumer {
 
     fn malformed_skipped(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// The group lag (Redis 7 `XINFO GROUPS`) summed over the streams the
+    /// pattern matches, counted with `XRANGE` where Redis cannot tell it, plus
+    /// streams not discovered yet from the consumer's start; and the groups'
+    /// pending entries as unacked.
+    async fn backlog(&self) -> Result<Backlog> {
+        self.transport
+            .backlog_of(&self.name, &self.pattern, &self.lazy_start)
+            .await
     }
 
     async fn close(&self) -> Result<()> {
