@@ -262,3 +262,78 @@ async fn foreign_records_are_skipped_and_counted() {
     c.ack(&got).await.unwrap();
     c.close().await.unwrap();
 }
+
+/// Poll `f` until it returns `want`, failing with what it last returned.
+async fn until_eq<T, F, Fut>(what: &str, want: T, mut f: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = f().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got:?} after 10 s, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn backlog_is_the_high_watermark_minus_the_position() {
+    let Some(url) = url() else { return };
+    let prefix = prefix();
+    let t = transport(&url, &prefix).await;
+    // One subject: one partition, in order.
+    let packets: Vec<_> = (0..6).map(packet).collect();
+    t.deposit_batch(&packets).await.unwrap();
+    let c = t
+        .consumer(ConsumerConfig::new("c", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    until_eq("a new consumer's backlog", (6, 0), || async {
+        let b = c.backlog().await.unwrap();
+        (b.waiting, b.unacked)
+    })
+    .await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(
+            c.fetch(2 - got.len(), Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+    }
+    let b = c.backlog().await.unwrap();
+    assert_eq!((b.waiting, b.unacked), (4, 2), "after a fetch of 2");
+    c.ack(&got[..1]).await.unwrap();
+    let b = c.backlog().await.unwrap();
+    assert_eq!((b.waiting, b.unacked), (4, 1), "after an ack of 1");
+    // From outside the group: the committed offset is the first unacked
+    // packet, so the one in flight counts as waiting.
+    until_eq(
+        "the group's backlog from outside",
+        (vec!["c".to_string()], 5),
+        || async {
+            let listed = t.consumers().await.unwrap();
+            let names = listed.iter().map(|c| c.name.clone()).collect();
+            (names, listed.iter().map(|c| c.backlog.waiting).sum::<u64>())
+        },
+    )
+    .await;
+    // The pattern is the commits' metadata, which some Kafka-protocol
+    // brokers (tansu) do not keep.
+    let listed = t.consumers().await.unwrap();
+    let want = all(&prefix);
+    assert!(
+        listed[0].pattern.as_deref().is_none_or(|p| p == want.as_str()),
+        "{listed:?}"
+    );
+    c.close().await.unwrap();
+    t.close().await.unwrap();
+}
