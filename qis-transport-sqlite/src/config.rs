@@ -2,7 +2,8 @@
 //!
 //! The settings every backend shares (`prefix`, retention by `max_age` and
 //! `max_bytes`) are spelled as in [`qis_core::config`]; the rest are the
-//! file's own: `busy_timeout`, `poll_interval`, `synchronous`, `when_full`.
+//! file's own: `busy_timeout`, `poll_interval`, `synchronous`, `when_full`,
+//! `cache_size`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -121,6 +122,11 @@ pub struct SqliteConfig {
     /// owes (default [`WhenFull::Refuse`]). Give every process on a file the
     /// same policy.
     pub when_full: WhenFull,
+    /// The most memory SQLite's page cache of this handle may take (`PRAGMA
+    /// cache_size`); `None` (the default) keeps SQLite's, 2 MiB. A device
+    /// short of memory can give less (the edge agent uses 256 KiB); the file
+    /// is read from the OS's cache then.
+    pub cache_size: Option<u64>,
 }
 
 qis_core::config_builders!(SqliteConfig: prefix, retention);
@@ -155,6 +161,7 @@ impl SqliteConfig {
             poll_interval: DEFAULT_POLL_INTERVAL,
             synchronous: Synchronous::Full,
             when_full: WhenFull::Refuse,
+            cache_size: None,
         }
     }
 
@@ -167,9 +174,9 @@ impl SqliteConfig {
     /// Percent-escapes in the path are decoded. The query takes the shared
     /// keys `prefix`, `max_age` (`24h`, `90s`, …) and `max_bytes` (`50MiB`,
     /// …), and the file's own `busy_timeout` and `poll_interval` (durations,
-    /// e.g. `10s`, `5ms`), `synchronous` (`full` or `normal`) and `when_full`
-    /// (`refuse` or `drop_oldest`). Any other key is an
-    /// [`ErrorKind::InvalidInput`] error naming these.
+    /// e.g. `10s`, `5ms`), `synchronous` (`full` or `normal`), `when_full`
+    /// (`refuse` or `drop_oldest`) and `cache_size` (bytes, e.g. `256KiB`).
+    /// Any other key is an [`ErrorKind::InvalidInput`] error naming these.
     ///
     /// In-memory databases (`sqlite::memory:`, `mode=memory`) are refused:
     /// an in-memory database is private to one connection, and this transport
@@ -220,6 +227,9 @@ impl SqliteConfig {
                 _ => Synchronous::Full,
             };
         }
+        if let Some(b) = options.bytes("cache_size")? {
+            config.cache_size = Some(b);
+        }
         if let Some(w) = options.choice("when_full", &["refuse", "drop_oldest"])? {
             config.when_full = match w {
                 "drop_oldest" => WhenFull::DropOldest,
@@ -251,6 +261,12 @@ impl SqliteConfig {
     /// What happens when retention would remove packets a consumer still owes.
     pub fn when_full(mut self, when_full: WhenFull) -> Self {
         self.when_full = when_full;
+        self
+    }
+
+    /// The most memory SQLite's page cache of this handle may take.
+    pub fn cache_size(mut self, bytes: u64) -> Self {
+        self.cache_size = Some(bytes);
         self
     }
 
@@ -333,8 +349,12 @@ mod tests {
         assert_eq!(d.busy_timeout, DEFAULT_BUSY_TIMEOUT);
         assert_eq!(d.poll_interval, DEFAULT_POLL_INTERVAL);
         assert_eq!(d.when_full, WhenFull::Refuse);
-        let c: SqliteConfig = "sqlite://q.db?when_full=refuse".parse().unwrap();
+        let c: SqliteConfig = "sqlite://q.db?when_full=refuse&cache_size=256KiB"
+            .parse()
+            .unwrap();
         assert_eq!(c.when_full, WhenFull::Refuse);
+        assert_eq!(c.cache_size, Some(256 << 10));
+        assert_eq!(d.cache_size, None);
     }
 
     #[test]
@@ -356,6 +376,7 @@ mod tests {
                 "poll_interval",
                 "synchronous",
                 "when_full",
+                "cache_size",
             ] {
                 assert!(e.message().contains(known), "{key}: {e}");
             }

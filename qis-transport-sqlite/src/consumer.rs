@@ -24,7 +24,7 @@ use qis_core::{
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::scan::{Row, Scan};
+use crate::scan::{stored_id, Row, Scan};
 use crate::schema::{duration_ms, now_ms, now_us, sql_error, system_time_us};
 use crate::{retention, SqliteTransport, NAME};
 
@@ -236,7 +236,7 @@ fn take(
     let mut gone = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT p.seq, p.deliveries, o.subject, o.body FROM qis_pending p \
+            "SELECT p.seq, p.deliveries, o.subject, o.body, o.packet_id FROM qis_pending p \
              LEFT JOIN qis_outcomes o ON o.seq = p.seq \
              WHERE p.consumer_id = ?1 AND p.due_at_ms <= ?2 ORDER BY p.seq LIMIT ?3",
         )?;
@@ -249,7 +249,13 @@ fn take(
                 r.get::<_, Option<Vec<u8>>>(3)?,
             ) {
                 (Some(subject), Some(body)) => {
-                    let row = Row { seq, subject, body };
+                    let id = stored_id(r.get(4)?);
+                    let row = Row {
+                        seq,
+                        subject,
+                        body,
+                        id,
+                    };
                     match decode(&row) {
                         Some(received) => redeliver.push((received, seq, deliveries + 1)),
                         None => gone.push(seq),
@@ -393,7 +399,7 @@ fn next_due(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<Option<i64>> {
 
 /// Decode a stored row; `None` (logged) when it is not a valid packet.
 fn decode(row: &Row) -> Option<Received> {
-    match Received::decode(row.subject.as_str(), &row.body) {
+    match row.decode() {
         Ok(received) => Some(received),
         Err(e) => {
             tracing::warn!(subject = %row.subject, seq = row.seq, error = %e, "skipping malformed stored packet; it will not be delivered");
@@ -409,6 +415,20 @@ fn delivery(received: Received, seq: i64, n: i64) -> Delivery {
         delivery_count: u32::try_from(n).unwrap_or(u32::MAX),
         token: seq_token(seq as u64),
     }
+}
+
+/// Sorted, de-duplicated `seqs` as runs of consecutive values `(first, last)`.
+fn runs(mut seqs: Vec<i64>) -> Vec<(i64, i64)> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == s => *last = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
 }
 
 /// The row seq in a delivery's token.
@@ -470,11 +490,13 @@ impl DurableConsumer for SqliteConsumer {
                 let run = || -> rusqlite::Result<()> {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     {
+                        // A batch of new packets is mostly consecutive rows:
+                        // one range delete per run of consecutive seqs.
                         let mut del = tx.prepare_cached(
-                            "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq = ?2",
+                            "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq BETWEEN ?2 AND ?3",
                         )?;
-                        for seq in seqs {
-                            del.execute(params![shared.id, seq])?;
+                        for (first, last) in runs(seqs) {
+                            del.execute(params![shared.id, first, last])?;
                         }
                     }
                     tx.commit()
@@ -565,5 +587,20 @@ impl DurableConsumer for SqliteConsumer {
     async fn close(&self) -> Result<()> {
         // Acks are committed before `ack` returns: nothing is pending here.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn acked_seqs_become_runs() {
+        assert_eq!(runs(vec![]), []);
+        assert_eq!(runs(vec![7]), [(7, 7)]);
+        assert_eq!(
+            runs(vec![5, 3, 4, 9, 10, 4, 12]),
+            [(3, 5), (9, 10), (12, 12)]
+        );
     }
 }

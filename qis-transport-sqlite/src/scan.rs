@@ -17,7 +17,7 @@
 //! Every row examined moves the caller's position past it, matching or not,
 //! so no row is looked at twice by the same consumer or subscription.
 
-use qis_core::{Subject, SubjectPattern};
+use qis_core::{PacketId, Received, Subject, SubjectPattern};
 use rusqlite::Connection;
 
 /// One stored row.
@@ -26,6 +26,26 @@ pub(crate) struct Row {
     pub(crate) seq: i64,
     pub(crate) subject: String,
     pub(crate) body: Vec<u8>,
+    /// The packet id stored with the row (the SHA-256 of `body`, computed
+    /// when it was stored), so a read does not hash the body again.
+    pub(crate) id: Option<PacketId>,
+}
+
+impl Row {
+    /// The decoded packet (with the stored id), or the decoding error.
+    pub(crate) fn decode(&self) -> qis_core::Result<Received> {
+        match self.id {
+            Some(id) => Received::decode_with_known_id(self.subject.as_str(), &self.body, id),
+            None => Received::decode(self.subject.as_str(), &self.body),
+        }
+    }
+}
+
+/// A stored `packet_id` column as a packet id (`None` if it is not 32 bytes).
+pub(crate) fn stored_id(bytes: Option<Vec<u8>>) -> Option<PacketId> {
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(PacketId::from_bytes)
 }
 
 #[derive(Debug)]
@@ -43,12 +63,13 @@ pub(crate) struct Scan {
     plan: Plan,
 }
 
-const EXACT: &str = "SELECT seq, subject, body FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+const EXACT: &str =
+    "SELECT seq, subject, body, packet_id FROM qis_outcomes INDEXED BY qis_outcomes_subject \
      WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
-const NARROW: &str = "SELECT seq, subject, body FROM qis_outcomes WHERE seq IN \
+const NARROW: &str = "SELECT seq, subject, body, packet_id FROM qis_outcomes WHERE seq IN \
      (SELECT seq FROM qis_outcomes INDEXED BY qis_outcomes_subject \
       WHERE subject >= ?1 AND subject < ?2 AND seq > ?3 ORDER BY seq LIMIT ?4) ORDER BY seq";
-const WIDE: &str = "SELECT seq, subject, body FROM qis_outcomes NOT INDEXED \
+const WIDE: &str = "SELECT seq, subject, body, packet_id FROM qis_outcomes NOT INDEXED \
      WHERE seq > ?3 AND subject >= ?1 AND subject < ?2 ORDER BY seq LIMIT ?4";
 const COUNT_EXACT: &str = "SELECT count(*) FROM qis_outcomes INDEXED BY qis_outcomes_subject \
      WHERE subject = ?1 AND seq > ?2";
@@ -104,6 +125,7 @@ impl Scan {
                 seq: r.get(0)?,
                 subject: r.get(1)?,
                 body: r.get(2)?,
+                id: stored_id(r.get(3)?),
             })
         };
         match &self.plan {

@@ -117,6 +117,12 @@ pub(crate) fn open(config: &SqliteConfig) -> qis_core::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", config.synchronous.pragma())
         .map_err(|e| sql_error(&ctx("setting synchronous"), e))?;
+    if let Some(bytes) = config.cache_size {
+        // Negative: a size in KiB rather than a number of pages.
+        let kib = i64::try_from(bytes / 1024).unwrap_or(i64::MAX).max(1);
+        conn.pragma_update(None, "cache_size", -kib)
+            .map_err(|e| sql_error(&ctx("setting cache_size"), e))?;
+    }
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| sql_error(&ctx("reading the schema version"), e))?;
