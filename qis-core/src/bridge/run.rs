@@ -157,12 +157,13 @@ impl<'a> Run<'a> {
             let fetch_ahead = !stop && destination_ok && ahead.is_none();
             let source_side = async move {
                 let Some(c) = consumer else {
-                    return (Ok(()), None);
+                    return (Ok(false), None);
                 };
+                // Whether a batch was acked (the run is healthy then).
                 let acked = if to_ack.is_empty() {
-                    Ok(())
+                    Ok(false)
                 } else {
-                    c.ack(&to_ack).await
+                    c.ack(&to_ack).await.map(|()| true)
                 };
                 let fetched = if fetch_ahead && acked.is_ok() {
                     Some(c.fetch(config.batch, Duration::ZERO).await)
@@ -174,10 +175,11 @@ impl<'a> Run<'a> {
             let (deposit, (acked, fetched)) = futures::join!(self.deposit(&held), source_side);
 
             let mut source_error = match acked {
-                Ok(()) => {
+                Ok(true) => {
                     self.acked_batch();
                     None
                 }
+                Ok(false) => None,
                 Err(e) => Some(e),
             };
             match fetched {
@@ -219,9 +221,32 @@ impl<'a> Run<'a> {
             }
             self.report(false).await;
         };
+        // Fetched and not deposited (the destination is down, or the run
+        // stops): handed back at once where the source can, so the next run
+        // need not wait out the ack wait for them.
+        held.extend(ahead.take().unwrap_or_default());
+        self.hand_back(&held).await;
         self.report(true).await;
         self.close().await;
         result.map(|()| self.bridge.status())
+    }
+
+    /// Nak `unsent` (with no delay) on the source consumer, when it can.
+    async fn hand_back(&mut self, unsent: &[Delivery]) {
+        let (Some(c), Some(source)) = (&self.consumer, &self.source) else {
+            return;
+        };
+        if unsent.is_empty() || !source.capabilities().nak {
+            return;
+        }
+        for d in unsent {
+            let naked = tokio::time::timeout(CLOSE_WITHIN, c.nak(d, Duration::ZERO)).await;
+            if !matches!(naked, Ok(Ok(()))) {
+                // It comes back after the ack wait instead.
+                return;
+            }
+        }
+        tracing::debug!(bridge = %self.bridge.config.name, count = unsent.len(), "unsent packets handed back to the source");
     }
 
     /// A batch acked on the source: the run is healthy.
