@@ -331,7 +331,10 @@ async fn backlog_is_the_high_watermark_minus_the_position() {
     let listed = t.consumers().await.unwrap();
     let want = all(&prefix);
     assert!(
-        listed[0].pattern.as_deref().is_none_or(|p| p == want.as_str()),
+        listed[0]
+            .pattern
+            .as_deref()
+            .is_none_or(|p| p == want.as_str()),
         "{listed:?}"
     );
     c.close().await.unwrap();
