@@ -69,7 +69,7 @@ async fn connect(url: &str, prefix: &Subject) -> BenchResult<DynTransport> {
 async fn deposit_rate(url: &str, n: usize) -> BenchResult<f64> {
     let prefix = fresh("dep");
     let t = connect(url, &prefix).await?;
-    let encoded = packets(n, &prefix.to_string())
+    let encoded = packets(n, prefix.as_str())
         .iter()
         .map(|p| EncodedPacket::readable(p, &prefix))
         .collect::<qis::Result<Vec<_>>>()?;
@@ -87,7 +87,7 @@ async fn bridge_rate(url: &str, n: usize, dir: &std::path::Path) -> BenchResult<
     let prefix = fresh("brg");
     let file = dir.join(format!("{prefix}.db"));
     let source = qis::connect(&format!("sqlite://{}", file.display())).await?;
-    let encoded = packets(n, &prefix.to_string())
+    let encoded = packets(n, prefix.as_str())
         .iter()
         .map(|p| EncodedPacket::readable(p, source.prefix()))
         .collect::<qis::Result<Vec<_>>>()?;

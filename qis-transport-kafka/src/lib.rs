@@ -110,7 +110,7 @@
 //!
 //! ## Backlog
 //!
-//! [`DurableConsumer::backlog`](qis_core::DurableConsumer::backlog) counts,
+//! [`DurableConsumer::backlog`] counts,
 //! per partition, the high watermark minus where the group stands (the
 //! handle's own position in the partitions the group assigned to it, the
 //! committed offset in the others), and the handle's deliveries in flight as
