@@ -129,6 +129,23 @@ impl TransportConfig {
         ))
     }
 
+    /// The subject prefix the transport will store under (the URL's
+    /// `?prefix=`, or the default `qis.iot`): known before connecting, so a
+    /// pattern for a side that is not reachable yet can be built.
+    pub fn prefix(&self) -> &Subject {
+        match self {
+            TransportConfig::Memory(c) => &c.prefix,
+            #[cfg(feature = "sqlite")]
+            TransportConfig::Sqlite(c) => &c.prefix,
+            #[cfg(feature = "nats")]
+            TransportConfig::Nats(c) => &c.prefix,
+            #[cfg(feature = "redis")]
+            TransportConfig::Redis(c) => &c.prefix,
+            #[cfg(feature = "kafka")]
+            TransportConfig::Kafka(c) => &c.prefix,
+        }
+    }
+
     /// Use another subject prefix than the default `qis.iot`.
     pub fn with_prefix(self, prefix: Subject) -> Self {
         match self {

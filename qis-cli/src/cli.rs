@@ -63,6 +63,10 @@ pub enum Command {
     Fingerprint(FingerprintArgs),
     /// Run the same swarm scenario on several transports and print a comparison table.
     Compare(CompareArgs),
+    /// Forward packets from one transport to another until SIGINT/SIGTERM (store and forward).
+    Bridge(BridgeArgs),
+    /// Print the durable consumers with their backlog (and, for SQLite, the store's fill).
+    Status(StatusArgs),
 }
 
 /// How results are printed.
@@ -381,6 +385,78 @@ pub struct CompareArgs {
     pub svg: PathBuf,
 
     /// Print the results as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qis bridge`.
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Where packets come from: a transport URL (the global --url is not used).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+
+    /// Where packets go: a transport URL. It may be unreachable at start: the
+    /// bridge connects (again) with backoff until it answers.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+
+    /// Forward only subjects matching PATTERN [default: everything under the source's prefix].
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pub pattern: Option<SubjectPattern>,
+
+    /// The durable consumer's name on the source: a bridge started again with
+    /// the same name resumes where it stopped.
+    #[arg(long, value_name = "NAME", default_value = "qis-bridge")]
+    pub name: String,
+
+    /// Forward only packets produced on these nodes (their source_node), comma
+    /// separated; NAME* matches a family (the device → hub direction).
+    #[arg(
+        long,
+        value_name = "NODE,...",
+        value_delimiter = ',',
+        conflicts_with = "except_origin"
+    )]
+    pub origin: Vec<String>,
+
+    /// Forward every packet except those produced on these nodes (the hub →
+    /// device direction), comma separated; NAME* matches a family.
+    #[arg(long, value_name = "NODE,...", value_delimiter = ',')]
+    pub except_origin: Vec<String>,
+
+    /// Most packets per batch.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+
+    /// A batch fetched but not forwarded and acked within this time is
+    /// delivered to the bridge again (after a crash: sent again).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Longest pause between attempts to reach a side that is down (the
+    /// pauses grow from 100 ms, with jitter).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// How often a progress line is printed when stdout is not a terminal.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Print progress as one JSON object per line (the bridge status and the rate).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qis status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these consumers, comma separated [default: every consumer the
+    /// transport lists under the prefix].
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub consumer: Vec<String>,
+
+    /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
 }

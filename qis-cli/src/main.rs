@@ -2,7 +2,8 @@
 //!
 //! A binary a fleet operator uses the way they use `nats` or `redis-cli`:
 //! deposit outcome packets, watch them arrive, fetch twins with a durable
-//! consumer, synthesise, compute fingerprints, and measure the transports
+//! consumer, synthesise, compute fingerprints, bridge two transports (store
+//! and forward), see the consumers' backlog, and measure the transports
 //! against each other.
 //!
 //! ```text
@@ -15,6 +16,8 @@
 //! qis synth hvac energy-anomaly --consumer building-b --own-json own.json [--json]
 //! qis fingerprint --domain hvac --problem-class energy-anomaly --context 0.18,0.92,0.03,0.71
 //! qis compare --transports sqlite,nats,redis,kafka --packets 2000 --svg compare.svg
+//! qis bridge --from sqlite://outbox.db --to nats://hub:4222 --name up --origin device-7
+//! qis --url sqlite://outbox.db status         # consumers, backlog, who holds the store
 //! ```
 //!
 //! Global options: `--url` (env `QIS_URL`, default `sqlite://qis.db` in the
@@ -28,6 +31,7 @@
 //! Errors are one line on stderr, `qis: error: …`. Logs go to stderr, filtered
 //! by `RUST_LOG` (default `warn`).
 
+mod bridge;
 mod cli;
 mod compare;
 mod deposit;
@@ -35,6 +39,7 @@ mod error;
 mod fingerprint;
 mod input;
 mod show;
+mod status;
 mod synth;
 mod twins;
 mod watch;
@@ -84,6 +89,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Synth(args) => synth::run(url, prefix, args).await,
         Command::Fingerprint(args) => fingerprint::run(prefix, &args),
         Command::Compare(args) => compare::run(args).await,
+        Command::Bridge(args) => bridge::run(prefix, args).await,
+        Command::Status(args) => status::run(url, prefix, args).await,
     }
 }
 

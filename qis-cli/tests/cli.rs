@@ -812,6 +812,259 @@ mod sqlite {
         assert!(status.success(), "{status:?}");
     }
 
+    fn deposit_n(dir: &TempDir, url: &str, node: &str, n: usize) {
+        for i in 0..n {
+            let mut c = qis(
+                dir.path(),
+                &[
+                    "--url",
+                    url,
+                    "deposit",
+                    "--agent-id",
+                    &format!("{node}-agent"),
+                    "--domain",
+                    "hvac",
+                    "--problem-class",
+                    "energy-anomaly",
+                    "--conclusion",
+                    &format!("finding {i}"),
+                    "--confidence",
+                    "0.8",
+                    "--source-node",
+                    node,
+                ],
+            );
+            c.env_remove("QIS_URL");
+            ok(c);
+        }
+    }
+
+    #[test]
+    fn bridge_forwards_between_files_and_stops_cleanly_on_a_signal() {
+        let dir = TempDir::new("bridge");
+        let from = format!("sqlite://{}", dir.path().join("device.db").display());
+        let to = format!("sqlite://{}", dir.path().join("hub.db").display());
+        deposit_n(&dir, &from, "device-7", 3);
+        deposit_n(&dir, &from, "elsewhere", 2);
+        for signal in ["-INT", "-TERM"] {
+            let mut bridge = qis(
+                dir.path(),
+                &[
+                    "bridge",
+                    "--from",
+                    &from,
+                    "--to",
+                    &to,
+                    "--name",
+                    "up",
+                    "--origin",
+                    "device-7",
+                    "--interval",
+                    "100ms",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+            let out = line_channel(bridge.stdout.take().unwrap());
+            let _err = line_channel(bridge.stderr.take().unwrap());
+            // Not a terminal: one progress line per interval.
+            let want = if signal == "-INT" {
+                "forwarded 3, duplicates 0, skipped 2, backlog 0 waiting + 0 unacked"
+            } else {
+                // The second run resumes: nothing left to forward.
+                "forwarded 0, duplicates 0, skipped 0, backlog 0 waiting + 0 unacked"
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let l = out
+                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or_else(|_| {
+                        panic!("{signal}: no progress line with {want:?} within 20 s")
+                    });
+                assert!(l.starts_with("bridge up: "), "{l}");
+                if l.contains(want) && l.contains("source up") {
+                    break;
+                }
+                assert!(!l.contains("forwarded 4"), "{l}");
+            }
+            let kill = Command::new("kill")
+                .args([signal, &bridge.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(bridge.wait());
+            });
+            let status = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the bridge exited within 20 s of the signal")
+                .unwrap();
+            assert_eq!(status.code(), Some(0), "{signal}: {status:?}");
+            let last: Vec<String> = out.try_iter().collect();
+            assert!(
+                last.last().is_some_and(|l| l.ends_with("(stopped)")),
+                "{signal}: the last line says it stopped: {last:?}"
+            );
+        }
+        // The hub file holds the device's 3 packets, the others kept back.
+        let o = ok(qis(
+            dir.path(),
+            &[
+                "--url",
+                &to,
+                "twins",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "audit",
+                "--wait",
+                "0s",
+                "--json",
+            ],
+        ));
+        let got = json_lines(&o);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got.iter().all(|v| v["packet"]["source_node"] == "device-7"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn status_lists_consumers_with_their_backlog_and_who_holds_the_store() {
+        let dir = TempDir::new("status");
+        let url = dir.sqlite_url();
+        deposit_n(&dir, &url, "n", 3);
+        // Consumer b takes one packet and acks it; two are still owed to it.
+        ok(with_url(
+            &dir,
+            &[
+                "twins",
+                "hvac",
+                "energy-anomaly",
+                "--consumer",
+                "b",
+                "--max",
+                "1",
+                "--wait",
+                "0s",
+            ],
+        ));
+        let o = ok(with_url(&dir, &["status"]));
+        let text = stdout(&o);
+        assert!(text.contains("(sqlite, prefix qis.iot)"), "{text}");
+        assert!(
+            text.contains("store: 3 packets") && text.contains("when full: refuse, dropped 0"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("b "))
+            .unwrap_or_else(|| panic!("no row for consumer b:\n{text}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["b", "qis.iot.hvac.energy-anomaly", "2", "0"],
+            "{text}"
+        );
+        assert!(text.contains("held by: b (2 packets)"), "{text}");
+
+        let o = ok(with_url(&dir, &["status", "--json", "--consumer", "b"]));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["store"]["packets"], 3);
+        assert_eq!(v["consumers"][0]["name"], "b");
+        assert_eq!(v["consumers"][0]["waiting"], 2);
+
+        let o = with_url(&dir, &["status", "--consumer", "nobody"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("no consumer named nobody") && stderr(&o).contains("there are: b"),
+            "{}",
+            stderr(&o)
+        );
+
+        let missing = format!("sqlite://{}", dir.path().join("missing.db").display());
+        let o = run(dir.path(), &["--url", &missing, "status"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("there is no store at"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            !dir.path().join("missing.db").exists(),
+            "status created the file"
+        );
+    }
+
+    #[test]
+    fn bridge_usage_errors_exit_2() {
+        let dir = TempDir::new("bridge-usage");
+        let o = run(dir.path(), &["bridge", "--from", "sqlite://a.db"]);
+        assert_usage_error(&o, "--to");
+        let o = run(
+            dir.path(),
+            &[
+                "bridge",
+                "--from",
+                "sqlite://a.db",
+                "--to",
+                "sqlite://b.db",
+                "--origin",
+                "a",
+                "--except-origin",
+                "b",
+            ],
+        );
+        assert_usage_error(&o, "--except-origin");
+        let o = run(
+            dir.path(),
+            &[
+                "bridge",
+                "--from",
+                "sqlite://a.db",
+                "--to",
+                "carrier-pigeon://x",
+            ],
+        );
+        assert_usage_error(&o, "carrier-pigeon");
+        let o = run(
+            dir.path(),
+            &[
+                "bridge",
+                "--from",
+                "sqlite://a.db",
+                "--to",
+                "sqlite://b.db",
+                "--ack-wait",
+                "500ms",
+            ],
+        );
+        assert_usage_error(&o, "--ack-wait");
+        let o = run(
+            dir.path(),
+            &[
+                "bridge",
+                "--from",
+                "sqlite://a.db",
+                "--to",
+                "sqlite://b.db",
+                "--name",
+                "no spaces",
+            ],
+        );
+        assert_usage_error(&o, "consumer name");
+        assert!(
+            !dir.path().join("a.db").exists(),
+            "nothing is opened before the flags are checked"
+        );
+    }
+
     #[test]
     fn compare_measures_sqlite() {
         let dir = TempDir::new("cmp-sqlite");

@@ -14,8 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::packet::EncodedPacket;
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
-    Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer, LiveSubscription,
-    OutcomeTransport, Receipt, StartPosition,
+    Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer,
+    LiveSubscription, OutcomeTransport, Receipt, StartPosition,
 };
 
 /// The one checking layer every backend's `connect` applies.
@@ -32,20 +32,24 @@ use crate::transport::{
 /// - what [`Capabilities`] rule out ([`publish_encoded`] without
 ///   `fire_and_forget`, [`subscribe`] without `live`, a consumer without
 ///   `durable`, [`StartPosition::Since`] without `start_since`, [`nak`]
-///   without `nak`) is [`ErrorKind::Unsupported`];
+///   without `nak`, [`backlog`] and [`consumers`] without `backlog`) is
+///   [`ErrorKind::Unsupported`];
 /// - a delivery acked or nak-ed on a consumer handle that did not hand it out
 ///   (another handle, another consumer, another transport) is
 ///   [`ErrorKind::InvalidInput`], and nothing in that call is acked;
 /// - a fetch of zero packets is [`ErrorKind::InvalidInput`];
-/// - every deposit, publish, consumer, fetch, ack, nak and subscribe runs in a
-///   `tracing` span at debug level named `qis.deposit`, `qis.deposit_batch`,
-///   `qis.publish`, `qis.consumer`, `qis.fetch`, `qis.ack`, `qis.nak`,
+/// - every deposit, publish, consumer, fetch, ack, nak, backlog, consumers
+///   and subscribe call runs in a `tracing` span at debug level named
+///   `qis.deposit`, `qis.deposit_batch`, `qis.publish`, `qis.consumer`,
+///   `qis.fetch`, `qis.ack`, `qis.nak`, `qis.backlog`, `qis.consumers`,
 ///   `qis.subscribe`, with the same fields on every backend: `transport`,
 ///   `subject`, `packet_id`, `pattern`, `consumer`, `count` (`max` on fetch).
 ///
 /// [`publish_encoded`]: OutcomeTransport::publish_encoded
 /// [`subscribe`]: OutcomeTransport::subscribe
 /// [`nak`]: DurableConsumer::nak
+/// [`backlog`]: DurableConsumer::backlog
+/// [`consumers`]: OutcomeTransport::consumers
 ///
 /// ```
 /// use qis_core::{ErrorKind, MemoryTransport, OutcomeTransport, SubjectPattern};
@@ -201,6 +205,7 @@ impl<T: OutcomeTransport> OutcomeTransport for Checked<T> {
             id: NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed),
             stamped_inside: AtomicU64::new(0),
             nak: caps.nak,
+            backlog: caps.backlog,
             closed: AtomicBool::new(false),
             transport_closed: self.closed.clone(),
         }))
@@ -215,6 +220,21 @@ impl<T: OutcomeTransport> OutcomeTransport for Checked<T> {
         check_pattern_overlaps(name, self.prefix(), &pattern)?;
         let span = tracing::debug_span!("qis.subscribe", transport = name, pattern = %pattern);
         self.inner.subscribe(pattern).instrument(span).await
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        self.open()?;
+        if !self.capabilities().backlog {
+            return Err(self.unsupported("listing consumers with their backlog"));
+        }
+        let span = tracing::debug_span!(
+            "qis.consumers",
+            transport = self.inner.name(),
+            count = tracing::field::Empty
+        );
+        let got = self.inner.consumers().instrument(span.clone()).await?;
+        span.record("count", got.len());
+        Ok(got)
     }
 
     async fn close(&self) -> Result<()> {
@@ -239,6 +259,7 @@ struct CheckedConsumer {
     /// layer), the id that inner layer stamped; the tokens keep it.
     stamped_inside: AtomicU64,
     nak: bool,
+    backlog: bool,
     closed: AtomicBool,
     transport_closed: Arc<AtomicBool>,
 }
@@ -344,6 +365,12 @@ impl DurableConsumer for CheckedConsumer {
 
     async fn backlog(&self) -> Result<Backlog> {
         self.open()?;
+        if !self.backlog {
+            return Err(Error::unsupported(
+                self.transport,
+                "counting a consumer's backlog",
+            ));
+        }
         let span =
             tracing::debug_span!("qis.backlog", transport = self.transport, consumer = %self.name);
         self.inner.backlog().instrument(span).await

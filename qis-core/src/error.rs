@@ -27,6 +27,13 @@ pub enum ErrorKind {
     Conflict,
     /// The transport or consumer has been closed.
     Closed,
+    /// The local store is at its size limit and everything in it is still
+    /// owed to a durable consumer, so storing more would lose packets that
+    /// were never delivered. Nothing of the refused deposit was stored.
+    /// Retry once the consumers have caught up (a bridge forwarding to its
+    /// hub frees the space), raise the store's `max_bytes`, delete a consumer
+    /// that is no longer used, or choose the `drop_oldest` policy.
+    StoreFull,
     /// The backend reported an error not covered by the kinds above.
     Backend,
 }
@@ -34,13 +41,15 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether the same call may succeed if retried later: the server or file
     /// could not be reached ([`Unavailable`](Self::Unavailable)), a call timed
-    /// out ([`Timeout`](Self::Timeout)), or the backend failed in a way not
-    /// covered by the other kinds ([`Backend`](Self::Backend)). Bad input,
-    /// missing capabilities, conflicts and closed handles are permanent.
+    /// out ([`Timeout`](Self::Timeout)), the backend failed in a way not
+    /// covered by the other kinds ([`Backend`](Self::Backend)), or the local
+    /// store is full until its consumers catch up
+    /// ([`StoreFull`](Self::StoreFull)). Bad input, missing capabilities,
+    /// conflicts and closed handles are permanent.
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend | ErrorKind::StoreFull
         )
     }
 }
@@ -58,6 +67,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Closed => "closed",
+            ErrorKind::StoreFull => "store full",
             ErrorKind::Backend => "backend error",
         };
         f.write_str(s)

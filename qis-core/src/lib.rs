@@ -62,9 +62,9 @@ pub use synthesis::{
     ALERT_THRESHOLD, DEFAULT_OUTLIER_K, DEFAULT_QUORUM, LOWER_BOUND_QUANTILE,
 };
 pub use transport::{
-    deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer,
-    DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
-    StartPosition, DEFAULT_ACK_WAIT,
+    deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery,
+    DurableConsumer, DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt,
+    Position, Receipt, StartPosition, DEFAULT_ACK_WAIT,
 };
 
 /// Re-exported so backends and users implement the traits with the same macro.

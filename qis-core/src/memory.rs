@@ -21,8 +21,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::packet::{EncodedPacket, PacketId, Received};
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
-    Backlog, Capabilities, ConsumerConfig, Delivery, DurableConsumer, LiveSubscription,
-    OutcomeTransport, Position, Receipt, StartPosition,
+    Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer,
+    LiveSubscription, OutcomeTransport, Position, Receipt, StartPosition,
 };
 
 const NAME: &str = "memory";
@@ -140,6 +140,20 @@ impl State {
             at: SystemTime::now(),
         });
         seq
+    }
+
+    /// What consumer `c` still has to do.
+    fn backlog(&self, c: &ConsumerState) -> Backlog {
+        let start = c.cursor.saturating_sub(self.first_seq) as usize;
+        let waiting = self
+            .log
+            .range(start.min(self.log.len())..)
+            .filter(|s| c.pattern.matches(&s.subject))
+            .count() as u64;
+        Backlog {
+            waiting,
+            unacked: c.pending.len() as u64,
+        }
     }
 
     /// Drop what retention no longer allows; warn about unacked deliveries
@@ -299,6 +313,7 @@ impl OutcomeTransport for MemoryTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: true,
         }
     }
 
@@ -333,6 +348,22 @@ impl OutcomeTransport for MemoryTransport {
             .live
             .send((packet.subject().as_str().into(), packet.body().clone()));
         Ok(())
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        let mut st = self.lock();
+        st.prune(&self.shared.config.retention);
+        let mut out: Vec<ConsumerInfo> = st
+            .consumers
+            .iter()
+            .map(|(name, c)| ConsumerInfo {
+                name: name.clone(),
+                pattern: Some(c.pattern.as_str().to_string()),
+                backlog: st.backlog(c),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
@@ -583,16 +614,7 @@ impl DurableConsumer for MemoryConsumer {
                 format!("consumer {} is gone", self.name),
             )
         })?;
-        let start = (c.cursor - st.first_seq) as usize;
-        let waiting = st
-            .log
-            .range(start..)
-            .filter(|s| c.pattern.matches(&s.subject))
-            .count() as u64;
-        Ok(Backlog {
-            waiting,
-            unacked: c.pending.len() as u64,
-        })
+        Ok(st.backlog(c))
     }
 
     async fn close(&self) -> Result<()> {

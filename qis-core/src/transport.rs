@@ -42,6 +42,9 @@ pub struct Capabilities {
     /// Several handles on one named consumer share its work (a work queue):
     /// each packet goes to one of them.
     pub shared_consumers: bool,
+    /// [`DurableConsumer::backlog`] and [`OutcomeTransport::consumers`]:
+    /// the transport can say how much each durable consumer still has to do.
+    pub backlog: bool,
 }
 
 /// Where a new durable consumer starts. Applies when the consumer is created;
@@ -243,6 +246,21 @@ impl Backlog {
     }
 }
 
+/// A durable consumer the transport keeps, as [`OutcomeTransport::consumers`]
+/// lists it: without opening it (opening may create it, or on Kafka join its
+/// group and move partitions away from a running member).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerInfo {
+    /// The durable name.
+    pub name: String,
+    /// The pattern it was created with, where the transport keeps it.
+    pub pattern: Option<String>,
+    /// What it still has to do. Counted from outside the consumer, so a
+    /// transport that only knows a consumer's in-flight deliveries inside
+    /// the handle that holds them (Kafka) counts them as waiting.
+    pub backlog: Backlog,
+}
+
 /// A live, at-most-once stream of packets. Malformed messages are skipped and
 /// logged by the transport; an `Err` item reports a transport failure.
 pub type LiveSubscription = Pin<Box<dyn Stream<Item = Result<Received>> + Send>>;
@@ -281,8 +299,9 @@ pub trait DurableConsumer: Send + Sync + fmt::Debug {
     /// How much this consumer still has to do: matching packets stored and
     /// not yet delivered, and deliveries not yet acked. Counted by the
     /// server where it keeps the figure (NATS consumer info, Kafka high
-    /// watermark minus committed offset, Redis group lag, SQLite rows after
-    /// the cursor). Transports that cannot count return
+    /// watermark minus the consumer's position, Redis group lag, SQLite rows
+    /// after the cursor); each backend's docs say how exact it is.
+    /// Transports without [`Capabilities::backlog`] return
     /// [`ErrorKind::Unsupported`].
     async fn backlog(&self) -> Result<Backlog> {
         Err(Error::new(
@@ -342,6 +361,13 @@ pub trait OutcomeTransport: Send + Sync + fmt::Debug {
     /// Subscribe live (at-most-once) to a pattern. Packets deposited or
     /// published after this returns are delivered while the stream is polled.
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription>;
+
+    /// The durable consumers under this transport's prefix, by name, each
+    /// with its backlog, without opening any of them. Transports without
+    /// [`Capabilities::backlog`] return [`ErrorKind::Unsupported`].
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        Err(Error::unsupported(self.name(), "listing consumers"))
+    }
 
     /// Flush what is pending and close connections.
     async fn close(&self) -> Result<()>;

@@ -252,3 +252,105 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
         .unwrap();
     assert_eq!((again.forwarded, again.duplicates), (0, 0), "{again:?}");
 }
+
+#[tokio::test]
+async fn drain_does_not_take_an_unreachable_source_for_a_quiet_one() {
+    let store = MemoryTransport::new(Subject::default());
+    store.deposit(&packet("dev", 1)).await.unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let source = {
+        let attempts = attempts.clone();
+        let store = store.inner().clone();
+        Endpoint::connect(move || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            let store = store.clone();
+            Box::pin(async move {
+                // Unreachable for longer than the quiet period below.
+                if n < 6 {
+                    Err(Error::new(ErrorKind::Unavailable, "test", "not yet"))
+                } else {
+                    Ok(Arc::new(store.handle()) as DynTransport)
+                }
+            })
+        })
+    };
+    let status = Bridge::new(source, memory(), quick("up"))
+        .drain(Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.forwarded, 1,
+        "drain returned before the source was ever reached: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_destination_that_never_answers_exhausts_the_backoff() {
+    let device = memory();
+    for n in 0..5 {
+        device.deposit(&packet("dev", n)).await.unwrap();
+    }
+    let destination = Endpoint::connect(|| {
+        Box::pin(async { Err(Error::new(ErrorKind::Unavailable, "test", "never")) })
+    });
+    let mut config = quick("up");
+    config.backoff.max_attempts = Some(4);
+    let bridge = Bridge::new(device, destination, config);
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        bridge.drain(Duration::from_millis(200)),
+    )
+    .await
+    .expect("failures in a row count up to max_attempts, so the bridge gives up")
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn a_stopped_bridge_hands_back_what_it_could_not_forward() {
+    let device = memory();
+    for n in 0..10 {
+        device.deposit(&packet("dev", n)).await.unwrap();
+    }
+    let hub_store = MemoryTransport::new(Subject::default());
+    let down: DynTransport = Arc::new(Checked::new(Flaky {
+        inner: hub_store.handle(),
+        failing: AtomicU32::new(u32::MAX),
+    }));
+    // A long ack wait: without the hand-back the next run would wait for it.
+    let config = || quick("up").ack_wait(Duration::from_secs(60));
+    let bridge = Bridge::new(device.clone(), down, config());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            bridge
+                .run_until(async {
+                    let _ = rx.await;
+                })
+                .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while bridge.status().failures < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the destination never failed: {:?}",
+            bridge.status()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.send(()).unwrap();
+    let stopped = run.await.unwrap().unwrap();
+    assert_eq!(stopped.forwarded, 0);
+    let hub: DynTransport = Arc::new(hub_store.handle());
+    let again = Bridge::new(device.clone(), hub.clone(), config())
+        .drain(Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.forwarded, 10,
+        "the next run gets the batch at once, not after the ack wait: {again:?}"
+    );
+    assert_eq!(stored(&hub).await, stored(&device).await);
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use qis_core::{
-    async_trait, deliveries, Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket,
-    ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket, OutcomeTransport,
+    async_trait, deliveries, Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer,
+    EncodedPacket, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket, OutcomeTransport,
     OutcomeTransportExt, Receipt, Result, StartPosition, Subject, SubjectPattern,
 };
 
@@ -207,6 +207,9 @@ impl OutcomeTransport for Bare {
     async fn subscribe(&self, p: SubjectPattern) -> Result<LiveSubscription> {
         self.0.subscribe(p).await
     }
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        self.0.consumers().await
+    }
     async fn close(&self) -> Result<()> {
         self.0.close().await
     }
@@ -255,7 +258,27 @@ async fn what_the_capabilities_rule_out_is_unsupported() {
         kind(c.nak(&got[0], Duration::ZERO).await),
         ErrorKind::Unsupported
     );
+    // The memory store underneath can count; the layer refuses anyway, as
+    // the capabilities say it cannot.
+    assert_eq!(kind(c.backlog().await), ErrorKind::Unsupported);
+    assert_eq!(kind(durable_only.consumers().await), ErrorKind::Unsupported);
     c.ack(&got).await.unwrap();
+
+    let counting = Checked::new(Bare(
+        MemoryTransport::new(Subject::default()),
+        Capabilities {
+            durable: true,
+            backlog: true,
+            ..Default::default()
+        },
+    ));
+    counting.deposit(&packet("a", 1)).await.unwrap();
+    let c = consumer(&counting, "c").await;
+    assert_eq!(c.backlog().await.unwrap().waiting, 1);
+    let listed = counting.consumers().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "c");
+    assert_eq!(listed[0].backlog.waiting, 1);
 }
 
 #[tokio::test]

@@ -101,4 +101,12 @@ async fn backlog_counts_waiting_and_unacked() {
     assert_eq!((b.waiting, b.unacked, b.total()), (3, 2, 5));
     c.ack(&got).await.unwrap();
     assert_eq!(c.backlog().await.unwrap().total(), 3);
+    let listed = t.consumers().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].name, "c");
+    assert_eq!(
+        listed[0].pattern.as_deref(),
+        Some("qis.iot.hvac.energy-anomaly")
+    );
+    assert_eq!(listed[0].backlog, c.backlog().await.unwrap());
 }

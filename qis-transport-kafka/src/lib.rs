@@ -108,6 +108,20 @@
 //! keeps commit metadata; a Kafka-compatible broker that drops it cannot
 //! tell, and the consumer then resumes with the new pattern.)
 //!
+//! ## Backlog
+//!
+//! [`DurableConsumer::backlog`] counts,
+//! per partition, the high watermark minus where the group stands (the
+//! handle's own position in the partitions the group assigned to it, the
+//! committed offset in the others), and the handle's deliveries in flight as
+//! unacked. It counts every record after that position, whichever subject it
+//! has: a consumer on a narrow pattern sees an upper bound (reading the
+//! records is the only way to tell their subjects apart).
+//! [`consumers`](qis_core::OutcomeTransport::consumers) lists the groups
+//! `{prefix}.{name}` that have committed offsets on the topic, without
+//! joining them; as the committed offset is a group's first unacked packet,
+//! what a running member holds unacked counts as waiting there.
+//!
 //! ## Live subscriptions
 //!
 //! A live subscription is a consumer outside any group, assigned every
@@ -160,8 +174,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, LiveSubscription,
-    OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket,
+    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 use rdkafka::producer::Producer as _;
 
@@ -251,6 +265,7 @@ impl OutcomeTransport for KafkaTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: true,
         }
     }
 
@@ -284,6 +299,13 @@ impl OutcomeTransport for KafkaTransport {
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         live::subscribe(&self.inner.config, &self.inner.topic, pattern).await
+    }
+
+    /// The consumer groups `{prefix}.{name}` with commits on the topic,
+    /// listed and read without joining them; the backlog of each is the high
+    /// watermark minus its committed offsets over every partition.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        consumer::list(&self.inner.config, &self.inner.topic).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{broker, transport};
 use qis_conformance::libtest_mimic::Trial;
-use qis_conformance::support::{block_on, fresh_prefix, pkt};
+use qis_conformance::support::{block_on, eventually, fresh_prefix, pkt};
 use qis_conformance::CASE_LIMIT;
 use qis_core::backend::InjectRaw;
 use qis_core::{
@@ -226,6 +226,76 @@ async fn foreign_records_are_skipped_and_counted(url: String) {
     c.close().await.unwrap();
 }
 
+/// Wait until `state` returns `want`; panic with what it last returned.
+async fn until_eq<T, F, Fut>(what: &str, want: T, state: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let within = Duration::from_secs(10);
+    if let Err(err) = eventually(what, within, || async { state().await == want }).await {
+        panic!("{err}: still {:?}, want {want:?}", state().await);
+    }
+}
+
+async fn backlog_is_the_high_watermark_minus_the_position(url: String) {
+    let prefix = fresh_prefix();
+    let t = transport(&url, &prefix).await;
+    // One subject: one partition, in order.
+    let packets: Vec<_> = (0..6).map(packet).collect();
+    t.deposit_batch(&packets).await.unwrap();
+    let c = t
+        .consumer(ConsumerConfig::new("c", all(&prefix)).unwrap())
+        .await
+        .unwrap();
+    until_eq("a new consumer's backlog", (6, 0), || async {
+        let b = c.backlog().await.unwrap();
+        (b.waiting, b.unacked)
+    })
+    .await;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 {
+        assert!(Instant::now() < deadline, "fetched {} of 2", got.len());
+        got.extend(
+            c.fetch(2 - got.len(), Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+    }
+    let b = c.backlog().await.unwrap();
+    assert_eq!((b.waiting, b.unacked), (4, 2), "after a fetch of 2");
+    c.ack(&got[..1]).await.unwrap();
+    let b = c.backlog().await.unwrap();
+    assert_eq!((b.waiting, b.unacked), (4, 1), "after an ack of 1");
+    // From outside the group: the committed offset is the first unacked
+    // packet, so the one in flight counts as waiting.
+    until_eq(
+        "the group's backlog from outside",
+        (vec!["c".to_string()], 5),
+        || async {
+            let listed = t.consumers().await.unwrap();
+            let names = listed.iter().map(|c| c.name.clone()).collect();
+            (names, listed.iter().map(|c| c.backlog.waiting).sum::<u64>())
+        },
+    )
+    .await;
+    // The pattern is the commits' metadata, which some Kafka-protocol
+    // brokers (tansu) do not keep.
+    let listed = t.consumers().await.unwrap();
+    let want = all(&prefix);
+    assert!(
+        listed[0]
+            .pattern
+            .as_deref()
+            .is_none_or(|p| p == want.as_str()),
+        "{listed:?}"
+    );
+    c.close().await.unwrap();
+    t.close().await.unwrap();
+}
+
 fn main() {
     let mut trials = broker_trials!(
         &broker();
@@ -235,6 +305,7 @@ fn main() {
         start_new_is_fixed_when_the_consumer_is_created,
         deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse,
         foreign_records_are_skipped_and_counted,
+        backlog_is_the_high_watermark_minus_the_position,
     );
     // Needs no broker.
     trials.push(Trial::test(

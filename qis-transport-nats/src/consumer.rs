@@ -19,9 +19,10 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, ConsumerUpdateErrorKind};
 use async_nats::jetstream::ErrorCode;
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use qis_core::{
-    ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Result, StartPosition,
-    SubjectPattern,
+    Backlog, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer, Error, ErrorKind, Result,
+    StartPosition, SubjectPattern,
 };
 
 use crate::error::{self, err};
@@ -307,6 +308,53 @@ async fn create(
     }
 }
 
+/// What a consumer still has to do, as the server counts it: messages
+/// matching its filter not yet delivered (`num_pending`) and delivered
+/// without an ack (`num_ack_pending`).
+fn backlog_of(info: &consumer::Info) -> Backlog {
+    Backlog {
+        waiting: info.num_pending,
+        unacked: info.num_ack_pending as u64,
+    }
+}
+
+/// Every consumer of the transport's stream, with its backlog, by name.
+pub(crate) async fn list(transport: &NatsTransport) -> Result<Vec<ConsumerInfo>> {
+    let inner = &transport.inner;
+    let stream = inner
+        .js
+        .get_stream_no_info(&inner.stream)
+        .await
+        .map_err(|e| error::get_stream(&inner.config.server_list(), &inner.stream, e))?;
+    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await.map_err(|e| {
+        err(
+            ErrorKind::Unavailable,
+            format!("listing the consumers of stream {} failed", inner.stream),
+        )
+        .with_source(e)
+    })?;
+    let mut out: Vec<ConsumerInfo> = infos
+        .iter()
+        .map(|info| {
+            let c = &info.config;
+            let pattern = c.metadata.get(PATTERN_KEY).cloned().or_else(|| {
+                if c.filter_subjects.is_empty() {
+                    Some(c.filter_subject.clone()).filter(|f| !f.is_empty())
+                } else {
+                    Some(c.filter_subjects.join(","))
+                }
+            });
+            ConsumerInfo {
+                name: info.name.clone(),
+                pattern,
+                backlog: backlog_of(info),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 fn lookup_error(
     transport: &NatsTransport,
     name: &str,
@@ -353,6 +401,17 @@ impl DurableConsumer for NatsConsumer {
 
     fn malformed_skipped(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// The server's own figures (consumer info): `num_pending` waiting,
+    /// `num_ack_pending` unacked. Exact: the server filter is the pattern.
+    async fn backlog(&self) -> Result<Backlog> {
+        let info = self
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| lookup_error(&self.transport, &self.name, e))?;
+        Ok(backlog_of(&info))
     }
 
     async fn close(&self) -> Result<()> {

@@ -23,6 +23,11 @@
 //!   the rest of the wait. Acks are sent
 //!   like any publish; the consumer's `close()` waits until the server has
 //!   processed them ([`NatsConfig::confirm_acks`] makes every `ack()` wait).
+//! - **Backlog**: the server's consumer info, `num_pending` (matching, not yet
+//!   delivered) and `num_ack_pending` (delivered, not acked); exact, as the
+//!   server filter is the pattern. `consumers()` lists the stream's consumers
+//!   with the same figures, without opening them. (With acks not confirmed,
+//!   an ack just sent may not be counted yet.)
 //! - **Live**: a core NATS subscription (at-most-once); **fire-and-forget**: a
 //!   core NATS publish that live subscribers get and the stream does not store.
 //! - Malformed bodies (someone else's garbage) are terminated on the server so
@@ -157,8 +162,8 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use async_trait::async_trait;
 use qis_core::{
-    Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, LiveSubscription,
-    OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket,
+    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
 pub use config::{
@@ -306,6 +311,7 @@ impl OutcomeTransport for NatsTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: true,
         }
     }
 
@@ -331,6 +337,14 @@ impl OutcomeTransport for NatsTransport {
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         live::subscribe(self, pattern).await
+    }
+
+    /// Every consumer of the transport's stream (one stream per prefix),
+    /// from the server's consumer list, with `num_pending` /
+    /// `num_ack_pending` as their backlog and the pattern QIS created them
+    /// with (for others, their filter).
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        consumer::list(self).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{shared_server, OwnServer};
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, context, free_port, fresh_prefix, installed, pkt, tls_test_certs, trial, CaseResult,
-    TempDir, TestCerts,
+    block_on, context, eventually, free_port, fresh_prefix, installed, pkt, tls_test_certs, trial,
+    CaseResult, TempDir, TestCerts,
 };
 use qis_conformance::{ensure, CASE_LIMIT};
 use qis_core::{
@@ -769,6 +769,69 @@ async fn tls_with_own_ca(server: OwnServer, certs: TestCerts) -> CaseResult {
     Ok(())
 }
 
+/// `backlog()` and `consumers()` report the server's consumer info:
+/// matching packets not yet delivered, and delivered ones not yet acked.
+async fn backlog_is_the_servers_count(url: String) -> CaseResult {
+    let prefix = fresh_prefix();
+    let t = open(&url, &prefix).await?;
+    let packets: Vec<_> = (0..5)
+        .map(|i| pkt("backlog", "hvac", "energy-anomaly", i))
+        .collect();
+    t.deposit_batch(&packets)
+        .await
+        .map_err(context("deposit"))?;
+    t.deposit(&pkt("backlog", "water", "leak", 9))
+        .await
+        .map_err(context("deposit"))?;
+    let c = t
+        .consumer(cfg("exact", &format!("{prefix}.hvac.energy-anomaly")))
+        .await
+        .map_err(context("open"))?;
+    let b = c.backlog().await.map_err(context("backlog"))?;
+    ensure!(
+        (b.waiting, b.unacked) == (5, 0),
+        "a new consumer: {b:?}, want 5 waiting (only the matching ones)"
+    );
+    let got = c
+        .fetch(2, Duration::from_secs(2))
+        .await
+        .map_err(context("fetch"))?;
+    ensure!(got.len() == 2, "fetched {}", got.len());
+    let b = c.backlog().await.map_err(context("backlog"))?;
+    ensure!(
+        (b.waiting, b.unacked) == (3, 2),
+        "after a fetch of 2: {b:?}"
+    );
+    c.ack(&got[..1]).await.map_err(context("ack"))?;
+    // Acks are sent without waiting for the server (confirm_acks is off):
+    // look until the server has counted it.
+    let counted = eventually(
+        "the server counting 3 waiting, 1 unacked after an ack of 1 of 2",
+        Duration::from_secs(5),
+        || async {
+            c.backlog()
+                .await
+                .is_ok_and(|b| (b.waiting, b.unacked) == (3, 1))
+        },
+    )
+    .await;
+    if let Err(err) = counted {
+        let b = c.backlog().await.map_err(context("backlog"))?;
+        return Err(format!("{err}: it counts {b:?}"));
+    }
+    let listed = t.consumers().await.map_err(context("consumers"))?;
+    ensure!(listed.len() == 1, "consumers: {listed:?}");
+    ensure!(
+        listed[0].name == "exact"
+            && listed[0].pattern.as_deref() == Some(&*format!("{prefix}.hvac.energy-anomaly"))
+            && listed[0].backlog.total() == 4,
+        "consumers: {listed:?}"
+    );
+    c.close().await.map_err(context("close"))?;
+    t.close().await.map_err(context("close transport"))?;
+    Ok(())
+}
+
 fn main() {
     let shared = shared_server();
     let own = common::server_binary();
@@ -792,6 +855,7 @@ fn main() {
     shared_case!(ack_on_the_wrong_consumer_is_invalid_input);
     shared_case!(seed_servers_reach_a_live_one);
     shared_case!(replicas_beyond_one_need_a_cluster);
+    shared_case!(backlog_is_the_servers_count);
     trials.push(Trial::test("unreachable_server_is_unavailable", || {
         Ok(block_on(CASE_LIMIT, unreachable_server_is_unavailable())?)
     }));

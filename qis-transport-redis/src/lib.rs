@@ -92,6 +92,10 @@
 //!   `XDEL`), a count of the entries after the group's last delivered one
 //!   (at most 10,000 per stream). It is counted from the subject index, so
 //!   it needs no fetch and does not wait for one in flight.
+//!   [`consumers()`](qis_core::OutcomeTransport::consumers) finds every
+//!   consumer's definition hash with `SCAN` and counts its backlog the same
+//!   way, without opening it; a consumer whose streams the sweep deleted
+//!   (with their groups) is still listed, as the definition stays.
 //! - **Live** subscriptions `PSUBSCRIBE` to `{prefix}:live:{pattern}` with the
 //!   wildcards as Redis globs (which cross dots) and filter exactly with
 //!   [`SubjectPattern::matches`](qis_core::SubjectPattern::matches).
@@ -154,7 +158,7 @@ use tokio::task::JoinHandle;
 
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Capabilities, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
+    Capabilities, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error, ErrorKind,
     LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
@@ -254,6 +258,7 @@ impl OutcomeTransport for RedisTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: true,
         }
     }
 
@@ -281,6 +286,12 @@ impl OutcomeTransport for RedisTransport {
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         self.subscribe_live(pattern).await
+    }
+
+    /// Every consumer definition under the prefix (`SCAN` for the hashes
+    /// `{ns}:c:*`), each with its backlog as the consumer counts it.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        self.list_consumers().await
     }
 
     async fn close(&self) -> Result<()> {

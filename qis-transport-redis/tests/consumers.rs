@@ -1,8 +1,8 @@
 //! Durable consumers on Redis beyond the shared suite, against the server at
 //! `QIS_REDIS_URL`: naks held past the ack wait do not hold back other
 //! redeliveries, the ack wait is the consumer's (stored with it), `close()`
-//! ends a fetch in flight, and the backlog counts what is waiting and what
-//! is unacked.
+//! ends a fetch in flight, the backlog counts what is waiting and what is
+//! unacked, and `consumers()` lists every consumer with that backlog.
 //!
 //! Without the server the cases are ignored with the reason (a failure with
 //! `QIS_REQUIRE_LIVE=1`).
@@ -12,14 +12,16 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{connect_with, deposit, raw, url};
+use common::live::{connect_with, deposit, raw, stream_keys, url};
 use qis_conformance::ensure;
 use qis_conformance::support::{
-    collect, collect_unacked, consumer, context, trial, with_fresh_prefix, CaseResult,
+    collect, collect_unacked, consumer, context, eventually, trial, with_fresh_prefix, CaseResult,
 };
 use qis_core::{
-    Backlog, DurableConsumer, ErrorKind, OutcomeTransport, Position, StartPosition, Subject,
+    Backlog, Checked, DurableConsumer, ErrorKind, OutcomeTransport, Position, StartPosition,
+    Subject,
 };
+use qis_transport_redis::RedisTransport;
 
 /// How long one case may take.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -322,6 +324,151 @@ async fn backlog_counts_waiting_and_unacked(url: String, prefix: Subject) -> Cas
     Ok(())
 }
 
+/// `consumers()` lists every consumer under the prefix without opening it
+/// (found by its definition, so none of another prefix), with the backlog
+/// it counts itself: also a consumer that is closed, and one whose streams
+/// (and groups) the retention sweep deleted; a stream created again is
+/// counted from the consumer's start.
+async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -> CaseResult {
+    let t = connect_with(&url, &prefix, |c| c).await?;
+    for i in 0..3 {
+        deposit(&t, &prefix, "a", i).await?;
+    }
+    let all = format!("{prefix}.hvac.*");
+    let c = consumer(&t, "c", &all, StartPosition::All, Duration::from_secs(60)).await?;
+    // A stream that appears after the consumer, before any fetch found it.
+    for i in 3..5 {
+        deposit(&t, &prefix, "b", i).await?;
+    }
+    let got = collect_unacked(&c, 2, Duration::from_secs(5)).await?;
+    let b = backlog_of(&c).await?;
+    ensure!(
+        b == Backlog {
+            waiting: 3,
+            unacked: 2
+        },
+        "after fetching 2 of 5: {b:?}"
+    );
+    c.ack(&got[..1]).await.map_err(context("ack"))?;
+    let only_a = format!("{prefix}.hvac.a");
+    let d = consumer(
+        &t,
+        "d",
+        &only_a,
+        StartPosition::New,
+        Duration::from_secs(60),
+    )
+    .await?;
+    // A consumer of another prefix that starts like this one.
+    let other_prefix = Subject::new(format!("{prefix}x")).map_err(context("prefix"))?;
+    let other = connect_with(&url, &other_prefix, |c| c).await?;
+    consumer(
+        &other,
+        "elsewhere",
+        &format!("{other_prefix}.>"),
+        StartPosition::All,
+        Duration::from_secs(60),
+    )
+    .await?;
+    other.close().await.map_err(context("close other"))?;
+
+    let listed = |t: &Checked<RedisTransport>| {
+        let t = t.clone();
+        async move {
+            let infos = t.consumers().await.map_err(context("consumers"))?;
+            Ok::<_, String>(
+                infos
+                    .into_iter()
+                    .map(|i| (i.name, i.pattern, i.backlog))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let want_c = (
+        "c".to_string(),
+        Some(all.clone()),
+        Backlog {
+            waiting: 3,
+            unacked: 1,
+        },
+    );
+    let want_d = ("d".to_string(), Some(only_a.clone()), Backlog::default());
+    let seen = listed(&t).await?;
+    ensure!(
+        seen == [want_c.clone(), want_d.clone()],
+        "consumers while open: {seen:?}"
+    );
+    ensure!(
+        seen[0].2 == backlog_of(&c).await? && seen[1].2 == backlog_of(&d).await?,
+        "the listed backlogs are not the consumers' own: {seen:?}"
+    );
+    c.close().await.map_err(context("close c"))?;
+    d.close().await.map_err(context("close d"))?;
+    let seen = listed(&t).await?;
+    ensure!(seen == [want_c, want_d], "consumers once closed: {seen:?}");
+
+    // A transport with a short max age sweeps the streams away, with the
+    // consumers' groups; then it stops (closed), so what follows stays.
+    let sweeper = connect_with(&url, &prefix, |c| c.max_age(Duration::from_secs(1))).await?;
+    let conn = raw(&url).await?;
+    eventually(
+        "the sweep deleting the expired streams",
+        Duration::from_secs(20),
+        || {
+            let mut conn = conn.clone();
+            let prefix = prefix.clone();
+            async move {
+                stream_keys(&mut conn, &prefix)
+                    .await
+                    .is_ok_and(|k| k.is_empty())
+            }
+        },
+    )
+    .await?;
+    sweeper.close().await.map_err(context("close sweeper"))?;
+    let swept = || {
+        [
+            ("c".to_string(), Some(all.clone()), Backlog::default()),
+            ("d".to_string(), Some(only_a.clone()), Backlog::default()),
+        ]
+    };
+    let seen = listed(&t).await?;
+    ensure!(seen == swept(), "consumers after the sweep: {seen:?}");
+    // The stream again, without the groups: all of it waits for both (for
+    // d too: a stream created after it holds only new packets).
+    let again = deposit(&t, &prefix, "a", 9).await?;
+    let one = Backlog {
+        waiting: 1,
+        unacked: 0,
+    };
+    let mut want = swept();
+    want[0].2 = one;
+    want[1].2 = one;
+    let seen = listed(&t).await?;
+    ensure!(seen == want, "consumers after a new deposit: {seen:?}");
+    let d = consumer(
+        &t,
+        "d",
+        &only_a,
+        StartPosition::New,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let got = collect(&d, 1, Duration::from_secs(5)).await?;
+    ensure!(
+        got[0].id() == again.id,
+        "d, reopened, got {} instead of the new packet",
+        got[0].id()
+    );
+    let seen = listed(&t).await?;
+    ensure!(
+        seen[1].2 == Backlog::default() && seen[0].2 == one,
+        "consumers after d read it: {seen:?}"
+    );
+    t.close().await.map_err(context("close"))?;
+    Ok(())
+}
+
 fn main() {
     let url = url();
     let mut trials = Vec::new();
@@ -336,5 +483,6 @@ fn main() {
     live_case!(reopening_with_another_ack_wait_applies_to_every_handle);
     live_case!(close_ends_a_fetch_in_flight);
     live_case!(backlog_counts_waiting_and_unacked);
+    live_case!(consumers_are_listed_with_their_backlog);
     qis_conformance::run_trials(trials);
 }

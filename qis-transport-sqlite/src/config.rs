@@ -2,7 +2,8 @@
 //!
 //! The settings every backend shares (`prefix`, retention by `max_age` and
 //! `max_bytes`) are spelled as in [`qis_core::config`]; the rest are the
-//! file's own: `busy_timeout`, `poll_interval`, `synchronous`.
+//! file's own: `busy_timeout`, `poll_interval`, `synchronous`, `when_full`,
+//! `cache_size`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -38,6 +39,41 @@ impl Synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
         }
+    }
+}
+
+/// What a store does when retention would have to remove packets that a
+/// durable consumer on the file has not acked yet (see the crate docs,
+/// "A full outbox").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Never remove a packet some durable consumer still owes (after its
+    /// cursor and matching its pattern, or delivered and not acked), by size
+    /// or by age; a deposit that would take the stored bodies past
+    /// `max_bytes` fails with [`ErrorKind::StoreFull`] and stores nothing.
+    /// A file with no durable consumer owes nothing: plain retention. The
+    /// default.
+    #[default]
+    Refuse,
+    /// Retention removes the oldest packets as usual, owed or not, counts
+    /// the owed ones it removed ([`SqliteTransport::dropped`](crate::SqliteTransport::dropped))
+    /// and says so with `tracing::warn!`.
+    DropOldest,
+}
+
+impl WhenFull {
+    /// The URL spelling: `refuse` or `drop_oldest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenFull::Refuse => "refuse",
+            WhenFull::DropOldest => "drop_oldest",
+        }
+    }
+}
+
+impl std::fmt::Display for WhenFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -82,6 +118,15 @@ pub struct SqliteConfig {
     pub poll_interval: Duration,
     /// Commit durability (default [`Synchronous::Full`]).
     pub synchronous: Synchronous,
+    /// What happens when retention would remove packets a consumer still
+    /// owes (default [`WhenFull::Refuse`]). Give every process on a file the
+    /// same policy.
+    pub when_full: WhenFull,
+    /// The most memory SQLite's page cache of this handle may take (`PRAGMA
+    /// cache_size`); `None` (the default) keeps SQLite's, 2 MiB. A device
+    /// short of memory can give less (the edge agent uses 256 KiB); the file
+    /// is read from the OS's cache then.
+    pub cache_size: Option<u64>,
 }
 
 qis_core::config_builders!(SqliteConfig: prefix, retention);
@@ -115,6 +160,8 @@ impl SqliteConfig {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             synchronous: Synchronous::Full,
+            when_full: WhenFull::Refuse,
+            cache_size: None,
         }
     }
 
@@ -127,8 +174,9 @@ impl SqliteConfig {
     /// Percent-escapes in the path are decoded. The query takes the shared
     /// keys `prefix`, `max_age` (`24h`, `90s`, …) and `max_bytes` (`50MiB`,
     /// …), and the file's own `busy_timeout` and `poll_interval` (durations,
-    /// e.g. `10s`, `5ms`) and `synchronous` (`full` or `normal`). Any other
-    /// key is an [`ErrorKind::InvalidInput`] error naming these.
+    /// e.g. `10s`, `5ms`), `synchronous` (`full` or `normal`), `when_full`
+    /// (`refuse` or `drop_oldest`) and `cache_size` (bytes, e.g. `256KiB`).
+    /// Any other key is an [`ErrorKind::InvalidInput`] error naming these.
     ///
     /// In-memory databases (`sqlite::memory:`, `mode=memory`) are refused:
     /// an in-memory database is private to one connection, and this transport
@@ -179,6 +227,15 @@ impl SqliteConfig {
                 _ => Synchronous::Full,
             };
         }
+        if let Some(b) = options.bytes("cache_size")? {
+            config.cache_size = Some(b);
+        }
+        if let Some(w) = options.choice("when_full", &["refuse", "drop_oldest"])? {
+            config.when_full = match w {
+                "drop_oldest" => WhenFull::DropOldest,
+                _ => WhenFull::Refuse,
+            };
+        }
         options.finish()?;
         Ok(config)
     }
@@ -198,6 +255,18 @@ impl SqliteConfig {
     /// Commit durability.
     pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
         self.synchronous = synchronous;
+        self
+    }
+
+    /// What happens when retention would remove packets a consumer still owes.
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// The most memory SQLite's page cache of this handle may take.
+    pub fn cache_size(mut self, bytes: u64) -> Self {
+        self.cache_size = Some(bytes);
         self
     }
 
@@ -259,9 +328,10 @@ mod tests {
 
     #[test]
     fn query_keys() {
-        let c: SqliteConfig = "sqlite://q.db?prefix=plant.one&max_age=90s&max_bytes=1000&busy_timeout=50ms&poll_interval=2ms&synchronous=normal"
+        let c: SqliteConfig = "sqlite://q.db?prefix=plant.one&max_age=90s&max_bytes=1000&busy_timeout=50ms&poll_interval=2ms&synchronous=normal&when_full=drop_oldest"
             .parse()
             .unwrap();
+        assert_eq!(c.when_full, WhenFull::DropOldest);
         assert_eq!(c.prefix.as_str(), "plant.one");
         assert_eq!(c.retention.max_age, Duration::from_secs(90));
         assert_eq!(c.retention.max_bytes, 1000);
@@ -278,6 +348,13 @@ mod tests {
         assert_eq!(d.retention, Retention::default());
         assert_eq!(d.busy_timeout, DEFAULT_BUSY_TIMEOUT);
         assert_eq!(d.poll_interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(d.when_full, WhenFull::Refuse);
+        let c: SqliteConfig = "sqlite://q.db?when_full=refuse&cache_size=256KiB"
+            .parse()
+            .unwrap();
+        assert_eq!(c.when_full, WhenFull::Refuse);
+        assert_eq!(c.cache_size, Some(256 << 10));
+        assert_eq!(d.cache_size, None);
     }
 
     #[test]
@@ -298,6 +375,8 @@ mod tests {
                 "busy_timeout",
                 "poll_interval",
                 "synchronous",
+                "when_full",
+                "cache_size",
             ] {
                 assert!(e.message().contains(known), "{key}: {e}");
             }
@@ -316,6 +395,7 @@ mod tests {
             "sqlite://q.db?max_bytes=lots",
             "sqlite://q.db?poll_interval=soon",
             "sqlite://q.db?synchronous=off",
+            "sqlite://q.db?when_full=block",
             "sqlite://q.db?colour=blue",
             "sqlite://q.db?prefix=a.b&prefix=c.d",
             "sqlite://q%zz.db",

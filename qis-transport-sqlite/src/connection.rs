@@ -215,7 +215,7 @@ fn commit_group(
                 changes.send_modify(|v| *v = v.wrapping_add(1));
             }
             for (request, r) in group.into_iter().zip(receipts) {
-                let _ = request.reply.send(Ok(r));
+                let _ = request.reply.send(r);
             }
         }
         Ok(Err(e)) => {

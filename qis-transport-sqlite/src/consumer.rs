@@ -19,12 +19,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use qis_core::backend::{seq_token, token_seq};
 use qis_core::{
-    ConsumerConfig, Delivery, DurableConsumer, Error, ErrorKind, Position, Received, Result,
-    StartPosition, Subject,
+    Backlog, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer, Error, ErrorKind, Position,
+    Received, Result, StartPosition, Subject, SubjectPattern,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::scan::{Row, Scan};
+use crate::scan::{stored_id, Row, Scan};
 use crate::schema::{duration_ms, now_ms, now_us, sql_error, system_time_us};
 use crate::{retention, SqliteTransport, NAME};
 
@@ -236,7 +236,7 @@ fn take(
     let mut gone = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT p.seq, p.deliveries, o.subject, o.body FROM qis_pending p \
+            "SELECT p.seq, p.deliveries, o.subject, o.body, o.packet_id FROM qis_pending p \
              LEFT JOIN qis_outcomes o ON o.seq = p.seq \
              WHERE p.consumer_id = ?1 AND p.due_at_ms <= ?2 ORDER BY p.seq LIMIT ?3",
         )?;
@@ -249,7 +249,13 @@ fn take(
                 r.get::<_, Option<Vec<u8>>>(3)?,
             ) {
                 (Some(subject), Some(body)) => {
-                    let row = Row { seq, subject, body };
+                    let id = stored_id(r.get(4)?);
+                    let row = Row {
+                        seq,
+                        subject,
+                        body,
+                        id,
+                    };
                     match decode(&row) {
                         Some(received) => redeliver.push((received, seq, deliveries + 1)),
                         None => gone.push(seq),
@@ -309,6 +315,76 @@ fn take(
     })
 }
 
+/// What consumer `id` still has to do: matching rows after its cursor, and
+/// rows delivered and not acked. `None` when it is gone.
+fn backlog_of(tx: &Transaction<'_>, id: i64, scan: &Scan) -> rusqlite::Result<Option<Backlog>> {
+    let cursor: Option<i64> = tx
+        .prepare_cached("SELECT cursor FROM qis_consumers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let waiting = scan.count_after(tx, cursor)?;
+    let unacked: i64 = tx
+        .prepare_cached("SELECT count(*) FROM qis_pending WHERE consumer_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(Some(Backlog {
+        waiting,
+        unacked: unacked as u64,
+    }))
+}
+
+/// Every consumer under `prefix`, by name, with its backlog.
+pub(crate) fn list(conn: &mut Connection, prefix: &Subject) -> rusqlite::Result<Vec<ConsumerInfo>> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT id, name, pattern FROM qis_consumers WHERE prefix = ?1 ORDER BY name",
+        )?
+        .query_map([prefix.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, name, pattern) in rows {
+        // A pattern another version wrote and this one cannot read: count
+        // every row under the prefix.
+        let scan_pattern =
+            SubjectPattern::new(pattern.as_str()).unwrap_or_else(|_| prefix.all_below());
+        let scan = Scan::new(prefix, &scan_pattern);
+        if let Some(backlog) = backlog_of(&tx, id, &scan)? {
+            out.push(ConsumerInfo {
+                name,
+                pattern: Some(pattern),
+                backlog,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Remove consumer `name` under `prefix` and its in-flight deliveries.
+/// Whether it existed.
+pub(crate) fn delete(
+    conn: &mut Connection,
+    prefix: &Subject,
+    name: &str,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM qis_consumers WHERE prefix = ?1 AND name = ?2",
+            params![prefix.as_str(), name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = id {
+        tx.execute("DELETE FROM qis_pending WHERE consumer_id = ?1", [id])?;
+        tx.execute("DELETE FROM qis_consumers WHERE id = ?1", [id])?;
+    }
+    tx.commit()?;
+    Ok(id.is_some())
+}
+
 fn state(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<(i64, Option<i64>)> {
     let cursor: i64 = tx
         .prepare_cached("SELECT cursor FROM qis_consumers WHERE id = ?1")?
@@ -323,7 +399,7 @@ fn next_due(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<Option<i64>> {
 
 /// Decode a stored row; `None` (logged) when it is not a valid packet.
 fn decode(row: &Row) -> Option<Received> {
-    match Received::decode(row.subject.as_str(), &row.body) {
+    match row.decode() {
         Ok(received) => Some(received),
         Err(e) => {
             tracing::warn!(subject = %row.subject, seq = row.seq, error = %e, "skipping malformed stored packet; it will not be delivered");
@@ -339,6 +415,20 @@ fn delivery(received: Received, seq: i64, n: i64) -> Delivery {
         delivery_count: u32::try_from(n).unwrap_or(u32::MAX),
         token: seq_token(seq as u64),
     }
+}
+
+/// Sorted, de-duplicated `seqs` as runs of consecutive values `(first, last)`.
+fn runs(mut seqs: Vec<i64>) -> Vec<(i64, i64)> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == s => *last = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
 }
 
 /// The row seq in a delivery's token.
@@ -400,11 +490,13 @@ impl DurableConsumer for SqliteConsumer {
                 let run = || -> rusqlite::Result<()> {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     {
+                        // A batch of new packets is mostly consecutive rows:
+                        // one range delete per run of consecutive seqs.
                         let mut del = tx.prepare_cached(
-                            "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq = ?2",
+                            "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq BETWEEN ?2 AND ?3",
                         )?;
-                        for seq in seqs {
-                            del.execute(params![shared.id, seq])?;
+                        for (first, last) in runs(seqs) {
+                            del.execute(params![shared.id, first, last])?;
                         }
                     }
                     tx.commit()
@@ -455,8 +547,60 @@ impl DurableConsumer for SqliteConsumer {
         self.shared.malformed.load(Ordering::Relaxed)
     }
 
+    /// Matching rows after the cursor (malformed ones included, as only
+    /// reading tells them apart) and deliveries not acked yet, counted in the
+    /// file: exact, and the same from every handle and process.
+    async fn backlog(&self) -> Result<Backlog> {
+        let shared = self.shared.clone();
+        let settings = self.transport.settings();
+        self.transport
+            .worker()
+            .call(move |conn| {
+                let found = conn
+                    .transaction()
+                    .and_then(|tx| backlog_of(&tx, shared.id, &shared.scan))
+                    .map_err(|e| {
+                        sql_error(
+                            &format!(
+                                "counting the backlog of consumer {} in {}",
+                                shared.name,
+                                settings.path.display()
+                            ),
+                            e,
+                        )
+                    })?;
+                found.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        NAME,
+                        format!(
+                            "consumer {} is no longer in {}",
+                            shared.name,
+                            settings.path.display()
+                        ),
+                    )
+                })
+            })
+            .await
+    }
+
     async fn close(&self) -> Result<()> {
         // Acks are committed before `ack` returns: nothing is pending here.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn acked_seqs_become_runs() {
+        assert_eq!(runs(vec![]), []);
+        assert_eq!(runs(vec![7]), [(7, 7)]);
+        assert_eq!(
+            runs(vec![5, 3, 4, 9, 10, 4, 12]),
+            [(3, 5), (9, 10), (12, 12)]
+        );
     }
 }

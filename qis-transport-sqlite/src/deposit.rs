@@ -1,91 +1,159 @@
 //! Storing packets: one `BEGIN IMMEDIATE` transaction per group of queued
 //! deposits, de-duplicated by packet id, retention applied in the same
-//! transaction. Also raw rows for tests ([`InjectRaw`]).
+//! transaction, and under `when_full=refuse` a deposit that would take the
+//! store past `max_bytes` refused with `ErrorKind::StoreFull`. Also raw rows
+//! for tests ([`InjectRaw`]).
 
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
-use qis_core::{EncodedPacket, PacketId, Position, Receipt, Result, Subject};
+use qis_core::{EncodedPacket, Error, ErrorKind, PacketId, Position, Receipt, Result, Subject};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::config::SqliteConfig;
+use crate::config::{SqliteConfig, WhenFull};
 use crate::connection::DepositRequest;
 use crate::retention;
 use crate::schema::{now_us, sql_error};
-use crate::SqliteTransport;
+use crate::{SqliteTransport, NAME};
 
 const INSERT: &str = "INSERT INTO qis_outcomes (subject, packet_id, body, deposited_at_us) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (packet_id) DO NOTHING";
 const FIND: &str = "SELECT seq, subject FROM qis_outcomes WHERE packet_id = ?1";
 
 /// Store every packet of every request in one transaction. Returns the
-/// receipts per request and whether anything new was stored.
+/// outcome per request (a request refused because the store is full gets
+/// [`ErrorKind::StoreFull`] and stores nothing; the others are committed) and
+/// whether anything new was stored.
 pub(crate) fn store_group(
     conn: &mut Connection,
     config: &SqliteConfig,
     group: &[DepositRequest],
-) -> Result<(Vec<Vec<Receipt>>, bool)> {
+) -> Result<(Vec<Result<Vec<Receipt>>>, bool)> {
     let ctx = |what: &str| format!("{what} in {}", config.path.display());
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| sql_error(&ctx("taking the write lock to deposit"), e))?;
     let at = deposit_time(&tx).map_err(|e| sql_error(&ctx("reading the last deposit time"), e))?;
-    let mut added_bytes: i64 = 0;
+    let max_bytes = i64::try_from(config.retention.max_bytes).unwrap_or(i64::MAX);
+    let refuse = config.when_full == WhenFull::Refuse;
+    let mut stored_any = false;
     let mut out = Vec::with_capacity(group.len());
-    {
-        let mut insert = tx
-            .prepare_cached(INSERT)
-            .map_err(|e| sql_error(&ctx("preparing the insert"), e))?;
-        let mut find = tx
-            .prepare_cached(FIND)
-            .map_err(|e| sql_error(&ctx("preparing the duplicate lookup"), e))?;
-        for request in group {
-            let mut receipts = Vec::with_capacity(request.packets.len());
-            for p in &request.packets {
-                let id = p.id();
-                let n = insert
-                    .execute(params![
-                        p.subject().as_str(),
-                        &id.as_bytes()[..],
-                        &p.body()[..],
-                        at
-                    ])
-                    .map_err(|e| {
-                        sql_error(&ctx(&format!("storing packet {id} on {}", p.subject())), e)
-                    })?;
-                let receipt = if n == 1 {
-                    added_bytes += p.body().len() as i64;
-                    Receipt {
-                        subject: p.subject().clone(),
-                        id,
-                        position: Position::Sequence(tx.last_insert_rowid() as u64),
-                        duplicate: false,
-                    }
-                } else {
-                    let (seq, subject): (i64, String) = find
-                        .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .map_err(|e| {
-                            sql_error(&ctx(&format!("finding the original of duplicate {id}")), e)
-                        })?;
-                    tracing::debug!(subject = %p.subject(), id = %id, seq, "duplicate deposit recognised");
-                    Receipt {
-                        subject: Subject::new(subject).unwrap_or_else(|_| p.subject().clone()),
-                        id,
-                        position: Position::Sequence(seq as u64),
-                        duplicate: true,
-                    }
-                };
-                receipts.push(receipt);
-            }
-            out.push(receipts);
+    for request in group {
+        // Each request on its own: one refused for a full store stores
+        // nothing and leaves the others as they are.
+        tx.execute_batch("SAVEPOINT qis_request")
+            .map_err(|e| sql_error(&ctx("starting a deposit"), e))?;
+        let (receipts, added) = store_request(&tx, config, request, at)?;
+        if added > 0 {
+            add_stored_bytes(&tx, added)
+                .map_err(|e| sql_error(&ctx("counting stored bytes"), e))?;
         }
-    }
-    if added_bytes > 0 {
-        add_stored_bytes(&tx, added_bytes)
-            .map_err(|e| sql_error(&ctx("counting stored bytes"), e))?;
+        let full = if refuse && added > 0 {
+            store_full(&tx, config, max_bytes)
+                .map_err(|e| sql_error(&ctx("applying retention"), e))?
+        } else {
+            None
+        };
+        match full {
+            Some(e) => {
+                tx.execute_batch("ROLLBACK TO qis_request; RELEASE qis_request")
+                    .map_err(|e| sql_error(&ctx("undoing a refused deposit"), e))?;
+                out.push(Err(e));
+            }
+            None => {
+                tx.execute_batch("RELEASE qis_request")
+                    .map_err(|e| sql_error(&ctx("finishing a deposit"), e))?;
+                stored_any |= added > 0;
+                out.push(Ok(receipts));
+            }
+        }
     }
     retention::prune(&tx, config).map_err(|e| sql_error(&ctx("applying retention"), e))?;
     tx.commit()
         .map_err(|e| sql_error(&ctx("committing deposits"), e))?;
-    Ok((out, added_bytes > 0))
+    Ok((out, stored_any))
+}
+
+/// Insert one request's packets; returns its receipts and the body bytes it
+/// added.
+fn store_request(
+    tx: &Transaction<'_>,
+    config: &SqliteConfig,
+    request: &DepositRequest,
+    at: i64,
+) -> Result<(Vec<Receipt>, i64)> {
+    let ctx = |what: &str| format!("{what} in {}", config.path.display());
+    let mut insert = tx
+        .prepare_cached(INSERT)
+        .map_err(|e| sql_error(&ctx("preparing the insert"), e))?;
+    let mut find = tx
+        .prepare_cached(FIND)
+        .map_err(|e| sql_error(&ctx("preparing the duplicate lookup"), e))?;
+    let mut added: i64 = 0;
+    let mut receipts = Vec::with_capacity(request.packets.len());
+    for p in &request.packets {
+        let id = p.id();
+        let n = insert
+            .execute(params![
+                p.subject().as_str(),
+                &id.as_bytes()[..],
+                &p.body()[..],
+                at
+            ])
+            .map_err(|e| sql_error(&ctx(&format!("storing packet {id} on {}", p.subject())), e))?;
+        let receipt = if n == 1 {
+            added += p.body().len() as i64;
+            Receipt {
+                subject: p.subject().clone(),
+                id,
+                position: Position::Sequence(tx.last_insert_rowid() as u64),
+                duplicate: false,
+            }
+        } else {
+            let (seq, subject): (i64, String) = find
+                .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| {
+                    sql_error(&ctx(&format!("finding the original of duplicate {id}")), e)
+                })?;
+            tracing::debug!(subject = %p.subject(), id = %id, seq, "duplicate deposit recognised");
+            Receipt {
+                subject: Subject::new(subject).unwrap_or_else(|_| p.subject().clone()),
+                id,
+                position: Position::Sequence(seq as u64),
+                duplicate: true,
+            }
+        };
+        receipts.push(receipt);
+    }
+    Ok((receipts, added))
+}
+
+/// Under [`WhenFull::Refuse`], with a request's rows in place: prune what
+/// may go and, if the bodies still exceed `max_bytes`, the error that
+/// refuses the request.
+fn store_full(
+    tx: &Transaction<'_>,
+    config: &SqliteConfig,
+    max_bytes: i64,
+) -> rusqlite::Result<Option<Error>> {
+    if retention::stored_bytes(tx)? <= max_bytes {
+        return Ok(None);
+    }
+    retention::prune(tx, config)?;
+    let stored = retention::stored_bytes(tx)?;
+    if stored <= max_bytes {
+        return Ok(None);
+    }
+    let holder = retention::Owed::load(tx, i64::MAX)?
+        .first(tx, i64::MAX)?
+        .map(|(_, name)| name)
+        .unwrap_or_else(|| "?".into());
+    Ok(Some(Error::new(
+        ErrorKind::StoreFull,
+        NAME,
+        format!(
+            "{} is full: its packets take {stored} of max_bytes {max_bytes} bytes and the oldest are still owed to durable consumer {holder:?} (when_full=refuse); nothing of this deposit was stored. Retry once the consumers have caught up (a bridge forwarding to its hub frees the space), delete a consumer that is no longer used (`qis status` shows who holds the store), raise max_bytes, or set when_full=drop_oldest",
+            config.path.display()
+        ),
+    )))
 }
 
 /// A row written the way a foreign writer of garbage would: any subject, any

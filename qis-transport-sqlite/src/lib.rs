@@ -82,8 +82,79 @@
 //!   `max_bytes` of bodies (50 MiB), the shared defaults of
 //!   [`qis_core::config`], checked
 //!   in every deposit and fetch transaction (two index lookups), pruning the
-//!   oldest rows in one range delete when due. Every handle applies its own
+//!   oldest rows in one range delete when due, as the store's
+//!   [`WhenFull`] policy allows (next section). Every handle applies its own
 //!   settings, so give every process on a file the same retention.
+//! - **Backlog** ([`DurableConsumer::backlog`], and
+//!   [`OutcomeTransport::consumers`] for every consumer in the file without
+//!   opening it): the rows after the consumer's cursor that match its
+//!   pattern, and its deliveries not yet acked, counted in the file. Exact,
+//!   except that a malformed row on a matching subject counts as waiting
+//!   until a fetch passes it.
+//!
+//! ## A full outbox never loses silently
+//!
+//! On a device, the file is the outbox: packets wait in it until a
+//! [`qis_core::Bridge`] has forwarded them to the hub. What retention does
+//! when it reaches packets that a durable consumer on the file still *owes*
+//! (after its cursor and matching its pattern, or delivered and not acked)
+//! is the [`WhenFull`] policy (URL key `when_full`, builder
+//! [`SqliteConfig::when_full`]):
+//!
+//! - **`refuse`** (the default): retention never removes an owed packet, by
+//!   size or by age; it prunes the oldest rows up to the first owed one. A
+//!   deposit that would then take the stored bodies past `max_bytes` fails
+//!   with [`ErrorKind::StoreFull`] and stores nothing (each deposit call on
+//!   its own; a batch all or nothing); what was stored stays. A re-deposit
+//!   of a stored packet is still answered (a duplicate needs no room). The
+//!   device retries later, once the bridge has forwarded and acked (which
+//!   lets retention prune), or frees the store otherwise.
+//! - **`drop_oldest`**: retention prunes as if nobody owed anything; the
+//!   owed packets it removes are lost to their consumers, counted in the
+//!   file ([`SqliteTransport::dropped`], shown by `qis status`) and logged
+//!   with `tracing::warn!` (how many were removed, how many were owed, to
+//!   which consumers).
+//!
+//! A file with **no durable consumer** owes nothing: retention is plain
+//! retention under either policy, and `refuse` never refuses. A consumer
+//! that is no longer used would hold the store for ever under `refuse`:
+//! list who holds it with [`OutcomeTransport::consumers`] (or `qis status`)
+//! and remove one with [`SqliteTransport::delete_consumer`].
+//!
+//! ```
+//! use qis_core::{ConsumerConfig, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt};
+//! use qis_transport_sqlite::{SqliteConfig, SqliteTransport, WhenFull};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> qis_core::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("qis-doc-full-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let path = dir.join("outbox.db");
+//! let outbox = SqliteTransport::connect(SqliteConfig::new(&path).max_bytes(4096)).await?;
+//! assert_eq!(outbox.config().when_full, WhenFull::Refuse);
+//! // The bridge's consumer: it owes every packet until it has forwarded it.
+//! let up = outbox.consumer(ConsumerConfig::new("up", "qis.iot.>".parse()?)?).await?;
+//! let mut n = 0;
+//! let refused = loop {
+//!     let p = OutcomePacket {
+//!         agent_id: "sensor-1".into(), domain: "hvac".into(), problem_class: "energy".into(),
+//!         conclusion: format!("reading {n}"), confidence: 0.5, context_vector: vec![0.1],
+//!         timestamp: 1_764_000_000.0, source_node: "device-7".into(),
+//!     };
+//!     match outbox.deposit(&p).await {
+//!         Ok(_) => n += 1,
+//!         Err(e) => break e,
+//!     }
+//! };
+//! assert_eq!(refused.kind(), ErrorKind::StoreFull);
+//! assert_eq!(outbox.stored().await?.0, n);           // nothing stored was lost
+//! assert_eq!(outbox.consumers().await?[0].backlog.waiting, n); // who holds it
+//! outbox.delete_consumer("up").await?;                // or let a bridge forward
+//! # let _ = up;
+//! # outbox.close().await?;
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
 //! - **Malformed rows** (written by someone else) are skipped with a
 //!   `tracing::warn!`, counted in [`DurableConsumer::malformed_skipped`], and
 //!   passed by the cursor so they are never delivered.
@@ -116,8 +187,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qis_core::{
-    Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
-    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error,
+    ErrorKind, LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 use tokio::sync::watch;
 
@@ -130,7 +201,9 @@ mod retention;
 mod scan;
 pub mod schema;
 
-pub use config::{SqliteConfig, Synchronous, DEFAULT_BUSY_TIMEOUT, DEFAULT_POLL_INTERVAL};
+pub use config::{
+    SqliteConfig, Synchronous, WhenFull, DEFAULT_BUSY_TIMEOUT, DEFAULT_POLL_INTERVAL,
+};
 pub use consumer::SqliteConsumer;
 pub use retention::Pruned;
 
@@ -145,7 +218,8 @@ pub const NAME: &str = "sqlite";
 ///
 /// [`connect`](Self::connect) returns it behind the checking layer,
 /// [`Checked`], which dereferences to it for the methods of its own
-/// ([`prune`](Self::prune), [`stored`](Self::stored), [`config`](Self::config)).
+/// ([`prune`](Self::prune), [`stored`](Self::stored), [`dropped`](Self::dropped),
+/// [`delete_consumer`](Self::delete_consumer), [`config`](Self::config)).
 #[derive(Clone)]
 pub struct SqliteTransport {
     inner: Arc<Inner>,
@@ -215,7 +289,8 @@ impl SqliteTransport {
         &self.inner.config
     }
 
-    /// Apply retention now (it is also applied on every deposit and fetch).
+    /// Apply retention now, as the [`WhenFull`] policy allows (it is also
+    /// applied on every deposit and fetch).
     /// After [`close`](OutcomeTransport::close): [`ErrorKind::Closed`].
     pub async fn prune(&self) -> Result<Pruned> {
         let settings = self.settings();
@@ -253,6 +328,54 @@ impl SqliteTransport {
                 })
             })
             .await
+    }
+
+    /// How many packets retention removed while a durable consumer still
+    /// owed them ([`WhenFull::DropOldest`]), since the file was created, by
+    /// every process on it. Under [`WhenFull::Refuse`] it does not grow.
+    /// After [`close`](OutcomeTransport::close): [`ErrorKind::Closed`].
+    pub async fn dropped(&self) -> Result<u64> {
+        let settings = self.settings();
+        self.worker()
+            .call(move |conn| {
+                conn.transaction()
+                    .and_then(|tx| retention::dropped(&tx))
+                    .map(|n| n as u64)
+                    .map_err(|e| {
+                        schema::sql_error(
+                            &format!("reading the dropped counter of {}", settings.path.display()),
+                            e,
+                        )
+                    })
+            })
+            .await
+    }
+
+    /// Remove the durable consumer `name` (under this transport's prefix)
+    /// from the file, with its deliveries in flight: what it still owed no
+    /// longer holds the store (see [`WhenFull::Refuse`]). Handles still open
+    /// on it get [`ErrorKind::NotFound`] on their next fetch. Returns
+    /// whether it existed. After [`close`](OutcomeTransport::close):
+    /// [`ErrorKind::Closed`].
+    pub async fn delete_consumer(&self, name: &str) -> Result<bool> {
+        let settings = self.settings();
+        let prefix = self.prefix_subject().clone();
+        let owned = name.to_string();
+        let deleted = self
+            .worker()
+            .call(move |conn| {
+                consumer::delete(conn, &prefix, &owned).map_err(|e| {
+                    schema::sql_error(
+                        &format!("deleting consumer {owned} from {}", settings.path.display()),
+                        e,
+                    )
+                })
+            })
+            .await?;
+        if deleted {
+            tracing::info!(consumer = name, path = %self.config().path.display(), "durable consumer deleted");
+        }
+        Ok(deleted)
     }
 
     pub(crate) fn settings(&self) -> Arc<SqliteConfig> {
@@ -299,6 +422,7 @@ impl OutcomeTransport for SqliteTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            backlog: true,
         }
     }
 
@@ -321,6 +445,23 @@ impl OutcomeTransport for SqliteTransport {
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         live::subscribe(self, pattern).await
+    }
+
+    /// The consumers under this transport's prefix kept in the file, each
+    /// with its backlog as [`SqliteConsumer`]'s `backlog` counts it.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        let settings = self.settings();
+        let prefix = self.prefix_subject().clone();
+        self.worker()
+            .call(move |conn| {
+                consumer::list(conn, &prefix).map_err(|e| {
+                    schema::sql_error(
+                        &format!("listing consumers in {}", settings.path.display()),
+                        e,
+                    )
+                })
+            })
+            .await
     }
 
     /// Wait for every queued operation of this handle to finish, close its

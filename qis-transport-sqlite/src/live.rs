@@ -236,7 +236,7 @@ async fn read_after(live: &Live) -> Result<(Vec<Received>, i64)> {
                 let tx = conn.transaction()?;
                 let mut out = Vec::new();
                 let after = scan.walk(&tx, after, LIVE_CHUNK, |row| {
-                    match Received::decode(row.subject.as_str(), &row.body) {
+                    match row.decode() {
                         Ok(r) => {
                             out.push(r);
                             true

@@ -17,7 +17,7 @@
 //! Every row examined moves the caller's position past it, matching or not,
 //! so no row is looked at twice by the same consumer or subscription.
 
-use qis_core::{Subject, SubjectPattern};
+use qis_core::{PacketId, Received, Subject, SubjectPattern};
 use rusqlite::Connection;
 
 /// One stored row.
@@ -26,6 +26,26 @@ pub(crate) struct Row {
     pub(crate) seq: i64,
     pub(crate) subject: String,
     pub(crate) body: Vec<u8>,
+    /// The packet id stored with the row (the SHA-256 of `body`, computed
+    /// when it was stored), so a read does not hash the body again.
+    pub(crate) id: Option<PacketId>,
+}
+
+impl Row {
+    /// The decoded packet (with the stored id), or the decoding error.
+    pub(crate) fn decode(&self) -> qis_core::Result<Received> {
+        match self.id {
+            Some(id) => Received::decode_with_known_id(self.subject.as_str(), &self.body, id),
+            None => Received::decode(self.subject.as_str(), &self.body),
+        }
+    }
+}
+
+/// A stored `packet_id` column as a packet id (`None` if it is not 32 bytes).
+pub(crate) fn stored_id(bytes: Option<Vec<u8>>) -> Option<PacketId> {
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(PacketId::from_bytes)
 }
 
 #[derive(Debug)]
@@ -43,13 +63,20 @@ pub(crate) struct Scan {
     plan: Plan,
 }
 
-const EXACT: &str = "SELECT seq, subject, body FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+const EXACT: &str =
+    "SELECT seq, subject, body, packet_id FROM qis_outcomes INDEXED BY qis_outcomes_subject \
      WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
-const NARROW: &str = "SELECT seq, subject, body FROM qis_outcomes WHERE seq IN \
+const NARROW: &str = "SELECT seq, subject, body, packet_id FROM qis_outcomes WHERE seq IN \
      (SELECT seq FROM qis_outcomes INDEXED BY qis_outcomes_subject \
       WHERE subject >= ?1 AND subject < ?2 AND seq > ?3 ORDER BY seq LIMIT ?4) ORDER BY seq";
-const WIDE: &str = "SELECT seq, subject, body FROM qis_outcomes NOT INDEXED \
+const WIDE: &str = "SELECT seq, subject, body, packet_id FROM qis_outcomes NOT INDEXED \
      WHERE seq > ?3 AND subject >= ?1 AND subject < ?2 ORDER BY seq LIMIT ?4";
+const COUNT_EXACT: &str = "SELECT count(*) FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject = ?1 AND seq > ?2";
+const SUBJECTS_NARROW: &str = "SELECT subject FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject >= ?1 AND subject < ?2 AND seq > ?3";
+const SUBJECTS_WIDE: &str = "SELECT subject FROM qis_outcomes NOT INDEXED \
+     WHERE seq > ?3 AND subject >= ?1 AND subject < ?2";
 
 impl Scan {
     pub(crate) fn new(prefix: &Subject, pattern: &SubjectPattern) -> Scan {
@@ -98,6 +125,7 @@ impl Scan {
                 seq: r.get(0)?,
                 subject: r.get(1)?,
                 body: r.get(2)?,
+                id: stored_id(r.get(3)?),
             })
         };
         match &self.plan {
@@ -113,6 +141,32 @@ impl Scan {
                 .prepare_cached(WIDE)?
                 .query_map(rusqlite::params![lo, hi, after, limit], read)?
                 .collect(),
+        }
+    }
+
+    /// How many stored rows after `after` this scan would deliver (malformed
+    /// ones included: only reading them tells). Reads subjects only, from
+    /// the index where the plan has one.
+    pub(crate) fn count_after(&self, conn: &Connection, after: i64) -> rusqlite::Result<u64> {
+        let count = |sql: &str, lo: &str, hi: &str| -> rusqlite::Result<u64> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(rusqlite::params![lo, hi, after])?;
+            let mut n = 0u64;
+            while let Some(r) = rows.next()? {
+                let subject: String = r.get(0)?;
+                if self.matches(&subject) {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        };
+        match &self.plan {
+            Plan::Exact(subject) => conn
+                .prepare_cached(COUNT_EXACT)?
+                .query_row(rusqlite::params![subject, after], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64),
+            Plan::Narrow { lo, hi } => count(SUBJECTS_NARROW, lo, hi),
+            Plan::Wide { lo, hi } => count(SUBJECTS_WIDE, lo, hi),
         }
     }
 

@@ -21,7 +21,9 @@
 //! CREATE TABLE qis_pending (consumer_id INTEGER, seq INTEGER, due_at_ms INTEGER,
 //!     deliveries INTEGER, PRIMARY KEY (consumer_id, seq)) WITHOUT ROWID;
 //!
-//! -- stored_bytes: the sum of length(body), kept in step by every insert and prune
+//! -- stored_bytes: the sum of length(body), kept in step by every insert and prune;
+//! -- dropped: packets pruned while a consumer still owed them (when_full=drop_oldest),
+//! --          added on the first such prune
 //! CREATE TABLE qis_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 //! ```
 
@@ -115,6 +117,12 @@ pub(crate) fn open(config: &SqliteConfig) -> qis_core::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", config.synchronous.pragma())
         .map_err(|e| sql_error(&ctx("setting synchronous"), e))?;
+    if let Some(bytes) = config.cache_size {
+        // Negative: a size in KiB rather than a number of pages.
+        let kib = i64::try_from(bytes / 1024).unwrap_or(i64::MAX).max(1);
+        conn.pragma_update(None, "cache_size", -kib)
+            .map_err(|e| sql_error(&ctx("setting cache_size"), e))?;
+    }
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| sql_error(&ctx("reading the schema version"), e))?;

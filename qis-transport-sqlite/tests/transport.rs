@@ -10,7 +10,7 @@ use qis_core::{
     Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, OutcomeTransportExt,
     Position, StartPosition, Subject, SubjectPattern,
 };
-use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
+use qis_transport_sqlite::{SqliteConfig, SqliteTransport, WhenFull};
 
 use qis_conformance::support::{eventually, pkt, seq_of, TempDir};
 
@@ -390,9 +390,15 @@ async fn live_sees_other_handles_and_own_deposits() {
 #[tokio::test]
 async fn retention_by_bytes_prunes_the_oldest() {
     let dir = TempDir::new("bytes");
-    let t = SqliteTransport::connect(SqliteConfig::new(db(&dir)).max_bytes(4096))
-        .await
-        .unwrap();
+    // The consumer below owes every packet: only drop_oldest prunes them
+    // (the default refuses; tests/full.rs).
+    let t = SqliteTransport::connect(
+        SqliteConfig::new(db(&dir))
+            .max_bytes(4096)
+            .when_full(WhenFull::DropOldest),
+    )
+    .await
+    .unwrap();
     let c = t
         .consumer(ConsumerConfig::new("r", pattern("qis.iot.>")).unwrap())
         .await
@@ -403,6 +409,11 @@ async fn retention_by_bytes_prunes_the_oldest() {
     let (n, bytes) = t.stored().await.unwrap();
     assert!(bytes <= 4096, "{bytes} bytes stored");
     assert!(n > 5 && n < 100, "{n} packets kept");
+    assert_eq!(
+        t.dropped().await.unwrap(),
+        100 - n,
+        "every pruned packet was owed"
+    );
     let got = c.fetch(200, WAIT).await.unwrap();
     assert_eq!(got.len() as u64, n);
     assert_eq!(seq_of(got.last().unwrap()), 99);
@@ -411,7 +422,9 @@ async fn retention_by_bytes_prunes_the_oldest() {
 #[tokio::test]
 async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
     let dir = TempDir::new("age");
-    let cfg = SqliteConfig::new(db(&dir)).max_age(Duration::from_millis(300));
+    let cfg = SqliteConfig::new(db(&dir))
+        .max_age(Duration::from_millis(300))
+        .when_full(WhenFull::DropOldest);
     let t = SqliteTransport::connect(cfg).await.unwrap();
     t.deposit(&pkt("old", "hvac", "x", 0)).await.unwrap();
     let c = t
@@ -427,6 +440,7 @@ async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
     })
     .await
     .unwrap();
+    assert_eq!(t.dropped().await.unwrap(), 1, "the nak'd packet was owed");
     t.deposit(&pkt("new", "hvac", "x", 0)).await.unwrap();
     let got = c.fetch(10, WAIT).await.unwrap();
     assert_eq!(got.len(), 1);

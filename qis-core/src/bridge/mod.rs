@@ -13,9 +13,12 @@
 //!   [`BridgeConfig::name`] (created with all retained history), deposits
 //!   each batch on the destination with acknowledgements in flight
 //!   ([`OutcomeTransport::deposit_encoded_batch`](crate::OutcomeTransport::deposit_encoded_batch)), and **acks the source
-//!   only after the destination's receipts**. A bridge killed at any point
-//!   resumes by name: what it had not acked comes back to it and is sent
-//!   again; nothing the source stored is lost.
+//!   only after the destination's receipts**. Batches are pipelined: while
+//!   one is deposited, the source acks the one before and fetches the next;
+//!   deposits stay one batch at a time, in order. A bridge killed at any
+//!   point resumes by name: what it had not acked (at most the batch being
+//!   deposited and the one fetched ahead) comes back to it after the ack
+//!   wait and is sent again; nothing the source stored is lost.
 //! - A packet sent again is recognised by its packet id where the destination
 //!   has [`Capabilities::dedup`](crate::Capabilities::dedup) (within its
 //!   de-duplication window); where it has not (Kafka), the bridge warns once
@@ -27,8 +30,24 @@
 //!   backs off exponentially with jitter ([`Backoff`]), then connects that
 //!   side again with its [`Endpoint`] connector and carries on. A batch
 //!   already fetched is kept and deposited once the destination is back.
-//! - On shutdown ([`Bridge::run_until`]) it finishes the batch in flight,
-//!   acks it, and closes both sides (flushing their acks).
+//! - On shutdown ([`Bridge::run_until`]) it finishes the batches in hand
+//!   (fetches no more), acks them, and closes both sides (flushing their
+//!   acks).
+//! - Progress: [`Bridge::status`] (forwarded, duplicates, skipped, the
+//!   source consumer's backlog about once a second, connection state, last
+//!   error), an info-level `tracing` line every
+//!   [`BridgeConfig::report_every`], and warnings on every failure.
+//!
+//! # On a device
+//!
+//! The device's outbox is a SQLite file: its default `when_full=refuse`
+//! policy never prunes what the up bridge's consumer has not acked and
+//! refuses new deposits with [`ErrorKind::StoreFull`] instead (see the
+//! `qis-transport-sqlite` docs). `examples/edge_device.rs` is a complete
+//! device agent: its own outcomes to the file, up and down bridges to a hub
+//! that may be unreachable ([`Endpoint::connect`]), synthesis from the file
+//! online or not. `qis bridge` runs a bridge from the shell and `qis status`
+//! shows the consumers' backlog.
 //!
 //! # Two bridges both ways never loop
 //!

@@ -66,6 +66,14 @@ impl<'a> Run<'a> {
 
     /// Forward until `shutdown` completes (or, with `quiet`, until nothing
     /// arrived for that long), then finish the batch in hand and close.
+    ///
+    /// Batches are pipelined: while batch k is deposited on the destination,
+    /// the source acks batch k-1 (deposited already: its receipts are in)
+    /// and fetches batch k+1. Deposits stay one batch at a time and in
+    /// order, and nothing is acked before the destination's receipts, so the
+    /// pipeline changes the speed, not what a crash can lose: at most the
+    /// batch deposited and the batch fetched ahead are unacked, and both come
+    /// back to the consumer.
     pub(super) async fn forward<F>(
         mut self,
         shutdown: F,
@@ -77,75 +85,201 @@ impl<'a> Run<'a> {
         let config = self.bridge.config.clone();
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         let mut stop = false;
+        // Fetched, to be deposited next.
         let mut held: Vec<Delivery> = Vec::new();
-        let mut last_seen = Instant::now();
+        // Fetched ahead while `held` was being deposited.
+        let mut ahead: Option<Vec<Delivery>> = None;
+        // Deposited (receipts in), not acked yet.
+        let mut deposited: Vec<Delivery> = Vec::new();
+        // Whether the last deposit went through: only then is a batch
+        // fetched ahead (a failing destination holds one batch, not more).
+        let mut destination_ok = true;
+        // Since when fetches have come back empty (a failed fetch is not a
+        // quiet source: it says nothing about what the source holds).
+        let mut quiet_since: Option<Instant> = None;
         let fetch_wait = quiet.map_or(config.fetch_wait, |q| q.min(config.fetch_wait));
         let result = loop {
             if !stop && (&mut shutdown).now_or_never().is_some() {
                 stop = true;
             }
             if held.is_empty() {
-                if stop || quiet.is_some_and(|q| last_seen.elapsed() >= q) {
+                held = ahead.take().unwrap_or_default();
+            }
+            if held.is_empty() {
+                // Nothing in hand: ack what was deposited, then wait for more.
+                if !deposited.is_empty() {
+                    let batch = std::mem::take(&mut deposited);
+                    let acked = match &self.consumer {
+                        Some(c) => c.ack(&batch).await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = self.acked(acked, &mut shutdown, &mut stop).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                let quiet_enough =
+                    quiet.is_some_and(|q| quiet_since.is_some_and(|t| t.elapsed() >= q));
+                if stop || quiet_enough {
                     break Ok(());
                 }
+                let started = Instant::now();
                 let fetched = match self.consumer().await {
                     Ok(c) => c.fetch(config.batch, fetch_wait).await,
                     Err(e) => Err(e),
                 };
                 match fetched {
                     Ok(batch) if batch.is_empty() => {
+                        quiet_since.get_or_insert(started);
                         self.report(false).await;
                         continue;
                     }
                     Ok(batch) => {
-                        last_seen = Instant::now();
+                        quiet_since = None;
                         held = batch;
                     }
-                    Err(e) => match self.failed(Side::Source, e, &mut shutdown, &mut stop).await {
-                        Ok(Next::Retry) => continue,
-                        Ok(Next::Stop) => break Ok(()),
-                        Err(e) => break Err(e),
-                    },
+                    Err(e) => {
+                        quiet_since = None;
+                        match self.failed(Side::Source, e, &mut shutdown, &mut stop).await {
+                            Ok(Next::Retry) => continue,
+                            Ok(Next::Stop) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
                 }
             }
-            // Forward what is held, then ack it on the source.
-            if let Err(e) = self.deposit(&held).await {
-                match self
-                    .failed(Side::Destination, e, &mut shutdown, &mut stop)
-                    .await
-                {
-                    // Keep the batch and deposit it again once back; on a
-                    // stop it is left unacked and comes back next time.
-                    Ok(Next::Retry) if !stop => continue,
-                    Ok(_) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            }
-            let acked = match &self.consumer {
-                Some(c) => c.ack(&held).await,
-                None => Ok(()),
+
+            // Deposit `held`; meanwhile the source acks the batch deposited
+            // before and fetches the next one (not when stopping: the run
+            // ends with the batches in hand).
+            let consumer = self.consumer.clone();
+            let to_ack = std::mem::take(&mut deposited);
+            let fetch_ahead = !stop && destination_ok && ahead.is_none();
+            let source_side = async move {
+                let Some(c) = consumer else {
+                    return (Ok(false), None);
+                };
+                // Whether a batch was acked (the run is healthy then).
+                let acked = if to_ack.is_empty() {
+                    Ok(false)
+                } else {
+                    c.ack(&to_ack).await.map(|()| true)
+                };
+                let fetched = if fetch_ahead && acked.is_ok() {
+                    Some(c.fetch(config.batch, Duration::ZERO).await)
+                } else {
+                    None
+                };
+                (acked, fetched)
             };
-            held.clear();
-            match acked {
-                Ok(()) => {
-                    self.failures = 0;
-                    self.update(|s| {
-                        s.batches += 1;
-                        s.source_connected = true;
-                    });
-                    self.report(false).await;
+            let (deposit, (acked, fetched)) = futures::join!(self.deposit(&held), source_side);
+
+            let mut source_error = match acked {
+                Ok(true) => {
+                    self.acked_batch();
+                    None
                 }
-                // Forwarded but not acked: it comes back to the consumer and
-                // the destination recognises it by packet id.
-                Err(e) => match self.failed(Side::Source, e, &mut shutdown, &mut stop).await {
+                Ok(false) => None,
+                Err(e) => Some(e),
+            };
+            match fetched {
+                Some(Ok(batch)) if !batch.is_empty() => {
+                    quiet_since = None;
+                    ahead = Some(batch);
+                }
+                Some(Err(e)) => source_error = source_error.or(Some(e)),
+                _ => {}
+            }
+            destination_ok = deposit.is_ok();
+            match deposit {
+                Ok(()) => deposited = std::mem::take(&mut held),
+                Err(e) => {
+                    match self
+                        .failed(Side::Destination, e, &mut shutdown, &mut stop)
+                        .await
+                    {
+                        // Keep the batch and deposit it again once back; on
+                        // a stop it is left unacked and comes back next time.
+                        Ok(Next::Retry) if !stop => {}
+                        Ok(_) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            if let Some(e) = source_error {
+                // The consumer handle goes: what it handed out (deposited or
+                // not) can only be acked on it, so it comes back to the next
+                // handle after the ack wait and is sent again (recognised by
+                // packet id where the destination de-duplicates).
+                held.clear();
+                ahead = None;
+                deposited.clear();
+                match self.failed(Side::Source, e, &mut shutdown, &mut stop).await {
                     Ok(_) => continue,
                     Err(e) => break Err(e),
-                },
+                }
             }
+            self.report(false).await;
         };
+        // Fetched and not deposited (the destination is down, or the run
+        // stops): handed back at once where the source can, so the next run
+        // need not wait out the ack wait for them.
+        held.extend(ahead.take().unwrap_or_default());
+        self.hand_back(&held).await;
         self.report(true).await;
         self.close().await;
         result.map(|()| self.bridge.status())
+    }
+
+    /// Nak `unsent` (with no delay) on the source consumer, when it can.
+    async fn hand_back(&mut self, unsent: &[Delivery]) {
+        let (Some(c), Some(source)) = (&self.consumer, &self.source) else {
+            return;
+        };
+        if unsent.is_empty() || !source.capabilities().nak {
+            return;
+        }
+        for d in unsent {
+            let naked = tokio::time::timeout(CLOSE_WITHIN, c.nak(d, Duration::ZERO)).await;
+            if !matches!(naked, Ok(Ok(()))) {
+                // It comes back after the ack wait instead.
+                return;
+            }
+        }
+        tracing::debug!(bridge = %self.bridge.config.name, count = unsent.len(), "unsent packets handed back to the source");
+    }
+
+    /// A batch acked on the source: the run is healthy.
+    fn acked_batch(&mut self) {
+        self.failures = 0;
+        self.update(|s| {
+            s.batches += 1;
+            s.source_connected = true;
+        });
+    }
+
+    /// After acking deposited packets on their own: count the batch, or
+    /// handle the source's failure (what was not acked comes back).
+    async fn acked<F>(
+        &mut self,
+        acked: Result<()>,
+        shutdown: &mut std::pin::Pin<&mut futures::future::Fuse<F>>,
+        stop: &mut bool,
+    ) -> Result<()>
+    where
+        F: Future<Output = ()>,
+    {
+        match acked {
+            Ok(()) => {
+                self.acked_batch();
+                self.report(false).await;
+                Ok(())
+            }
+            Err(e) => self
+                .failed(Side::Source, e, shutdown, stop)
+                .await
+                .map(|_| ()),
+        }
     }
 
     /// The source consumer, connecting the source first if needed.

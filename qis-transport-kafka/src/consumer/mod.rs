@@ -16,9 +16,11 @@
 //!   the group;
 //! - [`group`]: the member's rebalance callbacks and its poller thread;
 //! - [`state`]: what the handle and its thread share, offsets included;
-//! - [`fetch`] and [`ack`]: what the caller does.
+//! - [`fetch`] and [`ack`]: what the caller does;
+//! - [`backlog`]: what the group still has to do, and the groups listed.
 
 mod ack;
+mod backlog;
 mod fetch;
 mod group;
 mod open;
@@ -29,13 +31,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qis_core::{Delivery, DurableConsumer, Error, ErrorKind, Result};
+use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result};
 
 use crate::error::join_error;
 use crate::NAME;
 use group::GroupConsumer;
 use state::Shared;
 
+pub(crate) use backlog::list;
 pub(crate) use open::open;
 
 /// The token in each delivery: its partition and offset. (The checking
@@ -105,6 +108,15 @@ impl DurableConsumer for KafkaConsumer {
 
     fn malformed_skipped(&self) -> u64 {
         self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Per partition, the high watermark minus this handle's position (its
+    /// own for the partitions it is assigned, the group's committed offset
+    /// for the others), and this handle's deliveries in flight. Every record
+    /// of the topic counts, matching the pattern or not: the topic holds
+    /// every subject of the prefix, and only reading tells them apart.
+    async fn backlog(&self) -> Result<Backlog> {
+        self.count_backlog().await
     }
 
     async fn close(&self) -> Result<()> {

@@ -42,6 +42,7 @@ pub(crate) async fn open(
         stop: AtomicBool::new(false),
         left: AtomicBool::new(false),
         brokers: config.bootstrap_servers.clone(),
+        request_timeout: config.request_timeout,
     });
     // A handle of this group dropped just before must be out of the group
     // before this member joins, or the join races its LeaveGroup.

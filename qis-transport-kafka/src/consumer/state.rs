@@ -107,6 +107,8 @@ pub(super) struct Shared {
     pub(super) left: AtomicBool,
     /// The brokers (with `group`, which members are in the same group).
     pub(super) brokers: String,
+    /// How long one request to the brokers may take (backlog counting).
+    pub(super) request_timeout: Duration,
 }
 
 impl Shared {

@@ -4,7 +4,8 @@
 //! - [`create`]: the definition hash and the groups (start positions);
 //! - [`fetch`]: `XREADGROUP`, claims of due redeliveries, blocking reads;
 //! - [`ack`]: `XACK` and nak;
-//! - [`backlog`]: what is waiting and what is unacked;
+//! - [`backlog`]: what is waiting and what is unacked, and every consumer
+//!   listed with it;
 //! - [`entry`]: stream entries and the packets in them.
 
 mod ack;
@@ -172,6 +173,9 @@ impl DurableConsumer for RedisConsumer {
         self.malformed.load(Ordering::Relaxed)
     }
 
+    /// What waits (the group lag where Redis knows it, else counted) and
+    /// what is unacked (the groups' pending entries) over the streams the
+    /// pattern matches, streams this handle has not discovered yet included.
     async fn backlog(&self) -> Result<Backlog> {
         self.count_backlog().await
     }
