@@ -1,13 +1,43 @@
 //! Connecting: the login (user and password, token, `.creds` file), TLS and
 //! timeouts of a [`NatsConfig`] as async-nats client options.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use qis_core::Result;
 
 use crate::config::{invalid, NatsConfig};
 use crate::NAME;
 
-/// The async-nats connect options `config` stands for.
-pub(crate) async fn options(config: &NatsConfig) -> Result<async_nats::ConnectOptions> {
+/// Since when the client has had no server, as its connection events say
+/// (`None`: connected). Fetches use it to tell a reconnect they can ride
+/// out from a server that is gone.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Offline(Arc<Mutex<Option<Instant>>>);
+
+impl Offline {
+    fn set(&self, offline: bool) {
+        let mut since = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match (offline, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, _) => *since = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// How long the client has been without a server (zero: connected).
+    pub(crate) fn for_how_long(&self) -> Duration {
+        let since = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+/// The async-nats connect options `config` stands for; connection events
+/// update `offline`.
+pub(crate) async fn options(
+    config: &NatsConfig,
+    offline: &Offline,
+) -> Result<async_nats::ConnectOptions> {
     let mut opts = match &config.creds {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
             .await
@@ -41,16 +71,28 @@ pub(crate) async fn options(config: &NatsConfig) -> Result<async_nats::ConnectOp
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.request_timeout))
         .max_reconnects(None::<usize>)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!(transport = NAME, "connected"),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!(
-                        transport = NAME,
-                        "disconnected from the NATS server; reconnecting"
-                    )
-                }
-                other => tracing::debug!(transport = NAME, event = %other, "connection event"),
+        .event_callback({
+            let offline = offline.clone();
+            move |event| {
+                let offline = offline.clone();
+                async move { on_event(&offline, event) }
             }
         }))
+}
+
+fn on_event(offline: &Offline, event: async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => {
+            offline.set(false);
+            tracing::info!(transport = NAME, "connected");
+        }
+        async_nats::Event::Disconnected => {
+            offline.set(true);
+            tracing::warn!(
+                transport = NAME,
+                "disconnected from the NATS server; reconnecting"
+            )
+        }
+        other => tracing::debug!(transport = NAME, event = %other, "connection event"),
+    }
 }

@@ -98,6 +98,11 @@
 //!   stream) and opening a consumer ask again while the cluster answers
 //!   late or says it is busy. A server that stops answering without
 //!   closing its connections (paused, overloaded) is left for another seed.
+//!   Once the client has had no server at all for longer than `retry_for`,
+//!   a fetch that found nothing fails with [`ErrorKind::Unavailable`]
+//!   instead of returning empty batches forever (so a bridge can report
+//!   its source gone); the client keeps reconnecting, and the next fetch
+//!   after a server is back delivers again.
 //! - Acks lost with a consumer leader are not losses: those packets are
 //!   delivered again after the ack wait, with a higher delivery count
 //!   (at-least-once). Keep processing idempotent by packet id.
@@ -195,6 +200,8 @@ struct Inner {
     /// Held while checking that the server still answers, so that many
     /// callers noticing a silence at once probe (and reconnect) once.
     probe: tokio::sync::Mutex<()>,
+    /// Since when the client has had no server.
+    offline: connect::Offline,
 }
 
 impl fmt::Debug for NatsTransport {
@@ -222,7 +229,8 @@ impl NatsTransport {
     #[tracing::instrument(level = "debug", skip_all, fields(servers = %config.server_list(), prefix = %config.prefix))]
     pub async fn connect(config: NatsConfig) -> Result<Checked<Self>> {
         config.validate()?;
-        let options = connect::options(&config).await?;
+        let offline = connect::Offline::default();
+        let options = connect::options(&config, &offline).await?;
         let client = options
             .connect(&config.servers)
             .await
@@ -241,6 +249,7 @@ impl NatsTransport {
                 js,
                 closed: AtomicBool::new(false),
                 probe: tokio::sync::Mutex::new(()),
+                offline,
             }),
         }))
     }

@@ -19,12 +19,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    connect, consumer_state, consumer_whole, wait_for, Observers, OwnCluster, STREAM,
-};
+use common::cluster::{connect, consumer_state, consumer_whole, Observers, OwnCluster, STREAM};
 use qis_conformance::ensure;
 use qis_conformance::support::{
-    block_on, context, eventually, fresh_prefix, pkt, trial, CaseResult,
+    block_on, context, eventually, fresh_prefix, pkt, trial, wait_for, CaseResult,
 };
 use qis_core::{ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, SubjectPattern};
 use qis_transport_nats::{NatsConfig, NatsTransport};

@@ -33,11 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    connect, replicas_current, stream_leader, wait_for, Observers, OwnCluster, STREAM,
-};
+use common::cluster::{connect, replicas_current, stream_leader, Observers, OwnCluster, STREAM};
 use qis_conformance::ensure;
-use qis_conformance::support::{block_on, context, eventually, pkt, trial, CaseResult};
+use qis_conformance::support::{block_on, context, eventually, pkt, trial, wait_for, CaseResult};
 use qis_core::{
     ConsumerConfig, Delivery, EncodedPacket, ErrorKind, OutcomePacket, OutcomeTransport,
     OutcomeTransportExt, PacketId, Position, Receipt, SubjectPattern,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::OwnServer;
 use qis_conformance::ensure;
-use qis_conformance::support::{block_on, eventually, pkt, trial, CaseResult};
+use qis_conformance::support::{block_on, eventually, pkt, trial, wait_for, CaseResult};
 use qis_core::{
     ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
     SubjectPattern,
@@ -231,6 +231,69 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> CaseResul
     Ok(())
 }
 
+/// A consumer whose server is gone rides out a short outage, then says so:
+/// once the client has had no server for longer than `retry_for`, a fetch
+/// is `Unavailable` (a bridge then reports its source gone) rather than an
+/// endless run of empty batches; after the restart it delivers again.
+async fn fetch_says_when_the_server_is_gone(mut server: OwnServer) -> CaseResult {
+    let config = NatsConfig::from_url(&server.url())
+        .map_err(|e| e.to_string())?
+        .retry_for(Duration::from_secs(2));
+    let t = NatsTransport::connect(config)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let c = t
+        .consumer(ConsumerConfig::new("gone", SubjectPattern::new("qis.iot.>").unwrap()).unwrap())
+        .await
+        .map_err(|e| format!("open consumer: {e}"))?;
+    server.stop(false)?;
+    let started = Instant::now();
+    let kind = wait_for(
+        "a fetch to report the server gone",
+        Duration::from_secs(20),
+        || async {
+            match c.fetch(10, Duration::from_millis(500)).await {
+                Ok(batch) if batch.is_empty() => None,
+                Ok(batch) => Some(Err(format!(
+                    "{} deliveries from a stopped server",
+                    batch.len()
+                ))),
+                Err(e) => Some(Ok(e.kind())),
+            }
+        },
+    )
+    .await??;
+    ensure!(
+        kind == ErrorKind::Unavailable,
+        "a fetch failed with {kind:?}, not Unavailable"
+    );
+    ensure!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the fetch gave up after {:?}, before retry_for (2 s) was over",
+        started.elapsed()
+    );
+    server.restart()?;
+    t.deposit(&pkt("gone", "hvac", "energy-anomaly", 1))
+        .await
+        .map_err(|e| format!("deposit after the restart: {e}"))?;
+    let got = wait_for(
+        "a delivery after the restart",
+        Duration::from_secs(30),
+        || async {
+            c.fetch(10, Duration::from_millis(500))
+                .await
+                .ok()
+                .filter(|b| !b.is_empty())
+        },
+    )
+    .await?;
+    ensure!(got.len() == 1, "{} deliveries after the restart", got.len());
+    c.ack(&got).await.map_err(|e| format!("ack: {e}"))?;
+    c.close().await.map_err(|e| e.to_string())?;
+    t.close().await.map_err(|e| e.to_string())?;
+    server.stop(true)
+}
+
 /// The scenario's own waits add up to under five minutes.
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -244,6 +307,10 @@ fn main() {
         trial("deposits_survive_a_server_kill_and_restart", &bin, |_| {
             let server = OwnServer::start(&[])?;
             block_on(LIMIT, deposit_through_restart(server, false))
+        }),
+        trial("fetch_says_when_the_server_is_gone", &bin, |_| {
+            let server = OwnServer::start(&[])?;
+            block_on(LIMIT, fetch_says_when_the_server_is_gone(server))
         }),
     ];
     qis_conformance::run_trials(trials);

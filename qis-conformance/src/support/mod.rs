@@ -44,7 +44,7 @@ pub use availability::{
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
 pub use run::{block_on, init_tracing, runtime, with_fresh_prefix};
-pub use wait::{collect, collect_unacked, eventually, next_live, quiet};
+pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
 
 /// What a case or test returns: `Err` says what did not happen.
 pub type CaseResult = Result<(), String>;

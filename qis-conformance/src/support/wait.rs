@@ -111,3 +111,23 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Check `get` every few milliseconds until it gives a value, and return
+/// it; fails with "`what` did not happen within `within`" if it never does.
+/// [`eventually`] for a condition that carries a result.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut get: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = get().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} did not happen within {within:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -84,8 +84,11 @@ impl NatsConsumer {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let ended = self.pull_once(max - out.len(), remaining, &mut out).await?;
             let left = deadline.saturating_duration_since(Instant::now());
-            if !out.is_empty() || left.is_zero() {
+            if !out.is_empty() {
                 return Ok(out);
+            }
+            if left.is_zero() {
+                return self.empty_or_offline(out);
             }
             match ended {
                 Ended::Done { any: _ } if remaining < MIN_EXPIRES => return Ok(out),
@@ -106,6 +109,27 @@ impl NatsConsumer {
                 }
             }
         }
+    }
+
+    /// An empty fetch, unless the client has had no server for longer than
+    /// `retry_for`: then a reconnect is not something to ride out, and the
+    /// caller hears [`ErrorKind::Unavailable`] (a bridge reports its source
+    /// gone; the next fetch after the server is back carries on).
+    fn empty_or_offline(&self, out: Vec<Delivery>) -> Result<Vec<Delivery>> {
+        let inner = &self.transport.inner;
+        let offline = inner.offline.for_how_long();
+        if offline > inner.config.retry_for {
+            return Err(err(
+                ErrorKind::Unavailable,
+                format!(
+                    "consumer {}: no NATS server reachable for {:.0?} ({}); the client keeps reconnecting",
+                    self.name,
+                    offline,
+                    inner.config.server_list()
+                ),
+            ));
+        }
+        Ok(out)
     }
 
     /// One pull request for up to `max` messages, expiring after

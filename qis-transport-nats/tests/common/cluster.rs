@@ -277,25 +277,6 @@ impl Drop for OwnCluster {
     }
 }
 
-/// Check `get` every few milliseconds until it gives a value; fails with
-/// "`what` did not happen within `within`" if it never does.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut get: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = get().await {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{what} did not happen within {within:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 pub async fn connect(url: &str) -> Result<qis_core::Checked<NatsTransport>, String> {
     let config = NatsConfig::from_url(url)
         .map_err(context("config"))?
