@@ -5,11 +5,13 @@
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
 use qis_core::{EncodedPacket, PacketId, Position, Receipt, Result, Subject};
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::config::SqliteConfig;
 use crate::connection::DepositRequest;
 use crate::retention;
+use crate::row::Row;
 use crate::schema::{now_us, sql_error};
 use crate::SqliteTransport;
 
@@ -60,14 +62,21 @@ pub(crate) fn store_group(
                         duplicate: false,
                     }
                 } else {
-                    let (seq, subject): (i64, String) = find
-                        .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    // The original may be another program's row: read its
+                    // subject by storage class, as fetches do.
+                    let (seq, subject): (i64, Option<Subject>) = find
+                        .query_row([&id.as_bytes()[..]], |r| {
+                            Ok((
+                                r.get(0)?,
+                                Row::read(0, r.get_ref(1)?, ValueRef::Null).subject(),
+                            ))
+                        })
                         .map_err(|e| {
                             sql_error(&ctx(&format!("finding the original of duplicate {id}")), e)
                         })?;
                     tracing::debug!(subject = %p.subject(), id = %id, seq, "duplicate deposit recognised");
                     Receipt {
-                        subject: Subject::new(subject).unwrap_or_else(|_| p.subject().clone()),
+                        subject: subject.unwrap_or_else(|| p.subject().clone()),
                         id,
                         position: Position::Sequence(seq as u64),
                         duplicate: true,

@@ -127,6 +127,7 @@ mod consumer;
 mod deposit;
 mod live;
 mod retention;
+mod row;
 mod scan;
 pub mod schema;
 

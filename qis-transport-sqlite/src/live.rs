@@ -236,13 +236,13 @@ async fn read_after(live: &Live) -> Result<(Vec<Received>, i64)> {
                 let tx = conn.transaction()?;
                 let mut out = Vec::new();
                 let after = scan.walk(&tx, after, LIVE_CHUNK, |row| {
-                    match Received::decode(row.subject.as_str(), &row.body) {
+                    match row.decode() {
                         Ok(r) => {
                             out.push(r);
                             true
                         }
-                        Err(e) => {
-                            tracing::warn!(subject = %row.subject, seq = row.seq, error = %e, "skipping malformed live packet");
+                        Err(error) => {
+                            tracing::warn!(subject = %row.subject, seq = row.seq, %error, "skipping malformed live packet");
                             false
                         }
                     }

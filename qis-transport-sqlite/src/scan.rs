@@ -20,13 +20,7 @@
 use qis_core::{Subject, SubjectPattern};
 use rusqlite::Connection;
 
-/// One stored row.
-#[derive(Debug)]
-pub(crate) struct Row {
-    pub(crate) seq: i64,
-    pub(crate) subject: String,
-    pub(crate) body: Vec<u8>,
-}
+use crate::row::Row;
 
 #[derive(Debug)]
 enum Plan {
@@ -50,6 +44,12 @@ const NARROW: &str = "SELECT seq, subject, body FROM qis_outcomes WHERE seq IN \
       WHERE subject >= ?1 AND subject < ?2 AND seq > ?3 ORDER BY seq LIMIT ?4) ORDER BY seq";
 const WIDE: &str = "SELECT seq, subject, body FROM qis_outcomes NOT INDEXED \
      WHERE seq > ?3 AND subject >= ?1 AND subject < ?2 ORDER BY seq LIMIT ?4";
+/// Rows whose subject another program stored as a BLOB (SQLite sorts every
+/// BLOB after every TEXT value, so none of the plans above sees them): one
+/// range of the subject index, empty unless such rows were written.
+const BLOB_SUBJECTS: &str =
+    "SELECT seq, subject, body FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject >= x'' AND seq > ?1 AND seq <= ?2";
 
 impl Scan {
     pub(crate) fn new(prefix: &Subject, pattern: &SubjectPattern) -> Scan {
@@ -93,13 +93,7 @@ impl Scan {
         limit: usize,
     ) -> rusqlite::Result<Vec<Row>> {
         let limit = limit as i64;
-        let read = |r: &rusqlite::Row<'_>| {
-            Ok(Row {
-                seq: r.get(0)?,
-                subject: r.get(1)?,
-                body: r.get(2)?,
-            })
-        };
+        let read = |r: &rusqlite::Row<'_>| Row::from_sql(r, 1, 2);
         match &self.plan {
             Plan::Exact(subject) => conn
                 .prepare_cached(EXACT)?
@@ -128,6 +122,11 @@ impl Scan {
     /// row examined, or the newest row in the table when every candidate was
     /// examined. Call it inside a transaction so the newest row is the one
     /// the walk saw.
+    ///
+    /// Rows whose subject is a BLOB (written by another program) are handed
+    /// to `take` too, after the others, when their subject read as text
+    /// matches: they are malformed, and the caller counts them once as the
+    /// position passes them.
     pub(crate) fn walk(
         &self,
         conn: &Connection,
@@ -152,14 +151,40 @@ impl Scan {
                 if self.matches(&row.subject) && take(row) {
                     taken += 1;
                     if taken == want {
+                        self.blob_subjects(conn, after, position, &mut take)?;
                         return Ok(position);
                     }
                 }
             }
             if exhausted {
-                return Ok(position.max(newest));
+                let position = position.max(newest);
+                self.blob_subjects(conn, after, position, &mut take)?;
+                return Ok(position);
             }
         }
+    }
+
+    /// Hand the matching rows with a BLOB subject in `(after, upto]` to `take`.
+    fn blob_subjects(
+        &self,
+        conn: &Connection,
+        after: i64,
+        upto: i64,
+        take: &mut impl FnMut(Row) -> bool,
+    ) -> rusqlite::Result<()> {
+        if upto <= after {
+            return Ok(());
+        }
+        let rows = conn
+            .prepare_cached(BLOB_SUBJECTS)?
+            .query_map(rusqlite::params![after, upto], |r| Row::from_sql(r, 1, 2))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for row in rows {
+            if self.matches(&row.subject) {
+                take(row);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +235,11 @@ mod tests {
             "{narrow}"
         );
         assert!(narrow.contains("INTEGER PRIMARY KEY (rowid=?)"), "{narrow}");
+        let blobs = plan(BLOB_SUBJECTS, 2);
+        assert!(
+            blobs.contains("USING INDEX qis_outcomes_subject (subject>?)"),
+            "{blobs}"
+        );
         let wide = plan(WIDE, 4);
         assert!(wide.contains("INTEGER PRIMARY KEY (rowid>?)"), "{wide}");
         assert!(!wide.contains("TEMP B-TREE"), "{wide}");
