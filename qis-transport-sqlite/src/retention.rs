@@ -23,6 +23,10 @@ pub struct Pruned {
     pub packets: u64,
     /// Body bytes removed.
     pub bytes: u64,
+    /// Deliveries of the removed packets that consumers had fetched and not
+    /// yet acked: they will not be delivered again (each is logged with
+    /// `tracing::warn!`, per consumer).
+    pub unacked: u64,
 }
 
 /// Prune what retention says must go.
@@ -74,6 +78,7 @@ pub(crate) fn prune(tx: &Transaction<'_>, config: &SqliteConfig) -> rusqlite::Re
         tracing::debug!(
             packets = pruned.packets,
             bytes = pruned.bytes,
+            unacked = pruned.unacked,
             "retention pruned the oldest packets"
         );
     }
@@ -100,6 +105,7 @@ fn delete_before(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<Pruned> {
     tx.prepare_cached("DELETE FROM qis_outcomes WHERE seq < ?1")?
         .execute([seq])?;
     // In-flight deliveries of pruned packets can never be delivered again.
+    let unacked = warn_unacked(tx, seq)?;
     tx.prepare_cached("DELETE FROM qis_pending WHERE seq < ?1")?
         .execute([seq])?;
     tx.prepare_cached("UPDATE qis_meta SET value = max(value - ?1, 0) WHERE key = 'stored_bytes'")?
@@ -107,10 +113,35 @@ fn delete_before(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<Pruned> {
     Ok(Pruned {
         packets: packets as u64,
         bytes: bytes as u64,
+        unacked,
     })
+}
+
+/// Warn, per consumer, about its unacked deliveries of the packets before
+/// `seq`, which are about to be removed; how many there are in all.
+fn warn_unacked(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<u64> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT c.prefix, c.name, count(*) FROM qis_pending p JOIN qis_consumers c ON c.id = p.consumer_id \
+         WHERE p.seq < ?1 GROUP BY p.consumer_id",
+    )?;
+    let mut rows = stmt.query([seq])?;
+    let mut total = 0;
+    while let Some(r) = rows.next()? {
+        let (prefix, name, unacked): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        tracing::warn!(
+            transport = crate::NAME,
+            prefix = %prefix,
+            consumer = %name,
+            unacked,
+            "retention removed packets this consumer had fetched but not acked: they will not be redelivered"
+        );
+        total += unacked as u64;
+    }
+    Ok(total)
 }
 
 fn add(total: &mut Pruned, p: Pruned) {
     total.packets += p.packets;
     total.bytes += p.bytes;
+    total.unacked += p.unacked;
 }
