@@ -68,7 +68,7 @@ async fn settle(
     ack: PublishAckFuture,
 ) -> Result<Receipt> {
     let ack = ack.await.map_err(|e| publish_error(t, packet, e))?;
-    receipt(t, packet, ack)
+    crate::duplicate::name_original(t, receipt(t, packet, ack)?).await
 }
 
 /// Deposit one packet and wait for the server's ack.

@@ -6,7 +6,8 @@
 //!   to the packet's subject with `Nats-Msg-Id` set to the packet id, so an
 //!   identical re-deposit within the de-duplication window is stored once. The
 //!   receipt carries the stream sequence and the duplicate flag of the server's
-//!   ack. A batch deposit keeps up to [`NatsConfig::ack_window`] acks in flight.
+//!   ack; a duplicate's receipt names where the original is (its subject and
+//!   sequence: de-duplication is per stream, across subjects). A batch deposit keeps up to [`NatsConfig::ack_window`] acks in flight.
 //! - **Stream**: `QIS_OUTCOMES` on `qis.iot.>` (the seed's), file storage,
 //!   24 h / 50 MiB retention, 2-minute de-duplication window, all set in
 //!   [`NatsConfig`]. Created if missing; an existing stream with other settings
@@ -75,6 +76,7 @@ mod config;
 mod connect;
 mod consumer;
 mod deposit;
+mod duplicate;
 mod error;
 mod filter;
 mod live;

@@ -42,6 +42,10 @@ pub fn all() -> Vec<Case> {
     vec![
         case!(deposit::deposit_returns_receipt),
         case!(deposit::redeposit_is_recognised, Dedup),
+        case!(
+            deposit::duplicate_on_another_subject_names_the_original,
+            Dedup
+        ),
         case!(deposit::batch_deposit_keeps_order),
         case!(deposit::concurrent_depositors_nothing_lost_or_doubled),
         case!(deposit::one_publisher_order_per_subject),
