@@ -23,6 +23,18 @@
 //!   core NATS publish that live subscribers get and the stream does not store.
 //! - Malformed bodies (someone else's garbage) are terminated on the server so
 //!   they are never delivered again, logged with `tracing::warn!` and counted.
+//! - **Retention and unacked deliveries**: the server applies `max_age` and
+//!   `max_bytes` itself, removing the oldest messages whether or not a
+//!   consumer has fetched them and not yet acked them. JetStream drops such a
+//!   delivery from the consumer's pending set without telling the client (no
+//!   advisory, no error on the next fetch), and a message that was acked by
+//!   another handle of a shared consumer looks the same from here, so this
+//!   transport cannot count those losses reliably and does not pretend to:
+//!   unlike the SQLite and memory transports, it does not warn about them. Keep
+//!   `max_age` well above the longest a device stays offline plus its ack
+//!   wait, watch [`DurableConsumer::backlog`](qis_core::DurableConsumer::backlog)
+//!   (`unacked` is the server's pending count), and compare a stream's first
+//!   sequence with the positions you have not acked if you must know.
 //! - **Connecting**: to one server or to the seed servers of a cluster
 //!   ([`NatsConfig::servers`], `nats://h1:4222,h2:4222` in a URL), with a
 //!   user and password, a token or a `.creds` file, and TLS (`tls://`, a CA,
