@@ -108,6 +108,8 @@ mod connect;
 mod consumer;
 mod deposit;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod live;
 
