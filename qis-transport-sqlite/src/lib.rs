@@ -125,6 +125,8 @@ mod config;
 mod connection;
 mod consumer;
 mod deposit;
+#[doc(hidden)]
+pub mod fuzzing;
 mod live;
 mod retention;
 mod row;
