@@ -66,7 +66,7 @@ pub fn trials_of(backends: &[DynBackend], cases: &[Case]) -> Vec<Trial> {
                     }
                     None if case.needs_private_server() && backend.restartable().is_none() => {
                         let why = format!(
-                            "{name} cannot restart its server here: it has no private server to restart, and the shared one must not be"
+                            "{name} cannot restart its server here: it has no private server to restart (Backend::restartable), and a shared one must never be"
                         );
                         Trial::ignorable_test(test_name, move || Ok(Completion::ignored_with(why)))
                     }

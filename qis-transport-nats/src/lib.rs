@@ -32,7 +32,7 @@
 //!   transport cannot count those losses reliably and does not pretend to:
 //!   unlike the SQLite and memory transports, it does not warn about them. Keep
 //!   `max_age` well above the longest a device stays offline plus its ack
-//!   wait, watch [`DurableConsumer::backlog`](qis_core::DurableConsumer::backlog)
+//!   wait, watch [`DurableConsumer::backlog`]
 //!   (`unacked` is the server's pending count), and compare a stream's first
 //!   sequence with the positions you have not acked if you must know.
 //! - **Connecting**: to one server or to the seed servers of a cluster
