@@ -33,6 +33,71 @@ pub trait Backend: Send + Sync {
     /// foreign publisher would (for the malformed-message cases).
     /// `transport` was opened by [`Backend::open`] on the prefix in use.
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()>;
+
+    /// What a child process of this test binary needs in its environment
+    /// so that its [`Backend::open`] reaches the same stores as this one
+    /// (say, the directory of the SQLite files). The fault cases run
+    /// consumers and writers in such children and kill them; a server's
+    /// URL in the environment is inherited anyway.
+    ///
+    /// The default is nothing.
+    fn process_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// How to start a private server of this backend that a case may stop
+    /// and start again (the shared one must not be restarted: other cases
+    /// use it at the same time). `None`, the default, when there is none:
+    /// the restart cases are ignored ("cannot restart its server here").
+    fn restartable(&self) -> Option<&dyn Restartable> {
+        None
+    }
+}
+
+/// A backend that can start a private server for the restart cases
+/// ([`Backend::restartable`]).
+#[async_trait]
+pub trait Restartable: Send + Sync {
+    /// Why no private server can be started here (its program is not
+    /// installed, say), or `None` when one can. Like
+    /// [`Backend::unavailable`]: the case is ignored with the reason, or
+    /// fails with it under `QIS_REQUIRE_LIVE=1`.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// Start a server of the test's own: loopback, a free port, its data in
+    /// a temporary directory. It is stopped (by its PID) when dropped.
+    async fn start(&self) -> Result<Box<dyn PrivateServer>>;
+}
+
+/// A running private server ([`Restartable::start`]).
+#[async_trait]
+pub trait PrivateServer: Send + Sync {
+    /// A transport on `prefix` on this server (a new connection each time).
+    async fn open(&self, prefix: &Subject) -> Result<DynTransport>;
+
+    /// Stop the server as `stop` says and start it again on the same port
+    /// and data; returns once it accepts connections again.
+    async fn restart(&self, stop: Stop) -> Result<()>;
+}
+
+/// How [`PrivateServer::restart`] stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: the server shuts down cleanly.
+    Graceful,
+    /// SIGKILL: the server dies where it is.
+    Kill,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Graceful => "SIGTERM",
+            Stop::Kill => "SIGKILL",
+        })
+    }
 }
 
 /// A backend as a shareable value.

@@ -86,6 +86,7 @@ impl fmt::Display for Capability {
 pub struct Case {
     name: &'static str,
     needs: &'static [Capability],
+    private_server: bool,
     run: fn(DynBackend, Subject) -> CaseFuture,
 }
 
@@ -96,7 +97,25 @@ impl Case {
         needs: &'static [Capability],
         run: fn(DynBackend, Subject) -> CaseFuture,
     ) -> Case {
-        Case { name, needs, run }
+        Case {
+            name,
+            needs,
+            private_server: false,
+            run,
+        }
+    }
+
+    /// The case also needs a private server it may restart
+    /// ([`Backend::restartable`](crate::Backend::restartable)); on a
+    /// backend without one it is ignored.
+    pub const fn with_private_server(mut self) -> Case {
+        self.private_server = true;
+        self
+    }
+
+    /// Whether it needs a private server ([`with_private_server`](Self::with_private_server)).
+    pub fn needs_private_server(&self) -> bool {
+        self.private_server
     }
 
     /// The name, the part after `backend::` in a test name.
@@ -125,6 +144,7 @@ impl fmt::Debug for Case {
         f.debug_struct("Case")
             .field("name", &self.name)
             .field("needs", &self.needs)
+            .field("private_server", &self.private_server)
             .finish_non_exhaustive()
     }
 }

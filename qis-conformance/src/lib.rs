@@ -44,6 +44,20 @@
 //! `start_`. A transport that needs a server returns the reason from
 //! [`Backend::unavailable`] when it cannot reach one.
 //!
+//! ## Fault cases
+//!
+//! [`cases::fault`] kills a consumer process and a writer process with
+//! SIGKILL and restarts a server mid-stream, and prints what it counted
+//! (sent, acknowledged, delivered, redelivered, lost = 0). The processes
+//! are the test binary itself, started again with its role in the
+//! environment: [`run`] (through [`trials_of`]) does a child's job and
+//! exits before libtest parses the command line, so calling [`run`] first
+//! in `main` is all a backend does for them. A child opens the backend with
+//! [`Backend::open`]; what it needs to reach the same stores beyond the
+//! inherited environment comes from [`Backend::process_env`]. The restart
+//! case needs a server of the test's own ([`Backend::restartable`]); without
+//! one it is ignored.
+//!
 //! ## Your own trials in the same run
 //!
 //! [`trials`] gives the suite's trials; add yours (built with
@@ -69,10 +83,11 @@
 mod backend;
 mod case;
 pub mod cases;
+mod child;
 mod runner;
 pub mod support;
 
-pub use backend::{Backend, DynBackend};
+pub use backend::{Backend, DynBackend, PrivateServer, Restartable, Stop};
 pub use case::{Capability, Case, CaseFuture};
 pub use runner::{run, run_trials, trials, trials_of, CASE_LIMIT};
 

@@ -8,6 +8,7 @@ use qis_core::{Capabilities, Subject};
 use crate::backend::DynBackend;
 use crate::case::Case;
 use crate::cases;
+use crate::child;
 use crate::support::{self, random_hex};
 
 /// How long one case may take before it fails.
@@ -43,7 +44,13 @@ pub fn trials(backends: &[DynBackend]) -> Vec<Trial> {
 /// - is ignored with "`backend` lacks capability `X`" if not;
 /// - is ignored with the reason if the backend is unavailable, or fails with
 ///   it under `QIS_REQUIRE_LIVE=1`.
+///
+/// A process the suite started as a child of this test binary (the fault
+/// cases' consumers and writers, see [`cases::fault`]) does its job here
+/// instead, and exits: so every backend's `tests/conformance.rs` gets those
+/// cases by calling [`run`] (or this) first thing in `main`.
 pub fn trials_of(backends: &[DynBackend], cases: &[Case]) -> Vec<Trial> {
+    child::run_if_child(backends);
     let mut trials = Vec::new();
     for backend in backends {
         let name = backend.name();
@@ -56,6 +63,27 @@ pub fn trials_of(backends: &[DynBackend], cases: &[Case]) -> Vec<Trial> {
                     Some(missing) => {
                         let why = format!("{name} lacks capability `{missing}`");
                         Trial::ignorable_test(test_name, move || Ok(Completion::ignored_with(why)))
+                    }
+                    None if case.needs_private_server() && backend.restartable().is_none() => {
+                        let why = format!(
+                            "{name} cannot restart its server here: it has no private server to restart (Backend::restartable), and a shared one must never be"
+                        );
+                        Trial::ignorable_test(test_name, move || Ok(Completion::ignored_with(why)))
+                    }
+                    None if case.needs_private_server()
+                        && backend
+                            .restartable()
+                            .and_then(|r| r.unavailable())
+                            .is_some() =>
+                    {
+                        let why = backend
+                            .restartable()
+                            .and_then(|r| r.unavailable())
+                            .unwrap_or_default();
+                        support::unavailable_trial(
+                            test_name,
+                            &format!("{name} cannot start a private server: {why}"),
+                        )
                     }
                     None => {
                         let (backend, case) = (backend.clone(), case.clone());

@@ -165,6 +165,8 @@ pub mod config;
 mod consumer;
 mod deposit;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod live;
 mod record;
 mod topic;

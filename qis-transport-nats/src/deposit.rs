@@ -99,14 +99,15 @@ async fn settle(
     sent: Sent,
     recovered: &mut bool,
 ) -> Result<Receipt> {
-    match ack_by(sent.due, sent.ack).await {
+    let r = match ack_by(sent.due, sent.ack).await {
         Ok(ack) => receipt(t, packet, ack),
         Err(e) => {
             let r = retry(t, packet, e, *recovered).await;
             *recovered |= r.is_ok();
             r
         }
-    }
+    };
+    crate::duplicate::name_original(t, r?).await
 }
 
 /// One attempt: send and wait for the ack.
@@ -209,7 +210,7 @@ fn gave_up(
 
 /// Deposit one packet and wait for the server's ack.
 pub(crate) async fn one(t: &NatsTransport, packet: &EncodedPacket) -> Result<Receipt> {
-    match attempt(t, packet).await {
+    let r = match attempt(t, packet).await {
         Ok(ack) => receipt(t, packet, ack),
         Err(e) => {
             let started = Instant::now();
@@ -219,7 +220,8 @@ pub(crate) async fn one(t: &NatsTransport, packet: &EncodedPacket) -> Result<Rec
             }
             r
         }
-    }
+    };
+    crate::duplicate::name_original(t, r?).await
 }
 
 /// Deposit many packets in order, keeping up to `ack_window` acks in flight;

@@ -6,7 +6,9 @@
 //!   to the packet's subject with `Nats-Msg-Id` set to the packet id, so an
 //!   identical re-deposit within the de-duplication window is stored once. The
 //!   receipt carries the stream sequence and the duplicate flag of the server's
-//!   ack. A batch deposit keeps up to [`NatsConfig::ack_window`] acks in flight.
+//!   ack; a duplicate's receipt names where the original is (its subject and
+//!   sequence: de-duplication is per stream, across subjects). A batch
+//!   deposit keeps up to [`NatsConfig::ack_window`] acks in flight.
 //!   A deposit that gets no ack, "no responders" or "temporarily unavailable"
 //!   (a cluster electing a leader) is retried with the same id for
 //!   [`NatsConfig::retry_for`], then fails with a typed error.
@@ -32,6 +34,18 @@
 //!   core NATS publish that live subscribers get and the stream does not store.
 //! - Malformed bodies (someone else's garbage) are terminated on the server so
 //!   they are never delivered again, logged with `tracing::warn!` and counted.
+//! - **Retention and unacked deliveries**: the server applies `max_age` and
+//!   `max_bytes` itself, removing the oldest messages whether or not a
+//!   consumer has fetched them and not yet acked them. JetStream drops such a
+//!   delivery from the consumer's pending set without telling the client (no
+//!   advisory, no error on the next fetch), and a message that was acked by
+//!   another handle of a shared consumer looks the same from here, so this
+//!   transport cannot count those losses reliably and does not pretend to:
+//!   unlike the SQLite and memory transports, it does not warn about them. Keep
+//!   `max_age` well above the longest a device stays offline plus its ack
+//!   wait, watch [`DurableConsumer::backlog`]
+//!   (`unacked` is the server's pending count), and compare a stream's first
+//!   sequence with the positions you have not acked if you must know.
 //! - **Connecting**: to one server or to the seed servers of a cluster
 //!   ([`NatsConfig::servers`], `nats://h1:4222,h2:4222` in a URL), with a
 //!   user and password, a token or a `.creds` file, and TLS (`tls://`, a CA,
@@ -153,6 +167,7 @@ mod config;
 mod connect;
 mod consumer;
 mod deposit;
+mod duplicate;
 mod error;
 mod filter;
 mod live;

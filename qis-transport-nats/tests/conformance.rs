@@ -8,13 +8,16 @@
 //!
 //! Each prefix gets its own stream, named from the prefix
 //! (`qt1a2b3c4d.iot` → `QIS_QT1A2B3C4D_IOT`), so cases never see each
-//! other's data.
+//! other's data. The restart case starts a nats-server of its own
+//! (`tests/common`), never restarting the shared one.
 
-use std::sync::Arc;
+mod common;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qis_conformance::support::{env_url, tcp_reachable};
-use qis_conformance::{async_trait, Backend};
+use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
 use qis_core::backend::InjectRaw;
 use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
 use qis_transport_nats::{NatsConfig, NatsTransport};
@@ -81,6 +84,62 @@ impl Backend for Nats {
         let sent = raw.inject_raw(subject, body).await;
         let _ = raw.close().await;
         sent
+    }
+
+    fn restartable(&self) -> Option<&dyn Restartable> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Restartable for Nats {
+    fn unavailable(&self) -> Option<String> {
+        common::server_binary().err()
+    }
+
+    async fn start(&self) -> Result<Box<dyn PrivateServer>> {
+        let server = tokio::task::spawn_blocking(|| common::OwnServer::start(&[]))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(failed)?;
+        Ok(Box::new(OwnNats {
+            url: server.url(),
+            server: Arc::new(Mutex::new(server)),
+        }))
+    }
+}
+
+fn failed(why: String) -> Error {
+    Error::new(ErrorKind::Unavailable, "nats", why)
+}
+
+/// A nats-server of this test's own, stopped (by PID) when dropped.
+struct OwnNats {
+    url: String,
+    server: Arc<Mutex<common::OwnServer>>,
+}
+
+#[async_trait]
+impl PrivateServer for OwnNats {
+    async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
+        // A short request timeout: deposits fail fast while the server is
+        // away, and are retried.
+        let config = NatsConfig::from_url(&self.url)?
+            .prefix(prefix.clone())
+            .request_timeout(Duration::from_secs(2));
+        Ok(Arc::new(NatsTransport::connect(config).await?))
+    }
+
+    async fn restart(&self, stop: Stop) -> Result<()> {
+        let server = self.server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
+            server.stop(stop == Stop::Graceful)?;
+            server.restart()
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
     }
 }
 

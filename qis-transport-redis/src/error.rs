@@ -56,7 +56,10 @@ pub(crate) fn redis_error(e: redis::RedisError, doing: &str) -> Error {
 /// An error for a reply that does not have the expected shape.
 pub(crate) fn unexpected(doing: &str, v: &Value) -> Error {
     let mut shown = format!("{v:?}");
-    shown.truncate(200);
+    // At a character boundary: the reply may hold any UTF-8.
+    if let Some((cut, _)) = shown.char_indices().nth(200) {
+        shown.truncate(cut);
+    }
     Error::new(
         ErrorKind::Backend,
         NAME,

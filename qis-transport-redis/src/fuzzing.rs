@@ -92,3 +92,37 @@ pub fn backlog_reply(resp: &[u8]) -> Result<(u64, u64)> {
 pub fn entry_id(s: &str) -> Option<Position> {
     parse_entry_id(s)
 }
+
+/// Everything above on one input, for a fuzz target: the RESP parser, each
+/// script reply reader, and the key, entry-id and error readers on every
+/// value nested in the reply. Never panics.
+pub fn reply(bytes: &[u8]) {
+    let _ = read_reply(bytes);
+    let _ = deposit_reply(bytes, 3);
+    let _ = trim_reply(bytes);
+    let _ = backlog_reply(bytes);
+    if let Ok(v) = parse_resp(bytes) {
+        walk(&Keys::new(PREFIX), &v, 0);
+    }
+}
+
+fn walk(keys: &Keys, v: &Value, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    if let Some(s) = crate::consumer::value_str(v) {
+        let _ = parse_entry_id(s);
+        let _ = keys.subject_of(s);
+    }
+    let _ = crate::error::unexpected("reading a fuzzed reply", v);
+    let children: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Array(items) | Value::Set(items) => Box::new(items.iter()),
+        Value::Map(pairs) => Box::new(pairs.iter().flat_map(|(k, v)| [k, v])),
+        Value::Attribute { data, .. } => Box::new(std::iter::once(&**data)),
+        Value::Push { data, .. } => Box::new(data.iter()),
+        _ => Box::new(std::iter::empty()),
+    };
+    for child in children {
+        walk(keys, child, depth + 1);
+    }
+}

@@ -1,12 +1,15 @@
 //! The shared conformance suite (`qis-conformance`) on Redis: the server at
 //! `QIS_REDIS_URL` (e.g. `redis://127.0.0.1:16379`, started by
 //! `scripts/servers/redis.sh`). Keys are namespaced by the prefix, so cases
-//! never see each other's data.
+//! never see each other's data. The restart case starts a redis-server of
+//! its own (`tests/common`), never restarting the shared one.
 
-use std::sync::Arc;
+mod common;
 
-use qis_conformance::support::env_url;
-use qis_conformance::{async_trait, Backend};
+use std::sync::{Arc, Mutex};
+
+use qis_conformance::support::{env_url, installed};
+use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
 use qis_core::backend::InjectRaw;
 use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
@@ -61,6 +64,65 @@ impl Backend for Redis {
         let t = RedisTransport::connect(self.config(transport.prefix())?).await?;
         t.inject_raw(subject, body).await?;
         t.close().await
+    }
+
+    fn restartable(&self) -> Option<&dyn Restartable> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Restartable for Redis {
+    fn unavailable(&self) -> Option<String> {
+        (!installed("redis-server", "--version"))
+            .then(|| "redis-server is not installed (scripts/servers/redis.sh install)".into())
+    }
+
+    async fn start(&self) -> Result<Box<dyn PrivateServer>> {
+        // Data in an append-only file, as scripts/servers/redis.sh runs it.
+        let mut server =
+            common::Server::new("conformance", &["--appendonly", "yes", "--save", ""], false);
+        let server = tokio::task::spawn_blocking(move || server.start().map(|()| server))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(failed)?;
+        Ok(Box::new(OwnRedis {
+            url: format!("redis://127.0.0.1:{}", server.port),
+            server: Arc::new(Mutex::new(server)),
+        }))
+    }
+}
+
+fn failed(why: String) -> Error {
+    Error::new(ErrorKind::Unavailable, "redis", why)
+}
+
+/// A redis-server of this test's own, stopped (by PID) when dropped.
+struct OwnRedis {
+    url: String,
+    server: Arc<Mutex<common::Server>>,
+}
+
+#[async_trait]
+impl PrivateServer for OwnRedis {
+    async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
+        let config = RedisConfig::from_url(&self.url)?.prefix(prefix.clone());
+        Ok(Arc::new(RedisTransport::connect(config).await?))
+    }
+
+    async fn restart(&self, stop: Stop) -> Result<()> {
+        let server = self.server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
+            match stop {
+                Stop::Graceful => server.stop()?,
+                Stop::Kill => server.kill()?,
+            }
+            server.start()
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
     }
 }
 

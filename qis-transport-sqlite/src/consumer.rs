@@ -22,9 +22,11 @@ use qis_core::{
     Backlog, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer, Error, ErrorKind, Position,
     Received, Result, StartPosition, Subject, SubjectPattern,
 };
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::scan::{stored_id, Row, Scan};
+use crate::row::Row;
+use crate::scan::Scan;
 use crate::schema::{duration_ms, now_ms, now_us, sql_error, system_time_us};
 use crate::{retention, SqliteTransport, NAME};
 
@@ -244,25 +246,15 @@ fn take(
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
             let deliveries: i64 = r.get(1)?;
-            match (
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-            ) {
-                (Some(subject), Some(body)) => {
-                    let id = stored_id(r.get(4)?);
-                    let row = Row {
-                        seq,
-                        subject,
-                        body,
-                        id,
-                    };
-                    match decode(&row) {
-                        Some(received) => redeliver.push((received, seq, deliveries + 1)),
-                        None => gone.push(seq),
-                    }
-                }
+            match r.get_ref(2)? {
                 // Pruned by retention meanwhile: nothing left to deliver.
-                _ => gone.push(seq),
+                ValueRef::Null => gone.push(seq),
+                subject => match decode(
+                    &Row::read(seq, subject, r.get_ref(3)?).with_stored_id(r.get_ref(4)?),
+                ) {
+                    Some(received) => redeliver.push((received, seq, deliveries + 1)),
+                    None => gone.push(seq),
+                },
             }
         }
     }
@@ -401,8 +393,8 @@ fn next_due(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<Option<i64>> {
 fn decode(row: &Row) -> Option<Received> {
     match row.decode() {
         Ok(received) => Some(received),
-        Err(e) => {
-            tracing::warn!(subject = %row.subject, seq = row.seq, error = %e, "skipping malformed stored packet; it will not be delivered");
+        Err(error) => {
+            tracing::warn!(subject = %row.subject, seq = row.seq, %error, "skipping malformed stored packet; it will not be delivered");
             None
         }
     }

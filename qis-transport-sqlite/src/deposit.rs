@@ -6,12 +6,14 @@
 
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
-use qis_core::{EncodedPacket, Error, ErrorKind, PacketId, Position, Receipt, Result, Subject};
+use qis_core::{EncodedPacket, Error, ErrorKind, PacketId, Position, Receipt, Result};
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::config::{SqliteConfig, WhenFull};
 use crate::connection::DepositRequest;
 use crate::retention;
+use crate::row::Row;
 use crate::schema::{now_us, sql_error};
 use crate::{SqliteTransport, NAME};
 
@@ -108,14 +110,21 @@ fn store_request(
                 duplicate: false,
             }
         } else {
-            let (seq, subject): (i64, String) = find
-                .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            // The original may be another program's row: read its subject
+            // by storage class, as fetches do.
+            let (seq, subject) = find
+                .query_row([&id.as_bytes()[..]], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        Row::read(0, r.get_ref(1)?, ValueRef::Null).subject(),
+                    ))
+                })
                 .map_err(|e| {
                     sql_error(&ctx(&format!("finding the original of duplicate {id}")), e)
                 })?;
             tracing::debug!(subject = %p.subject(), id = %id, seq, "duplicate deposit recognised");
             Receipt {
-                subject: Subject::new(subject).unwrap_or_else(|_| p.subject().clone()),
+                subject: subject.unwrap_or_else(|| p.subject().clone()),
                 id,
                 position: Position::Sequence(seq as u64),
                 duplicate: true,

@@ -196,8 +196,11 @@ mod config;
 mod connection;
 mod consumer;
 mod deposit;
+#[doc(hidden)]
+pub mod fuzzing;
 mod live;
 mod retention;
+mod row;
 mod scan;
 pub mod schema;
 

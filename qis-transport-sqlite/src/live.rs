@@ -241,8 +241,8 @@ async fn read_after(live: &Live) -> Result<(Vec<Received>, i64)> {
                             out.push(r);
                             true
                         }
-                        Err(e) => {
-                            tracing::warn!(subject = %row.subject, seq = row.seq, error = %e, "skipping malformed live packet");
+                        Err(error) => {
+                            tracing::warn!(subject = %row.subject, seq = row.seq, %error, "skipping malformed live packet");
                             false
                         }
                     }

@@ -22,9 +22,11 @@
 use std::collections::BTreeMap;
 
 use qis_core::{Subject, SubjectPattern};
+use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, Transaction};
 
 use crate::config::{SqliteConfig, WhenFull};
+use crate::row::Row;
 use crate::scan::Scan;
 use crate::schema::{duration_ms, now_us};
 
@@ -225,7 +227,8 @@ impl Owed {
         let mut rows = stmt.query([start, cut])?;
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
-            let subject: String = r.get(1)?;
+            // Read by storage class: another program's row may hold a BLOB.
+            let subject = Row::read(seq, r.get_ref(1)?, ValueRef::Null).subject;
             if let Some(name) = self.owed_to(seq, &subject) {
                 if !f(seq, name) {
                     break;

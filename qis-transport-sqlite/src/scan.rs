@@ -17,36 +17,10 @@
 //! Every row examined moves the caller's position past it, matching or not,
 //! so no row is looked at twice by the same consumer or subscription.
 
-use qis_core::{PacketId, Received, Subject, SubjectPattern};
+use qis_core::{Subject, SubjectPattern};
 use rusqlite::Connection;
 
-/// One stored row.
-#[derive(Debug)]
-pub(crate) struct Row {
-    pub(crate) seq: i64,
-    pub(crate) subject: String,
-    pub(crate) body: Vec<u8>,
-    /// The packet id stored with the row (the SHA-256 of `body`, computed
-    /// when it was stored), so a read does not hash the body again.
-    pub(crate) id: Option<PacketId>,
-}
-
-impl Row {
-    /// The decoded packet (with the stored id), or the decoding error.
-    pub(crate) fn decode(&self) -> qis_core::Result<Received> {
-        match self.id {
-            Some(id) => Received::decode_with_known_id(self.subject.as_str(), &self.body, id),
-            None => Received::decode(self.subject.as_str(), &self.body),
-        }
-    }
-}
-
-/// A stored `packet_id` column as a packet id (`None` if it is not 32 bytes).
-pub(crate) fn stored_id(bytes: Option<Vec<u8>>) -> Option<PacketId> {
-    bytes
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .map(PacketId::from_bytes)
-}
+use crate::row::Row;
 
 #[derive(Debug)]
 enum Plan {
@@ -77,6 +51,12 @@ const SUBJECTS_NARROW: &str = "SELECT subject FROM qis_outcomes INDEXED BY qis_o
      WHERE subject >= ?1 AND subject < ?2 AND seq > ?3";
 const SUBJECTS_WIDE: &str = "SELECT subject FROM qis_outcomes NOT INDEXED \
      WHERE seq > ?3 AND subject >= ?1 AND subject < ?2";
+/// Rows whose subject another program stored as a BLOB (SQLite sorts every
+/// BLOB after every TEXT value, so none of the plans above sees them): one
+/// range of the subject index, empty unless such rows were written.
+const BLOB_SUBJECTS: &str =
+    "SELECT seq, subject, body FROM qis_outcomes INDEXED BY qis_outcomes_subject \
+     WHERE subject >= x'' AND seq > ?1 AND seq <= ?2";
 
 impl Scan {
     pub(crate) fn new(prefix: &Subject, pattern: &SubjectPattern) -> Scan {
@@ -120,14 +100,8 @@ impl Scan {
         limit: usize,
     ) -> rusqlite::Result<Vec<Row>> {
         let limit = limit as i64;
-        let read = |r: &rusqlite::Row<'_>| {
-            Ok(Row {
-                seq: r.get(0)?,
-                subject: r.get(1)?,
-                body: r.get(2)?,
-                id: stored_id(r.get(3)?),
-            })
-        };
+        let read =
+            |r: &rusqlite::Row<'_>| Ok(Row::from_sql(r, 1, 2)?.with_stored_id(r.get_ref(3)?));
         match &self.plan {
             Plan::Exact(subject) => conn
                 .prepare_cached(EXACT)?
@@ -182,6 +156,11 @@ impl Scan {
     /// row examined, or the newest row in the table when every candidate was
     /// examined. Call it inside a transaction so the newest row is the one
     /// the walk saw.
+    ///
+    /// Rows whose subject is a BLOB (written by another program) are handed
+    /// to `take` too, after the others, when their subject read as text
+    /// matches: they are malformed, and the caller counts them once as the
+    /// position passes them.
     pub(crate) fn walk(
         &self,
         conn: &Connection,
@@ -206,14 +185,40 @@ impl Scan {
                 if self.matches(&row.subject) && take(row) {
                     taken += 1;
                     if taken == want {
+                        self.blob_subjects(conn, after, position, &mut take)?;
                         return Ok(position);
                     }
                 }
             }
             if exhausted {
-                return Ok(position.max(newest));
+                let position = position.max(newest);
+                self.blob_subjects(conn, after, position, &mut take)?;
+                return Ok(position);
             }
         }
+    }
+
+    /// Hand the matching rows with a BLOB subject in `(after, upto]` to `take`.
+    fn blob_subjects(
+        &self,
+        conn: &Connection,
+        after: i64,
+        upto: i64,
+        take: &mut impl FnMut(Row) -> bool,
+    ) -> rusqlite::Result<()> {
+        if upto <= after {
+            return Ok(());
+        }
+        let rows = conn
+            .prepare_cached(BLOB_SUBJECTS)?
+            .query_map(rusqlite::params![after, upto], |r| Row::from_sql(r, 1, 2))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for row in rows {
+            if self.matches(&row.subject) {
+                take(row);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -264,6 +269,11 @@ mod tests {
             "{narrow}"
         );
         assert!(narrow.contains("INTEGER PRIMARY KEY (rowid=?)"), "{narrow}");
+        let blobs = plan(BLOB_SUBJECTS, 2);
+        assert!(
+            blobs.contains("USING INDEX qis_outcomes_subject (subject>?)"),
+            "{blobs}"
+        );
         let wide = plan(WIDE, 4);
         assert!(wide.contains("INTEGER PRIMARY KEY (rowid>?)"), "{wide}");
         assert!(!wide.contains("TEMP B-TREE"), "{wide}");

@@ -1,13 +1,28 @@
-//! The file's tables, opening a connection, and SQLite errors as QIS errors.
+//! The file format: tables, columns, types and indexes, and how another
+//! program reads and writes it with plain SQLite.
+//!
+//! # Format version 1
+//!
+//! This is a stable, versioned format: a file in it has `PRAGMA user_version`
+//! = **1** ([`SCHEMA_VERSION`]). A change that a reader or writer of version 1
+//! would misread gets a new version; QIS refuses to open a file of another
+//! version ([`ErrorKind::Conflict`]) rather than guess. Additions that a
+//! version-1 program need not know about (an index, a table of its own) keep
+//! the version. A file with `user_version` 0 has no QIS tables yet; the first
+//! QIS handle to open it creates them.
+//!
+//! The file is in WAL mode (a persistent setting of the file), so every
+//! program using it must be on the same machine, with the file on a local
+//! file system.
 //!
 //! ```sql
 //! -- one row per stored packet; seq never goes back (AUTOINCREMENT), so a
 //! -- consumer's cursor stays meaningful after retention empties the table
 //! CREATE TABLE qis_outcomes (
 //!     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-//!     subject         TEXT    NOT NULL,
+//!     subject         TEXT    NOT NULL,          -- e.g. qis.iot.hvac.energy-anomaly
 //!     packet_id       BLOB    NOT NULL UNIQUE,   -- SHA-256 of body (32 bytes)
-//!     body            BLOB    NOT NULL,
+//!     body            BLOB    NOT NULL,          -- the packet's JSON, <= 512 bytes
 //!     deposited_at_us INTEGER NOT NULL           -- µs since the Unix epoch, never decreasing with seq
 //! );
 //! CREATE INDEX qis_outcomes_subject ON qis_outcomes (subject, seq);
@@ -26,6 +41,72 @@
 //! --          added on the first such prune
 //! CREATE TABLE qis_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 //! ```
+//!
+//! (Every column of `qis_consumers` and `qis_pending` is `NOT NULL`; the
+//! exact statements are in this module's source.)
+//!
+//! # Reading
+//!
+//! Any program may read `qis_outcomes` at any time: `body` holds the
+//! packet's JSON (SPEC §2), `subject` where it was deposited. A stored
+//! packet's `seq` is the [`Position::Sequence`](qis_core::Position) of its
+//! receipt. The other tables are QIS's own bookkeeping: read them if you
+//! like, never write them.
+//!
+//! # Depositing from another program
+//!
+//! A program without QIS deposits a packet with plain SQLite, in one write
+//! transaction, exactly like this (named parameters as in Python's
+//! `sqlite3`; set a busy timeout, other processes hold the write lock now
+//! and then):
+//!
+//! ```sql
+//! BEGIN IMMEDIATE;
+//! -- only if PRAGMA user_version is 1: another version is another format
+//! INSERT INTO qis_outcomes (subject, packet_id, body, deposited_at_us)
+//!     VALUES (:subject, :packet_id, :body,
+//!             max(:now_us, coalesce((SELECT max(deposited_at_us) FROM qis_outcomes), 0)))
+//!     ON CONFLICT (packet_id) DO NOTHING;
+//! -- count the bytes only if the row was stored (not a duplicate)
+//! UPDATE qis_meta SET value = value + length(:body)
+//!     WHERE key = 'stored_bytes' AND changes() = 1;
+//! COMMIT;
+//! ```
+//!
+//! - `subject`: TEXT (UTF-8), a valid subject under the prefix of the QIS
+//!   handles that should see it, e.g. the readable subject
+//!   `{prefix}.{domain}.{problem_class}` (SPEC §3). A Python `str`.
+//! - `packet_id`: BLOB, the 32-byte SHA-256 of exactly the `body` bytes
+//!   (Python: `hashlib.sha256(body).digest()`). It is the de-duplication
+//!   key: a packet already stored is not stored again.
+//! - `body`: the packet as compact JSON (SPEC §2), at most 512 bytes, as a
+//!   BLOB (Python `bytes`). TEXT holding the UTF-8 JSON (a Python `str`) is
+//!   read too, but `length()` then counts characters, not bytes, for the
+//!   size retention.
+//! - `deposited_at_us`: microseconds since the Unix epoch, never less than
+//!   the newest row's (the `max(…)` above): retention by age and
+//!   [`StartPosition::Since`](qis_core::StartPosition) walk the rows in `seq`
+//!   order and rely on it.
+//! - The `UPDATE` keeps the size retention's counter in step; without it
+//!   the store grows past `max_bytes` by what was not counted.
+//! - Never update or delete rows: retention is QIS's job.
+//!
+//! QIS handles see such a row like their own deposits (a waiting `fetch` or
+//! live subscription within [`SqliteConfig::poll_interval`](crate::SqliteConfig)).
+//!
+//! # Rows that break the rules
+//!
+//! SQLite does not enforce column types, so a row may hold what the format
+//! does not allow: a subject stored as a BLOB or as TEXT that is not UTF-8,
+//! a body that is a number, a body that is not a valid packet. Such a row is
+//! skipped by every consumer and live subscription whose pattern its subject
+//! (read as text) matches: logged with `tracing::warn!`, counted in
+//! [`DurableConsumer::malformed_skipped`](qis_core::DurableConsumer), passed
+//! by the consumer's cursor and never delivered. It never stops a fetch.
+//! A subject outside the prefix is simply not seen.
+//!
+//! This module also opens connections and turns SQLite errors into QIS
+//! errors.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,8 +116,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use crate::config::SqliteConfig;
 use crate::NAME;
 
-/// `PRAGMA user_version` of a file laid out as above.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The format version: `PRAGMA user_version` of a file laid out as above.
+pub const SCHEMA_VERSION: i64 = 1;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS qis_outcomes (

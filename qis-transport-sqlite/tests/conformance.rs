@@ -2,7 +2,8 @@
 //! always available. Each prefix gets its own database file in a per-run
 //! directory under Cargo's test temp dir; every `open` connects a new
 //! `SqliteTransport` to that file (a new connection and threads, as another
-//! process would).
+//! process would). The fault cases' child processes get the directory in
+//! `QIS_CONFORMANCE_SQLITE_DIR`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +23,15 @@ struct Sqlite {
 /// run ends with `process::exit`, so it cannot clean up after itself).
 const STALE: Duration = Duration::from_secs(3600);
 
+/// Where a child process of this binary (the fault cases' consumers and
+/// writers) finds the parent's files.
+const DIR_ENV: &str = "QIS_CONFORMANCE_SQLITE_DIR";
+
 impl Sqlite {
     fn new() -> Sqlite {
+        if let Some(dir) = std::env::var_os(DIR_ENV) {
+            return Sqlite { dir: dir.into() };
+        }
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qis-conformance-sqlite");
         if let Ok(entries) = std::fs::read_dir(&root) {
             for entry in entries.flatten() {
@@ -64,6 +72,10 @@ impl Backend for Sqlite {
         let writer = self.connect(transport.prefix()).await?;
         writer.inject_raw(subject, body).await?;
         writer.close().await
+    }
+
+    fn process_env(&self) -> Vec<(String, String)> {
+        vec![(DIR_ENV.into(), self.dir.display().to_string())]
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use qis_core::{EncodedPacket, OutcomeTransportExt, StartPosition, Subject};
+use qis_core::{EncodedPacket, OutcomeTransportExt, StartPosition, Subject, DEFAULT_RESOLUTION};
 
 use super::{deposit, open, reader};
 use crate::backend::DynBackend;
@@ -79,6 +79,62 @@ pub async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResu
         ids(&got)
     );
     Ok(())
+}
+
+/// De-duplication is per transport, not per subject: a packet deposited on
+/// its readable subject and then on its fingerprinted subject is stored
+/// once, and the second receipt is a duplicate naming the original's
+/// subject and position. A consumer on everything receives it once.
+pub async fn duplicate_on_another_subject_names_the_original(
+    b: DynBackend,
+    prefix: Subject,
+) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    let p = pkt("agent-a", "hvac", "energy-anomaly", 1);
+    let first = deposit(&t, &p).await?;
+    let again = t
+        .deposit_fingerprinted(&p, DEFAULT_RESOLUTION)
+        .await
+        .map_err(context("deposit on the fingerprinted subject"))?;
+    let fingerprinted = p
+        .fingerprinted_subject(&prefix, DEFAULT_RESOLUTION)
+        .map_err(context("fingerprinted subject"))?;
+    ensure!(
+        again.duplicate,
+        "the same packet on {fingerprinted} was stored again, not recognised as a duplicate of the one on {}",
+        first.subject
+    );
+    ensure!(
+        again.id == first.id,
+        "the duplicate's receipt has another id"
+    );
+    ensure!(
+        again.subject == first.subject,
+        "the duplicate's receipt names {}, not the original's subject {}",
+        again.subject,
+        first.subject
+    );
+    ensure!(
+        again.position == first.position,
+        "the duplicate's receipt names {}, not the original's position {}",
+        again.position,
+        first.position
+    );
+    let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
+    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
+    let got = collect(&c, 2, Duration::from_secs(10)).await?;
+    ensure!(
+        ids(&got) == vec![first.id, sentinel.id],
+        "expected the packet once then the sentinel, got {:?}",
+        ids(&got)
+    );
+    ensure!(
+        got[0].subject() == first.subject.as_str(),
+        "the packet arrived on {}, not on {}",
+        got[0].subject(),
+        first.subject
+    );
+    t.close().await.map_err(context("close"))
 }
 
 /// A batch of 500 returns its receipts in input order and is fetched in that

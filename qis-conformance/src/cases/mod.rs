@@ -8,6 +8,7 @@
 
 pub mod consumer;
 pub mod deposit;
+pub mod fault;
 pub mod live;
 pub mod malformed;
 pub mod start;
@@ -42,6 +43,10 @@ pub fn all() -> Vec<Case> {
     vec![
         case!(deposit::deposit_returns_receipt),
         case!(deposit::redeposit_is_recognised, Dedup),
+        case!(
+            deposit::duplicate_on_another_subject_names_the_original,
+            Dedup
+        ),
         case!(deposit::batch_deposit_keeps_order),
         case!(deposit::concurrent_depositors_nothing_lost_or_doubled),
         case!(deposit::one_publisher_order_per_subject),
@@ -65,6 +70,16 @@ pub fn all() -> Vec<Case> {
         case!(stream::delivery_stream_is_continuous),
         case!(stream::close_flushes_acks),
         case!(consumer::shared_consumer_splits_work, SharedConsumers),
+        case!(
+            fault::consumer_killed_mid_batch_resumes_by_name,
+            Durable,
+            Persistent
+        ),
+        case!(
+            fault::writer_killed_mid_deposit_keeps_every_receipt,
+            Persistent
+        ),
+        case!(fault::server_restarted_mid_stream_keeps_every_ack, Durable).with_private_server(),
     ]
 }
 

@@ -154,6 +154,22 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL by PID (no chance to flush anything), then wait for the exit.
+    pub fn kill(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child
+            .kill()
+            .map_err(|e| format!("could not kill redis-server {}: {e}", child.id()))?;
+        child
+            .wait()
+            .map_err(|e| format!("could not reap redis-server: {e}"))?;
+        Ok(())
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if self.stop().is_err() {
