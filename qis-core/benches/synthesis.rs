@@ -279,14 +279,14 @@ fn profile(args: &[String]) {
     }
     let mut agents = 0;
     for _ in 0..iters {
-        agents += std::hint::black_box(synthesize_with(
-            &config,
-            &own,
-            std::hint::black_box(&twins),
-        ))
-        .n_agents;
+        agents +=
+            std::hint::black_box(synthesize_with(&config, &own, std::hint::black_box(&twins)))
+                .n_agents;
     }
-    println!("{iters} syntheses of {} packets, {agents} votes", twins.len() + 1);
+    println!(
+        "{iters} syntheses of {} packets, {agents} votes",
+        twins.len() + 1
+    );
 }
 
 fn main() {

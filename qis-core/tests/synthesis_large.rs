@@ -53,7 +53,11 @@ fn swarm(n: usize, wild: usize, seed: u64) -> (OutcomePacket, Vec<Received>) {
             problem_class: PROBLEMS[(r * r * 3.0) as usize].into(),
             conclusion: "finding".into(),
             // Some confidences below 1/128 too.
-            confidence: if i % 13 == 0 { 0.004 } else { 0.5 + rng.next() / 2.0 },
+            confidence: if i % 13 == 0 {
+                0.004
+            } else {
+                0.5 + rng.next() / 2.0
+            },
             context_vector: cv,
             timestamp: T - age,
             source_node: "n".into(),
@@ -161,7 +165,14 @@ fn outliers_by_the_rule(own: &OutcomePacket, twins: &[Received], k: f64, res: f6
             continue;
         }
         let centre: Vec<f64> = (0..4)
-            .map(|j| median(&members.iter().map(|p| p.context_vector[j]).collect::<Vec<_>>()))
+            .map(|j| {
+                median(
+                    &members
+                        .iter()
+                        .map(|p| p.context_vector[j])
+                        .collect::<Vec<_>>(),
+                )
+            })
             .collect();
         let d: Vec<f64> = members
             .iter()
@@ -191,12 +202,20 @@ fn outliers_by_the_rule(own: &OutcomePacket, twins: &[Received], k: f64, res: f6
 
 #[test]
 fn outliers_in_large_swarms_are_the_ones_the_rule_names() {
-    for (n, wild, k) in [(3000, 0, 3.5), (3000, 400, 3.5), (5000, 37, 3.5), (4000, 0, 0.5)] {
+    for (n, wild, k) in [
+        (3000, 0, 3.5),
+        (3000, 400, 3.5),
+        (5000, 37, 3.5),
+        (4000, 0, 0.5),
+    ] {
         let (own, twins) = swarm(n, wild, 99 + n as u64);
         let c = SynthesisConfig::default().with_now(T).with_outlier_k(k);
         let s = synthesize_with(&c, &own, &twins);
         let expected = outliers_by_the_rule(&own, &twins, k, 4.0);
-        assert_eq!(s.outliers, expected, "{n} agents, every {wild}th wild, k {k}");
+        assert_eq!(
+            s.outliers, expected,
+            "{n} agents, every {wild}th wild, k {k}"
+        );
         if wild > 0 {
             assert!(s.outliers.len() >= n / wild / 2, "{:?}", s.outliers.len());
         }

@@ -8,8 +8,8 @@ use foldhash::fast::RandomState;
 
 use super::ballot::{Ballot, MAX_WIDTH};
 use super::exact;
-use super::twin::Twin;
 use super::tally::UNIT;
+use super::twin::Twin;
 use crate::fingerprint::Fingerprint;
 
 /// `floor(x * resolution)` as the fingerprint writes it, if it is in range.
@@ -226,7 +226,10 @@ impl Groups {
             .iter_mut()
             .enumerate()
         {
-            let (high, low) = (std::mem::take(&mut u.high[j]), std::mem::take(&mut u.low[j]));
+            let (high, low) = (
+                std::mem::take(&mut u.high[j]),
+                std::mem::take(&mut u.low[j]),
+            );
             coord.sum = coord.sum.wrapping_add(exact::units(high, low));
         }
     }

@@ -7,8 +7,8 @@
 
 use std::cmp::Ordering;
 
-use super::config::{Method, SynthesisConfig};
 use super::ballot::Ballot;
+use super::config::{Method, SynthesisConfig};
 use super::exact;
 
 /// 1 in fixed point, as a number.
@@ -108,7 +108,9 @@ pub(crate) fn count<T>(
     let n_problems = ballot.problems.len();
     let mut tallies = vec![Tally::default(); n_problems];
     let mut first = vec![u32::MAX; n_problems];
-    let half_life = config.half_life().filter(|_| config.method() != Method::Seed);
+    let half_life = config
+        .half_life()
+        .filter(|_| config.method() != Method::Seed);
     if half_life.is_some() {
         for (i, s) in ballot.slots.iter().enumerate() {
             let p = s.problem as usize;
