@@ -216,8 +216,12 @@ fn outliers_in_large_swarms_are_the_ones_the_rule_names() {
             s.outliers, expected,
             "{n} agents, every {wild}th wild, k {k}"
         );
-        if wild > 0 {
-            assert!(s.outliers.len() >= n / wild / 2, "{:?}", s.outliers.len());
+        if let Some(wild_agents) = n.checked_div(wild) {
+            assert!(
+                s.outliers.len() >= wild_agents / 2,
+                "{:?}",
+                s.outliers.len()
+            );
         }
     }
 }

@@ -192,15 +192,15 @@ impl Groups {
         let mut y = [0.0; MAX_WIDTH];
         // In the bucket with a whole number of units (the common case).
         let mut whole = true;
-        for j in 0..w {
-            y[j] = row[j] * res - u.lo[j];
-            whole &= is_whole(y[j]);
+        for ((y, &x), &lo) in y[..w].iter_mut().zip(row).zip(&u.lo[..w]) {
+            *y = x * res - lo;
+            whole &= is_whole(*y);
         }
         let g = u.group;
         if whole {
             u.count += 1;
-            for j in 0..w {
-                exact::add(&mut u.high[j], &mut u.low[j], y[j]);
+            for ((high, low), &y) in u.high[..w].iter_mut().zip(&mut u.low[..w]).zip(&y[..w]) {
+                exact::add(high, low, y);
             }
         } else if y[..w].iter().all(|&y| (0.0..1.0).contains(&y)) {
             u.count += 1;
@@ -489,7 +489,7 @@ fn group_fixed<'a, T: Twin<'a>, const W: usize>(
 /// a whole number of units: 0, or in `[2^-8, 1)`.
 #[inline(always)]
 fn is_whole(y: f64) -> bool {
-    ((y >= WHOLE) & (y < 1.0)) | (y == 0.0)
+    (WHOLE..1.0).contains(&y) | (y == 0.0)
 }
 
 /// The agreement among the voters for `problem` (those not `excluded`): the

@@ -14,6 +14,8 @@
 //! needed. The others get the full rule, with medians in about one pass
 //! ([`Medians`]).
 
+use std::cmp::Ordering::{Equal, Less};
+
 use super::ballot::Ballot;
 use super::median::Medians;
 use super::twin::Twin;
@@ -72,9 +74,16 @@ fn census<'a, T: Twin<'a>>(ballot: &Ballot<'a, T>, k: f64, floor: f64) -> Census
         _ => diagonals::<T, 0>(ballot),
     };
     for (check, diagonal) in check.iter_mut().zip(diagonals) {
-        *check &= !(diagonal <= limit);
+        // A NaN diagonal (a value not finite) needs the full rule too.
+        *check &= !matches!(diagonal.partial_cmp(&limit), Some(Less | Equal));
     }
     Census { voters, check }
+}
+
+/// 0 for a finite `x`, NaN otherwise (what `x - x` is, without a branch).
+#[inline(always)]
+fn not_finite(x: f64) -> f64 {
+    x * 0.0
 }
 
 /// Per problem, the diagonal of the box around its voters' vectors (all in
@@ -85,7 +94,7 @@ fn diagonals<'a, T: Twin<'a>, const W: usize>(ballot: &Ballot<'a, T>) -> Vec<f64
     let w = if W == 0 { ballot.width } else { W };
     let rows = ballot.rows();
     // Per problem and coordinate: the smallest and largest value, and
-    // `x - x` summed (NaN iff some value is not finite).
+    // `x * 0` summed (NaN iff some value is not finite).
     let mut lo = vec![f64::INFINITY; n_problems * w];
     let mut hi = vec![f64::NEG_INFINITY; n_problems * w];
     let mut bad = vec![0.0f64; n_problems];
@@ -99,7 +108,7 @@ fn diagonals<'a, T: Twin<'a>, const W: usize>(ballot: &Ballot<'a, T>) -> Vec<f64
                 let x = row[j];
                 lo[j] = if x < lo[j] { x } else { lo[j] };
                 hi[j] = if x > hi[j] { x } else { hi[j] };
-                b += x - x;
+                b += not_finite(x);
             }
             bad[p] += b;
             continue;
@@ -117,7 +126,7 @@ fn diagonals<'a, T: Twin<'a>, const W: usize>(ballot: &Ballot<'a, T>) -> Vec<f64
         for j in 0..W {
             l[j] = if row[j] < l[j] { row[j] } else { l[j] };
             h[j] = if row[j] > h[j] { row[j] } else { h[j] };
-            b[j] = row[j] - row[j];
+            b[j] = not_finite(row[j]);
         }
         (*lo, *hi) = (l, h);
         bad[p] += b.iter().sum::<f64>();

@@ -135,7 +135,7 @@ pub(crate) fn count<T>(
             let t = &mut tallies[p];
             t.votes += 1;
             let c = s.confidence;
-            if ((c >= 1.0 / 128.0) & (c <= 1.0)) | (c == 0.0) {
+            if (1.0 / 128.0..=1.0).contains(&c) | (c == 0.0) {
                 let (high, low) = &mut sums[p];
                 exact::add(high, low, c);
             } else {
