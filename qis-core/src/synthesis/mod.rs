@@ -131,10 +131,11 @@ where
 /// delivery order beyond the two tie rules that name it (`Seed`'s first-seen
 /// rule and rule 3's equal timestamps). The work is O(N) in the packets (the
 /// outlier filter adds a median per coordinate, O(N) expected); no pairs are
-/// built. The packets are read in one pass (the outlier filter reads the
-/// context vectors once more); the maps and arrays are sized from the input,
-/// so a batch costs a constant number of allocations however many packets it
-/// has.
+/// built. The packets are read in one pass, into compact per-vote arrays
+/// (problem, confidence, timestamp, context vector) that the tallies, the
+/// outlier filter and the agreement then walk; the table and arrays are sized
+/// from the input, so a batch costs a constant number of allocations however
+/// many packets it has.
 ///
 /// ```
 /// use qis_core::{synthesize_with, Method, OutcomePacket, SynthesisConfig};
