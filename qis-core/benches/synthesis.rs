@@ -230,7 +230,71 @@ fn seed_python(path: &Path, reps: usize) -> Option<f64> {
 /// only while the machine is busy with something else.
 const ROUNDS: usize = 3;
 
+/// `… -- profile N seed|default [dup|nodup] [floor]`: build the packets for
+/// size `N` and run one synthesis `QIS_PROFILE_ITERS` times (default 20),
+/// nothing else and no Python, for `perf record` or `valgrind
+/// --tool=callgrind`. With `floor`, print instead the time to merely touch
+/// what synthesis reads of each packet (the memory floor) beside one
+/// synthesis.
+fn profile(args: &[String]) {
+    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let config = match args.get(3).map(String::as_str) {
+        Some("default") => SynthesisConfig::default().with_now(T),
+        _ => SynthesisConfig::seed(),
+    };
+    let dup = args.get(4).is_some_and(|a| a == "dup");
+    let iters: usize = std::env::var("QIS_PROFILE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let (own, twins) = deliveries(n, dup);
+    if let Ok(to) = std::env::var("QIS_PROFILE_JSON") {
+        // The packets, for timing the seed's Python separately.
+        if let Some(path) = write_packets(&own, &twins) {
+            let _ = std::fs::rename(path, to);
+        }
+        return;
+    }
+    if args.get(5).is_some_and(|a| a == "floor") {
+        // The memory floor: touch what synthesis reads, nothing else.
+        let t = time_it(twins.len() + 1, 20, || {
+            let mut acc = 0u64;
+            for r in std::hint::black_box(&twins) {
+                let p = &r.packet;
+                acc = acc
+                    .wrapping_add(u64::from(r.id.as_bytes()[0]))
+                    .wrapping_add(u64::from(p.agent_id.as_bytes()[0]))
+                    .wrapping_add(u64::from(p.domain.as_bytes()[0]))
+                    .wrapping_add(u64::from(p.problem_class.as_bytes()[0]))
+                    .wrapping_add(p.context_vector.first().map_or(0, |x| x.to_bits()))
+                    .wrapping_add(p.confidence.to_bits() ^ p.timestamp.to_bits());
+            }
+            std::hint::black_box(acc);
+        });
+        let t2 = time_it(twins.len() + 1, 20, || {
+            std::hint::black_box(synthesize_with(&config, &own, std::hint::black_box(&twins)));
+        });
+        println!("floor {t:.4} µs/packet; synthesis {t2:.4}");
+        return;
+    }
+    let mut agents = 0;
+    for _ in 0..iters {
+        agents +=
+            std::hint::black_box(synthesize_with(&config, &own, std::hint::black_box(&twins)))
+                .n_agents;
+    }
+    println!(
+        "{iters} syntheses of {} packets, {agents} votes",
+        twins.len() + 1
+    );
+}
+
 fn main() {
+    // `cargo bench` adds `--bench`.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    if args.get(1).is_some_and(|a| a == "profile") {
+        return profile(&args);
+    }
     println!(
         "synthesis: µs per packet (fastest run), seed = the seed's Python synthesize_locally on the same packets"
     );
@@ -240,7 +304,7 @@ fn main() {
     );
     let default = SynthesisConfig::default().with_now(T);
     // `cargo bench -p qis-core --bench synthesis -- 10000` runs one size.
-    let only: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let only: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     for n in SIZES
         .into_iter()
         .filter(|n| only.is_empty() || only.contains(n))

@@ -6,8 +6,10 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 
-use super::ballot::Ballot;
+use super::ballot::{Ballot, MAX_WIDTH};
+use super::exact;
 use super::tally::UNIT;
+use super::twin::Twin;
 use crate::fingerprint::Fingerprint;
 
 /// `floor(x * resolution)` as the fingerprint writes it, if it is in range.
@@ -37,27 +39,70 @@ pub(crate) struct Agreement {
 }
 
 /// No group: a vector with a bucket outside the 64-bit range.
-pub(crate) const NO_GROUP: u32 = u32::MAX;
+const NO_GROUP: u32 = u32::MAX;
 
-/// The voters' situations: groups of voters with the same problem and the
-/// same fingerprint buckets. A voter's buckets are computed once, as its
-/// packet is taken in; it is first tried against the group of the previous
-/// voter on its problem (most voters share one), else groups are found by a
-/// seeded hash of the problem and buckets and confirmed by comparing them.
-/// Nothing is fingerprinted per voter.
-pub(crate) struct Groups {
+/// The consensus voters' situations: groups of voters with the same
+/// fingerprint buckets. A voter is first tried against the groups of the
+/// latest voters ([`Unpacked`]: most voters share one of a few); else its
+/// buckets are computed and its group found by a seeded hash of them,
+/// confirmed by comparing them. Nothing is fingerprinted per voter.
+struct Groups {
     meta: Vec<Meta>,
     /// Every group's coordinates, one group after another.
     coords: Vec<Coord>,
-    /// Hash of (problem, buckets) → the newest group with it; older ones
-    /// with the same hash follow `Meta::next`.
+    /// Hash of the buckets → the newest group with it; older ones with the
+    /// same hash follow `Meta::next`.
     head: HashMap<u64, u32, RandomState>,
     hasher: RandomState,
-    /// Problem → the group its previous voter joined, or `NO_GROUP`.
-    last: Vec<u32>,
+    /// The groups of the latest voters, unpacked; `front` is the latest.
+    unpacked: [Unpacked; UNPACKED],
+    front: usize,
+    /// The next entry of `unpacked` to reuse.
+    victim: usize,
     buf: Vec<i64>,
     resolution: f64,
 }
+
+/// How many groups are kept unpacked.
+const UNPACKED: usize = 4;
+
+/// A group of a latest voter, unpacked: its bucket edges, and the voters and
+/// sums added to it since it was unpacked or last flushed (added to the
+/// group by [`Groups::flush`]).
+///
+/// The sums are exact without a conversion to integer per voter: a voter's
+/// position inside the bucket `y` (in `[0, 1)`) counts `y * 2^60` units
+/// (truncated), which is `y` itself when `y` is 0 or at least `2^-8`; such
+/// positions are summed as [`exact`] says. A tiny position (rare) is
+/// converted on its own.
+#[derive(Clone, Copy)]
+struct Unpacked {
+    /// `NO_GROUP` when unused.
+    group: u32,
+    /// Voters added since the last flush.
+    count: u32,
+    /// Per coordinate, the bucket's lower edge and the next bucket's.
+    lo: [f64; MAX_WIDTH],
+    hi: [f64; MAX_WIDTH],
+    /// Per coordinate, the sums of `h` and of `y - h`.
+    high: [f64; MAX_WIDTH],
+    low: [f64; MAX_WIDTH],
+}
+
+const UNUSED: Unpacked = Unpacked {
+    group: NO_GROUP,
+    count: 0,
+    lo: [0.0; MAX_WIDTH],
+    hi: [0.0; MAX_WIDTH],
+    high: [0.0; MAX_WIDTH],
+    low: [0.0; MAX_WIDTH],
+};
+
+/// A position at least this large (or 0) is a whole number of units.
+const WHOLE: f64 = 1.0 / 256.0;
+/// Flush an unpacked group's sums after this many voters, before they could
+/// be inexact.
+const FLUSH_EVERY: u32 = exact::MAX_TERMS;
 
 /// One group.
 #[derive(Clone, Copy)]
@@ -65,7 +110,6 @@ struct Meta {
     /// Its coordinates: `coords[start..end]`.
     start: u32,
     end: u32,
-    problem: u32,
     /// Voters in it.
     count: u32,
     /// The next group with the same hash, or `NO_GROUP`.
@@ -87,19 +131,21 @@ struct Coord {
 }
 
 /// `x` in `[0, 1)` in the fixed-point units of the sums (one conversion).
-#[inline]
+#[inline(always)]
 fn inside_units(x: f64) -> u128 {
     (x.clamp(0.0, 1.0) * UNIT) as i64 as u128
 }
 
 impl Groups {
-    pub fn new(resolution: u32) -> Self {
+    fn new(resolution: u32) -> Self {
         Groups {
             meta: Vec::new(),
             coords: Vec::new(),
             head: HashMap::default(),
             hasher: RandomState::default(),
-            last: Vec::new(),
+            unpacked: [UNUSED; UNPACKED],
+            front: 0,
+            victim: 0,
             buf: Vec::new(),
             resolution: f64::from(resolution.max(1)),
         }
@@ -115,45 +161,162 @@ impl Groups {
         self.coords(g).iter().map(|c| c.bucket)
     }
 
-    /// Put a voter in its group; `NO_GROUP` if its vector has a bucket out of
-    /// the 64-bit range.
-    #[inline]
-    pub fn join(&mut self, problem: u32, cv: &[f64]) -> u32 {
-        let p = problem as usize;
-        if self.last.len() <= p {
-            self.last.resize(p + 1, NO_GROUP);
+    /// Put a voter whose vector is `row` (of `W` numbers, or of any number up
+    /// to `MAX_WIDTH` when `W` is 0) in its group; `NO_GROUP` if it has a
+    /// bucket out of the 64-bit range. `W` known at compile time makes the
+    /// common case straight-line code.
+    #[inline(always)]
+    fn join_row<const W: usize>(&mut self, row: &[f64]) -> u32 {
+        let w = if W == 0 { row.len() } else { W };
+        let row = &row[..w];
+        if let Some(g) = self.try_unpacked::<W>(self.front, row) {
+            return g;
         }
-        let last = self.last[p];
-        if last != NO_GROUP && self.try_add(last, cv) {
-            return last;
-        }
-        self.join_slow(problem, cv)
+        self.join_other(row)
     }
 
-    /// Count `cv` in group `g` if it falls in its buckets: `floor(v) == b`
-    /// iff `b <= v < b + 1`, exact for `|b| < 2^53` (beyond that the slow
-    /// path decides).
-    #[inline]
-    fn try_add(&mut self, g: u32, cv: &[f64]) -> bool {
+    /// Add `row` to unpacked group `i` if it is in its buckets: `floor(v) ==
+    /// b` iff `b <= v < b + 1`, i.e. `0 <= v - b < 1` (computed, the
+    /// difference can round up to 1 at most, which only sends a voter the
+    /// long way); inside the bucket `v - b` is in `[0, 1)` already (no clamp
+    /// needed); the sums as [`Unpacked`] says.
+    #[inline(always)]
+    fn try_unpacked<const W: usize>(&mut self, i: usize, row: &[f64]) -> Option<u32> {
+        let w = if W == 0 { row.len() } else { W };
+        let row = &row[..w];
         let res = self.resolution;
-        let m = &mut self.meta[g as usize];
-        let coords = &mut self.coords[m.start as usize..m.end as usize];
-        let fits = m.exact
-            && coords.len() == cv.len()
-            && coords.iter().zip(cv).fold(true, |ok, (c, &x)| {
-                let v = x * res;
-                ok & (c.edge <= v) & (v < c.edge + 1.0)
-            });
-        if fits {
-            m.count += 1;
-            for (c, &x) in coords.iter_mut().zip(cv) {
-                c.sum += inside_units(x * res - c.edge);
+        let u = &mut self.unpacked[i];
+        if u.group == NO_GROUP {
+            return None;
+        }
+        let mut y = [0.0; MAX_WIDTH];
+        // In the bucket with a whole number of units (the common case).
+        let mut whole = true;
+        for ((y, &x), &lo) in y[..w].iter_mut().zip(row).zip(&u.lo[..w]) {
+            *y = x * res - lo;
+            whole &= is_whole(*y);
+        }
+        let g = u.group;
+        if whole {
+            u.count += 1;
+            for ((high, low), &y) in u.high[..w].iter_mut().zip(&mut u.low[..w]).zip(&y[..w]) {
+                exact::add(high, low, y);
+            }
+        } else if y[..w].iter().all(|&y| (0.0..1.0).contains(&y)) {
+            u.count += 1;
+            self.add_sums(g, row);
+        } else {
+            return None;
+        }
+        if self.unpacked[i].count >= FLUSH_EVERY {
+            self.flush(i);
+        }
+        Some(g)
+    }
+
+    /// Add what unpacked group `i` gathered to its group.
+    fn flush(&mut self, i: usize) {
+        let u = &mut self.unpacked[i];
+        if u.group == NO_GROUP {
+            return;
+        }
+        let m = &mut self.meta[u.group as usize];
+        m.count += std::mem::take(&mut u.count);
+        for (j, coord) in self.coords[m.start as usize..m.end as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            let (high, low) = (
+                std::mem::take(&mut u.high[j]),
+                std::mem::take(&mut u.low[j]),
+            );
+            coord.sum = coord.sum.wrapping_add(exact::units(high, low));
+        }
+    }
+
+    /// Write the front unpacked group's gatherings, held by the caller, back
+    /// (`group` is the front group, or `NO_GROUP`).
+    fn store(&mut self, group: u32, count: u32, high: &[f64], low: &[f64]) {
+        let u = &mut self.unpacked[self.front];
+        if group == NO_GROUP || u.group != group {
+            return;
+        }
+        u.count = count;
+        u.high[..high.len()].copy_from_slice(high);
+        u.low[..low.len()].copy_from_slice(low);
+    }
+
+    /// Flush every unpacked group.
+    fn flush_all(&mut self) {
+        (0..UNPACKED).for_each(|i| self.flush(i));
+    }
+
+    /// A voter outside the latest voter's group: try the other unpacked
+    /// groups, else find or make its group, unpack it in place of the
+    /// oldest (if its edge test is exact) and add the voter.
+    #[inline(never)]
+    fn join_other(&mut self, cv: &[f64]) -> u32 {
+        let front = self.front;
+        for i in (0..UNPACKED).filter(|&i| i != front) {
+            if let Some(g) = self.try_unpacked::<0>(i, cv) {
+                self.front = i;
+                return g;
             }
         }
-        fits
+        let g = self.group_of(cv);
+        if g == NO_GROUP {
+            return g;
+        }
+        let m = self.meta[g as usize];
+        if m.exact && cv.len() <= MAX_WIDTH {
+            let i = self.victim;
+            self.victim = (i + 1) % UNPACKED;
+            self.flush(i);
+            let u = &mut self.unpacked[i];
+            u.group = g;
+            for (j, coord) in self.coords[m.start as usize..m.end as usize]
+                .iter()
+                .enumerate()
+            {
+                u.lo[j] = coord.edge;
+                u.hi[j] = coord.edge + 1.0;
+            }
+            self.front = i;
+        }
+        self.add(g, cv);
+        g
     }
 
-    fn join_slow(&mut self, problem: u32, cv: &[f64]) -> u32 {
+    /// Put a voter whose vector has any length in its group, without
+    /// unpacking it.
+    fn join_any(&mut self, cv: &[f64]) -> u32 {
+        let g = self.group_of(cv);
+        if g != NO_GROUP {
+            self.add(g, cv);
+        }
+        g
+    }
+
+    /// Add `cv` to group `g`, whose buckets it is in.
+    fn add(&mut self, g: u32, cv: &[f64]) {
+        self.meta[g as usize].count += 1;
+        self.add_sums(g, cv);
+    }
+
+    /// Add `cv`'s positions to group `g`'s sums (not its count).
+    fn add_sums(&mut self, g: u32, cv: &[f64]) {
+        let res = self.resolution;
+        let m = self.meta[g as usize];
+        for (c, &x) in self.coords[m.start as usize..m.end as usize]
+            .iter_mut()
+            .zip(cv)
+        {
+            c.sum += inside_units(x * res - c.edge);
+        }
+    }
+
+    /// The group of the buckets of `cv` (made if new), or `NO_GROUP`.
+    fn group_of(&mut self, cv: &[f64]) -> u32 {
         let res = self.resolution;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -161,40 +324,12 @@ impl Groups {
             .iter()
             .all(|&x| bucket(x, res).map(|b| buf.push(b)).is_some())
         {
-            self.find_or_add(problem, &buf)
+            self.find_or_add(&buf)
         } else {
             NO_GROUP
         };
         self.buf = buf;
-        if g != NO_GROUP {
-            let m = self.meta[g as usize];
-            self.meta[g as usize].count += 1;
-            for (c, &x) in self.coords[m.start as usize..m.end as usize]
-                .iter_mut()
-                .zip(cv)
-            {
-                c.sum += inside_units(x * res - c.edge);
-            }
-            self.last[problem as usize] = g;
-        }
         g
-    }
-
-    /// Take a voter out of its group `g` (its vote was replaced, or it is an
-    /// outlier); `cv` is its context vector.
-    pub fn leave(&mut self, g: u32, cv: &[f64]) {
-        if g == NO_GROUP {
-            return;
-        }
-        let res = self.resolution;
-        let m = &mut self.meta[g as usize];
-        m.count -= 1;
-        for (c, &x) in self.coords[m.start as usize..m.end as usize]
-            .iter_mut()
-            .zip(cv)
-        {
-            c.sum -= inside_units(x * res - c.edge);
-        }
     }
 
     /// The mean of group `g`'s vectors: per coordinate the bucket plus the
@@ -225,13 +360,10 @@ impl Groups {
             .collect()
     }
 
-    fn find_or_add(&mut self, problem: u32, buckets: &[i64]) -> u32 {
-        let hash = self.hasher.hash_one((problem, buckets));
+    fn find_or_add(&mut self, buckets: &[i64]) -> u32 {
+        let hash = self.hasher.hash_one(buckets);
         let mut g = self.head.get(&hash).copied().unwrap_or(NO_GROUP);
-        while g != NO_GROUP
-            && !(self.meta[g as usize].problem == problem
-                && self.buckets(g).eq(buckets.iter().copied()))
-        {
+        while g != NO_GROUP && !self.buckets(g).eq(buckets.iter().copied()) {
             g = self.meta[g as usize].next;
         }
         if g == NO_GROUP {
@@ -246,7 +378,6 @@ impl Groups {
             self.meta.push(Meta {
                 start,
                 end: self.coords.len() as u32,
-                problem,
                 count: 0,
                 next,
                 exact: buckets.iter().all(|b| b.unsigned_abs() < 1 << 53),
@@ -256,32 +387,144 @@ impl Groups {
     }
 }
 
-/// The agreement among the voters for `problem` (those not `excluded`, whose
-/// groups the caller has already left): the group with most voters wins; a
-/// tie goes to the own packet's group (slot 0), then to the smallest bucket
-/// sequence. A voter whose vector has a bucket out of the 64-bit range is in
-/// no group.
+/// Group the voters for `problem` (those not `excluded`) whose vectors have
+/// any length; the own packet's group if it is one of them.
+fn group_any<'a, T: Twin<'a>>(
+    groups: &mut Groups,
+    ballot: &Ballot<'a, T>,
+    problem: u32,
+    excluded: Option<&[bool]>,
+) -> Option<u32> {
+    let mut own = None;
+    for (slot, s) in ballot.slots.iter().enumerate() {
+        if s.problem != problem || excluded.is_some_and(|x| x[slot]) {
+            continue;
+        }
+        let g = if s.in_rows {
+            groups.join_row::<0>(ballot.cv(slot))
+        } else {
+            groups.join_any(ballot.cv(slot))
+        };
+        if slot == 0 && g != NO_GROUP {
+            own = Some(g);
+        }
+    }
+    groups.flush_all();
+    own
+}
+
+/// [`group_any`] for rows of `W` numbers, with the latest voter's group
+/// unpacked into local variables: the common case (the voter is in that
+/// group, at a position that is a whole number of units) is straight-line
+/// code with no memory traffic besides the row.
+fn group_fixed<'a, T: Twin<'a>, const W: usize>(
+    groups: &mut Groups,
+    ballot: &Ballot<'a, T>,
+    problem: u32,
+    excluded: Option<&[bool]>,
+) -> Option<u32> {
+    let mut own = None;
+    let rows = ballot.rows();
+    let res = groups.resolution;
+    let mut group = NO_GROUP;
+    let mut lo = [0.0; W];
+    let mut high = [0.0; W];
+    let mut low = [0.0; W];
+    let mut count = 0u32;
+    for (slot, s) in ballot.slots.iter().enumerate() {
+        if s.problem != problem || excluded.is_some_and(|x| x[slot]) {
+            continue;
+        }
+        if !s.in_rows {
+            let g = groups.join_any(ballot.cv(slot));
+            if slot == 0 && g != NO_GROUP {
+                own = Some(g);
+            }
+            continue;
+        }
+        let row = &rows[slot * W..slot * W + W];
+        let mut y = [0.0; W];
+        let mut whole = group != NO_GROUP;
+        for j in 0..W {
+            y[j] = row[j] * res - lo[j];
+            whole &= is_whole(y[j]);
+        }
+        let g = if whole {
+            count += 1;
+            for j in 0..W {
+                exact::add(&mut high[j], &mut low[j], y[j]);
+            }
+            if count >= FLUSH_EVERY {
+                groups.store(group, count, &high, &low);
+                groups.flush(groups.front);
+                (count, high, low) = (0, [0.0; W], [0.0; W]);
+            }
+            group
+        } else if group != NO_GROUP && y.iter().all(|y| (0.0..1.0).contains(y)) {
+            // In the group, at a tiny position: converted on its own.
+            count += 1;
+            groups.add_sums(group, row);
+            group
+        } else {
+            groups.store(group, count, &high, &low);
+            let g = groups.join_other(row);
+            let u = &groups.unpacked[groups.front];
+            group = u.group;
+            lo.copy_from_slice(&u.lo[..W]);
+            high.copy_from_slice(&u.high[..W]);
+            low.copy_from_slice(&u.low[..W]);
+            count = u.count;
+            g
+        };
+        if slot == 0 && g != NO_GROUP {
+            own = Some(g);
+        }
+    }
+    groups.store(group, count, &high, &low);
+    groups.flush_all();
+    own
+}
+
+/// `y` (a position inside the bucket, if in `[0, 1)`) is in the bucket and
+/// a whole number of units: 0, or in `[2^-8, 1)`.
+#[inline(always)]
+fn is_whole(y: f64) -> bool {
+    (WHOLE..1.0).contains(&y) | (y == 0.0)
+}
+
+/// The agreement among the voters for `problem` (those not `excluded`): the
+/// group with most voters wins; a tie goes to the own packet's group (slot
+/// 0), then to the smallest bucket sequence. A voter whose vector has a
+/// bucket out of the 64-bit range is in no group.
 ///
 /// The context is the mean of the winners' vectors, summed exactly as they
-/// were taken in (so independent of their order); it lies in their bucket.
-pub(crate) fn agreement<T>(
-    ballot: &Ballot<'_, T>,
+/// are taken in (so independent of their order); it lies in their bucket.
+pub(crate) fn agreement<'a, T: Twin<'a>>(
+    ballot: &Ballot<'a, T>,
     problem: u32,
     excluded: Option<&[bool]>,
     resolution: u32,
 ) -> Agreement {
-    let groups = &ballot.groups;
-    let own = ballot.info[0].group;
-    let own = (own != NO_GROUP && !excluded.is_some_and(|x| x[0])).then_some(own);
+    let mut groups = Groups::new(resolution);
+    let g = &mut groups;
+    // The common widths get code of their own.
+    let own = match ballot.width {
+        1 => group_fixed::<T, 1>(g, ballot, problem, excluded),
+        2 => group_fixed::<T, 2>(g, ballot, problem, excluded),
+        3 => group_fixed::<T, 3>(g, ballot, problem, excluded),
+        4 => group_fixed::<T, 4>(g, ballot, problem, excluded),
+        5 => group_fixed::<T, 5>(g, ballot, problem, excluded),
+        6 => group_fixed::<T, 6>(g, ballot, problem, excluded),
+        8 => group_fixed::<T, 8>(g, ballot, problem, excluded),
+        _ => group_any(g, ballot, problem, excluded),
+    };
     let count = |g: u32| groups.meta[g as usize].count;
-    let winner = (0..groups.meta.len() as u32)
-        .filter(|&g| groups.meta[g as usize].problem == problem && count(g) > 0)
-        .max_by(|&a, &b| {
-            count(a)
-                .cmp(&count(b))
-                .then((own == Some(a)).cmp(&(own == Some(b))))
-                .then_with(|| groups.buckets(b).cmp(groups.buckets(a)))
-        });
+    let winner = (0..groups.meta.len() as u32).max_by(|&a, &b| {
+        count(a)
+            .cmp(&count(b))
+            .then((own == Some(a)).cmp(&(own == Some(b))))
+            .then_with(|| groups.buckets(b).cmp(groups.buckets(a)))
+    });
     let Some(winner) = winner else {
         return Agreement {
             voters: 0,

@@ -1,29 +1,36 @@
 //! Taking the packets in: duplicates count once, one vote per agent.
 //!
-//! This is the one pass over the packets: besides the vote, it numbers the
-//! problems and puts each voter's situation (its context vector's fingerprint
-//! bucket) in a group while the packet is in cache, so the later steps work on
-//! compact arrays instead of walking N scattered packets again.
+//! This is the one pass over the packets. Each packet is read once, and what
+//! the later steps need of a vote is kept in compact arrays, one entry per
+//! vote (a *slot*): its problem, confidence and timestamp, and its context
+//! vector copied into a row of a flat array. The later steps (tallies,
+//! outliers, agreement) walk these arrays in order instead of following N
+//! pointers into N scattered packets again.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
-use hashbrown::hash_table::{Entry, HashTable};
 
-use super::agreement::Groups;
-use super::config::SynthesisConfig;
-use super::tally::Tally;
+use super::agents::{half, word, AgentHasher, Agents, Found};
 use super::twin::{identity, same_content, Identity, Twin};
 use crate::packet::{OutcomePacket, PacketId};
 
+/// Context vectors up to this length are copied into the rows; a longer one
+/// (or one whose length differs from the own packet's) is read from its
+/// packet when needed.
+pub(crate) const MAX_WIDTH: usize = 16;
+
 /// What the later steps need of one vote.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Info {
+pub(crate) struct Slot {
     /// Index into [`Ballot::problems`].
     pub problem: u32,
-    /// Its situation's group in [`Ballot::groups`], or `NO_GROUP`.
-    pub group: u32,
+    /// Its context vector is in the rows (its length is the row width).
+    pub in_rows: bool,
+    /// The vote carries the packet id it was delivered under (in `ids`).
+    has_id: bool,
+    pub confidence: f64,
+    pub timestamp: f64,
 }
 
 /// The votes: slot 0 is the own packet, then one per other agent in the order
@@ -33,13 +40,12 @@ pub(crate) struct Ballot<'a, T> {
     /// The twin holding each slot's vote (`None`: the own packet). A twin is
     /// kept as it came (for a `&Delivery`, one pointer), not copied.
     pub votes: Vec<Option<T>>,
-    pub info: Vec<Info>,
+    pub slots: Vec<Slot>,
+    /// The context vectors of the slots `in_rows`, `width` numbers per slot.
+    rows: Vec<f64>,
+    pub width: usize,
     /// `(domain, problem_class)` of each problem voted on.
     pub problems: Vec<(&'a str, &'a str)>,
-    /// The voters' situations, grouped by problem and fingerprint bucket.
-    pub groups: Groups,
-    /// The votes per problem, counted as they come in.
-    pub tallies: Vec<Tally>,
     pub duplicates: usize,
     pub superseded: usize,
 }
@@ -52,6 +58,27 @@ impl<'a, T: Twin<'a>> Ballot<'a, T> {
             Some(t) => t.packet(),
         }
     }
+
+    /// The context vector of the vote in `slot`.
+    #[inline]
+    pub fn cv(&self, slot: usize) -> &[f64] {
+        if self.slots[slot].in_rows {
+            &self.rows[slot * self.width..(slot + 1) * self.width]
+        } else {
+            &self.packet(slot).context_vector
+        }
+    }
+
+    /// The rows: slot `s`'s vector is `rows()[s * width..(s + 1) * width]`
+    /// if it is `in_rows`.
+    pub fn rows(&self) -> &[f64] {
+        &self.rows
+    }
+
+    /// Every vote's context vector is in the rows.
+    pub fn all_in_rows(&self) -> bool {
+        self.slots.iter().all(|s| s.in_rows)
+    }
 }
 
 /// String equality for short strings (tokens, at most 64 bytes) without a
@@ -63,14 +90,11 @@ fn same(a: &str, b: &str) -> bool {
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
     if n < 8 {
         if n < 4 {
             return a.iter().zip(b).all(|(x, y)| x == y);
         }
         // Two overlapping four-byte words.
-        let half =
-            |s: &[u8], i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
         return half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4);
     }
     let mut i = 0;
@@ -83,183 +107,208 @@ fn same(a: &str, b: &str) -> bool {
     word(a, n - 8) == word(b, n - 8)
 }
 
-/// Numbers the problems, groups the situations and counts the votes.
-struct Recorder<'a, 'c> {
-    config: &'c SynthesisConfig,
-    now: f64,
-    tallies: Vec<Tally>,
+/// Numbers the problems: a subject names one problem, a batch a handful, so
+/// comparing with the previous one (then a few) is cheaper than hashing.
+struct Problems<'a> {
+    keys: Vec<(&'a str, &'a str)>,
     ids: HashMap<(&'a str, &'a str), u32, RandomState>,
-    problems: Vec<(&'a str, &'a str)>,
-    /// The last problem seen: packets on one subject all name it.
     last: u32,
-    groups: Groups,
 }
 
-impl<'a> Recorder<'a, '_> {
-    fn problem(&mut self, key: (&'a str, &'a str)) -> u32 {
-        // A subject names one problem, a batch a handful: comparing a few
-        // short strings is cheaper than hashing them.
-        if let Some(&(d, p)) = self.problems.get(self.last as usize) {
-            if same(d, key.0) && same(p, key.1) {
+impl<'a> Problems<'a> {
+    #[inline(always)]
+    fn id(&mut self, p: &'a OutcomePacket) -> u32 {
+        let key = (p.domain.as_str(), p.problem_class.as_str());
+        // The previous packet's problem, then the others of a handful.
+        if let Some(&(d, c)) = self.keys.get(self.last as usize) {
+            if same(c, key.1) && same(d, key.0) {
                 return self.last;
             }
         }
-        if self.problems.len() <= 8 {
-            if let Some(i) = self
-                .problems
-                .iter()
-                .position(|&(d, p)| same(d, key.0) && same(p, key.1))
-            {
+        for (i, &(d, c)) in self.keys.iter().enumerate().take(FEW) {
+            if same(c, key.1) && same(d, key.0) {
                 self.last = i as u32;
                 return self.last;
             }
         }
-        let problems = &mut self.problems;
-        let tallies = &mut self.tallies;
+        self.id_slow(key)
+    }
+
+    #[inline(never)]
+    fn id_slow(&mut self, key: (&'a str, &'a str)) -> u32 {
+        let keys = &mut self.keys;
         self.last = *self.ids.entry(key).or_insert_with(|| {
-            problems.push(key);
-            tallies.push(Tally::default());
-            (problems.len() - 1) as u32
+            keys.push(key);
+            (keys.len() - 1) as u32
         });
         self.last
     }
+}
 
-    /// Take `p`'s vote in.
-    fn info(&mut self, p: &'a OutcomePacket) -> Info {
-        let problem = self.problem((p.domain.as_str(), p.problem_class.as_str()));
-        self.tallies[problem as usize].add(&Tally::of(self.config, self.now, p));
-        Info {
-            problem,
-            group: self.groups.join(problem, &p.context_vector),
-        }
+/// The problems compared one by one before the map is asked; all of them
+/// are in the map too.
+const FEW: usize = 4;
+
+/// Append `row` to `rows`: the common short lengths as fixed-size copies
+/// (a library call per row costs more than the copy).
+#[inline(always)]
+fn push_row(rows: &mut Vec<f64>, row: &[f64]) {
+    fn fixed<const N: usize>(rows: &mut Vec<f64>, row: &[f64]) {
+        let row: &[f64; N] = row.try_into().unwrap_or(&[0.0; N]);
+        rows.extend_from_slice(row);
     }
-
-    /// Take back the vote `info` recorded for `p`.
-    fn take_back(&mut self, info: Info, p: &OutcomePacket) {
-        self.tallies[info.problem as usize].sub(&Tally::of(self.config, self.now, p));
-        self.groups.leave(info.group, &p.context_vector);
+    match row.len() {
+        1 => fixed::<1>(rows, row),
+        2 => fixed::<2>(rows, row),
+        3 => fixed::<3>(rows, row),
+        4 => fixed::<4>(rows, row),
+        5 => fixed::<5>(rows, row),
+        6 => fixed::<6>(rows, row),
+        8 => fixed::<8>(rows, row),
+        _ => rows.extend_from_slice(row),
     }
 }
 
-/// One pass over the twins. The per-agent map and the arrays are sized from
-/// the iterator's size hint, so a slice of N twins costs a constant number of
+/// One pass over the twins. The hash table and the arrays are sized from the
+/// iterator's size hint, so a slice of N twins costs a constant number of
 /// allocations. A packet whose agent already has a vote is compared with that
 /// vote (by id, or by content without ids); the packets that lost to a later
 /// one are remembered in a set that is only touched when an agent sends more
 /// than one distinct packet, so a redelivery of an older packet is still
 /// recognised as a duplicate.
-pub(crate) fn collect<'a, I>(
-    own: &'a OutcomePacket,
-    twins: I,
-    config: &SynthesisConfig,
-    now: f64,
-) -> Ballot<'a, I::Item>
+pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I) -> Ballot<'a, I::Item>
 where
     I: IntoIterator,
     I::Item: Twin<'a>,
 {
     let twins = twins.into_iter();
     let capacity = twins.size_hint().0.saturating_add(1);
-    // Agent → slot: the table holds slot numbers only (4 bytes each, so it
-    // stays in cache); the agent id is read from the vote.
-    let hasher = RandomState::default();
-    let mut slot_of: HashTable<u32> = HashTable::with_capacity(capacity);
-    let mut votes: Vec<Option<I::Item>> = Vec::with_capacity(capacity);
+    let hasher = AgentHasher::new();
+    let mut agents = Agents::with_capacity(capacity);
+    let width = match own.context_vector.len() {
+        w if w <= MAX_WIDTH => w,
+        _ => 0,
+    };
+    let mut b: Ballot<'a, I::Item> = Ballot {
+        own,
+        votes: Vec::with_capacity(capacity),
+        slots: Vec::with_capacity(capacity),
+        rows: Vec::with_capacity(capacity.saturating_mul(width)),
+        width,
+        problems: Vec::new(),
+        duplicates: 0,
+        superseded: 0,
+    };
     // Each vote's packet id beside it, so a redelivery is recognised without
     // reading the earlier delivery (far back in memory) again.
-    let mut vote_ids: Vec<Option<PacketId>> = Vec::with_capacity(capacity);
-    let mut info: Vec<Info> = Vec::with_capacity(capacity);
-    let mut rec = Recorder {
-        config,
-        now,
-        tallies: Vec::new(),
+    let mut ids: Vec<PacketId> = Vec::with_capacity(capacity);
+    let mut problems = Problems {
+        keys: Vec::new(),
         ids: HashMap::default(),
-        problems: Vec::new(),
         last: 0,
-        groups: Groups::new(config.resolution()),
     };
     let mut displaced: HashSet<Identity<'a>, RandomState> = HashSet::default();
-    let mut duplicates = 0;
-    let mut superseded = 0;
 
     // The own packet's id, for its echo: it was deposited as its compact
     // encoding, so one encoding here (not one per packet) recognises the
     // echo even if the transport's decoding moved a float by a bit.
     let own_id = own.encode().ok().map(|body| PacketId::of(&body));
-    slot_of.insert_unique(hasher.hash_one(own.agent_id.as_str()), 0, |_| 0);
-    votes.push(None);
-    vote_ids.push(own_id);
-    info.push(rec.info(own));
-    let packet_of = |v: &Option<I::Item>| match v {
-        None => own,
-        Some(t) => t.packet(),
+    let h = hasher.hash(own.agent_id.as_bytes());
+    if let Found::Free(at) = agents.find(h, |_| false) {
+        agents.insert(at, h, 0, |_| h);
+    }
+    b.votes.push(None);
+    ids.push(own_id.unwrap_or(PacketId::from_bytes([0; 32])));
+    let own_slot = Slot {
+        problem: problems.id(own),
+        in_rows: own.context_vector.len() == width,
+        has_id: own_id.is_some(),
+        confidence: own.confidence,
+        timestamp: own.timestamp,
     };
+    if own_slot.in_rows {
+        b.rows.extend_from_slice(&own.context_vector);
+    }
+    b.slots.push(own_slot);
 
     for twin in twins {
         let p = twin.packet();
         let id = twin.id();
-        let agent = p.agent_id.as_str();
-        // A redelivery carries the id of the vote it repeats: that settles it
-        // without reading the earlier packet's agent id.
-        let entry = slot_of.entry(
-            hasher.hash_one(agent),
-            |&s| {
-                (id.is_some() && vote_ids[s as usize] == id)
-                    || packet_of(&votes[s as usize]).agent_id == agent
-            },
-            |&s| hasher.hash_one(packet_of(&votes[s as usize]).agent_id.as_str()),
-        );
-        match entry {
-            Entry::Vacant(e) => {
-                e.insert(votes.len() as u32);
-                votes.push(Some(twin));
-                vote_ids.push(id);
-                info.push(rec.info(p));
+        let agent = p.agent_id.as_bytes();
+        let h = hasher.hash(agent);
+        let votes = &b.votes;
+        let packet_of = |s: usize| match votes[s] {
+            None => own,
+            Some(t) => t.packet(),
+        };
+        // A redelivery carries the id of the vote it repeats, which settles
+        // it without reading the earlier packet's agent id.
+        let found = agents.find(h, |s| {
+            (id.is_some() && b.slots[s].has_id && Some(ids[s]) == id)
+                || packet_of(s).agent_id.as_bytes() == agent
+        });
+        let slot = Slot {
+            problem: problems.id(p),
+            in_rows: p.context_vector.len() == width,
+            has_id: id.is_some(),
+            confidence: p.confidence,
+            timestamp: p.timestamp,
+        };
+        let s = match found {
+            Found::Free(at) => {
+                let s = b.votes.len();
+                b.votes.push(Some(twin));
+                let votes = &b.votes;
+                agents.insert(at, h, s, |s| {
+                    let p = votes[s].map_or(own, |t| t.packet());
+                    hasher.hash(p.agent_id.as_bytes())
+                });
+                ids.push(id.unwrap_or(PacketId::from_bytes([0; 32])));
+                b.slots.push(slot);
+                if slot.in_rows {
+                    push_row(&mut b.rows, &p.context_vector);
+                } else {
+                    // Keep the rows aligned with the slots.
+                    b.rows.resize(b.rows.len() + width, 0.0);
+                }
+                continue;
             }
-            Entry::Occupied(e) => {
-                let slot = *e.get() as usize;
-                let current = votes[slot];
-                let same = match (vote_ids[slot], id) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => same_content(packet_of(&current), p),
-                };
-                if same || displaced.contains(&identity(&twin)) {
-                    duplicates += 1;
-                    continue;
+            Found::Slot(s) => s,
+        };
+        let current = b.votes[s];
+        let same = match (b.slots[s].has_id, id) {
+            (true, Some(id)) => ids[s] == id,
+            _ => same_content(packet_of(s), p),
+        };
+        if same || (!displaced.is_empty() && displaced.contains(&identity(&twin))) {
+            b.duplicates += 1;
+            continue;
+        }
+        b.superseded += 1;
+        // The own packet is the own agent's vote; for any other agent the
+        // latest timestamp wins, a tie going to the later arrival.
+        match current {
+            Some(c) if p.timestamp >= b.slots[s].timestamp => {
+                displaced.insert(identity(&c));
+                b.votes[s] = Some(twin);
+                ids[s] = id.unwrap_or(PacketId::from_bytes([0; 32]));
+                b.slots[s] = slot;
+                if slot.in_rows {
+                    b.rows[s * width..(s + 1) * width].copy_from_slice(&p.context_vector);
                 }
-                superseded += 1;
-                // The own packet is the own agent's vote; for any other agent
-                // the latest timestamp wins, a tie going to the later arrival.
-                match current {
-                    Some(c) if p.timestamp >= c.packet().timestamp => {
-                        displaced.insert(identity(&c));
-                        votes[slot] = Some(twin);
-                        vote_ids[slot] = id;
-                        rec.take_back(info[slot], c.packet());
-                        info[slot] = rec.info(p);
-                    }
-                    _ => {
-                        displaced.insert(identity(&twin));
-                    }
-                }
+            }
+            _ => {
+                displaced.insert(identity(&twin));
             }
         }
     }
-    Ballot {
-        own,
-        votes,
-        info,
-        problems: rec.problems,
-        groups: rec.groups,
-        tallies: rec.tallies,
-        duplicates,
-        superseded,
-    }
+    b.problems = problems.keys;
+    b
 }
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::*;
 
     #[test]
     fn same_compares_every_byte() {

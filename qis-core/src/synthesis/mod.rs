@@ -37,10 +37,13 @@
 //! assert!(s.recommendation.starts_with("ALERT: 2 of 2 agents report hvac.energy-anomaly"));
 //! ```
 
+mod agents;
 mod agreement;
 mod ballot;
 mod bayes;
 mod config;
+mod exact;
+mod median;
 mod outliers;
 mod result;
 mod tally;
@@ -128,10 +131,11 @@ where
 /// delivery order beyond the two tie rules that name it (`Seed`'s first-seen
 /// rule and rule 3's equal timestamps). The work is O(N) in the packets (the
 /// outlier filter adds a median per coordinate, O(N) expected); no pairs are
-/// built. The packets are read in one pass (the outlier filter reads the
-/// context vectors once more); the maps and arrays are sized from the input,
-/// so a batch costs a constant number of allocations however many packets it
-/// has.
+/// built. The packets are read in one pass, into compact per-vote arrays
+/// (problem, confidence, timestamp, context vector) that the tallies, the
+/// outlier filter and the agreement then walk; the table and arrays are sized
+/// from the input, so a batch costs a constant number of allocations however
+/// many packets it has.
 ///
 /// ```
 /// use qis_core::{synthesize_with, Method, OutcomePacket, SynthesisConfig};
@@ -160,34 +164,29 @@ where
     I::Item: Twin<'a>,
 {
     let now = config.now().unwrap_or_else(clock);
-    let mut ballot = ballot::collect(own, twins, config, now);
+    let ballot = ballot::collect(own, twins);
+    let (mut tallies, mut first) = tally::count(&ballot, config, now);
     let excluded = if config.outliers() {
         outliers::find(&ballot, config.outlier_k(), config.resolution())
     } else {
         None
     };
     let excluded = excluded.as_deref();
-    // Outliers' votes are taken back, and they leave their situation groups.
-    for (slot, _) in excluded
-        .iter()
-        .flat_map(|x| x.iter().enumerate().filter(|(_, &x)| x))
-    {
-        let (info, p) = (ballot.info[slot], ballot.packet(slot));
-        ballot.tallies[info.problem as usize].sub(&Tally::of(config, now, p));
-        ballot.groups.leave(info.group, &p.context_vector);
-    }
-    let votes = |slot: usize| !excluded.is_some_and(|x| x[slot]);
-    // The seed's tie rule needs each problem's first voter.
-    let mut first = Vec::new();
-    if config.method() == Method::Seed {
-        first = vec![u32::MAX; ballot.problems.len()];
-        for (slot, info) in ballot.info.iter().enumerate().filter(|&(s, _)| votes(s)) {
-            let f = &mut first[info.problem as usize];
+    if let Some(x) = excluded {
+        // Outliers' votes are taken back.
+        for (_, s) in ballot.slots.iter().enumerate().filter(|&(i, _)| x[i]) {
+            tallies[s.problem as usize].sub(&Tally::of(config, now, s.confidence, s.timestamp));
+        }
+        // The seed's tie rule needs each problem's first voter.
+        first.fill(u32::MAX);
+        for (slot, s) in ballot.slots.iter().enumerate().filter(|&(i, _)| !x[i]) {
+            let f = &mut first[s.problem as usize];
             *f = (*f).min(slot as u32);
         }
     }
-    let own_problem = votes(0).then_some(ballot.info[0].problem as usize);
-    let tallies = &ballot.tallies;
+    let votes = |slot: usize| !excluded.is_some_and(|x| x[slot]);
+    let own_problem = votes(0).then_some(ballot.slots[0].problem as usize);
+    let tallies = &tallies;
     let c = tally::consensus(
         config.method(),
         tallies,

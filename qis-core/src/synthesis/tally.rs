@@ -7,8 +7,9 @@
 
 use std::cmp::Ordering;
 
+use super::ballot::Ballot;
 use super::config::{Method, SynthesisConfig};
-use crate::packet::OutcomePacket;
+use super::exact;
 
 /// 1 in fixed point, as a number.
 pub(crate) const UNIT: f64 = (1u64 << 60) as f64;
@@ -48,18 +49,19 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    /// One vote: what `packet` adds under `config`, ages measured from `now`.
-    /// The same packet always adds the same, so a vote can be taken back.
+    /// One vote: what a packet with `confidence` and `timestamp` adds under
+    /// `config`, ages measured from `now`. The same packet always adds the
+    /// same, so a vote can be taken back.
     #[inline]
-    pub fn of(config: &SynthesisConfig, now: f64, packet: &OutcomePacket) -> Tally {
-        let c = fixed(packet.confidence);
+    pub fn of(config: &SynthesisConfig, now: f64, confidence: f64, timestamp: f64) -> Tally {
+        let c = fixed(confidence);
         let (r, rc, w) = match (config.method(), config.half_life()) {
             (Method::Seed, _) => (ONE, c, ONE),
             (Method::Majority, None) => (ONE, c, ONE),
             (Method::ConfidenceWeighted, None) => (ONE, c, c),
             (method, Some(h)) => {
-                let r = (-(now - packet.timestamp).max(0.0) / h.as_secs_f64()).exp2();
-                let rc = fixed(r * packet.confidence.clamp(0.0, 1.0));
+                let r = (-(now - timestamp).max(0.0) / h.as_secs_f64()).exp2();
+                let rc = fixed(r * confidence.clamp(0.0, 1.0));
                 let r = fixed(r);
                 (r, rc, if method == Method::Majority { r } else { rc })
             }
@@ -91,6 +93,68 @@ impl Tally {
         self.recency -= other.recency;
         self.support -= other.support;
     }
+}
+
+/// The votes per problem, every slot counted (outliers are taken back by the
+/// caller with [`Tally::sub`]), and each problem's first slot (for the seed's
+/// tie rule). Without a half-life a vote adds 1 or its confidence, so only
+/// the votes and the confidences are summed here and the rest follows from
+/// them; with one, each vote's recency factor is computed.
+pub(crate) fn count<T>(
+    ballot: &Ballot<'_, T>,
+    config: &SynthesisConfig,
+    now: f64,
+) -> (Vec<Tally>, Vec<u32>) {
+    let n_problems = ballot.problems.len();
+    let mut tallies = vec![Tally::default(); n_problems];
+    let mut first = vec![u32::MAX; n_problems];
+    let half_life = config
+        .half_life()
+        .filter(|_| config.method() != Method::Seed);
+    if half_life.is_some() {
+        for (i, s) in ballot.slots.iter().enumerate() {
+            let p = s.problem as usize;
+            if first[p] == u32::MAX {
+                first[p] = i as u32;
+            }
+            tallies[p].add(&Tally::of(config, now, s.confidence, s.timestamp));
+        }
+        return (tallies, first);
+    }
+    // Per problem: the confidences summed as `exact` says, in blocks of at
+    // most `MAX_TERMS` slots; one outside `[2^-7, 1]` (its fixed-point value
+    // is then not simply `c * 2^60`) is converted on its own.
+    let mut sums = vec![(0.0f64, 0.0f64); n_problems];
+    let block = exact::MAX_TERMS as usize;
+    for (b, slots) in ballot.slots.chunks(block).enumerate() {
+        for (i, s) in slots.iter().enumerate() {
+            let p = s.problem as usize;
+            if first[p] == u32::MAX {
+                first[p] = (b * block + i) as u32;
+            }
+            let t = &mut tallies[p];
+            t.votes += 1;
+            let c = s.confidence;
+            if (1.0 / 128.0..=1.0).contains(&c) | (c == 0.0) {
+                let (high, low) = &mut sums[p];
+                exact::add(high, low, c);
+            } else {
+                t.confidence += u128::from(fixed(c));
+            }
+        }
+        for (t, (high, low)) in tallies.iter_mut().zip(&mut sums) {
+            t.confidence += exact::units(std::mem::take(high), std::mem::take(low));
+        }
+    }
+    for t in &mut tallies {
+        t.recency = u128::from(t.votes) * u128::from(ONE);
+        t.support = t.confidence;
+        t.weight = match config.method() {
+            Method::ConfidenceWeighted => t.confidence,
+            Method::Seed | Method::Majority => t.recency,
+        };
+    }
+    (tallies, first)
 }
 
 /// The consensus problem: most votes (seed) or most weight (the others),
