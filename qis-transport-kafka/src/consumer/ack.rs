@@ -39,16 +39,11 @@ impl KafkaConsumer {
                 .collect::<Result<Vec<_>>>()?;
             let mut st = self.shared.lock();
             for t in tokens {
-                match st.parts.get_mut(&t.partition) {
-                    Some(part) => {
-                        part.in_flight.remove(&t.offset);
-                    }
-                    None => {
-                        tracing::debug!(consumer = %self.shared.name, partition = t.partition, offset = t.offset, "ack for a partition this member no longer owns; its new owner may deliver it again");
-                    }
+                if !st.ack(t.partition, t.offset) {
+                    tracing::debug!(consumer = %self.shared.name, partition = t.partition, offset = t.offset, "ack for a partition this member no longer owns; its new owner may deliver it again");
                 }
             }
-            self.shared.pending_commits(&mut st)
+            st.pending_commits()
         };
         if offsets.is_empty() {
             return Ok(());

@@ -53,17 +53,15 @@ impl ConsumerContext for GroupContext {
         let sh = &self.shared;
         // Partitions may move: commit what this member finished, drop what it
         // buffered (the next owner reads it from the committed offset).
+        let revoked: Vec<i32> = tpl
+            .elements_for_topic(&sh.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         let offsets = {
             let mut st = sh.lock();
-            let st = &mut *st;
-            for e in tpl.elements_for_topic(&sh.topic) {
-                if let Some(part) = st.parts.get_mut(&e.partition()) {
-                    part.buffer.clear();
-                    part.fetched_next = part.handled_next;
-                }
-            }
-            st.recount();
-            sh.pending_commits(st)
+            st.revoke(&revoked);
+            st.pending_commits()
         };
         tracing::debug!(consumer = %sh.name, revoked = tpl.count(), "partitions revoked");
         if !offsets.is_empty() {
@@ -84,19 +82,8 @@ impl ConsumerContext for GroupContext {
                     .map(|e| e.partition())
                     .collect();
                 {
-                    let mut st = sh.lock();
-                    let st = &mut *st;
-                    // In-flight deliveries of partitions that moved away are
-                    // the new owner's now: it reads them from the committed
-                    // offset. Partitions kept keep their table.
-                    let before = st.parts.len();
-                    st.parts.retain(|p, _| assigned.contains(p));
-                    for &p in &assigned {
-                        st.parts.entry(p).or_default();
-                    }
-                    st.recount();
-                    st.assignments += 1;
-                    tracing::debug!(consumer = %sh.name, partitions = ?assigned, dropped = before.saturating_sub(st.parts.len()), "partitions assigned");
+                    let dropped = sh.lock().assign(&assigned, false, 0);
+                    tracing::debug!(consumer = %sh.name, partitions = ?assigned, dropped, "partitions assigned");
                 }
                 sh.notify.notify_waiters();
             }
@@ -200,21 +187,9 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) {
         }
         if !batch.is_empty() {
             let mut st = sh.lock();
-            let st = &mut *st;
             let mut added = false;
             for b in batch {
-                let r = &b.record;
-                if let Some(part) = st.parts.get_mut(&r.partition) {
-                    let fresh = part.fetched_next.is_none_or(|n| r.offset >= n)
-                        && part.handled_next.is_none_or(|n| r.offset >= n);
-                    if fresh {
-                        part.fetched_next = Some(r.offset + 1);
-                        st.buffered += 1;
-                        st.buffered_bytes += r.size();
-                        part.buffer.push_back(b);
-                        added = true;
-                    }
-                }
+                added |= st.offer(b, 0);
             }
             if added {
                 sh.notify.notify_waiters();
@@ -222,10 +197,7 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) {
         }
     }
     // Flush: commit the frontier, then close (LeaveGroup) on this thread.
-    let offsets = {
-        let mut st = sh.lock();
-        sh.pending_commits(&mut st)
-    };
+    let offsets = sh.lock().pending_commits();
     if !offsets.is_empty() {
         if let Err(e) = consumer.commit(&sh.commit_list(&offsets), CommitMode::Sync) {
             tracing::warn!(consumer = %sh.name, error = %e, "could not commit acks on close; they may be delivered again");

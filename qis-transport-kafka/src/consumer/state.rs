@@ -75,6 +75,78 @@ pub(super) struct Buffered {
 }
 
 impl State {
+    /// Partitions the group gave this member; returns how many partitions it
+    /// no longer has.
+    pub(super) fn assign(
+        &mut self,
+        partitions: &[i32],
+        _incremental: bool,
+        _generation: u64,
+    ) -> usize {
+        // In-flight deliveries of partitions that moved away are the new
+        // owner's now: it reads them from the committed offset. Partitions
+        // kept keep their table.
+        let before = self.parts.len();
+        self.parts.retain(|p, _| partitions.contains(p));
+        for &p in partitions {
+            self.parts.entry(p).or_default();
+        }
+        self.recount();
+        self.assignments += 1;
+        before.saturating_sub(self.parts.len())
+    }
+
+    /// Partitions the group takes from this member: drop what was read
+    /// ahead (the next owner reads it from the committed offset).
+    pub(super) fn revoke(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if let Some(part) = self.parts.get_mut(p) {
+                part.buffer.clear();
+                part.fetched_next = part.handled_next;
+            }
+        }
+        self.recount();
+    }
+
+    /// Buffer a record the poller read (polled while the member's
+    /// generation counter was `_polled_in`), unless it is not new; returns
+    /// whether it was buffered.
+    pub(super) fn offer(&mut self, b: Buffered, _polled_in: u64) -> bool {
+        let r = &b.record;
+        let Some(part) = self.parts.get_mut(&r.partition) else {
+            return false;
+        };
+        let fresh = part.fetched_next.is_none_or(|n| r.offset >= n)
+            && part.handled_next.is_none_or(|n| r.offset >= n);
+        if !fresh {
+            return false;
+        }
+        part.fetched_next = Some(r.offset + 1);
+        self.buffered += 1;
+        self.buffered_bytes += r.size();
+        part.buffer.push_back(b);
+        true
+    }
+
+    /// Forget an acked delivery; false if this member does not hold it.
+    pub(super) fn ack(&mut self, partition: i32, offset: i64) -> bool {
+        self.parts
+            .get_mut(&partition)
+            .is_some_and(|part| part.in_flight.remove(&offset).is_some())
+    }
+
+    /// Take every partition's frontier that moved, marking it committed.
+    pub(super) fn pending_commits(&mut self) -> Vec<(i32, i64)> {
+        let mut out = Vec::new();
+        for (&p, part) in self.parts.iter_mut() {
+            if let Some(o) = part.to_commit() {
+                part.committed = Some(o);
+                out.push((p, o));
+            }
+        }
+        out
+    }
+
     /// Count the buffered records and bytes again (after a rebalance).
     pub(super) fn recount(&mut self) {
         self.buffered = self.parts.values().map(|p| p.buffer.len()).sum();
@@ -131,18 +203,6 @@ impl Shared {
             e.set_metadata(self.pattern.as_str());
         }
         tpl
-    }
-
-    /// Take every partition's frontier that moved, marking it committed.
-    pub(super) fn pending_commits(&self, st: &mut State) -> Vec<(i32, i64)> {
-        let mut out = Vec::new();
-        for (&p, part) in st.parts.iter_mut() {
-            if let Some(o) = part.to_commit() {
-                part.committed = Some(o);
-                out.push((p, o));
-            }
-        }
-        out
     }
 
     /// Forget what was marked committed for these partitions, so the next
