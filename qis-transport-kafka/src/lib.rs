@@ -155,7 +155,7 @@ mod live;
 mod record;
 mod topic;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
@@ -184,6 +184,8 @@ struct Inner {
     topic: String,
     partitions: i32,
     producer: deposit::Producer,
+    /// The consumer handles this transport opened, closed with it.
+    consumers: Mutex<Vec<Weak<consumer::KafkaConsumer>>>,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -214,6 +216,7 @@ impl KafkaTransport {
                 topic,
                 partitions,
                 producer,
+                consumers: Mutex::default(),
             }),
         }))
     }
@@ -279,19 +282,50 @@ impl OutcomeTransport for KafkaTransport {
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        consumer::open(&self.inner.config, &self.inner.topic, config).await
+        let handle = consumer::open(&self.inner.config, &self.inner.topic, config).await?;
+        let mut open = self
+            .inner
+            .consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        open.retain(|c| c.strong_count() > 0);
+        open.push(Arc::downgrade(&handle));
+        Ok(handle)
     }
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         live::subscribe(&self.inner.config, &self.inner.topic, pattern).await
     }
 
+    /// Close every consumer handle this transport opened (each commits what
+    /// was acked and leaves its group), then wait for pending deposits.
+    /// Fails with the first error: a consumer whose final commit failed (its
+    /// acks since the last commit will be delivered again), or deposits
+    /// not acknowledged.
     async fn close(&self) -> Result<()> {
+        let consumers: Vec<_> = std::mem::take(
+            &mut *self
+                .inner
+                .consumers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut first_error = None;
+        for c in consumers.iter().filter_map(Weak::upgrade) {
+            if let Err(e) = c.close_handle().await {
+                first_error.get_or_insert(e);
+            }
+        }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
-            .await
-            .map_err(|e| error::join_error("flushing the producer", e))?
-            .map_err(|e| error::kafka_error("could not flush pending deposits", e))
+        let flushed =
+            tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
+                .await
+                .map_err(|e| error::join_error("flushing the producer", e))?
+                .map_err(|e| error::kafka_error("could not flush pending deposits", e));
+        match first_error {
+            Some(e) => Err(e),
+            None => flushed,
+        }
     }
 }
 

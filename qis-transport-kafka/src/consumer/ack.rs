@@ -32,26 +32,32 @@ impl KafkaConsumer {
     /// partition's frontier that moved.
     pub(super) async fn ack_deliveries(&self, deliveries: &[Delivery]) -> Result<()> {
         let consumer = self.consumer()?;
-        let offsets = {
-            let tokens = deliveries
-                .iter()
-                .map(|d| token_value::<KafkaAck>(NAME, d))
-                .collect::<Result<Vec<_>>>()?;
-            let mut st = self.shared.lock();
-            for t in tokens {
-                if !st.ack(t.partition, t.offset) {
-                    tracing::debug!(consumer = %self.shared.name, partition = t.partition, offset = t.offset, "ack for a partition this member no longer owns; its new owner may deliver it again");
+        let tokens = deliveries
+            .iter()
+            .map(|d| token_value::<KafkaAck>(NAME, d).map(|t| (t.partition, t.offset)))
+            .collect::<Result<Vec<_>>>()?;
+        let sh = self.shared.clone();
+        let (offsets, result) = tokio::task::spawn_blocking(move || {
+            // Offsets are chosen and committed under the gate, so they
+            // cannot reach the broker after a rebalance moved a partition.
+            let _gate = sh.gate();
+            let offsets = {
+                let mut st = sh.lock();
+                for &(partition, offset) in &tokens {
+                    if !st.ack(partition, offset) {
+                        tracing::debug!(consumer = %sh.name, partition, offset, "ack of a delivery this member no longer holds (its partition moved, or it was acked already); the partition's owner may deliver it again");
+                    }
                 }
-            }
-            st.pending_commits()
-        };
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let tpl = self.shared.commit_list(&offsets);
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|e| join_error("committing offsets", e))?;
+                st.pending_commits()
+            };
+            let result = match offsets.is_empty() {
+                true => Ok(()),
+                false => consumer.commit(&sh.commit_list(&offsets), CommitMode::Sync),
+            };
+            (offsets, result)
+        })
+        .await
+        .map_err(|e| join_error("committing offsets", e))?;
         match result {
             Ok(()) => Ok(()),
             Err(e) if is_rebalance_error(&e) => {

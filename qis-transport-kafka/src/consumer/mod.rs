@@ -22,6 +22,7 @@ mod ack;
 mod fetch;
 mod group;
 mod open;
+mod poller;
 mod state;
 
 use std::sync::atomic::Ordering;
@@ -50,7 +51,8 @@ struct KafkaAck {
 pub(crate) struct KafkaConsumer {
     shared: Arc<Shared>,
     consumer: Mutex<Option<Arc<GroupConsumer>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The poller thread; it ends with the result of its final commit.
+    thread: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
 }
 
 impl std::fmt::Debug for KafkaConsumer {
@@ -108,6 +110,16 @@ impl DurableConsumer for KafkaConsumer {
     }
 
     async fn close(&self) -> Result<()> {
+        self.close_handle().await
+    }
+}
+
+impl KafkaConsumer {
+    /// Stop the poller thread, which commits what was acked and leaves the
+    /// group. Fails when that final commit failed: those acks are lost and
+    /// their packets will be delivered again (SPEC §6.10). A second call
+    /// does nothing.
+    pub(crate) async fn close_handle(&self) -> Result<()> {
         self.shared.stop.store(true, Ordering::Release);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         let consumer = self
@@ -115,20 +127,26 @@ impl DurableConsumer for KafkaConsumer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        tokio::task::spawn_blocking(move || {
-            if let Some(t) = thread {
-                if t.join().is_err() {
-                    tracing::error!("the consumer thread panicked");
-                }
-            }
+        let name = self.shared.name.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            let flushed = match thread.map(|t| t.join()) {
+                None => Ok(()),
+                Some(Ok(flushed)) => flushed,
+                Some(Err(_)) => Err(Error::new(
+                    ErrorKind::Backend,
+                    NAME,
+                    format!("the thread of consumer {name} panicked: acks since its last commit will be delivered again"),
+                )),
+            };
             drop(consumer);
+            flushed
         })
         .await
         .map_err(|e| join_error("closing the consumer", e))?;
         // Out of the group (also when the thread panicked before saying so).
         self.shared.left.store(true, Ordering::Release);
         self.shared.notify.notify_waiters();
-        Ok(())
+        flushed
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use qis_core::{Subject, SubjectPattern};
@@ -22,9 +22,21 @@ pub(super) struct InFlight {
     pub(super) count: u32,
 }
 
-/// What a handle knows about one assigned partition.
+/// What a handle knows about one assigned partition. Everything here
+/// belongs to one assignment: when the group takes the partition away, it
+/// is forgotten, and if it comes back it starts again from the group's
+/// committed offset.
 #[derive(Debug, Default)]
 pub(super) struct Part {
+    /// The member's rebalance count when the partition was assigned:
+    /// records polled before it were read under an earlier assignment.
+    pub(super) since: u64,
+    /// The assignment check (the group's committed offset, what retention
+    /// removed) is still to be done by the poller thread.
+    pub(super) unchecked: bool,
+    /// The group's committed offset when this member got the partition:
+    /// nothing below it is ever committed again.
+    pub(super) floor: Option<i64>,
     /// The offset after the last record this handle finished reading
     /// (delivered, skipped or malformed).
     pub(super) handled_next: Option<i64>,
@@ -39,17 +51,29 @@ pub(super) struct Part {
 }
 
 impl Part {
+    fn assigned(since: u64) -> Part {
+        Part {
+            since,
+            unchecked: true,
+            ..Part::default()
+        }
+    }
+
     /// The offset the group may commit: nothing before it is still owed.
     pub(super) fn frontier(&self) -> Option<i64> {
         self.in_flight.keys().next().copied().or(self.handled_next)
     }
 
-    /// The frontier, if it moved past what was last committed.
+    /// The frontier, if it moved past what was last committed and past the
+    /// group's offset when the partition was assigned: a commit never moves
+    /// the group's offset back.
     pub(super) fn to_commit(&self) -> Option<i64> {
         let f = self.frontier()?;
-        match self.committed {
-            Some(c) if c >= f => None,
-            _ => Some(f),
+        let behind = |o: Option<i64>| o.is_some_and(|o| o >= f);
+        if behind(self.committed) || behind(self.floor) {
+            None
+        } else {
+            Some(f)
         }
     }
 }
@@ -75,48 +99,96 @@ pub(super) struct Buffered {
 }
 
 impl State {
-    /// Partitions the group gave this member; returns how many partitions it
-    /// no longer has.
+    /// Partitions the group gave this member under rebalance count
+    /// `rebalance`. An `incremental` assignment (cooperative protocols: the
+    /// `cooperative-sticky` assignor, `group.protocol=consumer`) adds to the
+    /// partitions kept; an eager one names every partition the member has.
+    /// Returns the partitions that are new to the member.
     pub(super) fn assign(
         &mut self,
         partitions: &[i32],
-        _incremental: bool,
-        _generation: u64,
-    ) -> usize {
-        // In-flight deliveries of partitions that moved away are the new
-        // owner's now: it reads them from the committed offset. Partitions
-        // kept keep their table.
-        let before = self.parts.len();
-        self.parts.retain(|p, _| partitions.contains(p));
-        for &p in partitions {
-            self.parts.entry(p).or_default();
+        incremental: bool,
+        rebalance: u64,
+    ) -> Vec<i32> {
+        if !incremental {
+            // Eager rebalances revoke everything first; a partition missing
+            // here is not this member's any more.
+            let gone: Vec<i32> = self
+                .parts
+                .keys()
+                .filter(|p| !partitions.contains(p))
+                .copied()
+                .collect();
+            self.revoke(&gone);
         }
-        self.recount();
+        let mut added = Vec::new();
+        for &p in partitions {
+            self.parts.entry(p).or_insert_with(|| {
+                added.push(p);
+                Part::assigned(rebalance)
+            });
+        }
         self.assignments += 1;
-        before.saturating_sub(self.parts.len())
+        added
     }
 
-    /// Partitions the group takes from this member: drop what was read
-    /// ahead (the next owner reads it from the committed offset).
-    pub(super) fn revoke(&mut self, partitions: &[i32]) {
+    /// Partitions taken from this member (revoked, or lost when its session
+    /// ended): what it read ahead, its deliveries in flight and its offsets
+    /// are forgotten. Their next owner (maybe this member again) resumes at
+    /// the group's committed offset and delivers the unacked ones again.
+    /// Returns how many deliveries were in flight.
+    pub(super) fn revoke(&mut self, partitions: &[i32]) -> usize {
+        let mut in_flight = 0;
         for p in partitions {
-            if let Some(part) = self.parts.get_mut(p) {
-                part.buffer.clear();
-                part.fetched_next = part.handled_next;
+            if let Some(part) = self.parts.remove(p) {
+                in_flight += part.in_flight.len();
             }
         }
         self.recount();
+        in_flight
     }
 
-    /// Buffer a record the poller read (polled while the member's
-    /// generation counter was `_polled_in`), unless it is not new; returns
+    /// What the poller thread found when it checked a newly assigned
+    /// partition: the group's `committed` offset and the partition's first
+    /// retained offset `log_start`. Commits never go below the committed
+    /// offset. Returns how many records from the committed offset on were
+    /// removed by retention before the group acked them (0 if the partition
+    /// is no longer this member's under the same assignment).
+    pub(super) fn checked(
+        &mut self,
+        partition: i32,
+        since: u64,
+        committed: Option<i64>,
+        log_start: Option<i64>,
+    ) -> u64 {
+        let Some(part) = self.parts.get_mut(&partition).filter(|p| p.since == since) else {
+            return 0;
+        };
+        part.unchecked = false;
+        part.floor = committed;
+        retention_gap(committed, log_start)
+    }
+
+    /// Partitions still to be checked, with their rebalance count.
+    pub(super) fn unchecked(&self) -> Vec<(i32, u64)> {
+        self.parts
+            .iter()
+            .filter(|(_, part)| part.unchecked)
+            .map(|(&p, part)| (p, part.since))
+            .collect()
+    }
+
+    /// Buffer a record the poller read (polled when the member's rebalance
+    /// count was `polled_in`), unless its partition is not this member's
+    /// under the assignment it was read in, or it is not new; returns
     /// whether it was buffered.
-    pub(super) fn offer(&mut self, b: Buffered, _polled_in: u64) -> bool {
+    pub(super) fn offer(&mut self, b: Buffered, polled_in: u64) -> bool {
         let r = &b.record;
         let Some(part) = self.parts.get_mut(&r.partition) else {
             return false;
         };
-        let fresh = part.fetched_next.is_none_or(|n| r.offset >= n)
+        let fresh = polled_in >= part.since
+            && part.fetched_next.is_none_or(|n| r.offset >= n)
             && part.handled_next.is_none_or(|n| r.offset >= n);
         if !fresh {
             return false;
@@ -128,7 +200,11 @@ impl State {
         true
     }
 
-    /// Forget an acked delivery; false if this member does not hold it.
+    /// Forget an acked delivery; false if this member does not hold it (the
+    /// partition moved, or it was acked already). An ack of a delivery
+    /// handed out under an earlier assignment of the partition removes the
+    /// same record's delivery under this one, if there is one: the packet
+    /// was handled.
     pub(super) fn ack(&mut self, partition: i32, offset: i64) -> bool {
         self.parts
             .get_mut(&partition)
@@ -137,14 +213,33 @@ impl State {
 
     /// Take every partition's frontier that moved, marking it committed.
     pub(super) fn pending_commits(&mut self) -> Vec<(i32, i64)> {
+        self.commits(|_| true)
+    }
+
+    /// [`pending_commits`](Self::pending_commits) of the partitions with
+    /// nothing in flight: records skipped (not for this consumer, or
+    /// malformed) let the committed offset move on by themselves.
+    pub(super) fn skipped_commits(&mut self) -> Vec<(i32, i64)> {
+        self.commits(|part| part.in_flight.is_empty())
+    }
+
+    fn commits(&mut self, which: impl Fn(&Part) -> bool) -> Vec<(i32, i64)> {
         let mut out = Vec::new();
         for (&p, part) in self.parts.iter_mut() {
+            if !which(part) {
+                continue;
+            }
             if let Some(o) = part.to_commit() {
                 part.committed = Some(o);
                 out.push((p, o));
             }
         }
         out
+    }
+
+    /// Deliveries in flight on all partitions.
+    pub(super) fn unacked(&self) -> usize {
+        self.parts.values().map(|p| p.in_flight.len()).sum()
     }
 
     /// Count the buffered records and bytes again (after a rebalance).
@@ -156,6 +251,17 @@ impl State {
             .flat_map(|p| p.buffer.iter())
             .map(|b| b.record.size())
             .sum();
+    }
+}
+
+/// How many records retention removed before the group acked them: those
+/// from the group's committed offset up to the first retained one. Kafka
+/// then resumes the group at the first retained record
+/// (`auto.offset.reset=earliest`), so they are never delivered.
+pub(super) fn retention_gap(committed: Option<i64>, log_start: Option<i64>) -> u64 {
+    match (committed, log_start) {
+        (Some(c), Some(l)) if c >= 0 && l > c => (l - c) as u64,
+        _ => 0,
     }
 }
 
@@ -179,6 +285,18 @@ pub(super) struct Shared {
     pub(super) left: AtomicBool,
     /// The brokers (with `group`, which members are in the same group).
     pub(super) brokers: String,
+    /// How long one broker request of the poller thread may take.
+    pub(super) request_timeout: Duration,
+    /// Rebalances this member went through (assignments and revocations);
+    /// records are tagged with it when polled.
+    pub(super) rebalances: AtomicU64,
+    /// Held while offsets are chosen and committed, and while the rebalance
+    /// callbacks change the partitions: a commit computed under one
+    /// assignment never reaches the broker after the partition moved.
+    pub(super) commit_gate: Mutex<()>,
+    /// Records retention removed before the group acked them, as seen when
+    /// this member was assigned their partition.
+    pub(super) retention_lost: AtomicU64,
 }
 
 impl Shared {
@@ -191,6 +309,20 @@ impl Shared {
         // Every critical section leaves the state consistent between
         // statements that could panic, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for commits under way, and keep others out.
+    pub(super) fn gate(&self) -> MutexGuard<'_, ()> {
+        self.commit_gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gate, unless a commit is under way.
+    pub(super) fn try_gate(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.commit_gate.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// A commit list for `(partition, offset)` pairs; the metadata records
@@ -218,3 +350,7 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,199 @@
+//! The partition table through rebalances, without a broker: what librdkafka
+//! hands the rebalance callbacks, and what the handle may commit afterwards.
+
+use std::time::{Duration, Instant};
+
+use qis_core::{Subject, SubjectPattern};
+
+use super::*;
+use crate::record::decode;
+
+fn record(partition: i32, offset: i64) -> Buffered {
+    let record = RawRecord {
+        partition,
+        offset,
+        key: Some(b"qis.iot.hvac.x".to_vec()),
+        subject_header: None,
+        payload: Some(b"not a packet".to_vec()),
+    };
+    let decoded = decode(
+        &Subject::default(),
+        &SubjectPattern::new("qis.iot.>").unwrap(),
+        &record,
+    );
+    Buffered { record, decoded }
+}
+
+/// What `fetch` does with the next buffered record of `partition`: it is
+/// handed out and stays in flight until acked. Returns its offset.
+fn deliver(st: &mut State, partition: i32) -> i64 {
+    let part = st.parts.get_mut(&partition).expect("partition assigned");
+    let b = part.buffer.pop_front().expect("a buffered record");
+    st.buffered -= 1;
+    st.buffered_bytes -= b.record.size();
+    let offset = b.record.offset;
+    part.handled_next = Some(offset + 1);
+    part.in_flight.insert(
+        offset,
+        InFlight {
+            record: b.record,
+            due: Instant::now() + Duration::from_secs(60),
+            count: 1,
+        },
+    );
+    offset
+}
+
+fn partitions(st: &State) -> Vec<i32> {
+    st.parts.keys().copied().collect()
+}
+
+#[test]
+fn incremental_assign_adds_partitions_and_revoke_removes_them() {
+    let mut st = State::default();
+    // Cooperative: the first assignment, then another member joins and
+    // partition 2 moves to it, then that member leaves and this one gets
+    // 2 and 3 (added to what it kept).
+    st.assign(&[0, 1, 2], true, 1);
+    assert!(st.offer(record(0, 0), 1));
+    st.revoke(&[2]);
+    assert_eq!(
+        partitions(&st),
+        [0, 1],
+        "a revoke removes only the revoked partitions"
+    );
+    st.assign(&[2, 3], true, 2);
+    assert_eq!(
+        partitions(&st),
+        [0, 1, 2, 3],
+        "an incremental assign adds to the partitions kept"
+    );
+    assert_eq!(st.buffered, 1, "a kept partition keeps what it read ahead");
+    assert!(
+        st.offer(record(1, 0), 2),
+        "records of kept partitions are read"
+    );
+
+    // Eager: an assignment names every partition the member has.
+    st.assign(&[3], false, 3);
+    assert_eq!(partitions(&st), [3]);
+}
+
+#[test]
+fn a_regained_partition_never_commits_below_the_groups_offset() {
+    let mut st = State::default();
+    st.assign(&[0], false, 1);
+    for o in 5..8 {
+        assert!(st.offer(record(0, o), 1));
+    }
+    // Offsets 5 and 6 are handed out and not acked.
+    let (a, b) = (deliver(&mut st, 0), deliver(&mut st, 0));
+    assert_eq!((a, b), (5, 6));
+    // The member's session ends (assignment lost): the group moves the
+    // partition to another member, which acks on up to offset 20. Then this
+    // member gets the partition back and reads on from offset 20.
+    st.revoke(&[0]);
+    st.assign(&[0], false, 2);
+    assert!(st.offer(record(0, 20), 2));
+    let c = deliver(&mut st, 0);
+    assert_eq!(c, 20);
+    // Acking the old delivery and the new one must not commit below 20.
+    st.ack(0, a);
+    st.ack(0, c);
+    let commits = st.pending_commits();
+    assert!(
+        commits.iter().all(|&(_, o)| o >= 20),
+        "the member would move the group's committed offset back to {commits:?} (the group had 20)"
+    );
+}
+
+#[test]
+fn records_read_before_a_reassignment_are_not_buffered() {
+    let mut st = State::default();
+    st.assign(&[0], false, 1);
+    // Read while the member had the partition the first time...
+    let stale = record(0, 30);
+    // ...then the partition moved away and came back; librdkafka reads on
+    // from the group's committed offset, 20.
+    st.revoke(&[0]);
+    st.assign(&[0], false, 3);
+    assert!(
+        !st.offer(stale, 1),
+        "a record read under the earlier assignment was buffered"
+    );
+    assert!(
+        st.offer(record(0, 20), 3),
+        "the record at the group's committed offset was refused"
+    );
+}
+
+#[test]
+fn commits_never_go_below_the_offset_the_group_had_at_assignment() {
+    let mut st = State::default();
+    st.assign(&[0], false, 1);
+    assert_eq!(st.unchecked(), [(0, 1)]);
+    // The poller found the group's committed offset at 20.
+    assert_eq!(st.checked(0, 1, Some(20), Some(0)), 0);
+    assert!(st.unchecked().is_empty());
+    // Whatever this member then reads below it (a broker resetting the
+    // fetch position, a record buffered too early) cannot commit it.
+    assert!(st.offer(record(0, 12), 1));
+    let o = deliver(&mut st, 0);
+    st.ack(0, o);
+    assert_eq!(st.pending_commits(), []);
+    assert!(st.offer(record(0, 20), 1));
+    let o = deliver(&mut st, 0);
+    st.ack(0, o);
+    assert_eq!(st.pending_commits(), [(0, 21)]);
+}
+
+#[test]
+fn a_check_of_an_earlier_assignment_is_ignored() {
+    let mut st = State::default();
+    st.assign(&[0], false, 1);
+    st.revoke(&[0]);
+    st.assign(&[0], false, 3);
+    // The poller checked the partition under the first assignment.
+    assert_eq!(st.checked(0, 1, Some(5), Some(9)), 0);
+    assert_eq!(
+        st.unchecked(),
+        [(0, 3)],
+        "the new assignment is still to be checked"
+    );
+}
+
+#[test]
+fn retention_gap_counts_records_removed_before_they_were_acked() {
+    assert_eq!(retention_gap(Some(10), Some(25)), 15);
+    assert_eq!(retention_gap(Some(25), Some(25)), 0);
+    assert_eq!(retention_gap(Some(30), Some(25)), 0);
+    assert_eq!(retention_gap(None, Some(25)), 0, "no committed offset");
+    assert_eq!(retention_gap(Some(10), None), 0, "log start unknown");
+    assert_eq!(retention_gap(Some(-1001), Some(25)), 0, "a logical offset");
+    let mut st = State::default();
+    st.assign(&[0, 1], true, 1);
+    assert_eq!(st.checked(1, 1, Some(3), Some(10)), 7);
+}
+
+#[test]
+fn unacked_counts_deliveries_in_flight_on_every_partition() {
+    let mut st = State::default();
+    st.assign(&[0, 1], true, 1);
+    for p in [0, 1] {
+        for o in 0..3 {
+            assert!(st.offer(record(p, o), 1));
+        }
+    }
+    deliver(&mut st, 0);
+    deliver(&mut st, 1);
+    let o = deliver(&mut st, 1);
+    assert_eq!(st.unacked(), 3);
+    st.ack(1, o);
+    assert_eq!(st.unacked(), 2);
+    assert_eq!(
+        st.revoke(&[0]),
+        1,
+        "one delivery in flight on the revoked partition"
+    );
+    assert_eq!(st.unacked(), 1);
+}
