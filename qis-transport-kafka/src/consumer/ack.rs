@@ -37,7 +37,7 @@ impl KafkaConsumer {
             .map(|d| token_value::<KafkaAck>(NAME, d).map(|t| (t.partition, t.offset)))
             .collect::<Result<Vec<_>>>()?;
         let sh = self.shared.clone();
-        let (offsets, result) = tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // Offsets are chosen and committed under the gate, so they
             // cannot reach the broker after a rebalance moved a partition.
             let _gate = sh.gate();
@@ -54,7 +54,12 @@ impl KafkaConsumer {
                 true => Ok(()),
                 false => consumer.commit(&sh.commit_list(&offsets), CommitMode::Sync),
             };
-            (offsets, result)
+            if result.is_err() {
+                // Still under the gate: a revoke that follows sees these
+                // offsets as not committed.
+                sh.commit_failed(&offsets);
+            }
+            result
         })
         .await
         .map_err(|e| join_error("committing offsets", e))?;
@@ -64,16 +69,12 @@ impl KafkaConsumer {
                 // The group is moving partitions; their next owner starts
                 // from the last commit (at-least-once).
                 tracing::debug!(consumer = %self.shared.name, error = %e, "ack commit refused during a rebalance");
-                self.shared.commit_failed(&offsets);
                 Ok(())
             }
-            Err(e) => {
-                self.shared.commit_failed(&offsets);
-                Err(kafka_error(
-                    format!("could not commit acks of consumer {}", self.shared.name),
-                    e,
-                ))
-            }
+            Err(e) => Err(kafka_error(
+                format!("could not commit acks of consumer {}", self.shared.name),
+                e,
+            )),
         }
     }
 

@@ -12,7 +12,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::state::Shared;
 use crate::client::TracingContext;
@@ -73,7 +73,16 @@ impl ConsumerContext for GroupContext {
                 sh.commit_failed(&offsets);
             }
         }
-        let unacked = sh.lock().revoke(&revoked);
+        let (unacked, uncommitted) = {
+            let mut st = sh.lock();
+            let uncommitted = st.uncommitted(&revoked);
+            (st.revoke(&revoked), uncommitted)
+        };
+        if uncommitted > 0 {
+            sh.uncommitted_revoked
+                .fetch_add(uncommitted as u64, Ordering::Relaxed);
+            tracing::warn!(consumer = %sh.name, partitions = uncommitted, "partitions moved before this member could commit its acks on them: those packets will be delivered again");
+        }
         if lost {
             tracing::warn!(consumer = %sh.name, partitions = ?revoked, unacked, "the group took this member's partitions (its session ended): their unacked deliveries go to the next owner");
         } else {
@@ -107,9 +116,19 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             tracing::debug!(consumer = %self.shared.name, error = %e, "offset commit failed; it is retried with the next ack");
+            // An async commit (of skipped records) that failed is sent again.
+            let failed: Vec<(i32, i64)> = offsets
+                .elements_for_topic(&self.shared.topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect();
+            self.shared.commit_failed(&failed);
         }
     }
 }

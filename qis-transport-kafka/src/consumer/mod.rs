@@ -116,9 +116,10 @@ impl DurableConsumer for KafkaConsumer {
 
 impl KafkaConsumer {
     /// Stop the poller thread, which commits what was acked and leaves the
-    /// group. Fails when that final commit failed: those acks are lost and
-    /// their packets will be delivered again (SPEC §6.10). A second call
-    /// does nothing.
+    /// group. Fails when that final commit failed, or when the group took
+    /// partitions from this member before its acks on them were committed:
+    /// those acks are lost and their packets will be delivered again (SPEC
+    /// §6.10). A second call does nothing.
     pub(crate) async fn close_handle(&self) -> Result<()> {
         self.shared.stop.store(true, Ordering::Release);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -146,7 +147,19 @@ impl KafkaConsumer {
         // Out of the group (also when the thread panicked before saying so).
         self.shared.left.store(true, Ordering::Release);
         self.shared.notify.notify_waiters();
-        flushed
+        flushed?;
+        let moved = self.shared.uncommitted_revoked.swap(0, Ordering::Relaxed);
+        if moved > 0 {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                NAME,
+                format!(
+                    "consumer {} lost {moved} partition(s) before it could commit its acks on them (its group session ended or the commit failed, e.g. while the brokers were unreachable): packets acked since the last commit will be delivered again",
+                    self.shared.name
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

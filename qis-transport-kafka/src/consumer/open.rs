@@ -47,6 +47,7 @@ pub(crate) async fn open(
         rebalances: AtomicU64::new(0),
         commit_gate: Mutex::new(()),
         retention_lost: AtomicU64::new(0),
+        uncommitted_revoked: AtomicU64::new(0),
     });
     // A handle of this group dropped just before must be out of the group
     // before this member joins, or the join races its LeaveGroup.

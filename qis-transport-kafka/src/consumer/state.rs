@@ -148,6 +148,16 @@ impl State {
         in_flight
     }
 
+    /// How many of these partitions have progress (acks, skipped records)
+    /// that is not committed: revoking them now loses it.
+    pub(super) fn uncommitted(&self, partitions: &[i32]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|p| self.parts.get(p))
+            .filter(|part| part.to_commit().is_some())
+            .count()
+    }
+
     /// What the poller thread found when it checked a newly assigned
     /// partition: the group's `committed` offset and the partition's first
     /// retained offset `log_start`. Commits never go below the committed
@@ -297,6 +307,10 @@ pub(super) struct Shared {
     /// Records retention removed before the group acked them, as seen when
     /// this member was assigned their partition.
     pub(super) retention_lost: AtomicU64,
+    /// Partitions taken from this member before what it acked on them could
+    /// be committed (its session ended, or the commit failed): reported by
+    /// `close`.
+    pub(super) uncommitted_revoked: AtomicU64,
 }
 
 impl Shared {

@@ -197,3 +197,21 @@ fn unacked_counts_deliveries_in_flight_on_every_partition() {
     );
     assert_eq!(st.unacked(), 1);
 }
+
+#[test]
+fn progress_not_committed_is_counted_when_its_partition_is_revoked() {
+    let mut st = State::default();
+    st.assign(&[0, 1], true, 1);
+    assert!(st.offer(record(0, 0), 1));
+    assert!(st.offer(record(1, 0), 1));
+    let a = deliver(&mut st, 0);
+    let b = deliver(&mut st, 1);
+    st.ack(0, a);
+    st.ack(1, b);
+    // Partition 1's commit went through; partition 0's did not.
+    let sent = st.pending_commits();
+    assert_eq!(sent, [(0, 1), (1, 1)]);
+    st.parts.get_mut(&0).unwrap().committed = None;
+    assert_eq!(st.uncommitted(&[0, 1]), 1);
+    assert_eq!(st.uncommitted(&[1]), 0);
+}
