@@ -64,7 +64,22 @@
 //! - The topic is created if missing (admin client), with
 //!   [`KafkaConfig::partitions`] partitions (default 3), `retention.ms` =
 //!   `max_age` (24 h) and `retention.bytes` = `max_bytes` (50 MiB) /
-//!   partitions (Kafka counts bytes per partition).
+//!   partitions (Kafka counts bytes per partition), `cleanup.policy=delete`,
+//!   and segments a tenth of those (`segment.ms`, `segment.bytes`, within
+//!   1 s – 7 days and 1 MiB – 1 GiB). Kafka deletes whole segments only, so
+//!   the segments are what make the retention hold: a record stays at most
+//!   `max_age` + `segment.ms` (plus the broker's
+//!   `log.retention.check.interval.ms`, 5 min by default), and the topic
+//!   holds at most `max_bytes` + partitions × `segment.bytes`.
+//! - An existing topic's settings are read (DescribeConfigs) and compared
+//!   with the configuration's on the topic's own partition count: a topic
+//!   that differs is an [`ErrorKind::Conflict`](qis_core::ErrorKind::Conflict)
+//!   listing each difference and the `kafka-configs.sh` command that would
+//!   align it; it is left as it is. Settings a broker does not report are
+//!   not compared (tansu, the test broker, reports only those given when
+//!   the topic was created, and enforces no retention with memory storage);
+//!   a broker that refuses DescribeConfigs leaves the topic unchecked, with
+//!   a warning.
 //!
 //! ## Deposits
 //!
