@@ -117,6 +117,37 @@
 //! were acked but not yet contiguous (at-least-once). `delivery_count`
 //! counts deliveries by one handle; it starts again at 1 with a new owner.
 //!
+//! Rebalances, eager or incremental: a member whose partition is revoked
+//! commits what it finished there and forgets the partition's buffer and
+//! deliveries in flight; an assignment adds partitions (the
+//! `cooperative-sticky` assignor, `librdkafka.partition.assignment.strategy`,
+//! and the consumer group protocol, `librdkafka.group.protocol=consumer`,
+//! rebalance incrementally and are followed as such). A member whose session
+//! ended (assignment lost) commits nothing more for those partitions, and
+//! no commit ever goes below the group's committed offset found when the
+//! partition was assigned. An ack of a delivery whose partition moved away
+//! is not stored: its next owner delivers it again. `close` (the handle's,
+//! or the transport's, which closes every handle it opened) commits what
+//! was acked and fails when that commit fails, or when partitions moved
+//! before their acks could be committed: those packets will be delivered
+//! again.
+//!
+//! Retention can remove records the group has not acked (a consumer away
+//! for longer than `max_age`): when a member is assigned a partition whose
+//! committed offset is below the first retained record, it warns
+//! (`tracing::warn!`, with the count, for records of any subject under the
+//! prefix) that they will not be delivered, and reading resumes at the
+//! first retained record. A handle keeps the records of its own deliveries
+//! in flight, so it can still deliver those again after retention removed
+//! them from the brokers.
+//!
+//! [`backlog`](qis_core::DurableConsumer::backlog): `waiting` is, summed
+//! over the topic's partitions, the records from the consumer's position
+//! (this handle's where it holds the partition, else the group's committed
+//! offset) to the high watermark. Subjects are keys in one topic, so these
+//! are records of every subject under the prefix: an upper bound for a
+//! narrower pattern. `unacked` is this handle's deliveries in flight.
+//!
 //! The committed offsets carry the consumer's pattern as commit metadata:
 //! re-opening a name with another pattern fails with
 //! [`ErrorKind::Conflict`](qis_core::ErrorKind::Conflict). (Apache Kafka

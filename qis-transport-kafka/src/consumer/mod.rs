@@ -19,6 +19,7 @@
 //! - [`fetch`] and [`ack`]: what the caller does.
 
 mod ack;
+mod backlog;
 mod fetch;
 mod group;
 mod open;
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qis_core::{Delivery, DurableConsumer, Error, ErrorKind, Result};
+use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result};
 
 use crate::error::join_error;
 use crate::NAME;
@@ -107,6 +108,15 @@ impl DurableConsumer for KafkaConsumer {
 
     fn malformed_skipped(&self) -> u64 {
         self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    /// `waiting`: records from the consumer's position (this handle's on
+    /// the partitions it holds, else the group's committed offset) to the
+    /// high watermark, summed over the topic's partitions; they are records
+    /// of any subject under the prefix, so an upper bound for a narrower
+    /// pattern. `unacked`: this handle's deliveries in flight.
+    async fn backlog(&self) -> Result<Backlog> {
+        self.count_backlog().await
     }
 
     async fn close(&self) -> Result<()> {

@@ -215,3 +215,37 @@ fn progress_not_committed_is_counted_when_its_partition_is_revoked() {
     assert_eq!(st.uncommitted(&[0, 1]), 1);
     assert_eq!(st.uncommitted(&[1]), 0);
 }
+
+#[test]
+fn backlog_counts_from_the_handles_position_or_the_groups() {
+    use std::collections::HashMap;
+    let mut st = State::default();
+    // This handle holds partition 0 and has read up to offset 4 (two of
+    // them in flight); partition 1 is another member's, committed at 7;
+    // partition 2 has no commit, and retention starts it at 3.
+    st.assign(&[0], true, 1);
+    for o in 0..4 {
+        assert!(st.offer(record(0, o), 1));
+    }
+    for _ in 0..4 {
+        deliver(&mut st, 0);
+    }
+    st.ack(0, 0);
+    st.ack(0, 1);
+    let ranges = [(0, 0, 10), (1, 0, 12), (2, 3, 5)];
+    let committed = HashMap::from([(0, 2), (1, 7)]);
+    let b = st.backlog(&ranges, &committed);
+    assert_eq!(b.waiting, (10 - 4) + (12 - 7) + (5 - 3));
+    assert_eq!(b.unacked, 2);
+    // A committed offset below the log start counts from the log start.
+    let b = st.backlog(&[(1, 9, 12)], &committed);
+    assert_eq!(b.waiting, 3);
+    // A listed end behind what the handle read: what it read counts.
+    assert!(st.offer(record(0, 4), 1));
+    assert!(st.offer(record(0, 5), 1));
+    let b = st.backlog(&[(0, 0, 3)], &committed);
+    assert_eq!(
+        b.waiting, 2,
+        "offsets 4 and 5, read ahead and not delivered"
+    );
+}

@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::client::ms;
 use crate::config::KafkaConfig;
 
 /// Segments are this fraction of the retention they serve.
@@ -58,7 +57,11 @@ impl TopicSettings {
     /// partitions: Kafka's `retention.bytes` is per partition, so the topic's
     /// budget is split.
     pub fn wanted(config: &KafkaConfig, partitions: i32) -> TopicSettings {
-        let retention_ms = ms(config.retention.max_age).max(1);
+        // A long, unlike librdkafka's millisecond properties (`ms` caps
+        // those at i32::MAX, 24.8 days).
+        let retention_ms = u64::try_from(config.retention.max_age.as_millis())
+            .unwrap_or(i64::MAX as u64)
+            .clamp(1, i64::MAX as u64);
         let retention_bytes = (config.retention.max_bytes / partitions.max(1) as u64).max(1);
         TopicSettings {
             retention_ms,
@@ -161,6 +164,11 @@ mod tests {
         assert_eq!(s.segment_ms, MAX_SEGMENT_MS);
         assert_eq!(s.segment_bytes, MAX_SEGMENT_BYTES);
         assert!(s.segment_ms <= s.retention_ms / SEGMENT_FRACTION);
+        assert_eq!(
+            s.retention_ms,
+            365 * 86_400_000,
+            "not capped at i32::MAX ms"
+        );
     }
 
     fn reported(entries: &[(&str, &str)]) -> HashMap<String, Option<String>> {
