@@ -197,6 +197,8 @@ pub mod config;
 mod consumer;
 mod deposit;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod live;
 mod record;
 mod topic;
