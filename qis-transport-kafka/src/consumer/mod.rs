@@ -12,11 +12,14 @@
 //! read), so after a crash, a close or a rebalance the next owner resumes
 //! exactly after the contiguous run of acked packets.
 //!
-//! - [`open`]: the start position, a conflicting pattern refused, joining
+//! - [`open`](mod@open): the start position, a conflicting pattern refused, joining
 //!   the group;
-//! - [`group`]: the member's rebalance callbacks and its poller thread;
+//! - [`group`]: the member's rebalance callbacks (eager or incremental);
+//! - [`poller`]: its background thread, which also checks each newly
+//!   assigned partition (the group's committed offset, what retention
+//!   removed) and makes the final commit on close;
 //! - [`state`]: what the handle and its thread share, offsets included;
-//! - [`fetch`] and [`ack`]: what the caller does.
+//! - [`fetch`], [`ack`] and [`backlog`]: what the caller does.
 
 mod ack;
 mod backlog;
