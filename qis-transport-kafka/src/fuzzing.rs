@@ -17,7 +17,7 @@ pub fn decode_record(
     headers: &[(&str, Option<&[u8]>)],
     value: Option<&[u8]>,
 ) -> Decoded {
-    let record = RawRecord::from_parts(0, 0, key, headers.iter().copied(), value);
+    let record = RawRecord::from_parts(0, 0, key, || headers.iter().copied(), value);
     decode(prefix, pattern, &record)
 }
 

@@ -118,19 +118,26 @@
 //! counts deliveries by one handle; it starts again at 1 with a new owner.
 //!
 //! Rebalances, eager or incremental: a member whose partition is revoked
-//! commits what it finished there and forgets the partition's buffer and
-//! deliveries in flight; an assignment adds partitions (the
+//! commits what it finished there and drops what it read ahead. An eager
+//! rebalance gives partitions back in the same step, and a partition given
+//! back keeps its deliveries in flight (unless the group's committed offset
+//! moved past them meanwhile); a cooperative revocation (the
 //! `cooperative-sticky` assignor, `librdkafka.partition.assignment.strategy`,
-//! and the consumer group protocol, `librdkafka.group.protocol=consumer`,
-//! rebalance incrementally and are followed as such). A member whose session
-//! ended (assignment lost) commits nothing more for those partitions, and
-//! no commit ever goes below the group's committed offset found when the
-//! partition was assigned. An ack of a delivery whose partition moved away
-//! is not stored: its next owner delivers it again. `close` (the handle's,
-//! or the transport's, which closes every handle it opened) commits what
-//! was acked and fails when that commit fails, or when partitions moved
-//! before their acks could be committed: those packets will be delivered
-//! again.
+//! or the consumer group protocol, `librdkafka.group.protocol=consumer`,
+//! whose assignments add partitions) or a lost session (the member was
+//! away too long) forgets the partition's deliveries: its next owner
+//! delivers them again. A member whose session ended commits nothing more
+//! for those partitions, and no commit ever goes below the group's
+//! committed offset found when the partition was assigned. An ack of a
+//! delivery whose partition moved away is not stored. `close` (the
+//! handle's, or the transport's, which closes every handle it opened)
+//! commits what was acked and fails when that commit fails or does not
+//! finish, or when partitions moved before their acks could be committed:
+//! those packets will be delivered again. librdkafka's synchronous commit
+//! has no deadline (brokers that accept connections without answering hold
+//! it for ever), so an ack's commit is bounded by `request_timeout` (a
+//! [`Timeout`](qis_core::ErrorKind::Timeout); the acks stay recorded for a
+//! later commit) and `close` by twice that.
 //!
 //! Retention can remove records the group has not acked (a consumer away
 //! for longer than `max_age`): when a member is assigned a partition whose

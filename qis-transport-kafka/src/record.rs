@@ -38,32 +38,37 @@ pub(crate) struct RawRecord {
 
 impl RawRecord {
     pub fn from_message(m: &BorrowedMessage<'_>) -> Self {
-        let headers = m.headers();
         RawRecord::from_parts(
             m.partition(),
             m.offset(),
             m.key(),
-            headers
-                .iter()
-                .flat_map(|h| h.iter().map(|h| (h.key, h.value))),
+            || {
+                m.headers()
+                    .into_iter()
+                    .flat_map(|h| h.iter().map(|h| (h.key, h.value)))
+            },
             m.payload(),
         )
     }
 
     /// A record from its parts as the broker delivered them: key, headers
-    /// (name and value, in order) and value.
-    pub fn from_parts<'a>(
+    /// (name and value, in order; asked for only when there is no key:
+    /// librdkafka parses them on demand) and value.
+    pub fn from_parts<'a, H>(
         partition: i32,
         offset: i64,
         key: Option<&[u8]>,
-        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+        headers: impl FnOnce() -> H,
         payload: Option<&[u8]>,
-    ) -> Self {
+    ) -> Self
+    where
+        H: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    {
         // The key is the subject; the header is read only for a record
         // without a key.
         let subject_header = match key {
             Some(_) => None,
-            None => headers
+            None => headers()
                 .into_iter()
                 .find(|(name, _)| *name == HEADER_SUBJECT)
                 .and_then(|(_, value)| value.map(<[u8]>::to_vec)),

@@ -83,7 +83,7 @@ fn read(
         0,
         0,
         key,
-        headers.iter().map(|(k, v)| (*k, Some(v.as_slice()))),
+        || headers.iter().map(|(k, v)| (*k, Some(v.as_slice()))),
         value,
     );
     decode(&prefix(), pattern, &r)

@@ -4,8 +4,9 @@
 //! consumer it opened.
 //!
 //! `transport_close_closes_its_consumers` needs the shared broker
-//! (`QIS_KAFKA_URL`); `close_reports_acks_it_could_not_commit` starts and
-//! stops a broker of its own (tansu, via `scripts/servers/kafka.sh`). Without
+//! (`QIS_KAFKA_URL`); `close_reports_a_failed_final_commit` and
+//! `close_reports_acks_lost_with_the_session` each start a broker of their
+//! own (tansu, via `scripts/servers/kafka.sh`) and freeze or kill it. Without
 //! them the tests are ignored with the reason, or fail with
 //! `QIS_REQUIRE_LIVE=1`.
 
@@ -26,6 +27,7 @@ use qis_core::{
     ConsumerConfig, DurableConsumer, ErrorKind, OutcomeTransport, OutcomeTransportExt, PacketId,
     SubjectPattern,
 };
+use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 
 /// A member still open when its transport closes is closed with it: it
 /// leaves the group, so the next member of the group gets every partition.
@@ -77,11 +79,37 @@ async fn transport_close_closes_its_consumers(url: String) {
     t2.close().await.expect("close transport 2");
 }
 
-/// Acks whose commit fails (the broker is gone) are reported by `close`,
-/// the consumer's and the transport's, instead of vanishing.
-async fn close_reports_acks_it_could_not_commit(mut broker: PrivateBroker) {
+/// How the broker goes away in [`acks_not_stored`].
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// SIGSTOP: connections stay open and nothing is answered; commits
+    /// never finish (librdkafka's synchronous commit has no deadline), so
+    /// the handle's request timeout (2 s here) bounds them while the
+    /// members' sessions (12 s) last.
+    Frozen,
+    /// SIGKILL: connections drop; commits wait for a coordinator until the
+    /// sessions (6 s) end and the group takes the partitions.
+    Killed,
+}
+
+/// Two consumers fetch, the broker goes away, they ack: the acks cannot be
+/// stored, and `close` (the consumer's, and the transport's for the other)
+/// must say so instead of returning Ok.
+async fn acks_not_stored(mut broker: PrivateBroker, outage: Outage) {
     let prefix = fresh_prefix();
-    let t = transport(&broker.url(), &prefix).await;
+    // Sessions long enough that no member's ends on a busy machine before
+    // the outage, nor before the acks below reach the handles.
+    let config = match outage {
+        Outage::Frozen => {
+            let mut c = KafkaConfig::from_url(&broker.url("12s")).unwrap();
+            c.request_timeout = Duration::from_secs(2);
+            c
+        }
+        Outage::Killed => KafkaConfig::from_url(&broker.url("6s")).unwrap(),
+    };
+    let t = KafkaTransport::connect(config.prefix(prefix.clone()))
+        .await
+        .expect("connect");
     let all = SubjectPattern::new(format!("{prefix}.>")).unwrap();
     let open = |name: &'static str| {
         let t = t.clone();
@@ -105,37 +133,39 @@ async fn close_reports_acks_it_could_not_commit(mut broker: PrivateBroker) {
         .await
         .expect("consumer two fetches");
 
-    broker.stop().expect("stop the broker");
-    // The acks' commits fail (or wait for the coordinator, and the members'
-    // sessions end meanwhile): either way the acks are not stored.
+    match outage {
+        Outage::Frozen => broker.pause().expect("pause the broker"),
+        Outage::Killed => broker.kill().expect("kill the broker"),
+    }
     let (acked_one, acked_two) = futures::join!(one.ack(&got_one), two.ack(&got_two));
-    eprintln!("acks with the broker stopped: {acked_one:?}, {acked_two:?}");
+    eprintln!("{outage:?}: acks: {acked_one:?}, {acked_two:?}");
 
     let err = one
         .close()
         .await
         .expect_err("the consumer's close returned Ok though its acks were not committed");
-    eprintln!("consumer close: {err}");
+    eprintln!("{outage:?}: consumer close: {err}");
     assert!(err.kind().is_transient(), "{err}");
     let err = t.close().await.expect_err(
         "the transport's close returned Ok though consumer two's acks were not committed",
     );
-    eprintln!("transport close: {err}");
+    eprintln!("{outage:?}: transport close: {err}");
     assert!(err.kind().is_transient(), "{err}");
 }
 
 fn main() {
     let mut trials = broker_trials!(&broker(); transport_close_closes_its_consumers);
-    trials.push(trial(
-        "close_reports_acks_it_could_not_commit",
-        &private_broker::available(),
-        |()| {
-            block_on(CASE_LIMIT, async {
+    for (name, outage) in [
+        ("close_reports_a_failed_final_commit", Outage::Frozen),
+        ("close_reports_acks_lost_with_the_session", Outage::Killed),
+    ] {
+        trials.push(trial(name, &private_broker::available(), move |()| {
+            block_on(CASE_LIMIT, async move {
                 let broker = PrivateBroker::start()?;
-                close_reports_acks_it_could_not_commit(broker).await;
+                acks_not_stored(broker, outage).await;
                 Ok(())
             })
-        },
-    ));
+        }));
+    }
     qis_conformance::run_trials(trials);
 }

@@ -40,6 +40,14 @@ impl ClientContext for GroupContext {
     }
 }
 
+/// Whether the group rebalances incrementally (cooperative protocols).
+fn cooperative(consumer: &BaseConsumer<GroupContext>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
+}
+
 /// The partitions of `topic` in a rebalance's list.
 fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
     tpl.elements_for_topic(topic)
@@ -58,11 +66,15 @@ impl ConsumerContext for GroupContext {
         // The session ended and the group moved the partitions already:
         // a commit would be refused, or worse, land after their new owner's.
         let lost = consumer.assignment_lost();
-        // No ack may commit while the partitions change hands.
-        let _gate = sh.gate();
+        // No ack may commit while the partitions change hands. A commit that
+        // does not finish means unreachable brokers: revoke without one.
+        let gate = sh.gate();
+        if gate.is_none() {
+            tracing::warn!(consumer = %sh.name, "a commit of acks is still waiting for the brokers; revoking partitions without committing");
+        }
         sh.rebalances.fetch_add(1, Ordering::AcqRel);
         // Commit what this member finished; the next owner resumes there.
-        let offsets = if lost {
+        let offsets = if lost || gate.is_none() {
             Vec::new()
         } else {
             sh.lock().pending_commits()
@@ -73,20 +85,16 @@ impl ConsumerContext for GroupContext {
                 sh.commit_failed(&offsets);
             }
         }
-        let (unacked, uncommitted) = {
-            let mut st = sh.lock();
-            let uncommitted = st.uncommitted(&revoked);
-            (st.revoke(&revoked), uncommitted)
-        };
-        if uncommitted > 0 {
-            sh.uncommitted_revoked
-                .fetch_add(uncommitted as u64, Ordering::Relaxed);
-            tracing::warn!(consumer = %sh.name, partitions = uncommitted, "partitions moved before this member could commit its acks on them: those packets will be delivered again");
-        }
+        // An eager revocation (session intact) is followed by an assignment
+        // of the same generation: partitions given back to this member keep
+        // their deliveries in flight. Otherwise they are forgotten.
+        let park = !lost && !cooperative(consumer);
+        let dropped = sh.lock().revoke(&revoked, park);
+        sh.forgot(dropped);
         if lost {
-            tracing::warn!(consumer = %sh.name, partitions = ?revoked, unacked, "the group took this member's partitions (its session ended): their unacked deliveries go to the next owner");
+            tracing::warn!(consumer = %sh.name, partitions = ?revoked, unacked = dropped.in_flight, "the group took this member's partitions (its session ended): their unacked deliveries go to the next owner");
         } else {
-            tracing::debug!(consumer = %sh.name, partitions = ?revoked, unacked, "partitions revoked");
+            tracing::debug!(consumer = %sh.name, partitions = ?revoked, parked = park, unacked = dropped.in_flight, "partitions revoked");
         }
     }
 
@@ -97,15 +105,14 @@ impl ConsumerContext for GroupContext {
                 let assigned = partitions_of(tpl, &sh.topic);
                 // Cooperative protocols (the cooperative-sticky assignor,
                 // group.protocol=consumer) name only the partitions added.
-                let incremental = matches!(
-                    consumer.rebalance_protocol(),
-                    RebalanceProtocol::Cooperative
-                );
+                let incremental = cooperative(consumer);
                 {
-                    let _gate = sh.gate();
+                    // New and given-back partitions commit nothing before the
+                    // poller checked them: no gate needed.
                     let since = sh.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
-                    let added = sh.lock().assign(&assigned, incremental, since);
-                    tracing::debug!(consumer = %sh.name, partitions = ?assigned, ?added, incremental, "partitions assigned");
+                    let dropped = sh.lock().assign(&assigned, incremental, since);
+                    sh.forgot(dropped);
+                    tracing::debug!(consumer = %sh.name, partitions = ?assigned, incremental, unacked_dropped = dropped.in_flight, "partitions assigned");
                 }
                 sh.notify.notify_waiters();
             }

@@ -142,7 +142,7 @@ impl KafkaConsumer {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let name = self.shared.name.clone();
-        let flushed = tokio::task::spawn_blocking(move || {
+        let leaving = tokio::task::spawn_blocking(move || {
             let flushed = match thread.map(|t| t.join()) {
                 None => Ok(()),
                 Some(Ok(flushed)) => flushed,
@@ -154,12 +154,30 @@ impl KafkaConsumer {
             };
             drop(consumer);
             flushed
-        })
-        .await
-        .map_err(|e| join_error("closing the consumer", e))?;
-        // Out of the group (also when the thread panicked before saying so).
-        self.shared.left.store(true, Ordering::Release);
-        self.shared.notify.notify_waiters();
+        });
+        // The final commit and the group leave wait for the brokers; a
+        // broker that accepts connections without answering would hold
+        // them for ever. The thread finishes on its own if it ever can.
+        let limit = self.shared.request_timeout * 2;
+        let flushed = match tokio::time::timeout(limit, leaving).await {
+            Ok(joined) => {
+                let flushed = joined.map_err(|e| join_error("closing the consumer", e))?;
+                // Out of the group (also when the thread panicked before
+                // saying so).
+                self.shared.left.store(true, Ordering::Release);
+                self.shared.notify.notify_waiters();
+                flushed
+            }
+            // Still leaving: the thread says when it left.
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                NAME,
+                format!(
+                    "consumer {} did not finish committing its acks and leaving its group within {limit:?}: check the brokers; acks since its last commit may be delivered again",
+                    self.shared.name
+                ),
+            )),
+        };
         flushed?;
         let moved = self.shared.uncommitted_revoked.swap(0, Ordering::Relaxed);
         if moved > 0 {

@@ -7,15 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qis_core::Result;
+use qis_core::{Error, ErrorKind, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::group::GroupConsumer;
-use super::state::{Buffered, Shared};
+use super::state::{retention_gap, Buffered, Shared};
 use crate::error::kafka_error;
 use crate::record::{decode, RawRecord};
+use crate::NAME;
 
 /// How long the background thread blocks in one librdkafka poll.
 const POLL: Duration = Duration::from_millis(50);
@@ -78,6 +79,7 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
         }
         // Before any record of a new assignment is buffered.
         check_assigned(&consumer, &sh);
+        check_first_records(&consumer, &sh, &batch);
         if !batch.is_empty() {
             let mut st = sh.lock();
             let mut added = false;
@@ -90,12 +92,20 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
         }
     }
     // Flush: commit the frontier, then close (LeaveGroup) on this thread.
-    let flushed = {
-        let _gate = sh.gate();
-        let offsets = sh.lock().pending_commits();
-        match offsets.is_empty() {
-            true => Ok(()),
-            false => consumer
+    let flushed = match sh.gate() {
+        None => Err(Error::new(
+            ErrorKind::Timeout,
+            NAME,
+            format!(
+                "consumer {} closed while a commit of its acks was still waiting for the brokers (over {:?}): acks since its last commit may be delivered again",
+                sh.name, sh.request_timeout
+            ),
+        )),
+        Some(_gate) => {
+            let offsets = sh.lock().pending_commits();
+            match offsets.is_empty() {
+                true => Ok(()),
+                false => consumer
                 .commit(&sh.commit_list(&offsets), CommitMode::Sync)
                 .map_err(|e| {
                     tracing::warn!(consumer = %sh.name, error = %e, "could not commit acks on close; they will be delivered again");
@@ -107,6 +117,7 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
                         e,
                     )
                 }),
+            }
         }
     };
     // The last reference: closing sends LeaveGroup and waits for it.
@@ -117,8 +128,8 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
 }
 
 /// For each partition assigned since the last call: read the group's
-/// committed offset (commits never go below it) and the first retained
-/// offset, and warn when retention removed records the group had not acked.
+/// committed offset (one request): commits never go below it, and the
+/// first record read is compared with it.
 fn check_assigned(consumer: &GroupConsumer, sh: &Shared) {
     let unchecked = sh.lock().unchecked();
     if unchecked.is_empty() {
@@ -128,6 +139,13 @@ fn check_assigned(consumer: &GroupConsumer, sh: &Shared) {
     for &(p, _) in &unchecked {
         tpl.add_partition(&sh.topic, p);
     }
+    let offset_of = |tpl: &TopicPartitionList, p: i32| {
+        tpl.find_partition(&sh.topic, p)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            })
+    };
     let committed = match consumer.committed_offsets(tpl, sh.request_timeout) {
         Ok(c) => c,
         Err(e) => {
@@ -135,29 +153,37 @@ fn check_assigned(consumer: &GroupConsumer, sh: &Shared) {
             TopicPartitionList::new()
         }
     };
+    let mut st = sh.lock();
     for (p, since) in unchecked {
-        let committed = committed
-            .find_partition(&sh.topic, p)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
+        let stale = st.checked(p, since, offset_of(&committed, p));
+        if stale.in_flight > 0 {
+            tracing::debug!(consumer = %sh.name, partition = p, unacked = stale.in_flight, "the group read on past this member's deliveries while it was away; dropped them");
+        }
+    }
+}
+
+/// Warn about records retention removed before the group acked them, seen
+/// as a new assignment's first record past the group's committed offset
+/// (confirmed by the partition's first retained offset).
+fn check_first_records(consumer: &GroupConsumer, sh: &Shared, batch: &[(Buffered, u64)]) {
+    let ahead = sh.lock().skipped_ahead(batch);
+    for (p, committed, first_read) in ahead {
         let log_start = match consumer.fetch_watermarks(&sh.topic, p, sh.request_timeout) {
-            Ok((low, _)) => Some(low),
+            Ok((low, _)) => low,
             Err(e) => {
                 tracing::debug!(consumer = %sh.name, partition = p, error = %e, "could not read the first retained offset");
-                None
+                continue;
             }
         };
-        let lost = sh.lock().checked(p, since, committed, log_start);
+        let lost = retention_gap(committed, first_read, log_start);
         if lost > 0 {
             let total = sh.retention_lost.fetch_add(lost, Ordering::Relaxed) + lost;
             tracing::warn!(
                 consumer = %sh.name,
                 topic = %sh.topic,
                 partition = p,
-                committed = ?committed,
-                log_start = ?log_start,
+                committed,
+                log_start,
                 lost,
                 total,
                 "retention removed records this consumer had not acked (fetched and unacked, or not yet delivered; of any subject under the prefix): they will not be delivered"

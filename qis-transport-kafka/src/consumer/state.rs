@@ -37,6 +37,12 @@ pub(super) struct Part {
     /// The group's committed offset when this member got the partition:
     /// nothing below it is ever committed again.
     pub(super) floor: Option<i64>,
+    /// The committed offset, until the first record of the assignment is
+    /// read: a first record past it means records were removed meanwhile.
+    pub(super) first_expected: Option<i64>,
+    /// Given back after an eager revocation with its deliveries in flight,
+    /// not checked yet against the group's committed offset.
+    pub(super) restored: bool,
     /// The offset after the last record this handle finished reading
     /// (delivered, skipped or malformed).
     pub(super) handled_next: Option<i64>,
@@ -64,10 +70,21 @@ impl Part {
         self.in_flight.keys().next().copied().or(self.handled_next)
     }
 
+    /// Whether the frontier moved past what was last committed: that
+    /// progress (acks, skipped records) is lost if the partition goes now.
+    pub(super) fn has_uncommitted(&self) -> bool {
+        let done = self.committed.max(self.floor);
+        self.frontier().is_some_and(|f| done.is_none_or(|d| f > d))
+    }
+
     /// The frontier, if it moved past what was last committed and past the
     /// group's offset when the partition was assigned: a commit never moves
     /// the group's offset back.
     pub(super) fn to_commit(&self) -> Option<i64> {
+        if self.unchecked {
+            // The group's offset is not known yet.
+            return None;
+        }
         let f = self.frontier()?;
         let behind = |o: Option<i64>| o.is_some_and(|o| o >= f);
         if behind(self.committed) || behind(self.floor) {
@@ -82,12 +99,32 @@ impl Part {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) parts: BTreeMap<i32, Part>,
+    /// Partitions revoked by an eager rebalance, kept until its assignment:
+    /// given back to this member, they keep their deliveries in flight.
+    pub(super) parked: BTreeMap<i32, Part>,
     /// How many assignments the group gave this member so far.
     pub(super) assignments: u64,
     /// Records waiting in all buffers.
     pub(super) buffered: usize,
     /// Their size in bytes (keys and values).
     pub(super) buffered_bytes: usize,
+}
+
+/// What a handle forgot of partitions taken from it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Revoked {
+    /// Deliveries that were in flight: their next owner delivers them again.
+    pub(super) in_flight: usize,
+    /// Partitions whose progress (acks, skipped records) was not committed:
+    /// those acks are lost.
+    pub(super) uncommitted: usize,
+}
+
+impl Revoked {
+    fn add(&mut self, part: &Part) {
+        self.in_flight += part.in_flight.len();
+        self.uncommitted += usize::from(part.has_uncommitted());
+    }
 }
 
 /// A record read ahead, already decoded by the poller thread (so decoding
@@ -103,13 +140,16 @@ impl State {
     /// `rebalance`. An `incremental` assignment (cooperative protocols: the
     /// `cooperative-sticky` assignor, `group.protocol=consumer`) adds to the
     /// partitions kept; an eager one names every partition the member has.
-    /// Returns the partitions that are new to the member.
+    /// A partition [parked](Self::revoke) by the eager revocation just
+    /// before comes back with its deliveries in flight (nobody else can have
+    /// read it in between); parked ones not given back are dropped.
     pub(super) fn assign(
         &mut self,
         partitions: &[i32],
         incremental: bool,
         rebalance: u64,
-    ) -> Vec<i32> {
+    ) -> Revoked {
+        let mut dropped = Revoked::default();
         if !incremental {
             // Eager rebalances revoke everything first; a partition missing
             // here is not this member's any more.
@@ -119,64 +159,108 @@ impl State {
                 .filter(|p| !partitions.contains(p))
                 .copied()
                 .collect();
-            self.revoke(&gone);
+            dropped = self.revoke(&gone, false);
         }
-        let mut added = Vec::new();
         for &p in partitions {
-            self.parts.entry(p).or_insert_with(|| {
-                added.push(p);
-                Part::assigned(rebalance)
-            });
+            if self.parts.contains_key(&p) {
+                continue;
+            }
+            let part = match self.parked.remove(&p) {
+                Some(mut kept) => {
+                    kept.since = rebalance;
+                    kept.unchecked = true;
+                    kept.restored = true;
+                    kept
+                }
+                None => Part::assigned(rebalance),
+            };
+            self.parts.insert(p, part);
+        }
+        for (_, part) in std::mem::take(&mut self.parked) {
+            dropped.add(&part);
         }
         self.assignments += 1;
-        added
+        dropped
     }
 
-    /// Partitions taken from this member (revoked, or lost when its session
-    /// ended): what it read ahead, its deliveries in flight and its offsets
-    /// are forgotten. Their next owner (maybe this member again) resumes at
-    /// the group's committed offset and delivers the unacked ones again.
-    /// Returns how many deliveries were in flight.
-    pub(super) fn revoke(&mut self, partitions: &[i32]) -> usize {
-        let mut in_flight = 0;
+    /// Partitions taken from this member: what it read ahead is dropped
+    /// (their next owner reads from the committed offset). With `park`
+    /// (an eager revocation, the member's session intact) the rest is kept
+    /// until the assignment that follows; else (a cooperative revocation,
+    /// or partitions lost when the session ended: someone else may read
+    /// them before they come back) the deliveries in flight and offsets are
+    /// forgotten, and their next owner (maybe this member again) delivers
+    /// the unacked ones again. Returns what was forgotten.
+    pub(super) fn revoke(&mut self, partitions: &[i32], park: bool) -> Revoked {
+        let mut dropped = Revoked::default();
         for p in partitions {
-            if let Some(part) = self.parts.remove(p) {
-                in_flight += part.in_flight.len();
+            let Some(mut part) = self.parts.remove(p) else {
+                continue;
+            };
+            if park {
+                part.buffer.clear();
+                part.fetched_next = part.handled_next;
+                self.parked.insert(*p, part);
+            } else {
+                dropped.add(&part);
             }
         }
         self.recount();
-        in_flight
+        dropped
     }
 
-    /// How many of these partitions have progress (acks, skipped records)
-    /// that is not committed: revoking them now loses it.
-    pub(super) fn uncommitted(&self, partitions: &[i32]) -> usize {
-        partitions
-            .iter()
-            .filter_map(|p| self.parts.get(p))
-            .filter(|part| part.to_commit().is_some())
-            .count()
-    }
-
-    /// What the poller thread found when it checked a newly assigned
-    /// partition: the group's `committed` offset and the partition's first
-    /// retained offset `log_start`. Commits never go below the committed
-    /// offset. Returns how many records from the committed offset on were
-    /// removed by retention before the group acked them (0 if the partition
-    /// is no longer this member's under the same assignment).
+    /// The group's `committed` offset of a newly assigned partition, as the
+    /// poller thread read it (under the assignment `since`): commits never
+    /// go below it, and the first record read is compared with it. A
+    /// partition given back after an eager revocation keeps its deliveries
+    /// in flight unless the group's offset moved past what this member had
+    /// finished (it was away long enough for another member to read on):
+    /// then it starts afresh, and the dropped deliveries are returned.
     pub(super) fn checked(
         &mut self,
         partition: i32,
         since: u64,
         committed: Option<i64>,
-        log_start: Option<i64>,
-    ) -> u64 {
+    ) -> Revoked {
         let Some(part) = self.parts.get_mut(&partition).filter(|p| p.since == since) else {
-            return 0;
+            return Revoked::default();
         };
+        let mut dropped = Revoked::default();
+        if std::mem::take(&mut part.restored) {
+            let finished = part.frontier();
+            if committed.is_some_and(|c| finished.is_some_and(|f| c > f)) {
+                dropped.in_flight = part.in_flight.len();
+                *part = Part::assigned(since);
+            }
+        }
         part.unchecked = false;
         part.floor = committed;
-        retention_gap(committed, log_start)
+        part.first_expected = committed;
+        dropped
+    }
+
+    /// The first records of new assignments in a batch the poller read
+    /// (each with the rebalance count it was polled in): for each partition
+    /// whose first record lies past the group's committed offset, `(partition,
+    /// committed, first offset read)`. Records may have been removed by
+    /// retention in between ([`retention_gap`]).
+    pub(super) fn skipped_ahead(&mut self, batch: &[(Buffered, u64)]) -> Vec<(i32, i64, i64)> {
+        let mut out = Vec::new();
+        for (b, polled_in) in batch {
+            let r = &b.record;
+            let Some(part) = self.parts.get_mut(&r.partition) else {
+                continue;
+            };
+            if *polled_in < part.since || part.unchecked {
+                continue;
+            }
+            if let Some(c) = part.first_expected.take() {
+                if r.offset > c {
+                    out.push((r.partition, c, r.offset));
+                }
+            }
+        }
+        out
     }
 
     /// Partitions still to be checked, with their rebalance count.
@@ -265,13 +349,19 @@ impl State {
 }
 
 /// How many records retention removed before the group acked them: those
-/// from the group's committed offset up to the first retained one. Kafka
-/// then resumes the group at the first retained record
-/// (`auto.offset.reset=earliest`), so they are never delivered.
-pub(super) fn retention_gap(committed: Option<i64>, log_start: Option<i64>) -> u64 {
-    match (committed, log_start) {
-        (Some(c), Some(l)) if c >= 0 && l > c => (l - c) as u64,
-        _ => 0,
+/// from the group's `committed` offset up to the first retained one
+/// (`log_start`), and no further than the first record read after it
+/// (`first_read`). Kafka resumes the group at the first retained record
+/// (`auto.offset.reset=earliest`), so they are never delivered. Offsets are
+/// contiguous in a topic only this transport writes (no transactions, no
+/// compaction), so a first record past the committed offset is the sign;
+/// the log start confirms it.
+pub(super) fn retention_gap(committed: i64, first_read: i64, log_start: i64) -> u64 {
+    let removed_up_to = first_read.min(log_start);
+    if committed >= 0 && removed_up_to > committed {
+        (removed_up_to - committed) as u64
+    } else {
+        0
     }
 }
 
@@ -325,9 +415,33 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wait for commits under way, and keep others out.
-    pub(super) fn gate(&self) -> MutexGuard<'_, ()> {
-        self.commit_gate.lock().unwrap_or_else(|e| e.into_inner())
+    /// Account for what a rebalance made this member forget: acks on
+    /// partitions whose progress was not committed are lost (reported by
+    /// `close`).
+    pub(super) fn forgot(&self, dropped: Revoked) {
+        if dropped.uncommitted > 0 {
+            self.uncommitted_revoked
+                .fetch_add(dropped.uncommitted as u64, Ordering::Relaxed);
+            tracing::warn!(consumer = %self.name, partitions = dropped.uncommitted, "partitions moved before this member could commit its acks on them: those packets will be delivered again");
+        }
+    }
+
+    /// Wait (up to the request timeout) for a commit under way, and keep
+    /// others out. `None` when the commit under way did not finish in time:
+    /// librdkafka's synchronous commit has no deadline of its own, and waits
+    /// as long as the brokers accept connections without answering.
+    pub(super) fn gate(&self) -> Option<MutexGuard<'_, ()>> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            if let Some(g) = self.try_gate() {
+                return Some(g);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // A commit takes a broker round trip; this wait is bounded.
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// The gate, unless a commit is under way.

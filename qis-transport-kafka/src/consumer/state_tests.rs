@@ -56,7 +56,7 @@ fn incremental_assign_adds_partitions_and_revoke_removes_them() {
     // 2 and 3 (added to what it kept).
     st.assign(&[0, 1, 2], true, 1);
     assert!(st.offer(record(0, 0), 1));
-    st.revoke(&[2]);
+    st.revoke(&[2], false);
     assert_eq!(
         partitions(&st),
         [0, 1],
@@ -92,8 +92,9 @@ fn a_regained_partition_never_commits_below_the_groups_offset() {
     // The member's session ends (assignment lost): the group moves the
     // partition to another member, which acks on up to offset 20. Then this
     // member gets the partition back and reads on from offset 20.
-    st.revoke(&[0]);
+    st.revoke(&[0], false);
     st.assign(&[0], false, 2);
+    st.checked(0, 2, Some(20));
     assert!(st.offer(record(0, 20), 2));
     let c = deliver(&mut st, 0);
     assert_eq!(c, 20);
@@ -115,7 +116,7 @@ fn records_read_before_a_reassignment_are_not_buffered() {
     let stale = record(0, 30);
     // ...then the partition moved away and came back; librdkafka reads on
     // from the group's committed offset, 20.
-    st.revoke(&[0]);
+    st.revoke(&[0], false);
     st.assign(&[0], false, 3);
     assert!(
         !st.offer(stale, 1),
@@ -133,7 +134,7 @@ fn commits_never_go_below_the_offset_the_group_had_at_assignment() {
     st.assign(&[0], false, 1);
     assert_eq!(st.unchecked(), [(0, 1)]);
     // The poller found the group's committed offset at 20.
-    assert_eq!(st.checked(0, 1, Some(20), Some(0)), 0);
+    st.checked(0, 1, Some(20));
     assert!(st.unchecked().is_empty());
     // Whatever this member then reads below it (a broker resetting the
     // fetch position, a record buffered too early) cannot commit it.
@@ -151,10 +152,10 @@ fn commits_never_go_below_the_offset_the_group_had_at_assignment() {
 fn a_check_of_an_earlier_assignment_is_ignored() {
     let mut st = State::default();
     st.assign(&[0], false, 1);
-    st.revoke(&[0]);
+    st.revoke(&[0], false);
     st.assign(&[0], false, 3);
     // The poller checked the partition under the first assignment.
-    assert_eq!(st.checked(0, 1, Some(5), Some(9)), 0);
+    st.checked(0, 1, Some(5));
     assert_eq!(
         st.unchecked(),
         [(0, 3)],
@@ -164,15 +165,40 @@ fn a_check_of_an_earlier_assignment_is_ignored() {
 
 #[test]
 fn retention_gap_counts_records_removed_before_they_were_acked() {
-    assert_eq!(retention_gap(Some(10), Some(25)), 15);
-    assert_eq!(retention_gap(Some(25), Some(25)), 0);
-    assert_eq!(retention_gap(Some(30), Some(25)), 0);
-    assert_eq!(retention_gap(None, Some(25)), 0, "no committed offset");
-    assert_eq!(retention_gap(Some(10), None), 0, "log start unknown");
-    assert_eq!(retention_gap(Some(-1001), Some(25)), 0, "a logical offset");
+    assert_eq!(retention_gap(10, 25, 25), 15);
+    assert_eq!(
+        retention_gap(10, 25, 30),
+        15,
+        "no further than the first record read"
+    );
+    assert_eq!(
+        retention_gap(10, 25, 5),
+        0,
+        "the log start says nothing was removed there"
+    );
+    assert_eq!(retention_gap(25, 25, 25), 0);
+    assert_eq!(retention_gap(-1001, 25, 25), 0, "a logical offset");
+}
+
+#[test]
+fn a_first_record_past_the_committed_offset_is_reported_once() {
     let mut st = State::default();
     st.assign(&[0, 1], true, 1);
-    assert_eq!(st.checked(1, 1, Some(3), Some(10)), 7);
+    st.checked(0, 1, Some(3));
+    st.checked(1, 1, Some(7));
+    let batch = [
+        (record(0, 10), 0), // read under an earlier assignment
+        (record(0, 10), 1),
+        (record(0, 11), 1),
+        (record(1, 7), 1),
+    ];
+    assert_eq!(st.skipped_ahead(&batch), [(0, 3, 10)]);
+    assert_eq!(st.skipped_ahead(&[(record(0, 12), 1)]), []);
+    // A partition not checked yet is compared once it is.
+    st.assign(&[2], true, 2);
+    assert_eq!(st.skipped_ahead(&[(record(2, 5), 2)]), []);
+    st.checked(2, 2, Some(1));
+    assert_eq!(st.skipped_ahead(&[(record(2, 5), 2)]), [(2, 1, 5)]);
 }
 
 #[test]
@@ -191,7 +217,7 @@ fn unacked_counts_deliveries_in_flight_on_every_partition() {
     st.ack(1, o);
     assert_eq!(st.unacked(), 2);
     assert_eq!(
-        st.revoke(&[0]),
+        st.revoke(&[0], false).in_flight,
         1,
         "one delivery in flight on the revoked partition"
     );
@@ -202,18 +228,68 @@ fn unacked_counts_deliveries_in_flight_on_every_partition() {
 fn progress_not_committed_is_counted_when_its_partition_is_revoked() {
     let mut st = State::default();
     st.assign(&[0, 1], true, 1);
-    assert!(st.offer(record(0, 0), 1));
-    assert!(st.offer(record(1, 0), 1));
-    let a = deliver(&mut st, 0);
-    let b = deliver(&mut st, 1);
-    st.ack(0, a);
-    st.ack(1, b);
+    for p in [0, 1] {
+        st.checked(p, 1, Some(0));
+        assert!(st.offer(record(p, 0), 1));
+        let o = deliver(&mut st, p);
+        st.ack(p, o);
+    }
     // Partition 1's commit went through; partition 0's did not.
-    let sent = st.pending_commits();
-    assert_eq!(sent, [(0, 1), (1, 1)]);
+    assert_eq!(st.pending_commits(), [(0, 1), (1, 1)]);
     st.parts.get_mut(&0).unwrap().committed = None;
-    assert_eq!(st.uncommitted(&[0, 1]), 1);
-    assert_eq!(st.uncommitted(&[1]), 0);
+    let dropped = st.revoke(&[0, 1], false);
+    assert_eq!(
+        dropped,
+        Revoked {
+            in_flight: 0,
+            uncommitted: 1
+        }
+    );
+}
+
+#[test]
+fn an_eager_rebalance_gives_back_partitions_with_their_deliveries() {
+    let mut st = State::default();
+    st.assign(&[0, 1], false, 1);
+    st.checked(0, 1, Some(5));
+    st.checked(1, 1, Some(0));
+    assert!(st.offer(record(0, 5), 1));
+    assert!(st.offer(record(0, 6), 1));
+    let o = deliver(&mut st, 0);
+    assert_eq!(o, 5);
+    // Another member joins: everything is revoked, partition 0 comes back.
+    assert_eq!(st.revoke(&[0, 1], true), Revoked::default());
+    assert_eq!(st.buffered, 0, "what was read ahead is read again");
+    let dropped = st.assign(&[0], false, 3);
+    assert_eq!(dropped, Revoked::default(), "partition 1 held nothing");
+    assert!(st.parked.is_empty());
+    assert_eq!(st.pending_commits(), [], "nothing commits before the check");
+    assert_eq!(st.checked(0, 3, Some(5)), Revoked::default());
+    // librdkafka reads again from 5; 5 is in flight, 6 is new again.
+    assert!(!st.offer(record(0, 5), 3));
+    assert!(st.offer(record(0, 6), 3));
+    assert!(
+        st.ack(0, o),
+        "the delivery made before the rebalance is acked"
+    );
+    assert_eq!(st.pending_commits(), [(0, 6)]);
+}
+
+#[test]
+fn a_partition_given_back_after_the_group_read_on_starts_afresh() {
+    let mut st = State::default();
+    st.assign(&[0], false, 1);
+    st.checked(0, 1, Some(5));
+    assert!(st.offer(record(0, 5), 1));
+    let o = deliver(&mut st, 0);
+    st.revoke(&[0], true);
+    // This member was away for a while: another one read on to 20.
+    st.assign(&[0], false, 3);
+    let dropped = st.checked(0, 3, Some(20));
+    assert_eq!(dropped.in_flight, 1);
+    assert!(!st.ack(0, o));
+    assert_eq!(st.pending_commits(), []);
+    assert!(st.offer(record(0, 20), 3));
 }
 
 #[test]

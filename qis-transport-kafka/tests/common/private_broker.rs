@@ -34,6 +34,7 @@ pub struct PrivateBroker {
     dir: TempDir,
     port: u16,
     running: bool,
+    paused: bool,
 }
 
 impl PrivateBroker {
@@ -45,22 +46,61 @@ impl PrivateBroker {
             dir,
             port,
             running: false,
+            paused: false,
         };
         broker.run("start")?;
         broker.running = true;
         Ok(broker)
     }
 
-    /// The broker's URL, with the short group session the shared broker's
-    /// env file sets too.
-    pub fn url(&self) -> String {
-        format!("kafka://127.0.0.1:{}?session_timeout=2s", self.port)
+    /// The broker's URL, with a group session of `session_timeout` (tansu
+    /// forms a new group in about half a session).
+    pub fn url(&self, session_timeout: &str) -> String {
+        format!(
+            "kafka://127.0.0.1:{}?session_timeout={session_timeout}",
+            self.port
+        )
+    }
+
+    /// Kill it (SIGKILL): connections drop at once, with no goodbye from
+    /// the broker.
+    pub fn kill(&mut self) -> Result<(), String> {
+        self.signal("KILL")?;
+        // The script waits for the exit and removes the pid file.
+        self.stop()
+    }
+
+    /// Freeze it (SIGSTOP): connections stay open, nothing is answered.
+    /// Dropping the broker thaws and stops it.
+    pub fn pause(&mut self) -> Result<(), String> {
+        self.signal("STOP")?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Send `signal` to the PID the script started.
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let pidfile = self.dir.path().join("kafka.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .map_err(|e| format!("cannot read {}: {e}", pidfile.display()))?;
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .status()
+            .map_err(|e| format!("could not run kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {} failed", pid.trim()))
+        }
     }
 
     /// Stop it (SIGTERM by PID, then SIGKILL if it lingers).
     pub fn stop(&mut self) -> Result<(), String> {
         if !self.running {
             return Ok(());
+        }
+        if std::mem::take(&mut self.paused) {
+            self.signal("CONT")?;
         }
         self.running = false;
         self.run("stop")
