@@ -87,10 +87,12 @@ pub struct KafkaConfig {
     /// Replication factor when the transport creates the topic (default 1;
     /// use 3 on a production cluster).
     pub replication_factor: i32,
-    /// Retention of a topic the transport creates: `retention.ms` is
-    /// `max_age` (default 24 h); `max_bytes` (default 50 MiB) bounds the
-    /// whole topic, so as Kafka's `retention.bytes` is per partition the
-    /// topic is created with `max_bytes / partitions`.
+    /// Retention of the topic: `retention.ms` is `max_age` (default 24 h);
+    /// `max_bytes` (default 50 MiB) bounds the whole topic, so as Kafka's
+    /// `retention.bytes` is per partition the topic is created with
+    /// `max_bytes / partitions`. Segments of a tenth of each make the bound
+    /// hold (see the crate docs); an existing topic with other settings is a
+    /// [`Conflict`](ErrorKind::Conflict).
     pub retention: Retention,
     /// How long setting up one broker connection may take (librdkafka's
     /// `socket.connection.setup.timeout.ms`; default 5 s).

@@ -16,7 +16,7 @@ use rdkafka::ClientConfig;
 use crate::client::{base_config, ms, user_options, TracingContext};
 use crate::config::KafkaConfig;
 use crate::error::kafka_error;
-use crate::record::{HEADER_PACKET_ID, HEADER_SUBJECT};
+use crate::record::headers_of;
 use crate::NAME;
 
 /// The producer every handle of a transport shares.
@@ -40,17 +40,17 @@ pub(crate) fn producer(config: &KafkaConfig) -> Result<Producer> {
         .map_err(|e| kafka_error("could not create the Kafka producer", e))
 }
 
-/// The record headers of a packet.
+/// The record headers of a packet ([`headers_of`]).
 fn headers(packet: &EncodedPacket, id_hex: &str) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(2)
-        .insert(Header {
-            key: HEADER_PACKET_ID,
-            value: Some(id_hex.as_bytes()),
-        })
-        .insert(Header {
-            key: HEADER_SUBJECT,
-            value: Some(packet.subject().as_str().as_bytes()),
-        })
+    headers_of(packet, id_hex).into_iter().fold(
+        OwnedHeaders::new_with_capacity(2),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
 }
 
 /// Hand one packet to the producer's queue; the future resolves once the

@@ -64,7 +64,22 @@
 //! - The topic is created if missing (admin client), with
 //!   [`KafkaConfig::partitions`] partitions (default 3), `retention.ms` =
 //!   `max_age` (24 h) and `retention.bytes` = `max_bytes` (50 MiB) /
-//!   partitions (Kafka counts bytes per partition).
+//!   partitions (Kafka counts bytes per partition), `cleanup.policy=delete`,
+//!   and segments a tenth of those (`segment.ms`, `segment.bytes`, within
+//!   1 s – 7 days and 1 MiB – 1 GiB). Kafka deletes whole segments only, so
+//!   the segments are what make the retention hold: a record stays at most
+//!   `max_age` + `segment.ms` (plus the broker's
+//!   `log.retention.check.interval.ms`, 5 min by default), and the topic
+//!   holds at most `max_bytes` + partitions × `segment.bytes`.
+//! - An existing topic's settings are read (DescribeConfigs) and compared
+//!   with the configuration's on the topic's own partition count: a topic
+//!   that differs is an [`ErrorKind::Conflict`](qis_core::ErrorKind::Conflict)
+//!   listing each difference and the `kafka-configs.sh` command that would
+//!   align it; it is left as it is. Settings a broker does not report are
+//!   not compared (tansu, the test broker, reports only those given when
+//!   the topic was created, and enforces no retention with memory storage);
+//!   a broker that refuses DescribeConfigs leaves the topic unchecked, with
+//!   a warning.
 //!
 //! ## Deposits
 //!
@@ -101,6 +116,44 @@
 //! partition delivers it again, together with any packets after it that
 //! were acked but not yet contiguous (at-least-once). `delivery_count`
 //! counts deliveries by one handle; it starts again at 1 with a new owner.
+//!
+//! Rebalances, eager or incremental: a member whose partition is revoked
+//! commits what it finished there and drops what it read ahead. An eager
+//! rebalance gives partitions back in the same step, and a partition given
+//! back keeps its deliveries in flight (unless the group's committed offset
+//! moved past them meanwhile); a cooperative revocation (the
+//! `cooperative-sticky` assignor, `librdkafka.partition.assignment.strategy`,
+//! or the consumer group protocol, `librdkafka.group.protocol=consumer`,
+//! whose assignments add partitions) or a lost session (the member was
+//! away too long) forgets the partition's deliveries: its next owner
+//! delivers them again. A member whose session ended commits nothing more
+//! for those partitions, and no commit ever goes below the group's
+//! committed offset found when the partition was assigned. An ack of a
+//! delivery whose partition moved away is not stored. `close` (the
+//! handle's, or the transport's, which closes every handle it opened)
+//! commits what was acked and fails when that commit fails or does not
+//! finish, or when partitions moved before their acks could be committed:
+//! those packets will be delivered again. librdkafka's synchronous commit
+//! has no deadline (brokers that accept connections without answering hold
+//! it for ever), so an ack's commit is bounded by `request_timeout` (a
+//! [`Timeout`](qis_core::ErrorKind::Timeout); the acks stay recorded for a
+//! later commit) and `close` by twice that.
+//!
+//! Retention can remove records the group has not acked (a consumer away
+//! for longer than `max_age`): when a member is assigned a partition whose
+//! committed offset is below the first retained record, it warns
+//! (`tracing::warn!`, with the count, for records of any subject under the
+//! prefix) that they will not be delivered, and reading resumes at the
+//! first retained record. A handle keeps the records of its own deliveries
+//! in flight, so it can still deliver those again after retention removed
+//! them from the brokers.
+//!
+//! [`backlog`](qis_core::DurableConsumer::backlog): `waiting` is, summed
+//! over the topic's partitions, the records from the consumer's position
+//! (this handle's where it holds the partition, else the group's committed
+//! offset) to the high watermark. Subjects are keys in one topic, so these
+//! are records of every subject under the prefix: an upper bound for a
+//! narrower pattern. `unacked` is this handle's deliveries in flight.
 //!
 //! The committed offsets carry the consumer's pattern as commit metadata:
 //! re-opening a name with another pattern fails with
@@ -171,7 +224,7 @@ mod live;
 mod record;
 mod topic;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
@@ -200,6 +253,8 @@ struct Inner {
     topic: String,
     partitions: i32,
     producer: deposit::Producer,
+    /// The consumer handles this transport opened, closed with it.
+    consumers: Mutex<Vec<Weak<consumer::KafkaConsumer>>>,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -230,6 +285,7 @@ impl KafkaTransport {
                 topic,
                 partitions,
                 producer,
+                consumers: Mutex::default(),
             }),
         }))
     }
@@ -296,7 +352,15 @@ impl OutcomeTransport for KafkaTransport {
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        consumer::open(&self.inner.config, &self.inner.topic, config).await
+        let handle = consumer::open(&self.inner.config, &self.inner.topic, config).await?;
+        let mut open = self
+            .inner
+            .consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        open.retain(|c| c.strong_count() > 0);
+        open.push(Arc::downgrade(&handle));
+        Ok(handle)
     }
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
@@ -310,12 +374,35 @@ impl OutcomeTransport for KafkaTransport {
         consumer::list(&self.inner.config, &self.inner.topic).await
     }
 
+    /// Close every consumer handle this transport opened (each commits what
+    /// was acked and leaves its group), then wait for pending deposits.
+    /// Fails with the first error: a consumer whose final commit failed (its
+    /// acks since the last commit will be delivered again), or deposits
+    /// not acknowledged.
     async fn close(&self) -> Result<()> {
+        let consumers: Vec<_> = std::mem::take(
+            &mut *self
+                .inner
+                .consumers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut first_error = None;
+        for c in consumers.iter().filter_map(Weak::upgrade) {
+            if let Err(e) = c.close_handle().await {
+                first_error.get_or_insert(e);
+            }
+        }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
-            .await
-            .map_err(|e| error::join_error("flushing the producer", e))?
-            .map_err(|e| error::kafka_error("could not flush pending deposits", e))
+        let flushed =
+            tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
+                .await
+                .map_err(|e| error::join_error("flushing the producer", e))?
+                .map_err(|e| error::kafka_error("could not flush pending deposits", e));
+        match first_error {
+            Some(e) => Err(e),
+            None => flushed,
+        }
     }
 }
 

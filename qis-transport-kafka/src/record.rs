@@ -5,7 +5,7 @@
 //! - headers: `qis-packet-id` (lowercase hex SHA-256 of the body) and
 //!   `qis-subject` (the subject again, for tools that do not show keys).
 
-use qis_core::{Received, Subject, SubjectPattern};
+use qis_core::{EncodedPacket, Received, Subject, SubjectPattern};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 /// Header carrying the packet id.
@@ -13,6 +13,18 @@ pub const HEADER_PACKET_ID: &str = "qis-packet-id";
 
 /// Header carrying the subject (the record key is the subject too).
 pub const HEADER_SUBJECT: &str = "qis-subject";
+
+/// The headers of a packet's record, `(name, value)`: its id (`id_hex`,
+/// lowercase hex) and its subject.
+pub(crate) fn headers_of<'a>(
+    packet: &'a EncodedPacket,
+    id_hex: &'a str,
+) -> [(&'static str, &'a [u8]); 2] {
+    [
+        (HEADER_PACKET_ID, id_hex.as_bytes()),
+        (HEADER_SUBJECT, packet.subject().as_str().as_bytes()),
+    ]
+}
 
 /// A record as taken from the consumer, owned so it can wait in a buffer.
 #[derive(Debug, Clone)]
@@ -26,22 +38,47 @@ pub(crate) struct RawRecord {
 
 impl RawRecord {
     pub fn from_message(m: &BorrowedMessage<'_>) -> Self {
+        RawRecord::from_parts(
+            m.partition(),
+            m.offset(),
+            m.key(),
+            || {
+                m.headers()
+                    .into_iter()
+                    .flat_map(|h| h.iter().map(|h| (h.key, h.value)))
+            },
+            m.payload(),
+        )
+    }
+
+    /// A record from its parts as the broker delivered them: key, headers
+    /// (name and value, in order; asked for only when there is no key:
+    /// librdkafka parses them on demand) and value.
+    pub fn from_parts<'a, H>(
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        headers: impl FnOnce() -> H,
+        payload: Option<&[u8]>,
+    ) -> Self
+    where
+        H: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    {
         // The key is the subject; the header is read only for a record
         // without a key.
-        let subject_header = match m.key() {
+        let subject_header = match key {
             Some(_) => None,
-            None => m.headers().and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == HEADER_SUBJECT)
-                    .and_then(|h| h.value.map(<[u8]>::to_vec))
-            }),
+            None => headers()
+                .into_iter()
+                .find(|(name, _)| *name == HEADER_SUBJECT)
+                .and_then(|(_, value)| value.map(<[u8]>::to_vec)),
         };
         RawRecord {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
+            partition,
+            offset,
+            key: key.map(<[u8]>::to_vec),
             subject_header,
-            payload: m.payload().map(<[u8]>::to_vec),
+            payload: payload.map(<[u8]>::to_vec),
         }
     }
 
@@ -64,17 +101,23 @@ impl RawRecord {
 
 /// What a record turned out to be for a consumer on a pattern.
 #[derive(Debug)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// A valid packet on a matching subject.
     Packet(Received),
     /// A subject the pattern does not match: not for this consumer.
     Other,
     /// Not a packet: the reason, and the subject if there was one.
-    Malformed { subject: String, reason: String },
+    Malformed {
+        /// The subject the record claimed (empty if it had none).
+        subject: String,
+        /// Why it is not a packet.
+        reason: String,
+    },
 }
 
 /// Read a record for a consumer of `pattern` on a transport of `prefix`.
-/// The packet id is always computed from the body bytes.
+/// The packet id is always computed from the body bytes (a `qis-packet-id`
+/// header is never trusted).
 pub(crate) fn decode(prefix: &Subject, pattern: &SubjectPattern, r: &RawRecord) -> Decoded {
     let Some(subject) = r.subject() else {
         return Decoded::Malformed {
@@ -102,6 +145,10 @@ pub(crate) fn decode(prefix: &Subject, pattern: &SubjectPattern, r: &RawRecord) 
         },
     }
 }
+
+#[cfg(test)]
+#[path = "record_props.rs"]
+mod props;
 
 #[cfg(test)]
 mod tests {

@@ -142,6 +142,52 @@ async fn reopening_with_another_pattern_is_a_conflict(url: String) {
     c.close().await.unwrap();
 }
 
+/// The topic exists already: its retention settings must be the
+/// configuration's, or connecting is a conflict naming each difference.
+async fn an_existing_topic_with_other_retention_is_a_conflict(url: String) {
+    let prefix = fresh_prefix();
+    let config = |age_s: u64, bytes: u64| {
+        KafkaConfig::from_url(&url)
+            .unwrap()
+            .prefix(prefix.clone())
+            .max_age(Duration::from_secs(age_s))
+            .max_bytes(bytes)
+    };
+    let mib = 1024 * 1024;
+    let t = KafkaTransport::connect(config(3600, 30 * mib))
+        .await
+        .expect("create the topic");
+    t.close().await.unwrap();
+    // The same settings again: the topic is used as it is.
+    let t = KafkaTransport::connect(config(3600, 30 * mib))
+        .await
+        .expect("the topic has the settings it was created with");
+    t.close().await.unwrap();
+
+    let err = KafkaTransport::connect(config(7200, 30 * mib))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    for difference in [
+        "retention.ms 3600000 (want 7200000)",
+        "segment.ms 360000 (want 720000)",
+    ] {
+        assert!(err.message().contains(difference), "{err}");
+    }
+    assert!(!err.message().contains("retention.bytes "), "{err}");
+
+    let err = KafkaTransport::connect(config(3600, 60 * mib))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    for difference in [
+        "retention.bytes 10485760 (want 20971520)",
+        "segment.bytes 1048576 (want 2097152)",
+    ] {
+        assert!(err.message().contains(difference), "{err}");
+    }
+}
+
 async fn start_new_is_fixed_when_the_consumer_is_created(url: String) {
     let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
@@ -302,6 +348,7 @@ fn main() {
         topic_follows_prefix_and_receipts_carry_offsets,
         fire_and_forget_is_unsupported,
         reopening_with_another_pattern_is_a_conflict,
+        an_existing_topic_with_other_retention_is_a_conflict,
         start_new_is_fixed_when_the_consumer_is_created,
         deliveries_are_acked_on_their_own_handle_and_closed_handles_refuse,
         foreign_records_are_skipped_and_counted,

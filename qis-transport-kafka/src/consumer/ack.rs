@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use qis_core::backend::token_value;
-use qis_core::{Delivery, Result};
+use qis_core::{Delivery, Error, ErrorKind, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -29,50 +29,74 @@ fn is_rebalance_error(e: &KafkaError) -> bool {
 
 impl KafkaConsumer {
     /// Drop the deliveries from the in-flight table and commit each
-    /// partition's frontier that moved.
+    /// partition's frontier that moved. A commit that does not finish
+    /// within the request timeout (brokers that accept connections without
+    /// answering) is a [`Timeout`](ErrorKind::Timeout): the acks stay
+    /// recorded and are committed by a later ack or by `close`.
     pub(super) async fn ack_deliveries(&self, deliveries: &[Delivery]) -> Result<()> {
         let consumer = self.consumer()?;
-        let offsets = {
-            let tokens = deliveries
+        let tokens = deliveries
+            .iter()
+            .map(|d| token_value::<KafkaAck>(NAME, d).map(|t| (t.partition, t.offset)))
+            .collect::<Result<Vec<_>>>()?;
+        let sh = self.shared.clone();
+        {
+            let mut st = sh.lock();
+            let not_held = tokens
                 .iter()
-                .map(|d| token_value::<KafkaAck>(NAME, d))
-                .collect::<Result<Vec<_>>>()?;
-            let mut st = self.shared.lock();
-            for t in tokens {
-                match st.parts.get_mut(&t.partition) {
-                    Some(part) => {
-                        part.in_flight.remove(&t.offset);
-                    }
-                    None => {
-                        tracing::debug!(consumer = %self.shared.name, partition = t.partition, offset = t.offset, "ack for a partition this member no longer owns; its new owner may deliver it again");
-                    }
-                }
+                .filter(|&&(partition, offset)| !st.ack(partition, offset))
+                .count();
+            if not_held > 0 {
+                tracing::debug!(consumer = %sh.name, not_held, "acks of deliveries this member no longer holds (their partition moved, or they were acked already): the partition's owner delivers them again");
             }
-            self.shared.pending_commits(&mut st)
-        };
-        if offsets.is_empty() {
-            return Ok(());
         }
-        let tpl = self.shared.commit_list(&offsets);
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|e| join_error("committing offsets", e))?;
+        let timeout = sh.request_timeout;
+        let task = tokio::task::spawn_blocking(move || {
+            // Offsets are chosen and committed under the gate, so they
+            // cannot reach the broker after a rebalance moved a partition.
+            let Some(_gate) = sh.gate() else {
+                return Err(None);
+            };
+            let offsets = sh.lock().pending_commits();
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            consumer
+                .commit(&sh.commit_list(&offsets), CommitMode::Sync)
+                .map_err(|e| {
+                    // Still under the gate: a revoke that follows sees these
+                    // offsets as not committed.
+                    sh.commit_failed(&offsets);
+                    Some(e)
+                })
+        });
+        let unfinished = || {
+            Error::new(
+                ErrorKind::Timeout,
+                NAME,
+                format!(
+                    "the commit of consumer {}'s acks did not finish within {timeout:?}: check the brokers; the acks are kept and committed with a later ack or on close",
+                    self.shared.name
+                ),
+            )
+        };
+        let result = match tokio::time::timeout(timeout, task).await {
+            Err(_) => return Err(unfinished()),
+            Ok(joined) => joined.map_err(|e| join_error("committing offsets", e))?,
+        };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if is_rebalance_error(&e) => {
+            Err(None) => Err(unfinished()),
+            Err(Some(e)) if is_rebalance_error(&e) => {
                 // The group is moving partitions; their next owner starts
                 // from the last commit (at-least-once).
                 tracing::debug!(consumer = %self.shared.name, error = %e, "ack commit refused during a rebalance");
-                self.shared.commit_failed(&offsets);
                 Ok(())
             }
-            Err(e) => {
-                self.shared.commit_failed(&offsets);
-                Err(kafka_error(
-                    format!("could not commit acks of consumer {}", self.shared.name),
-                    e,
-                ))
-            }
+            Err(Some(e)) => Err(kafka_error(
+                format!("could not commit acks of consumer {}", self.shared.name),
+                e,
+            )),
         }
     }
 

@@ -12,12 +12,15 @@ use qis_core::{Backlog, ConsumerInfo, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::state::Shared;
+use super::state::{Shared, State};
 use super::KafkaConsumer;
 use crate::client::{base_config, user_options, TracingContext};
 use crate::config::KafkaConfig;
 use crate::error::{join_error, kafka_error};
 use crate::topic::{assign_at_end, partition_count};
+
+/// One partition's retained range: `(partition, log start, high watermark)`.
+pub(super) type Range = (i32, i64, i64);
 
 /// Each partition's `(low, high)` watermarks.
 fn watermarks<C: ConsumerContext>(
@@ -93,24 +96,11 @@ fn handle_backlog<C: ConsumerContext>(
     let partitions = partition_count(consumer, &sh.topic, timeout)?;
     let marks = watermarks(consumer, &sh.topic, partitions, timeout)?;
     let (committed, _) = committed(consumer, &sh.topic, &sh.group, partitions, timeout)?;
-    let st = sh.lock();
-    let mut backlog = Backlog::default();
-    for (p, (low, high)) in (0..partitions).zip(marks) {
-        let own = st.parts.get(&p);
-        // What this handle has read ahead is there for sure, whatever the
-        // broker's offset listing says (some Kafka-protocol brokers list the
-        // start of the last batch as the end).
-        let high = high.max(own.and_then(|part| part.fetched_next).unwrap_or(0));
-        let position = own
-            .and_then(|part| part.handled_next)
-            .or_else(|| committed.get(&p).copied())
-            .unwrap_or(low)
-            .max(low);
-        backlog.waiting += (high - position).max(0) as u64;
-        if let Some(part) = own {
-            backlog.unacked += part.in_flight.len() as u64;
-        }
-    }
+    let ranges: Vec<Range> = (0..partitions)
+        .zip(marks)
+        .map(|(p, (low, high))| (p, low, high))
+        .collect();
+    let backlog = sh.lock().backlog(&ranges, &committed);
     Ok(backlog)
 }
 
@@ -201,4 +191,44 @@ fn list_blocking(config: &KafkaConfig, topic: &str) -> Result<Vec<ConsumerInfo>>
         });
     }
     Ok(out)
+}
+
+impl State {
+    /// The backlog against the partitions' `ranges` and the group's
+    /// `committed` offsets. A partition's reading position is this handle's
+    /// (after what it delivered or skipped) where it holds the partition,
+    /// else the group's committed offset, never before the log start; the
+    /// records from there to the high watermark are waiting. The high
+    /// watermark is the one the brokers list, or on a partition this handle
+    /// holds the end of what it read ahead if that is further: some
+    /// Kafka-protocol brokers (tansu) list an end that lags behind the last
+    /// batch. They are
+    /// records of every subject under the prefix (subjects are keys in one
+    /// topic; telling them apart means reading them), so `waiting` is an
+    /// upper bound for a pattern narrower than the prefix, and on
+    /// partitions other members hold it includes their deliveries in
+    /// flight. `unacked` is this handle's deliveries in flight.
+    pub(super) fn backlog(&self, ranges: &[Range], committed: &HashMap<i32, i64>) -> Backlog {
+        let waiting = ranges
+            .iter()
+            .map(|&(p, low, high)| {
+                let part = self.parts.get(&p);
+                let position = part
+                    .and_then(|part| part.handled_next)
+                    .or_else(|| committed.get(&p).copied())
+                    .unwrap_or(low)
+                    .max(low);
+                // What this handle has read shows the end too, where the
+                // listed one lags (tansu lists the last batch's first offset).
+                let end = part
+                    .and_then(|part| part.fetched_next)
+                    .map_or(high, |read| read.max(high));
+                (end - position).max(0) as u64
+            })
+            .sum();
+        Backlog {
+            waiting,
+            unacked: self.unacked() as u64,
+        }
+    }
 }

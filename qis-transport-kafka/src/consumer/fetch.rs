@@ -27,10 +27,8 @@ impl KafkaConsumer {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // (The checking layer refuses 0.)
-            let (got, commits, next_due) = self.take(max.max(1));
-            if !commits.is_empty() {
-                self.commit_async(&consumer, &commits);
-            }
+            let (got, next_due) = self.take(max.max(1));
+            self.commit_skipped(&consumer);
             drop(consumer);
             if !got.is_empty() {
                 return Ok(got);
@@ -50,9 +48,8 @@ impl KafkaConsumer {
     }
 
     /// Take up to `max` deliveries: expired in-flight ones first, then new
-    /// records. Returns them, the commits that skipped records allow, and
-    /// when the next in-flight delivery expires.
-    fn take(&self, max: usize) -> (Vec<Delivery>, Vec<(i32, i64)>, Option<Instant>) {
+    /// records. Returns them and when the next in-flight delivery expires.
+    fn take(&self, max: usize) -> (Vec<Delivery>, Option<Instant>) {
         let sh = &self.shared;
         let now = Instant::now();
         let mut st = sh.lock();
@@ -115,24 +112,12 @@ impl KafkaConsumer {
             }
         }
 
-        // Skipped records let the committed offset move on by themselves,
-        // but only where nothing is in flight (else the ack will commit).
-        let commits = st
-            .parts
-            .iter_mut()
-            .filter(|(_, part)| part.in_flight.is_empty())
-            .filter_map(|(&p, part)| {
-                let o = part.to_commit()?;
-                part.committed = Some(o);
-                Some((p, o))
-            })
-            .collect();
         let next_due = st
             .parts
             .values()
             .flat_map(|part| part.in_flight.values().map(|f| f.due))
             .min();
-        (out, commits, next_due)
+        (out, next_due)
     }
 
     /// A delivery of `received`, read at `partition` / `offset`.
@@ -145,12 +130,22 @@ impl KafkaConsumer {
         }
     }
 
-    /// Commit in the background (skipped records only; losing it costs a
-    /// re-read of records this consumer does not want).
-    fn commit_async(&self, consumer: &GroupConsumer, offsets: &[(i32, i64)]) {
-        if let Err(e) = consumer.commit(&self.shared.commit_list(offsets), CommitMode::Async) {
-            tracing::debug!(consumer = %self.shared.name, error = %e, "could not queue an offset commit");
-            self.shared.commit_failed(offsets);
+    /// Commit in the background what skipped records allow on partitions
+    /// with nothing in flight (else the next ack commits it). Skipped when a
+    /// commit is under way: losing it costs a re-read of records this
+    /// consumer does not want.
+    fn commit_skipped(&self, consumer: &GroupConsumer) {
+        let sh = &self.shared;
+        let Some(_gate) = sh.try_gate() else {
+            return;
+        };
+        let offsets = sh.lock().skipped_commits();
+        if offsets.is_empty() {
+            return;
+        }
+        if let Err(e) = consumer.commit(&sh.commit_list(&offsets), CommitMode::Async) {
+            tracing::debug!(consumer = %sh.name, error = %e, "could not queue an offset commit");
+            sh.commit_failed(&offsets);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Group membership: the librdkafka context that follows the group's
-//! assignments, the background thread that polls for the member, and
-//! waiting for members of this process that are leaving the group.
+//! assignments (eager or incremental), and waiting for members of this
+//! process that are leaving the group.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -8,19 +8,14 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::state::{Buffered, Shared};
+use super::state::Shared;
 use crate::client::TracingContext;
-use crate::record::{decode, RawRecord};
-
-/// How long the background thread blocks in one librdkafka poll.
-const POLL: Duration = Duration::from_millis(50);
-
-/// At most this many records are moved from librdkafka to the buffer at once.
-const POLL_BATCH: usize = 1_000;
 
 /// Every group member this process opened (dead entries are pruned on open),
 /// so a new member can wait for the ones that are leaving its group.
@@ -45,58 +40,79 @@ impl ClientContext for GroupContext {
     }
 }
 
+/// Whether the group rebalances incrementally (cooperative protocols).
+fn cooperative(consumer: &BaseConsumer<GroupContext>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
+}
+
+/// The partitions of `topic` in a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
         let sh = &self.shared;
-        // Partitions may move: commit what this member finished, drop what it
-        // buffered (the next owner reads it from the committed offset).
-        let offsets = {
-            let mut st = sh.lock();
-            let st = &mut *st;
-            for e in tpl.elements_for_topic(&sh.topic) {
-                if let Some(part) = st.parts.get_mut(&e.partition()) {
-                    part.buffer.clear();
-                    part.fetched_next = part.handled_next;
-                }
-            }
-            st.recount();
-            sh.pending_commits(st)
+        let revoked = partitions_of(tpl, &sh.topic);
+        // The session ended and the group moved the partitions already:
+        // a commit would be refused, or worse, land after their new owner's.
+        let lost = consumer.assignment_lost();
+        // No ack may commit while the partitions change hands. A commit that
+        // does not finish means unreachable brokers: revoke without one.
+        let gate = sh.gate();
+        if gate.is_none() {
+            tracing::warn!(consumer = %sh.name, "a commit of acks is still waiting for the brokers; revoking partitions without committing");
+        }
+        sh.rebalances.fetch_add(1, Ordering::AcqRel);
+        // Commit what this member finished; the next owner resumes there.
+        let offsets = if lost || gate.is_none() {
+            Vec::new()
+        } else {
+            sh.lock().pending_commits()
         };
-        tracing::debug!(consumer = %sh.name, revoked = tpl.count(), "partitions revoked");
         if !offsets.is_empty() {
             if let Err(e) = consumer.commit(&sh.commit_list(&offsets), CommitMode::Sync) {
                 tracing::warn!(consumer = %sh.name, error = %e, "could not commit before a rebalance; unacked packets may be delivered again");
                 sh.commit_failed(&offsets);
             }
         }
+        // An eager revocation (session intact) is followed by an assignment
+        // of the same generation: partitions given back to this member keep
+        // their deliveries in flight. Otherwise they are forgotten.
+        let park = !lost && !cooperative(consumer);
+        let dropped = sh.lock().revoke(&revoked, park);
+        sh.forgot(dropped);
+        if lost {
+            tracing::warn!(consumer = %sh.name, partitions = ?revoked, unacked = dropped.in_flight, "the group took this member's partitions (its session ended): their unacked deliveries go to the next owner");
+        } else {
+            tracing::debug!(consumer = %sh.name, partitions = ?revoked, parked = park, unacked = dropped.in_flight, "partitions revoked");
+        }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let sh = &self.shared;
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let assigned: Vec<i32> = tpl
-                    .elements_for_topic(&sh.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let assigned = partitions_of(tpl, &sh.topic);
+                // Cooperative protocols (the cooperative-sticky assignor,
+                // group.protocol=consumer) name only the partitions added.
+                let incremental = cooperative(consumer);
                 {
-                    let mut st = sh.lock();
-                    let st = &mut *st;
-                    // In-flight deliveries of partitions that moved away are
-                    // the new owner's now: it reads them from the committed
-                    // offset. Partitions kept keep their table.
-                    let before = st.parts.len();
-                    st.parts.retain(|p, _| assigned.contains(p));
-                    for &p in &assigned {
-                        st.parts.entry(p).or_default();
-                    }
-                    st.recount();
-                    st.assignments += 1;
-                    tracing::debug!(consumer = %sh.name, partitions = ?assigned, dropped = before.saturating_sub(st.parts.len()), "partitions assigned");
+                    // New and given-back partitions commit nothing before the
+                    // poller checked them: no gate needed.
+                    let since = sh.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
+                    let dropped = sh.lock().assign(&assigned, incremental, since);
+                    sh.forgot(dropped);
+                    tracing::debug!(consumer = %sh.name, partitions = ?assigned, incremental, unacked_dropped = dropped.in_flight, "partitions assigned");
                 }
                 sh.notify.notify_waiters();
             }
@@ -107,9 +123,19 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             tracing::debug!(consumer = %self.shared.name, error = %e, "offset commit failed; it is retried with the next ack");
+            // An async commit (of skipped records) that failed is sent again.
+            let failed: Vec<(i32, i64)> = offsets
+                .elements_for_topic(&self.shared.topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect();
+            self.shared.commit_failed(&failed);
         }
     }
 }
@@ -145,94 +171,4 @@ pub(super) async fn wait_for_leaving(sh: &Shared, timeout: Duration) {
             return;
         }
     }
-}
-
-/// The background thread: poll librdkafka (which also runs the rebalance
-/// callbacks), buffer records, pause when the buffer is full. On stop, commit
-/// the frontier and close the consumer (leaving the group at once).
-pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) {
-    let mut paused_at: Option<u64> = None;
-    let mut last_error = String::new();
-    while !sh.stop.load(Ordering::Acquire) {
-        // Flow control: pausing costs a refetch (librdkafka drops what it
-        // prefetched, and resumes with a delay), so the limit is generous and
-        // only a consumer far behind its backlog reaches it.
-        let (buffered, assignments) = {
-            let st = sh.lock();
-            (st.buffered_bytes, st.assignments)
-        };
-        if buffered >= sh.buffer_max && paused_at != Some(assignments) {
-            if let Ok(a) = consumer.assignment() {
-                let _ = consumer.pause(&a);
-            }
-            paused_at = Some(assignments);
-        } else if paused_at.is_some() && buffered <= sh.buffer_max / 2 {
-            if let Ok(a) = consumer.assignment() {
-                let _ = consumer.resume(&a);
-            }
-            paused_at = None;
-        }
-        // Take what librdkafka has ready in one go (up to a batch), so a
-        // waiting fetch wakes to a full batch rather than to one record.
-        let mut batch = Vec::new();
-        let mut timeout = POLL;
-        while batch.len() < POLL_BATCH {
-            match consumer.poll(timeout) {
-                Some(Ok(m)) => {
-                    let record = RawRecord::from_message(&m);
-                    drop(m);
-                    let decoded = decode(&sh.prefix, &sh.pattern, &record);
-                    batch.push(Buffered { record, decoded });
-                    timeout = Duration::ZERO;
-                }
-                // Reaching the end of a partition is news, not an error.
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => {
-                    let msg = e.to_string();
-                    if msg != last_error {
-                        tracing::warn!(consumer = %sh.name, error = %msg, "consumer error (librdkafka retries)");
-                        last_error = msg;
-                    }
-                    break;
-                }
-                None => break,
-            }
-        }
-        if !batch.is_empty() {
-            let mut st = sh.lock();
-            let st = &mut *st;
-            let mut added = false;
-            for b in batch {
-                let r = &b.record;
-                if let Some(part) = st.parts.get_mut(&r.partition) {
-                    let fresh = part.fetched_next.is_none_or(|n| r.offset >= n)
-                        && part.handled_next.is_none_or(|n| r.offset >= n);
-                    if fresh {
-                        part.fetched_next = Some(r.offset + 1);
-                        st.buffered += 1;
-                        st.buffered_bytes += r.size();
-                        part.buffer.push_back(b);
-                        added = true;
-                    }
-                }
-            }
-            if added {
-                sh.notify.notify_waiters();
-            }
-        }
-    }
-    // Flush: commit the frontier, then close (LeaveGroup) on this thread.
-    let offsets = {
-        let mut st = sh.lock();
-        sh.pending_commits(&mut st)
-    };
-    if !offsets.is_empty() {
-        if let Err(e) = consumer.commit(&sh.commit_list(&offsets), CommitMode::Sync) {
-            tracing::warn!(consumer = %sh.name, error = %e, "could not commit acks on close; they may be delivered again");
-        }
-    }
-    // The last reference: closing sends LeaveGroup and waits for it.
-    drop(consumer);
-    sh.left.store(true, Ordering::Release);
-    sh.notify.notify_waiters();
 }

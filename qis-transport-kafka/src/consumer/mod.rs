@@ -12,9 +12,12 @@
 //! read), so after a crash, a close or a rebalance the next owner resumes
 //! exactly after the contiguous run of acked packets.
 //!
-//! - [`open`]: the start position, a conflicting pattern refused, joining
+//! - [`open`](mod@open): the start position, a conflicting pattern refused, joining
 //!   the group;
-//! - [`group`]: the member's rebalance callbacks and its poller thread;
+//! - [`group`]: the member's rebalance callbacks (eager or incremental);
+//! - [`poller`]: its background thread, which also checks each newly
+//!   assigned partition (the group's committed offset, what retention
+//!   removed) and makes the final commit on close;
 //! - [`state`]: what the handle and its thread share, offsets included;
 //! - [`fetch`] and [`ack`]: what the caller does;
 //! - [`backlog`]: what the group still has to do, and the groups listed.
@@ -24,6 +27,7 @@ mod backlog;
 mod fetch;
 mod group;
 mod open;
+mod poller;
 mod state;
 
 use std::sync::atomic::Ordering;
@@ -53,7 +57,8 @@ struct KafkaAck {
 pub(crate) struct KafkaConsumer {
     shared: Arc<Shared>,
     consumer: Mutex<Option<Arc<GroupConsumer>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The poller thread; it ends with the result of its final commit.
+    thread: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
 }
 
 impl std::fmt::Debug for KafkaConsumer {
@@ -110,16 +115,27 @@ impl DurableConsumer for KafkaConsumer {
         self.shared.malformed.load(Ordering::Relaxed)
     }
 
-    /// Per partition, the high watermark minus this handle's position (its
-    /// own for the partitions it is assigned, the group's committed offset
-    /// for the others), and this handle's deliveries in flight. Every record
-    /// of the topic counts, matching the pattern or not: the topic holds
-    /// every subject of the prefix, and only reading tells them apart.
+    /// `waiting`: records from the consumer's position (this handle's on
+    /// the partitions it holds, else the group's committed offset) to the
+    /// high watermark, summed over the topic's partitions; they are records
+    /// of any subject under the prefix, so an upper bound for a narrower
+    /// pattern. `unacked`: this handle's deliveries in flight.
     async fn backlog(&self) -> Result<Backlog> {
         self.count_backlog().await
     }
 
     async fn close(&self) -> Result<()> {
+        self.close_handle().await
+    }
+}
+
+impl KafkaConsumer {
+    /// Stop the poller thread, which commits what was acked and leaves the
+    /// group. Fails when that final commit failed, or when the group took
+    /// partitions from this member before its acks on them were committed:
+    /// those acks are lost and their packets will be delivered again (SPEC
+    /// §6.10). A second call does nothing.
+    pub(crate) async fn close_handle(&self) -> Result<()> {
         self.shared.stop.store(true, Ordering::Release);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         let consumer = self
@@ -127,19 +143,55 @@ impl DurableConsumer for KafkaConsumer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        tokio::task::spawn_blocking(move || {
-            if let Some(t) = thread {
-                if t.join().is_err() {
-                    tracing::error!("the consumer thread panicked");
-                }
-            }
+        let name = self.shared.name.clone();
+        let leaving = tokio::task::spawn_blocking(move || {
+            let flushed = match thread.map(|t| t.join()) {
+                None => Ok(()),
+                Some(Ok(flushed)) => flushed,
+                Some(Err(_)) => Err(Error::new(
+                    ErrorKind::Backend,
+                    NAME,
+                    format!("the thread of consumer {name} panicked: acks since its last commit will be delivered again"),
+                )),
+            };
             drop(consumer);
-        })
-        .await
-        .map_err(|e| join_error("closing the consumer", e))?;
-        // Out of the group (also when the thread panicked before saying so).
-        self.shared.left.store(true, Ordering::Release);
-        self.shared.notify.notify_waiters();
+            flushed
+        });
+        // The final commit and the group leave wait for the brokers; a
+        // broker that accepts connections without answering would hold
+        // them for ever. The thread finishes on its own if it ever can.
+        let limit = self.shared.request_timeout * 2;
+        let flushed = match tokio::time::timeout(limit, leaving).await {
+            Ok(joined) => {
+                let flushed = joined.map_err(|e| join_error("closing the consumer", e))?;
+                // Out of the group (also when the thread panicked before
+                // saying so).
+                self.shared.left.store(true, Ordering::Release);
+                self.shared.notify.notify_waiters();
+                flushed
+            }
+            // Still leaving: the thread says when it left.
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                NAME,
+                format!(
+                    "consumer {} did not finish committing its acks and leaving its group within {limit:?}: check the brokers; acks since its last commit may be delivered again",
+                    self.shared.name
+                ),
+            )),
+        };
+        flushed?;
+        let moved = self.shared.uncommitted_revoked.swap(0, Ordering::Relaxed);
+        if moved > 0 {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                NAME,
+                format!(
+                    "consumer {} lost {moved} partition(s) before it could commit its acks on them (its group session ended or the commit failed, e.g. while the brokers were unreachable): packets acked since the last commit will be delivered again",
+                    self.shared.name
+                ),
+            ));
+        }
         Ok(())
     }
 }

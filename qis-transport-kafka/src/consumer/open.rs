@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use qis_core::{ConsumerConfig, DurableConsumer, Error, ErrorKind, Result, StartPosition};
+use qis_core::{ConsumerConfig, Error, ErrorKind, Result, StartPosition};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use tokio::sync::Notify;
 
-use super::group::{poll_loop, wait_for_leaving, GroupConsumer, GroupContext, MEMBERS};
+use super::group::{wait_for_leaving, GroupConsumer, GroupContext, MEMBERS};
+use super::poller::poll_loop;
 use super::state::{Shared, State};
 use super::KafkaConsumer;
 use crate::client::{base_config, ms, user_options, TracingContext};
@@ -26,7 +27,7 @@ pub(crate) async fn open(
     config: &KafkaConfig,
     topic: &str,
     cfg: ConsumerConfig,
-) -> Result<Arc<dyn DurableConsumer>> {
+) -> Result<Arc<KafkaConsumer>> {
     let group = format!("{}.{}", config.prefix, cfg.name);
     let shared = Arc::new(Shared {
         topic: topic.to_string(),
@@ -43,6 +44,10 @@ pub(crate) async fn open(
         left: AtomicBool::new(false),
         brokers: config.bootstrap_servers.clone(),
         request_timeout: config.request_timeout,
+        rebalances: AtomicU64::new(0),
+        commit_gate: Mutex::new(()),
+        retention_lost: AtomicU64::new(0),
+        uncommitted_revoked: AtomicU64::new(0),
     });
     // A handle of this group dropped just before must be out of the group
     // before this member joins, or the join races its LeaveGroup.
@@ -52,21 +57,7 @@ pub(crate) async fn open(
         members.retain(|m| m.strong_count() > 0);
         members.push(Arc::downgrade(&shared));
     }
-    let mut cc = base_config(config);
-    cc.set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // Only used when a committed offset is gone (retention deleted it)
-        // or the topic gained partitions: start with what is retained.
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", ms(config.fetch_wait_max).to_string())
-        .set("session.timeout.ms", ms(config.session_timeout).to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (ms(config.session_timeout) / 4).max(100).to_string(),
-        );
-    user_options(&mut cc, config);
+    let cc = member_config(config, &group);
     let consumer: GroupConsumer = cc
         .create_with_context(GroupContext {
             shared: shared.clone(),
@@ -129,7 +120,7 @@ pub(crate) async fn open(
             break;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            let _ = handle.close().await;
+            let _ = handle.close_handle().await;
             return Err(Error::new(
                 ErrorKind::Timeout,
                 NAME,
@@ -142,6 +133,40 @@ pub(crate) async fn open(
     }
     tracing::debug!(consumer = %cfg.name, group = %group, "consumer ready");
     Ok(Arc::new(handle))
+}
+
+/// The librdkafka properties of a group member of `group`.
+///
+/// Offsets are committed by the handle only (no auto-commit). The session
+/// timeout and heartbeat interval are set for the classic group protocol;
+/// with the new consumer protocol (`librdkafka.group.protocol=consumer`,
+/// KIP-848) the broker sets them and librdkafka refuses them, so they are
+/// left out. Either protocol may rebalance incrementally (the
+/// `cooperative-sticky` assignor, or the consumer protocol): the handle
+/// follows incremental assignments.
+pub(super) fn member_config(config: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut cc = base_config(config);
+    cc.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Only used when a committed offset is gone (retention deleted it)
+        // or the topic gained partitions: start with what is retained.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", ms(config.fetch_wait_max).to_string());
+    let consumer_protocol = config
+        .librdkafka
+        .iter()
+        .any(|(k, v)| k == "group.protocol" && v.trim().eq_ignore_ascii_case("consumer"));
+    if !consumer_protocol {
+        cc.set("session.timeout.ms", ms(config.session_timeout).to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (ms(config.session_timeout) / 4).max(100).to_string(),
+            );
+    }
+    user_options(&mut cc, config);
+    cc
 }
 
 /// Read the group's committed offsets; on a new group, commit the start
@@ -285,4 +310,32 @@ fn start_offsets(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_group_protocol_leaves_session_settings_to_the_broker() {
+        let classic = KafkaConfig::from_url("kafka://h?session_timeout=2s").unwrap();
+        let c = member_config(&classic, "g");
+        assert_eq!(c.get("session.timeout.ms"), Some("2000"));
+        assert_eq!(c.get("heartbeat.interval.ms"), Some("500"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+
+        let kip848 = KafkaConfig::from_url(
+            "kafka://h?session_timeout=2s&librdkafka.group.protocol=consumer",
+        )
+        .unwrap();
+        let c = member_config(&kip848, "g");
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+        assert_eq!(c.get("session.timeout.ms"), None);
+        assert_eq!(c.get("heartbeat.interval.ms"), None);
+        // librdkafka accepts the result (it refuses session settings with
+        // the consumer protocol).
+        let created: std::result::Result<BaseConsumer<TracingContext>, _> =
+            c.create_with_context(TracingContext);
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
 }

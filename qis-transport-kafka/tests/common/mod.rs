@@ -1,6 +1,9 @@
 //! What this crate's tests share beyond `qis_conformance::support`: where
 //! the broker is, a transport on a prefix, and a trial that needs the broker.
 
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
 use std::future::Future;
 
 use qis_conformance::libtest_mimic::Trial;

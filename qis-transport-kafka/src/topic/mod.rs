@@ -1,21 +1,27 @@
-//! The topic a prefix is stored in: created when missing, its partitions
-//! counted, and a consumer placed at the end of each.
+//! The topic a prefix is stored in: created when missing (with the
+//! [settings] that make retention hold), an existing one's settings
+//! compared with the configuration, its partitions counted, and a consumer
+//! placed at the end of each.
 
+mod settings;
+
+use std::collections::HashMap;
 use std::time::Duration;
 
 use qis_core::{Error, ErrorKind};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::client::{base_config, ms, user_options, TracingContext};
+use crate::client::{base_config, user_options, TracingContext};
 use crate::config::KafkaConfig;
 use crate::error::{join_error, kafka_error, kind_of_code};
 use crate::record::RawRecord;
 use crate::NAME;
+use settings::TopicSettings;
 
 /// Create the topic if it is missing (partitions, replication, retention from
 /// the config), then return its partition count as the brokers report it.
@@ -26,18 +32,15 @@ pub(crate) async fn ensure_topic(config: &KafkaConfig, topic: &str) -> qis_core:
         .create_with_context(TracingContext)
         .map_err(|e| kafka_error("could not create the Kafka admin client", e))?;
 
-    let retention_ms = ms(config.retention.max_age).to_string();
-    // Kafka's retention.bytes is per partition: split the topic's budget.
-    let per_partition = (config.retention.max_bytes / config.partitions.max(1) as u64)
-        .max(1)
-        .to_string();
-    let new_topic = NewTopic::new(
+    let mut new_topic = NewTopic::new(
         topic,
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("retention.ms", &retention_ms)
-    .set("retention.bytes", &per_partition);
+    );
+    let entries = TopicSettings::wanted(config, config.partitions).entries();
+    for (name, value) in &entries {
+        new_topic = new_topic.set(name, value);
+    }
     let opts = AdminOptions::new()
         .request_timeout(Some(config.request_timeout))
         .operation_timeout(Some(config.request_timeout));
@@ -88,11 +91,92 @@ pub(crate) async fn ensure_topic(config: &KafkaConfig, topic: &str) -> qis_core:
 
     // Read the partition count back (a new topic may take a moment to show).
     let admin = std::sync::Arc::new(admin);
-    let topic_owned = topic.to_string();
-    let timeout = config.request_timeout;
-    tokio::task::spawn_blocking(move || wait_for_topic(&admin, &topic_owned, timeout, create_error))
-        .await
-        .map_err(|e| join_error("reading topic metadata", e))?
+    let partitions = {
+        let admin = admin.clone();
+        let topic = topic.to_string();
+        let timeout = config.request_timeout;
+        tokio::task::spawn_blocking(move || wait_for_topic(&admin, &topic, timeout, create_error))
+            .await
+            .map_err(|e| join_error("reading topic metadata", e))??
+    };
+    check_settings(&admin, config, topic, partitions).await?;
+    Ok(partitions)
+}
+
+/// Compare the topic's retention settings with the configuration's (on the
+/// topic's own partition count): a topic that differs is a
+/// [`Conflict`](ErrorKind::Conflict) listing the differences, and is left as
+/// it is. Settings the brokers do not report (tansu reports only those given
+/// when the topic was created) cannot be compared and are skipped; a broker
+/// that refuses DescribeConfigs (no permission) leaves the topic unchecked,
+/// with a warning.
+async fn check_settings(
+    admin: &AdminClient<TracingContext>,
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> qis_core::Result<()> {
+    let want = TopicSettings::wanted(config, partitions);
+    let opts = AdminOptions::new().request_timeout(Some(config.request_timeout));
+    let resource = [ResourceSpecifier::Topic(topic)];
+    let described = tokio::time::timeout(
+        config.request_timeout + Duration::from_secs(1),
+        admin.describe_configs(&resource, &opts),
+    )
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::Unavailable,
+            NAME,
+            format!(
+                "no answer from the Kafka brokers at {} to DescribeConfigs within {:?}: check that they are running and reachable",
+                config.bootstrap_servers, config.request_timeout
+            ),
+        )
+    })?;
+    let described = match described.map(|results| results.into_iter().next()) {
+        Ok(Some(Ok(d))) => d,
+        Ok(Some(Err(code))) => {
+            tracing::warn!(%topic, error = %code, "could not read the topic's settings; its retention is not checked");
+            return Ok(());
+        }
+        Ok(None) => {
+            tracing::warn!(%topic, "the brokers described no settings for the topic; its retention is not checked");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "could not read the topic's settings; its retention is not checked");
+            return Ok(());
+        }
+    };
+    let have: HashMap<String, Option<String>> = described
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    let (differ, unreported) = want.differences(&have);
+    if !unreported.is_empty() {
+        tracing::debug!(%topic, settings = ?unreported, "the brokers do not report these topic settings; they are not compared");
+    }
+    if differ.is_empty() {
+        tracing::debug!(%topic, ?want, age_bound = ?want.age_bound(), "topic settings match the configuration");
+        return Ok(());
+    }
+    let alter = want
+        .entries()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Err(Error::new(
+        ErrorKind::Conflict,
+        NAME,
+        format!(
+            "topic {topic} exists with other retention settings: {}; configure the same max_age and max_bytes (the topic has {partitions} partitions), use another topic (KafkaConfig::topic), or change the topic on the brokers (kafka-configs.sh --bootstrap-server {} --alter --entity-type topics --entity-name {topic} --add-config {alter}) — it was left as it is",
+            differ.join(", "),
+            config.bootstrap_servers,
+        ),
+    ))
 }
 
 fn wait_for_topic(
