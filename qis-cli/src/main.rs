@@ -15,6 +15,7 @@
 //! qis synth hvac energy-anomaly --consumer building-b --own-json own.json [--json]
 //! qis fingerprint --domain hvac --problem-class energy-anomaly --context 0.18,0.92,0.03,0.71
 //! qis compare --transports sqlite,nats,redis,kafka --packets 2000 --svg compare.svg
+//! qis --url nats://127.0.0.1:4222 serve --listen 127.0.0.1:8080 --tokens-file tokens.txt
 //! ```
 //!
 //! Global options: `--url` (env `QIS_URL`, default `sqlite://qis.db` in the
@@ -34,6 +35,7 @@ mod deposit;
 mod error;
 mod fingerprint;
 mod input;
+mod serve;
 mod show;
 mod synth;
 mod twins;
@@ -84,6 +86,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Synth(args) => synth::run(url, prefix, args).await,
         Command::Fingerprint(args) => fingerprint::run(prefix, &args),
         Command::Compare(args) => compare::run(args).await,
+        Command::Serve(args) => serve::run(url, prefix, args).await,
     }
 }
 

@@ -242,6 +242,12 @@ impl Tokens {
         Tokens::new(lines)
     }
 
+    /// These and `other`'s.
+    pub fn and(mut self, other: Tokens) -> Tokens {
+        self.digests.extend(other.digests);
+        self
+    }
+
     /// Whether requests must carry a token.
     pub fn required(&self) -> bool {
         !self.digests.is_empty()
