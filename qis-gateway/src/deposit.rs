@@ -37,6 +37,14 @@ fn encode(
     at: &str,
 ) -> Result<EncodedPacket, ApiError> {
     let prefix = s.transport.prefix();
+    let at_field = |e: qis_core::Error| {
+        let mut e = ApiError::from(e);
+        e.message = format!("{at}{}", e.message);
+        e
+    };
+    // The packet's own rules first, so a bad domain is an invalid packet
+    // naming the field rather than a bad subject made of it.
+    packet.validate().map_err(at_field)?;
     let subject = match (&target.subject, target.fingerprint) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_input(
@@ -49,11 +57,7 @@ fn encode(
     };
     subject
         .and_then(|subject| EncodedPacket::new(packet, subject))
-        .map_err(|e| {
-            let mut e = ApiError::from(e);
-            e.message = format!("{at}{}", e.message);
-            e
-        })
+        .map_err(at_field)
 }
 
 /// `POST /v1/packets`: deposit one packet; 201 and its receipt.

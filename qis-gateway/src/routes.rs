@@ -131,7 +131,8 @@ async fn dashboard() -> Html<&'static str> {
     Html(include_str!("../assets/dashboard.html"))
 }
 
-/// `GET /health`: 200 while serving, 503 once shutting down.
+/// `GET /health`: 200 while serving, 503 once shutting down; with the
+/// long-polls and event streams in progress and the open sessions.
 async fn health(State(s): State<Shared>) -> impl IntoResponse {
     let shutting_down = s.shutdown.is_cancelled();
     let status = if shutting_down {
@@ -145,6 +146,8 @@ async fn health(State(s): State<Shared>) -> impl IntoResponse {
             "status": if shutting_down { "shutting_down" } else { "ok" },
             "transport": s.transport.name(),
             "prefix": s.transport.prefix().as_str(),
+            "streams": s.streams_in_use(),
+            "sessions": s.sessions.all().len(),
         })),
     )
 }

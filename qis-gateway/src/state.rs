@@ -62,6 +62,11 @@ impl AppState {
         }
     }
 
+    /// Long-polls and event streams being served now.
+    pub fn streams_in_use(&self) -> usize {
+        self.config.max_streams - self.streams.available_permits()
+    }
+
     /// A permit for one long-poll or event stream, or 429 `busy`.
     pub fn stream_permit(&self, what: &str) -> Result<OwnedSemaphorePermit, ApiError> {
         self.streams.clone().try_acquire_owned().map_err(|_| {
