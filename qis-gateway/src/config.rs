@@ -256,7 +256,7 @@ impl Tokens {
     /// Whether `token` is one of them.
     pub fn accepts(&self, token: &str) -> bool {
         let d = digest(token);
-        self.digests.iter().any(|known| *known == d)
+        self.digests.contains(&d)
     }
 }
 

@@ -18,6 +18,8 @@
 //!     "problem_class": "energy-anomaly", "conclusion": "Compressor draw 18% above baseline.",
 //!     "confidence": 0.87, "context_vector": [0.18, 0.92, 0.03, 0.71],
 //!     "timestamp": 1764000000.0, "source_node": "building-a-floor-3"}"#;
+//! # // This workspace builds reqwest without a default TLS provider.
+//! # let _ = rustls::crypto::ring::default_provider().install_default();
 //! let answer = reqwest::Client::new()
 //!     .post(format!("{}/v1/packets", gateway.url()))
 //!     .body(packet)

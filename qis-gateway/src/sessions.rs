@@ -10,11 +10,11 @@
 //!   delivery), for twice the consumer's ack wait and at least a minute:
 //!   after the ack wait the backend delivers the packet again anyway, under
 //!   a new handle. A session keeps at most `max_pending` deliveries.
-//! - A session unused for `session_idle` is closed (acks flushed); so are
-//!   all of them at shutdown.
+//! - A session unused for `session_idle` (no request on it, none in
+//!   progress) is closed (acks flushed); so are all of them at shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,27 @@ pub(crate) struct Session {
     pub consumer: Arc<dyn DurableConsumer>,
     pending: Mutex<HashMap<u64, Pending>>,
     last_used: Mutex<Instant>,
+    /// Requests using it now: an idle sweep leaves it alone meanwhile.
+    active: AtomicUsize,
     closed: AtomicBool,
+}
+
+/// A session in use by one request; the session counts as used until the
+/// request ends.
+pub(crate) struct InUse(Arc<Session>);
+
+impl std::ops::Deref for InUse {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.0
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Pending {
@@ -98,21 +118,23 @@ impl Sessions {
             consumer,
             pending: Mutex::new(HashMap::new()),
             last_used: Mutex::new(Instant::now()),
+            active: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         });
         self.map().insert(id, session.clone());
         session
     }
 
-    /// The session `id`, or 404.
-    pub fn get(&self, id: &str) -> Result<Arc<Session>, ApiError> {
+    /// The session `id`, in use until the result is dropped, or 404.
+    pub fn get(&self, id: &str) -> Result<InUse, ApiError> {
         let session = self.map().get(id).cloned().ok_or_else(|| {
             ApiError::not_found(format!(
                 "consumer session {id} is not open on this gateway (closed, idle too long, or the gateway restarted): open the consumer again by name (POST /v1/consumers)"
             ))
         })?;
+        session.active.fetch_add(1, Ordering::AcqRel);
         session.touch();
-        Ok(session)
+        Ok(InUse(session))
     }
 
     /// Remove the session `id` (to close it), or 404.
@@ -134,7 +156,10 @@ impl Sessions {
         let mut map = self.map();
         let idle: Vec<String> = map
             .iter()
-            .filter(|(_, s)| now.duration_since(s.last_used()) > self.idle)
+            .filter(|(_, s)| {
+                s.active.load(Ordering::Acquire) == 0
+                    && now.duration_since(s.last_used()) > self.idle
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let removed = idle.iter().filter_map(|id| map.remove(id)).collect();

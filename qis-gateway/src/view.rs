@@ -166,7 +166,7 @@ impl View {
                 .map(|(k, c)| (c.heard, k.clone()))
                 .collect()
         };
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
         keys.iter().filter_map(|(_, k)| self.compute(k)).collect()
     }
 

@@ -763,7 +763,7 @@ async fn openapi_documents_every_endpoint() -> CaseResult {
         if path == "/v1/live" {
             continue; // a stream: opened by the other cases
         }
-        let url = format!("{}{}", g.url(), path.replace('{', "").replace('}', ""));
+        let url = format!("{}{}", g.url(), path.replace(['{', '}'], ""));
         let r = http
             .request(method.parse().map_err(|_| "a method")?, &url)
             .header("content-type", "application/json")

@@ -28,6 +28,7 @@ use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 use tokio::sync::Mutex;
 
 /// What the gateway fronts.
+#[allow(clippy::large_enum_variant)] // two values for the whole run
 enum Behind {
     Sqlite {
         dir: PathBuf,
@@ -100,7 +101,7 @@ struct ViaGateway {
 }
 
 impl ViaGateway {
-    fn new(behind: Behind) -> DynBackend {
+    fn backend(behind: Behind) -> DynBackend {
         Arc::new(ViaGateway {
             behind,
             gateways: Mutex::new(HashMap::new()),
@@ -172,7 +173,7 @@ fn main() {
     )
     .and_then(|url| NatsConfig::from_url(&url).map_err(|e| format!("QIS_NATS_URL={url}: {e}")));
     qis_conformance::run(vec![
-        ViaGateway::new(Behind::Sqlite { dir }),
-        ViaGateway::new(Behind::Nats { config: nats }),
+        ViaGateway::backend(Behind::Sqlite { dir }),
+        ViaGateway::backend(Behind::Nats { config: nats }),
     ]);
 }
