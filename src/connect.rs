@@ -30,6 +30,9 @@ pub enum TransportConfig {
     /// `kafka://host:port,host:port`: Kafka consumer groups.
     #[cfg(feature = "kafka")]
     Kafka(Box<qis_transport_kafka::KafkaConfig>),
+    /// `http://` or `https://`: a `qis serve` gateway in front of any backend.
+    #[cfg(feature = "http")]
+    Http(Box<qis_transport_http::HttpConfig>),
 }
 
 /// A backend compiled into this build.
@@ -63,6 +66,11 @@ const DRIVERS: &[Driver] = &[
         schemes: qis_transport_kafka::KafkaConfig::URL_SCHEMES,
         parse: |url| Ok(TransportConfig::Kafka(Box::new(url.parse()?))),
     },
+    #[cfg(feature = "http")]
+    Driver {
+        schemes: qis_transport_http::HttpConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Http(Box::new(url.parse()?))),
+    },
 ];
 
 /// The optional backends and their schemes, only to say which feature to
@@ -73,6 +81,7 @@ const OPTIONAL: &[(&str, &[&str])] = &[
     ("nats", &["nats", "tls"]),
     ("redis", &["redis", "rediss"]),
     ("kafka", &["kafka"]),
+    ("http", &["http", "https"]),
 ];
 
 fn compiled_schemes() -> Vec<&'static str> {
@@ -143,6 +152,8 @@ impl TransportConfig {
             TransportConfig::Redis(c) => &c.prefix,
             #[cfg(feature = "kafka")]
             TransportConfig::Kafka(c) => &c.prefix,
+            #[cfg(feature = "http")]
+            TransportConfig::Http(c) => &c.prefix,
         }
     }
 
@@ -158,6 +169,8 @@ impl TransportConfig {
             TransportConfig::Redis(c) => TransportConfig::Redis(Box::new(c.prefix(prefix))),
             #[cfg(feature = "kafka")]
             TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new(c.prefix(prefix))),
+            #[cfg(feature = "http")]
+            TransportConfig::Http(c) => TransportConfig::Http(Box::new(c.prefix(prefix))),
         }
     }
 
@@ -183,6 +196,10 @@ impl TransportConfig {
             TransportConfig::Kafka(c) => {
                 Arc::new(qis_transport_kafka::KafkaTransport::connect(*c).await?)
             }
+            #[cfg(feature = "http")]
+            TransportConfig::Http(c) => {
+                Arc::new(qis_transport_http::HttpTransport::connect(*c).await?)
+            }
         })
     }
 }
@@ -197,7 +214,8 @@ impl std::str::FromStr for TransportConfig {
 /// Connect to the transport a URL names, among those compiled in:
 /// `memory://`, `sqlite://path` (feature `sqlite`, the default),
 /// `nats://host:port` (`nats`), `redis://` / `rediss://` (`redis`),
-/// `kafka://host:port,…` (`kafka`). The transport is behind the checking
+/// `kafka://host:port,…` (`kafka`), `http://` / `https://` (`http`, a
+/// `qis serve` gateway). The transport is behind the checking
 /// layer ([`qis_core::Checked`]).
 pub async fn connect(url: &str) -> Result<DynTransport> {
     TransportConfig::from_url(url)?.connect().await
@@ -219,6 +237,8 @@ mod tests {
         compiled.push(("redis", qis_transport_redis::RedisConfig::URL_SCHEMES));
         #[cfg(feature = "kafka")]
         compiled.push(("kafka", qis_transport_kafka::KafkaConfig::URL_SCHEMES));
+        #[cfg(feature = "http")]
+        compiled.push(("http", qis_transport_http::HttpConfig::URL_SCHEMES));
         for (feature, schemes) in compiled {
             let hint = OPTIONAL.iter().find(|(f, _)| *f == feature).unwrap();
             assert_eq!(hint.1, schemes, "OPTIONAL is out of date for {feature}");

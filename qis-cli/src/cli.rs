@@ -25,7 +25,8 @@ use qis::{Subject, SubjectPattern};
         qis watch 'qis.iot.>'\n  \
         qis twins hvac energy-anomaly --consumer building-b\n  \
         qis --url nats://127.0.0.1:4222 synth hvac energy-anomaly --consumer building-b --own-json own.json\n  \
-        qis compare --transports sqlite,nats --packets 2000"
+        qis compare --transports sqlite,nats --packets 2000\n  \
+        qis --url sqlite://qis.db serve --listen 127.0.0.1:8080 --tokens-file tokens.txt"
 )]
 pub struct Cli {
     /// Transport URL: sqlite://PATH, nats://HOST:PORT, redis://HOST:PORT,
@@ -67,6 +68,51 @@ pub enum Command {
     Bridge(BridgeArgs),
     /// Print the durable consumers with their backlog (and, for SQLite, the store's fill).
     Status(StatusArgs),
+    /// Serve the transport over HTTP/JSON (for devices that only speak HTTP) with a dashboard at /.
+    Serve(ServeArgs),
+}
+
+/// `qis serve`: the HTTP gateway and dashboard in front of `--url`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Require this bearer token on /v1/... (repeatable; prefer --tokens-file:
+    /// a command line is visible to other users).
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub tokens: Vec<String>,
+    /// Require one of the bearer tokens in this file (one per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = qis_gateway::DEFAULT_MAX_BODY, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body: u64,
+    /// Most packets in one batch deposit.
+    #[arg(long, value_name = "N", default_value_t = qis_gateway::DEFAULT_MAX_BATCH, value_parser = positive)]
+    pub max_batch: usize,
+    /// Most long-polls and live event streams served at once (one more gets 429).
+    #[arg(long, value_name = "N", default_value_t = qis_gateway::DEFAULT_MAX_STREAMS, value_parser = positive)]
+    pub max_streams: usize,
+    /// Longest fetch long-poll.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+    /// Close a consumer session unused for this long (its client reopens it by name).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub session_idle: Duration,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
 }
 
 /// How results are printed.

@@ -18,6 +18,7 @@
 //! qis compare --transports sqlite,nats,redis,kafka --packets 2000 --svg compare.svg
 //! qis bridge --from sqlite://outbox.db --to nats://hub:4222 --name up --origin device-7
 //! qis --url sqlite://outbox.db status         # consumers, backlog, who holds the store
+//! qis --url nats://127.0.0.1:4222 serve --listen 127.0.0.1:8080 --tokens-file tokens.txt
 //! ```
 //!
 //! Global options: `--url` (env `QIS_URL`, default `sqlite://qis.db` in the
@@ -38,6 +39,7 @@ mod deposit;
 mod error;
 mod fingerprint;
 mod input;
+mod serve;
 mod show;
 mod status;
 mod synth;
@@ -91,6 +93,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Compare(args) => compare::run(args).await,
         Command::Bridge(args) => bridge::run(prefix, args).await,
         Command::Status(args) => status::run(url, prefix, args).await,
+        Command::Serve(args) => serve::run(url, prefix, args).await,
     }
 }
 

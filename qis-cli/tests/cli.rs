@@ -1155,3 +1155,76 @@ fn compare_measures_live_servers() {
         }
     }
 }
+
+/// `qis serve` answers over HTTP (and, with the `http` feature, `qis
+/// --url http://…` deposits through it), then stops cleanly on SIGTERM:
+/// exit 0, "gateway stopped".
+#[test]
+fn serve_answers_then_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = TempDir::new("serve");
+    let mut child = qis(
+        dir.path(),
+        &["--url", "sqlite://q.db", "serve", "--listen", "127.0.0.1:0"],
+    )
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("qis serve starts");
+    let err_pipe = child.stderr.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let first = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("qis serve said where it listens within 30 s");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    let addr = url.trim_start_matches("http://");
+    let mut health = String::new();
+    let mut conn = std::net::TcpStream::connect(addr).expect("the gateway accepts connections");
+    conn.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+    conn.read_to_string(&mut health).unwrap();
+    assert!(
+        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
+    assert!(health.contains("\"transport\":\"sqlite\""), "{health}");
+    #[cfg(feature = "http")]
+    {
+        let o = run(
+            dir.path(),
+            &deposit_args(&["--confidence", "0.87", "--url", &url]),
+        );
+        assert!(
+            o.status.success(),
+            "deposit through the gateway: {}",
+            stderr(&o)
+        );
+        assert!(
+            stdout(&o).contains("qis.iot.hvac.energy-anomaly"),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let stopped = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("qis serve said it stopped within 30 s of SIGTERM");
+    assert!(stopped.contains("gateway stopped"), "{stopped}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "qis serve exited with {status}");
+}

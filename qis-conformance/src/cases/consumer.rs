@@ -10,7 +10,8 @@ use super::{deposit, open, reader};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
-    assert_unique, collect, collect_unacked, consumer, context, pkt, quiet, seq_of, CaseResult,
+    assert_unique, collect, collect_unacked, consumer, context, pkt, quiet, seq_of, wait_for,
+    CaseResult,
 };
 
 /// A consumer opened again by name on another handle ("another process")
@@ -297,4 +298,58 @@ pub async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> Case
     );
     assert_unique(&got, "shared consumer")?;
     Ok(())
+}
+
+/// A consumer's backlog counts what waits and what it holds unacked, on the
+/// handle and in the transport's list of consumers (read from another
+/// handle, without opening it); acking moves both.
+pub async fn consumers_listed_with_backlog(b: DynBackend, prefix: Subject) -> CaseResult {
+    let t = open(&b, &prefix).await?;
+    let packets: Vec<_> = (0..5)
+        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
+        .collect();
+    t.deposit_batch(&packets)
+        .await
+        .map_err(context("deposit"))?;
+    let c = reader(&t, "counted", &prefix, Duration::from_secs(60)).await?;
+    let held = collect_unacked(&c, 2, Duration::from_secs(20)).await?;
+    let own = c.backlog().await.map_err(context("backlog"))?;
+    ensure!(
+        own.waiting + own.unacked == 5 && own.unacked >= 2,
+        "with 5 stored and {} held: {own:?}",
+        held.len()
+    );
+    let other = open(&b, &prefix).await?;
+    let listed = |want: u64| {
+        let other = other.clone();
+        async move {
+            let all = other.consumers().await.ok()?;
+            let c = all.into_iter().find(|c| c.name == "counted")?;
+            (c.backlog.waiting + c.backlog.unacked == want).then_some(c)
+        }
+    };
+    wait_for(
+        "the consumer listed with 5 waiting or unacked",
+        Duration::from_secs(20),
+        || listed(5),
+    )
+    .await?;
+    c.ack(&held).await.map_err(context("ack"))?;
+    c.close().await.map_err(context("close consumer"))?;
+    let after = wait_for(
+        "the listed backlog to drop to 3 once 2 were acked",
+        Duration::from_secs(20),
+        || listed(3),
+    )
+    .await?;
+    ensure!(
+        after
+            .pattern
+            .as_deref()
+            .is_none_or(|p| p == format!("{prefix}.>")),
+        "listed with pattern {:?}",
+        after.pattern
+    );
+    other.close().await.map_err(context("close"))?;
+    t.close().await.map_err(context("close transport"))
 }

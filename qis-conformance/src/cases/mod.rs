@@ -70,6 +70,7 @@ pub fn all() -> Vec<Case> {
         case!(stream::delivery_stream_is_continuous),
         case!(stream::close_flushes_acks),
         case!(consumer::shared_consumer_splits_work, SharedConsumers),
+        case!(consumer::consumers_listed_with_backlog, Backlog),
         case!(
             fault::consumer_killed_mid_batch_resumes_by_name,
             Durable,
