@@ -1023,3 +1023,25 @@ fn synthesize_uses_the_defaults_so_a_lone_agent_never_alerts() {
         "the seed's rules alert alone"
     );
 }
+
+#[test]
+fn an_all_zero_packet_id_is_still_told_apart_from_a_vote_without_one() {
+    // The own packet cannot be encoded (confidence out of range), so its vote
+    // has no id; a twin of the own agent delivered under an all-zero id (a
+    // placeholder some callers use) is then compared by content, not taken
+    // for the own packet's id.
+    let own = x("me", 1.5);
+    let zero = PacketId::from_bytes([0; 32]);
+    let mut other = own.clone();
+    other.conclusion = "another finding".into();
+    let s = synthesize_with(&config(), &own, [(zero, &other)]);
+    assert_eq!((s.duplicates_ignored, s.superseded_ignored), (0, 1));
+    let s = synthesize_with(&config(), &own, [(zero, &own)]);
+    assert_eq!((s.duplicates_ignored, s.superseded_ignored), (1, 0));
+    // Between twins, the same all-zero id is the same delivery.
+    let a = x("a", 0.8);
+    let mut a2 = a.clone();
+    a2.conclusion = "a's second finding".into();
+    let s = synthesize_with(&config(), &x("me", 0.5), [(zero, &a), (zero, &a2)]);
+    assert_eq!((s.n_agents, s.duplicates_ignored), (2, 1));
+}

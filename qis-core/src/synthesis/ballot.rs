@@ -107,6 +107,12 @@ fn same(a: &str, b: &str) -> bool {
     word(a, n - 8) == word(b, n - 8)
 }
 
+/// What `ids` holds for a vote without a packet id. A vote's `has_id` is only
+/// read when an id equals this (which no SHA-256 of a packet does in
+/// practice): it sits beside the vote's other figures, a second random read
+/// per redelivery that the id comparison alone saves.
+const NO_ID: PacketId = PacketId::from_bytes([0; 32]);
+
 /// Numbers the problems: a subject names one problem, a batch a handful, so
 /// comparing with the previous one (then a few) is cheaper than hashing.
 struct Problems<'a> {
@@ -218,7 +224,7 @@ where
         agents.insert(at, h, 0, |_| h);
     }
     b.votes.push(None);
-    ids.push(own_id.unwrap_or(PacketId::from_bytes([0; 32])));
+    ids.push(own_id.unwrap_or(NO_ID));
     let own_slot = Slot {
         problem: problems.id(own),
         in_rows: own.context_vector.len() == width,
@@ -244,7 +250,7 @@ where
         // A redelivery carries the id of the vote it repeats, which settles
         // it without reading the earlier packet's agent id.
         let found = agents.find(h, |s| {
-            (id.is_some() && b.slots[s].has_id && Some(ids[s]) == id)
+            id.is_some_and(|id| ids[s] == id && (id != NO_ID || b.slots[s].has_id))
                 || packet_of(s).agent_id.as_bytes() == agent
         });
         let slot = Slot {
@@ -263,7 +269,7 @@ where
                     let p = votes[s].map_or(own, |t| t.packet());
                     hasher.hash(p.agent_id.as_bytes())
                 });
-                ids.push(id.unwrap_or(PacketId::from_bytes([0; 32])));
+                ids.push(id.unwrap_or(NO_ID));
                 b.slots.push(slot);
                 if slot.in_rows {
                     push_row(&mut b.rows, &p.context_vector);
@@ -276,8 +282,9 @@ where
             Found::Slot(s) => s,
         };
         let current = b.votes[s];
-        let same = match (b.slots[s].has_id, id) {
-            (true, Some(id)) => ids[s] == id,
+        let same = match id {
+            Some(id) if ids[s] == id && (id != NO_ID || b.slots[s].has_id) => true,
+            Some(_) if b.slots[s].has_id => false,
             _ => same_content(packet_of(s), p),
         };
         if same || (!displaced.is_empty() && displaced.contains(&identity(&twin))) {
@@ -291,7 +298,7 @@ where
             Some(c) if p.timestamp >= b.slots[s].timestamp => {
                 displaced.insert(identity(&c));
                 b.votes[s] = Some(twin);
-                ids[s] = id.unwrap_or(PacketId::from_bytes([0; 32]));
+                ids[s] = id.unwrap_or(NO_ID);
                 b.slots[s] = slot;
                 if slot.in_rows {
                     b.rows[s * width..(s + 1) * width].copy_from_slice(&p.context_vector);
