@@ -36,6 +36,8 @@ pub enum Capability {
     StartSince,
     /// [`Capabilities::shared_consumers`]
     SharedConsumers,
+    /// [`Capabilities::similarity`]
+    Similarity,
 }
 
 impl Capability {
@@ -51,6 +53,7 @@ impl Capability {
             Capability::Nak => "nak",
             Capability::StartSince => "start_since",
             Capability::SharedConsumers => "shared_consumers",
+            Capability::Similarity => "similarity",
         }
     }
 
@@ -66,6 +69,7 @@ impl Capability {
             Capability::Nak => caps.nak,
             Capability::StartSince => caps.start_since,
             Capability::SharedConsumers => caps.shared_consumers,
+            Capability::Similarity => caps.similarity,
         }
     }
 }

@@ -46,6 +46,7 @@ mod error;
 mod fingerprint;
 pub mod memory;
 mod packet;
+pub mod similar;
 pub mod subject;
 mod synthesis;
 pub mod transport;
@@ -56,6 +57,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};
 pub use memory::MemoryTransport;
 pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BYTES};
+pub use similar::{Scored, SimilarityQuery, DEFAULT_SIMILAR_K};
 pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
 pub use synthesis::{
     synthesize, synthesize_with, Method, Posterior, Synthesis, SynthesisConfig, Twin,

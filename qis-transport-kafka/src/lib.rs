@@ -251,6 +251,7 @@ impl OutcomeTransport for KafkaTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            similarity: false,
         }
     }
 

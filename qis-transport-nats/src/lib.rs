@@ -230,6 +230,7 @@ impl OutcomeTransport for NatsTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            similarity: false,
         }
     }
 

@@ -254,6 +254,7 @@ impl OutcomeTransport for RedisTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            similarity: false,
         }
     }
 
