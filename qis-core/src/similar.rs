@@ -459,7 +459,11 @@ mod tests {
     #[test]
     fn bad_queries_are_refused() {
         let p = SubjectPattern::new("qis.iot.>").unwrap();
-        for (v, k) in [(vec![f64::INFINITY], 1), (vec![1.0], 0), (vec![1.0], 10_001)] {
+        for (v, k) in [
+            (vec![f64::INFINITY], 1),
+            (vec![1.0], 0),
+            (vec![1.0], 10_001),
+        ] {
             let e = SimilarityQuery::new(p.clone(), v, k).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
         }

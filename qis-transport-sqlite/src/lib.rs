@@ -84,6 +84,14 @@
 //!   in every deposit and fetch transaction (two index lookups), pruning the
 //!   oldest rows in one range delete when due. Every handle applies its own
 //!   settings, so give every process on a file the same retention.
+//! - **Similar twins** ([`OutcomeTransport::similar`], SPEC §9) by exact
+//!   search: the rows under the pattern's literal prefix (found with the
+//!   subject index) are scored in Rust, parsing only each body's context
+//!   vector and decoding a packet only when it can enter the best `k`. Linear
+//!   in those rows, about 1.3 ms per 1,000 on the development machine: 13 ms
+//!   at 10,000 stored packets, 130 ms at 100,000 (`cargo bench -p
+//!   qis-transport-chroma --bench similar`). It runs on the handle's
+//!   connection thread, so the handle's own deposits wait for it.
 //! - **Malformed rows** (written by someone else) are skipped with a
 //!   `tracing::warn!`, counted in [`DurableConsumer::malformed_skipped`], and
 //!   passed by the cursor so they are never delivered.
@@ -117,7 +125,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, Error, ErrorKind,
-    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    LiveSubscription, OutcomeTransport, Receipt, Result, Scored, SimilarityQuery, Subject,
+    SubjectPattern,
 };
 use tokio::sync::watch;
 
@@ -129,6 +138,7 @@ mod live;
 mod retention;
 mod scan;
 pub mod schema;
+mod similar;
 
 pub use config::{SqliteConfig, Synchronous, DEFAULT_BUSY_TIMEOUT, DEFAULT_POLL_INTERVAL};
 pub use consumer::SqliteConsumer;
@@ -299,6 +309,7 @@ impl OutcomeTransport for SqliteTransport {
             nak: true,
             start_since: true,
             shared_consumers: true,
+            similarity: true,
         }
     }
 
@@ -321,6 +332,12 @@ impl OutcomeTransport for SqliteTransport {
 
     async fn subscribe(&self, pattern: SubjectPattern) -> Result<LiveSubscription> {
         live::subscribe(self, pattern).await
+    }
+
+    /// Exact search over the rows under the pattern's literal prefix (see
+    /// the crate docs, *Similar twins*).
+    async fn similar(&self, query: &SimilarityQuery) -> Result<Vec<Scored>> {
+        similar::similar(self, query).await
     }
 
     /// Wait for every queued operation of this handle to finish, close its

@@ -46,15 +46,24 @@ pub fn all() -> Vec<Case> {
         case!(deposit::deposit_returns_receipt, Durable),
         case!(deposit::redeposit_is_recognised, Dedup, Durable),
         case!(deposit::batch_deposit_keeps_order, Durable),
-        case!(deposit::concurrent_depositors_nothing_lost_or_doubled, Durable),
+        case!(
+            deposit::concurrent_depositors_nothing_lost_or_doubled,
+            Durable
+        ),
         case!(deposit::one_publisher_order_per_subject, Durable),
         case!(consumer::consumer_resumes_by_name_after_last_ack, Durable),
-        case!(consumer::unacked_delivery_comes_back_after_ack_wait, Durable),
+        case!(
+            consumer::unacked_delivery_comes_back_after_ack_wait,
+            Durable
+        ),
         case!(consumer::nak_redelivers, Durable, Nak),
         case!(consumer::ack_on_another_consumer_is_invalid_input, Durable),
         case!(wildcard::wildcard_isolation_durable, Durable),
         case!(wildcard::wildcard_isolation_live, Live),
-        case!(start::start_all_receives_history_start_new_does_not, Durable),
+        case!(
+            start::start_all_receives_history_start_new_does_not,
+            Durable
+        ),
         case!(start::start_since_time, Durable, StartSince),
         case!(malformed::invalid_packets_rejected_before_send, Durable),
         case!(malformed::garbage_is_skipped_durable, Durable),
@@ -68,7 +77,11 @@ pub fn all() -> Vec<Case> {
         ),
         case!(stream::delivery_stream_is_continuous, Durable),
         case!(stream::close_flushes_acks, Durable),
-        case!(consumer::shared_consumer_splits_work, Durable, SharedConsumers),
+        case!(
+            consumer::shared_consumer_splits_work,
+            Durable,
+            SharedConsumers
+        ),
         case!(similarity::similar_finds_exact_neighbours, Similarity),
         case!(similarity::similar_bridges_bucket_edges, Similarity),
         case!(similarity::similar_honours_min_score, Similarity),
@@ -77,7 +90,6 @@ pub fn all() -> Vec<Case> {
         case!(similarity::similar_respects_patterns, Similarity),
     ]
 }
-
 
 /// Open a transport on `prefix`, as a case's first step.
 async fn open(backend: &DynBackend, prefix: &Subject) -> Result<DynTransport, String> {

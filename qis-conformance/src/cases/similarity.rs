@@ -109,7 +109,13 @@ pub async fn similar_finds_exact_neighbours(b: DynBackend, prefix: Subject) -> C
         // fourth that grows: no two at the same angle from the queries.
         let a = i as f64 * 0.039;
         let cv = [a.cos(), a.sin(), 0.1 + i as f64 * 0.013, 0.5];
-        packets.push(with_vector(&format!("agent-{i}"), "hvac", "energy-anomaly", i, &cv));
+        packets.push(with_vector(
+            &format!("agent-{i}"),
+            "hvac",
+            "energy-anomaly",
+            i,
+            &cv,
+        ));
     }
     let receipts = t
         .deposit_batch(&packets)
@@ -163,7 +169,13 @@ pub async fn similar_bridges_bucket_edges(b: DynBackend, prefix: Subject) -> Cas
     );
     let a = with_vector("agent-a", "hvac", "energy-anomaly", 1, &below);
     let c = with_vector("agent-c", "hvac", "energy-anomaly", 2, &same_bucket);
-    let far = with_vector("agent-far", "hvac", "energy-anomaly", 3, &[0.9, 0.0, 0.1, 0.0]);
+    let far = with_vector(
+        "agent-far",
+        "hvac",
+        "energy-anomaly",
+        3,
+        &[0.9, 0.0, 0.1, 0.0],
+    );
     let mut receipts = Vec::new();
     for p in [&a, &c, &far] {
         receipts.push(
@@ -217,7 +229,13 @@ pub async fn similar_honours_min_score(b: DynBackend, prefix: Subject) -> CaseRe
     let mut stored = Vec::new();
     for i in 0..20 {
         let a = i as f64 * 0.08;
-        let p = with_vector(&format!("agent-{i}"), "hvac", "filter-clog", i, &[a.cos(), a.sin()]);
+        let p = with_vector(
+            &format!("agent-{i}"),
+            "hvac",
+            "filter-clog",
+            i,
+            &[a.cos(), a.sin()],
+        );
         let r = deposit(&t, &p).await?;
         stored.push((r.id, p.context_vector));
     }
@@ -259,7 +277,11 @@ pub async fn similar_never_matches_other_lengths(b: DynBackend, prefix: Subject)
     ];
     let mut by_len = Vec::new();
     for (i, cv) in shapes.iter().enumerate() {
-        let r = deposit(&t, &with_vector(&format!("len-{i}"), "hvac", "bearing-wear", i, cv)).await?;
+        let r = deposit(
+            &t,
+            &with_vector(&format!("len-{i}"), "hvac", "bearing-wear", i, cv),
+        )
+        .await?;
         by_len.push(r.id);
     }
     let all = format!("{prefix}.>");
