@@ -30,6 +30,10 @@ pub enum TransportConfig {
     /// `kafka://host:port,host:port`: Kafka consumer groups.
     #[cfg(feature = "kafka")]
     Kafka(Box<qis_transport_kafka::KafkaConfig>),
+    /// `chroma://host:port` or `chromas://`: a ChromaDB server (deposits and
+    /// similar twins; no consumers or live subscriptions).
+    #[cfg(feature = "chroma")]
+    Chroma(Box<qis_transport_chroma::ChromaConfig>),
 }
 
 /// A backend compiled into this build.
@@ -63,6 +67,11 @@ const DRIVERS: &[Driver] = &[
         schemes: qis_transport_kafka::KafkaConfig::URL_SCHEMES,
         parse: |url| Ok(TransportConfig::Kafka(Box::new(url.parse()?))),
     },
+    #[cfg(feature = "chroma")]
+    Driver {
+        schemes: qis_transport_chroma::ChromaConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Chroma(Box::new(url.parse()?))),
+    },
 ];
 
 /// The optional backends and their schemes, only to say which feature to
@@ -73,6 +82,7 @@ const OPTIONAL: &[(&str, &[&str])] = &[
     ("nats", &["nats", "tls"]),
     ("redis", &["redis", "rediss"]),
     ("kafka", &["kafka"]),
+    ("chroma", &["chroma", "chromas"]),
 ];
 
 fn compiled_schemes() -> Vec<&'static str> {
@@ -141,6 +151,8 @@ impl TransportConfig {
             TransportConfig::Redis(c) => TransportConfig::Redis(Box::new(c.prefix(prefix))),
             #[cfg(feature = "kafka")]
             TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new(c.prefix(prefix))),
+            #[cfg(feature = "chroma")]
+            TransportConfig::Chroma(c) => TransportConfig::Chroma(Box::new(c.prefix(prefix))),
         }
     }
 
@@ -166,6 +178,10 @@ impl TransportConfig {
             TransportConfig::Kafka(c) => {
                 Arc::new(qis_transport_kafka::KafkaTransport::connect(*c).await?)
             }
+            #[cfg(feature = "chroma")]
+            TransportConfig::Chroma(c) => {
+                Arc::new(qis_transport_chroma::ChromaTransport::connect(*c).await?)
+            }
         })
     }
 }
@@ -180,7 +196,8 @@ impl std::str::FromStr for TransportConfig {
 /// Connect to the transport a URL names, among those compiled in:
 /// `memory://`, `sqlite://path` (feature `sqlite`, the default),
 /// `nats://host:port` (`nats`), `redis://` / `rediss://` (`redis`),
-/// `kafka://host:port,…` (`kafka`). The transport is behind the checking
+/// `kafka://host:port,…` (`kafka`), `chroma://host:port` (`chroma`). The
+/// transport is behind the checking
 /// layer ([`qis_core::Checked`]).
 pub async fn connect(url: &str) -> Result<DynTransport> {
     TransportConfig::from_url(url)?.connect().await
@@ -202,6 +219,8 @@ mod tests {
         compiled.push(("redis", qis_transport_redis::RedisConfig::URL_SCHEMES));
         #[cfg(feature = "kafka")]
         compiled.push(("kafka", qis_transport_kafka::KafkaConfig::URL_SCHEMES));
+        #[cfg(feature = "chroma")]
+        compiled.push(("chroma", qis_transport_chroma::ChromaConfig::URL_SCHEMES));
         for (feature, schemes) in compiled {
             let hint = OPTIONAL.iter().find(|(f, _)| *f == feature).unwrap();
             assert_eq!(hint.1, schemes, "OPTIONAL is out of date for {feature}");

@@ -8,7 +8,7 @@
 //!
 //! This crate is the facade: it re-exports [`qis_core`] and the transports
 //! compiled in by Cargo feature (`sqlite` (default), `nats`, `redis`, `kafka`,
-//! `full`), and picks one at run time from a URL with [`connect`].
+//! `chroma`, `full`), and picks one at run time from a URL with [`connect`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +38,8 @@
 
 pub use qis_core::*;
 
+#[cfg(feature = "chroma")]
+pub use qis_transport_chroma as chroma;
 #[cfg(feature = "kafka")]
 pub use qis_transport_kafka as kafka;
 #[cfg(feature = "nats")]
