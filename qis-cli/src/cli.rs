@@ -206,9 +206,9 @@ pub struct TwinsArgs {
     )]
     pub similar_to: Option<Vec<f64>>,
 
-    /// How many similar packets at most (1 to 10000).
-    #[arg(long, value_name = "K", default_value_t = qis::DEFAULT_SIMILAR_K, requires = "similar_to", value_parser = parse_k)]
-    pub k: usize,
+    /// How many similar packets at most (1 to 10000) [default: 10].
+    #[arg(long, value_name = "K", requires = "similar_to", conflicts_with = "consumer", value_parser = parse_k)]
+    pub k: Option<usize>,
 
     /// Only similar packets scoring at least S (a cosine similarity, -1 to 1).
     #[arg(

@@ -66,6 +66,11 @@ pub async fn fetch(
     Ok(all)
 }
 
+/// `--k`, or the default number of neighbours.
+fn k(args: &TwinsArgs) -> usize {
+    args.k.unwrap_or(qis::DEFAULT_SIMILAR_K)
+}
+
 /// The similarity queries of `--similar-to` (built before connecting, so bad
 /// input never touches the store): on the readable subject and below it.
 fn similar_queries(
@@ -78,7 +83,7 @@ fn similar_queries(
     [SubjectPattern::from(&readable), readable.all_below()]
         .into_iter()
         .map(|pattern| {
-            let q = SimilarityQuery::new(pattern, vector.to_vec(), args.k)?;
+            let q = SimilarityQuery::new(pattern, vector.to_vec(), k(args))?;
             Ok(match args.min_score {
                 Some(min) => q.with_min_score(min)?,
                 None => q,
@@ -102,7 +107,7 @@ async fn similar(
         for q in similar_queries(transport.prefix(), args, vector)? {
             lists.push(transport.similar(&q).await?);
         }
-        Ok::<_, CliError>(merge(args.k, lists))
+        Ok::<_, CliError>(merge(k(args), lists))
     }
     .await;
     let closed = transport.close().await;
