@@ -50,7 +50,7 @@
 //!
 //! # Feeding synthesis
 //!
-//! `&Scored` is a [`Twin`](crate::Twin), so the result goes to
+//! `&Scored` is a [`Twin`], so the result goes to
 //! [`synthesize`](crate::synthesize) as it is:
 //!
 //! ```
