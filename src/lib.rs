@@ -8,7 +8,7 @@
 //!
 //! This crate is the facade: it re-exports [`qis_core`] and the transports
 //! compiled in by Cargo feature (`sqlite` (default), `nats`, `redis`, `kafka`,
-//! `http` (a `qis serve` gateway), `full`), and picks one at run time from a URL with [`connect`].
+//! `http` (a `qis serve` gateway), `chroma`, `full`), and picks one at run time from a URL with [`connect`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +38,8 @@
 
 pub use qis_core::*;
 
+#[cfg(feature = "chroma")]
+pub use qis_transport_chroma as chroma;
 #[cfg(feature = "http")]
 pub use qis_transport_http as http;
 #[cfg(feature = "kafka")]

@@ -90,13 +90,15 @@ async fn connect_reports_invalid_input_too() {
 }
 
 /// A URL each scheme's transport would accept, and the feature it needs.
-const SCHEMES: [(&str, &str); 6] = [
+const SCHEMES: [(&str, &str); 8] = [
     ("sqlite://qis-connect-test-never-opened.db", "sqlite"),
     ("nats://127.0.0.1:4222", "nats"),
     ("tls://127.0.0.1:4222", "nats"),
     ("redis://127.0.0.1:6379", "redis"),
     ("rediss://127.0.0.1:6380", "redis"),
     ("kafka://127.0.0.1:9092", "kafka"),
+    ("chroma://127.0.0.1:8000", "chroma"),
+    ("chromas://vectors.example", "chroma"),
 ];
 
 fn compiled(feature: &str) -> bool {
@@ -105,6 +107,7 @@ fn compiled(feature: &str) -> bool {
         "nats" => cfg!(feature = "nats"),
         "redis" => cfg!(feature = "redis"),
         "kafka" => cfg!(feature = "kafka"),
+        "chroma" => cfg!(feature = "chroma"),
         _ => unreachable!(),
     }
 }
@@ -124,6 +127,8 @@ fn every_scheme_parses_or_names_its_feature() {
                 "redis" => matches!(config, TransportConfig::Redis(_)),
                 #[cfg(feature = "kafka")]
                 "kafka" => matches!(config, TransportConfig::Kafka(_)),
+                #[cfg(feature = "chroma")]
+                "chroma" => matches!(config, TransportConfig::Chroma(_)),
                 _ => false,
             };
             assert!(ok, "{url} parsed as {config:?}");
@@ -170,6 +175,14 @@ async fn kafka_without_its_feature_is_unsupported() {
     let e = error_of(qis::connect("kafka://127.0.0.1:9092").await);
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.message().contains("`kafka`"), "{e}");
+}
+
+#[cfg(not(feature = "chroma"))]
+#[tokio::test]
+async fn chroma_without_its_feature_is_unsupported() {
+    let e = error_of(qis::connect("chroma://127.0.0.1:8000").await);
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.message().contains("`chroma`"), "{e}");
 }
 
 #[cfg(feature = "sqlite")]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use qis::{Subject, SubjectPattern};
 
 /// `qis`: deposit, watch, fetch and synthesise outcome packets on any QIS
@@ -15,7 +15,7 @@ use qis::{Subject, SubjectPattern};
     about = "Deposit, watch, fetch and synthesise QIS outcome packets on any transport",
     long_about = "Deposit, watch, fetch and synthesise QIS outcome packets on any transport.\n\n\
         The transport is picked from --url (or QIS_URL): sqlite://PATH (the default, one file, no server), \
-        nats://HOST:PORT, redis://HOST:PORT, kafka://HOST:PORT, or memory:// (in this process only).\n\n\
+        nats://HOST:PORT, redis://HOST:PORT, kafka://HOST:PORT, chroma://HOST:PORT, or memory:// (in this process only).\n\n\
         Exit codes: 0 ok, 1 runtime failure (server unreachable, timeout, ...), 2 usage or invalid input.\n\
         Logging goes to stderr; set RUST_LOG (default: warn).",
     after_help = "Examples:\n  \
@@ -24,6 +24,7 @@ use qis::{Subject, SubjectPattern};
         --context 0.18,0.92,0.03,0.71 --source-node building-a\n  \
         qis watch 'qis.iot.>'\n  \
         qis twins hvac energy-anomaly --consumer building-b\n  \
+        qis twins hvac energy-anomaly --similar-to 0.18,0.92,0.03,0.71 --k 10 --min-score 0.9\n  \
         qis --url nats://127.0.0.1:4222 synth hvac energy-anomaly --consumer building-b --own-json own.json\n  \
         qis compare --transports sqlite,nats --packets 2000\n  \
         qis --url sqlite://qis.db serve --listen 127.0.0.1:8080 --tokens-file tokens.txt"
@@ -222,7 +223,7 @@ pub struct ConsumerFlags {
     /// Durable consumer name (1–64 of A-Z a-z 0-9 _ -): it resumes after its
     /// last acked packet, here or in another process.
     #[arg(long, value_name = "NAME")]
-    pub consumer: String,
+    pub consumer: Option<String>,
 
     /// Fetch at most N packets.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
@@ -235,10 +236,38 @@ pub struct ConsumerFlags {
 
 /// `qis twins`.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("how").required(true).args(["consumer", "similar_to"])))]
 pub struct TwinsArgs {
     /// Which consumer, which subject.
     #[command(flatten)]
     pub consumer: ConsumerFlags,
+
+    /// Instead of a durable fetch: the K stored packets on DOMAIN/PROBLEM_CLASS
+    /// (its readable subject and every fingerprint leaf below it) whose context
+    /// vectors are most like this one, by cosine similarity, best first, with
+    /// their scores. Needs a transport with similarity search (memory, sqlite, chroma).
+    #[arg(
+        long,
+        value_name = "X,Y,...",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        num_args = 1,
+        conflicts_with_all = ["consumer", "max", "wait"]
+    )]
+    pub similar_to: Option<Vec<f64>>,
+
+    /// How many similar packets at most (1 to 10000) [default: 10].
+    #[arg(long, value_name = "K", requires = "similar_to", conflicts_with = "consumer", value_parser = parse_k)]
+    pub k: Option<usize>,
+
+    /// Only similar packets scoring at least S (a cosine similarity, -1 to 1).
+    #[arg(
+        long,
+        value_name = "S",
+        requires = "similar_to",
+        allow_hyphen_values = true
+    )]
+    pub min_score: Option<f64>,
 
     /// Print one JSON object per packet.
     #[arg(long)]
@@ -247,6 +276,7 @@ pub struct TwinsArgs {
 
 /// `qis synth`.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("who").required(true).args(["consumer"])))]
 pub struct SynthArgs {
     /// Which consumer, which subject.
     #[command(flatten)]
@@ -390,6 +420,8 @@ pub enum BackendName {
     Redis,
     /// Kafka ($QIS_KAFKA_URL).
     Kafka,
+    /// ChromaDB ($QIS_CHROMA_URL): deposits and similar twins only.
+    Chroma,
 }
 
 impl BackendName {
@@ -401,6 +433,7 @@ impl BackendName {
             BackendName::Nats => "nats",
             BackendName::Redis => "redis",
             BackendName::Kafka => "kafka",
+            BackendName::Chroma => "chroma",
         }
     }
 }
@@ -408,7 +441,7 @@ impl BackendName {
 /// `qis compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Backends to compare, comma separated (memory, sqlite, nats, redis, kafka).
+    /// Backends to compare, comma separated (memory, sqlite, nats, redis, kafka, chroma).
     #[arg(
         long,
         value_enum,
@@ -418,13 +451,19 @@ pub struct CompareArgs {
     pub transports: Vec<BackendName>,
 
     /// URLs overriding the defaults: name=url,... (defaults: $QIS_NATS_URL,
-    /// $QIS_REDIS_URL, $QIS_KAFKA_URL, a temporary SQLite file, memory://).
+    /// $QIS_REDIS_URL, $QIS_KAFKA_URL, $QIS_CHROMA_URL, a temporary SQLite
+    /// file, memory://).
     #[arg(long, value_name = "NAME=URL,...")]
     pub urls: Vec<String>,
 
     /// Packets deposited per backend (a quarter one at a time, the rest in batches).
     #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(4..=1_000_000))]
     pub packets: u32,
+
+    /// On backends with similarity search: packets stored when similarity
+    /// query latency is measured (the scenario's, topped up); 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub similar_stored: u32,
 
     /// Where to write the SVG chart.
     #[arg(long, value_name = "PATH", default_value = "compare.svg")]
@@ -505,6 +544,17 @@ pub struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parse a neighbour count, 1 to 10000.
+fn parse_k(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(k) if (1..=qis::similar::MAX_SIMILAR_K).contains(&k) => Ok(k),
+        _ => Err(format!(
+            "{s:?} is not a number of neighbours from 1 to {}",
+            qis::similar::MAX_SIMILAR_K
+        )),
+    }
 }
 
 fn parse_subject(s: &str) -> Result<Subject, String> {

@@ -47,7 +47,11 @@ pub async fn run(url: &str, prefix: Option<&Subject>, args: SynthArgs) -> Result
         }
         show::json_line(&v)
     } else {
-        for l in synthesis_text(&s, twins.len(), &args.consumer.consumer) {
+        for l in synthesis_text(
+            &s,
+            twins.len(),
+            args.consumer.consumer.as_deref().unwrap_or_default(),
+        ) {
             show::line(&l)?;
         }
         Ok(())

@@ -38,6 +38,8 @@ pub enum Capability {
     SharedConsumers,
     /// [`Capabilities::backlog`]
     Backlog,
+    /// [`Capabilities::similarity`]
+    Similarity,
 }
 
 impl Capability {
@@ -54,6 +56,7 @@ impl Capability {
             Capability::StartSince => "start_since",
             Capability::SharedConsumers => "shared_consumers",
             Capability::Backlog => "backlog",
+            Capability::Similarity => "similarity",
         }
     }
 
@@ -70,6 +73,7 @@ impl Capability {
             Capability::StartSince => caps.start_since,
             Capability::SharedConsumers => caps.shared_consumers,
             Capability::Backlog => caps.backlog,
+            Capability::Similarity => caps.similarity,
         }
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::backend::{check_pattern_overlaps, check_under_prefix};
 use crate::error::{Error, ErrorKind, Result};
 use crate::packet::EncodedPacket;
+use crate::similar::{Scored, SimilarityQuery};
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
     Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer,
@@ -27,8 +28,11 @@ use crate::transport::{
 /// - a transport or consumer used after `close()` answers
 ///   [`ErrorKind::Closed`]; closing twice is a no-op;
 /// - a deposit or publish on a subject outside the transport's prefix, and a
-///   consumer or subscription on a pattern that can match nothing under it,
-///   are [`ErrorKind::InvalidSubject`], before anything is sent;
+///   consumer, subscription or similarity query on a pattern that can match
+///   nothing under it, are [`ErrorKind::InvalidSubject`], before anything is
+///   sent;
+/// - a similarity query with a zero or empty vector returns nothing without
+///   asking the backend (it has no direction to compare with);
 /// - what [`Capabilities`] rule out ([`publish_encoded`] without
 ///   `fire_and_forget`, [`subscribe`] without `live`, a consumer without
 ///   `durable`, [`StartPosition::Since`] without `start_since`, [`nak`]
@@ -38,18 +42,21 @@ use crate::transport::{
 ///   (another handle, another consumer, another transport) is
 ///   [`ErrorKind::InvalidInput`], and nothing in that call is acked;
 /// - a fetch of zero packets is [`ErrorKind::InvalidInput`];
-/// - every deposit, publish, consumer, fetch, ack, nak, backlog, consumers
-///   and subscribe call runs in a `tracing` span at debug level named
-///   `qis.deposit`, `qis.deposit_batch`, `qis.publish`, `qis.consumer`,
-///   `qis.fetch`, `qis.ack`, `qis.nak`, `qis.backlog`, `qis.consumers`,
-///   `qis.subscribe`, with the same fields on every backend: `transport`,
-///   `subject`, `packet_id`, `pattern`, `consumer`, `count` (`max` on fetch).
+/// - every deposit, publish, consumer, fetch, ack, nak, backlog, consumers,
+///   subscribe call and similarity query runs in a `tracing` span at debug
+///   level named `qis.deposit`, `qis.deposit_batch`, `qis.publish`,
+///   `qis.consumer`, `qis.fetch`, `qis.ack`, `qis.nak`, `qis.backlog`,
+///   `qis.consumers`, `qis.subscribe`, `qis.similar`, with the same fields on
+///   every backend: `transport`, `subject`, `packet_id`, `pattern`,
+///   `consumer`, `count` (`max` on fetch, and `k` as `max` on a similarity
+///   query).
 ///
 /// [`publish_encoded`]: OutcomeTransport::publish_encoded
 /// [`subscribe`]: OutcomeTransport::subscribe
 /// [`nak`]: DurableConsumer::nak
 /// [`backlog`]: DurableConsumer::backlog
 /// [`consumers`]: OutcomeTransport::consumers
+/// [`similar`]: OutcomeTransport::similar
 ///
 /// ```
 /// use qis_core::{ErrorKind, MemoryTransport, OutcomeTransport, SubjectPattern};
@@ -233,6 +240,29 @@ impl<T: OutcomeTransport> OutcomeTransport for Checked<T> {
             count = tracing::field::Empty
         );
         let got = self.inner.consumers().instrument(span.clone()).await?;
+        span.record("count", got.len());
+        Ok(got)
+    }
+
+    async fn similar(&self, query: &SimilarityQuery) -> Result<Vec<Scored>> {
+        self.open()?;
+        if !self.capabilities().similarity {
+            return Err(self.unsupported("similarity search"));
+        }
+        let name = self.inner.name();
+        check_pattern_overlaps(name, self.prefix(), query.pattern())?;
+        if query.matches_nothing() {
+            // A zero or empty vector has no direction: nothing is similar.
+            return Ok(Vec::new());
+        }
+        let span = tracing::debug_span!(
+            "qis.similar",
+            transport = name,
+            pattern = %query.pattern(),
+            max = query.k(),
+            count = tracing::field::Empty
+        );
+        let got = self.inner.similar(query).instrument(span.clone()).await?;
         span.record("count", got.len());
         Ok(got)
     }

@@ -3,7 +3,8 @@
 //! The heart of QIS outcome routing: the [`OutcomePacket`] and its 512-byte
 //! wire form, [`Subject`]s and [`SubjectPattern`]s, the semantic
 //! [`Fingerprint`], local [`synthesize`], the [`OutcomeTransport`] trait every
-//! backend implements, and [`MemoryTransport`], a complete in-process backend.
+//! backend implements, similar twins by context vector ([`similar`]), and
+//! [`MemoryTransport`], a complete in-process backend.
 //!
 //! ```
 //! use std::time::Duration;
@@ -46,6 +47,7 @@ mod error;
 mod fingerprint;
 pub mod memory;
 mod packet;
+pub mod similar;
 pub mod subject;
 mod synthesis;
 pub mod transport;
@@ -56,6 +58,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};
 pub use memory::MemoryTransport;
 pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BYTES};
+pub use similar::{Scored, SimilarityQuery, DEFAULT_SIMILAR_K};
 pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
 pub use synthesis::{
     synthesize, synthesize_with, Method, Posterior, Synthesis, SynthesisConfig, Twin,

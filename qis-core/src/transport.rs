@@ -16,6 +16,7 @@ use futures::Stream;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::packet::{EncodedPacket, OutcomePacket, PacketId, Received};
+use crate::similar::{merge, Scored, SimilarityQuery};
 use crate::subject::{Subject, SubjectPattern};
 
 /// What a transport can do. A backend fills in what it supports; asking for
@@ -45,6 +46,10 @@ pub struct Capabilities {
     /// [`DurableConsumer::backlog`] and [`OutcomeTransport::consumers`]:
     /// the transport can say how much each durable consumer still has to do.
     pub backlog: bool,
+    /// [`OutcomeTransport::similar`]: the stored packets under a pattern
+    /// whose context vectors are most like a given one (see
+    /// [`crate::similar`]).
+    pub similarity: bool,
 }
 
 /// Where a new durable consumer starts. Applies when the consumer is created;
@@ -369,6 +374,15 @@ pub trait OutcomeTransport: Send + Sync + fmt::Debug {
         Err(Error::unsupported(self.name(), "listing consumers"))
     }
 
+    /// The stored packets under the query's pattern whose context vectors are
+    /// most like its vector, best first (the contract is in
+    /// [`crate::similar`]). Transports without [`Capabilities::similarity`]
+    /// return [`ErrorKind::Unsupported`].
+    async fn similar(&self, query: &SimilarityQuery) -> Result<Vec<Scored>> {
+        let _ = query;
+        Err(Error::unsupported(self.name(), "similarity search"))
+    }
+
     /// Flush what is pending and close connections.
     async fn close(&self) -> Result<()>;
 }
@@ -426,6 +440,29 @@ pub trait OutcomeTransportExt: OutcomeTransport {
         let subject = Subject::readable(self.prefix(), domain, problem_class)?;
         self.consumer(ConsumerConfig::new(name, SubjectPattern::from(&subject))?)
             .await
+    }
+
+    /// The `k` packets on `own`'s problem whose situation is most like its
+    /// own: on the readable subject `{prefix}.{domain}.{problem_class}` or
+    /// any subject below it (fingerprint leaves), by cosine similarity of the
+    /// context vectors, scoring at least `min_score` if given. Best first;
+    /// `own` itself is returned too if it was deposited.
+    async fn similar_twins(
+        &self,
+        own: &OutcomePacket,
+        k: usize,
+        min_score: Option<f64>,
+    ) -> Result<Vec<Scored>> {
+        let readable = own.subject(self.prefix())?;
+        let mut lists = Vec::with_capacity(2);
+        for pattern in [SubjectPattern::from(&readable), readable.all_below()] {
+            let mut q = SimilarityQuery::new(pattern, own.context_vector.clone(), k)?;
+            if let Some(min) = min_score {
+                q = q.with_min_score(min)?;
+            }
+            lists.push(self.similar(&q).await?);
+        }
+        Ok(merge(k, lists))
     }
 }
 

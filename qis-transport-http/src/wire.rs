@@ -163,6 +163,8 @@ impl From<CapabilitiesJson> for Capabilities {
             start_since: c.start_since,
             shared_consumers: c.shared_consumers,
             backlog: c.backlog,
+            // The gateway has no similarity endpoint (yet).
+            similarity: false,
         }
     }
 }

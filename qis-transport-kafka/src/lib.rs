@@ -324,6 +324,7 @@ impl OutcomeTransport for KafkaTransport {
             start_since: true,
             shared_consumers: true,
             backlog: true,
+            similarity: false,
         }
     }
 

@@ -336,6 +336,7 @@ impl OutcomeTransport for NatsTransport {
             start_since: true,
             shared_consumers: true,
             backlog: true,
+            similarity: false,
         }
     }
 

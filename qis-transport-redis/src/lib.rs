@@ -259,6 +259,7 @@ impl OutcomeTransport for RedisTransport {
             start_since: true,
             shared_consumers: true,
             backlog: true,
+            similarity: false,
         }
     }
 

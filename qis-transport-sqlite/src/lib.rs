@@ -91,6 +91,15 @@
 //!   pattern, and its deliveries not yet acked, counted in the file. Exact,
 //!   except that a malformed row on a matching subject counts as waiting
 //!   until a fetch passes it.
+//! - **Similar twins** ([`OutcomeTransport::similar`], SPEC §9) by exact
+//!   search: the rows under the pattern's literal prefix (found with the
+//!   subject index) are scored in Rust, parsing only each body's context
+//!   vector and decoding a packet only when it can enter the best `k`. Linear
+//!   in those rows, about 1.5 ms per 1,000 on the development machine under
+//!   load: p50 15.5 ms at 10,000 stored packets, 152 ms at 100,000 (`cargo
+//!   bench -p qis-transport-chroma --bench similar`), so fast up to some
+//!   tens of thousands of packets under a prefix. It runs on the handle's
+//!   connection thread, so the handle's own deposits wait for it.
 //!
 //! ## A full outbox never loses silently
 //!
@@ -188,7 +197,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error,
-    ErrorKind, LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    ErrorKind, LiveSubscription, OutcomeTransport, Receipt, Result, Scored, SimilarityQuery,
+    Subject, SubjectPattern,
 };
 use tokio::sync::watch;
 
@@ -203,6 +213,7 @@ mod retention;
 mod row;
 mod scan;
 pub mod schema;
+mod similar;
 
 pub use config::{
     SqliteConfig, Synchronous, WhenFull, DEFAULT_BUSY_TIMEOUT, DEFAULT_POLL_INTERVAL,
@@ -426,6 +437,7 @@ impl OutcomeTransport for SqliteTransport {
             start_since: true,
             shared_consumers: true,
             backlog: true,
+            similarity: true,
         }
     }
 
@@ -465,6 +477,12 @@ impl OutcomeTransport for SqliteTransport {
                 })
             })
             .await
+    }
+
+    /// Exact search over the rows under the pattern's literal prefix (see
+    /// the crate docs, *Similar twins*).
+    async fn similar(&self, query: &SimilarityQuery) -> Result<Vec<Scored>> {
+        similar::similar(self, query).await
     }
 
     /// Wait for every queued operation of this handle to finish, close its

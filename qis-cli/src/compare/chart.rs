@@ -49,7 +49,7 @@ const PANELS: [(&str, Figure); 6] = [
         Some(m.batch.per_sec())
     }),
     ("durable fetch + ack (packets/s)", |m| {
-        Some(m.fetch_ack.per_sec())
+        m.fetch_ack.map(|r| r.per_sec())
     }),
     ("deposit → live, p50 (ms)", |m| m.live.map(|l| l.p50_ms)),
     ("deposit → live, p99 (ms)", |m| m.live.map(|l| l.p99_ms)),

@@ -7,6 +7,7 @@
 
 mod chart;
 mod scenario;
+mod similar;
 mod table;
 mod wire;
 
@@ -84,6 +85,7 @@ fn url_for(
         BackendName::Nats => env("QIS_NATS_URL"),
         BackendName::Redis => env("QIS_REDIS_URL"),
         BackendName::Kafka => env("QIS_KAFKA_URL"),
+        BackendName::Chroma => env("QIS_CHROMA_URL"),
     }
 }
 
@@ -154,7 +156,7 @@ pub async fn run(args: CompareArgs) -> Result<(), CliError> {
             },
             Ok(url) => {
                 let bar = progress(name, (2 * n + scenario::WIRE_PACKETS.min(n)) as u64);
-                let run = scenario::run(name, &url, n, &bar).await;
+                let run = scenario::run(name, &url, n, args.similar_stored as usize, &bar).await;
                 bar.finish_and_clear();
                 run
             }

@@ -12,6 +12,7 @@ use qis::{
 };
 use rand::Rng;
 
+use super::similar::SimilarLatency;
 use super::wire;
 use crate::error::describe;
 use crate::show::now_secs;
@@ -121,8 +122,9 @@ pub struct Measurement {
     pub single: Rate,
     /// Batch deposits.
     pub batch: Rate,
-    /// Durable fetch + ack of everything deposited (distinct packets).
-    pub fetch_ack: Rate,
+    /// Durable fetch + ack of everything deposited (distinct packets), when
+    /// the backend has durable consumers.
+    pub fetch_ack: Option<Rate>,
     /// Packets deposited in all.
     pub deposited: usize,
     /// Deliveries beyond the first of a packet (at-least-once redelivery).
@@ -133,6 +135,9 @@ pub struct Measurement {
     pub body_mean: f64,
     /// Envelope measurement.
     pub envelope: Envelope,
+    /// Similarity query latency, when the backend searches by similarity
+    /// (and the phase was asked for): measured, or why it failed.
+    pub similar: Option<Result<SimilarLatency, String>>,
 }
 
 /// How a backend's run ended.
@@ -227,8 +232,16 @@ async fn sqlite_bytes_at_rest(db: &Path) -> (u64, bool) {
     (size(db) + pending, pending == 0)
 }
 
-/// Run the scenario with `n` packets on the backend `name` at `url`.
-pub async fn run(name: &'static str, url: &str, n: usize, bar: &ProgressBar) -> BackendRun {
+/// Run the scenario with `n` packets on the backend `name` at `url`, then,
+/// where the backend searches by similarity and `similar_stored` > 0, time
+/// similarity queries with that many packets stored.
+pub async fn run(
+    name: &'static str,
+    url: &str,
+    n: usize,
+    similar_stored: usize,
+    bar: &ProgressBar,
+) -> BackendRun {
     let row = |outcome| BackendRun {
         name,
         url: url.to_string(),
@@ -271,11 +284,19 @@ pub async fn run(name: &'static str, url: &str, n: usize, bar: &ProgressBar) -> 
     };
     let body_mean = packets.iter().map(|p| p.body().len()).sum::<usize>() as f64 / n as f64;
     let measured = measure(&transport, &prefix, &packets, bar).await;
-    let closed = transport.close().await;
     let mut m = match measured {
         Ok(m) => m,
-        Err((phase, e)) => return failed(name, url, phase, &e),
+        Err((phase, e)) => {
+            let _ = transport.close().await;
+            return failed(name, url, phase, &e);
+        }
     };
+    if m.caps.similarity && similar_stored > 0 {
+        let got =
+            super::similar::measure(&transport, &prefix, m.deposited, similar_stored, bar).await;
+        m.similar = Some(got.map_err(|e| describe(&e)));
+    }
+    let closed = transport.close().await;
     if let Err(e) = closed {
         return failed(name, url, "close", &e);
     }
@@ -434,6 +455,38 @@ async fn measure(
     let batch = Rate::since(rest.len(), start);
     let deposited = single_done + probe.len() + rest.len();
 
+    let (fetch_ack, redelivered) = if caps.durable {
+        let (rate, redelivered) = fetch_all(t, prefix, deposited, bar).await?;
+        (Some(rate), redelivered)
+    } else {
+        bar.inc(deposited as u64);
+        (None, 0)
+    };
+
+    Ok(Measurement {
+        prefix: String::new(),
+        caps,
+        single,
+        batch,
+        fetch_ack,
+        deposited,
+        redelivered,
+        live,
+        body_mean: 0.0,
+        envelope: Envelope::NotMeasured(String::new()),
+        similar: None,
+    })
+}
+
+/// A new durable consumer on `PREFIX.>` fetching and acking until every one
+/// of `deposited` packets came (or the caps): the rate of distinct packets,
+/// and the redeliveries seen.
+async fn fetch_all(
+    t: &DynTransport,
+    prefix: &Subject,
+    deposited: usize,
+    bar: &ProgressBar,
+) -> Result<(Rate, usize), PhaseError> {
     bar.set_message("fetch + ack");
     let config = ConsumerConfig::new("compare", prefix.all_below()).map_err(|e| ("consumer", e))?;
     let consumer = t.consumer(config).await.map_err(|e| ("consumer", e))?;
@@ -471,18 +524,7 @@ async fn measure(
     fetched?;
     closed?;
 
-    Ok(Measurement {
-        prefix: String::new(),
-        caps,
-        single,
-        batch,
-        fetch_ack,
-        deposited,
-        redelivered,
-        live,
-        body_mean: 0.0,
-        envelope: Envelope::NotMeasured(String::new()),
-    })
+    Ok((fetch_ack, redelivered))
 }
 
 #[cfg(test)]

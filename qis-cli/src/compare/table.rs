@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::scenario::{
     BackendRun, Envelope, Measurement, Outcome, Plan, AGENTS, BATCH, CLASSES, FETCH_MAX,
 };
+use super::similar::K as SIMILAR_K;
 use super::Meta;
 
 /// Thousands separators: 12345.6 → "12,346".
@@ -90,13 +91,18 @@ fn row(m: &Measurement) -> Vec<String> {
         ),
         Some(l) => (millis(l.p50_ms), millis(l.p99_ms)),
     };
-    let mut fetch = count(m.fetch_ack.per_sec());
-    if m.fetch_ack.packets < m.deposited {
-        fetch.push_str(&format!(
-            " ({}/{} fetched)",
-            m.fetch_ack.packets, m.deposited
-        ));
-    }
+    let fetch = match &m.fetch_ack {
+        None => "n/a".to_string(),
+        Some(f) if f.packets < m.deposited => {
+            format!(
+                "{} ({}/{} fetched)",
+                count(f.per_sec()),
+                f.packets,
+                m.deposited
+            )
+        }
+        Some(f) => count(f.per_sec()),
+    };
     vec![
         delivery(&m.caps),
         persistence(&m.caps).into(),
@@ -175,6 +181,7 @@ pub fn render(runs: &[BackendRun], meta: &Meta) -> Vec<String> {
         ),
         "body B: mean compact-JSON body. wire or disk B/packet: for servers, TCP payload bytes per deposit on the transport's loopback connections, client→server (up) and server→client (down), counted by a pass-through proxy over extra deposits awaited one at a time after connecting and one warm-up deposit: body + framing + subject + id + ack; for sqlite, the database file once closed (write-ahead log folded back in) over the packets stored: body + row + indexes + schema; memory has neither.".to_string(),
     ]);
+    lines.extend(similar_table(runs));
     for r in runs {
         if let Outcome::Measured(m) = &r.outcome {
             if let Envelope::NotMeasured(why) = &m.envelope {
@@ -190,6 +197,60 @@ pub fn render(runs: &[BackendRun], meta: &Meta) -> Vec<String> {
             }
         }
     }
+    lines
+}
+
+/// The similarity row of each measured backend: query latency at the
+/// number of packets stored, or why there is none.
+fn similar_table(runs: &[BackendRun]) -> Vec<String> {
+    let measured: Vec<(&str, &Measurement)> = runs
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Measured(m) => Some((r.name, &**m)),
+            _ => None,
+        })
+        .collect();
+    if measured.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![
+        String::new(),
+        "| transport | similar twins: stored | query p50 | query p99 | queries |".to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    for (name, m) in measured {
+        let cells = match &m.similar {
+            Some(Ok(s)) => vec![
+                count(s.stored as f64),
+                millis(s.p50_ms),
+                millis(s.p99_ms),
+                s.queries.to_string(),
+            ],
+            Some(Err(why)) => vec![
+                format!("failed: {}", why.replace('|', "/")),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+            ],
+            None if m.caps.similarity => vec![
+                "not run (--similar-stored 0)".into(),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+            ],
+            None => vec![
+                "no similarity search".into(),
+                "—".into(),
+                "—".into(),
+                "—".into(),
+            ],
+        };
+        lines.push(format!("| {name} | {} |", cells.join(" | ")));
+    }
+    lines.push(format!(
+        "similar twins: packets stored under the run's prefix (the scenario's, topped up with more of the same swarm), then one similarity query at a time for the {SIMILAR_K} nearest under PREFIX.> to a random 4-number vector, up to {} queries or 5 s; p50/p99 of the query round trip.",
+        super::similar::QUERIES
+    ));
     lines
 }
 
@@ -221,9 +282,23 @@ pub fn json(runs: &[BackendRun], meta: &Meta) -> Value {
                     o.insert("dedup".into(), m.caps.dedup.into());
                     o.insert("deposit_single_per_sec".into(), m.single.per_sec().into());
                     o.insert("deposit_batch_per_sec".into(), m.batch.per_sec().into());
-                    o.insert("fetch_ack_per_sec".into(), m.fetch_ack.per_sec().into());
+                    o.insert(
+                        "fetch_ack_per_sec".into(),
+                        m.fetch_ack.map(|f| f.per_sec()).into(),
+                    );
                     o.insert("deposited".into(), m.deposited.into());
-                    o.insert("fetched".into(), m.fetch_ack.packets.into());
+                    o.insert("fetched".into(), m.fetch_ack.map(|f| f.packets).into());
+                    o.insert(
+                        "similar".into(),
+                        match &m.similar {
+                            None => Value::Null,
+                            Some(Ok(s)) => json!({
+                                "stored": s.stored, "queries": s.queries, "k": SIMILAR_K,
+                                "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
+                            }),
+                            Some(Err(why)) => json!({ "error": why }),
+                        },
+                    );
                     o.insert("redelivered".into(), m.redelivered.into());
                     o.insert(
                         "live".into(),

@@ -106,7 +106,8 @@ fn endpoint(url: &str) -> Result<(String, u16), String> {
         "nats" => 4222,
         "redis" => 6379,
         "kafka" => 9092,
-        "tls" | "rediss" => {
+        "chroma" => 8000,
+        "tls" | "rediss" | "chromas" => {
             return Err("a TLS URL is not proxied (the server name would not match)".into())
         }
         other => return Err(format!("{other}:// is not a TCP server")),

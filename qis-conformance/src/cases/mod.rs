@@ -11,6 +11,7 @@ pub mod deposit;
 pub mod fault;
 pub mod live;
 pub mod malformed;
+pub mod similarity;
 pub mod start;
 pub mod stream;
 pub mod wildcard;
@@ -41,36 +42,59 @@ macro_rules! case {
 /// Every case of the suite, with the capabilities it needs.
 pub fn all() -> Vec<Case> {
     vec![
-        case!(deposit::deposit_returns_receipt),
-        case!(deposit::redeposit_is_recognised, Dedup),
+        // Every case that reads the store back does so with a durable
+        // consumer, hence `Durable`.
+        case!(deposit::deposit_returns_receipt, Durable),
+        case!(deposit::redeposit_is_recognised, Dedup, Durable),
         case!(
             deposit::duplicate_on_another_subject_names_the_original,
-            Dedup
+            Dedup,
+            Durable
         ),
-        case!(deposit::batch_deposit_keeps_order),
-        case!(deposit::concurrent_depositors_nothing_lost_or_doubled),
-        case!(deposit::one_publisher_order_per_subject),
-        case!(consumer::consumer_resumes_by_name_after_last_ack),
-        case!(consumer::unacked_delivery_comes_back_after_ack_wait),
-        case!(consumer::nak_redelivers, Nak),
-        case!(consumer::ack_on_another_consumer_is_invalid_input),
-        case!(wildcard::wildcard_isolation_durable),
+        case!(deposit::batch_deposit_keeps_order, Durable),
+        case!(
+            deposit::concurrent_depositors_nothing_lost_or_doubled,
+            Durable
+        ),
+        case!(deposit::one_publisher_order_per_subject, Durable),
+        case!(consumer::consumer_resumes_by_name_after_last_ack, Durable),
+        case!(
+            consumer::unacked_delivery_comes_back_after_ack_wait,
+            Durable
+        ),
+        case!(consumer::nak_redelivers, Durable, Nak),
+        case!(consumer::ack_on_another_consumer_is_invalid_input, Durable),
+        case!(wildcard::wildcard_isolation_durable, Durable),
         case!(wildcard::wildcard_isolation_live, Live),
-        case!(start::start_all_receives_history_start_new_does_not),
-        case!(start::start_since_time, StartSince),
-        case!(malformed::invalid_packets_rejected_before_send),
-        case!(malformed::garbage_is_skipped_durable),
+        case!(
+            start::start_all_receives_history_start_new_does_not,
+            Durable
+        ),
+        case!(start::start_since_time, Durable, StartSince),
+        case!(malformed::invalid_packets_rejected_before_send, Durable),
+        case!(malformed::garbage_is_skipped_durable, Durable),
         case!(malformed::garbage_is_skipped_live, Live),
         case!(live::live_subscription_receives_matching, Live),
         case!(
             live::fire_and_forget_reaches_live_not_store,
             FireAndForget,
-            Live
+            Live,
+            Durable
         ),
-        case!(stream::delivery_stream_is_continuous),
-        case!(stream::close_flushes_acks),
-        case!(consumer::shared_consumer_splits_work, SharedConsumers),
-        case!(consumer::consumers_listed_with_backlog, Backlog),
+        case!(stream::delivery_stream_is_continuous, Durable),
+        case!(stream::close_flushes_acks, Durable),
+        case!(
+            consumer::shared_consumer_splits_work,
+            Durable,
+            SharedConsumers
+        ),
+        case!(similarity::similar_finds_exact_neighbours, Similarity),
+        case!(similarity::similar_bridges_bucket_edges, Similarity),
+        case!(similarity::similar_honours_min_score, Similarity),
+        case!(similarity::similar_never_matches_other_lengths, Similarity),
+        case!(similarity::similar_returns_a_redeposit_once, Similarity),
+        case!(similarity::similar_respects_patterns, Similarity),
+        case!(consumer::consumers_listed_with_backlog, Durable, Backlog),
         case!(
             fault::consumer_killed_mid_batch_resumes_by_name,
             Durable,
@@ -78,6 +102,7 @@ pub fn all() -> Vec<Case> {
         ),
         case!(
             fault::writer_killed_mid_deposit_keeps_every_receipt,
+            Durable,
             Persistent
         ),
         case!(fault::server_restarted_mid_stream_keeps_every_ack, Durable).with_private_server(),

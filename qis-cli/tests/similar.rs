@@ -1,0 +1,196 @@
+//! `qis twins --similar-to` and the similarity table of `qis compare`, on
+//! SQLite files in a temporary folder.
+#![cfg(feature = "sqlite")]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use qis_conformance::support::TempDir;
+use serde_json::Value;
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qis"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("QIS_URL")
+        .env_remove("QIS_PREFIX")
+        .env_remove("RUST_LOG")
+        .env_remove("QIS_CHROMA_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the qis binary runs")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn deposit(dir: &Path, agent: &str, context: &str, fingerprint: bool) {
+    let mut args = vec![
+        "deposit",
+        "--agent-id",
+        agent,
+        "--domain",
+        "hvac",
+        "--problem-class",
+        "energy-anomaly",
+        "--conclusion",
+        "Compressor draw above baseline.",
+        "--confidence",
+        "0.8",
+        "--context",
+        context,
+        "--source-node",
+        "n",
+    ];
+    if fingerprint {
+        args.push("--fingerprint");
+    }
+    ok(run(dir, &args));
+}
+
+#[test]
+fn similar_to_finds_the_nearest_across_bucket_edges_best_first() {
+    let dir = TempDir::new("cli-similar");
+    deposit(dir.path(), "edge", "0.249,0.5,0.5,0.5", true);
+    deposit(dir.path(), "same-bucket", "0.0,0.5,0.5,0.5", true);
+    deposit(dir.path(), "readable", "0.2,0.5,0.5,0.5", false);
+    deposit(dir.path(), "far", "0.9,0.0,0.1,0.0", false);
+    deposit(dir.path(), "short", "0.251,0.5,0.5", false);
+    let out = ok(run(
+        dir.path(),
+        &[
+            "twins",
+            "hvac",
+            "energy-anomaly",
+            "--similar-to",
+            "0.251,0.5,0.5,0.5",
+            "--k",
+            "3",
+            "--json",
+        ],
+    ));
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let agents: Vec<&str> = rows
+        .iter()
+        .map(|r| r["packet"]["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["edge", "readable", "same-bucket"], "{out}");
+    let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(rows[0]["subject"].as_str().unwrap().len() > "qis.iot.hvac.energy-anomaly".len());
+
+    let out = ok(run(
+        dir.path(),
+        &[
+            "twins",
+            "hvac",
+            "energy-anomaly",
+            "--similar-to",
+            "0.251,0.5,0.5,0.5",
+            "--min-score",
+            "0.999",
+        ],
+    ));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("score ") && out.contains("edge@n"), "{out}");
+}
+
+#[test]
+fn similar_to_refuses_bad_input_with_exit_2() {
+    let dir = TempDir::new("cli-similar-bad");
+    for args in [
+        &["twins", "hvac", "x", "--similar-to", "0.1,abc"][..],
+        &["twins", "hvac", "x", "--similar-to", "0.1", "--k", "0"],
+        &[
+            "twins",
+            "hvac",
+            "x",
+            "--similar-to",
+            "0.1",
+            "--min-score",
+            "2",
+        ],
+        &[
+            "twins",
+            "hvac",
+            "x",
+            "--similar-to",
+            "0.1",
+            "--consumer",
+            "c",
+        ],
+        &["twins", "hvac", "x", "--k", "3", "--consumer", "c"],
+        &["twins", "HVAC", "x", "--similar-to", "0.1"],
+    ] {
+        let o = run(dir.path(), args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(
+        !dir.path().join("qis.db").exists(),
+        "no database was created"
+    );
+}
+
+#[test]
+fn compare_reports_similarity_latency_where_there_is_search() {
+    let dir = TempDir::new("cli-similar-compare");
+    let svg = dir.path().join("c.svg");
+    let out = ok(run(
+        dir.path(),
+        &[
+            "compare",
+            "--transports",
+            "sqlite,memory",
+            "--packets",
+            "40",
+            "--similar-stored",
+            "300",
+            "--json",
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for r in v["results"].as_array().unwrap() {
+        let s = &r["similar"];
+        assert_eq!(s["stored"], 300, "{r}");
+        assert!(s["queries"].as_u64().unwrap() >= 5, "{r}");
+        assert!(
+            s["p99_ms"].as_f64().unwrap() >= s["p50_ms"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+    let table = ok(run(
+        dir.path(),
+        &[
+            "compare",
+            "--transports",
+            "sqlite",
+            "--packets",
+            "40",
+            "--similar-stored",
+            "0",
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        table.contains("| sqlite | not run (--similar-stored 0)"),
+        "{table}"
+    );
+}
