@@ -302,9 +302,33 @@ async fn bench(url: &str) -> Result<(), BoxError> {
     let fad_ratio = ratio(&fa_t, &fa_rd);
     let (dt, dr) = (median(dep_t), median(dep_r));
     let (ft, fr, frd) = (median(fa_t), median(fa_r), median(fa_rd));
-    bench::record_ratio("redis", "batch deposit", bench::RAW, dt, dr, dep_ratio, bench::PER_SECOND);
-    bench::record_ratio("redis", "fetch + ack", bench::RAW, ft, fr, fa_ratio, bench::PER_SECOND);
-    bench::record_ratio("redis", "fetch + ack", bench::RAW_DECODE, ft, frd, fad_ratio, bench::PER_SECOND);
+    bench::record_ratio(
+        "redis",
+        "batch deposit",
+        bench::RAW,
+        dt,
+        dr,
+        dep_ratio,
+        bench::PER_SECOND,
+    );
+    bench::record_ratio(
+        "redis",
+        "fetch + ack",
+        bench::RAW,
+        ft,
+        fr,
+        fa_ratio,
+        bench::PER_SECOND,
+    );
+    bench::record_ratio(
+        "redis",
+        "fetch + ack",
+        bench::RAW_DECODE,
+        ft,
+        frd,
+        fad_ratio,
+        bench::PER_SECOND,
+    );
     println!("redis bench ({N} packets × {ROUNDS} rounds, medians; ratio = median of per-round transport / raw):");
     println!("  batch deposit: transport {dt:>9.0} packets/s, raw XADD pipeline {dr:>9.0}/s, ratio {dep_ratio:.2}");
     println!("  fetch + ack:   transport {ft:>9.0} packets/s, raw XREADGROUP+XACK {fr:>9.0}/s, ratio {fa_ratio:.2}; raw + decode {frd:>9.0}/s, ratio {fad_ratio:.2}");

@@ -31,7 +31,15 @@ pub const RAW_DECODE: &str = "raw+decode";
 /// Record `qis / raw` for `operation` on `backend` against `baseline`, both
 /// rates in packets per second (higher is better), and return the ratio.
 pub fn record(backend: &str, operation: &str, baseline: &str, qis: f64, raw: f64) -> f64 {
-    record_ratio(backend, operation, baseline, qis, raw, qis / raw, PER_SECOND)
+    record_ratio(
+        backend,
+        operation,
+        baseline,
+        qis,
+        raw,
+        qis / raw,
+        PER_SECOND,
+    )
 }
 
 /// The unit of rates: packets (or operations) per second.
