@@ -108,16 +108,21 @@ done
 
 stop_servers
 
-# The table: rates rounded to whole numbers, small figures (latencies in µs)
-# to two decimals.
+# The table: rates rounded to whole numbers, smaller figures (latencies and
+# times per packet in µs) to two or four decimals, ratios to two.
 {
   echo "Benchmarks, $when; $machine."
   echo
   echo "| backend | operation | baseline | qis | baseline figure | qis / baseline | unit |"
   echo "|---|---|---|---:|---:|---:|---|"
   jq -r '
-    def num: if . == null then "–" elif . >= 100 then (round | tostring) else ((. * 100 | round) / 100 | tostring) end;
-    "| \(.backend) | \(.operation) | \(.baseline) | \(.qis | num) | \(.raw | num) | \(if .ratio == null then "–" else ((.ratio * 100 | round) / 100 | tostring) end) | \(.unit) |"
+    def dec($n): (. * pow(10; $n) | round | tostring) as $d
+      | if $n == 0 then $d
+        else ("0" * ([0, $n + 1 - ($d | length)] | max) + $d) as $p
+        | $p[:-$n] + "." + $p[-$n:] end;
+    def num: if . == null then "–" elif . >= 100 then dec(0) elif . >= 1 then dec(2) else dec(4) end;
+    def ratio: if . == null then "–" else dec(2) end;
+    "| \(.backend) | \(.operation) | \(.baseline) | \(.qis | num) | \(.raw | num) | \(.ratio | ratio) | \(.unit) |"
   ' "$QIS_BENCH_JSON"
 } >"$out/ratios.md"
 echo

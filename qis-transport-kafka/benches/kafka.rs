@@ -313,7 +313,7 @@ async fn main() {
     }
     report("batch deposit", bench::RAW, N, qd, rd.min(rd0));
     println!(
-        "  (raw rdkafka with linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
+        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
         config.linger.as_millis(),
         rate(N, rd),
         rate(N, rd0)
@@ -370,7 +370,7 @@ async fn main() {
     }
     report("one deposit", bench::RAW, SINGLES, qs, rs.min(rl));
     println!(
-        "  (raw rdkafka with linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
+        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
         config.linger.as_millis(),
         rate(SINGLES, rl),
         rate(SINGLES, rs)
