@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use qis::bridge::{Bridge, BridgeConfig};
 use qis::{DynTransport, EncodedPacket, OutcomePacket, Subject};
+use qis_conformance::support::bench;
 
 const ROUNDS: usize = 3;
 const BATCH: usize = 500;
@@ -142,7 +143,13 @@ async fn measure(name: &str, url: &str, n: usize) -> BenchResult<()> {
         format!("sqlite -> {name}"),
         bridge,
         deposit,
-        bridge / deposit
+        bench::record(
+            &format!("bridge sqlite -> {name}"),
+            "forward a batch",
+            "qis deposit",
+            bridge,
+            deposit
+        )
     );
     Ok(())
 }

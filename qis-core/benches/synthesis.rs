@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use qis_conformance::support::bench;
 use qis_core::{synthesize_with, OutcomePacket, PacketId, Received, SynthesisConfig};
 
 const T: f64 = 1_764_000_000.0;
@@ -340,13 +341,27 @@ fn main() {
             if let Some(p) = path {
                 let _ = std::fs::remove_file(p);
             }
-            let ratio = |qis: f64| seed.map_or("-".to_string(), |s| format!("{:.1}×", s / qis));
+            let dups = if dup { "10%" } else { "0" };
+            let ratio = |qis: f64, rules: &str| {
+                seed.map_or("-".to_string(), |s| {
+                    let r = bench::record_ratio(
+                        "synthesis",
+                        &format!("{n} packets, {dups} duplicates, {rules}"),
+                        "seed (Python)",
+                        qis,
+                        s,
+                        s / qis,
+                        "µs per packet (lower is better; ratio seed/qis)",
+                    );
+                    format!("{r:.1}×")
+                })
+            };
             println!(
                 "{n:>8} {:>5} {:>9} {seed_rules:>15.3} {:>7} {full:>13.3} {:>7}",
-                if dup { "10%" } else { "0" },
+                dups,
                 seed.map_or("-".to_string(), |s| format!("{s:.3}")),
-                ratio(seed_rules),
-                ratio(full),
+                ratio(seed_rules, "seed rules"),
+                ratio(full, "default rules"),
             );
         }
     }

@@ -8,6 +8,13 @@
 //!   batch vs. a raw group consumer polling the same records and committing
 //!   synchronously every 1,000.
 //!
+//! - one deposit, awaited: 300 `deposit_encoded` calls one after another,
+//!   each awaited, vs. raw rdkafka sending one record and awaiting its
+//!   acknowledgement.
+//!
+//! Raw deposits run twice over, with the transport's `linger` and with
+//! `linger.ms=0`; the better of the two is the bar (both are printed).
+//!
 //! Each side runs twice, alternating, and the better run counts (the machine
 //! may be busy with other work).
 //!
@@ -21,6 +28,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qis_conformance::support::bench;
 use qis_core::{
     Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
     Subject, SubjectPattern,
@@ -34,6 +42,8 @@ use rdkafka::ClientConfig;
 /// Records per side and phase.
 const N: usize = 30_000;
 const CHUNK: usize = 1_000;
+/// Deposits one at a time, each awaited.
+const SINGLES: usize = 300;
 
 fn packets(prefix: &Subject) -> Vec<EncodedPacket> {
     let problems = [
@@ -63,14 +73,31 @@ fn packets(prefix: &Subject) -> Vec<EncodedPacket> {
 }
 
 fn raw_producer(config: &KafkaConfig) -> FutureProducer {
+    raw_producer_lingering(config, config.linger)
+}
+
+fn raw_producer_lingering(config: &KafkaConfig, linger: Duration) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", config.linger.as_millis().to_string())
+        .set("linger.ms", linger.as_millis().to_string())
         .create()
         .expect("raw producer")
+}
+
+/// One record at a time, each acknowledgement awaited before the next.
+async fn raw_singles(producer: &FutureProducer, topic: &str, packets: &[EncodedPacket]) {
+    for p in packets {
+        raw_deposit(producer, topic, std::slice::from_ref(p)).await;
+    }
+}
+
+async fn qis_singles(t: &Checked<KafkaTransport>, packets: &[EncodedPacket]) {
+    for p in packets {
+        t.deposit_encoded(p).await.expect("deposit");
+    }
 }
 
 async fn raw_deposit(producer: &FutureProducer, topic: &str, packets: &[EncodedPacket]) {
@@ -218,13 +245,18 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn report(what: &str, n: usize, qis: Duration, raw: Duration) {
+fn report(what: &str, baseline: &str, n: usize, qis: Duration, raw: Duration) {
     let (q, r) = (rate(n, qis), rate(n, raw));
+    let label = if baseline == bench::RAW {
+        what.to_string()
+    } else {
+        format!("  ({baseline})")
+    };
     println!(
-        "{what:<18} qis {q:>9.0}/s ({:>7.1} ms)   raw rdkafka {r:>9.0}/s ({:>7.1} ms)   ratio {:.2}",
+        "{label:<18} qis {q:>9.0}/s ({:>7.1} ms)   raw rdkafka {r:>9.0}/s ({:>7.1} ms)   ratio {:.2}",
         qis.as_secs_f64() * 1e3,
         raw.as_secs_f64() * 1e3,
-        q / r
+        bench::record("kafka", what, baseline, q, r)
     );
 }
 
@@ -258,13 +290,16 @@ async fn main() {
         t.partitions()
     );
 
-    // Warm both producers up (connections, producer ids).
+    // Raw at the transport's linger and with none: the better one is the
+    // bar, whichever the transport picks.
+    let raw0 = raw_producer_lingering(&config, Duration::ZERO);
+    // Warm the producers up (connections, producer ids).
     qis_deposit(&t, &packets[..100]).await;
     raw_deposit(&raw, &topic, &packets[..100]).await;
+    raw_deposit(&raw0, &topic, &packets[..100]).await;
 
     // Alternate, best of two, so neither side pays for the other's leftovers.
-    let mut qd = Duration::MAX;
-    let mut rd = Duration::MAX;
+    let (mut qd, mut rd, mut rd0) = (Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..2 {
         let s = Instant::now();
         raw_deposit(&raw, &topic, &packets).await;
@@ -272,11 +307,20 @@ async fn main() {
         let s = Instant::now();
         qis_deposit(&t, &packets).await;
         qd = qd.min(s.elapsed());
+        let s = Instant::now();
+        raw_deposit(&raw0, &topic, &packets).await;
+        rd0 = rd0.min(s.elapsed());
     }
-    report("batch deposit", N, qd, rd);
+    report("batch deposit", bench::RAW, N, qd, rd.min(rd0));
+    println!(
+        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
+        config.linger.as_millis(),
+        rate(N, rd),
+        rate(N, rd0)
+    );
 
-    // Everything in the topic: 2 × 100 warm-up + 4 × N.
-    let total = 200 + 4 * N;
+    // Everything in the topic: 3 × 100 warm-up + 6 × N.
+    let total = 300 + 6 * N;
     let pattern = SubjectPattern::new(format!("{prefix}.>")).unwrap();
     let mut qc = Duration::MAX;
     let mut rc = Duration::MAX;
@@ -304,10 +348,33 @@ async fn main() {
             .expect("raw consume");
         dc = dc.min(d);
     }
-    report("fetch + ack", total, qc, rc);
+    report("fetch + ack", bench::RAW, total, qc, rc);
     // What any QIS reader pays on top of raw consuming: decoding each
-    // packet (JSON, validation, SHA-256 id). Shown apart for context.
-    report("  (raw + decode)", total, qc, dc);
+    // packet (JSON, validation, SHA-256 id).
+    report("fetch + ack", bench::RAW_DECODE, total, qc, dc);
+
+    // One deposit at a time, each awaited (after the consumers, so their
+    // counts above stay exact). The better raw is the bar.
+    let singles = &packets[..SINGLES];
+    let (mut qs, mut rs, mut rl) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..2 {
+        let s = Instant::now();
+        raw_singles(&raw0, &topic, singles).await;
+        rs = rs.min(s.elapsed());
+        let s = Instant::now();
+        qis_singles(&t, singles).await;
+        qs = qs.min(s.elapsed());
+        let s = Instant::now();
+        raw_singles(&raw, &topic, singles).await;
+        rl = rl.min(s.elapsed());
+    }
+    report("one deposit", bench::RAW, SINGLES, qs, rs.min(rl));
+    println!(
+        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
+        config.linger.as_millis(),
+        rate(SINGLES, rl),
+        rate(SINGLES, rs)
+    );
     t.close().await.expect("close");
     println!("whole bench: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -121,7 +121,11 @@ pub struct KafkaConfig {
     /// the brokers until its fetches drained half of it.
     pub consumer_buffer_bytes: usize,
     /// How long a producer may wait to fill a batch (librdkafka's
-    /// `linger.ms`; default 2 ms).
+    /// `linger.ms`; default 0). Nothing is gained by lingering here: a batch
+    /// deposit queues all its records before awaiting any, so they go out
+    /// together anyway (measured: the same throughput as with 2 ms), while
+    /// any linger is added to every single awaited deposit (2 ms made them
+    /// about ten times slower).
     pub linger: Duration,
     /// SASL user name and password (from the URL's user info).
     pub credentials: Credentials,
@@ -148,7 +152,7 @@ impl Default for KafkaConfig {
             join_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_millis(10),
-            linger: Duration::from_millis(2),
+            linger: Duration::ZERO,
             consumer_buffer_bytes: 32 * 1024 * 1024,
             credentials: Credentials::default(),
             tls: TlsFiles::default(),
@@ -175,9 +179,9 @@ impl KafkaConfig {
     /// use qis_core::ErrorKind;
     /// use qis_transport_kafka::KafkaConfig;
     ///
-    /// let c = KafkaConfig::from_url("kafka://127.0.0.1:19092?session_timeout=2s&linger=0").unwrap();
+    /// let c = KafkaConfig::from_url("kafka://127.0.0.1:19092?session_timeout=2s&linger=5ms").unwrap();
     /// assert_eq!(c.session_timeout, Duration::from_secs(2));
-    /// assert_eq!(c.linger, Duration::ZERO);
+    /// assert_eq!(c.linger, Duration::from_millis(5));
     ///
     /// // librdkafka properties are passed through only when prefixed.
     /// let e = KafkaConfig::from_url("kafka://127.0.0.1?session.timeout.ms=2000").unwrap_err();
@@ -352,12 +356,12 @@ mod tests {
             vec![("client.id".to_string(), "x".to_string())]
         );
 
-        let c: KafkaConfig = "kafka://h?session_timeout=2s&fetch_wait_max=5ms&linger=0&deposit_timeout=1m&request_timeout=3s&join_timeout=1m&connect_timeout=1s&consumer_buffer_bytes=1MiB&max_bytes=1GiB&replication_factor=3"
+        let c: KafkaConfig = "kafka://h?session_timeout=2s&fetch_wait_max=5ms&linger=7ms&deposit_timeout=1m&request_timeout=3s&join_timeout=1m&connect_timeout=1s&consumer_buffer_bytes=1MiB&max_bytes=1GiB&replication_factor=3"
             .parse()
             .unwrap();
         assert_eq!(c.session_timeout, Duration::from_secs(2));
         assert_eq!(c.fetch_wait_max, Duration::from_millis(5));
-        assert_eq!(c.linger, Duration::ZERO);
+        assert_eq!(c.linger, Duration::from_millis(7));
         assert_eq!(c.deposit_timeout, Duration::from_secs(60));
         assert_eq!(c.request_timeout, Duration::from_secs(3));
         assert_eq!(c.join_timeout, Duration::from_secs(60));

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
 use futures::StreamExt;
+use qis_conformance::support::bench;
 use qis_core::{
     Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
     Subject, SubjectPattern,
@@ -305,6 +306,8 @@ async fn run(url: &str) -> BenchResult<()> {
             fetch,
         ),
     ] {
+        bench::record("nats-cluster R1", &name, bench::RAW, b[0].qis, b[0].raw);
+        bench::record("nats-cluster R3", &name, bench::RAW, b[1].qis, b[1].raw);
         out.push_str(&format!(
             "{:<40} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>10.2} {:>10.2} {:>10.2}\n",
             name,

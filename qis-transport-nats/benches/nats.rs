@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
 use futures::StreamExt;
+use qis_conformance::support::bench;
 use qis_core::{
     Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
     Subject, SubjectPattern,
@@ -459,7 +460,7 @@ async fn run(url: &str) -> BenchResult<()> {
             name,
             b.raw,
             b.qis,
-            b.qis / b.raw
+            bench::record("nats", &name, bench::RAW, b.qis, b.raw)
         ));
     }
     out.push_str(&format!(
@@ -467,7 +468,13 @@ async fn run(url: &str) -> BenchResult<()> {
         "  raw fetch + JSON decode + ack (reference)",
         fetch_decode_raw,
         "",
-        fetch.qis / fetch_decode_raw
+        bench::record(
+            "nats",
+            &format!("fetch + ack, batches of {FETCH_BATCH} (x{FETCH})"),
+            bench::RAW_DECODE,
+            fetch.qis,
+            fetch_decode_raw
+        )
     ));
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     for (name, r, q) in [
@@ -479,7 +486,15 @@ async fn run(url: &str) -> BenchResult<()> {
             format!("{name} (x{})", raw_l.len()),
             us(r),
             us(q),
-            us(r) / us(q)
+            bench::record_ratio(
+                "nats",
+                name,
+                bench::RAW,
+                us(q),
+                us(r),
+                us(r) / us(q),
+                "µs (lower is better; ratio raw/qis)"
+            )
         ));
     }
     out.push_str(

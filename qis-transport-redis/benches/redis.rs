@@ -5,7 +5,8 @@
 //!   marker, `XADD MAXLEN ~`, `XTRIM MINID ~`, index, `PUBLISH`) against
 //!   pipelined `XADD MAXLEN ~` of the same bodies, many pipelines in flight;
 //! - fetch + ack: a durable consumer's `fetch` + `ack` against `XREADGROUP` +
-//!   `XACK` on the same streams.
+//!   `XACK` on the same streams; "raw + decode" also parses each body into
+//!   an `OutcomePacket`, as any reader must (the transport does).
 //!
 //! Run: `scripts/servers/redis.sh start DIR && source DIR/redis.env && cargo bench -p qis-transport-redis`.
 //! Prints packets/s and the ratio transport / raw (target ≥ 0.8).
@@ -16,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
+use qis_conformance::support::bench;
 use qis_core::{
     Checked, ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, StartPosition,
     Subject, SubjectPattern,
@@ -88,11 +90,15 @@ async fn raw_deposit(
     Ok(start.elapsed())
 }
 
-/// Raw: XREADGROUP over the streams + XACK, until all are read.
+/// Raw: XREADGROUP over the streams + XACK, until all are read, as
+/// consumer group `group`. With `decode`, each entry's body is also parsed
+/// into an `OutcomePacket`, as any reader must (the transport does).
 async fn raw_fetch_ack(
     conn: &MultiplexedConnection,
     ns: &str,
     prefix: &Subject,
+    group: &str,
+    decode: bool,
 ) -> Result<Duration, BoxError> {
     let mut conn = conn.clone();
     let streams: Vec<String> = (0..SUBJECTS)
@@ -102,7 +108,7 @@ async fn raw_fetch_ack(
         let _: Value = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(s)
-            .arg("g")
+            .arg(group)
             .arg("0")
             .query_async(&mut conn)
             .await?;
@@ -112,7 +118,7 @@ async fn raw_fetch_ack(
     while got < N {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
-            .arg("g")
+            .arg(group)
             .arg("c")
             .arg("COUNT")
             .arg(FETCH / SUBJECTS)
@@ -139,21 +145,41 @@ async fn raw_fetch_ack(
             let ids: Vec<Vec<u8>> = entries
                 .into_iter()
                 .filter_map(|e| match e {
-                    Value::Array(mut parts) if parts.len() == 2 => match parts.swap_remove(0) {
-                        Value::BulkString(id) => Some(id),
-                        _ => None,
-                    },
+                    Value::Array(mut parts) if parts.len() == 2 => {
+                        if decode {
+                            decode_body(&parts[1]);
+                        }
+                        match parts.swap_remove(0) {
+                            Value::BulkString(id) => Some(id),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 })
                 .collect();
             got += ids.len();
             if !ids.is_empty() {
-                pipe.cmd("XACK").arg(key).arg("g").arg(ids).ignore();
+                pipe.cmd("XACK").arg(key).arg(group).arg(ids).ignore();
             }
         }
         pipe.query_async::<()>(&mut conn).await?;
     }
     Ok(start.elapsed())
+}
+
+/// Parse the `body` field of a stream entry's fields into a packet.
+fn decode_body(fields: &Value) {
+    let Value::Array(kv) = fields else {
+        panic!("entry fields are not an array: {fields:?}")
+    };
+    let body = kv
+        .chunks(2)
+        .find_map(|pair| match pair {
+            [Value::BulkString(k), Value::BulkString(v)] if k == b"body" => Some(v),
+            _ => None,
+        })
+        .expect("entry has a body field");
+    std::hint::black_box(OutcomePacket::decode(body).expect("a valid packet"));
 }
 
 async fn transport_deposit(
@@ -227,10 +253,8 @@ async fn bench(url: &str) -> Result<(), BoxError> {
         )
         .await?;
     let tag: u32 = std::process::id();
-    let mut dep_t = Vec::new();
-    let mut dep_r = Vec::new();
-    let mut fa_t = Vec::new();
-    let mut fa_r = Vec::new();
+    let (mut dep_t, mut dep_r) = (Vec::new(), Vec::new());
+    let (mut fa_t, mut fa_r, mut fa_rd) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // Transport and raw take turns on fresh namespaces with the same bodies.
         let prefix = Subject::new(format!("bench{tag}r{round}.iot"))?;
@@ -239,40 +263,75 @@ async fn bench(url: &str) -> Result<(), BoxError> {
         let raw_ns = format!("rawbench{tag}r{round}");
 
         // Alternate who goes first, so neither always meets a warmer server.
-        let (d_raw, d_t, f_raw, f_t);
+        // Raw and raw + decode read the same streams as two groups.
+        let (d_raw, d_t, f_raw, f_rawd, f_t);
         if round % 2 == 0 {
             d_raw = raw_deposit(&raw, &raw_ns, &ps, config.stream_max_len()).await?;
             d_t = transport_deposit(&t, &ps).await?;
-            f_raw = raw_fetch_ack(&raw, &raw_ns, &prefix).await?;
+            f_raw = raw_fetch_ack(&raw, &raw_ns, &prefix, "g", false).await?;
+            f_rawd = raw_fetch_ack(&raw, &raw_ns, &prefix, "gd", true).await?;
             f_t = transport_fetch_ack(&t, &prefix).await?;
         } else {
             d_t = transport_deposit(&t, &ps).await?;
             d_raw = raw_deposit(&raw, &raw_ns, &ps, config.stream_max_len()).await?;
             f_t = transport_fetch_ack(&t, &prefix).await?;
-            f_raw = raw_fetch_ack(&raw, &raw_ns, &prefix).await?;
+            f_rawd = raw_fetch_ack(&raw, &raw_ns, &prefix, "gd", true).await?;
+            f_raw = raw_fetch_ack(&raw, &raw_ns, &prefix, "g", false).await?;
         }
         t.close().await?;
 
         dep_r.push(rate(N, d_raw));
         dep_t.push(rate(N, d_t));
         fa_r.push(rate(N, f_raw));
+        fa_rd.push(rate(N, f_rawd));
         fa_t.push(rate(N, f_t));
         println!(
-            "round {round}: deposit transport {:>9.0}/s raw {:>9.0}/s | fetch+ack transport {:>9.0}/s raw {:>9.0}/s",
+            "round {round}: deposit transport {:>9.0}/s raw {:>9.0}/s | fetch+ack transport {:>9.0}/s raw {:>9.0}/s raw+decode {:>9.0}/s",
             rate(N, d_t),
             rate(N, d_raw),
             rate(N, f_t),
-            rate(N, f_raw)
+            rate(N, f_raw),
+            rate(N, f_rawd)
         );
         cleanup(&raw, &format!("{prefix}:*")).await?;
         cleanup(&raw, &format!("{raw_ns}:*")).await?;
     }
-    let dep_ratio = median(dep_t.iter().zip(&dep_r).map(|(t, r)| t / r).collect());
-    let fa_ratio = median(fa_t.iter().zip(&fa_r).map(|(t, r)| t / r).collect());
-    let (dt, dr, ft, fr) = (median(dep_t), median(dep_r), median(fa_t), median(fa_r));
+    let ratio = |t: &[f64], r: &[f64]| median(t.iter().zip(r).map(|(t, r)| t / r).collect());
+    let dep_ratio = ratio(&dep_t, &dep_r);
+    let fa_ratio = ratio(&fa_t, &fa_r);
+    let fad_ratio = ratio(&fa_t, &fa_rd);
+    let (dt, dr) = (median(dep_t), median(dep_r));
+    let (ft, fr, frd) = (median(fa_t), median(fa_r), median(fa_rd));
+    bench::record_ratio(
+        "redis",
+        "batch deposit",
+        bench::RAW,
+        dt,
+        dr,
+        dep_ratio,
+        bench::PER_SECOND,
+    );
+    bench::record_ratio(
+        "redis",
+        "fetch + ack",
+        bench::RAW,
+        ft,
+        fr,
+        fa_ratio,
+        bench::PER_SECOND,
+    );
+    bench::record_ratio(
+        "redis",
+        "fetch + ack",
+        bench::RAW_DECODE,
+        ft,
+        frd,
+        fad_ratio,
+        bench::PER_SECOND,
+    );
     println!("redis bench ({N} packets × {ROUNDS} rounds, medians; ratio = median of per-round transport / raw):");
     println!("  batch deposit: transport {dt:>9.0} packets/s, raw XADD pipeline {dr:>9.0}/s, ratio {dep_ratio:.2}");
-    println!("  fetch + ack:   transport {ft:>9.0} packets/s, raw XREADGROUP+XACK {fr:>9.0}/s, ratio {fa_ratio:.2}");
+    println!("  fetch + ack:   transport {ft:>9.0} packets/s, raw XREADGROUP+XACK {fr:>9.0}/s, ratio {fa_ratio:.2}; raw + decode {frd:>9.0}/s, ratio {fad_ratio:.2}");
     Ok(())
 }
 

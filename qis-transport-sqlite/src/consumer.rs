@@ -49,7 +49,8 @@ pub struct SqliteConsumer {
 /// The result of one take on the connection thread.
 struct Taken {
     deliveries: Vec<Delivery>,
-    /// The earliest redelivery deadline of this consumer (ms since the epoch).
+    /// The earliest redelivery deadline of this consumer (ms since the
+    /// epoch), looked up only when nothing was taken.
     next_due_ms: Option<i64>,
 }
 
@@ -287,6 +288,8 @@ fn take(
         }
     })?;
     if !fresh.is_empty() {
+        // One row per delivery: the B-tree insert is the cost (an
+        // INSERT … SELECT over a series per run of seqs measured the same).
         let mut pend = tx.prepare_cached(
             "INSERT OR REPLACE INTO qis_pending (consumer_id, seq, due_at_ms, deliveries) VALUES (?1, ?2, ?3, 1)",
         )?;
@@ -299,7 +302,13 @@ fn take(
         tx.prepare_cached("UPDATE qis_consumers SET cursor = ?1 WHERE id = ?2")?
             .execute(params![new_cursor, c.id])?;
     }
-    let next_due_ms = next_due(&tx, c.id)?;
+    // Only a fetch that got nothing waits, and only then for the earliest
+    // redelivery: skip the look otherwise.
+    let next_due_ms = if out.is_empty() {
+        next_due(&tx, c.id)?
+    } else {
+        None
+    };
     tx.commit()?;
     Ok(Taken {
         deliveries: out,

@@ -26,6 +26,7 @@
 //! ```
 
 mod availability;
+pub mod bench;
 mod files;
 mod packet;
 mod run;

@@ -1,0 +1,128 @@
+//! Benchmark ratios in a form a script can collect.
+//!
+//! Every bench prints its figures for a person; each ratio it prints is also
+//! handed to [`record`], which appends one JSON object per line to the file
+//! named by `QIS_BENCH_JSON` when that is set (and does nothing otherwise).
+//! `scripts/bench-all.sh` sets it, runs every bench and turns the lines into
+//! one table:
+//!
+//! ```json
+//! {"backend":"sqlite","operation":"fetch + ack","baseline":"raw+decode","qis":52000.0,"raw":61000.0,"ratio":0.85,"unit":"packets/s"}
+//! ```
+//!
+//! ```
+//! use qis_conformance::support::bench;
+//! // Without QIS_BENCH_JSON this only returns the ratio.
+//! let ratio = bench::record("sqlite", "batch deposit", bench::RAW, 80_000.0, 100_000.0);
+//! assert!((ratio - 0.8).abs() < 1e-9);
+//! ```
+
+use std::io::Write;
+
+/// The variable naming the file [`record`] appends to.
+pub const BENCH_JSON: &str = "QIS_BENCH_JSON";
+
+/// Baseline: the raw client doing the same work.
+pub const RAW: &str = "raw";
+/// Baseline: the raw client plus `serde_json` decoding of each packet, which
+/// is what a user without QIS writes.
+pub const RAW_DECODE: &str = "raw+decode";
+
+/// Record `qis / raw` for `operation` on `backend` against `baseline`, both
+/// rates in packets per second (higher is better), and return the ratio.
+pub fn record(backend: &str, operation: &str, baseline: &str, qis: f64, raw: f64) -> f64 {
+    record_ratio(
+        backend,
+        operation,
+        baseline,
+        qis,
+        raw,
+        qis / raw,
+        PER_SECOND,
+    )
+}
+
+/// The unit of rates: packets (or operations) per second.
+pub const PER_SECOND: &str = "packets/s";
+
+/// Record a ratio the bench computed itself (a median of per-round ratios,
+/// or raw ÷ qis for latencies, where lower is better) beside the two
+/// figures it compares, in `unit`, and return it. When
+/// `QIS_BENCH_JSON` names a file, one JSON line is appended to it.
+///
+/// # Panics
+///
+/// When `QIS_BENCH_JSON` names a file that cannot be appended to.
+pub fn record_ratio(
+    backend: &str,
+    operation: &str,
+    baseline: &str,
+    qis: f64,
+    raw: f64,
+    ratio: f64,
+    unit: &str,
+) -> f64 {
+    let Some(path) = std::env::var_os(BENCH_JSON) else {
+        return ratio;
+    };
+    let finite = |v: f64| {
+        if v.is_finite() {
+            serde_json::Value::from(v)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    let line = serde_json::json!({
+        "backend": backend,
+        "operation": operation,
+        "baseline": baseline,
+        "qis": finite(qis),
+        "raw": finite(raw),
+        "ratio": finite(ratio),
+        "unit": unit,
+    });
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        // One write per line, so benches run one after another (or at once)
+        // never interleave within a line.
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        // A bench is a program run by hand or by bench-all.sh: a table
+        // silently missing a row is worse than a bench that stops here.
+        panic!(
+            "cannot append to {BENCH_JSON}={}: {e}; point it at a writable file",
+            std::path::Path::new(&path).display()
+        );
+    }
+    ratio
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this crate touching `QIS_BENCH_JSON`.
+    #[test]
+    fn a_ratio_becomes_one_json_line() {
+        let dir = crate::support::TempDir::new("bench-json");
+        let file = dir.path().join("ratios.jsonl");
+        std::env::set_var(BENCH_JSON, &file);
+        assert_eq!(record("sqlite", "fetch + ack", RAW_DECODE, 1.0, 4.0), 0.25);
+        record("kafka", "one deposit", RAW, 3.0, 0.0);
+        std::env::remove_var(BENCH_JSON);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["backend"], "sqlite");
+        assert_eq!(lines[0]["operation"], "fetch + ack");
+        assert_eq!(lines[0]["baseline"], "raw+decode");
+        assert_eq!(lines[0]["ratio"], 0.25);
+        assert_eq!(lines[0]["raw"], 4.0);
+        assert!(lines[1]["ratio"].is_null(), "{text}");
+    }
+}
