@@ -14,12 +14,11 @@ use futures::StreamExt;
 use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::{Arguments, Completion, Failed, Trial};
 use qis_conformance::support::{
-    block_on, collect, collect_unacked, consumer, context, ids, installed, next_live, pkt, quiet,
-    CaseResult, TempDir,
+    block_on, collect, collect_unacked, consumer_from_start, context, ids, installed, next_live,
+    pkt, quiet, CaseResult, TempDir,
 };
 use qis_core::{
-    Checked, EncodedPacket, OutcomeTransport, OutcomeTransportExt, PacketId, StartPosition,
-    SubjectPattern,
+    Checked, EncodedPacket, OutcomeTransport, OutcomeTransportExt, PacketId, SubjectPattern,
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 use rusqlite::types::Value;
@@ -80,14 +79,7 @@ async fn text_body_is_delivered() -> CaseResult {
         .await
         .map_err(context("deposit"))?;
 
-    let c = consumer(
-        &*t,
-        "twins",
-        "qis.iot.hvac.>",
-        StartPosition::All,
-        Duration::from_secs(1),
-    )
-    .await?;
+    let c = consumer_from_start(&*t, "twins", "qis.iot.hvac.>", Duration::from_secs(1)).await?;
     let got = collect_unacked(&c, 3, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![before.id, foreign.id(), after.id],
@@ -180,14 +172,7 @@ async fn unreadable_rows_are_skipped_and_counted() -> CaseResult {
         ("narrow", "qis.iot.hvac.>", 3),
         ("exact", "qis.iot.hvac.energy-anomaly", 2),
     ] {
-        let c = consumer(
-            &*t,
-            name,
-            pattern,
-            StartPosition::All,
-            Duration::from_secs(1),
-        )
-        .await?;
+        let c = consumer_from_start(&*t, name, pattern, Duration::from_secs(1)).await?;
         let got = collect(&c, 2, Duration::from_secs(10)).await?;
         ensure!(
             ids(&got) == vec![first.id, last.id],
@@ -277,14 +262,7 @@ print(hashlib.sha256(body).hexdigest())
         "Python's body differs from QIS's encoding (id {python_id}, QIS {})",
         expected.id()
     );
-    let c = consumer(
-        &*t,
-        "twins",
-        "qis.iot.hvac.>",
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = consumer_from_start(&*t, "twins", "qis.iot.hvac.>", Duration::from_secs(30)).await?;
     let got = collect(&c, 2, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![mine.id, expected.id()],

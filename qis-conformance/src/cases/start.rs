@@ -4,10 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use qis_core::{OutcomeTransportExt, StartPosition, Subject};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, consumer, context, pkt, quiet, seq_of, CaseResult};
+use crate::support::{collect, consumer, context, pkt, quiet, reader, seq_of, CaseResult};
 
 /// `StartPosition::All` receives the history and what comes after;
 /// `StartPosition::New` only what is deposited after it was created.
@@ -22,7 +22,7 @@ pub async fn start_all_receives_history_start_new_does_not(
     t.deposit_batch(&history)
         .await
         .map_err(context("deposit"))?;
-    let all = reader(&t, "historian", &prefix, Duration::from_secs(60)).await?;
+    let all = reader(&*t, "historian", &prefix, Duration::from_secs(60)).await?;
     let new = consumer(
         &*t,
         "newcomer",

@@ -29,6 +29,7 @@ mod availability;
 mod files;
 mod packet;
 mod run;
+mod steps;
 mod wait;
 
 use std::fmt::Display;
@@ -44,6 +45,7 @@ pub use availability::{
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
 pub use run::{block_on, init_tracing, runtime, with_fresh_prefix};
+pub use steps::{consumer_from_start, deposit_seqs, fetch_once, open_consumer, reader, refused};
 pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
 
 /// What a case or test returns: `Err` says what did not happen.
@@ -71,5 +73,5 @@ pub async fn consumer<T: OutcomeTransport + ?Sized>(
     transport
         .consumer(config)
         .await
-        .map_err(context("open consumer"))
+        .map_err(|err| format!("open consumer {name}: {err}"))
 }
