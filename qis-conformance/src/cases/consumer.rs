@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qis_core::{Delivery, DurableConsumer, ErrorKind, OutcomeTransportExt, Subject};
+use qis_core::{Delivery, DurableConsumer, ErrorKind, Subject};
 
 use super::{deposit, open};
 use crate::backend::DynBackend;
@@ -18,12 +18,7 @@ use crate::support::{
 /// resumes after its last ack: nothing acked comes back, nothing is skipped.
 pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..20)
-        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
+    deposit_seqs(&*t, "device", "hvac", "energy-anomaly", 0..20).await?;
     let c = consumer_from_start(
         &*t,
         "roamer",
@@ -266,12 +261,7 @@ pub async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> Case
     )
     .await;
     let (c1, c2) = (c1?, c2?);
-    let packets: Vec<_> = (0..200)
-        .map(|i| pkt("producer", "hvac", "energy-anomaly", i))
-        .collect();
-    t1.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
+    deposit_seqs(&*t1, "producer", "hvac", "energy-anomaly", 0..200).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = Vec::new();
     while got.len() < 200 && Instant::now() < deadline {

@@ -1,9 +1,13 @@
 //! Deposits: receipts, duplicates, batches, concurrency and order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use qis_core::{EncodedPacket, OutcomeTransportExt, Subject, DEFAULT_RESOLUTION};
+use qis_core::{
+    Delivery, DurableConsumer, DynTransport, EncodedPacket, OutcomeTransportExt, Subject,
+    DEFAULT_RESOLUTION,
+};
 
 use super::{deposit, open};
 use crate::backend::DynBackend;
@@ -213,15 +217,13 @@ pub async fn concurrent_depositors_nothing_lost_or_doubled(
         "50 × 100 deposits gave {} distinct ids",
         expected.len()
     );
-    let c = consumer_from_start(
-        &*t,
-        "reader",
+    let (c, got) = read_all(
+        &t,
         &format!("{prefix}.fleet.*"),
-        Duration::from_secs(120),
+        5000,
+        "concurrent depositors",
     )
     .await?;
-    let got = collect(&c, 5000, Duration::from_secs(60)).await?;
-    assert_unique(&got, "concurrent depositors")?;
     let got_ids: HashSet<_> = ids(&got).into_iter().collect();
     ensure!(got_ids == expected, "fetched ids differ from deposited ids");
     let extra = quiet(&c, Duration::from_millis(500)).await?;
@@ -261,15 +263,7 @@ pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> 
             .await
             .map_err(context("batch deposit"))?;
     }
-    let c = consumer_from_start(
-        &*t,
-        "reader",
-        &format!("{prefix}.hvac.*"),
-        Duration::from_secs(120),
-    )
-    .await?;
-    let got = collect(&c, 1000, Duration::from_secs(60)).await?;
-    assert_unique(&got, "one publisher")?;
+    let (_c, got) = read_all(&t, &format!("{prefix}.hvac.*"), 1000, "one publisher").await?;
     let mut last: HashMap<String, usize> = HashMap::new();
     for d in &got {
         let s = seq_of(d);
@@ -284,4 +278,19 @@ pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> 
     }
     ensure!(last.len() == 2, "expected two subjects, saw {}", last.len());
     Ok(())
+}
+
+/// Open consumer `reader` on `pattern` from the start and collect `n`
+/// packets (within 60 s), each exactly once (`who` names the depositors in
+/// a failure); the consumer is returned to check that nothing more comes.
+async fn read_all(
+    t: &DynTransport,
+    pattern: &str,
+    n: usize,
+    who: &str,
+) -> Result<(Arc<dyn DurableConsumer>, Vec<Delivery>), String> {
+    let c = consumer_from_start(&**t, "reader", pattern, Duration::from_secs(120)).await?;
+    let got = collect(&c, n, Duration::from_secs(60)).await?;
+    assert_unique(&got, who)?;
+    Ok((c, got))
 }

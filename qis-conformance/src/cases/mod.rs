@@ -16,11 +16,11 @@ pub mod start;
 pub mod stream;
 pub mod wildcard;
 
-use qis_core::{DynTransport, OutcomePacket, OutcomeTransportExt, Receipt, Subject};
+use qis_core::{DynTransport, OutcomePacket, Receipt, Subject};
 
 use crate::backend::DynBackend;
 use crate::case::Case;
-use crate::support::context;
+use crate::support::{context, deposit_one};
 
 /// `case!(module::name, Capability…)`: the registry entry for a case.
 macro_rules! case {
@@ -113,5 +113,5 @@ async fn open(backend: &DynBackend, prefix: &Subject) -> Result<DynTransport, St
 
 /// Deposit `packet` on its readable subject.
 async fn deposit(t: &DynTransport, packet: &OutcomePacket) -> Result<Receipt, String> {
-    t.deposit(packet).await.map_err(context("deposit"))
+    deposit_one(&**t, packet).await
 }

@@ -6,18 +6,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qis_core::{
-    Delivery, DurableConsumer, Error, ErrorKind, OutcomeTransport, Receipt, StartPosition, Subject,
-    DEFAULT_ACK_WAIT,
+    Delivery, DurableConsumer, Error, ErrorKind, OutcomePacket, OutcomeTransport, Receipt,
+    StartPosition, Subject, DEFAULT_ACK_WAIT,
 };
 
 use qis_core::OutcomeTransportExt;
 
 use super::{context, pkt};
 
+/// Deposit `packet` on its readable subject; its receipt.
+pub async fn deposit_one(
+    transport: &dyn OutcomeTransport,
+    packet: &OutcomePacket,
+) -> Result<Receipt, String> {
+    transport.deposit(packet).await.map_err(context("deposit"))
+}
+
 /// Deposit packets `seqs` from `agent` on `domain`/`problem` (built by
 /// [`pkt`]) in one batch; their receipts in order.
-pub async fn deposit_seqs<T: OutcomeTransport + ?Sized>(
-    transport: &T,
+pub async fn deposit_seqs(
+    transport: &dyn OutcomeTransport,
     agent: &str,
     domain: &str,
     problem: &str,
@@ -32,8 +40,8 @@ pub async fn deposit_seqs<T: OutcomeTransport + ?Sized>(
 
 /// Open (create or resume) the durable consumer `name` on `pattern`,
 /// starting with all history, with `ack_wait`.
-pub async fn consumer_from_start<T: OutcomeTransport + ?Sized>(
-    transport: &T,
+pub async fn consumer_from_start(
+    transport: &dyn OutcomeTransport,
     name: &str,
     pattern: &str,
     ack_wait: Duration,
@@ -43,8 +51,8 @@ pub async fn consumer_from_start<T: OutcomeTransport + ?Sized>(
 
 /// [`consumer_from_start`] with the default ack wait: the consumer a
 /// default [`ConsumerConfig`](qis_core::ConsumerConfig) opens.
-pub async fn open_consumer<T: OutcomeTransport + ?Sized>(
-    transport: &T,
+pub async fn open_consumer(
+    transport: &dyn OutcomeTransport,
     name: &str,
     pattern: &str,
 ) -> Result<Arc<dyn DurableConsumer>, String> {
@@ -52,8 +60,8 @@ pub async fn open_consumer<T: OutcomeTransport + ?Sized>(
 }
 
 /// [`consumer_from_start`] on everything under `prefix` (`{prefix}.>`).
-pub async fn reader<T: OutcomeTransport + ?Sized>(
-    transport: &T,
+pub async fn reader(
+    transport: &dyn OutcomeTransport,
     name: &str,
     prefix: &Subject,
     ack_wait: Duration,
