@@ -41,7 +41,7 @@ async fn until_back(
             !left.is_zero(),
             "{what} did not come back within {within:?}"
         );
-        let got = fetch_once(&c, 1, left.min(Duration::from_millis(500))).await?;
+        let got = fetch_once(c, 1, left.min(Duration::from_millis(500))).await?;
         if let Some(d) = got.into_iter().find(|d| d.id() == id) {
             return Ok(d);
         }

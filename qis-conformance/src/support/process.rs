@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use super::CaseResult;
 
 /// Wait until something accepts TCP connections on loopback `port`, while
-/// the server `child` of this test starts: fails with "exited at start
-/// (<status>)" if it exits first (and takes it out of `child`), or "did not
-/// open port <port> within <within>". Callers add the server's name and log.
+/// the server `child` of this test starts: fails with `exited at start
+/// (<status>)` if it exits first (and takes it out of `child`), or `did not
+/// open port <port> within <within>`. Callers add the server's name and log.
 pub fn await_port(child: &mut Option<Child>, port: u16, within: Duration) -> CaseResult {
     let addr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + within;
@@ -45,8 +45,8 @@ pub fn signal(pid: u32, signal: &str) -> CaseResult {
 }
 
 /// Send `stop_signal` to `child` by its PID and wait up to `within` for it
-/// to exit; if it does not, kill it and fail with "did not exit within
-/// <within> of <signal>".
+/// to exit; if it does not, kill it and fail with `did not exit within
+/// <within> of kill <signal>`.
 pub fn stop_child(mut child: Child, stop_signal: &str, within: Duration) -> CaseResult {
     signal(child.id(), stop_signal)?;
     let deadline = Instant::now() + within;

@@ -80,8 +80,8 @@ pub async fn fetch_once(
 }
 
 /// `result` must be refused with an error of `kind`: returns the error for
-/// further checks, or fails with "`what` was accepted" or
-/// "`what` gave <error>".
+/// further checks, or fails with `<what> was accepted` or
+/// `<what> gave <error>`.
 pub fn refused<T>(
     what: &str,
     kind: ErrorKind,
