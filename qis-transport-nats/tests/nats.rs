@@ -56,35 +56,16 @@ async fn stream_with_other_limits_is_a_conflict(url: String) -> CaseResult {
     // Same settings again: idempotent.
     let again = open(&url, &prefix).await?;
     again.close().await.map_err(context("close"))?;
+    // The settings of `t`'s stream, changed one at a time below.
+    let base = || NatsConfig::from_url(&url).unwrap().prefix(prefix.clone());
     for (what, config) in [
-        (
-            "max_age",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .max_age(Duration::from_secs(3600)),
-        ),
-        (
-            "max_bytes",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .max_bytes(1 << 20),
-        ),
+        ("max_age", base().max_age(Duration::from_secs(3600))),
+        ("max_bytes", base().max_bytes(1 << 20)),
         (
             "storage",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .storage(qis_transport_nats::NatsStorage::Memory),
+            base().storage(qis_transport_nats::NatsStorage::Memory),
         ),
-        (
-            "dedup_window",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .dedup_window(Duration::from_secs(10)),
-        ),
+        ("dedup_window", base().dedup_window(Duration::from_secs(10))),
         (
             "subjects",
             NatsConfig::from_url(&url)
@@ -94,10 +75,7 @@ async fn stream_with_other_limits_is_a_conflict(url: String) -> CaseResult {
         ),
         (
             "overlapping subjects",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .stream(format!("{}_OTHER", t.stream_name())),
+            base().stream(format!("{}_OTHER", t.stream_name())),
         ),
     ] {
         match NatsTransport::connect(config).await {

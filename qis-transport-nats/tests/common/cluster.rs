@@ -316,8 +316,18 @@ pub async fn replicas_current(observer: &NatsTransport) -> bool {
 
 /// The consumer's leader and whether a pull request waits on it.
 pub async fn consumer_state(t: &NatsTransport, name: &str) -> Option<(String, usize)> {
+    let info = consumer_info(t, name).await?;
+    Some((info.cluster.as_ref()?.leader.clone()?, info.num_waiting))
+}
+
+/// What the server says about consumer `name` of the stream, if it
+/// answers within 2 s.
+async fn consumer_info(
+    t: &NatsTransport,
+    name: &str,
+) -> Option<async_nats::jetstream::consumer::Info> {
     let js = t.jetstream();
-    let info = tokio::time::timeout(Duration::from_secs(2), async {
+    tokio::time::timeout(Duration::from_secs(2), async {
         js.get_stream(STREAM)
             .await
             .ok()?
@@ -326,23 +336,14 @@ pub async fn consumer_state(t: &NatsTransport, name: &str) -> Option<(String, us
             .ok()
     })
     .await
-    .ok()??;
-    Some((info.cluster.as_ref()?.leader.clone()?, info.num_waiting))
+    .ok()?
 }
 
 /// Whether the consumer has a leader and two current followers.
 pub async fn consumer_whole(t: &NatsTransport, name: &str) -> bool {
-    let js = t.jetstream();
-    let info = tokio::time::timeout(Duration::from_secs(2), async {
-        js.get_stream(STREAM)
-            .await
-            .ok()?
-            .consumer_info(name)
-            .await
-            .ok()
-    })
-    .await;
-    let Ok(Some(info)) = info else { return false };
+    let Some(info) = consumer_info(t, name).await else {
+        return false;
+    };
     info.cluster.as_ref().is_some_and(|c| {
         c.leader.is_some()
             && c.replicas.len() == 2
