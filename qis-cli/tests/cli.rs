@@ -1007,21 +1007,19 @@ mod sqlite {
         let dir = TempDir::new("bridge-usage");
         let o = run(dir.path(), &["bridge", "--from", "sqlite://a.db"]);
         assert_usage_error(&o, "--to");
-        let o = run(
-            dir.path(),
-            &[
-                "bridge",
-                "--from",
-                "sqlite://a.db",
-                "--to",
-                "sqlite://b.db",
-                "--origin",
-                "a",
+        // Each bad flag on an otherwise complete bridge.
+        let bridge = ["bridge", "--from", "sqlite://a.db", "--to", "sqlite://b.db"];
+        for (flags, named) in [
+            (
+                &["--origin", "a", "--except-origin", "b"][..],
                 "--except-origin",
-                "b",
-            ],
-        );
-        assert_usage_error(&o, "--except-origin");
+            ),
+            (&["--ack-wait", "500ms"], "--ack-wait"),
+            (&["--name", "no spaces"], "consumer name"),
+        ] {
+            let o = run(dir.path(), &[&bridge[..], flags].concat());
+            assert_usage_error(&o, named);
+        }
         let o = run(
             dir.path(),
             &[
@@ -1033,32 +1031,6 @@ mod sqlite {
             ],
         );
         assert_usage_error(&o, "carrier-pigeon");
-        let o = run(
-            dir.path(),
-            &[
-                "bridge",
-                "--from",
-                "sqlite://a.db",
-                "--to",
-                "sqlite://b.db",
-                "--ack-wait",
-                "500ms",
-            ],
-        );
-        assert_usage_error(&o, "--ack-wait");
-        let o = run(
-            dir.path(),
-            &[
-                "bridge",
-                "--from",
-                "sqlite://a.db",
-                "--to",
-                "sqlite://b.db",
-                "--name",
-                "no spaces",
-            ],
-        );
-        assert_usage_error(&o, "consumer name");
         assert!(
             !dir.path().join("a.db").exists(),
             "nothing is opened before the flags are checked"

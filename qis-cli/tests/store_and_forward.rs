@@ -36,7 +36,7 @@ use qis::{
 };
 use serde_json::Value;
 use support::{
-    e, qis, runtime, trial, wait_until, BridgeProcess, Hub, HubKind, TempDir, TestResult,
+    e, qis, runtime, trial, wait_until, BridgeProcess, Hub, HubKind, SqliteUrl, TempDir, TestResult,
 };
 
 fn packet(node: &str, domain: &str, n: usize) -> OutcomePacket {

@@ -106,3 +106,32 @@ macro_rules! ensure {
         }
     };
 }
+
+/// `fresh_prefix_trials!(&available, within; case_a, case_b)`: a trial per
+/// case, named after it, that runs `case(what, prefix)` with what
+/// `available` (a `Result<T, String>`, as for [`support::trial`]) holds, on
+/// a fresh prefix within `within` (see [`support::with_fresh_prefix`]).
+/// Each case is an `async fn(T, Subject) -> CaseResult`.
+///
+/// ```
+/// use std::time::Duration;
+/// use qis_conformance::support::CaseResult;
+/// use qis_core::Subject;
+///
+/// async fn nothing_to_do(_url: String, _prefix: Subject) -> CaseResult {
+///     Ok(())
+/// }
+/// let url: Result<String, String> = Err("no server here".into());
+/// let trials = qis_conformance::fresh_prefix_trials!(&url, Duration::from_secs(5); nothing_to_do);
+/// assert_eq!(trials.len(), 1);
+/// ```
+#[macro_export]
+macro_rules! fresh_prefix_trials {
+    ($available:expr, $within:expr; $($case:ident),+ $(,)?) => {
+        vec![$(
+            $crate::support::trial(stringify!($case), $available, |what| {
+                $crate::support::with_fresh_prefix($within, |prefix| $case(what, prefix))
+            })
+        ),+]
+    };
+}

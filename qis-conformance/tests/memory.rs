@@ -2,18 +2,18 @@
 //! through this crate's public API only: what a transport written outside
 //! the QIS workspace puts in its own `tests/conformance.rs`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use qis_conformance::support::ByPrefix;
 use qis_conformance::{async_trait, Backend};
 use qis_core::backend::InjectRaw;
-use qis_core::{DynTransport, Error, ErrorKind, MemoryTransport, Result, Subject};
+use qis_core::{DynTransport, MemoryTransport, Result, Subject};
 
 /// One in-memory store per prefix; opening a prefix again gives another
 /// handle on its store, as another process would get.
 #[derive(Default)]
 struct Memory {
-    stores: Mutex<HashMap<Subject, MemoryTransport>>,
+    stores: ByPrefix<MemoryTransport>,
 }
 
 #[async_trait]
@@ -25,28 +25,15 @@ impl Backend for Memory {
     // No server: the default `unavailable()` (always available) fits.
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
-        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let store = stores
-            .entry(prefix.clone())
-            .or_insert_with(|| MemoryTransport::new(prefix.clone()).inner().clone());
+        let store = self.stores.get_or_insert_with(prefix, || {
+            MemoryTransport::new(prefix.clone()).inner().clone()
+        });
         // A handle of its own (its own closed state), on the prefix's store.
         Ok(Arc::new(store.handle()))
     }
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
-        let store = self
-            .stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(transport.prefix())
-            .cloned()
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "memory",
-                    "no store opened on this prefix",
-                )
-            })?;
+        let store = self.stores.get(transport.prefix(), "memory")?;
         store.inject_raw(subject, body).await
     }
 }

@@ -6,23 +6,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qis_core::bridge::{Backoff, Bridge, BridgeConfig, Endpoint};
+use qis_core::bridge::{Backoff, Bridge, BridgeConfig, BridgeStatus, Endpoint};
 use qis_core::{
     async_trait, Capabilities, Checked, ConsumerConfig, DurableConsumer, DynTransport,
     EncodedPacket, Error, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket,
     OutcomeTransport, OutcomeTransportExt, Receipt, Result, Subject, SubjectPattern,
 };
 
+mod common;
+
+/// Packet `n` from node `node`'s agent.
 fn packet(node: &str, n: usize) -> OutcomePacket {
     OutcomePacket {
-        agent_id: format!("{node}-agent"),
-        domain: "hvac".into(),
-        problem_class: "energy-anomaly".into(),
         conclusion: format!("finding {n} on {node}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + n as f64,
         source_node: node.into(),
+        ..common::packet(&format!("{node}-agent"), n)
     }
 }
 
@@ -60,6 +58,48 @@ async fn stored(t: &DynTransport) -> Vec<String> {
     }
     ids.sort();
     ids
+}
+
+/// A memory transport holding packets `0..n` from node `dev`.
+async fn holding(n: usize) -> DynTransport {
+    let t = memory();
+    for i in 0..n {
+        t.deposit(&packet("dev", i)).await.unwrap();
+    }
+    t
+}
+
+/// Run `bridge` until the returned sender fires (or is dropped).
+fn run_until_signal(
+    bridge: &Bridge,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<BridgeStatus>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = bridge.clone();
+    let run = tokio::spawn(async move {
+        bridge
+            .run_until(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (tx, run)
+}
+
+/// Wait up to 5 s for `bridge`'s status to satisfy `holds`; panics with
+/// "`what`: <status>" if it does not.
+async fn until_status(bridge: &Bridge, what: &str, holds: impl Fn(&BridgeStatus) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !holds(&bridge.status()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            bridge.status()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn rand_suffix() -> u32 {
@@ -118,10 +158,7 @@ impl OutcomeTransport for Flaky {
 
 #[tokio::test]
 async fn a_destination_that_fails_gets_everything_once_it_is_back() {
-    let device = memory();
-    for n in 0..300 {
-        device.deposit(&packet("dev", n)).await.unwrap();
-    }
+    let device = holding(300).await;
     let hub_store = MemoryTransport::new(Subject::default());
     let hub: DynTransport = Arc::new(Checked::new(Flaky {
         inner: hub_store.handle(),
@@ -212,32 +249,14 @@ async fn two_bridges_both_ways_never_loop() {
 
 #[tokio::test]
 async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
-    let device = memory();
-    for n in 0..10 {
-        device.deposit(&packet("dev", n)).await.unwrap();
-    }
+    let device = holding(10).await;
     let hub = memory();
     let bridge = Bridge::new(device.clone(), hub.clone(), quick("up"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = {
-        let bridge = bridge.clone();
-        tokio::spawn(async move {
-            bridge
-                .run_until(async {
-                    let _ = rx.await;
-                })
-                .await
-        })
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while bridge.status().forwarded < 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "10 packets not forwarded within 5 s: {:?}",
-            bridge.status()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (tx, run) = run_until_signal(&bridge);
+    until_status(&bridge, "10 packets not forwarded within 5 s", |s| {
+        s.forwarded >= 10
+    })
+    .await;
     tx.send(()).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(5), run)
         .await
@@ -286,10 +305,7 @@ async fn drain_does_not_take_an_unreachable_source_for_a_quiet_one() {
 
 #[tokio::test]
 async fn a_destination_that_never_answers_exhausts_the_backoff() {
-    let device = memory();
-    for n in 0..5 {
-        device.deposit(&packet("dev", n)).await.unwrap();
-    }
+    let device = holding(5).await;
     let destination = Endpoint::connect(|| {
         Box::pin(async { Err(Error::new(ErrorKind::Unavailable, "test", "never")) })
     });
@@ -308,10 +324,7 @@ async fn a_destination_that_never_answers_exhausts_the_backoff() {
 
 #[tokio::test]
 async fn a_stopped_bridge_hands_back_what_it_could_not_forward() {
-    let device = memory();
-    for n in 0..10 {
-        device.deposit(&packet("dev", n)).await.unwrap();
-    }
+    let device = holding(10).await;
     let hub_store = MemoryTransport::new(Subject::default());
     let down: DynTransport = Arc::new(Checked::new(Flaky {
         inner: hub_store.handle(),
@@ -320,26 +333,8 @@ async fn a_stopped_bridge_hands_back_what_it_could_not_forward() {
     // A long ack wait: without the hand-back the next run would wait for it.
     let config = || quick("up").ack_wait(Duration::from_secs(60));
     let bridge = Bridge::new(device.clone(), down, config());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = {
-        let bridge = bridge.clone();
-        tokio::spawn(async move {
-            bridge
-                .run_until(async {
-                    let _ = rx.await;
-                })
-                .await
-        })
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while bridge.status().failures < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the destination never failed: {:?}",
-            bridge.status()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (tx, run) = run_until_signal(&bridge);
+    until_status(&bridge, "the destination never failed", |s| s.failures >= 2).await;
     tx.send(()).unwrap();
     let stopped = run.await.unwrap().unwrap();
     assert_eq!(stopped.forwarded, 0);

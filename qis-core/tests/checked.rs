@@ -2,28 +2,18 @@
 //! transport that claims no capabilities: what it refuses, and the spans it
 //! opens.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{packet, record_spans, Claiming};
 use futures::StreamExt;
 use qis_core::{
-    async_trait, deliveries, Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer,
-    EncodedPacket, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket, OutcomeTransport,
-    OutcomeTransportExt, Receipt, Result, StartPosition, Subject, SubjectPattern,
+    deliveries, Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, ErrorKind,
+    MemoryTransport, OutcomeTransport, OutcomeTransportExt, Result, StartPosition, Subject,
+    SubjectPattern,
 };
-
-fn packet(agent: &str, n: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: agent.into(),
-        domain: "hvac".into(),
-        problem_class: "energy-anomaly".into(),
-        conclusion: format!("finding {n}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + n as f64,
-        source_node: "n".into(),
-    }
-}
 
 fn pattern(s: &str) -> SubjectPattern {
     SubjectPattern::new(s).unwrap()
@@ -177,50 +167,9 @@ async fn a_delivery_acked_on_a_consumer_that_did_not_hand_it_out_is_invalid_inpu
     a.ack(&got).await.unwrap();
 }
 
-/// A transport that claims no capability at all, over a memory store.
-#[derive(Debug)]
-struct Bare(Checked<MemoryTransport>, Capabilities);
-
-#[async_trait]
-impl OutcomeTransport for Bare {
-    fn name(&self) -> &'static str {
-        "bare"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.1
-    }
-    fn prefix(&self) -> &Subject {
-        self.0.prefix()
-    }
-    async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
-        self.0.deposit_encoded(p).await
-    }
-    async fn deposit_encoded_batch(&self, p: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        self.0.deposit_encoded_batch(p).await
-    }
-    async fn publish_encoded(&self, p: &EncodedPacket) -> Result<()> {
-        self.0.publish_encoded(p).await
-    }
-    async fn consumer(&self, c: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        self.0.consumer(c).await
-    }
-    async fn subscribe(&self, p: SubjectPattern) -> Result<LiveSubscription> {
-        self.0.subscribe(p).await
-    }
-    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        self.0.consumers().await
-    }
-    async fn close(&self) -> Result<()> {
-        self.0.close().await
-    }
-}
-
 #[tokio::test]
 async fn what_the_capabilities_rule_out_is_unsupported() {
-    let none = Checked::new(Bare(
-        MemoryTransport::new(Subject::default()),
-        Capabilities::default(),
-    ));
+    let none = Checked::new(Claiming::new(Capabilities::default()));
     assert_eq!(
         kind(none.publish(&packet("a", 1)).await),
         ErrorKind::Unsupported
@@ -237,13 +186,10 @@ async fn what_the_capabilities_rule_out_is_unsupported() {
         ErrorKind::Unsupported
     );
 
-    let durable_only = Checked::new(Bare(
-        MemoryTransport::new(Subject::default()),
-        Capabilities {
-            durable: true,
-            ..Default::default()
-        },
-    ));
+    let durable_only = Checked::new(Claiming::new(Capabilities {
+        durable: true,
+        ..Default::default()
+    }));
     let since = ConsumerConfig::new("c", pattern("qis.iot.>"))
         .unwrap()
         .start(StartPosition::Since(std::time::SystemTime::now()));
@@ -264,14 +210,11 @@ async fn what_the_capabilities_rule_out_is_unsupported() {
     assert_eq!(kind(durable_only.consumers().await), ErrorKind::Unsupported);
     c.ack(&got).await.unwrap();
 
-    let counting = Checked::new(Bare(
-        MemoryTransport::new(Subject::default()),
-        Capabilities {
-            durable: true,
-            backlog: true,
-            ..Default::default()
-        },
-    ));
+    let counting = Checked::new(Claiming::new(Capabilities {
+        durable: true,
+        backlog: true,
+        ..Default::default()
+    }));
     counting.deposit(&packet("a", 1)).await.unwrap();
     let c = consumer(&counting, "c").await;
     assert_eq!(c.backlog().await.unwrap().waiting, 1);
@@ -307,40 +250,10 @@ async fn the_delivery_stream_ends_once_the_consumer_is_closed() {
     assert!(end.is_none(), "the stream ended after the permanent error");
 }
 
-/// The span names and field names the layer opens, whatever the backend.
-type SpanLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
-
-#[derive(Default, Clone)]
-struct Spans(SpanLog);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _: &tracing::Id,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let fields = attrs
-            .metadata()
-            .fields()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
-        self.0
-            .lock()
-            .unwrap()
-            .push((attrs.metadata().name().to_string(), fields));
-    }
-}
-
 #[tokio::test]
 async fn every_operation_opens_a_span_with_the_shared_field_names() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(spans.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The span names and field names the layer opens, whatever the backend.
+    let (spans, _guard) = record_spans();
 
     let t = MemoryTransport::new(Subject::default());
     t.deposit(&packet("a", 1)).await.unwrap();
@@ -353,6 +266,13 @@ async fn every_operation_opens_a_span_with_the_shared_field_names() {
     let got = c.fetch(10, Duration::from_millis(100)).await.unwrap();
     c.nak(&got[0], Duration::ZERO).await.unwrap();
     c.ack(&got).await.unwrap();
+    let _ = c.backlog().await.unwrap();
+    let _ = t.consumers().await.unwrap();
+    // Here, not in tests/similar.rs: a test binary whose other tests reach
+    // the same call site with no subscriber can miss the span (tracing
+    // caches a call site's interest per process).
+    let query = qis_core::SimilarityQuery::new(pattern("qis.iot.>"), vec![1.0], 5).unwrap();
+    t.similar(&query).await.unwrap();
 
     let seen = spans.0.lock().unwrap().clone();
     let fields_of = |name: &str| {
@@ -381,4 +301,10 @@ async fn every_operation_opens_a_span_with_the_shared_field_names() {
     );
     assert_eq!(fields_of("qis.nak"), ["transport", "consumer", "packet_id"]);
     assert_eq!(fields_of("qis.ack"), ["transport", "consumer", "count"]);
+    assert_eq!(fields_of("qis.backlog"), ["transport", "consumer"]);
+    assert_eq!(fields_of("qis.consumers"), ["transport", "count"]);
+    assert_eq!(
+        fields_of("qis.similar"),
+        ["transport", "pattern", "max", "count"]
+    );
 }

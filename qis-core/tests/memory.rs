@@ -8,17 +8,11 @@ use qis_core::{
     ConsumerConfig, OutcomePacket, OutcomeTransport, OutcomeTransportExt, Position, SubjectPattern,
 };
 
+mod common;
+
+/// Packet `n`, from an agent of its own.
 fn packet(n: usize) -> OutcomePacket {
-    OutcomePacket {
-        agent_id: format!("agent-{n}"),
-        domain: "hvac".into(),
-        problem_class: "energy-anomaly".into(),
-        conclusion: format!("finding {n}"),
-        confidence: 0.5,
-        context_vector: vec![0.1, 0.2],
-        timestamp: 1_764_000_000.0 + n as f64,
-        source_node: "n".into(),
-    }
+    common::packet(&format!("agent-{n}"), n)
 }
 
 #[tokio::test]

@@ -3,22 +3,21 @@
 
 use std::sync::{Arc, Mutex};
 
+mod common;
+
+use common::Claiming;
+
 use qis_core::{
-    async_trait, Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, ErrorKind,
-    LiveSubscription, MemoryTransport, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
-    Receipt, Result, Scored, SimilarityQuery, Subject, SubjectPattern,
+    Capabilities, Checked, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
+    SimilarityQuery, SubjectPattern,
 };
 
+/// A packet from `agent` with context vector `cv`.
 fn packet(agent: &str, cv: Vec<f64>) -> OutcomePacket {
     OutcomePacket {
-        agent_id: agent.into(),
-        domain: "hvac".into(),
-        problem_class: "energy-anomaly".into(),
         conclusion: "c".into(),
-        confidence: 0.5,
         context_vector: cv,
-        timestamp: 1_764_000_000.0,
-        source_node: "n".into(),
+        ..common::packet(agent, 0)
     }
 }
 
@@ -26,55 +25,17 @@ fn query(pattern: &str, v: Vec<f64>) -> SimilarityQuery {
     SimilarityQuery::new(SubjectPattern::new(pattern).unwrap(), v, 5).unwrap()
 }
 
-/// A memory store claiming `caps`, counting the queries that reach it.
-#[derive(Debug)]
-struct Counting(Checked<MemoryTransport>, Capabilities, Arc<Mutex<usize>>);
-
-#[async_trait]
-impl OutcomeTransport for Counting {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.1
-    }
-    fn prefix(&self) -> &Subject {
-        self.0.prefix()
-    }
-    async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
-        self.0.deposit_encoded(p).await
-    }
-    async fn deposit_encoded_batch(&self, p: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        self.0.deposit_encoded_batch(p).await
-    }
-    async fn consumer(&self, c: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        self.0.consumer(c).await
-    }
-    async fn subscribe(&self, p: SubjectPattern) -> Result<LiveSubscription> {
-        self.0.subscribe(p).await
-    }
-    async fn similar(&self, q: &SimilarityQuery) -> Result<Vec<Scored>> {
-        *self.2.lock().unwrap() += 1;
-        self.0.similar(q).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.0.close().await
-    }
-}
-
-fn counting(similarity: bool) -> (Checked<Counting>, Arc<Mutex<usize>>) {
-    let calls = Arc::new(Mutex::new(0));
+/// A memory store claiming durable and, if `similarity`, similarity; and
+/// the count of the queries that reach it.
+fn counting(similarity: bool) -> (Checked<Claiming>, Arc<Mutex<usize>>) {
     let caps = Capabilities {
         durable: true,
         similarity,
         ..Default::default()
     };
-    let t = Checked::new(Counting(
-        MemoryTransport::new(Subject::default()),
-        caps,
-        calls.clone(),
-    ));
-    (t, calls)
+    let store = Claiming::new(caps);
+    let calls = store.similar_calls.clone();
+    (Checked::new(store), calls)
 }
 
 #[tokio::test]
@@ -121,50 +82,4 @@ async fn patterns_outside_the_prefix_closed_transports_and_zero_vectors() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Closed);
-}
-
-/// The span names and field names the layer opens.
-type SpanLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
-
-#[derive(Default, Clone)]
-struct Spans(SpanLog);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _: &tracing::Id,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let fields = attrs
-            .metadata()
-            .fields()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
-        self.0
-            .lock()
-            .unwrap()
-            .push((attrs.metadata().name().to_string(), fields));
-    }
-}
-
-#[tokio::test]
-async fn a_query_runs_in_a_qis_similar_span_with_the_shared_field_names() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(spans.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let t = MemoryTransport::new(Subject::default());
-    t.deposit(&packet("a", vec![1.0])).await.unwrap();
-    t.similar(&query("qis.iot.>", vec![1.0])).await.unwrap();
-    let seen = spans.0.lock().unwrap().clone();
-    let fields = seen
-        .iter()
-        .find(|(n, _)| n == "qis.similar")
-        .map(|(_, f)| f.clone())
-        .unwrap_or_else(|| panic!("no qis.similar span in {seen:?}"));
-    assert_eq!(fields, ["transport", "pattern", "max", "count"]);
 }

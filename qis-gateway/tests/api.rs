@@ -20,10 +20,10 @@ use common::*;
 use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, consumer, eventually, free_port, pkt, quiet, tcp_reachable, trial, CaseResult,
-    TempDir,
+    block_on, consumer_from_start, deposit_seqs, eventually, free_port, pkt, quiet, tcp_reachable,
+    trial, CaseResult, TempDir,
 };
-use qis_core::{DynTransport, OutcomeTransportExt, StartPosition, Subject};
+use qis_core::{DynTransport, Subject};
 use serde_json::{json, Value};
 
 fn test(
@@ -82,18 +82,24 @@ async fn invalid_packet_is_400_naming_the_field() -> CaseResult {
         status == 400 && message(&body).contains("conclusion"),
         "a missing field: {status} {body}"
     );
-    let (status, body) = post(&http, url.clone(), &json!("not a packet")).await?;
-    ensure!(
-        status == 400 && kind(&body) == "invalid_packet",
-        "a string: {status} {body}"
-    );
+    post_refused(
+        &http,
+        url.clone(),
+        &json!("not a packet"),
+        (400, "invalid_packet"),
+        "a string",
+    )
+    .await?;
     // A subject outside the prefix, and a bad subject.
     for subject in ["elsewhere.hvac.x", "Qis..x"] {
-        let (status, body) = post(&http, format!("{url}?subject={subject}"), &good).await?;
-        ensure!(
-            status == 400 && kind(&body) == "invalid_subject",
-            "subject {subject}: {status} {body}"
-        );
+        post_refused(
+            &http,
+            format!("{url}?subject={subject}"),
+            &good,
+            (400, "invalid_subject"),
+            &format!("subject {subject}"),
+        )
+        .await?;
     }
     // A batch with one bad packet: 400 naming its index and field, nothing stored.
     let batch = json!({"packets": [
@@ -122,14 +128,7 @@ async fn all_reader(
     name: &str,
 ) -> Result<Arc<dyn qis_core::DurableConsumer>, String> {
     let all = format!("{}.>", backend.prefix());
-    consumer(
-        &**backend,
-        name,
-        &all,
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await
+    consumer_from_start(&**backend, name, &all, Duration::from_secs(60)).await
 }
 
 /// A packet over 512 bytes, a body over max_body and a batch over
@@ -142,11 +141,14 @@ async fn oversize_is_413() -> CaseResult {
         "conclusion",
         json!("x".repeat(600)),
     );
-    let (status, body) = post(&http, format!("{}/v1/packets", g.url()), &big).await?;
-    ensure!(
-        status == 413 && kind(&body) == "packet_too_large",
-        "600-byte conclusion: {status} {body}"
-    );
+    let body = post_refused(
+        &http,
+        format!("{}/v1/packets", g.url()),
+        &big,
+        (413, "packet_too_large"),
+        "600-byte conclusion",
+    )
+    .await?;
     ensure!(
         message(&body).contains("512"),
         "message {:?}",
@@ -157,24 +159,25 @@ async fn oversize_is_413() -> CaseResult {
         "conclusion",
         json!("x".repeat(20_000)),
     );
-    let (status, body) = post(&http, format!("{}/v1/packets", g.url()), &huge).await?;
-    ensure!(
-        status == 413 && kind(&body) == "body_too_large",
-        "20 KB body: {status} {body}"
-    );
+    post_refused(
+        &http,
+        format!("{}/v1/packets", g.url()),
+        &huge,
+        (413, "body_too_large"),
+        "20 KB body",
+    )
+    .await?;
     let four: Vec<Value> = (0..4)
         .map(|i| json!({"packet": packet_json("a", "energy-anomaly", i)}))
         .collect();
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{}/v1/packets/batch", g.url()),
         &json!({"packets": four}),
+        (413, "batch_too_large"),
+        "4 of max 3",
     )
     .await?;
-    ensure!(
-        status == 413 && kind(&body) == "batch_too_large",
-        "4 of max 3: {status} {body}"
-    );
     let three = &four[..3];
     let (status, body) = post(
         &http,
@@ -356,16 +359,14 @@ async fn broker_stopped_is_503(bin: PathBuf) -> CaseResult {
 async fn closed_backend_is_503() -> CaseResult {
     let (g, backend) = memory_gateway(config()).await?;
     backend.close().await.map_err(|e| e.to_string())?;
-    let (status, body) = post(
+    post_refused(
         &client(),
         format!("{}/v1/packets", g.url()),
         &packet_json("a", "energy-anomaly", 1),
+        (503, "closed"),
+        "closed backend",
     )
     .await?;
-    ensure!(
-        status == 503 && kind(&body) == "closed",
-        "closed backend: {status} {body}"
-    );
     let _ = g.shutdown().await;
     Ok(())
 }
@@ -383,16 +384,14 @@ async fn unsupported_is_501() -> CaseResult {
     let g = qis_gateway::start(backend, config())
         .await
         .map_err(|e| e.to_string())?;
-    let (status, body) = post(
+    post_refused(
         &client(),
         format!("{}/v1/publish", g.url()),
         &packet_json("a", "energy-anomaly", 1),
+        (501, "unsupported"),
+        "publish on SQLite",
     )
     .await?;
-    ensure!(
-        status == 501 && kind(&body) == "unsupported",
-        "publish on SQLite: {status} {body}"
-    );
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
@@ -428,28 +427,24 @@ async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
         .map_err(|e| e.to_string())?;
     let http = client();
     let base = g.url();
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{base}/v1/consumers/nope/fetch"),
         &json!({"max": 1}),
+        (404, "not_found"),
+        "unknown session",
     )
     .await?;
-    ensure!(
-        status == 404 && kind(&body) == "not_found",
-        "unknown session: {status} {body}"
-    );
     let session = open_session(&http, &base, "reader", "qis.iot.>").await?;
     for bad in ["x", "0", "999999999"] {
-        let (status, body) = post(
+        post_refused(
             &http,
             format!("{base}/v1/consumers/{session}/ack"),
             &json!({"handles": [bad]}),
+            (400, "invalid_input"),
+            &format!("handle {bad}"),
         )
         .await?;
-        ensure!(
-            status == 400 && kind(&body) == "invalid_input",
-            "handle {bad}: {status} {body}"
-        );
     }
     let (status, body) = post(
         &http,
@@ -458,36 +453,30 @@ async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
     )
     .await?;
     ensure!(status == 400, "max 0: {status} {body}");
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{base}/v1/consumers"),
         &json!({"name": "reader", "pattern": "qis.iot.hvac.>"}),
+        (409, "conflict"),
+        "reopened with another pattern",
     )
     .await?;
-    ensure!(
-        status == 409 && kind(&body) == "conflict",
-        "reopened with another pattern: {status} {body}"
-    );
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{base}/v1/consumers"),
         &json!({"name": "bad name!", "pattern": "qis.iot.>"}),
+        (400, "invalid_input"),
+        "a bad name",
     )
     .await?;
-    ensure!(
-        status == 400 && kind(&body) == "invalid_input",
-        "a bad name: {status} {body}"
-    );
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{base}/v1/consumers"),
         &json!({"name": "w", "pattern": "qis.iot.hv*"}),
+        (400, "invalid_subject"),
+        "a bad pattern",
     )
     .await?;
-    ensure!(
-        status == 400 && kind(&body) == "invalid_subject",
-        "a bad pattern: {status} {body}"
-    );
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
@@ -525,16 +514,14 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
         &format!("{}.>", g.transport().prefix()),
     )
     .await?;
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{}/v1/consumers/{session}/fetch", g.url()),
         &json!({"max": 1, "wait_ms": 100}),
+        (429, "busy"),
+        "a long-poll beyond max_streams",
     )
     .await?;
-    ensure!(
-        status == 429 && kind(&body) == "busy",
-        "a long-poll beyond max_streams: {status} {body}"
-    );
     drop(a);
     let base = g.url();
     eventually(
@@ -567,13 +554,7 @@ async fn unacked_beyond_max_pending_is_429() -> CaseResult {
     let (g, backend) = memory_gateway(config().max_pending(3).max_sessions(1)).await?;
     let http = client();
     let base = g.url();
-    let packets: Vec<_> = (0..5)
-        .map(|i| pkt("a", "hvac", "energy-anomaly", i))
-        .collect();
-    backend
-        .deposit_batch(&packets)
-        .await
-        .map_err(|e| e.to_string())?;
+    deposit_seqs(&*backend, "a", "hvac", "energy-anomaly", 0..5).await?;
     let session = open_session(&http, &base, "slow", &format!("{}.>", backend.prefix())).await?;
     let fetch = format!("{base}/v1/consumers/{session}/fetch");
     let (status, body) = post(&http, fetch.clone(), &json!({"max": 10, "wait_ms": 1000})).await?;
@@ -584,11 +565,14 @@ async fn unacked_beyond_max_pending_is_429() -> CaseResult {
         "a session of max_pending 3 got {} deliveries",
         got.len()
     );
-    let (status, body) = post(&http, fetch.clone(), &json!({"max": 10})).await?;
-    ensure!(
-        status == 429 && kind(&body) == "busy",
-        "fetch on a full session: {status} {body}"
-    );
+    post_refused(
+        &http,
+        fetch.clone(),
+        &json!({"max": 10}),
+        (429, "busy"),
+        "fetch on a full session",
+    )
+    .await?;
     let (status, body) = post(
         &http,
         format!("{base}/v1/consumers/{session}/ack"),
@@ -602,16 +586,14 @@ async fn unacked_beyond_max_pending_is_429() -> CaseResult {
         "after one ack: {status} {body}"
     );
     // max_sessions 1: a second session is refused.
-    let (status, body) = post(
+    post_refused(
         &http,
         format!("{base}/v1/consumers"),
         &json!({"name": "other", "pattern": format!("{}.>", backend.prefix())}),
+        (429, "busy"),
+        "a session beyond max_sessions",
     )
     .await?;
-    ensure!(
-        status == 429 && kind(&body) == "busy",
-        "a session beyond max_sessions: {status} {body}"
-    );
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
@@ -621,13 +603,7 @@ async fn fetch_is_bounded_by_max_fetch_and_max_wait() -> CaseResult {
     let (g, backend) =
         memory_gateway(config().max_fetch(4).max_wait(Duration::from_millis(300))).await?;
     let http = client();
-    let packets: Vec<_> = (0..10)
-        .map(|i| pkt("a", "hvac", "energy-anomaly", i))
-        .collect();
-    backend
-        .deposit_batch(&packets)
-        .await
-        .map_err(|e| e.to_string())?;
+    deposit_seqs(&*backend, "a", "hvac", "energy-anomaly", 0..10).await?;
     let session = open_session(
         &http,
         &g.url(),
@@ -905,13 +881,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
         .map_err(|e| e.to_string())
     };
     let backend: DynTransport = Arc::new(open().await?);
-    let packets: Vec<_> = (0..5)
-        .map(|i| pkt("a", "hvac", "energy-anomaly", i))
-        .collect();
-    backend
-        .deposit_batch(&packets)
-        .await
-        .map_err(|e| e.to_string())?;
+    deposit_seqs(&*backend, "a", "hvac", "energy-anomaly", 0..5).await?;
     let g = qis_gateway::start(backend, config().max_wait(Duration::from_secs(60)))
         .await
         .map_err(|e| e.to_string())?;
@@ -988,14 +958,8 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
     );
     // The acks were flushed: the consumer resumed on the file has nothing.
     let again: DynTransport = Arc::new(open().await?);
-    let c = consumer(
-        &*again,
-        "keeper",
-        "qis.iot.hvac.>",
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let c =
+        consumer_from_start(&*again, "keeper", "qis.iot.hvac.>", Duration::from_secs(60)).await?;
     let back = quiet(&c, Duration::from_millis(500)).await?;
     ensure!(
         back.is_empty(),

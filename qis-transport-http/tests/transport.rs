@@ -12,12 +12,13 @@ use futures::StreamExt;
 use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, collect, consumer, context, eventually, fresh_prefix, ids, next_live, pkt, quiet,
-    seq_of, tls_test_certs, CaseResult, TempDir,
+    block_on, collect, consumer_from_start, context, deposit_one, deposit_seqs, eventually,
+    fetch_once, fresh_prefix, ids, next_live, open_consumer, pkt, quiet, seq_of, tls_test_certs,
+    CaseResult, TempDir,
 };
 use qis_core::{
     DynTransport, EncodedPacket, ErrorKind, MemoryTransport, OutcomeTransport, OutcomeTransportExt,
-    StartPosition, Subject,
+    Subject,
 };
 use qis_gateway::{GatewayConfig, RunningGateway, Tokens};
 use qis_transport_http::{HttpConfig, HttpTransport};
@@ -57,18 +58,8 @@ async fn https_with_ca_and_token_from_the_url() -> CaseResult {
     let t = HttpTransport::connect(url.parse().map_err(context("url"))?)
         .await
         .map_err(context("connect over https"))?;
-    let r = t
-        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "tls-reader",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let r = deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
+    let c = open_consumer(&*t, "tls-reader", &format!("{prefix}.>")).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(got[0].id() == r.id, "fetched another packet over https");
     for (what, url, kind) in [
@@ -112,19 +103,11 @@ async fn refusals_keep_their_kind() -> CaseResult {
         "{e}"
     );
     let t = device(&g, &prefix).await?;
-    consumer(
-        &*t,
-        "named",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let e = consumer(
+    open_consumer(&*t, "named", &format!("{prefix}.>")).await?;
+    let e = consumer_from_start(
         &*t,
         "named",
         &format!("{prefix}.hvac.>"),
-        StartPosition::All,
         Duration::from_secs(30),
     )
     .await
@@ -157,14 +140,7 @@ async fn batch_is_split_to_the_gateway_limits() -> CaseResult {
             "receipts out of order"
         );
     }
-    let c = consumer(
-        &*t,
-        "in-order",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = open_consumer(&*t, "in-order", &format!("{prefix}.>")).await?;
     let got = collect(&c, 50, Duration::from_secs(10)).await?;
     ensure!(
         got.iter().map(seq_of).eq(0..50),
@@ -178,14 +154,7 @@ async fn batch_is_split_to_the_gateway_limits() -> CaseResult {
 async fn long_fetch_spans_several_polls() -> CaseResult {
     let (g, prefix) = gateway(config().max_wait(Duration::from_millis(200))).await?;
     let t = device(&g, &prefix).await?;
-    let c = consumer(
-        &*t,
-        "patient",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = open_consumer(&*t, "patient", &format!("{prefix}.>")).await?;
     let late = {
         let t = t.clone();
         tokio::spawn(async move {
@@ -194,10 +163,7 @@ async fn long_fetch_spans_several_polls() -> CaseResult {
             t.deposit(&pkt("late", "hvac", "energy-anomaly", 1)).await
         })
     };
-    let got = c
-        .fetch(1, Duration::from_secs(5))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&c, 1, Duration::from_secs(5)).await?;
     let r = late
         .await
         .map_err(|e| e.to_string())?
@@ -226,24 +192,9 @@ async fn forgotten_session_is_opened_again() -> CaseResult {
         .await
         .map_err(context("start"))?;
     let t = device(&g, &prefix).await?;
-    let packets: Vec<_> = (0..4)
-        .map(|i| pkt("a", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
-        &*t,
-        "sleepy",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let first = c
-        .fetch(2, Duration::from_secs(5))
-        .await
-        .map_err(context("fetch"))?;
+    deposit_seqs(&*t, "a", "hvac", "energy-anomaly", 0..4).await?;
+    let c = open_consumer(&*t, "sleepy", &format!("{prefix}.>")).await?;
+    let first = fetch_once(&c, 2, Duration::from_secs(5)).await?;
     ensure!(first.len() == 2, "first fetch got {}", first.len());
     c.ack(&first).await.map_err(context("ack"))?;
     let health = format!("{}/health", g.url());
@@ -282,10 +233,7 @@ async fn live_stream_ends_when_the_gateway_stops() -> CaseResult {
         .subscribe(prefix.all_below())
         .await
         .map_err(context("subscribe"))?;
-    let r = t
-        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    let r = deposit_one(&*t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
     let got = next_live(&mut live, Duration::from_secs(10))
         .await?
         .ok_or("no live packet")?;
@@ -337,14 +285,7 @@ async fn floats_keep_the_packet_id() -> CaseResult {
             p.context_vector
         );
     }
-    let c = consumer(
-        &*t,
-        "exact",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = open_consumer(&*t, "exact", &format!("{prefix}.>")).await?;
     let got = collect(&c, 100, Duration::from_secs(10)).await?;
     for (d, p) in got.iter().zip(&packets) {
         ensure!(

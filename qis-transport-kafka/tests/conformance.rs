@@ -2,11 +2,10 @@
 //! `QIS_KAFKA_URL` (e.g. `kafka://127.0.0.1:19092`, started by
 //! `scripts/servers/kafka.sh`). Each prefix gets its own topic.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use qis_conformance::support::{env_url, tcp_reachable};
+use qis_conformance::support::{env_url, tcp_reachable, ByPrefix};
 use qis_conformance::{async_trait, Backend};
 use qis_core::backend::InjectRaw;
 use qis_core::{DynTransport, Error, ErrorKind, Result, Subject};
@@ -18,7 +17,7 @@ struct Kafka {
     /// The broker's settings from `QIS_KAFKA_URL`, or why there are none.
     config: std::result::Result<KafkaConfig, String>,
     /// The last transport opened on each prefix, for `inject_raw`.
-    opened: Mutex<HashMap<Subject, KafkaTransport>>,
+    opened: ByPrefix<KafkaTransport>,
 }
 
 impl Kafka {
@@ -50,27 +49,12 @@ impl Backend for Kafka {
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
         let t = KafkaTransport::connect(self.config()?.prefix(prefix.clone())).await?;
-        self.opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(prefix.clone(), t.inner().clone());
+        self.opened.insert(prefix, t.inner().clone());
         Ok(Arc::new(t))
     }
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
-        let t = self
-            .opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(transport.prefix())
-            .cloned()
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "kafka",
-                    "inject_raw on a prefix this backend did not open",
-                )
-            })?;
+        let t = self.opened.get(transport.prefix(), "kafka")?;
         t.inject_raw(subject, body).await
     }
 }
@@ -83,6 +67,6 @@ fn main() {
     .and_then(|url| KafkaConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
     qis_conformance::run(vec![Arc::new(Kafka {
         config,
-        opened: Mutex::default(),
+        opened: ByPrefix::default(),
     })]);
 }

@@ -16,7 +16,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qis_conformance::support::{env_url, tcp_reachable};
+use qis_conformance::support::{env_url, tcp_reachable, unblock};
 use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
 use qis_core::backend::InjectRaw;
 use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
@@ -98,19 +98,12 @@ impl Restartable for Nats {
     }
 
     async fn start(&self) -> Result<Box<dyn PrivateServer>> {
-        let server = tokio::task::spawn_blocking(|| common::OwnServer::start(&[]))
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(failed)?;
+        let server = unblock("nats", || common::OwnServer::start(&[])).await?;
         Ok(Box::new(OwnNats {
             url: server.url(),
             server: Arc::new(Mutex::new(server)),
         }))
     }
-}
-
-fn failed(why: String) -> Error {
-    Error::new(ErrorKind::Unavailable, "nats", why)
 }
 
 /// A nats-server of this test's own, stopped (by PID) when dropped.
@@ -132,14 +125,12 @@ impl PrivateServer for OwnNats {
 
     async fn restart(&self, stop: Stop) -> Result<()> {
         let server = self.server.clone();
-        tokio::task::spawn_blocking(move || {
+        unblock("nats", move || {
             let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
             server.stop(stop == Stop::Graceful)?;
             server.restart()
         })
         .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(failed)
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use common::OwnServer;
 use futures::StreamExt;
-use qis_conformance::support::{block_on, trial, CaseResult};
+use qis_conformance::support::{block_on, fetch_once, trial, CaseResult};
 use qis_conformance::{ensure, CASE_LIMIT};
 use qis_core::{synthesize, OutcomePacket, OutcomeTransport, OutcomeTransportExt, PacketId};
 use qis_transport_nats::{NatsConfig, NatsTransport};
@@ -102,10 +102,7 @@ async fn seed_packet_is_fetched_and_synthesised(server: OwnServer) -> CaseResult
         )
         .await
         .map_err(|e| format!("twins consumer: {e}"))?;
-    let got = twins
-        .fetch(20, Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("fetch: {e}"))?;
+    let got = fetch_once(&twins, 20, Duration::from_secs(5)).await?;
     twins.ack(&got).await.map_err(|e| format!("ack: {e}"))?;
     ensure!(
         got.len() == 1,

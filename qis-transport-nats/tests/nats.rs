@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{shared_server, OwnServer};
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, context, eventually, free_port, fresh_prefix, installed, pkt, tls_test_certs, trial,
-    CaseResult, TempDir, TestCerts,
+    block_on, context, deposit_one, deposit_seqs, eventually, fetch_once, free_port, fresh_prefix,
+    installed, open_consumer, pkt, refused, tls_test_certs, trial, CaseResult, TempDir, TestCerts,
 };
 use qis_conformance::{ensure, CASE_LIMIT};
 use qis_core::{
@@ -32,6 +32,20 @@ async fn open(url: &str, prefix: &qis_core::Subject) -> Result<Checked<NatsTrans
     .map_err(context("connect"))
 }
 
+/// What the server holds about consumer `name` of `t`'s stream.
+async fn consumer_info(
+    t: &NatsTransport,
+    name: &str,
+) -> Result<async_nats::jetstream::consumer::Info, String> {
+    t.jetstream()
+        .get_stream(t.stream_name())
+        .await
+        .map_err(|e| e.to_string())?
+        .consumer_info(name)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn cfg(name: &str, pattern: &str) -> ConsumerConfig {
     ConsumerConfig::new(name, SubjectPattern::new(pattern).unwrap()).unwrap()
 }
@@ -42,35 +56,16 @@ async fn stream_with_other_limits_is_a_conflict(url: String) -> CaseResult {
     // Same settings again: idempotent.
     let again = open(&url, &prefix).await?;
     again.close().await.map_err(context("close"))?;
+    // The settings of `t`'s stream, changed one at a time below.
+    let base = || NatsConfig::from_url(&url).unwrap().prefix(prefix.clone());
     for (what, config) in [
-        (
-            "max_age",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .max_age(Duration::from_secs(3600)),
-        ),
-        (
-            "max_bytes",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .max_bytes(1 << 20),
-        ),
+        ("max_age", base().max_age(Duration::from_secs(3600))),
+        ("max_bytes", base().max_bytes(1 << 20)),
         (
             "storage",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .storage(qis_transport_nats::NatsStorage::Memory),
+            base().storage(qis_transport_nats::NatsStorage::Memory),
         ),
-        (
-            "dedup_window",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .dedup_window(Duration::from_secs(10)),
-        ),
+        ("dedup_window", base().dedup_window(Duration::from_secs(10))),
         (
             "subjects",
             NatsConfig::from_url(&url)
@@ -80,10 +75,7 @@ async fn stream_with_other_limits_is_a_conflict(url: String) -> CaseResult {
         ),
         (
             "overlapping subjects",
-            NatsConfig::from_url(&url)
-                .unwrap()
-                .prefix(prefix.clone())
-                .stream(format!("{}_OTHER", t.stream_name())),
+            base().stream(format!("{}_OTHER", t.stream_name())),
         ),
     ] {
         match NatsTransport::connect(config).await {
@@ -137,54 +129,35 @@ async fn consumer_with_other_pattern_is_a_conflict(url: String) -> CaseResult {
     t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
         .await
         .map_err(context("re-open with the same pattern"))?;
-    let err = t
-        .consumer(cfg("c1", &format!("{prefix}.>")))
-        .await
-        .err()
-        .ok_or("a consumer was re-opened with another pattern")?;
-    ensure!(
-        err.kind() == ErrorKind::Conflict,
-        "expected a conflict, got {err}"
-    );
+    refused(
+        "re-opening a consumer with another pattern",
+        ErrorKind::Conflict,
+        t.consumer(cfg("c1", &format!("{prefix}.>"))).await,
+    )?;
     // `>` and `{prefix}.>` select the same subjects here, but are different patterns.
     t.consumer(cfg("c2", ">"))
         .await
         .map_err(context("open >"))?;
-    let err = t
-        .consumer(cfg("c2", &format!("{prefix}.>")))
-        .await
-        .err()
-        .ok_or("`>` re-opened as prefix.>")?;
-    ensure!(
-        err.kind() == ErrorKind::Conflict,
-        "expected a conflict, got {err}"
-    );
+    refused(
+        "re-opening `>` as prefix.>",
+        ErrorKind::Conflict,
+        t.consumer(cfg("c2", &format!("{prefix}.>"))).await,
+    )?;
     // Re-opening with another ack wait changes it (as the in-memory transport does).
     t.consumer(cfg("c1", &format!("{prefix}.hvac.*")).ack_wait(Duration::from_secs(3)))
         .await
         .map_err(context("re-open with another ack wait"))?;
-    let info = t
-        .jetstream()
-        .get_stream(t.stream_name())
-        .await
-        .map_err(|e| e.to_string())?
-        .consumer_info("c1")
-        .await
-        .map_err(|e| e.to_string())?;
+    let info = consumer_info(&t, "c1").await?;
     ensure!(
         info.config.ack_wait == Duration::from_secs(3),
         "ack wait is {:?}",
         info.config.ack_wait
     );
-    let err = t
-        .consumer(cfg("c3", "elsewhere.>"))
-        .await
-        .err()
-        .ok_or("a pattern outside the prefix was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidSubject,
-        "expected InvalidSubject, got {err}"
-    );
+    refused(
+        "a consumer on a pattern outside the prefix",
+        ErrorKind::InvalidSubject,
+        t.consumer(cfg("c3", "elsewhere.>")).await,
+    )?;
     Ok(())
 }
 
@@ -192,45 +165,20 @@ async fn patterns_reaching_outside_the_prefix_filter_on_the_server(url: String) 
     let prefix = fresh_prefix();
     let root = prefix.tokens().next().unwrap().to_string();
     let t = open(&url, &prefix).await?;
-    let a = t
-        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    t.deposit(&pkt("a", "power", "voltage-sag", 2))
-        .await
-        .map_err(context("deposit"))?;
-    let b = t
-        .deposit(&pkt("a", "hvac", "refrigerant-loss", 3))
-        .await
-        .map_err(context("deposit"))?;
-    let c = t
-        .consumer(cfg("wide", &format!("{root}.*.hvac.*")))
-        .await
-        .map_err(context("open"))?;
-    let mut got = c
-        .fetch(10, Duration::from_secs(2))
-        .await
-        .map_err(context("fetch"))?;
+    let a = deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
+    deposit_one(&t, &pkt("a", "power", "voltage-sag", 2)).await?;
+    let b = deposit_one(&t, &pkt("a", "hvac", "refrigerant-loss", 3)).await?;
+    let c = open_consumer(&t, "wide", &format!("{root}.*.hvac.*")).await?;
+    let mut got = fetch_once(&c, 10, Duration::from_secs(2)).await?;
     c.ack(&got).await.map_err(context("ack"))?;
-    got.extend(
-        c.fetch(10, Duration::from_millis(300))
-            .await
-            .map_err(context("fetch"))?,
-    );
+    got.extend(fetch_once(&c, 10, Duration::from_millis(300)).await?);
     let ids: Vec<_> = got.iter().map(|d| d.id()).collect();
     ensure!(
         ids == vec![a.id, b.id],
         "expected the two hvac packets, got {} deliveries",
         ids.len()
     );
-    let info = t
-        .jetstream()
-        .get_stream(t.stream_name())
-        .await
-        .map_err(|e| e.to_string())?
-        .consumer_info("wide")
-        .await
-        .map_err(|e| e.to_string())?;
+    let info = consumer_info(&t, "wide").await?;
     ensure!(
         info.config.filter_subject == format!("{prefix}.hvac.*"),
         "the server filter is {:?}",
@@ -244,9 +192,7 @@ async fn duplicate_receipt_points_at_the_original(url: String) -> CaseResult {
     let t = open(&url, &prefix).await?;
     let p = pkt("a", "hvac", "energy-anomaly", 1);
     let first = t.deposit(&p).await.map_err(context("deposit"))?;
-    t.deposit(&pkt("a", "hvac", "energy-anomaly", 2))
-        .await
-        .map_err(context("deposit"))?;
+    deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 2)).await?;
     let again = t.deposit(&p).await.map_err(context("re-deposit"))?;
     ensure!(
         again.duplicate && !first.duplicate,
@@ -286,16 +232,10 @@ async fn duplicate_receipt_points_at_the_original(url: String) -> CaseResult {
 async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
-    let c = t
-        .consumer(cfg("quick", &format!("{prefix}.>")))
-        .await
-        .map_err(context("open"))?;
+    let c = open_consumer(&t, "quick", &format!("{prefix}.>")).await?;
     // Nothing there: empty after about the wait.
     let started = Instant::now();
-    let got = c
-        .fetch(10, Duration::from_millis(400))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&c, 10, Duration::from_millis(400)).await?;
     let took = started.elapsed();
     ensure!(
         got.is_empty(),
@@ -309,10 +249,7 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
     // Zero wait: at once.
     let started = Instant::now();
     ensure!(
-        c.fetch(10, Duration::ZERO)
-            .await
-            .map_err(context("fetch"))?
-            .is_empty(),
+        fetch_once(&c, 10, Duration::ZERO).await?.is_empty(),
         "zero-wait fetch returned packets"
     );
     ensure!(
@@ -321,14 +258,9 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
         started.elapsed()
     );
     // Packets there: at once, not after the wait.
-    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
     let started = Instant::now();
-    let got = c
-        .fetch(10, Duration::from_secs(10))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&c, 10, Duration::from_secs(10)).await?;
     ensure!(got.len() == 1, "fetch returned {}", got.len());
     ensure!(
         started.elapsed() < Duration::from_secs(1),
@@ -345,10 +277,7 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
         })
     };
     let started = Instant::now();
-    let got = c
-        .fetch(10, Duration::from_secs(10))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&c, 10, Duration::from_secs(10)).await?;
     let took = started.elapsed();
     depositor
         .await
@@ -361,19 +290,9 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
     );
     c.ack(&got).await.map_err(context("ack"))?;
     // Nothing delivered into the void: the next fetch has no stray redelivery.
-    let later = c
-        .fetch(10, Duration::from_millis(300))
-        .await
-        .map_err(context("fetch"))?;
+    let later = fetch_once(&c, 10, Duration::from_millis(300)).await?;
     ensure!(later.is_empty(), "{} unexpected deliveries", later.len());
-    let info = t
-        .jetstream()
-        .get_stream(t.stream_name())
-        .await
-        .map_err(|e| e.to_string())?
-        .consumer_info("quick")
-        .await
-        .map_err(|e| e.to_string())?;
+    let info = consumer_info(&t, "quick").await?;
     ensure!(
         info.num_ack_pending == 0,
         "{} deliveries are pending",
@@ -388,14 +307,7 @@ async fn fetch_returns_as_soon_as_packets_are_there(url: String) -> CaseResult {
 }
 
 async fn pending_acks(t: &NatsTransport, consumer: &str) -> Result<usize, String> {
-    Ok(t.jetstream()
-        .get_stream(t.stream_name())
-        .await
-        .map_err(|e| e.to_string())?
-        .consumer_info(consumer)
-        .await
-        .map_err(|e| e.to_string())?
-        .num_ack_pending)
+    Ok(consumer_info(t, consumer).await?.num_ack_pending)
 }
 
 /// With `confirm_acks`, the server has processed the acks when `ack()`
@@ -412,27 +324,14 @@ async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> CaseResul
             .await
             .map_err(context("connect"))?;
         let name = format!("acker-{confirm}");
-        let packets: Vec<_> = (0..50)
-            .map(|i| pkt(&name, "hvac", "energy-anomaly", i))
-            .collect();
-        t.deposit_batch(&packets)
-            .await
-            .map_err(context("deposit"))?;
+        deposit_seqs(&t, &name, "hvac", "energy-anomaly", 0..50).await?;
         let c = t
             .consumer(cfg(&name, &format!("{prefix}.hvac.*")).start(StartPosition::New))
             .await
             .map_err(context("open"))?;
         // StartPosition::New: deposit after opening.
-        let packets: Vec<_> = (50..100)
-            .map(|i| pkt(&name, "hvac", "energy-anomaly", i))
-            .collect();
-        t.deposit_batch(&packets)
-            .await
-            .map_err(context("deposit"))?;
-        let got = c
-            .fetch(50, Duration::from_secs(2))
-            .await
-            .map_err(context("fetch"))?;
+        deposit_seqs(&t, &name, "hvac", "energy-anomaly", 50..100).await?;
+        let got = fetch_once(&c, 50, Duration::from_secs(2)).await?;
         ensure!(got.len() == 50, "fetched {}", got.len());
         c.ack(&got).await.map_err(context("ack"))?;
         if confirm {
@@ -464,36 +363,21 @@ async fn acks_are_confirmed_and_double_ack_is_harmless(url: String) -> CaseResul
 async fn nak_with_delay_waits(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
-    let r = t
-        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    let c = t
-        .consumer(cfg("later", &format!("{prefix}.>")))
-        .await
-        .map_err(context("open"))?;
-    let got = c
-        .fetch(1, Duration::from_secs(2))
-        .await
-        .map_err(context("fetch"))?;
+    let r = deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
+    let c = open_consumer(&t, "later", &format!("{prefix}.>")).await?;
+    let got = fetch_once(&c, 1, Duration::from_secs(2)).await?;
     ensure!(got.len() == 1, "fetched {}", got.len());
     let naked = Instant::now();
     c.nak(&got[0], Duration::from_millis(1500))
         .await
         .map_err(context("nak"))?;
-    let early = c
-        .fetch(1, Duration::from_millis(700))
-        .await
-        .map_err(context("fetch"))?;
+    let early = fetch_once(&c, 1, Duration::from_millis(700)).await?;
     ensure!(
         early.is_empty(),
         "a packet nak'd with a 1.5 s delay came back after {:?}",
         naked.elapsed()
     );
-    let again = c
-        .fetch(1, Duration::from_secs(5))
-        .await
-        .map_err(context("fetch"))?;
+    let again = fetch_once(&c, 1, Duration::from_secs(5)).await?;
     ensure!(
         again.len() == 1 && again[0].id() == r.id,
         "the nak'd packet did not come back"
@@ -514,30 +398,19 @@ async fn nak_with_delay_waits(url: String) -> CaseResult {
 async fn closed_transport_says_closed(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
-    let c = t
-        .consumer(cfg("c", &format!("{prefix}.>")))
-        .await
-        .map_err(context("open"))?;
+    let c = open_consumer(&t, "c", &format!("{prefix}.>")).await?;
     t.close().await.map_err(context("close"))?;
     t.close().await.map_err(context("close twice"))?;
-    let err = t
-        .deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .err()
-        .ok_or("deposit after close worked")?;
-    ensure!(
-        err.kind() == ErrorKind::Closed,
-        "deposit after close gave {err}"
-    );
-    let err = c
-        .fetch(1, Duration::from_millis(10))
-        .await
-        .err()
-        .ok_or("fetch after close worked")?;
-    ensure!(
-        err.kind() == ErrorKind::Closed,
-        "fetch after close gave {err}"
-    );
+    refused(
+        "deposit after close",
+        ErrorKind::Closed,
+        t.deposit(&pkt("a", "hvac", "energy-anomaly", 1)).await,
+    )?;
+    refused(
+        "fetch after close",
+        ErrorKind::Closed,
+        c.fetch(1, Duration::from_millis(10)).await,
+    )?;
     Ok(())
 }
 
@@ -547,46 +420,27 @@ async fn ack_on_the_wrong_consumer_is_invalid_input(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
     let other = open(&url, &prefix).await?;
-    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
-    let a = t
-        .consumer(cfg("a", &format!("{prefix}.>")))
-        .await
-        .map_err(context("open a"))?;
-    let b = t
-        .consumer(cfg("b", &format!("{prefix}.>")))
-        .await
-        .map_err(context("open b"))?;
+    deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
+    let a = open_consumer(&t, "a", &format!("{prefix}.>")).await?;
+    let b = open_consumer(&t, "b", &format!("{prefix}.>")).await?;
     // The same consumer name on another connection is another handle too.
     let a_elsewhere = other
         .consumer(cfg("a", &format!("{prefix}.>")))
         .await
         .map_err(context("open a elsewhere"))?;
-    let got = a
-        .fetch(1, Duration::from_secs(2))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&a, 1, Duration::from_secs(2)).await?;
     ensure!(got.len() == 1, "fetched {}", got.len());
     for (which, wrong) in [("b", &b), ("a on another connection", &a_elsewhere)] {
-        let err = wrong
-            .ack(&got)
-            .await
-            .err()
-            .ok_or(format!("ack on {which} worked"))?;
-        ensure!(
-            err.kind() == ErrorKind::InvalidInput,
-            "ack on {which} gave {err}"
-        );
-        let err = wrong
-            .nak(&got[0], Duration::ZERO)
-            .await
-            .err()
-            .ok_or(format!("nak on {which} worked"))?;
-        ensure!(
-            err.kind() == ErrorKind::InvalidInput,
-            "nak on {which} gave {err}"
-        );
+        refused(
+            &format!("ack on {which}"),
+            ErrorKind::InvalidInput,
+            wrong.ack(&got).await,
+        )?;
+        refused(
+            &format!("nak on {which}"),
+            ErrorKind::InvalidInput,
+            wrong.nak(&got[0], Duration::ZERO).await,
+        )?;
     }
     a.ack(&got).await.map_err(context("ack on a"))?;
     a.close().await.map_err(context("close a"))?;
@@ -615,9 +469,7 @@ async fn seed_servers_reach_a_live_one(url: String) -> CaseResult {
         let t = NatsTransport::connect(config)
             .await
             .map_err(context("connect through the seed list"))?;
-        t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-            .await
-            .map_err(context("deposit"))?;
+        deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
         t.close().await.map_err(context("close"))?;
     }
     Ok(())
@@ -631,11 +483,11 @@ async fn replicas_beyond_one_need_a_cluster(url: String) -> CaseResult {
         .map_err(context("config"))?
         .prefix(prefix.clone())
         .replicas(3);
-    let e = NatsTransport::connect(config)
-        .await
-        .err()
-        .ok_or("a stream with 3 replicas was created on a single server")?;
-    ensure!(e.kind() == ErrorKind::InvalidInput, "{e}");
+    let e = refused(
+        "a stream with 3 replicas on a single server",
+        ErrorKind::InvalidInput,
+        NatsTransport::connect(config).await,
+    )?;
     ensure!(e.message().contains("replicas"), "{e}");
     let t = open(&url, &prefix).await?;
     t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
@@ -647,11 +499,11 @@ async fn replicas_beyond_one_need_a_cluster(url: String) -> CaseResult {
 async fn unreachable_server_is_unavailable() -> CaseResult {
     let port = free_port();
     let started = Instant::now();
-    let err = NatsTransport::connect_url(&format!("nats://127.0.0.1:{port}"))
-        .await
-        .err()
-        .ok_or("connected to a port nothing listens on")?;
-    ensure!(err.kind() == ErrorKind::Unavailable, "got {err}");
+    let err = refused(
+        "connecting to a port nothing listens on",
+        ErrorKind::Unavailable,
+        NatsTransport::connect_url(&format!("nats://127.0.0.1:{port}")).await,
+    )?;
     ensure!(err.transport() == "nats", "transport {}", err.transport());
     ensure!(std::error::Error::source(&err).is_some(), "no source error");
     ensure!(
@@ -675,9 +527,7 @@ async fn user_password_and_token_login(
     )
     .await
     .map_err(context("login with user:pass in the URL"))?;
-    t.deposit(&pkt("a", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    deposit_one(&t, &pkt("a", "hvac", "energy-anomaly", 1)).await?;
     let fields = NatsConfig::from_url(&server_user.url())
         .unwrap()
         .prefix(prefix.clone())
@@ -686,22 +536,16 @@ async fn user_password_and_token_login(
         .await
         .map_err(context("login with user/password fields"))?;
     let bad = format!("nats://alice:wrong@127.0.0.1:{}", server_user.port);
-    let err = NatsTransport::connect_url(&bad)
-        .await
-        .err()
-        .ok_or("a wrong password was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidInput,
-        "wrong password gave {err}"
-    );
-    let err = NatsTransport::connect_url(&server_user.url())
-        .await
-        .err()
-        .ok_or("no password was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidInput,
-        "no password gave {err}"
-    );
+    refused(
+        "a wrong password",
+        ErrorKind::InvalidInput,
+        NatsTransport::connect_url(&bad).await,
+    )?;
+    refused(
+        "no password",
+        ErrorKind::InvalidInput,
+        NatsTransport::connect_url(&server_user.url()).await,
+    )?;
 
     let tok = format!("nats://t0ken@127.0.0.1:{}", server_token.port);
     NatsTransport::connect(NatsConfig::from_url(&tok).unwrap().prefix(prefix.clone()))
@@ -714,14 +558,11 @@ async fn user_password_and_token_login(
     NatsTransport::connect(fields)
         .await
         .map_err(context("login with the token field"))?;
-    let err = NatsTransport::connect_url(&format!("nats://nope@127.0.0.1:{}", server_token.port))
-        .await
-        .err()
-        .ok_or("a wrong token was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidInput,
-        "wrong token gave {err}"
-    );
+    refused(
+        "a wrong token",
+        ErrorKind::InvalidInput,
+        NatsTransport::connect_url(&format!("nats://nope@127.0.0.1:{}", server_token.port)).await,
+    )?;
     Ok(())
 }
 
@@ -753,19 +594,17 @@ async fn tls_with_own_ca(server: OwnServer, certs: TestCerts) -> CaseResult {
     .await
     .map_err(context("connect with tls:// and tls_ca"))?;
     // Without the CA the server's certificate is not trusted.
-    let err = NatsTransport::connect(
-        NatsConfig::from_url(&server.url())
-            .unwrap()
-            .prefix(prefix)
-            .require_tls(true),
-    )
-    .await
-    .err()
-    .ok_or("an untrusted certificate was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::Unavailable,
-        "untrusted certificate gave {err}"
-    );
+    refused(
+        "an untrusted certificate",
+        ErrorKind::Unavailable,
+        NatsTransport::connect(
+            NatsConfig::from_url(&server.url())
+                .unwrap()
+                .prefix(prefix)
+                .require_tls(true),
+        )
+        .await,
+    )?;
     Ok(())
 }
 
@@ -774,28 +613,15 @@ async fn tls_with_own_ca(server: OwnServer, certs: TestCerts) -> CaseResult {
 async fn backlog_is_the_servers_count(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
-    let packets: Vec<_> = (0..5)
-        .map(|i| pkt("backlog", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
-    t.deposit(&pkt("backlog", "water", "leak", 9))
-        .await
-        .map_err(context("deposit"))?;
-    let c = t
-        .consumer(cfg("exact", &format!("{prefix}.hvac.energy-anomaly")))
-        .await
-        .map_err(context("open"))?;
+    deposit_seqs(&t, "backlog", "hvac", "energy-anomaly", 0..5).await?;
+    deposit_one(&t, &pkt("backlog", "water", "leak", 9)).await?;
+    let c = open_consumer(&t, "exact", &format!("{prefix}.hvac.energy-anomaly")).await?;
     let b = c.backlog().await.map_err(context("backlog"))?;
     ensure!(
         (b.waiting, b.unacked) == (5, 0),
         "a new consumer: {b:?}, want 5 waiting (only the matching ones)"
     );
-    let got = c
-        .fetch(2, Duration::from_secs(2))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&c, 2, Duration::from_secs(2)).await?;
     ensure!(got.len() == 2, "fetched {}", got.len());
     let b = c.backlog().await.map_err(context("backlog"))?;
     ensure!(

@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use common::OwnServer;
 use qis_conformance::ensure;
-use qis_conformance::support::{block_on, eventually, pkt, trial, wait_for, CaseResult};
-use qis_core::{
-    ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, Position, Receipt,
-    SubjectPattern,
+use qis_conformance::support::{
+    block_on, eventually, fetch_once, open_consumer, pkt, trial, wait_for, CaseResult,
 };
+use qis_core::{ErrorKind, OutcomeTransport, OutcomeTransportExt, Position, Receipt};
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
 const PACKETS: usize = 1000;
@@ -147,12 +146,7 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> CaseResul
     let reader = NatsTransport::connect_url(&url)
         .await
         .map_err(|e| format!("reader connect: {e}"))?;
-    let c = reader
-        .consumer(
-            ConsumerConfig::new("auditor", SubjectPattern::new("qis.iot.>").unwrap()).unwrap(),
-        )
-        .await
-        .map_err(|e| format!("open consumer: {e}"))?;
+    let c = open_consumer(&reader, "auditor", "qis.iot.>").await?;
     let mut got = Vec::with_capacity(PACKETS);
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < PACKETS {
@@ -161,17 +155,11 @@ async fn deposit_through_restart(server: OwnServer, graceful: bool) -> CaseResul
             "the reader received {} of {PACKETS} packets within 60 s",
             got.len()
         );
-        let batch = c
-            .fetch(500, Duration::from_secs(2))
-            .await
-            .map_err(|e| format!("fetch: {e}"))?;
+        let batch = fetch_once(&c, 500, Duration::from_secs(2)).await?;
         c.ack(&batch).await.map_err(|e| format!("ack: {e}"))?;
         got.extend(batch);
     }
-    let extra = c
-        .fetch(100, Duration::from_millis(500))
-        .await
-        .map_err(|e| format!("fetch: {e}"))?;
+    let extra = fetch_once(&c, 100, Duration::from_millis(500)).await?;
     ensure!(
         extra.is_empty(),
         "{} packets beyond the {PACKETS} deposited: something was stored twice",
@@ -242,10 +230,7 @@ async fn fetch_says_when_the_server_is_gone(mut server: OwnServer) -> CaseResult
     let t = NatsTransport::connect(config)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let c = t
-        .consumer(ConsumerConfig::new("gone", SubjectPattern::new("qis.iot.>").unwrap()).unwrap())
-        .await
-        .map_err(|e| format!("open consumer: {e}"))?;
+    let c = open_consumer(&t, "gone", "qis.iot.>").await?;
     server.stop(false)?;
     let started = Instant::now();
     let kind = wait_for(

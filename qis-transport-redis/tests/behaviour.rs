@@ -6,20 +6,21 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use qis_conformance::ensure;
+mod common;
+
+use common::live::{connect_with, pending, raw, url};
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, consumer, context, env_url, pkt, random_hex, seq_of, trial, with_fresh_prefix,
-    CaseResult,
+    block_on, consumer, consumer_from_start, context, fetch_once, open_consumer, pkt, random_hex,
+    reader, refused, seq_of, CaseResult,
 };
+use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::backend::InjectRaw;
 use qis_core::{
     Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, StartPosition, Subject,
     SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
-
-const ENV: &str = "QIS_REDIS_URL";
 
 /// How long one case may take.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -30,10 +31,7 @@ fn packet(problem: &str, seq: usize) -> qis_core::OutcomePacket {
 }
 
 async fn connect(url: &str, prefix: &Subject) -> Result<Checked<RedisTransport>, String> {
-    let c = RedisConfig::from_url(url)
-        .map_err(context("config"))?
-        .prefix(prefix.clone());
-    RedisTransport::connect(c).await.map_err(context("connect"))
+    connect_with(url, prefix, |c| c).await
 }
 
 async fn deposit(
@@ -44,15 +42,6 @@ async fn deposit(
 ) -> Result<qis_core::Receipt, String> {
     let p = EncodedPacket::readable(&packet(problem, seq), prefix).map_err(context("encode"))?;
     t.deposit_encoded(&p).await.map_err(context("deposit"))
-}
-
-async fn raw(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
-    let c = RedisConfig::from_url(url).map_err(context("config"))?;
-    redis::Client::open(c.url.as_str())
-        .map_err(context("client"))?
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(context("raw connection"))
 }
 
 /// A delay longer than the ack wait is honoured (the delayed set), a short
@@ -72,18 +61,8 @@ async fn nak_delays_are_honoured(url: String, prefix: Subject) -> CaseResult {
             Duration::from_millis(400),
         ),
     ] {
-        let c = consumer(
-            &t,
-            name,
-            &format!("{prefix}.>"),
-            StartPosition::All,
-            ack_wait,
-        )
-        .await?;
-        let first = c
-            .fetch(10, Duration::from_secs(5))
-            .await
-            .map_err(context("fetch"))?;
+        let c = reader(&t, name, &prefix, ack_wait).await?;
+        let first = fetch_once(&c, 10, Duration::from_secs(5)).await?;
         ensure!(
             first.len() == 1 && first[0].id() == r.id,
             "{name}: first fetch gave {} deliveries",
@@ -91,10 +70,7 @@ async fn nak_delays_are_honoured(url: String, prefix: Subject) -> CaseResult {
         );
         let naked = Instant::now();
         c.nak(&first[0], delay).await.map_err(context("nak"))?;
-        let early = c
-            .fetch(10, delay.mul_f64(0.7))
-            .await
-            .map_err(context("fetch"))?;
+        let early = fetch_once(&c, 10, delay.mul_f64(0.7)).await?;
         ensure!(
             early.is_empty(),
             "{name}: the nak'd packet came back after {:?}, before its {delay:?} delay",
@@ -102,10 +78,7 @@ async fn nak_delays_are_honoured(url: String, prefix: Subject) -> CaseResult {
         );
         let deadline = Instant::now() + delay + Duration::from_secs(5);
         let again = loop {
-            let got = c
-                .fetch(10, Duration::from_millis(500))
-                .await
-                .map_err(context("fetch"))?;
+            let got = fetch_once(&c, 10, Duration::from_millis(500)).await?;
             if !got.is_empty() {
                 break got;
             }
@@ -145,11 +118,10 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
         .await
         .map_err(context("batch"))?;
     for (name, max) in [("one", 1usize), ("four", 4), ("seven", 7), ("many", 50)] {
-        let c = consumer(
+        let c = consumer_from_start(
             &t,
             name,
             &format!("{prefix}.hvac.*"),
-            StartPosition::All,
             Duration::from_secs(60),
         )
         .await?;
@@ -163,10 +135,7 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
                 seen.len(),
                 subjects * per
             );
-            let got = c
-                .fetch(max, Duration::from_secs(2))
-                .await
-                .map_err(context("fetch"))?;
+            let got = fetch_once(&c, max, Duration::from_secs(2)).await?;
             ensure!(got.len() <= max, "fetch({max}) returned {}", got.len());
             for d in &got {
                 ensure!(seen.insert(d.id()), "max {max}: {} delivered twice", d.id());
@@ -181,10 +150,7 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
             }
             c.ack(&got).await.map_err(context("ack"))?;
         }
-        let extra = c
-            .fetch(max, Duration::from_millis(200))
-            .await
-            .map_err(context("fetch"))?;
+        let extra = fetch_once(&c, max, Duration::from_millis(200)).await?;
         ensure!(
             extra.is_empty(),
             "max {max}: {} extra deliveries",
@@ -217,10 +183,7 @@ async fn blocked_fetch_sees_new_subjects(url: String, prefix: Subject) -> CaseRe
         let b = deposit(&t2, &p2, "brand-new", 2).await?;
         Ok::<_, String>((a, b))
     });
-    let got = c
-        .fetch(10, Duration::from_secs(8))
-        .await
-        .map_err(context("fetch"))?;
+    let got = fetch_once(&c, 10, Duration::from_secs(8)).await?;
     let took = started.elapsed();
     let (a, _b) = later.await.map_err(context("join"))??;
     ensure!(
@@ -238,10 +201,7 @@ async fn blocked_fetch_sees_new_subjects(url: String, prefix: Subject) -> CaseRe
     );
     let mut all = got;
     while all.len() < 2 {
-        let more = c
-            .fetch(10, Duration::from_secs(3))
-            .await
-            .map_err(context("fetch"))?;
+        let more = fetch_once(&c, 10, Duration::from_secs(3)).await?;
         ensure!(
             !more.is_empty(),
             "the second packet of the new subject never came"
@@ -259,14 +219,7 @@ async fn blocked_fetch_sees_new_subjects(url: String, prefix: Subject) -> CaseRe
 /// acked away; the valid ones after them arrive.
 async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseResult {
     let t = connect(&url, &prefix).await?;
-    let c = consumer(
-        &t,
-        "sturdy",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_millis(500),
-    )
-    .await?;
+    let c = reader(&t, "sturdy", &prefix, Duration::from_millis(500)).await?;
     let good1 = deposit(&t, &prefix, "mixed", 1).await?;
     let subject = format!("{prefix}.hvac.mixed");
     let mut conn = raw(&url).await?;
@@ -293,10 +246,7 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
             "valid packets around garbage: got {} of 2",
             got.len()
         );
-        let b = c
-            .fetch(10, Duration::from_secs(1))
-            .await
-            .map_err(context("fetch"))?;
+        let b = fetch_once(&c, 10, Duration::from_secs(1)).await?;
         c.ack(&b).await.map_err(context("ack"))?;
         got.extend(b);
     }
@@ -310,20 +260,9 @@ async fn malformed_entries_are_acked_away(url: String, prefix: Subject) -> CaseR
         c.malformed_skipped()
     );
     // Past the ack wait nothing comes back: the garbage was acked.
-    let more = c
-        .fetch(10, Duration::from_millis(1500))
-        .await
-        .map_err(context("fetch"))?;
+    let more = fetch_once(&c, 10, Duration::from_millis(1500)).await?;
     ensure!(more.is_empty(), "{} deliveries came back", more.len());
-    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-        .arg(format!("{prefix}:s:{subject}"))
-        .arg("sturdy")
-        .arg("-")
-        .arg("+")
-        .arg(10)
-        .query_async(&mut conn)
-        .await
-        .map_err(context("xpending"))?;
+    let pending = pending(&mut conn, &format!("{prefix}:s:{subject}"), "sturdy").await?;
     ensure!(
         pending.is_empty(),
         "{} entries still pending",
@@ -395,14 +334,7 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
 /// same pattern it resumes.
 async fn other_pattern_is_conflict(url: String, prefix: Subject) -> CaseResult {
     let t = connect(&url, &prefix).await?;
-    consumer(
-        &t,
-        "named",
-        &format!("{prefix}.hvac.a"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    open_consumer(&t, "named", &format!("{prefix}.hvac.a")).await?;
     let cfg = ConsumerConfig::new(
         "named",
         SubjectPattern::new(format!("{prefix}.hvac.b")).unwrap(),
@@ -523,13 +455,10 @@ async fn ack_on_another_consumer_is_invalid_input(url: String, prefix: Subject) 
     let r = deposit(&t, &prefix, "owned", 1).await?;
     let pattern = format!("{prefix}.>");
     let wait = Duration::from_secs(30);
-    let a = consumer(&t, "owner", &pattern, StartPosition::All, wait).await?;
-    let same_name = consumer(&t, "owner", &pattern, StartPosition::All, wait).await?;
-    let other = consumer(&t, "other", &pattern, StartPosition::All, wait).await?;
-    let got = a
-        .fetch(10, Duration::from_secs(5))
-        .await
-        .map_err(context("fetch"))?;
+    let a = consumer_from_start(&t, "owner", &pattern, wait).await?;
+    let same_name = consumer_from_start(&t, "owner", &pattern, wait).await?;
+    let other = consumer_from_start(&t, "other", &pattern, wait).await?;
+    let got = fetch_once(&a, 10, Duration::from_secs(5)).await?;
     ensure!(
         got.len() == 1 && got[0].id() == r.id,
         "fetch gave {} deliveries",
@@ -539,31 +468,22 @@ async fn ack_on_another_consumer_is_invalid_input(url: String, prefix: Subject) 
         ("another handle of the same consumer", &same_name),
         ("another consumer", &other),
     ] {
-        match c.ack(&got).await {
-            Err(err) => ensure!(
-                err.kind() == ErrorKind::InvalidInput,
-                "ack on {who} gave {err}"
-            ),
-            Ok(()) => return Err(format!("ack on {who} succeeded")),
-        }
-        match c.nak(&got[0], Duration::ZERO).await {
-            Err(err) => ensure!(
-                err.kind() == ErrorKind::InvalidInput,
-                "nak on {who} gave {err}"
-            ),
-            Ok(()) => return Err(format!("nak on {who} succeeded")),
-        }
+        let what = format!("ack on {who}");
+        refused(&what, ErrorKind::InvalidInput, c.ack(&got).await)?;
+        let what = format!("nak on {who}");
+        refused(
+            &what,
+            ErrorKind::InvalidInput,
+            c.nak(&got[0], Duration::ZERO).await,
+        )?;
     }
     let mut conn = raw(&url).await?;
-    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-        .arg(format!("{prefix}:s:{prefix}.hvac.owned"))
-        .arg("owner")
-        .arg("-")
-        .arg("+")
-        .arg(10)
-        .query_async(&mut conn)
-        .await
-        .map_err(context("xpending"))?;
+    let pending = pending(
+        &mut conn,
+        &format!("{prefix}:s:{prefix}.hvac.owned"),
+        "owner",
+    )
+    .await?;
     ensure!(
         pending.len() == 1,
         "the refused ack changed what is pending: {pending:?}"
@@ -609,10 +529,7 @@ async fn rediss_needs_the_tls_feature() -> CaseResult {
 }
 
 fn main() {
-    let url = env_url(
-        ENV,
-        "scripts/servers/redis.sh start DIR and source DIR/redis.env",
-    );
+    let url = url();
     let mut trials = vec![
         Trial::test("unreachable_server_is_unavailable", || {
             Ok(block_on(LIMIT, unreachable_server_is_unavailable())?)
@@ -622,21 +539,16 @@ fn main() {
         }),
     ];
     // The cases that need the server, each on a fresh prefix.
-    macro_rules! live_case {
-        ($f:ident) => {
-            trials.push(trial(stringify!($f), &url, |url| {
-                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
-            }));
-        };
-    }
-    live_case!(ack_on_another_consumer_is_invalid_input);
-    live_case!(nak_delays_are_honoured);
-    live_case!(fetch_never_exceeds_max);
-    live_case!(blocked_fetch_sees_new_subjects);
-    live_case!(malformed_entries_are_acked_away);
-    live_case!(retention_trims_streams);
-    live_case!(other_pattern_is_conflict);
-    live_case!(acl_user_from_url);
-    live_case!(live_filters_glob_matches_exactly);
+    trials.extend(fresh_prefix_trials!(&url, LIMIT;
+        ack_on_another_consumer_is_invalid_input,
+        nak_delays_are_honoured,
+        fetch_never_exceeds_max,
+        blocked_fetch_sees_new_subjects,
+        malformed_entries_are_acked_away,
+        retention_trims_streams,
+        other_pattern_is_conflict,
+        acl_user_from_url,
+        live_filters_glob_matches_exactly,
+    ));
     qis_conformance::run_trials(trials);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use qis_conformance::support::{env_url, installed};
+use qis_conformance::support::{env_url, installed, unblock};
 use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
 use qis_core::backend::InjectRaw;
 use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
@@ -82,19 +82,12 @@ impl Restartable for Redis {
         // Data in an append-only file, as scripts/servers/redis.sh runs it.
         let mut server =
             common::Server::new("conformance", &["--appendonly", "yes", "--save", ""], false);
-        let server = tokio::task::spawn_blocking(move || server.start().map(|()| server))
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(failed)?;
+        let server = unblock("redis", move || server.start().map(|()| server)).await?;
         Ok(Box::new(OwnRedis {
             url: format!("redis://127.0.0.1:{}", server.port),
             server: Arc::new(Mutex::new(server)),
         }))
     }
-}
-
-fn failed(why: String) -> Error {
-    Error::new(ErrorKind::Unavailable, "redis", why)
 }
 
 /// A redis-server of this test's own, stopped (by PID) when dropped.
@@ -112,7 +105,7 @@ impl PrivateServer for OwnRedis {
 
     async fn restart(&self, stop: Stop) -> Result<()> {
         let server = self.server.clone();
-        tokio::task::spawn_blocking(move || {
+        unblock("redis", move || {
             let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
             match stop {
                 Stop::Graceful => server.stop()?,
@@ -121,8 +114,6 @@ impl PrivateServer for OwnRedis {
             server.start()
         })
         .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(failed)
     }
 }
 

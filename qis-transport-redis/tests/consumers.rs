@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::live::{connect_with, deposit, raw, stream_keys, url};
-use qis_conformance::ensure;
 use qis_conformance::support::{
-    collect, collect_unacked, consumer, context, eventually, trial, with_fresh_prefix, CaseResult,
+    collect, collect_unacked, consumer, consumer_from_start, context, eventually, fetch_once,
+    CaseResult,
 };
+use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::{
     Backlog, Checked, DurableConsumer, ErrorKind, OutcomeTransport, Position, StartPosition,
     Subject,
@@ -40,10 +41,7 @@ async fn until_back(
             !left.is_zero(),
             "{what} did not come back within {within:?}"
         );
-        let got = c
-            .fetch(1, left.min(Duration::from_millis(500)))
-            .await
-            .map_err(context("fetch"))?;
+        let got = fetch_once(c, 1, left.min(Duration::from_millis(500))).await?;
         if let Some(d) = got.into_iter().find(|d| d.id() == id) {
             return Ok(d);
         }
@@ -61,14 +59,7 @@ async fn held_nak_does_not_hold_back_other_redeliveries(
     let held = deposit(&t, &prefix, "held", 1).await?;
     let other = deposit(&t, &prefix, "held", 2).await?;
     let ack_wait = Duration::from_millis(500);
-    let c = consumer(
-        &t,
-        "patient",
-        &format!("{prefix}.hvac.held"),
-        StartPosition::All,
-        ack_wait,
-    )
-    .await?;
+    let c = consumer_from_start(&t, "patient", &format!("{prefix}.hvac.held"), ack_wait).await?;
     let first = collect_unacked(&c, 2, Duration::from_secs(5)).await?;
     let to_hold = first
         .iter()
@@ -92,10 +83,7 @@ async fn held_nak_does_not_hold_back_other_redeliveries(
         again.delivery_count
     );
     c.ack(&[again]).await.map_err(context("ack"))?;
-    let early = c
-        .fetch(10, Duration::from_millis(800))
-        .await
-        .map_err(context("fetch"))?;
+    let early = fetch_once(&c, 10, Duration::from_millis(800)).await?;
     ensure!(
         early.iter().all(|d| d.id() != held.id),
         "the packet held for 20 s came back at once"
@@ -113,27 +101,13 @@ async fn reopening_with_another_ack_wait_applies_to_every_handle(
     let t = connect_with(&url, &prefix, |c| c).await?;
     let pattern = format!("{prefix}.hvac.waits");
     let r = deposit(&t, &prefix, "waits", 1).await?;
-    let long = consumer(
-        &t,
-        "waiter",
-        &pattern,
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let long = consumer_from_start(&t, "waiter", &pattern, Duration::from_secs(60)).await?;
     let first = collect_unacked(&long, 1, Duration::from_secs(5)).await?;
     ensure!(first[0].id() == r.id, "fetched another packet");
     let fetched = Instant::now();
     // Another handle shortens the consumer's ack wait to 500 ms ...
     let t2 = connect_with(&url, &prefix, |c| c).await?;
-    let short = consumer(
-        &t2,
-        "waiter",
-        &pattern,
-        StartPosition::All,
-        Duration::from_millis(500),
-    )
-    .await?;
+    let short = consumer_from_start(&t2, "waiter", &pattern, Duration::from_millis(500)).await?;
     // ... so the first handle, opened with 60 s, redelivers after 500 ms.
     let again = until_back(
         &long,
@@ -148,19 +122,9 @@ async fn reopening_with_another_ack_wait_applies_to_every_handle(
         fetched.elapsed()
     );
     // Back to 60 s, from a third handle: the 500 ms handle now waits 60 s.
-    let _third = consumer(
-        &t,
-        "waiter",
-        &pattern,
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let _third = consumer_from_start(&t, "waiter", &pattern, Duration::from_secs(60)).await?;
     drop(again);
-    let early = short
-        .fetch(10, Duration::from_millis(1500))
-        .await
-        .map_err(context("fetch"))?;
+    let early = fetch_once(&short, 10, Duration::from_millis(1500)).await?;
     ensure!(
         early.is_empty(),
         "a handle opened with 500 ms redelivered within 1.5 s after the ack wait became 60 s"
@@ -173,11 +137,10 @@ async fn reopening_with_another_ack_wait_applies_to_every_handle(
 async fn close_ends_a_fetch_in_flight(url: String, prefix: Subject) -> CaseResult {
     for closing in ["consumer", "transport"] {
         let t = connect_with(&url, &prefix, |c| c).await?;
-        let c = consumer(
+        let c = consumer_from_start(
             &t,
             &format!("closing-{closing}"),
             &format!("{prefix}.hvac.quiet"),
-            StartPosition::All,
             Duration::from_secs(30),
         )
         .await?;
@@ -222,6 +185,19 @@ async fn backlog_of(c: &std::sync::Arc<dyn DurableConsumer>) -> Result<Backlog, 
     c.backlog().await.map_err(context("backlog"))
 }
 
+/// `c`'s backlog must be `waiting` and `unacked`; fails saying `when` and
+/// what it is instead.
+async fn backlog_is(
+    c: &std::sync::Arc<dyn DurableConsumer>,
+    waiting: u64,
+    unacked: u64,
+    when: &str,
+) -> CaseResult {
+    let b = backlog_of(c).await?;
+    ensure!(b == Backlog { waiting, unacked }, "{when}: {b:?}");
+    Ok(())
+}
+
 /// The backlog counts matching entries not yet delivered (across streams,
 /// also streams the consumer has not read yet and streams where Redis
 /// cannot say the group's lag) and deliveries not yet acked.
@@ -236,50 +212,15 @@ async fn backlog_counts_waiting_and_unacked(url: String, prefix: Subject) -> Cas
     }
     deposit(&t, &prefix, "elsewhere", 9).await?;
     let pattern = format!("{prefix}.hvac.*");
-    let c = consumer(
-        &t,
-        "counted",
-        &pattern,
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
-    let b = backlog_of(&c).await?;
-    ensure!(
-        b == Backlog {
-            waiting: 6,
-            unacked: 0
-        },
-        "before any fetch: {b:?}"
-    );
+    let c = consumer_from_start(&t, "counted", &pattern, Duration::from_secs(60)).await?;
+    backlog_is(&c, 6, 0, "before any fetch").await?;
     let fetched = collect_unacked(&c, 3, Duration::from_secs(5)).await?;
-    let b = backlog_of(&c).await?;
-    ensure!(
-        b == Backlog {
-            waiting: 3,
-            unacked: 3
-        },
-        "after fetching 3 of 6: {b:?}"
-    );
+    backlog_is(&c, 3, 3, "after fetching 3 of 6").await?;
     c.ack(&fetched).await.map_err(context("ack"))?;
-    let b = backlog_of(&c).await?;
-    ensure!(
-        b == Backlog {
-            waiting: 3,
-            unacked: 0
-        },
-        "after acking them: {b:?}"
-    );
+    backlog_is(&c, 3, 0, "after acking them").await?;
     // A subject created after the consumer.
     deposit(&t, &prefix, "c", 10).await?;
-    let b = backlog_of(&c).await?;
-    ensure!(
-        b == Backlog {
-            waiting: 4,
-            unacked: 0
-        },
-        "after a deposit on a new subject: {b:?}"
-    );
+    backlog_is(&c, 4, 0, "after a deposit on a new subject").await?;
     // An entry deleted in the middle of a stream (XDEL) leaves Redis unable
     // to say the group's lag; the count must stay right.
     let delivered: HashSet<_> = fetched.iter().map(|d| d.id()).collect();
@@ -298,17 +239,9 @@ async fn backlog_counts_waiting_and_unacked(url: String, prefix: Subject) -> Cas
         .await
         .map_err(context("xdel"))?;
     ensure!(removed == 1, "XDEL removed {removed}");
-    let b = backlog_of(&c).await?;
-    ensure!(
-        b == Backlog {
-            waiting: 3,
-            unacked: 0
-        },
-        "after deleting one waiting entry: {b:?}"
-    );
+    backlog_is(&c, 3, 0, "after deleting one waiting entry").await?;
     collect(&c, 3, Duration::from_secs(5)).await?;
-    let b = backlog_of(&c).await?;
-    ensure!(b == Backlog::default(), "after reading everything: {b:?}");
+    backlog_is(&c, 0, 0, "after reading everything").await?;
     // A consumer that starts with new packets only has nothing waiting.
     let fresh = consumer(
         &t,
@@ -318,8 +251,7 @@ async fn backlog_counts_waiting_and_unacked(url: String, prefix: Subject) -> Cas
         Duration::from_secs(60),
     )
     .await?;
-    let b = backlog_of(&fresh).await?;
-    ensure!(b == Backlog::default(), "a start=new consumer: {b:?}");
+    backlog_is(&fresh, 0, 0, "a start=new consumer").await?;
     t.close().await.map_err(context("close"))?;
     Ok(())
 }
@@ -335,20 +267,13 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
         deposit(&t, &prefix, "a", i).await?;
     }
     let all = format!("{prefix}.hvac.*");
-    let c = consumer(&t, "c", &all, StartPosition::All, Duration::from_secs(60)).await?;
+    let c = consumer_from_start(&t, "c", &all, Duration::from_secs(60)).await?;
     // A stream that appears after the consumer, before any fetch found it.
     for i in 3..5 {
         deposit(&t, &prefix, "b", i).await?;
     }
     let got = collect_unacked(&c, 2, Duration::from_secs(5)).await?;
-    let b = backlog_of(&c).await?;
-    ensure!(
-        b == Backlog {
-            waiting: 3,
-            unacked: 2
-        },
-        "after fetching 2 of 5: {b:?}"
-    );
+    backlog_is(&c, 3, 2, "after fetching 2 of 5").await?;
     c.ack(&got[..1]).await.map_err(context("ack"))?;
     let only_a = format!("{prefix}.hvac.a");
     let d = consumer(
@@ -362,11 +287,10 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
     // A consumer of another prefix that starts like this one.
     let other_prefix = Subject::new(format!("{prefix}x")).map_err(context("prefix"))?;
     let other = connect_with(&url, &other_prefix, |c| c).await?;
-    consumer(
+    consumer_from_start(
         &other,
         "elsewhere",
         &format!("{other_prefix}.>"),
-        StartPosition::All,
         Duration::from_secs(60),
     )
     .await?;
@@ -471,18 +395,13 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
 
 fn main() {
     let url = url();
-    let mut trials = Vec::new();
-    macro_rules! live_case {
-        ($f:ident) => {
-            trials.push(trial(stringify!($f), &url, |url| {
-                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
-            }));
-        };
-    }
-    live_case!(held_nak_does_not_hold_back_other_redeliveries);
-    live_case!(reopening_with_another_ack_wait_applies_to_every_handle);
-    live_case!(close_ends_a_fetch_in_flight);
-    live_case!(backlog_counts_waiting_and_unacked);
-    live_case!(consumers_are_listed_with_their_backlog);
+    // The cases that need the server, each on a fresh prefix.
+    let trials = fresh_prefix_trials!(&url, LIMIT;
+        held_nak_does_not_hold_back_other_redeliveries,
+        reopening_with_another_ack_wait_applies_to_every_handle,
+        close_ends_a_fetch_in_flight,
+        backlog_counts_waiting_and_unacked,
+        consumers_are_listed_with_their_backlog,
+    );
     qis_conformance::run_trials(trials);
 }

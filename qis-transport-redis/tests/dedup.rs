@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::live::{connect_with, deposit, url};
-use qis_conformance::ensure;
-use qis_conformance::support::{context, pkt, trial, with_fresh_prefix, CaseResult};
+use qis_conformance::support::{context, pkt, CaseResult};
+use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::{EncodedPacket, OutcomeTransport, OutcomeTransportExt, Subject};
 
 /// How long one case may take.
@@ -132,15 +132,10 @@ async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
 
 fn main() {
     let url = url();
-    let mut trials = Vec::new();
-    macro_rules! live_case {
-        ($f:ident) => {
-            trials.push(trial(stringify!($f), &url, |url| {
-                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
-            }));
-        };
-    }
-    live_case!(duplicate_receipt_names_the_original);
-    live_case!(dedup_window_expires);
+    // The cases that need the server, each on a fresh prefix.
+    let trials = fresh_prefix_trials!(&url, LIMIT;
+        duplicate_receipt_names_the_original,
+        dedup_window_expires,
+    );
     qis_conformance::run_trials(trials);
 }

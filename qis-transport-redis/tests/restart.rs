@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::Server;
-use qis_conformance::support::{block_on, installed, pkt, trial, CaseResult};
+use qis_conformance::support::{block_on, fetch_once, installed, pkt, trial, CaseResult};
 use qis_core::{
     ConsumerConfig, DurableConsumer, EncodedPacket, OutcomeTransport, PacketId, StartPosition,
     Subject, SubjectPattern,
@@ -224,10 +224,7 @@ async fn scenario(server: &mut Server) -> CaseResult {
                 seen.len()
             ));
         }
-        let batch = c2
-            .fetch(500, Duration::from_secs(2))
-            .await
-            .map_err(|e| format!("fetch: {e}"))?;
+        let batch = fetch_once(&c2, 500, Duration::from_secs(2)).await?;
         c2.ack(&batch).await.map_err(|e| format!("ack: {e}"))?;
         for d in batch {
             if !expected.contains(&d.id()) {
@@ -244,10 +241,7 @@ async fn scenario(server: &mut Server) -> CaseResult {
             }
         }
     }
-    let extra = c2
-        .fetch(100, Duration::from_millis(500))
-        .await
-        .map_err(|e| format!("fetch: {e}"))?;
+    let extra = fetch_once(&c2, 100, Duration::from_millis(500)).await?;
     if !extra.is_empty() {
         return Err(format!(
             "{} packets arrived beyond the {TOTAL} acknowledged",

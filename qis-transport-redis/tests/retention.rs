@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::live::{capture_warnings, captured, connect_with, deposit, raw, stream_keys, url};
-use qis_conformance::ensure;
 use qis_conformance::support::{
-    collect, consumer, context, eventually, trial, with_fresh_prefix, CaseResult,
+    collect, consumer_from_start, context, eventually, fetch_once, open_consumer, CaseResult,
 };
-use qis_core::{StartPosition, Subject};
+use qis_conformance::{ensure, fresh_prefix_trials};
+use qis_core::Subject;
 
 /// How long one case may take.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -39,18 +39,8 @@ async fn idle_subject_expires_for_a_new_consumer(url: String, prefix: Subject) -
     // Let the packet age past max_age (part of the scenario, not a sync).
     tokio::time::sleep(MAX_AGE * 3).await;
     deposit(&t, &prefix, "busy", 3).await?;
-    let c = consumer(
-        &t,
-        "late-reader",
-        &format!("{prefix}.hvac.idle"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let got = c
-        .fetch(10, Duration::from_millis(500))
-        .await
-        .map_err(context("fetch"))?;
+    let c = open_consumer(&t, "late-reader", &format!("{prefix}.hvac.idle")).await?;
+    let got = fetch_once(&c, 10, Duration::from_millis(500)).await?;
     ensure!(
         got.is_empty(),
         "a packet {:?} old on an idle subject was delivered with max_age {MAX_AGE:?} (id {}, receipt {})",
@@ -71,29 +61,12 @@ async fn sweep_deletes_idle_expired_streams(url: String, prefix: Subject) -> Cas
         deposit(&t, &prefix, &format!("idle-{i}"), i).await?;
     }
     // A consumer with a group on every stream, which then goes away.
-    let c = consumer(
-        &t,
-        "gone",
-        &format!("{prefix}.hvac.*"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let got = c
-        .fetch(10, Duration::from_secs(5))
-        .await
-        .map_err(context("fetch"))?;
+    let c = open_consumer(&t, "gone", &format!("{prefix}.hvac.*")).await?;
+    let got = fetch_once(&c, 10, Duration::from_secs(5)).await?;
     c.ack(&got).await.map_err(context("ack"))?;
     c.close().await.map_err(context("close"))?;
     // A consumer that stays open across the deletions and reads on.
-    let watcher = consumer(
-        &t,
-        "watcher",
-        &format!("{prefix}.hvac.*"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let watcher = open_consumer(&t, "watcher", &format!("{prefix}.hvac.*")).await?;
     collect(&watcher, subjects, Duration::from_secs(10)).await?;
     let mut conn = raw(&url).await?;
     let before = stream_keys(&mut conn, &prefix).await?.len();
@@ -123,18 +96,8 @@ async fn sweep_deletes_idle_expired_streams(url: String, prefix: Subject) -> Cas
     .await?;
     // The subject works again: a deposit recreates it and a consumer reads it.
     let r = deposit(&t, &prefix, "idle-0", 100).await?;
-    let c = consumer(
-        &t,
-        "gone",
-        &format!("{prefix}.hvac.*"),
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let got = c
-        .fetch(10, Duration::from_secs(5))
-        .await
-        .map_err(context("fetch"))?;
+    let c = open_consumer(&t, "gone", &format!("{prefix}.hvac.*")).await?;
+    let got = fetch_once(&c, 10, Duration::from_secs(5)).await?;
     ensure!(
         got.len() == 1 && got[0].id() == r.id,
         "after the sweep, a new deposit on a deleted subject gave {} deliveries",
@@ -164,11 +127,10 @@ async fn retention_warns_about_unacked_deliveries(url: String, prefix: Subject) 
         deposit(&t, &prefix, "unacked", i).await?;
     }
     let name = "slowpoke";
-    let c = consumer(
+    let c = consumer_from_start(
         &t,
         name,
         &format!("{prefix}.hvac.unacked"),
-        StartPosition::All,
         Duration::from_secs(60),
     )
     .await?;
@@ -179,11 +141,7 @@ async fn retention_warns_about_unacked_deliveries(url: String, prefix: Subject) 
             Instant::now() < deadline,
             "fetched {fetched} of {unacked} within 5 s"
         );
-        fetched += c
-            .fetch(unacked, Duration::from_secs(1))
-            .await
-            .map_err(context("fetch"))?
-            .len();
+        fetched += fetch_once(&c, unacked, Duration::from_secs(1)).await?.len();
     }
     let subject = format!("{prefix}.hvac.unacked");
     // One warning, or several if the sweep met them in two steps.
@@ -238,16 +196,11 @@ async fn retention_warns_about_unacked_deliveries(url: String, prefix: Subject) 
 fn main() {
     capture_warnings();
     let url = url();
-    let mut trials = Vec::new();
-    macro_rules! live_case {
-        ($f:ident) => {
-            trials.push(trial(stringify!($f), &url, |url| {
-                with_fresh_prefix(LIMIT, |prefix| $f(url, prefix))
-            }));
-        };
-    }
-    live_case!(idle_subject_expires_for_a_new_consumer);
-    live_case!(sweep_deletes_idle_expired_streams);
-    live_case!(retention_warns_about_unacked_deliveries);
+    // The cases that need the server, each on a fresh prefix.
+    let trials = fresh_prefix_trials!(&url, LIMIT;
+        idle_subject_expires_for_a_new_consumer,
+        sweep_deletes_idle_expired_streams,
+        retention_warns_about_unacked_deliveries,
+    );
     qis_conformance::run_trials(trials);
 }

@@ -16,9 +16,10 @@ use std::time::Duration;
 use common::Server;
 use futures::StreamExt;
 use qis_conformance::support::{
-    block_on, installed, pkt, tls_test_certs, trial, CaseResult, TestCerts,
+    block_on, fetch_once, installed, open_consumer, pkt, tls_test_certs, trial, CaseResult,
+    TestCerts,
 };
-use qis_core::{ConsumerConfig, EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
+use qis_core::{EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
 async fn scenario(port: u16, certs: TestCerts) -> CaseResult {
@@ -44,16 +45,8 @@ async fn scenario(port: u16, certs: TestCerts) -> CaseResult {
         Ok(Some(Ok(got))) if got.id == r.id => {}
         other => return Err(format!("live over TLS gave {other:?}")),
     }
-    let c = t
-        .consumer(
-            ConsumerConfig::new("tls-reader", SubjectPattern::new("tls.iot.>").unwrap()).unwrap(),
-        )
-        .await
-        .map_err(|e| format!("consumer: {e}"))?;
-    let got = c
-        .fetch(10, Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("fetch: {e}"))?;
+    let c = open_consumer(&t, "tls-reader", "tls.iot.>").await?;
+    let got = fetch_once(&c, 10, Duration::from_secs(5)).await?;
     if got.len() != 1 || got[0].id() != r.id {
         return Err(format!("fetch over TLS gave {} deliveries", got.len()));
     }
@@ -89,16 +82,8 @@ async fn client_certificate(port: u16, certs: TestCerts) -> CaseResult {
         .deposit_encoded(&p)
         .await
         .map_err(|e| format!("deposit: {e}"))?;
-    let c = t
-        .consumer(
-            ConsumerConfig::new("mtls-reader", SubjectPattern::new("mtls.iot.>").unwrap()).unwrap(),
-        )
-        .await
-        .map_err(|e| format!("consumer: {e}"))?;
-    let got = c
-        .fetch(10, Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("fetch: {e}"))?;
+    let c = open_consumer(&t, "mtls-reader", "mtls.iot.>").await?;
+    let got = fetch_once(&c, 10, Duration::from_secs(5)).await?;
     if got.len() != 1 || got[0].id() != r.id {
         return Err(format!(
             "fetch over mutual TLS gave {} deliveries",

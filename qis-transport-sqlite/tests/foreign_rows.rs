@@ -14,12 +14,11 @@ use futures::StreamExt;
 use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::{Arguments, Completion, Failed, Trial};
 use qis_conformance::support::{
-    block_on, collect, collect_unacked, consumer, context, ids, installed, next_live, pkt, quiet,
-    CaseResult, TempDir,
+    block_on, collect, collect_unacked, consumer_from_start, context, deposit_one, ids, installed,
+    next_live, pkt, quiet, CaseResult, TempDir,
 };
 use qis_core::{
-    Checked, EncodedPacket, OutcomeTransport, OutcomeTransportExt, PacketId, StartPosition,
-    SubjectPattern,
+    Checked, EncodedPacket, OutcomeTransport, OutcomeTransportExt, PacketId, SubjectPattern,
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 use rusqlite::types::Value;
@@ -62,10 +61,7 @@ fn foreign_insert(path: &Path, subject: Value, body: Value, id_of: &[u8]) -> Cas
 async fn text_body_is_delivered() -> CaseResult {
     let dir = TempDir::new("foreign-text");
     let t = open(&db(&dir)).await?;
-    let before = t
-        .deposit(&pkt("qis", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    let before = deposit_one(&t, &pkt("qis", "hvac", "energy-anomaly", 1)).await?;
     let foreign = EncodedPacket::readable(&pkt("python", "hvac", "energy-anomaly", 2), t.prefix())
         .map_err(context("encode"))?;
     let text = std::str::from_utf8(foreign.body()).map_err(context("utf-8"))?;
@@ -75,19 +71,9 @@ async fn text_body_is_delivered() -> CaseResult {
         Value::Text(text.to_string()),
         foreign.body(),
     )?;
-    let after = t
-        .deposit(&pkt("qis", "hvac", "energy-anomaly", 3))
-        .await
-        .map_err(context("deposit"))?;
+    let after = deposit_one(&t, &pkt("qis", "hvac", "energy-anomaly", 3)).await?;
 
-    let c = consumer(
-        &*t,
-        "twins",
-        "qis.iot.hvac.>",
-        StartPosition::All,
-        Duration::from_secs(1),
-    )
-    .await?;
+    let c = consumer_from_start(&*t, "twins", "qis.iot.hvac.>", Duration::from_secs(1)).await?;
     let got = collect_unacked(&c, 3, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![before.id, foreign.id(), after.id],
@@ -124,10 +110,7 @@ async fn unreadable_rows_are_skipped_and_counted() -> CaseResult {
         .subscribe(SubjectPattern::new("qis.iot.>").map_err(context("pattern"))?)
         .await
         .map_err(context("subscribe"))?;
-    let first = t
-        .deposit(&pkt("qis", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    let first = deposit_one(&t, &pkt("qis", "hvac", "energy-anomaly", 1)).await?;
     let good = EncodedPacket::readable(&pkt("python", "hvac", "energy-anomaly", 2), t.prefix())
         .map_err(context("encode"))?;
     let subject = good.subject().to_string();
@@ -168,10 +151,7 @@ async fn unreadable_rows_are_skipped_and_counted() -> CaseResult {
         "the foreign rows were not stored as intended: {typed:?}"
     );
     drop(conn);
-    let last = t
-        .deposit(&pkt("qis", "hvac", "energy-anomaly", 3))
-        .await
-        .map_err(context("deposit"))?;
+    let last = deposit_one(&t, &pkt("qis", "hvac", "energy-anomaly", 3)).await?;
 
     // The non-UTF-8 subject is not the exact subject: an exact consumer
     // does not count it.
@@ -180,14 +160,7 @@ async fn unreadable_rows_are_skipped_and_counted() -> CaseResult {
         ("narrow", "qis.iot.hvac.>", 3),
         ("exact", "qis.iot.hvac.energy-anomaly", 2),
     ] {
-        let c = consumer(
-            &*t,
-            name,
-            pattern,
-            StartPosition::All,
-            Duration::from_secs(1),
-        )
-        .await?;
+        let c = consumer_from_start(&*t, name, pattern, Duration::from_secs(1)).await?;
         let got = collect(&c, 2, Duration::from_secs(10)).await?;
         ensure!(
             ids(&got) == vec![first.id, last.id],
@@ -230,10 +203,7 @@ async fn python_writer_following_the_docs() -> CaseResult {
     let dir = TempDir::new("foreign-python");
     let path = db(&dir);
     let t = open(&path).await?;
-    let mine = t
-        .deposit(&pkt("qis", "hvac", "energy-anomaly", 1))
-        .await
-        .map_err(context("deposit"))?;
+    let mine = deposit_one(&t, &pkt("qis", "hvac", "energy-anomaly", 1)).await?;
     let (_, bytes_before) = t.stored().await.map_err(context("stored"))?;
     let theirs = pkt("python", "hvac", "energy-anomaly", 2);
     let expected = EncodedPacket::readable(&theirs, t.prefix()).map_err(context("encode"))?;
@@ -277,14 +247,7 @@ print(hashlib.sha256(body).hexdigest())
         "Python's body differs from QIS's encoding (id {python_id}, QIS {})",
         expected.id()
     );
-    let c = consumer(
-        &*t,
-        "twins",
-        "qis.iot.hvac.>",
-        StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = consumer_from_start(&*t, "twins", "qis.iot.hvac.>", Duration::from_secs(30)).await?;
     let got = collect(&c, 2, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![mine.id, expected.id()],

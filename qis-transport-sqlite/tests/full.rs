@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qis_conformance::support::{pkt, TempDir};
+use qis_conformance::support::{open_consumer, pkt, TempDir};
 use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, ErrorKind, OutcomePacket, OutcomeTransport,
-    OutcomeTransportExt, SubjectPattern,
+    Checked, DurableConsumer, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport, WhenFull};
 
@@ -25,10 +24,6 @@ fn db(dir: &TempDir) -> PathBuf {
 /// its id unique).
 fn packet(domain: &str, problem: &str, tag: &str) -> OutcomePacket {
     pkt(&format!("agent-{tag}"), domain, problem, 0)
-}
-
-fn pattern(s: &str) -> SubjectPattern {
-    s.parse().unwrap()
 }
 
 async fn open(config: SqliteConfig) -> Checked<SqliteTransport> {
@@ -66,10 +61,7 @@ async fn refuse_fails_a_deposit_with_store_full_and_loses_nothing() {
     let dir = TempDir::new("refuse");
     let t = open(SqliteConfig::new(db(&dir)).max_bytes(4096)).await;
     assert_eq!(t.config().when_full, WhenFull::Refuse, "the default");
-    let up = t
-        .consumer(ConsumerConfig::new("up", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let up = open_consumer(&t, "up", "qis.iot.>").await.unwrap();
     let (stored, refused) = fill(&t, 1000).await;
     assert_eq!(refused.kind(), ErrorKind::StoreFull, "{refused}");
     assert!(refused.is_transient());
@@ -123,8 +115,7 @@ async fn refuse_fails_a_deposit_with_store_full_and_loses_nothing() {
 async fn refuse_keeps_owed_packets_past_max_age_and_only_those() {
     let dir = TempDir::new("refuse-age");
     let t = open(SqliteConfig::new(db(&dir)).max_age(Duration::from_millis(200))).await;
-    let c = t
-        .consumer(ConsumerConfig::new("hvac-only", pattern("qis.iot.hvac.>")).unwrap())
+    let c = open_consumer(&t, "hvac-only", "qis.iot.hvac.>")
         .await
         .unwrap();
     t.deposit(&packet("hvac", "x", "owed")).await.unwrap();
@@ -176,10 +167,7 @@ async fn drop_oldest_drops_counts_and_tells_the_consumer_what_is_left() {
             .when_full(WhenFull::DropOldest),
     )
     .await;
-    let c = t
-        .consumer(ConsumerConfig::new("up", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let c = open_consumer(&t, "up", "qis.iot.>").await.unwrap();
     let mut ids = Vec::new();
     for i in 0..200 {
         ids.push(
@@ -217,14 +205,8 @@ async fn backlog_counts_matching_waiting_and_unacked_rows() {
     }
     t.deposit(&packet("water", "leak", "w")).await.unwrap();
     let exact = t.twins_consumer("exact", "hvac", "energy").await.unwrap();
-    let narrow = t
-        .consumer(ConsumerConfig::new("narrow", pattern("qis.iot.hvac.>")).unwrap())
-        .await
-        .unwrap();
-    let wide = t
-        .consumer(ConsumerConfig::new("wide", pattern("qis.iot.*.leak")).unwrap())
-        .await
-        .unwrap();
+    let narrow = open_consumer(&t, "narrow", "qis.iot.hvac.>").await.unwrap();
+    let wide = open_consumer(&t, "wide", "qis.iot.*.leak").await.unwrap();
     for (c, n) in [(&exact, 5), (&narrow, 5), (&wide, 1)] {
         let b = c.backlog().await.unwrap();
         assert_eq!((b.waiting, b.unacked), (n, 0), "{}", c.name());
@@ -249,10 +231,7 @@ async fn backlog_counts_matching_waiting_and_unacked_rows() {
 async fn deleting_the_consumer_that_holds_the_store_frees_it() {
     let dir = TempDir::new("delete");
     let t = open(SqliteConfig::new(db(&dir)).max_bytes(4096)).await;
-    let abandoned = t
-        .consumer(ConsumerConfig::new("abandoned", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let abandoned = open_consumer(&t, "abandoned", "qis.iot.>").await.unwrap();
     let (stored, refused) = fill(&t, 1000).await;
     assert_eq!(refused.kind(), ErrorKind::StoreFull);
     let listed = t.consumers().await.unwrap();

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use qis_conformance::support::{collect_unacked, consumer, pkt, TempDir};
-use qis_core::{OutcomeTransport, OutcomeTransportExt, StartPosition};
+use qis_conformance::support::{collect_unacked, consumer_from_start, pkt, TempDir};
+use qis_core::{OutcomeTransport, OutcomeTransportExt};
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport, WhenFull};
 
 /// Everything logged at WARN or above, as text.
@@ -54,28 +54,16 @@ async fn pruning_unacked_deliveries_is_counted_and_warned() {
     ])
     .await
     .unwrap();
-    let hasty = consumer(
-        &*t,
-        "hasty",
-        "qis.iot.>",
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let hasty = consumer_from_start(&*t, "hasty", "qis.iot.>", Duration::from_secs(60))
+        .await
+        .unwrap();
     let fetched = collect_unacked(&hasty, 2, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(fetched.len(), 2);
-    let _idle = consumer(
-        &*t,
-        "idle",
-        "qis.iot.>",
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let _idle = consumer_from_start(&*t, "idle", "qis.iot.>", Duration::from_secs(60))
+        .await
+        .unwrap();
 
     // The scenario: the packets grow older than max_age.
     tokio::time::sleep(

@@ -12,7 +12,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport, WhenFull};
 
-use qis_conformance::support::{eventually, pkt, seq_of, TempDir};
+use qis_conformance::support::{eventually, open_consumer, pkt, seq_of, TempDir};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -150,9 +150,7 @@ async fn consumer_state_lives_in_the_file() {
 async fn conflict_on_another_pattern_and_names_are_per_prefix() {
     let dir = TempDir::new("conflict");
     let t = open(&dir).await;
-    t.consumer(ConsumerConfig::new("c", pattern("qis.iot.hvac.>")).unwrap())
-        .await
-        .unwrap();
+    open_consumer(&t, "c", "qis.iot.hvac.>").await.unwrap();
     let e = t
         .consumer(ConsumerConfig::new("c", pattern("qis.iot.>")).unwrap())
         .await
@@ -163,9 +161,7 @@ async fn conflict_on_another_pattern_and_names_are_per_prefix() {
     let u = SqliteTransport::connect(SqliteConfig::new(db(&dir)).prefix(other_prefix))
         .await
         .unwrap();
-    u.consumer(ConsumerConfig::new("c", pattern("plant.two.>")).unwrap())
-        .await
-        .unwrap();
+    open_consumer(&u, "c", "plant.two.>").await.unwrap();
 }
 
 #[tokio::test]
@@ -178,10 +174,7 @@ async fn prefixes_sharing_a_file_do_not_see_each_other() {
             .unwrap();
     a.deposit(&pkt("a", "hvac", "x", 0)).await.unwrap();
     b.deposit(&pkt("b", "hvac", "x", 0)).await.unwrap();
-    let c = a
-        .consumer(ConsumerConfig::new("all", pattern(">")).unwrap())
-        .await
-        .unwrap();
+    let c = open_consumer(&a, "all", ">").await.unwrap();
     let got = c.fetch(10, Duration::from_millis(200)).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].subject(), "qis.iot.hvac.x");
@@ -195,14 +188,8 @@ async fn handles_share_one_consumer() {
     let n = 60;
     let batch: Vec<_> = (0..n).map(|i| pkt("device", "hvac", "x", i)).collect();
     a.deposit_batch(&batch).await.unwrap();
-    let ca = a
-        .consumer(ConsumerConfig::new("work", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
-    let cb = b
-        .consumer(ConsumerConfig::new("work", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let ca = open_consumer(&a, "work", "qis.iot.>").await.unwrap();
+    let cb = open_consumer(&b, "work", "qis.iot.>").await.unwrap();
     let mut seen = std::collections::HashSet::new();
     let mut from = [0usize; 2];
     while seen.len() < n {
@@ -345,10 +332,7 @@ async fn fetch_returns_when_another_handle_deposits() {
     let dir = TempDir::new("wake");
     let a = open(&dir).await;
     let b = open(&dir).await;
-    let c = a
-        .consumer(ConsumerConfig::new("w", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let c = open_consumer(&a, "w", "qis.iot.>").await.unwrap();
     let started = std::time::Instant::now();
     let fetch = tokio::spawn(async move { c.fetch(10, Duration::from_secs(10)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -399,10 +383,7 @@ async fn retention_by_bytes_prunes_the_oldest() {
     )
     .await
     .unwrap();
-    let c = t
-        .consumer(ConsumerConfig::new("r", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let c = open_consumer(&t, "r", "qis.iot.>").await.unwrap();
     for i in 0..100 {
         t.deposit(&pkt("device", "hvac", "x", i)).await.unwrap();
     }
@@ -427,10 +408,7 @@ async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
         .when_full(WhenFull::DropOldest);
     let t = SqliteTransport::connect(cfg).await.unwrap();
     t.deposit(&pkt("old", "hvac", "x", 0)).await.unwrap();
-    let c = t
-        .consumer(ConsumerConfig::new("r", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let c = open_consumer(&t, "r", "qis.iot.>").await.unwrap();
     let first = c.fetch(1, WAIT).await.unwrap();
     assert_eq!(first.len(), 1);
     c.nak(&first[0], Duration::from_millis(50)).await.unwrap();
@@ -456,10 +434,7 @@ async fn retention_by_age_prunes_old_packets_and_their_deliveries() {
 async fn closed_transport_says_closed() {
     let dir = TempDir::new("closed");
     let t = open(&dir).await;
-    let c = t
-        .consumer(ConsumerConfig::new("c", pattern("qis.iot.>")).unwrap())
-        .await
-        .unwrap();
+    let c = open_consumer(&t, "c", "qis.iot.>").await.unwrap();
     let mut sub = t.subscribe(pattern("qis.iot.>")).await.unwrap();
     t.close().await.unwrap();
     assert_eq!(

@@ -7,13 +7,14 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Completion, Failed, Trial};
+use libtest_mimic::Trial;
+use qis_conformance::support::{await_port, log_tail, signal, stop_child};
 use serde_json::Value;
 
 pub type TestResult = Result<(), String>;
@@ -33,9 +34,7 @@ pub fn e<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |err| format!("{what}: {err}")
 }
 
-pub fn require_live() -> bool {
-    std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1")
-}
+pub use qis_conformance::support::{runtime, TempDir};
 
 /// A trial that runs `body` when `available` is Ok; otherwise it is ignored
 /// with the reason, or fails when `QIS_REQUIRE_LIVE=1`.
@@ -43,57 +42,23 @@ pub fn trial<F>(name: &str, available: Result<(), String>, body: F) -> Trial
 where
     F: FnOnce() -> TestResult + Send + 'static,
 {
-    match available {
-        Ok(()) => Trial::test(name, move || body().map_err(Failed::from)),
-        Err(why) if require_live() => Trial::test(name, move || {
-            Err(Failed::from(format!(
-                "required by QIS_REQUIRE_LIVE=1 but unavailable: {why}"
-            )))
-        }),
-        Err(why) => Trial::ignorable_test(name, move || Ok(Completion::ignored_with(why))),
-    }
+    qis_conformance::support::trial(name, &available, |()| body())
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+/// `sqlite://` URLs of files in a [`TempDir`].
+pub trait SqliteUrl {
+    /// The `sqlite://` URL of `file` in this folder, with a query.
+    fn sqlite(&self, file: &str, query: &str) -> String;
 }
 
-/// A fresh folder under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "qis-sf-{tag}-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// `sqlite://` URL of a file in this folder, with a query.
-    pub fn sqlite(&self, file: &str, query: &str) -> String {
+impl SqliteUrl for TempDir {
+    fn sqlite(&self, file: &str, query: &str) -> String {
         let q = if query.is_empty() {
             String::new()
         } else {
             format!("?{query}")
         };
-        format!("sqlite://{}{q}", self.0.join(file).display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        format!("sqlite://{}{q}", self.path().join(file).display())
     }
 }
 
@@ -296,61 +261,21 @@ impl Hub {
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", self.bin.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addr = ([127, 0, 0, 1], self.port).into();
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!(
-                    "the {} server exited at start ({status}): {}",
-                    self.kind.name(),
-                    self.log()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the {} server did not open port {} within 15 s: {}",
-                    self.kind.name(),
-                    self.port,
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        await_port(&mut self.child, self.port, Duration::from_secs(15))
+            .map_err(|why| format!("the {} server {why}: {}", self.kind.name(), self.log()))
     }
 
     /// Stop it by PID (SIGTERM) and wait for it to exit.
     pub fn stop(&mut self) -> TestResult {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        signal(child.id(), "-TERM")?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "the {} server ignored SIGTERM for 15 s",
-                    self.kind.name()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(child, "-TERM", Duration::from_secs(15))
+            .map_err(|why| format!("the {} server {why}", self.kind.name()))
     }
 
     pub fn log(&self) -> String {
-        tail(&self.dir.join("server.log"), 12)
+        log_tail(&self.dir.join("server.log"), 12)
     }
 }
 
@@ -361,24 +286,6 @@ impl Drop for Hub {
             let _ = c.wait();
         }
     }
-}
-
-fn signal(pid: u32, sig: &str) -> TestResult {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .map_err(|e| format!("could not run kill: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("kill {sig} {pid} failed"))
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A `qis bridge --json` process: its last progress line is kept as it
@@ -475,7 +382,7 @@ impl BridgeProcess {
     }
 
     pub fn stderr_tail(&self) -> String {
-        tail(&self.stderr, 8)
+        log_tail(&self.stderr, 8)
     }
 
     /// SIGKILL: no chance to finish or ack anything.

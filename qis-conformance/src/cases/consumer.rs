@@ -4,31 +4,25 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qis_core::{Delivery, DurableConsumer, ErrorKind, OutcomeTransportExt, StartPosition, Subject};
+use qis_core::{Delivery, DurableConsumer, ErrorKind, Subject};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
-    assert_unique, collect, collect_unacked, consumer, context, pkt, quiet, seq_of, wait_for,
-    CaseResult,
+    assert_unique, collect, collect_unacked, consumer_from_start, context, deposit_seqs, pkt,
+    quiet, reader, seq_of, wait_for, CaseResult,
 };
 
 /// A consumer opened again by name on another handle ("another process")
 /// resumes after its last ack: nothing acked comes back, nothing is skipped.
 pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..20)
-        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
-    let c = consumer(
+    deposit_seqs(&*t, "device", "hvac", "energy-anomaly", 0..20).await?;
+    let c = consumer_from_start(
         &*t,
         "roamer",
         &format!("{prefix}.hvac.>"),
-        StartPosition::All,
         Duration::from_secs(60),
     )
     .await?;
@@ -40,11 +34,10 @@ pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subj
 
     // Another "process": a new transport handle, the same consumer name.
     let t2 = open(&b, &prefix).await?;
-    let c2 = consumer(
+    let c2 = consumer_from_start(
         &*t2,
         "roamer",
         &format!("{prefix}.hvac.>"),
-        StartPosition::All,
         Duration::from_secs(60),
     )
     .await?;
@@ -73,7 +66,7 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(
 ) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let r = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
-    let c = reader(&t, "forgetful", &prefix, Duration::from_secs(1)).await?;
+    let c = reader(&*t, "forgetful", &prefix, Duration::from_secs(1)).await?;
     let first = collect_unacked(&c, 1, Duration::from_secs(10)).await?;
     ensure!(first[0].id() == r.id, "fetched another packet");
     let started = Instant::now();
@@ -101,7 +94,7 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(
 pub async fn nak_redelivers(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let r = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
-    let c = reader(&t, "picky", &prefix, Duration::from_secs(60)).await?;
+    let c = reader(&*t, "picky", &prefix, Duration::from_secs(60)).await?;
     let first = collect_unacked(&c, 1, Duration::from_secs(10)).await?;
     c.nak(&first[0], Duration::ZERO)
         .await
@@ -135,18 +128,18 @@ pub async fn ack_on_another_consumer_is_invalid_input(
     let ack_wait = Duration::from_secs(2);
     // The handles of the consumer "owner"; whichever fetches the packet
     // owns that delivery, the others did not hand it out.
-    let mut handles = vec![("owner", reader(&t, "owner", &prefix, ack_wait).await?)];
+    let mut handles = vec![("owner", reader(&*t, "owner", &prefix, ack_wait).await?)];
     if caps.shared_consumers {
         handles.push((
             "another handle of owner",
-            reader(&t, "owner", &prefix, ack_wait).await?,
+            reader(&*t, "owner", &prefix, ack_wait).await?,
         ));
         handles.push((
             "owner on another transport",
-            reader(&elsewhere, "owner", &prefix, ack_wait).await?,
+            reader(&*elsewhere, "owner", &prefix, ack_wait).await?,
         ));
     }
-    let other = reader(&t, "other", &prefix, ack_wait).await?;
+    let other = reader(&*t, "other", &prefix, ack_wait).await?;
 
     let (fetcher, got) = fetch_one(&handles, Duration::from_secs(10))
         .await
@@ -263,17 +256,12 @@ pub async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> Case
     let t1 = open(&b, &prefix).await?;
     let t2 = open(&b, &prefix).await?;
     let (c1, c2) = futures::future::join(
-        reader(&t1, "workers", &prefix, Duration::from_secs(60)),
-        reader(&t2, "workers", &prefix, Duration::from_secs(60)),
+        reader(&*t1, "workers", &prefix, Duration::from_secs(60)),
+        reader(&*t2, "workers", &prefix, Duration::from_secs(60)),
     )
     .await;
     let (c1, c2) = (c1?, c2?);
-    let packets: Vec<_> = (0..200)
-        .map(|i| pkt("producer", "hvac", "energy-anomaly", i))
-        .collect();
-    t1.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
+    deposit_seqs(&*t1, "producer", "hvac", "energy-anomaly", 0..200).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = Vec::new();
     while got.len() < 200 && Instant::now() < deadline {
@@ -305,13 +293,8 @@ pub async fn shared_consumer_splits_work(b: DynBackend, prefix: Subject) -> Case
 /// handle, without opening it); acking moves both.
 pub async fn consumers_listed_with_backlog(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..5)
-        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
-    let c = reader(&t, "counted", &prefix, Duration::from_secs(60)).await?;
+    deposit_seqs(&*t, "device", "hvac", "energy-anomaly", 0..5).await?;
+    let c = reader(&*t, "counted", &prefix, Duration::from_secs(60)).await?;
     let held = collect_unacked(&c, 2, Duration::from_secs(20)).await?;
     let own = c.backlog().await.map_err(context("backlog"))?;
     ensure!(

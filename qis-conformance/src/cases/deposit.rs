@@ -1,15 +1,20 @@
 //! Deposits: receipts, duplicates, batches, concurrency and order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use qis_core::{EncodedPacket, OutcomeTransportExt, StartPosition, Subject, DEFAULT_RESOLUTION};
+use qis_core::{
+    Delivery, DurableConsumer, DynTransport, EncodedPacket, OutcomeTransportExt, Subject,
+    DEFAULT_RESOLUTION,
+};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
-    assert_unique, collect, consumer, context, ids, pkt, quiet, seq_of, CaseResult,
+    assert_unique, collect, consumer_from_start, context, ids, pkt, quiet, reader, seq_of,
+    CaseResult,
 };
 
 /// A deposit returns a receipt for the readable subject carrying the body's
@@ -30,7 +35,7 @@ pub async fn deposit_returns_receipt(b: DynBackend, prefix: Subject) -> CaseResu
         "receipt id is not the SHA-256 of the body"
     );
     ensure!(!r.duplicate, "a first deposit was reported as a duplicate");
-    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
+    let c = reader(&*t, "reader", &prefix, Duration::from_secs(30)).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == r.id,
@@ -71,7 +76,7 @@ pub async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResu
     );
     ensure!(again.id == first.id, "re-deposit changed the id");
     let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
-    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
+    let c = reader(&*t, "reader", &prefix, Duration::from_secs(30)).await?;
     let got = collect(&c, 2, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![first.id, sentinel.id],
@@ -121,7 +126,7 @@ pub async fn duplicate_on_another_subject_names_the_original(
         first.position
     );
     let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
-    let c = reader(&t, "reader", &prefix, Duration::from_secs(30)).await?;
+    let c = reader(&*t, "reader", &prefix, Duration::from_secs(30)).await?;
     let got = collect(&c, 2, Duration::from_secs(10)).await?;
     ensure!(
         ids(&got) == vec![first.id, sentinel.id],
@@ -158,7 +163,7 @@ pub async fn batch_deposit_keeps_order(b: DynBackend, prefix: Subject) -> CaseRe
         ensure!(r.id == id, "receipts are not in input order");
         ensure!(!r.duplicate, "a fresh packet was reported duplicate");
     }
-    let c = reader(&t, "reader", &prefix, Duration::from_secs(60)).await?;
+    let c = reader(&*t, "reader", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c, 500, Duration::from_secs(30)).await?;
     let seqs: Vec<usize> = got.iter().map(seq_of).collect();
     ensure!(
@@ -212,16 +217,13 @@ pub async fn concurrent_depositors_nothing_lost_or_doubled(
         "50 × 100 deposits gave {} distinct ids",
         expected.len()
     );
-    let c = consumer(
-        &*t,
-        "reader",
+    let (c, got) = read_all(
+        &t,
         &format!("{prefix}.fleet.*"),
-        StartPosition::All,
-        Duration::from_secs(120),
+        5000,
+        "concurrent depositors",
     )
     .await?;
-    let got = collect(&c, 5000, Duration::from_secs(60)).await?;
-    assert_unique(&got, "concurrent depositors")?;
     let got_ids: HashSet<_> = ids(&got).into_iter().collect();
     ensure!(got_ids == expected, "fetched ids differ from deposited ids");
     let extra = quiet(&c, Duration::from_millis(500)).await?;
@@ -261,16 +263,7 @@ pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> 
             .await
             .map_err(context("batch deposit"))?;
     }
-    let c = consumer(
-        &*t,
-        "reader",
-        &format!("{prefix}.hvac.*"),
-        StartPosition::All,
-        Duration::from_secs(120),
-    )
-    .await?;
-    let got = collect(&c, 1000, Duration::from_secs(60)).await?;
-    assert_unique(&got, "one publisher")?;
+    let (_c, got) = read_all(&t, &format!("{prefix}.hvac.*"), 1000, "one publisher").await?;
     let mut last: HashMap<String, usize> = HashMap::new();
     for d in &got {
         let s = seq_of(d);
@@ -285,4 +278,19 @@ pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> 
     }
     ensure!(last.len() == 2, "expected two subjects, saw {}", last.len());
     Ok(())
+}
+
+/// Open consumer `reader` on `pattern` from the start and collect `n`
+/// packets (within 60 s), each exactly once (`who` names the depositors in
+/// a failure); the consumer is returned to check that nothing more comes.
+async fn read_all(
+    t: &DynTransport,
+    pattern: &str,
+    n: usize,
+    who: &str,
+) -> Result<(Arc<dyn DurableConsumer>, Vec<Delivery>), String> {
+    let c = consumer_from_start(&**t, "reader", pattern, Duration::from_secs(120)).await?;
+    let got = collect(&c, n, Duration::from_secs(60)).await?;
+    assert_unique(&got, who)?;
+    Ok((c, got))
 }

@@ -16,13 +16,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use qis_core::{EncodedPacket, OutcomeTransportExt, PacketId, StartPosition, Subject};
+use qis_core::{EncodedPacket, OutcomeTransportExt, PacketId, Subject};
 
 use super::{deposit, open};
 use crate::backend::{DynBackend, Stop};
 use crate::child::{Child, Role};
 use crate::ensure;
-use crate::support::{assert_unique, consumer, context, eventually, pkt, quiet, CaseResult};
+use crate::support::{
+    assert_unique, context, eventually, fetch_once, pkt, quiet, reader, CaseResult,
+};
 
 /// What a fault case counts, printed as its last words.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -177,14 +179,7 @@ pub async fn consumer_killed_mid_batch_resumes_by_name(
     late?;
 
     // Everything was acked: nothing comes back, even after the ack wait.
-    let c = consumer(
-        &*t,
-        "survivor",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        ack_wait,
-    )
-    .await?;
+    let c = reader(&*t, "survivor", &prefix, ack_wait).await?;
     let extra = quiet(&c, ack_wait + Duration::from_secs(1)).await?;
     let accounting = Accounting {
         sent: PACKETS,
@@ -283,14 +278,7 @@ pub async fn writer_killed_mid_deposit_keeps_every_receipt(
     // The store takes deposits again, and holds every receipted packet.
     let t = open(&b, &prefix).await?;
     let sentinel = deposit(&t, &pkt("sentinel", "hvac", "energy-anomaly", 0)).await?;
-    let c = consumer(
-        &*t,
-        "auditor",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let c = reader(&*t, "auditor", &prefix, Duration::from_secs(60)).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = Vec::new();
     let mut ids = HashSet::new();
@@ -307,10 +295,7 @@ pub async fn writer_killed_mid_deposit_keeps_every_receipt(
                 "missing"
             }
         );
-        let batch = c
-            .fetch(500, Duration::from_secs(1))
-            .await
-            .map_err(context("fetch"))?;
+        let batch = fetch_once(&c, 500, Duration::from_secs(1)).await?;
         c.ack(&batch).await.map_err(context("ack"))?;
         ids.extend(batch.iter().map(|d| d.id()));
         got.extend(batch);
@@ -369,14 +354,7 @@ pub async fn server_restarted_mid_stream_keeps_every_ack(
         .map_err(context("start a private server"))?
         .into();
     let t = server.open(&prefix).await.map_err(context("open"))?;
-    let c = consumer(
-        &*t,
-        "steady",
-        &format!("{prefix}.>"),
-        StartPosition::All,
-        Duration::from_secs(5),
-    )
-    .await?;
+    let c = reader(&*t, "steady", &prefix, Duration::from_secs(5)).await?;
     let progress = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let depositor = {

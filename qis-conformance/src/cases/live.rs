@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use qis_core::{OutcomeTransportExt, Subject, SubjectPattern};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, context, next_live, pkt, CaseResult};
+use crate::support::{collect, context, next_live, pkt, reader, CaseResult};
 
 /// A live subscription receives the deposits its pattern matches, and no
 /// others.
@@ -59,7 +59,7 @@ pub async fn fire_and_forget_reaches_live_not_store(b: DynBackend, prefix: Subje
         .ok_or("a fire-and-forget packet did not arrive live within 10 s")?;
     ensure!(r.packet == p, "live received another packet");
     let sentinel = deposit(&t, &pkt("durable", "hvac", "energy-anomaly", 2)).await?;
-    let c = reader(&t, "store-check", &prefix, Duration::from_secs(60)).await?;
+    let c = reader(&*t, "store-check", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == sentinel.id,

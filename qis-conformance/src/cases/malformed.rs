@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use qis_core::{EncodedPacket, ErrorKind, OutcomeTransportExt, Subject, SubjectPattern};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, context, ids, next_live, pkt, quiet, seq_of, CaseResult};
+use crate::support::{
+    collect, context, ids, next_live, pkt, quiet, reader, refused, seq_of, CaseResult,
+};
 
 fn garbage() -> Vec<Vec<u8>> {
     let oversize = format!(
@@ -29,26 +31,18 @@ pub async fn invalid_packets_rejected_before_send(b: DynBackend, prefix: Subject
     let t = open(&b, &prefix).await?;
     let mut bad = pkt("device", "hvac", "energy-anomaly", 1);
     bad.confidence = 1.5;
-    let err = t
-        .deposit(&bad)
-        .await
-        .err()
-        .ok_or("a confidence of 1.5 was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidPacket,
-        "bad confidence gave {err}"
-    );
+    refused(
+        "a confidence of 1.5",
+        ErrorKind::InvalidPacket,
+        t.deposit(&bad).await,
+    )?;
     let mut big = pkt("device", "hvac", "energy-anomaly", 2);
     big.conclusion = "x".repeat(600);
-    let err = t
-        .deposit(&big)
-        .await
-        .err()
-        .ok_or("a 600-byte conclusion was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::PacketTooLarge,
-        "oversize gave {err}"
-    );
+    refused(
+        "a 600-byte conclusion",
+        ErrorKind::PacketTooLarge,
+        t.deposit(&big).await,
+    )?;
     let mut bad_domain = pkt("device", "hvac", "energy-anomaly", 3);
     bad_domain.domain = "hvac.zone1".into();
     let err = t
@@ -65,28 +59,20 @@ pub async fn invalid_packets_rejected_before_send(b: DynBackend, prefix: Subject
         Subject::new("elsewhere.hvac.x").unwrap(),
     )
     .unwrap();
-    let err = t
-        .deposit_encoded(&outside)
-        .await
-        .err()
-        .ok_or("a subject outside the prefix was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidSubject,
-        "outside subject gave {err}"
-    );
+    refused(
+        "a subject outside the prefix",
+        ErrorKind::InvalidSubject,
+        t.deposit_encoded(&outside).await,
+    )?;
     let batch = vec![pkt("device", "hvac", "energy-anomaly", 5), bad.clone()];
-    let err = t
-        .deposit_batch(&batch)
-        .await
-        .err()
-        .ok_or("a batch with a bad packet was accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::InvalidPacket,
-        "bad batch gave {err}"
-    );
+    refused(
+        "a batch with a bad packet",
+        ErrorKind::InvalidPacket,
+        t.deposit_batch(&batch).await,
+    )?;
 
     let sentinel = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 6)).await?;
-    let c = reader(&t, "auditor", &prefix, Duration::from_secs(60)).await?;
+    let c = reader(&*t, "auditor", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == sentinel.id,
@@ -107,7 +93,7 @@ pub async fn invalid_packets_rejected_before_send(b: DynBackend, prefix: Subject
 pub async fn garbage_is_skipped_durable(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     let subject = format!("{prefix}.hvac.energy-anomaly");
-    let c = reader(&t, "sturdy", &prefix, Duration::from_secs(1)).await?;
+    let c = reader(&*t, "sturdy", &prefix, Duration::from_secs(1)).await?;
     let a = deposit(&t, &pkt("device", "hvac", "energy-anomaly", 1)).await?;
     for g in garbage() {
         b.inject_raw(&t, &subject, &g)

@@ -16,17 +16,11 @@ pub mod start;
 pub mod stream;
 pub mod wildcard;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use qis_core::{
-    DurableConsumer, DynTransport, OutcomePacket, OutcomeTransportExt, Receipt, StartPosition,
-    Subject,
-};
+use qis_core::{DynTransport, OutcomePacket, Receipt, Subject};
 
 use crate::backend::DynBackend;
 use crate::case::Case;
-use crate::support::{consumer, context};
+use crate::support::{context, deposit_one};
 
 /// `case!(module::name, Capability…)`: the registry entry for a case.
 macro_rules! case {
@@ -119,17 +113,5 @@ async fn open(backend: &DynBackend, prefix: &Subject) -> Result<DynTransport, St
 
 /// Deposit `packet` on its readable subject.
 async fn deposit(t: &DynTransport, packet: &OutcomePacket) -> Result<Receipt, String> {
-    t.deposit(packet).await.map_err(context("deposit"))
-}
-
-/// The durable consumer `name` on everything under `prefix` (`{prefix}.>`),
-/// starting with all history.
-async fn reader(
-    t: &DynTransport,
-    name: &str,
-    prefix: &Subject,
-    ack_wait: Duration,
-) -> Result<Arc<dyn DurableConsumer>, String> {
-    let all = format!("{prefix}.>");
-    consumer(&**t, name, &all, StartPosition::All, ack_wait).await
+    deposit_one(&**t, packet).await
 }

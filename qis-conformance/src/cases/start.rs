@@ -2,12 +2,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use qis_core::{OutcomeTransportExt, StartPosition, Subject};
+use qis_core::{StartPosition, Subject};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, consumer, context, pkt, quiet, seq_of, CaseResult};
+use crate::support::{collect, consumer, deposit_seqs, pkt, quiet, reader, seq_of, CaseResult};
 
 /// `StartPosition::All` receives the history and what comes after;
 /// `StartPosition::New` only what is deposited after it was created.
@@ -16,13 +16,8 @@ pub async fn start_all_receives_history_start_new_does_not(
     prefix: Subject,
 ) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let history: Vec<_> = (0..3)
-        .map(|i| pkt("old", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&history)
-        .await
-        .map_err(context("deposit"))?;
-    let all = reader(&t, "historian", &prefix, Duration::from_secs(60)).await?;
+    deposit_seqs(&*t, "old", "hvac", "energy-anomaly", 0..3).await?;
+    let all = reader(&*t, "historian", &prefix, Duration::from_secs(60)).await?;
     let new = consumer(
         &*t,
         "newcomer",
@@ -61,18 +56,12 @@ pub async fn start_all_receives_history_start_new_does_not(
 /// nothing from before.
 pub async fn start_since_time(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let old: Vec<_> = (0..3)
-        .map(|i| pkt("old", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&old).await.map_err(context("deposit"))?;
+    deposit_seqs(&*t, "old", "hvac", "energy-anomaly", 0..3).await?;
     // Separate the two groups on the clock (server timestamps may be in ms).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mark = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let newer: Vec<_> = (3..5)
-        .map(|i| pkt("new", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&newer).await.map_err(context("deposit"))?;
+    deposit_seqs(&*t, "new", "hvac", "energy-anomaly", 3..5).await?;
     let c = consumer(
         &*t,
         "since",

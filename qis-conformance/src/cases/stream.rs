@@ -5,16 +5,16 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use qis_core::{deliveries, OutcomeTransportExt, Subject};
 
-use super::{deposit, open, reader};
+use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, context, pkt, seq_of, CaseResult};
+use crate::support::{collect, context, deposit_seqs, pkt, reader, seq_of, CaseResult};
 
 /// The `deliveries` stream hands out packets deposited while it runs, in
 /// order, without gaps.
 pub async fn delivery_stream_is_continuous(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let c = reader(&t, "pusher", &prefix, Duration::from_secs(60)).await?;
+    let c = reader(&*t, "pusher", &prefix, Duration::from_secs(60)).await?;
     let mut stream = deliveries(c.clone(), 10, Duration::from_millis(200));
     let producer = {
         let t = t.clone();
@@ -66,13 +66,8 @@ pub async fn delivery_stream_is_continuous(b: DynBackend, prefix: Subject) -> Ca
 /// none of the acked packets comes back.
 pub async fn close_flushes_acks(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..5)
-        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
-        .collect();
-    t.deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
-    let c = reader(&t, "closer", &prefix, Duration::from_secs(60)).await?;
+    deposit_seqs(&*t, "device", "hvac", "energy-anomaly", 0..5).await?;
+    let c = reader(&*t, "closer", &prefix, Duration::from_secs(60)).await?;
     collect(&c, 5, Duration::from_secs(10)).await?;
     c.close().await.map_err(context("close consumer"))?;
     t.close().await.map_err(context("close transport"))?;
@@ -80,7 +75,7 @@ pub async fn close_flushes_acks(b: DynBackend, prefix: Subject) -> CaseResult {
     drop(t);
     let t2 = open(&b, &prefix).await?;
     let sentinel = deposit(&t2, &pkt("device", "hvac", "energy-anomaly", 5)).await?;
-    let c2 = reader(&t2, "closer", &prefix, Duration::from_secs(60)).await?;
+    let c2 = reader(&*t2, "closer", &prefix, Duration::from_secs(60)).await?;
     let got = collect(&c2, 1, Duration::from_secs(10)).await?;
     ensure!(
         got[0].id() == sentinel.id,

@@ -4,12 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use qis_core::{DynTransport, EncodedPacket, StartPosition, Subject, SubjectPattern};
+use qis_core::{DynTransport, EncodedPacket, Subject, SubjectPattern};
 
 use super::open;
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, consumer, context, next_live, pkt, quiet, CaseResult};
+use crate::support::{collect, consumer_from_start, context, next_live, pkt, quiet, CaseResult};
 
 /// (pattern, subject, matches) rows of the subject vectors.
 type VectorTable = Vec<(String, String, bool)>;
@@ -102,20 +102,14 @@ pub async fn wildcard_isolation_durable(b: DynBackend, prefix: Subject) -> CaseR
     for (i, s) in subjects.iter().enumerate() {
         receipts.insert(deposit_on(&t, s, i).await?.id, s.to_string());
     }
-    let opened = futures::future::join_all(patterns.iter().enumerate().map(|(i, p)| {
-        let t = t.clone();
-        async move {
-            consumer(
-                &*t,
-                &format!("iso-{i}"),
-                p,
-                StartPosition::All,
-                Duration::from_secs(60),
-            )
-            .await
-        }
-    }))
-    .await;
+    let opened =
+        futures::future::join_all(patterns.iter().enumerate().map(|(i, p)| {
+            let t = t.clone();
+            async move {
+                consumer_from_start(&*t, &format!("iso-{i}"), p, Duration::from_secs(60)).await
+            }
+        }))
+        .await;
     for (pattern, c) in patterns.iter().zip(opened) {
         let c = c?;
         let p = SubjectPattern::new(pattern.as_str()).unwrap();

@@ -28,8 +28,11 @@
 mod availability;
 pub mod bench;
 mod files;
+mod opened;
 mod packet;
+mod process;
 mod run;
+mod steps;
 mod wait;
 
 use std::fmt::Display;
@@ -43,8 +46,13 @@ pub use availability::{
     REQUIRE_LIVE,
 };
 pub use files::{tls_test_certs, TempDir, TestCerts};
+pub use opened::ByPrefix;
 pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
-pub use run::{block_on, init_tracing, runtime, with_fresh_prefix};
+pub use process::{await_port, log_tail, signal, stop_child};
+pub use run::{block_on, init_tracing, runtime, unblock, with_fresh_prefix};
+pub use steps::{
+    consumer_from_start, deposit_one, deposit_seqs, fetch_once, open_consumer, reader, refused,
+};
 pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
 
 /// What a case or test returns: `Err` says what did not happen.
@@ -72,5 +80,5 @@ pub async fn consumer<T: OutcomeTransport + ?Sized>(
     transport
         .consumer(config)
         .await
-        .map_err(context("open consumer"))
+        .map_err(|err| format!("open consumer {name}: {err}"))
 }

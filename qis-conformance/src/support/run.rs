@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use qis_core::Subject;
+use qis_core::{Error, ErrorKind, Subject};
 
 use super::{fresh_prefix, CaseResult};
 
@@ -38,6 +38,21 @@ where
 {
     let prefix = fresh_prefix();
     block_on(within, case(prefix.clone())).map_err(|msg| format!("[prefix {prefix}] {msg}"))
+}
+
+/// Run `work` (starting, stopping or restarting a server of the test's
+/// own) on tokio's blocking pool; a failure, or a panic in `work`, is an
+/// `Unavailable` error of `transport` saying why.
+pub async fn unblock<T, F>(transport: &'static str, work: F) -> qis_core::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+{
+    let unavailable = |why: String| Error::new(ErrorKind::Unavailable, transport, why);
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(unavailable)
 }
 
 /// Log through `tracing` to the test output, filtered by `RUST_LOG` or else

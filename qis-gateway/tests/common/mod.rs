@@ -75,6 +75,23 @@ pub async fn post(
     Ok(answer(r).await)
 }
 
+/// POST `body` to `url`: the answer must be the error `expected` (status
+/// and kind); fails saying `what` and the answer it got. Returns the error
+/// body for further checks.
+pub async fn post_refused(
+    client: &reqwest::Client,
+    url: String,
+    body: &Value,
+    expected: (u16, &str),
+    what: &str,
+) -> Result<Value, String> {
+    let (status, body) = post(client, url, body).await?;
+    if (status, kind(&body)) != expected {
+        return Err(format!("{what}: {status} {body}"));
+    }
+    Ok(body)
+}
+
 /// GET `url`.
 pub async fn get(client: &reqwest::Client, url: String) -> Result<(u16, Value), String> {
     let r = client

@@ -3,12 +3,13 @@
 //! resumed by its own PID. The shared cluster of
 //! `scripts/servers/nats-cluster.sh` is left alone.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qis_conformance::support::{context, free_port, CaseResult, TempDir};
+use qis_conformance::support::{
+    self, await_port, context, free_port, log_tail, CaseResult, TempDir,
+};
 use qis_core::OutcomeTransport;
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
@@ -169,32 +170,9 @@ impl OwnCluster {
     }
 
     fn wait_port(&mut self, i: usize) -> CaseResult {
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.nodes[i].port).parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let node = &mut self.nodes[i];
-            if let Some(status) = node
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                node.child = None;
-                return Err(format!(
-                    "{} exited at start ({status}); log:\n{}",
-                    self.nodes[i].name,
-                    self.log(i)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "{} did not open its port within 15 s; log:\n{}",
-            self.nodes[i].name,
-            self.log(i)
-        ))
+        let node = &mut self.nodes[i];
+        await_port(&mut node.child, node.port, Duration::from_secs(15))
+            .map_err(|why| format!("{} {why}; log:\n{}", self.nodes[i].name, self.log(i)))
     }
 
     /// SIGKILL node `i` (by its PID) and wait for it to exit.
@@ -237,22 +215,12 @@ impl OwnCluster {
         let pid = self
             .pid(i)
             .ok_or_else(|| format!("{} is not running", self.nodes[i].name))?;
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .map_err(|e| format!("kill {signal} {pid}: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill {signal} {pid} failed: {status}"))
-        }
+        support::signal(pid, signal)
     }
 
     /// The last lines of node `i`'s log.
     pub fn log(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.nodes[i].log, 20)
     }
 
     /// Where the stores, configurations and logs are.
@@ -348,8 +316,18 @@ pub async fn replicas_current(observer: &NatsTransport) -> bool {
 
 /// The consumer's leader and whether a pull request waits on it.
 pub async fn consumer_state(t: &NatsTransport, name: &str) -> Option<(String, usize)> {
+    let info = consumer_info(t, name).await?;
+    Some((info.cluster.as_ref()?.leader.clone()?, info.num_waiting))
+}
+
+/// What the server says about consumer `name` of the stream, if it
+/// answers within 2 s.
+async fn consumer_info(
+    t: &NatsTransport,
+    name: &str,
+) -> Option<async_nats::jetstream::consumer::Info> {
     let js = t.jetstream();
-    let info = tokio::time::timeout(Duration::from_secs(2), async {
+    tokio::time::timeout(Duration::from_secs(2), async {
         js.get_stream(STREAM)
             .await
             .ok()?
@@ -358,23 +336,14 @@ pub async fn consumer_state(t: &NatsTransport, name: &str) -> Option<(String, us
             .ok()
     })
     .await
-    .ok()??;
-    Some((info.cluster.as_ref()?.leader.clone()?, info.num_waiting))
+    .ok()?
 }
 
 /// Whether the consumer has a leader and two current followers.
 pub async fn consumer_whole(t: &NatsTransport, name: &str) -> bool {
-    let js = t.jetstream();
-    let info = tokio::time::timeout(Duration::from_secs(2), async {
-        js.get_stream(STREAM)
-            .await
-            .ok()?
-            .consumer_info(name)
-            .await
-            .ok()
-    })
-    .await;
-    let Ok(Some(info)) = info else { return false };
+    let Some(info) = consumer_info(t, name).await else {
+        return false;
+    };
     info.cluster.as_ref().is_some_and(|c| {
         c.leader.is_some()
             && c.replicas.len() == 2

@@ -3,12 +3,13 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use qis_conformance::support::{env_url, free_port, tcp_reachable, CaseResult, TempDir};
+use qis_conformance::support::{
+    await_port, env_url, free_port, log_tail, stop_child, tcp_reachable, CaseResult, TempDir,
+};
 
 /// The server named by `QIS_NATS_URL`, or why it cannot be used.
 pub fn shared_server() -> Result<String, String> {
@@ -103,66 +104,22 @@ impl OwnServer {
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", self.bin.display()))?;
         self.child = Some(child);
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!(
-                    "nats-server exited at start ({status}); log: {}",
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "nats-server did not open port {} within 10 s; log: {}",
-            self.port,
-            self.log()
-        ))
+        await_port(&mut self.child, self.port, Duration::from_secs(10))
+            .map_err(|why| format!("nats-server {why}; log: {}", self.log()))
     }
 
     /// Stop it by PID: `graceful` sends SIGTERM, otherwise SIGKILL. Waits for exit.
     pub fn stop(&mut self, graceful: bool) -> CaseResult {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
         let signal = if graceful { "-TERM" } else { "-KILL" };
-        let _ = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("nats-server did not exit within 15 s of the stop signal".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(child, signal, Duration::from_secs(15))
+            .map_err(|why| format!("nats-server {why}"))
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats.log"))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
+        log_tail(&self.dir.path().join("nats.log"), 15)
     }
 
     pub fn dir(&self) -> &Path {

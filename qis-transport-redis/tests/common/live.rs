@@ -61,6 +61,24 @@ pub async fn raw(url: &str) -> Result<redis::aio::MultiplexedConnection, String>
         .map_err(context("raw connection"))
 }
 
+/// The entries of stream `key` delivered to `group` and not yet acked (up
+/// to 10), as XPENDING lists them.
+pub async fn pending(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> Result<Vec<redis::Value>, String> {
+    redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(conn)
+        .await
+        .map_err(context("xpending"))
+}
+
 /// The stream keys under `prefix` (`{prefix}:s:*`).
 pub async fn stream_keys(
     conn: &mut redis::aio::MultiplexedConnection,

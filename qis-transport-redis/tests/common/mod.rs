@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qis_conformance::support::{free_port, TempDir};
+use qis_conformance::support::{free_port, stop_child, TempDir};
 
 /// A redis-server child of this test.
 pub struct Server {
@@ -124,33 +124,12 @@ impl Server {
 
     /// SIGTERM by PID (Redis flushes its AOF and exits), then wait for the exit.
     pub fn stop(&mut self) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        let pid = child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .map_err(|e| format!("could not run kill: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -TERM {pid} failed"));
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "redis-server {pid} did not exit within 15 s of SIGTERM"
-                    ));
-                }
-            }
-        }
+        let pid = child.id();
+        stop_child(child, "-TERM", Duration::from_secs(15))
+            .map_err(|why| format!("redis-server {pid} {why}"))
     }
 }
 

@@ -1,0 +1,73 @@
+//! Servers a test starts itself: waiting for their port, signals by PID,
+//! stopping them, and the end of their logs.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::CaseResult;
+
+/// Wait until something accepts TCP connections on loopback `port`, while
+/// the server `child` of this test starts: fails with `exited at start
+/// (<status>)` if it exits first (and takes it out of `child`), or `did not
+/// open port <port> within <within>`. Callers add the server's name and log.
+pub fn await_port(child: &mut Option<Child>, port: u16, within: Duration) -> CaseResult {
+    let addr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + within;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child = None;
+            return Err(format!("exited at start ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("did not open port {port} within {within:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send `signal` (`"-TERM"`, `"-KILL"`, `"-STOP"`, …) to process `pid` with
+/// `kill`.
+pub fn signal(pid: u32, signal: &str) -> CaseResult {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .map_err(|e| format!("could not run kill {signal} {pid}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill {signal} {pid} failed: {status}"))
+    }
+}
+
+/// Send `stop_signal` to `child` by its PID and wait up to `within` for it
+/// to exit; if it does not, kill it and fail with `did not exit within
+/// <within> of kill <signal>`.
+pub fn stop_child(mut child: Child, stop_signal: &str, within: Duration) -> CaseResult {
+    signal(child.id(), stop_signal)?;
+    let deadline = Instant::now() + within;
+    loop {
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "did not exit within {within:?} of kill {stop_signal}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `lines` lines of the log at `path` (empty if there is none).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
