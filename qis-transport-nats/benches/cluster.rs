@@ -330,17 +330,9 @@ async fn run(url: &str) -> BenchResult<()> {
 }
 
 fn main() {
-    let Ok(url) = std::env::var("QIS_NATS_CLUSTER_URL") else {
-        eprintln!("QIS_NATS_CLUSTER_URL is not set: start a cluster with scripts/servers/nats-cluster.sh start DIR and source DIR/nats-cluster.env");
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    if let Err(e) = rt.block_on(run(&url)) {
-        eprintln!("bench failed: {e}");
-        std::process::exit(1);
-    }
+    bench::run_on_server(
+        "QIS_NATS_CLUSTER_URL",
+        "start a cluster with scripts/servers/nats-cluster.sh start DIR and source DIR/nats-cluster.env",
+        |url| async move { run(&url).await },
+    );
 }

@@ -509,17 +509,9 @@ async fn run(url: &str) -> BenchResult<()> {
 }
 
 fn main() {
-    let Ok(url) = std::env::var("QIS_NATS_URL") else {
-        eprintln!("QIS_NATS_URL is not set: start a server with scripts/servers/nats.sh start DIR and source DIR/nats.env");
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    if let Err(e) = rt.block_on(run(&url)) {
-        eprintln!("bench failed: {e}");
-        std::process::exit(1);
-    }
+    bench::run_on_server(
+        "QIS_NATS_URL",
+        "start a server with scripts/servers/nats.sh start DIR and source DIR/nats.env",
+        |url| async move { run(&url).await },
+    );
 }

@@ -336,27 +336,14 @@ async fn bench(url: &str) -> Result<(), BoxError> {
 }
 
 fn main() {
-    let url = match std::env::var("QIS_REDIS_URL") {
-        Ok(u) => u,
-        Err(_) => {
-            let msg = "QIS_REDIS_URL is not set: run scripts/servers/redis.sh start DIR and source DIR/redis.env";
-            if std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1") {
-                eprintln!("redis bench: {msg}");
-                std::process::exit(1);
-            }
-            println!("redis bench skipped: {msg}");
-            return;
-        }
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let started = Instant::now();
-    if let Err(e) = rt.block_on(bench(&url)) {
-        eprintln!("redis bench failed: {e}");
-        std::process::exit(1);
-    }
-    println!("  (whole bench {:.1} s)", started.elapsed().as_secs_f64());
+    bench::run_on_server(
+        "QIS_REDIS_URL",
+        "run scripts/servers/redis.sh start DIR and source DIR/redis.env",
+        |url| async move {
+            let started = Instant::now();
+            bench(&url).await?;
+            println!("  (whole bench {:.1} s)", started.elapsed().as_secs_f64());
+            Ok::<_, BoxError>(())
+        },
+    );
 }

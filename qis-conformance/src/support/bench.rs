@@ -99,6 +99,34 @@ pub fn record_ratio(
     ratio
 }
 
+/// The `main` of a bench against a server: read the server's URL from
+/// `var`, then run `bench` on a two-worker tokio runtime. Without the
+/// variable it says how to start the server (`how_to_start`) and returns,
+/// or exits 1 under `QIS_REQUIRE_LIVE=1`; a failed bench exits 1.
+pub fn run_on_server<F, Fut, E>(var: &str, how_to_start: &str, bench: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let Ok(url) = std::env::var(var) else {
+        eprintln!("{var} is not set: {how_to_start}");
+        if std::env::var("QIS_REQUIRE_LIVE").is_ok_and(|v| v == "1") {
+            std::process::exit(1);
+        }
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(e) = rt.block_on(bench(url)) {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
