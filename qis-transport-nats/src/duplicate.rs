@@ -10,6 +10,7 @@ use async_nats::jetstream;
 use qis_core::{ErrorKind, Position, Receipt, Result, Subject};
 
 use crate::error::err;
+use crate::retry::{retry_limit, Retries};
 use crate::NatsTransport;
 
 /// A duplicate's receipt, naming the original's subject; other receipts as
@@ -33,31 +34,49 @@ pub(crate) async fn name_original(t: &NatsTransport, receipt: Receipt) -> Result
         )
         .with_source(e)
     })?;
-    match stream.get_raw_message(seq).await {
-        Ok(original) => match Subject::new(original.subject.as_str()) {
-            Ok(subject) => Ok(Receipt { subject, ..receipt }),
-            Err(_) => Err(err(
-                ErrorKind::Backend,
+    // Right after an election the new leader may not answer yet: the read
+    // is retried like a deposit, for as long as `retry_for` allows.
+    let mut retries = Retries::new(retry_limit(&t.inner.config), false);
+    loop {
+        let e = match stream.get_raw_message(seq).await {
+            Ok(original) => return named(receipt, seq, &original.subject),
+            Err(e) if is_gone(&e) => {
+                // Removed by retention (or by hand) since: the id is still in
+                // the de-duplication window, the packet no longer stored.
+                tracing::warn!(id = %receipt.id, seq, subject = %receipt.subject, "duplicate deposit of a packet the stream no longer holds");
+                return Ok(receipt);
+            }
+            Err(e) => e,
+        };
+        let Some(pause) = retries.after_failure() else {
+            return Err(err(
+                ErrorKind::Unavailable,
                 format!(
-                    "packet {} is a duplicate of sequence {seq}, stored under {:?}, which is not a subject",
-                    receipt.id, original.subject
+                    "packet {} is a duplicate of stream {} sequence {seq}, which could not be read ({} attempts over {:.1?}): retry",
+                    receipt.id,
+                    t.inner.stream,
+                    retries.failures,
+                    retries.elapsed()
                 ),
-            )),
-        },
-        Err(e) if is_gone(&e) => {
-            // Removed by retention (or by hand) since: the id is still in
-            // the de-duplication window, the packet no longer stored.
-            tracing::warn!(id = %receipt.id, seq, subject = %receipt.subject, "duplicate deposit of a packet the stream no longer holds");
-            Ok(receipt)
-        }
-        Err(e) => Err(err(
-            ErrorKind::Unavailable,
+            )
+            .with_source(e));
+        };
+        tracing::debug!(id = %receipt.id, seq, error = %e, "reading a duplicate's original failed; retrying");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The receipt of a duplicate whose original is stored under `subject`.
+fn named(receipt: Receipt, seq: u64, subject: &str) -> Result<Receipt> {
+    match Subject::new(subject) {
+        Ok(subject) => Ok(Receipt { subject, ..receipt }),
+        Err(_) => Err(err(
+            ErrorKind::Backend,
             format!(
-                "packet {} is a duplicate of stream {} sequence {seq}, which could not be read: retry",
-                receipt.id, t.inner.stream
+                "packet {} is a duplicate of sequence {seq}, stored under {subject:?}, which is not a subject",
+                receipt.id
             ),
-        )
-        .with_source(e)),
+        )),
     }
 }
 
