@@ -278,13 +278,34 @@ async fn without_a_majority_deposits_fail(mut cluster: OwnCluster) -> CaseResult
 
     cluster.restart(1)?;
     cluster.restart(2)?;
+    cluster.ready().await?;
+    // Until the cluster has settled (stream and meta leaders elected), a
+    // deposit may still fail; only with a transient, typed error, after
+    // which depositing again is safe.
+    let deposited = || async {
+        match t.deposit(&packet).await {
+            Ok(r) => Some(Ok(r)),
+            Err(e) if e.is_transient() => {
+                eprintln!("with the nodes back, not yet: {e}");
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    };
     let receipt = wait_for(
         "a deposit succeeding with the nodes back",
         Duration::from_secs(60),
-        || async { t.deposit(&packet).await.ok() },
+        deposited,
     )
-    .await?;
-    let again = t.deposit(&packet).await.map_err(context("deposit again"))?;
+    .await?
+    .map_err(context("deposit with the nodes back"))?;
+    let again = wait_for(
+        "the same deposit answered again",
+        Duration::from_secs(60),
+        deposited,
+    )
+    .await?
+    .map_err(context("deposit again"))?;
     ensure!(
         again.duplicate && again.position == receipt.position,
         "depositing it once more gave {again:?}, after {receipt:?}"
