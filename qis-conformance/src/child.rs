@@ -11,8 +11,9 @@
 //!
 //! - `ready`: the transport (and consumer) are open;
 //! - consumer: `delivered <id> <delivery count>` for each delivery of a
-//!   batch, then `acked <id>` after each ack returned (one ack per
-//!   delivery, so a kill lands in the middle of a batch); with a hold,
+//!   batch, then `acking <id>` before and `acked <id>` after each ack
+//!   (one ack per delivery, so a kill lands in the middle of a batch, or
+//!   of an ack: then the store may or may not have it); with a hold,
 //!   `holding` once it stopped for good after acking half of a batch;
 //! - writer: `sending <batch>` before each batch deposit, `stored <id>`
 //!   for each receipt once the batch deposit returned;
@@ -170,6 +171,9 @@ async fn consume(
                 // Until the parent kills this process.
                 std::future::pending::<()>().await;
             }
+            // A kill between these two lines leaves an ack that may or may
+            // not have reached the store: the parent knows which one.
+            say(&format!("acking {}", d.id()));
             c.ack(std::slice::from_ref(d))
                 .await
                 .map_err(context("ack"))?;
