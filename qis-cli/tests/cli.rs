@@ -388,7 +388,8 @@ fn compare_lists_every_transport_and_writes_the_chart() {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use std::io::{BufRead, BufReader, Write};
+    use qis_conformance::support::forward_lines;
+    use std::io::Write;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -722,14 +723,7 @@ mod sqlite {
     /// can wait for each with a bound.
     fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        forward_lines(pipe, move |line| tx.send(line).is_ok());
         rx
     }
 

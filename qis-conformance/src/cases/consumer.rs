@@ -19,13 +19,8 @@ use crate::support::{
 pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
     deposit_seqs(&*t, "device", "hvac", "energy-anomaly", 0..20).await?;
-    let c = consumer_from_start(
-        &*t,
-        "roamer",
-        &format!("{prefix}.hvac.>"),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let roamer = format!("{prefix}.hvac.>");
+    let c = consumer_from_start(&*t, "roamer", &roamer, Duration::from_secs(60)).await?;
     let first = collect(&c, 10, Duration::from_secs(20)).await?;
     c.close().await.map_err(context("close consumer"))?;
     t.close().await.map_err(context("close transport"))?;
@@ -34,13 +29,7 @@ pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subj
 
     // Another "process": a new transport handle, the same consumer name.
     let t2 = open(&b, &prefix).await?;
-    let c2 = consumer_from_start(
-        &*t2,
-        "roamer",
-        &format!("{prefix}.hvac.>"),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let c2 = consumer_from_start(&*t2, "roamer", &roamer, Duration::from_secs(60)).await?;
     let rest = collect(&c2, 10, Duration::from_secs(20)).await?;
     let mut seqs: Vec<usize> = first.iter().chain(&rest).map(seq_of).collect();
     let before = seqs.clone();
