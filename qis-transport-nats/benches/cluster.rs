@@ -26,8 +26,8 @@ use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::
 use futures::StreamExt;
 use qis_conformance::support::bench;
 use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
-    Subject, SubjectPattern,
+    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomeTransport, Subject,
+    SubjectPattern,
 };
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
@@ -55,18 +55,7 @@ fn packets(prefix: &Subject, side: &str, n: usize) -> Vec<EncodedPacket> {
         .expect("a valid subject");
     (0..n)
         .map(|i| {
-            let p = OutcomePacket {
-                agent_id: format!("bench-{side}"),
-                domain: "hvac".into(),
-                problem_class: "energy-anomaly".into(),
-                conclusion: format!(
-                    "Compressor draw {i} above baseline. Possible refrigerant loss."
-                ),
-                confidence: 0.87,
-                context_vector: vec![0.18, 0.92, 0.03, 0.71],
-                timestamp: 1_764_000_000.0 + i as f64,
-                source_node: "bench-node".into(),
-            };
+            let p = bench::reading(&format!("bench-{side}"), i);
             EncodedPacket::new(&p, subject.clone()).expect("a valid packet")
         })
         .collect()

@@ -61,18 +61,7 @@ fn packets_on(prefix: &Subject, side: Option<&str>, tag: &str, n: usize) -> Vec<
     });
     (0..n)
         .map(|i| {
-            let p = OutcomePacket {
-                agent_id: format!("bench-{tag}"),
-                domain: "hvac".into(),
-                problem_class: "energy-anomaly".into(),
-                conclusion: format!(
-                    "Compressor draw {i} above baseline. Possible refrigerant loss."
-                ),
-                confidence: 0.87,
-                context_vector: vec![0.18, 0.92, 0.03, 0.71],
-                timestamp: 1_764_000_000.0 + i as f64,
-                source_node: "bench-node".into(),
-            };
+            let p = bench::reading(&format!("bench-{tag}"), i);
             match &subject {
                 Some(s) => EncodedPacket::new(&p, s.clone()),
                 None => EncodedPacket::readable(&p, prefix),
@@ -239,50 +228,41 @@ impl Best {
     }
 }
 
-async fn single_round(url: &str, round: usize, best: &mut Best) -> BenchResult<()> {
+/// One round of deposits, one by one (`single`) or in batches: the raw
+/// client and QIS take turns chunk by chunk, each on its own packets.
+async fn deposit_round(url: &str, round: usize, single: bool, best: &mut Best) -> BenchResult<()> {
+    let (tag, n, chunk) = if single {
+        ("single", SINGLE, SINGLE_CHUNK)
+    } else {
+        ("batch", BATCH, BATCH_CHUNK)
+    };
     let s = setup(url).await?;
-    let raw_ps = packets(&s.prefix, &format!("single-raw-{round}"), SINGLE);
-    let qis_ps = packets(&s.prefix, &format!("single-qis-{round}"), SINGLE);
+    let raw_ps = packets(&s.prefix, &format!("{tag}-raw-{round}"), n);
+    let qis_ps = packets(&s.prefix, &format!("{tag}-qis-{round}"), n);
     let (mut raw_t, mut qis_t) = (Duration::ZERO, Duration::ZERO);
-    for (k, (r, q)) in raw_ps
-        .chunks(SINGLE_CHUNK)
-        .zip(qis_ps.chunks(SINGLE_CHUNK))
-        .enumerate()
-    {
+    for (k, (r, q)) in raw_ps.chunks(chunk).zip(qis_ps.chunks(chunk)).enumerate() {
         both!(
             k % 2 == 0,
-            timed!(raw_t, raw_single(&s.raw, r).await?),
+            timed!(raw_t, {
+                if single {
+                    raw_single(&s.raw, r).await?
+                } else {
+                    raw_batch(&s.raw, r).await?
+                }
+            }),
             timed!(qis_t, {
-                for p in q {
-                    s.qis.deposit_encoded(p).await?;
+                if single {
+                    for p in q {
+                        s.qis.deposit_encoded(p).await?;
+                    }
+                } else {
+                    let receipts = s.qis.deposit_encoded_batch(q).await?;
+                    assert_eq!(receipts.len(), q.len());
                 }
             })
         );
     }
-    best.record(SINGLE, raw_t, qis_t);
-    teardown(s).await
-}
-
-async fn batch_round(url: &str, round: usize, best: &mut Best) -> BenchResult<()> {
-    let s = setup(url).await?;
-    let raw_ps = packets(&s.prefix, &format!("batch-raw-{round}"), BATCH);
-    let qis_ps = packets(&s.prefix, &format!("batch-qis-{round}"), BATCH);
-    let (mut raw_t, mut qis_t) = (Duration::ZERO, Duration::ZERO);
-    for (k, (r, q)) in raw_ps
-        .chunks(BATCH_CHUNK)
-        .zip(qis_ps.chunks(BATCH_CHUNK))
-        .enumerate()
-    {
-        both!(
-            k % 2 == 0,
-            timed!(raw_t, raw_batch(&s.raw, r).await?),
-            timed!(qis_t, {
-                let receipts = s.qis.deposit_encoded_batch(q).await?;
-                assert_eq!(receipts.len(), q.len());
-            })
-        );
-    }
-    best.record(BATCH, raw_t, qis_t);
+    best.record(n, raw_t, qis_t);
     teardown(s).await
 }
 
@@ -422,9 +402,9 @@ async fn run(url: &str) -> BenchResult<()> {
     let (mut raw_l, mut qis_l) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         eprintln!("round {round}: single deposits");
-        single_round(url, round, &mut single).await?;
+        deposit_round(url, round, true, &mut single).await?;
         eprintln!("round {round}: batch deposits");
-        batch_round(url, round, &mut batch).await?;
+        deposit_round(url, round, false, &mut batch).await?;
         eprintln!("round {round}: fetch + ack");
         fetch_decode_raw = fetch_decode_raw.max(fetch_round(url, round, &mut fetch).await?);
         eprintln!("round {round}: deposit -> live receipt latency");

@@ -5,9 +5,11 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use qis_core::backend::InjectRaw;
 use qis_core::{
-    Delivery, DurableConsumer, Error, ErrorKind, LiveSubscription, OutcomePacket, OutcomeTransport,
-    OutcomeTransportExt, Receipt, StartPosition, Subject, SubjectPattern, DEFAULT_ACK_WAIT,
+    Checked, Delivery, DurableConsumer, Error, ErrorKind, LiveSubscription, OutcomePacket,
+    OutcomeTransport, OutcomeTransportExt, Receipt, StartPosition, Subject, SubjectPattern,
+    DEFAULT_ACK_WAIT,
 };
 
 use super::{collect, context, pkt, quiet, seq_of, CaseResult};
@@ -137,4 +139,17 @@ pub async fn nothing_more(
     } else {
         Err(format!("{what}: {} more deliveries", more.len()))
     }
+}
+
+/// What a foreign publisher of garbage does, for
+/// [`Backend::inject_raw`](crate::Backend::inject_raw): `writer`, a
+/// connection of its own, writes `body` on `subject` with no checks, then
+/// closes. The write's error first, then the close's.
+pub async fn inject_once<T>(writer: Checked<T>, subject: &str, body: &[u8]) -> qis_core::Result<()>
+where
+    T: InjectRaw + OutcomeTransport,
+{
+    let sent = writer.inject_raw(subject, body).await;
+    let closed = writer.close().await;
+    sent.and(closed)
 }
