@@ -8,7 +8,8 @@ use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
-    collect, consumer, deposit_seqs, next_is, nothing_more, pkt, reader, seq_of, CaseResult,
+    collect, consumer, consumer_from_now, deposit_seqs, next_is, nothing_more, pkt, reader, seq_of,
+    CaseResult,
 };
 
 /// `StartPosition::All` receives the history and what comes after;
@@ -20,11 +21,10 @@ pub async fn start_all_receives_history_start_new_does_not(
     let t = open(&b, &prefix).await?;
     deposit_seqs(&*t, "old", "hvac", "energy-anomaly", 0..3).await?;
     let all = reader(&*t, "historian", &prefix, Duration::from_secs(60)).await?;
-    let new = consumer(
+    let new = consumer_from_now(
         &*t,
         "newcomer",
         &format!("{prefix}.>"),
-        StartPosition::New,
         Duration::from_secs(60),
     )
     .await?;

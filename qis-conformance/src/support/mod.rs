@@ -53,8 +53,8 @@ pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE
 pub use process::{await_port, forward_lines, log_tail, run_ok, signal, stop_child};
 pub use run::{block_on, init_tracing, runtime, unblock, with_fresh_prefix};
 pub use steps::{
-    consumer_from_start, deposit_one, deposit_seqs, fetch_once, inject_once, next_is, nothing_more,
-    open_consumer, reader, refused, subscribe,
+    consumer_from_now, consumer_from_start, deposit_one, deposit_seqs, fetch_once, inject_once,
+    next_is, nothing_more, open_consumer, reader, refused, subscribe,
 };
 pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
 

@@ -49,6 +49,18 @@ pub async fn consumer_from_start(
     super::consumer(transport, name, pattern, StartPosition::All, ack_wait).await
 }
 
+/// Open (create or resume) the durable consumer `name` on `pattern`,
+/// starting with what is deposited after it is created
+/// ([`StartPosition::New`]), with `ack_wait`.
+pub async fn consumer_from_now(
+    transport: &dyn OutcomeTransport,
+    name: &str,
+    pattern: &str,
+    ack_wait: Duration,
+) -> Result<Arc<dyn DurableConsumer>, String> {
+    super::consumer(transport, name, pattern, StartPosition::New, ack_wait).await
+}
+
 /// [`consumer_from_start`] with the default ack wait: the consumer a
 /// default [`ConsumerConfig`](qis_core::ConsumerConfig) opens.
 pub async fn open_consumer(
