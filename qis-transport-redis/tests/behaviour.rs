@@ -333,13 +333,8 @@ async fn other_pattern_is_conflict(url: String, prefix: Subject) -> CaseResult {
         ),
         Ok(_) => return Err("re-opening with another pattern succeeded".into()),
     }
-    consumer_from_now(
-        &t,
-        "named",
-        &format!("{prefix}.hvac.a"),
-        Duration::from_secs(30),
-    )
-    .await?;
+    let only_a = format!("{prefix}.hvac.a");
+    consumer_from_now(&t, "named", &only_a, Duration::from_secs(30)).await?;
     Ok(())
 }
 

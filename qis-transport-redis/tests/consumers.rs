@@ -259,13 +259,8 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
     // A consumer of another prefix that starts like this one.
     let other_prefix = Subject::new(format!("{prefix}x")).map_err(context("prefix"))?;
     let other = connect_with(&url, &other_prefix, |c| c).await?;
-    consumer_from_start(
-        &other,
-        "elsewhere",
-        &format!("{other_prefix}.>"),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let everything = format!("{other_prefix}.>");
+    consumer_from_start(&other, "elsewhere", &everything, Duration::from_secs(60)).await?;
     other.close().await.map_err(context("close other"))?;
 
     let listed = |t: &Checked<RedisTransport>| {
