@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{broker, deposit_spread, drain, transport};
-use qis_conformance::support::fresh_prefix;
-use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, SubjectPattern};
+use qis_conformance::support::{collect_unacked, fresh_prefix};
+use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, PacketId, SubjectPattern};
 
 async fn failover(url: String, kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>)) {
     let prefix = fresh_prefix();
@@ -28,37 +28,19 @@ async fn failover(url: String, kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>))
     let a = t1.consumer(cfg.clone()).await.expect("member A");
 
     // A takes the whole batch (it owns every partition) and acks nothing.
-    let mut held = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while held.len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "member A fetched {} of {} packets",
-            held.len(),
-            ids.len()
-        );
-        for d in a
-            .fetch(100, Duration::from_millis(500))
-            .await
-            .expect("fetch A")
-        {
-            held.insert(d.id());
-        }
-    }
+    let held: HashSet<PacketId> = collect_unacked(&a, ids.len(), Duration::from_secs(20))
+        .await
+        .expect("member A fetches the whole batch")
+        .iter()
+        .map(|d| d.id())
+        .collect();
     assert_eq!(held, ids);
 
     // B joins, then A dies without acking. The ack wait (300 s) is far
     // away: only the group hand-over can bring the packets to B in time.
     let b = t2.consumer(cfg).await.expect("member B");
     kill(a).await;
-    let got = drain(
-        &[&b],
-        (100, Duration::from_millis(500)),
-        &held,
-        Duration::from_secs(30),
-        "the next member did not get the packets the dead member held",
-    )
-    .await;
+    let got = drain(&[&b], &held, Duration::from_secs(30), "to B from A").await;
     assert!(held.is_subset(&got));
     b.close().await.expect("close B");
     t1.close().await.expect("close t1");
@@ -105,14 +87,7 @@ async fn acked_packets_stay_acked_across_members(url: String) {
     drop(a);
     let b = t.consumer(cfg).await.expect("member B");
     let unacked: HashSet<_> = ids.difference(&acked).copied().collect();
-    let got = drain(
-        &[&b],
-        (100, Duration::from_millis(500)),
-        &unacked,
-        Duration::from_secs(30),
-        "the next member did not get the packets the dead member held",
-    )
-    .await;
+    let got = drain(&[&b], &unacked, Duration::from_secs(30), "to B from A").await;
     // At-least-once: acked packets after an unacked one in the same partition
     // may come again, but every unacked one must.
     assert!(unacked.is_subset(&got));

@@ -71,13 +71,13 @@ pub async fn deposit_spread(
     receipts.into_iter().map(|r| r.id).collect()
 }
 
-/// Fetch (up to `max` a fetch, waiting up to `wait`) and ack on each of
+/// Fetch (up to 100 a fetch, waiting up to 500 ms) and ack on each of
 /// `members` in turn until every id in `want` arrived: the ids received.
-/// Panics after `within`, saying how many of `want` arrived and `what`
-/// that means.
+/// Panics after `within`, naming `what` and how many of `want` arrived: a
+/// member stopped reading partitions it was assigned, or the group did not
+/// hand a member's partitions to the others.
 pub async fn drain(
     members: &[&Arc<dyn DurableConsumer>],
-    (max, wait): (usize, Duration),
     want: &HashSet<PacketId>,
     within: Duration,
     what: &str,
@@ -87,12 +87,15 @@ pub async fn drain(
     while !want.is_subset(&got) {
         assert!(
             Instant::now() < deadline,
-            "{} of the {} packets arrived within {within:?}: {what}",
+            "{what}: {} of the {} packets arrived within {within:?}",
             want.intersection(&got).count(),
             want.len()
         );
         for c in members {
-            let batch = c.fetch(max, wait).await.expect("fetch");
+            let batch = c
+                .fetch(100, Duration::from_millis(500))
+                .await
+                .expect("fetch");
             c.ack(&batch).await.expect("ack");
             got.extend(batch.iter().map(|d| d.id()));
         }
