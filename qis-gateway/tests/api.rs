@@ -18,28 +18,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use qis_conformance::ensure;
-use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
     block_on, consumer_from_start, deposit_seqs, eventually, free_port, pkt, quiet, trial,
     CaseResult, TempDir,
 };
 use qis_core::{DynTransport, Subject};
 use serde_json::{json, Value};
-
-fn test(
-    name: &str,
-    f: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = CaseResult> + Send>>,
-) -> Trial {
-    Trial::test(format!("api::{name}"), move || {
-        block_on(Duration::from_secs(120), f()).map_err(Into::into)
-    })
-}
-
-macro_rules! cases {
-    ($($name:ident),+ $(,)?) => {
-        vec![$(test(stringify!($name), || Box::pin($name()))),+]
-    };
-}
 
 /// Invalid packets are 400 with a message naming the field; nothing of a
 /// batch with one bad packet is stored.
@@ -892,7 +876,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
 }
 
 fn main() {
-    let mut trials = cases![
+    let mut trials = qis_conformance::trials!("api", Duration::from_secs(120);
         invalid_packet_is_400_naming_the_field,
         oversize_is_413,
         missing_or_wrong_token_is_401,
@@ -905,7 +889,7 @@ fn main() {
         synthesis_per_problem_class,
         openapi_documents_every_endpoint,
         graceful_shutdown_answers_waiters_and_flushes_acks,
-    ];
+    );
     trials.push(trial("api::broker_stopped_is_503", &nats_binary(), |bin| {
         block_on(Duration::from_secs(120), broker_stopped_is_503(bin))
     }));
