@@ -12,7 +12,7 @@
 //! name and gets exactly the unacked ones back after the ack wait.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
-use qis_conformance::support::TempDir;
+use qis_conformance::support::{forward_lines, TempDir};
 
 const CHILD_ENV: &str = "QIS_SQLITE_CHILD";
 const PROCESSES: usize = 4;
@@ -53,6 +53,20 @@ fn packet(k: usize, i: usize) -> (String, OutcomePacket) {
     (stream, p)
 }
 
+/// This test binary again as a child process running only `test`, with
+/// its role in the environment (`var`, `value`); stdin and stdout piped.
+fn child(test: &str, (var, value): (&str, String)) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn a child process for {test}: {e}"))
+}
+
 #[test]
 fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
     if let Ok(role) = std::env::var(CHILD_ENV) {
@@ -61,35 +75,22 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
     }
     let dir = TempDir::new("multiprocess");
     let db = dir.path().join("outcomes.db");
-    let exe = std::env::current_exe().unwrap();
 
     let mut children: Vec<Child> = (0..PROCESSES)
         .map(|k| {
-            Command::new(&exe)
-                .args([
-                    "four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_ENV, format!("{k}|{}", db.display()))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn a depositor process")
+            child(
+                "four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled",
+                (CHILD_ENV, format!("{k}|{}", db.display())),
+            )
         })
         .collect();
 
     // Every child's stdout lines, on one channel.
     let (lines_tx, lines) = mpsc::channel::<(usize, String)>();
     for (k, c) in children.iter_mut().enumerate() {
-        let out = BufReader::new(c.stdout.take().unwrap());
         let tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                let _ = tx.send((k, line));
-            }
+        forward_lines(c.stdout.take().unwrap(), move |line| {
+            tx.send((k, line)).is_ok()
         });
     }
     let wait_for = |word: &str| {
@@ -297,30 +298,15 @@ fn processes_share_a_consumer_and_unacked_work_survives_a_crash() {
     // The "crashing" worker takes some and exits without acking; then two
     // workers drain the rest together.
     let run = |role: &str| {
-        let exe = std::env::current_exe().unwrap();
-        Command::new(exe)
-            .args([
-                "processes_share_a_consumer_and_unacked_work_survives_a_crash",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CONSUMER_ENV, format!("{role}|{}", db.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn a consumer process")
+        child(
+            "processes_share_a_consumer_and_unacked_work_survives_a_crash",
+            (CONSUMER_ENV, format!("{role}|{}", db.display())),
+        )
     };
     // Lines from a worker's stdout, read on a thread.
     let lines_of = |c: &mut Child| {
-        let out = BufReader::new(c.stdout.take().unwrap());
         let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        forward_lines(c.stdout.take().unwrap(), move |line| tx.send(line).is_ok());
         rx
     };
     // Start a worker; it opens the consumer, says ready and waits for `go`.
