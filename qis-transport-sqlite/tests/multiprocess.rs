@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,23 @@ fn packet(k: usize, i: usize) -> (String, OutcomePacket) {
     (stream, p)
 }
 
+/// Whether this process is a child started by [`child`] (its role in
+/// `var`): then it has run `role` with it.
+fn ran_as_child(var: &str, role: fn(&str)) -> bool {
+    let Ok(value) = std::env::var(var) else {
+        return false;
+    };
+    role(&value);
+    true
+}
+
+/// A fresh folder (removed when dropped) and the database file's path in it.
+fn database(tag: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(tag);
+    let db = dir.path().join("outcomes.db");
+    (dir, db)
+}
+
 /// This test binary again as a child process running only `test`, with
 /// its role in the environment (`var`, `value`); stdin and stdout piped.
 fn child(test: &str, (var, value): (&str, String)) -> Child {
@@ -69,12 +87,10 @@ fn child(test: &str, (var, value): (&str, String)) -> Child {
 
 #[test]
 fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
-    if let Ok(role) = std::env::var(CHILD_ENV) {
-        depositor(&role);
+    if ran_as_child(CHILD_ENV, depositor) {
         return;
     }
-    let dir = TempDir::new("multiprocess");
-    let db = dir.path().join("outcomes.db");
+    let (_dir, db) = database("multiprocess");
 
     let mut children: Vec<Child> = (0..PROCESSES)
         .map(|k| {
@@ -275,12 +291,10 @@ fn shared_consumer_config() -> ConsumerConfig {
 
 #[test]
 fn processes_share_a_consumer_and_unacked_work_survives_a_crash() {
-    if let Ok(role) = std::env::var(CONSUMER_ENV) {
-        consumer_process(&role);
+    if ran_as_child(CONSUMER_ENV, consumer_process) {
         return;
     }
-    let dir = TempDir::new("shared-consumer");
-    let db = dir.path().join("outcomes.db");
+    let (_dir, db) = database("shared-consumer");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
