@@ -23,7 +23,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
-use qis_conformance::support::{forward_lines, TempDir};
+use qis_conformance::support::{forward_lines, runtime, TempDir};
 
 const CHILD_ENV: &str = "QIS_SQLITE_CHILD";
 const PROCESSES: usize = 4;
@@ -147,10 +147,7 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
     }
 
     // One consumer fetches everything exactly once.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(&db))
             .await
@@ -216,11 +213,7 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
 fn depositor(role: &str) {
     let (k, path) = role.split_once('|').expect("role is k|path");
     let k: usize = k.parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(path))
             .await
@@ -295,10 +288,7 @@ fn processes_share_a_consumer_and_unacked_work_survives_a_crash() {
         return;
     }
     let (_dir, db) = database("shared-consumer");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let all: Vec<EncodedPacket> = (0..SHARED).map(shared_packet).collect();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(&db))
@@ -441,10 +431,7 @@ fn id_and_count(line: &str) -> (String, u32) {
 #[allow(clippy::print_stdout)]
 fn consumer_process(role: &str) {
     let (role, path) = role.split_once('|').expect("role is role|path");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(path))
             .await
