@@ -12,8 +12,8 @@ use futures::StreamExt;
 use qis_conformance::ensure;
 use qis_conformance::support::{
     collect, consumer_from_start, context, deposit_one, deposit_seqs, eventually, fetch_once,
-    fresh_prefix, ids, next_live, open_consumer, pkt, quiet, seq_of, tls_test_certs, CaseResult,
-    TempDir,
+    fresh_prefix, ids, next_live, nothing_more, open_consumer, pkt, seq_of, tls_test_certs,
+    CaseResult, TempDir,
 };
 use qis_core::{
     DynTransport, EncodedPacket, ErrorKind, MemoryTransport, OutcomeTransport, OutcomeTransportExt,
@@ -218,8 +218,7 @@ async fn forgotten_session_is_opened_again() -> CaseResult {
         "after reopening got {:?}",
         rest.iter().map(seq_of).collect::<Vec<_>>()
     );
-    let extra = quiet(&c, Duration::from_millis(300)).await?;
-    ensure!(extra.is_empty(), "{} acked packets came back", extra.len());
+    nothing_more(&c, Duration::from_millis(300), "acked packets came back").await?;
     g.shutdown().await.map_err(context("shutdown"))
 }
 

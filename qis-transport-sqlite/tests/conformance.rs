@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use qis_conformance::support::{inject_once, random_hex};
 use qis_conformance::{async_trait, Backend};
-use qis_core::{Checked, DynTransport, OutcomeTransport, Result, Subject};
+use qis_core::{Checked, DynTransport, Result, Subject};
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
 struct Sqlite {

@@ -10,8 +10,8 @@ use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
-    assert_unique, collect, collect_unacked, consumer_from_start, context, deposit_seqs, pkt,
-    quiet, reader, seq_of, wait_for, CaseResult,
+    assert_unique, collect, collect_unacked, consumer_from_start, context, deposit_seqs,
+    nothing_more, pkt, quiet, reader, seq_of, wait_for, CaseResult,
 };
 
 /// A consumer opened again by name on another handle ("another process")
@@ -38,12 +38,12 @@ pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subj
         seqs == (0..20).collect::<Vec<_>>(),
         "after resume, got {before:?}: acked packets came back or some were skipped"
     );
-    let extra = quiet(&c2, Duration::from_millis(500)).await?;
-    ensure!(
-        extra.is_empty(),
-        "{} acked packets were delivered again after resume",
-        extra.len()
-    );
+    nothing_more(
+        &c2,
+        Duration::from_millis(500),
+        "acked packets were delivered again after resume",
+    )
+    .await?;
     Ok(())
 }
 
@@ -74,8 +74,12 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(
         started.elapsed()
     );
     c.ack(&again).await.map_err(context("ack"))?;
-    let extra = quiet(&c, Duration::from_millis(2500)).await?;
-    ensure!(extra.is_empty(), "an acked packet was delivered again");
+    nothing_more(
+        &c,
+        Duration::from_millis(2500),
+        "an acked packet was delivered again",
+    )
+    .await?;
     Ok(())
 }
 
