@@ -95,12 +95,7 @@ async fn invalid_packet_is_400_naming_the_field() -> CaseResult {
         message(&body)
     );
     let reader = all_reader(&backend, "auditor").await?;
-    nothing_more(
-        &reader,
-        Duration::from_millis(300),
-        "refused packets were stored",
-    )
-    .await?;
+    nothing_more(&reader, Duration::from_millis(300), "refusals were stored").await?;
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
@@ -863,12 +858,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
     let again: DynTransport = Arc::new(open().await?);
     let c =
         consumer_from_start(&*again, "keeper", "qis.iot.hvac.>", Duration::from_secs(60)).await?;
-    nothing_more(
-        &c,
-        Duration::from_millis(500),
-        "acked packets came back after shutdown",
-    )
-    .await?;
+    nothing_more(&c, Duration::from_millis(500), "came back after shutdown").await?;
     again.close().await.map_err(|e| e.to_string())
 }
 

@@ -38,12 +38,7 @@ pub async fn consumer_resumes_by_name_after_last_ack(b: DynBackend, prefix: Subj
         seqs == (0..20).collect::<Vec<_>>(),
         "after resume, got {before:?}: acked packets came back or some were skipped"
     );
-    nothing_more(
-        &c2,
-        Duration::from_millis(500),
-        "acked packets were delivered again after resume",
-    )
-    .await?;
+    nothing_more(&c2, Duration::from_millis(500), "redelivered after resume").await?;
     Ok(())
 }
 
@@ -74,12 +69,7 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(
         started.elapsed()
     );
     c.ack(&again).await.map_err(context("ack"))?;
-    nothing_more(
-        &c,
-        Duration::from_millis(2500),
-        "an acked packet was delivered again",
-    )
-    .await?;
+    nothing_more(&c, Duration::from_millis(2500), "an acked packet came back").await?;
     Ok(())
 }
 

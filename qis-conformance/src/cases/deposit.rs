@@ -206,12 +206,7 @@ pub async fn concurrent_depositors_nothing_lost_or_doubled(
     .await?;
     let got_ids: HashSet<_> = ids(&got).into_iter().collect();
     ensure!(got_ids == expected, "fetched ids differ from deposited ids");
-    nothing_more(
-        &c,
-        Duration::from_millis(500),
-        "packets arrived beyond the 5000 deposited",
-    )
-    .await?;
+    nothing_more(&c, Duration::from_millis(500), "beyond the 5000 deposited").await?;
     Ok(())
 }
 
