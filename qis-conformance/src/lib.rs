@@ -107,7 +107,7 @@ macro_rules! ensure {
     };
 }
 
-/// `trials!("group", within; case_a, case_b)`: a trial per case, named
+/// `async_trials!("group", within; case_a, case_b)`: a trial per case, named
 /// `group::case_a`, that runs the `async fn case_a() -> CaseResult` within
 /// `within` (see [`support::block_on`]): for tests that need no server, or
 /// start their own.
@@ -119,11 +119,11 @@ macro_rules! ensure {
 /// async fn nothing_to_do() -> CaseResult {
 ///     Ok(())
 /// }
-/// let trials = qis_conformance::trials!("demo", Duration::from_secs(5); nothing_to_do);
+/// let trials = qis_conformance::async_trials!("demo", Duration::from_secs(5); nothing_to_do);
 /// assert_eq!(trials[0].name(), "demo::nothing_to_do");
 /// ```
 #[macro_export]
-macro_rules! trials {
+macro_rules! async_trials {
     ($group:expr, $within:expr; $($case:ident),+ $(,)?) => {
         vec![$(
             $crate::libtest_mimic::Trial::test(

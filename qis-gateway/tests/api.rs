@@ -863,7 +863,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
 }
 
 fn main() {
-    let mut trials = qis_conformance::trials!("api", Duration::from_secs(120);
+    let mut trials = qis_conformance::async_trials!("api", Duration::from_secs(120);
         invalid_packet_is_400_naming_the_field,
         oversize_is_413,
         missing_or_wrong_token_is_401,

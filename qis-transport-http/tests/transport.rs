@@ -297,13 +297,15 @@ async fn floats_keep_the_packet_id() -> CaseResult {
 }
 
 fn main() {
-    qis_conformance::run_trials(qis_conformance::trials!("http", Duration::from_secs(60);
-        https_with_ca_and_token_from_the_url,
-        refusals_keep_their_kind,
-        batch_is_split_to_the_gateway_limits,
-        long_fetch_spans_several_polls,
-        forgotten_session_is_opened_again,
-        live_stream_ends_when_the_gateway_stops,
-        floats_keep_the_packet_id,
-    ));
+    qis_conformance::run_trials(
+        qis_conformance::async_trials!("http", Duration::from_secs(60);
+            https_with_ca_and_token_from_the_url,
+            refusals_keep_their_kind,
+            batch_is_split_to_the_gateway_limits,
+            long_fetch_spans_several_polls,
+            forgotten_session_is_opened_again,
+            live_stream_ends_when_the_gateway_stops,
+            floats_keep_the_packet_id,
+        ),
+    );
 }
