@@ -16,6 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use qis::{
     synthesize_with, ConsumerConfig, DurableConsumer, DynTransport, OutcomePacket,
     OutcomeTransportExt, StartPosition, Subject, SubjectPattern, Synthesis, SynthesisConfig,
@@ -96,18 +99,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// A tiny deterministic generator, so every run tells the same story.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,7 +114,8 @@ struct Agent {
     domain: &'static str,
     /// What this device's machine really has (index into PROBLEMS).
     truth: usize,
-    rng: Lcg,
+    /// Seeded per agent, so every run tells the same story.
+    rng: StdRng,
     twins: Arc<dyn DurableConsumer>,
     /// The latest packet from each twin agent (one vote per agent).
     known: HashMap<String, OutcomePacket>,
@@ -137,22 +129,22 @@ impl Agent {
         let same_domain: Vec<usize> = (0..PROBLEMS.len())
             .filter(|&i| PROBLEMS[i].0 == self.domain)
             .collect();
-        let pick = if self.rng.next() < 0.75 {
+        let pick = if self.rng.random::<f64>() < 0.75 {
             self.truth
         } else {
-            same_domain[(self.rng.next() * same_domain.len() as f64) as usize % same_domain.len()]
+            same_domain[self.rng.random_range(0..same_domain.len())]
         };
         let (domain, problem, conclusion, ctx) = PROBLEMS[pick];
         let context_vector = ctx
             .iter()
-            .map(|x| ((x + (self.rng.next() - 0.5) * 0.1) * 1000.0).round() / 1000.0)
+            .map(|x| ((x + (self.rng.random::<f64>() - 0.5) * 0.1) * 1000.0).round() / 1000.0)
             .collect();
         OutcomePacket {
             agent_id: self.id.clone(),
             domain: domain.into(),
             problem_class: problem.into(),
             conclusion: conclusion.into(),
-            confidence: ((0.55 + self.rng.next() * 0.4) * 100.0).round() / 100.0,
+            confidence: ((0.55 + self.rng.random::<f64>() * 0.4) * 100.0).round() / 100.0,
             context_vector,
             timestamp: now(),
             source_node: self.node.clone(),
@@ -276,7 +268,7 @@ async fn run(args: Args) -> qis::Result<()> {
             node: format!("site-{}-node-{}", i % 4, i),
             domain,
             truth,
-            rng: Lcg(0x5eed ^ (i as u64 * 0x9e37_79b9)),
+            rng: StdRng::seed_from_u64(0x5eed ^ (i as u64 * 0x9e37_79b9)),
             twins,
             known: HashMap::new(),
             last: None,

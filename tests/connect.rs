@@ -145,44 +145,26 @@ fn every_scheme_parses_or_names_its_feature() {
     }
 }
 
-#[cfg(not(feature = "sqlite"))]
-#[tokio::test]
-async fn sqlite_without_its_feature_is_unsupported() {
-    let e = error_of(qis::connect("sqlite://qis.db").await);
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.message().contains("`sqlite`"), "{e}");
+/// `name: "feature", "url";`: a test, compiled without the feature, that
+/// `qis::connect(url)` is `Unsupported` naming the feature.
+macro_rules! without_feature {
+    ($($name:ident: $feature:literal, $url:literal;)+) => {$(
+        #[cfg(not(feature = $feature))]
+        #[tokio::test]
+        async fn $name() {
+            let e = error_of(qis::connect($url).await);
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+            assert!(e.message().contains(concat!("`", $feature, "`")), "{e}");
+        }
+    )+};
 }
 
-#[cfg(not(feature = "nats"))]
-#[tokio::test]
-async fn nats_without_its_feature_is_unsupported() {
-    let e = error_of(qis::connect("nats://127.0.0.1:4222").await);
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.message().contains("`nats`"), "{e}");
-}
-
-#[cfg(not(feature = "redis"))]
-#[tokio::test]
-async fn redis_without_its_feature_is_unsupported() {
-    let e = error_of(qis::connect("redis://127.0.0.1:6379").await);
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.message().contains("`redis`"), "{e}");
-}
-
-#[cfg(not(feature = "kafka"))]
-#[tokio::test]
-async fn kafka_without_its_feature_is_unsupported() {
-    let e = error_of(qis::connect("kafka://127.0.0.1:9092").await);
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.message().contains("`kafka`"), "{e}");
-}
-
-#[cfg(not(feature = "chroma"))]
-#[tokio::test]
-async fn chroma_without_its_feature_is_unsupported() {
-    let e = error_of(qis::connect("chroma://127.0.0.1:8000").await);
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.message().contains("`chroma`"), "{e}");
+without_feature! {
+    sqlite_without_its_feature_is_unsupported: "sqlite", "sqlite://qis.db";
+    nats_without_its_feature_is_unsupported: "nats", "nats://127.0.0.1:4222";
+    redis_without_its_feature_is_unsupported: "redis", "redis://127.0.0.1:6379";
+    kafka_without_its_feature_is_unsupported: "kafka", "kafka://127.0.0.1:9092";
+    chroma_without_its_feature_is_unsupported: "chroma", "chroma://127.0.0.1:8000";
 }
 
 #[cfg(feature = "sqlite")]

@@ -3,20 +3,13 @@
 //! Input: `pattern\nsubject` (or one string used as both).
 #![no_main]
 
+#[path = "../../qis-core/tests/props/mod.rs"]
+mod props;
+
 use libfuzzer_sys::fuzz_target;
+use props::reference_matches;
 use qis_core::subject::is_token;
 use qis_core::{Subject, SubjectPattern};
-
-/// SPEC §3 read literally: `*` is one token, `>` one or more trailing tokens.
-fn reference(pattern: &[&str], subject: &[&str]) -> bool {
-    match (pattern.split_first(), subject.split_first()) {
-        (Some((&">", [])), Some(_)) => true,
-        (Some((&"*", p)), Some((_, s))) => reference(p, s),
-        (Some((lit, p)), Some((tok, s))) => lit == tok && reference(p, s),
-        (None, None) => true,
-        _ => false,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -39,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             let subject_tokens: Vec<&str> = subject.split('.').collect();
             assert_eq!(
                 matched,
-                reference(&tokens, &subject_tokens),
+                reference_matches(&tokens, &subject_tokens),
                 "{pattern:?} on {subject:?}"
             );
         }

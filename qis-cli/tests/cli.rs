@@ -388,7 +388,8 @@ fn compare_lists_every_transport_and_writes_the_chart() {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use std::io::{BufRead, BufReader, Write};
+    use qis_conformance::support::forward_lines;
+    use std::io::Write;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -413,6 +414,14 @@ mod sqlite {
             stderr(&o)
         );
         o
+    }
+
+    /// `qis twins hvac energy-anomaly --consumer <consumer> <extra…>` on the
+    /// folder's file, which must succeed.
+    fn twins(dir: &TempDir, consumer: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["twins", "hvac", "energy-anomaly", "--consumer", consumer];
+        args.extend(extra);
+        ok(with_url(dir, &args))
     }
 
     fn json_lines(o: &Output) -> Vec<Value> {
@@ -459,53 +468,23 @@ mod sqlite {
         );
 
         // Building B fetches both, acked.
-        let twins = ok(with_url(
-            &dir,
-            &[
-                "twins",
-                "hvac",
-                "energy-anomaly",
-                "--consumer",
-                "building-b",
-                "--json",
-            ],
-        ));
-        let got = json_lines(&twins);
-        assert_eq!(got.len(), 2, "{}", stdout(&twins));
+        let fetched = twins(&dir, "building-b", &["--json"]);
+        let got = json_lines(&fetched);
+        assert_eq!(got.len(), 2, "{}", stdout(&fetched));
         assert_eq!(got[0]["id"], receipt_a["id"]);
         assert_eq!(got[0]["packet"]["agent_id"], "hvac-building-a");
         assert_eq!(got[1]["packet"]["agent_id"], "hvac-building-c");
         assert!(
-            stderr(&twins).contains("2 packets fetched and acked"),
+            stderr(&fetched).contains("2 packets fetched and acked"),
             "{}",
-            stderr(&twins)
+            stderr(&fetched)
         );
 
         // Acked: the same consumer gets nothing more; readable output is one line each.
-        let again = ok(with_url(
-            &dir,
-            &[
-                "twins",
-                "hvac",
-                "energy-anomaly",
-                "--consumer",
-                "building-b",
-                "--wait",
-                "200ms",
-            ],
-        ));
+        let again = twins(&dir, "building-b", &["--wait", "200ms"]);
         assert!(again.stdout.is_empty(), "{}", stdout(&again));
         assert!(stderr(&again).contains("no packets"), "{}", stderr(&again));
-        let other = ok(with_url(
-            &dir,
-            &[
-                "twins",
-                "hvac",
-                "energy-anomaly",
-                "--consumer",
-                "building-d",
-            ],
-        ));
+        let other = twins(&dir, "building-d", &[]);
         let lines: Vec<String> = stdout(&other).lines().map(String::from).collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("2025-11-24T16:00:00.000Z  qis.iot.hvac.energy-anomaly  hvac-building-a@building-a-floor-3  conf 0.87"), "{}", lines[0]);
@@ -722,14 +701,7 @@ mod sqlite {
     /// can wait for each with a bound.
     fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        forward_lines(pipe, move |line| tx.send(line).is_ok());
         rx
     }
 
@@ -737,18 +709,7 @@ mod sqlite {
     fn watch_shows_live_packets_then_stops_at_count() {
         let dir = TempDir::new("watch");
         // The database must exist before watch opens it.
-        ok(with_url(
-            &dir,
-            &[
-                "twins",
-                "hvac",
-                "energy-anomaly",
-                "--consumer",
-                "init",
-                "--wait",
-                "0s",
-            ],
-        ));
+        twins(&dir, "init", &["--wait", "0s"]);
         let mut watch = with_url(&dir, &["watch", "qis.iot.hvac.*", "--count", "2", "--json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -939,20 +900,7 @@ mod sqlite {
         let url = dir.sqlite_url();
         deposit_n(&dir, &url, "n", 3);
         // Consumer b takes one packet and acks it; two are still owed to it.
-        ok(with_url(
-            &dir,
-            &[
-                "twins",
-                "hvac",
-                "energy-anomaly",
-                "--consumer",
-                "b",
-                "--max",
-                "1",
-                "--wait",
-                "0s",
-            ],
-        ));
+        twins(&dir, "b", &["--max", "1", "--wait", "0s"]);
         let o = ok(with_url(&dir, &["status"]));
         let text = stdout(&o);
         assert!(text.contains("(sqlite, prefix qis.iot)"), "{text}");

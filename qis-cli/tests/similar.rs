@@ -55,6 +55,20 @@ fn deposit(dir: &Path, agent: &str, context: &str, fingerprint: bool) {
     ok(run(dir, &args));
 }
 
+/// `qis twins hvac energy-anomaly --similar-to 0.251,0.5,0.5,0.5 <extra…>`:
+/// its stdout.
+fn nearest(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "twins",
+        "hvac",
+        "energy-anomaly",
+        "--similar-to",
+        "0.251,0.5,0.5,0.5",
+    ];
+    args.extend(extra);
+    ok(run(dir, &args))
+}
+
 #[test]
 fn similar_to_finds_the_nearest_across_bucket_edges_best_first() {
     let dir = TempDir::new("cli-similar");
@@ -63,19 +77,7 @@ fn similar_to_finds_the_nearest_across_bucket_edges_best_first() {
     deposit(dir.path(), "readable", "0.2,0.5,0.5,0.5", false);
     deposit(dir.path(), "far", "0.9,0.0,0.1,0.0", false);
     deposit(dir.path(), "short", "0.251,0.5,0.5", false);
-    let out = ok(run(
-        dir.path(),
-        &[
-            "twins",
-            "hvac",
-            "energy-anomaly",
-            "--similar-to",
-            "0.251,0.5,0.5,0.5",
-            "--k",
-            "3",
-            "--json",
-        ],
-    ));
+    let out = nearest(dir.path(), &["--k", "3", "--json"]);
     let rows: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -89,18 +91,7 @@ fn similar_to_finds_the_nearest_across_bucket_edges_best_first() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!(rows[0]["subject"].as_str().unwrap().len() > "qis.iot.hvac.energy-anomaly".len());
 
-    let out = ok(run(
-        dir.path(),
-        &[
-            "twins",
-            "hvac",
-            "energy-anomaly",
-            "--similar-to",
-            "0.251,0.5,0.5,0.5",
-            "--min-score",
-            "0.999",
-        ],
-    ));
+    let out = nearest(dir.path(), &["--min-score", "0.999"]);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("score ") && out.contains("edge@n"), "{out}");
 }

@@ -176,22 +176,11 @@ fn offline(kind: HubKind) -> TestResult {
         ids.len()
     );
 
-    let args = [
-        "--from",
+    let args = up_bridge(
         &device,
-        "--to",
         &hub_url,
-        "--name",
-        "up",
-        "--origin",
-        "device-1",
-        "--batch",
-        "100",
-        "--ack-wait",
-        "2s",
-        "--max-backoff",
-        "300ms",
-    ];
+        &["--origin", "device-1", "--batch", "100"],
+    );
     let mut run = 0;
     let mut bridge = BridgeProcess::start(dir.path(), &args, run)?;
     bridge.wait_for(
@@ -441,6 +430,25 @@ fn down_direction() -> TestResult {
     Ok(())
 }
 
+/// The options of `qis bridge` for the bridge `up` from `device` to `hub`,
+/// with a short ack wait and backoff, and `extra` options.
+fn up_bridge<'a>(device: &'a str, hub: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--from",
+        device,
+        "--to",
+        hub,
+        "--name",
+        "up",
+        "--ack-wait",
+        "2s",
+        "--max-backoff",
+        "300ms",
+    ];
+    args.extend(extra);
+    args
+}
+
 fn quick(name: &str) -> BridgeConfig {
     BridgeConfig::new(name)
         .expect("a valid name")
@@ -654,18 +662,7 @@ fn full_outbox() -> TestResult {
     // down, the store fills up.
     let device = dir.sqlite("refuse.db", "max_bytes=16KiB");
     let hub_url = hub.url("prefix=hub.refuse");
-    let args = [
-        "--from",
-        &device,
-        "--to",
-        &hub_url,
-        "--name",
-        "up",
-        "--ack-wait",
-        "2s",
-        "--max-backoff",
-        "300ms",
-    ];
+    let args = up_bridge(&device, &hub_url, &[]);
     let bridge = BridgeProcess::start(dir.path(), &args, 0)?;
     bridge.wait_for(
         "the bridge opening its consumer on the device",

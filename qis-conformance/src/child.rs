@@ -19,7 +19,7 @@
 //!   for each receipt once the batch deposit returned;
 //! - `closed` after a clean stop, when the parent closed its stdin.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use qis_core::{OutcomeTransportExt, StartPosition, Subject};
 use tokio::sync::mpsc;
 
 use crate::backend::DynBackend;
-use crate::support::{consumer, context, pkt, runtime};
+use crate::support::{consumer, context, forward_lines, pkt, runtime};
 
 /// The role of a child (`consume` or `deposit`); unset in the parent.
 pub(crate) const ROLE: &str = "QIS_CONFORMANCE_CHILD";
@@ -271,26 +271,15 @@ impl Child {
         let stdout = process.stdout.take().ok_or("no stdout pipe")?;
         let stderr_pipe = process.stderr.take().ok_or("no stderr pipe")?;
         let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        forward_lines(stdout, move |line| tx.send(line).is_ok());
         let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr_pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut all = stderr.lock().unwrap_or_else(|e| e.into_inner());
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
+        let all = stderr.clone();
+        forward_lines(stderr_pipe, move |line| {
+            let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+            all.push_str(&line);
+            all.push('\n');
+            true
+        });
         Ok(Child {
             what,
             process,

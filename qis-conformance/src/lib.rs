@@ -107,6 +107,33 @@ macro_rules! ensure {
     };
 }
 
+/// `async_trials!("group", within; case_a, case_b)`: a trial per case, named
+/// `group::case_a`, that runs the `async fn case_a() -> CaseResult` within
+/// `within` (see [`support::block_on`]): for tests that need no server, or
+/// start their own.
+///
+/// ```
+/// use std::time::Duration;
+/// use qis_conformance::support::CaseResult;
+///
+/// async fn nothing_to_do() -> CaseResult {
+///     Ok(())
+/// }
+/// let trials = qis_conformance::async_trials!("demo", Duration::from_secs(5); nothing_to_do);
+/// assert_eq!(trials[0].name(), "demo::nothing_to_do");
+/// ```
+#[macro_export]
+macro_rules! async_trials {
+    ($group:expr, $within:expr; $($case:ident),+ $(,)?) => {
+        vec![$(
+            $crate::libtest_mimic::Trial::test(
+                format!("{}::{}", $group, stringify!($case)),
+                move || $crate::support::block_on($within, $case()).map_err(Into::into),
+            )
+        ),+]
+    };
+}
+
 /// `fresh_prefix_trials!(&available, within; case_a, case_b)`: a trial per
 /// case, named after it, that runs `case(what, prefix)` with what
 /// `available` (a `Result<T, String>`, as for [`support::trial`]) holds, on

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use qis_conformance::support::bench;
 use qis_core::{synthesize_with, OutcomePacket, PacketId, Received, SynthesisConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const T: f64 = 1_764_000_000.0;
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
@@ -103,28 +105,11 @@ for _ in range(reps):
 print(min(times) * 1e6 / (len(twins) + 1))
 "#;
 
-/// A deterministic generator, so every run measures the same packets.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() * n as f64) as usize % n
-    }
-}
-
 const PROBLEMS: [&str; 3] = ["energy-anomaly", "refrigerant-loss", "filter-clog"];
 const CENTRE: [f64; 4] = [0.2, 0.9, 0.05, 0.7];
 
-fn packet(rng: &mut Lcg, i: usize) -> OutcomePacket {
-    let r = rng.next();
+fn packet(rng: &mut StdRng, i: usize) -> OutcomePacket {
+    let r = rng.random::<f64>();
     let problem = PROBLEMS[if r < 0.8 {
         0
     } else if r < 0.95 {
@@ -140,12 +125,12 @@ fn packet(rng: &mut Lcg, i: usize) -> OutcomePacket {
             "Compressor draw {}% above baseline; check the filter.",
             i % 40
         ),
-        confidence: ((0.5 + rng.next() * 0.49) * 100.0).round() / 100.0,
+        confidence: ((0.5 + rng.random::<f64>() * 0.49) * 100.0).round() / 100.0,
         context_vector: CENTRE
             .iter()
-            .map(|c| ((c + (rng.next() - 0.5) * 0.1) * 1000.0).round() / 1000.0)
+            .map(|c| ((c + (rng.random::<f64>() - 0.5) * 0.1) * 1000.0).round() / 1000.0)
             .collect(),
-        timestamp: T - (rng.next() * 3600.0).round(),
+        timestamp: T - (rng.random::<f64>() * 3600.0).round(),
         source_node: format!("building-{}-floor-{}", i % 50, i % 7),
     }
 }
@@ -162,7 +147,8 @@ fn received(p: OutcomePacket) -> Received {
 /// `n` deliveries (the own packet's echo among them); with `dup`, a tenth of
 /// them are redeliveries of others, in random order.
 fn deliveries(n: usize, dup: bool) -> (OutcomePacket, Vec<Received>) {
-    let mut rng = Lcg(0x5eed ^ n as u64 ^ u64::from(dup));
+    // Seeded: every run measures the same packets.
+    let mut rng = StdRng::seed_from_u64(0x5eed ^ n as u64 ^ u64::from(dup));
     let own = packet(&mut rng, n + 1);
     let distinct = if dup { n - n / 10 } else { n } - 1;
     let mut v: Vec<Received> = (0..distinct)
@@ -170,11 +156,11 @@ fn deliveries(n: usize, dup: bool) -> (OutcomePacket, Vec<Received>) {
         .collect();
     v.push(received(own.clone()));
     while v.len() < n {
-        let again = v[rng.below(distinct)].clone();
+        let again = v[rng.random_range(0..distinct)].clone();
         v.push(again);
     }
     for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
+        v.swap(i, rng.random_range(0..=i));
     }
     // As a transport's decoder would: each delivery's strings allocated in
     // delivery order.

@@ -6,14 +6,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use qis_conformance::support::{open_consumer, quiet};
 use qis_core::bridge::{Backoff, Bridge, BridgeConfig, BridgeStatus, Endpoint};
 use qis_core::{
-    async_trait, Capabilities, Checked, ConsumerConfig, DurableConsumer, DynTransport,
-    EncodedPacket, Error, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket,
-    OutcomeTransport, OutcomeTransportExt, Receipt, Result, Subject, SubjectPattern,
+    Checked, DynTransport, Error, ErrorKind, MemoryTransport, OutcomePacket, OutcomeTransportExt,
+    Result, Subject,
 };
 
 mod common;
+
+use common::Doctored;
 
 /// Packet `n` from node `node`'s agent.
 fn packet(node: &str, n: usize) -> OutcomePacket {
@@ -43,19 +45,9 @@ fn memory() -> DynTransport {
 /// Every packet id stored on `t`, read by a fresh consumer.
 async fn stored(t: &DynTransport) -> Vec<String> {
     let name = format!("audit{}", rand_suffix());
-    let c = t
-        .consumer(ConsumerConfig::new(name, SubjectPattern::new("qis.iot.>").unwrap()).unwrap())
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    loop {
-        let got = c.fetch(1000, Duration::from_millis(20)).await.unwrap();
-        if got.is_empty() {
-            break;
-        }
-        c.ack(&got).await.unwrap();
-        ids.extend(got.iter().map(|d| d.id().to_hex()));
-    }
+    let c = open_consumer(&**t, &name, "qis.iot.>").await.unwrap();
+    let got = quiet(&c, Duration::from_millis(50)).await.unwrap();
+    let mut ids: Vec<String> = got.iter().map(|d| d.id().to_hex()).collect();
     ids.sort();
     ids
 }
@@ -107,63 +99,33 @@ fn rand_suffix() -> u32 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A memory transport whose deposits fail while `failing` is above zero.
-#[derive(Debug)]
-struct Flaky {
-    inner: Checked<MemoryTransport>,
-    failing: AtomicU32,
-}
-
-#[async_trait]
-impl OutcomeTransport for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn prefix(&self) -> &Subject {
-        self.inner.prefix()
-    }
-    async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
-        Ok(self
-            .deposit_encoded_batch(std::slice::from_ref(p))
-            .await?
-            .remove(0))
-    }
-    async fn deposit_encoded_batch(&self, p: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        if self
-            .failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                "flaky",
-                "the link is down",
-            ));
-        }
-        self.inner.deposit_encoded_batch(p).await
-    }
-    async fn consumer(&self, c: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
-        self.inner.consumer(c).await
-    }
-    async fn subscribe(&self, p: SubjectPattern) -> Result<LiveSubscription> {
-        self.inner.subscribe(p).await
-    }
-    async fn close(&self) -> Result<()> {
-        Ok(())
-    }
+/// A source holding one packet that cannot be reached for its first
+/// `failures` connection attempts; the attempts counted.
+async fn reachable_after(failures: u32) -> (Endpoint, Arc<AtomicU32>) {
+    let store = MemoryTransport::new(Subject::default());
+    store.deposit(&packet("dev", 1)).await.unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    let store = store.inner().clone();
+    let source = Endpoint::connect(move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        let store = store.clone();
+        Box::pin(async move {
+            if n < failures {
+                Err(Error::new(ErrorKind::Unavailable, "test", "not yet"))
+            } else {
+                Ok(Arc::new(store.handle()) as DynTransport)
+            }
+        })
+    });
+    (source, attempts)
 }
 
 #[tokio::test]
 async fn a_destination_that_fails_gets_everything_once_it_is_back() {
     let device = holding(300).await;
     let hub_store = MemoryTransport::new(Subject::default());
-    let hub: DynTransport = Arc::new(Checked::new(Flaky {
-        inner: hub_store.handle(),
-        failing: AtomicU32::new(3),
-    }));
+    let hub: DynTransport = Arc::new(Checked::new(Doctored::failing(&hub_store, 3)));
     let bridge = Bridge::new(device.clone(), hub.clone(), quick("up").batch(64));
     let status = bridge.drain(Duration::from_millis(200)).await.unwrap();
     assert_eq!(status.forwarded, 300, "{status:?}");
@@ -179,24 +141,7 @@ async fn a_destination_that_fails_gets_everything_once_it_is_back() {
 
 #[tokio::test]
 async fn a_source_that_cannot_be_reached_at_first_is_connected_again() {
-    let store = MemoryTransport::new(Subject::default());
-    store.deposit(&packet("dev", 1)).await.unwrap();
-    let attempts = Arc::new(AtomicU32::new(0));
-    let source = {
-        let attempts = attempts.clone();
-        let store = store.inner().clone();
-        Endpoint::connect(move || {
-            let n = attempts.fetch_add(1, Ordering::SeqCst);
-            let store = store.clone();
-            Box::pin(async move {
-                if n < 2 {
-                    Err(Error::new(ErrorKind::Unavailable, "test", "not yet"))
-                } else {
-                    Ok(Arc::new(store.handle()) as DynTransport)
-                }
-            })
-        })
-    };
+    let (source, attempts) = reachable_after(2).await;
     let hub = memory();
     let status = Bridge::new(source, hub.clone(), quick("up"))
         .drain(Duration::from_millis(200))
@@ -274,25 +219,8 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
 
 #[tokio::test]
 async fn drain_does_not_take_an_unreachable_source_for_a_quiet_one() {
-    let store = MemoryTransport::new(Subject::default());
-    store.deposit(&packet("dev", 1)).await.unwrap();
-    let attempts = Arc::new(AtomicU32::new(0));
-    let source = {
-        let attempts = attempts.clone();
-        let store = store.inner().clone();
-        Endpoint::connect(move || {
-            let n = attempts.fetch_add(1, Ordering::SeqCst);
-            let store = store.clone();
-            Box::pin(async move {
-                // Unreachable for longer than the quiet period below.
-                if n < 6 {
-                    Err(Error::new(ErrorKind::Unavailable, "test", "not yet"))
-                } else {
-                    Ok(Arc::new(store.handle()) as DynTransport)
-                }
-            })
-        })
-    };
+    // Unreachable for longer than the quiet period below.
+    let (source, _) = reachable_after(6).await;
     let status = Bridge::new(source, memory(), quick("up"))
         .drain(Duration::from_millis(20))
         .await
@@ -326,10 +254,7 @@ async fn a_destination_that_never_answers_exhausts_the_backoff() {
 async fn a_stopped_bridge_hands_back_what_it_could_not_forward() {
     let device = holding(10).await;
     let hub_store = MemoryTransport::new(Subject::default());
-    let down: DynTransport = Arc::new(Checked::new(Flaky {
-        inner: hub_store.handle(),
-        failing: AtomicU32::new(u32::MAX),
-    }));
+    let down: DynTransport = Arc::new(Checked::new(Doctored::failing(&hub_store, u32::MAX)));
     // A long ack wait: without the hand-back the next run would wait for it.
     let config = || quick("up").ack_wait(Duration::from_secs(60));
     let bridge = Bridge::new(device.clone(), down, config());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{packet, record_spans, Claiming};
+use common::{packet, record_spans, Doctored};
 use futures::StreamExt;
 use qis_core::{
     deliveries, Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, ErrorKind,
@@ -169,7 +169,7 @@ async fn a_delivery_acked_on_a_consumer_that_did_not_hand_it_out_is_invalid_inpu
 
 #[tokio::test]
 async fn what_the_capabilities_rule_out_is_unsupported() {
-    let none = Checked::new(Claiming::new(Capabilities::default()));
+    let none = Checked::new(Doctored::new(Capabilities::default()));
     assert_eq!(
         kind(none.publish(&packet("a", 1)).await),
         ErrorKind::Unsupported
@@ -186,7 +186,7 @@ async fn what_the_capabilities_rule_out_is_unsupported() {
         ErrorKind::Unsupported
     );
 
-    let durable_only = Checked::new(Claiming::new(Capabilities {
+    let durable_only = Checked::new(Doctored::new(Capabilities {
         durable: true,
         ..Default::default()
     }));
@@ -210,7 +210,7 @@ async fn what_the_capabilities_rule_out_is_unsupported() {
     assert_eq!(kind(durable_only.consumers().await), ErrorKind::Unsupported);
     c.ack(&got).await.unwrap();
 
-    let counting = Checked::new(Claiming::new(Capabilities {
+    let counting = Checked::new(Doctored::new(Capabilities {
         durable: true,
         backlog: true,
         ..Default::default()

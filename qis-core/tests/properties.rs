@@ -4,21 +4,14 @@
 //! panics and `matches` agrees with a plain reading of SPEC §3, and URL
 //! parsing never panics.
 
+mod props;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
-use qis_core::config::{Retention, ServerUrl, TlsFiles, UrlOptions};
-use qis_core::{OutcomePacket, PacketId, Received, Subject, SubjectPattern};
+use qis_core::config::{ServerUrl, UrlOptions};
+use qis_core::{OutcomePacket, Subject, SubjectPattern};
 
-/// SPEC §3 read literally: `*` is one token, `>` one or more trailing tokens.
-fn reference(pattern: &[&str], subject: &[&str]) -> bool {
-    match (pattern.split_first(), subject.split_first()) {
-        (Some((&">", [])), Some(_)) => true,
-        (Some((&"*", p)), Some((_, s))) => reference(p, s),
-        (Some((lit, p)), Some((tok, s))) => lit == tok && reference(p, s),
-        (None, None) => true,
-        _ => false,
-    }
-}
+use props::{decode_checked, read_all_options, reference_matches};
 
 fn token() -> impl Strategy<Value = String> {
     "[a-z0-9][a-z0-9_-]{0,8}"
@@ -41,23 +34,6 @@ prop_compose! {
         source_node in name(),
     ) -> OutcomePacket {
         OutcomePacket { agent_id, domain, problem_class, conclusion, confidence, context_vector, timestamp, source_node }
-    }
-}
-
-/// Decode `body` as every transport does; check what the fuzz target checks.
-fn decode_checked(body: &[u8]) {
-    let decoded = OutcomePacket::decode(body);
-    let received = Received::decode("qis.iot.hvac.energy-anomaly", body);
-    assert_eq!(decoded.is_ok(), received.is_ok());
-    if let Ok(r) = &received {
-        assert_eq!(r.id, PacketId::of(body));
-    }
-    if let Ok(p) = decoded {
-        if let Ok(encoded) = p.encode() {
-            let again = OutcomePacket::decode(&encoded).expect("an encoded packet decodes");
-            assert_eq!(again, p);
-            assert_eq!(again.encode().expect("encodes again"), encoded);
-        }
     }
 }
 
@@ -118,7 +94,7 @@ proptest! {
         let p = SubjectPattern::new(text.as_str()).unwrap();
         prop_assert_eq!(
             p.matches(&subject_text),
-            reference(&pattern, &subject),
+            reference_matches(&pattern, &subject),
             "{} on {}", text, subject_text
         );
         if p.matches(&subject_text) {
@@ -131,11 +107,11 @@ proptest! {
         if let Ok(parsed) = ServerUrl::parse("proptest", &url, &["nats", "tls"], 4222) {
             prop_assert!(!parsed.hosts.is_empty());
             let _ = parsed.host_list();
-            read_all(parsed.options);
+            read_all_options(parsed.options);
         }
         if let Some((_, query)) = url.split_once('?') {
             if let Ok(options) = UrlOptions::parse("proptest", query) {
-                read_all(options);
+                read_all_options(options);
             }
         }
     }
@@ -156,22 +132,6 @@ fn url_like() -> impl Strategy<Value = String> {
             )
         },
     )
-}
-
-fn read_all(mut o: UrlOptions) {
-    let _ = o.prefix();
-    let _ = o.retention(&mut Retention::default());
-    o.tls(&mut TlsFiles::default());
-    let _ = o.duration("max_age");
-    let _ = o.bytes("max_bytes");
-    let _ = o.number::<u64>("count");
-    let _ = o.number::<f64>("ratio");
-    let _ = o.boolean("flag");
-    let _ = o.path("file");
-    let _ = o.choice("storage", &["file", "memory"]);
-    let _ = o.string("name");
-    let _ = o.passthrough("librdkafka.");
-    let _ = o.finish();
 }
 
 /// Found by `valid_packets_round_trip`: without serde_json's exact float

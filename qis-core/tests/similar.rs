@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 mod common;
 
-use common::Claiming;
+use common::Doctored;
 
 use qis_core::{
     Capabilities, Checked, ErrorKind, OutcomePacket, OutcomeTransport, OutcomeTransportExt,
@@ -27,13 +27,13 @@ fn query(pattern: &str, v: Vec<f64>) -> SimilarityQuery {
 
 /// A memory store claiming durable and, if `similarity`, similarity; and
 /// the count of the queries that reach it.
-fn counting(similarity: bool) -> (Checked<Claiming>, Arc<Mutex<usize>>) {
+fn counting(similarity: bool) -> (Checked<Doctored>, Arc<Mutex<usize>>) {
     let caps = Capabilities {
         durable: true,
         similarity,
         ..Default::default()
     };
-    let store = Claiming::new(caps);
+    let store = Doctored::new(caps);
     let calls = store.similar_calls.clone();
     (Checked::new(store), calls)
 }

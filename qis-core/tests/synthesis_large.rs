@@ -3,22 +3,12 @@
 //! medians in about one pass, the outlier filter settled by a bounding box,
 //! sums without a conversion per voter) give the figures the rules define.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use qis_core::{synthesize_with, Method, OutcomePacket, PacketId, Received, SynthesisConfig};
 
 const T: f64 = 1_764_000_000.0;
-
-/// A deterministic generator.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 const PROBLEMS: [&str; 3] = ["energy-anomaly", "refrigerant-loss", "filter-clog"];
 
@@ -26,20 +16,21 @@ const PROBLEMS: [&str; 3] = ["energy-anomaly", "refrigerant-loss", "filter-clog"
 /// them far away (0: none), some of them with a second, older packet, and a
 /// tenth of the deliveries redelivered.
 fn swarm(n: usize, wild: usize, seed: u64) -> (OutcomePacket, Vec<Received>) {
-    let mut rng = Lcg(seed);
+    // Seeded: every run checks the same swarm.
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut packet = |i: usize, age: f64| {
-        let r = rng.next();
+        let r = rng.random::<f64>();
         let far = wild > 0 && i % wild == wild - 1;
         let cv: Vec<f64> = [0.2, 0.9, 0.05, 0.7]
             .iter()
             .map(|c| {
-                let x = c + (rng.next() - 0.5) * 0.3;
+                let x = c + (rng.random::<f64>() - 0.5) * 0.3;
                 if far {
-                    x + 5.0 + rng.next()
+                    x + 5.0 + rng.random::<f64>()
                 } else {
                     // Some positions exactly on a bucket edge, some a hair
                     // above one (tiny positions inside their bucket).
-                    match (rng.next() * 20.0) as u32 {
+                    match (rng.random::<f64>() * 20.0) as u32 {
                         0 => (x * 4.0).floor() / 4.0,
                         1 => (x * 4.0).floor() / 4.0 + 1e-12,
                         _ => x,
@@ -56,7 +47,7 @@ fn swarm(n: usize, wild: usize, seed: u64) -> (OutcomePacket, Vec<Received>) {
             confidence: if i % 13 == 0 {
                 0.004
             } else {
-                0.5 + rng.next() / 2.0
+                0.5 + rng.random::<f64>() / 2.0
             },
             context_vector: cv,
             timestamp: T - age,
@@ -113,9 +104,9 @@ fn large_swarms_do_not_depend_on_the_delivery_order() {
     for (n, wild) in [(3000, 0), (3000, 400), (5000, 37)] {
         let (own, twins) = swarm(n, wild, n as u64 + wild as u64);
         let mut shuffled = twins.clone();
-        let mut rng = Lcg(7);
+        let mut rng = StdRng::seed_from_u64(7);
         for i in (1..shuffled.len()).rev() {
-            shuffled.swap(i, (rng.next() * (i + 1) as f64) as usize);
+            shuffled.swap(i, rng.random_range(0..=i));
         }
         for c in configs().into_iter().skip(1) {
             let a = synthesize_with(&c, &own, &twins);

@@ -146,34 +146,19 @@ fn synthesis() {
         let own = packet(&c["own"]);
         let twins: Vec<_> = c["twins"].as_array().unwrap().iter().map(packet).collect();
         let x = &c["expected"];
+        let whole = |k: &str| x[k].as_u64().unwrap();
+        let text = |k: &str| x[k].as_str().unwrap();
         let check = |s: &qis_core::Synthesis| {
-            assert_eq!(s.n_agents as u64, x["n_agents"].as_u64().unwrap(), "{name}");
-            assert_eq!(
-                s.synthesis_pairs,
-                x["synthesis_pairs"].as_u64().unwrap(),
-                "{name}"
-            );
-            assert_eq!(
-                s.consensus_problem,
-                x["consensus_problem"].as_str().unwrap(),
-                "{name}"
-            );
-            assert!(
-                close3(
-                    s.consensus_strength,
-                    x["consensus_strength"].as_f64().unwrap()
-                ),
-                "{name}: strength {}",
-                s.consensus_strength
-            );
-            assert!(
-                close3(
-                    s.weighted_confidence,
-                    x["weighted_confidence"].as_f64().unwrap()
-                ),
-                "{name}: confidence {}",
-                s.weighted_confidence
-            );
+            assert_eq!(s.n_agents as u64, whole("n_agents"), "{name}");
+            assert_eq!(s.synthesis_pairs, whole("synthesis_pairs"), "{name}");
+            assert_eq!(s.consensus_problem, text("consensus_problem"), "{name}");
+            for (k, got) in [
+                ("consensus_strength", s.consensus_strength),
+                ("weighted_confidence", s.weighted_confidence),
+            ] {
+                let want = x[k].as_f64().unwrap();
+                assert!(close3(got, want), "{name}: {k} {got}, want {want}");
+            }
             assert_eq!(s.alert, x["alert"].as_bool().unwrap(), "{name}");
             assert!(s.recommendation.contains(&s.consensus_problem), "{name}");
             assert!(

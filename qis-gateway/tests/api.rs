@@ -12,34 +12,18 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use qis_conformance::ensure;
-use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, consumer_from_start, deposit_seqs, eventually, free_port, pkt, quiet, tcp_reachable,
-    trial, CaseResult, TempDir,
+    block_on, consumer_from_start, deposit_seqs, eventually, free_port, nothing_more, pkt, trial,
+    CaseResult, TempDir,
 };
 use qis_core::{DynTransport, Subject};
 use serde_json::{json, Value};
-
-fn test(
-    name: &str,
-    f: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = CaseResult> + Send>>,
-) -> Trial {
-    Trial::test(format!("api::{name}"), move || {
-        block_on(Duration::from_secs(120), f()).map_err(Into::into)
-    })
-}
-
-macro_rules! cases {
-    ($($name:ident),+ $(,)?) => {
-        vec![$(test(stringify!($name), || Box::pin($name()))),+]
-    };
-}
 
 /// Invalid packets are 400 with a message naming the field; nothing of a
 /// batch with one bad packet is stored.
@@ -82,25 +66,22 @@ async fn invalid_packet_is_400_naming_the_field() -> CaseResult {
         status == 400 && message(&body).contains("conclusion"),
         "a missing field: {status} {body}"
     );
-    post_refused(
-        &http,
+    let mut refusals: Vec<Refusal> = vec![(
         url.clone(),
-        &json!("not a packet"),
+        json!("not a packet"),
         (400, "invalid_packet"),
-        "a string",
-    )
-    .await?;
+        "a string".into(),
+    )];
     // A subject outside the prefix, and a bad subject.
     for subject in ["elsewhere.hvac.x", "Qis..x"] {
-        post_refused(
-            &http,
+        refusals.push((
             format!("{url}?subject={subject}"),
-            &good,
+            good.clone(),
             (400, "invalid_subject"),
-            &format!("subject {subject}"),
-        )
-        .await?;
+            format!("subject {subject}"),
+        ));
     }
+    all_refused(&http, refusals).await?;
     // A batch with one bad packet: 400 naming its index and field, nothing stored.
     let batch = json!({"packets": [
         {"packet": packet_json("a", "energy-anomaly", 2)},
@@ -114,12 +95,7 @@ async fn invalid_packet_is_400_naming_the_field() -> CaseResult {
         message(&body)
     );
     let reader = all_reader(&backend, "auditor").await?;
-    let stored = quiet(&reader, Duration::from_millis(300)).await?;
-    ensure!(
-        stored.is_empty(),
-        "{} refused packets were stored",
-        stored.len()
-    );
+    nothing_more(&reader, Duration::from_millis(300), "refusals were stored").await?;
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
@@ -159,25 +135,24 @@ async fn oversize_is_413() -> CaseResult {
         "conclusion",
         json!("x".repeat(20_000)),
     );
-    post_refused(
-        &http,
-        format!("{}/v1/packets", g.url()),
-        &huge,
-        (413, "body_too_large"),
-        "20 KB body",
-    )
-    .await?;
     let four: Vec<Value> = (0..4)
         .map(|i| json!({"packet": packet_json("a", "energy-anomaly", i)}))
         .collect();
-    post_refused(
-        &http,
-        format!("{}/v1/packets/batch", g.url()),
-        &json!({"packets": four}),
-        (413, "batch_too_large"),
-        "4 of max 3",
-    )
-    .await?;
+    let refusals = vec![
+        (
+            format!("{}/v1/packets", g.url()),
+            huge,
+            (413, "body_too_large"),
+            "20 KB body".into(),
+        ),
+        (
+            format!("{}/v1/packets/batch", g.url()),
+            json!({"packets": four}),
+            (413, "batch_too_large"),
+            "4 of max 3".into(),
+        ),
+    ];
+    all_refused(&http, refusals).await?;
     let three = &four[..3];
     let (status, body) = post(
         &http,
@@ -257,49 +232,14 @@ async fn missing_or_wrong_token_is_401() -> CaseResult {
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
-/// A nats-server of this test's own, killed by PID when dropped.
-struct OwnNats {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl OwnNats {
-    fn start(bin: &PathBuf) -> Result<OwnNats, String> {
-        let dir = TempDir::new("gw-nats");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
-        let mut me = OwnNats {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !tcp_reachable(&format!("127.0.0.1:{port}"), Duration::from_millis(200)) {
-            if Instant::now() > deadline || me.child.try_wait().ok().flatten().is_some() {
-                me.stop();
-                return Err("the nats-server did not open its port within 10 s".into());
-            }
-        }
-        Ok(me)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A nats-server with JetStream of this test's own, its data in `dir`.
+fn own_nats(bin: &PathBuf, dir: &TempDir) -> Result<OwnServer, String> {
+    let port = free_port();
+    let mut command = Command::new(bin);
+    command
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path());
+    OwnServer::start("the nats-server", command, port, Duration::from_secs(10))
 }
 
 fn nats_binary() -> Result<PathBuf, String> {
@@ -318,7 +258,8 @@ fn nats_binary() -> Result<PathBuf, String> {
 /// The broker stopped under the gateway: deposits are 503 with a JSON
 /// body and Retry-After, never a 500.
 async fn broker_stopped_is_503(bin: PathBuf) -> CaseResult {
-    let mut nats = OwnNats::start(&bin)?;
+    let dir = TempDir::new("gw-nats");
+    let mut nats = own_nats(&bin, &dir)?;
     let config =
         qis_transport_nats::NatsConfig::from_url(&format!("nats://127.0.0.1:{}", nats.port))
             .map_err(|e| e.to_string())?
@@ -359,14 +300,9 @@ async fn broker_stopped_is_503(bin: PathBuf) -> CaseResult {
 async fn closed_backend_is_503() -> CaseResult {
     let (g, backend) = memory_gateway(config()).await?;
     backend.close().await.map_err(|e| e.to_string())?;
-    post_refused(
-        &client(),
-        format!("{}/v1/packets", g.url()),
-        &packet_json("a", "energy-anomaly", 1),
-        (503, "closed"),
-        "closed backend",
-    )
-    .await?;
+    let (http, url) = (client(), g.url() + "/v1/packets");
+    let packet = packet_json("a", "energy-anomaly", 1);
+    post_refused(&http, url, &packet, (503, "closed"), "closed backend").await?;
     let _ = g.shutdown().await;
     Ok(())
 }
@@ -374,20 +310,13 @@ async fn closed_backend_is_503() -> CaseResult {
 /// What the backend cannot do is 501: fire-and-forget on SQLite.
 async fn unsupported_is_501() -> CaseResult {
     let dir = TempDir::new("gw-sqlite");
-    let backend: DynTransport = Arc::new(
-        qis_transport_sqlite::SqliteTransport::connect(qis_transport_sqlite::SqliteConfig::new(
-            dir.path().join("q.db"),
-        ))
-        .await
-        .map_err(|e| e.to_string())?,
-    );
-    let g = qis_gateway::start(backend, config())
-        .await
-        .map_err(|e| e.to_string())?;
+    let g = sqlite_gateway(&dir, config()).await?;
+    let (http, url) = (client(), g.url() + "/v1/publish");
+    let packet = packet_json("a", "energy-anomaly", 1);
     post_refused(
-        &client(),
-        format!("{}/v1/publish", g.url()),
-        &packet_json("a", "energy-anomaly", 1),
+        &http,
+        url,
+        &packet,
         (501, "unsupported"),
         "publish on SQLite",
     )
@@ -415,16 +344,7 @@ async fn open_session(
 /// name reopened with another pattern is 409.
 async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
     let dir = TempDir::new("gw-sqlite");
-    let backend: DynTransport = Arc::new(
-        qis_transport_sqlite::SqliteTransport::connect(qis_transport_sqlite::SqliteConfig::new(
-            dir.path().join("q.db"),
-        ))
-        .await
-        .map_err(|e| e.to_string())?,
-    );
-    let g = qis_gateway::start(backend, config())
-        .await
-        .map_err(|e| e.to_string())?;
+    let g = sqlite_gateway(&dir, config()).await?;
     let http = client();
     let base = g.url();
     post_refused(
@@ -436,16 +356,42 @@ async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
     )
     .await?;
     let session = open_session(&http, &base, "reader", "qis.iot.>").await?;
-    for bad in ["x", "0", "999999999"] {
-        post_refused(
-            &http,
-            format!("{base}/v1/consumers/{session}/ack"),
-            &json!({"handles": [bad]}),
+    let mut refusals: Vec<Refusal> = ["x", "0", "999999999"]
+        .into_iter()
+        .map(|bad| {
+            (
+                format!("{base}/v1/consumers/{session}/ack"),
+                json!({"handles": [bad]}),
+                (400, "invalid_input"),
+                format!("handle {bad}"),
+            )
+        })
+        .collect();
+    let consumers = format!("{base}/v1/consumers");
+    for (name, pattern, expected, what) in [
+        (
+            "reader",
+            "qis.iot.hvac.>",
+            (409, "conflict"),
+            "reopened with another pattern",
+        ),
+        (
+            "bad name!",
+            "qis.iot.>",
             (400, "invalid_input"),
-            &format!("handle {bad}"),
-        )
-        .await?;
+            "a bad name",
+        ),
+        (
+            "w",
+            "qis.iot.hv*",
+            (400, "invalid_subject"),
+            "a bad pattern",
+        ),
+    ] {
+        let body = json!({"name": name, "pattern": pattern});
+        refusals.push((consumers.clone(), body, expected, what.into()));
     }
+    all_refused(&http, refusals).await?;
     let (status, body) = post(
         &http,
         format!("{base}/v1/consumers/{session}/fetch"),
@@ -453,30 +399,6 @@ async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
     )
     .await?;
     ensure!(status == 400, "max 0: {status} {body}");
-    post_refused(
-        &http,
-        format!("{base}/v1/consumers"),
-        &json!({"name": "reader", "pattern": "qis.iot.hvac.>"}),
-        (409, "conflict"),
-        "reopened with another pattern",
-    )
-    .await?;
-    post_refused(
-        &http,
-        format!("{base}/v1/consumers"),
-        &json!({"name": "bad name!", "pattern": "qis.iot.>"}),
-        (400, "invalid_input"),
-        "a bad name",
-    )
-    .await?;
-    post_refused(
-        &http,
-        format!("{base}/v1/consumers"),
-        &json!({"name": "w", "pattern": "qis.iot.hv*"}),
-        (400, "invalid_subject"),
-        "a bad pattern",
-    )
-    .await?;
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
@@ -524,19 +446,7 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
     .await?;
     drop(a);
     let base = g.url();
-    eventually(
-        "a stream permit freed after a client left",
-        Duration::from_secs(10),
-        || {
-            let (http, base) = (http.clone(), base.clone());
-            async move {
-                get(&http, format!("{base}/health"))
-                    .await
-                    .is_ok_and(|(_, h)| h["streams"] == 1)
-            }
-        },
-    )
-    .await?;
+    streams_open(&http, &base, 1, "a stream permit freed after a client left").await?;
     let mut c = Events::open(&http, live)
         .await
         .map_err(|e| format!("stream after one left: {e:?}"))?;
@@ -927,19 +837,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
         events.until("event: ready", Duration::from_secs(5)).await,
         "stream not ready"
     );
-    eventually(
-        "the long-poll and the stream in progress",
-        Duration::from_secs(10),
-        || {
-            let (http, base) = (http.clone(), base.clone());
-            async move {
-                get(&http, format!("{base}/health"))
-                    .await
-                    .is_ok_and(|(_, h)| h["streams"] == 2)
-            }
-        },
-    )
-    .await?;
+    streams_open(&http, &base, 2, "the long-poll and the stream in progress").await?;
     let started = Instant::now();
     g.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
     ensure!(
@@ -960,17 +858,12 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
     let again: DynTransport = Arc::new(open().await?);
     let c =
         consumer_from_start(&*again, "keeper", "qis.iot.hvac.>", Duration::from_secs(60)).await?;
-    let back = quiet(&c, Duration::from_millis(500)).await?;
-    ensure!(
-        back.is_empty(),
-        "{} acked packets came back after shutdown",
-        back.len()
-    );
+    nothing_more(&c, Duration::from_millis(500), "came back after shutdown").await?;
     again.close().await.map_err(|e| e.to_string())
 }
 
 fn main() {
-    let mut trials = cases![
+    let mut trials = qis_conformance::async_trials!("api", Duration::from_secs(120);
         invalid_packet_is_400_naming_the_field,
         oversize_is_413,
         missing_or_wrong_token_is_401,
@@ -983,7 +876,7 @@ fn main() {
         synthesis_per_problem_class,
         openapi_documents_every_endpoint,
         graceful_shutdown_answers_waiters_and_flushes_acks,
-    ];
+    );
     trials.push(trial("api::broker_stopped_is_503", &nats_binary(), |bin| {
         block_on(Duration::from_secs(120), broker_stopped_is_503(bin))
     }));

@@ -12,15 +12,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use qis_conformance::ensure;
-use qis_conformance::support::{
-    block_on, eventually, free_port, tcp_reachable, trial, CaseResult, TempDir,
-};
+use qis_conformance::support::{block_on, eventually, free_port, trial, CaseResult, TempDir};
 use serde_json::{json, Value};
 
 /// The browser's flags: headless, no sandbox (CI runs as root), and nothing
@@ -65,42 +63,12 @@ fn browser() -> Result<Browser, String> {
     })
 }
 
-/// chromedriver on a free loopback port, killed by PID when dropped.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Driver {
-    fn start(bin: &Path) -> Result<Driver, String> {
-        let port = free_port();
-        let child = Command::new(bin)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
-        let mut d = Driver { child, port };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !tcp_reachable(&format!("127.0.0.1:{port}"), Duration::from_millis(200)) {
-            if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
-                d.stop();
-                return Err("chromedriver did not open its port within 15 s".into());
-            }
-        }
-        Ok(d)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// chromedriver on a free loopback port.
+fn chromedriver(bin: &Path) -> Result<OwnServer, String> {
+    let port = free_port();
+    let mut command = Command::new(bin);
+    command.arg(format!("--port={port}"));
+    OwnServer::start("chromedriver", command, port, Duration::from_secs(15))
 }
 
 /// Where the screenshot goes: the target directory (the parent of Cargo's
@@ -149,7 +117,7 @@ async fn dashboard_shows_the_swarm(b: Browser) -> CaseResult {
     let http = client();
     let base = g.url();
     let prefix = backend.prefix().to_string();
-    let driver = Driver::start(&b.chromedriver)?;
+    let driver = chromedriver(&b.chromedriver)?;
     let profile = TempDir::new("chromium-profile");
     let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
     args.push(format!("--user-data-dir={}", profile.path().display()));

@@ -7,35 +7,21 @@
 //! runs on its own random prefix, hence in its own collections.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use qis_conformance::support::{env_url, tcp_reachable};
+use qis_conformance::support::{inject_once, EnvConfig};
 use qis_conformance::{async_trait, Backend};
-use qis_core::backend::InjectRaw;
-use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
+use qis_core::{DynTransport, Result, Subject};
 use qis_transport_chroma::{ChromaConfig, ChromaTransport};
 
 const HOW: &str = "scripts/servers/chroma.sh install && scripts/servers/chroma.sh start DIR, then source DIR/chroma.env";
 
 struct Chroma {
-    config: std::result::Result<ChromaConfig, String>,
+    config: EnvConfig<ChromaConfig>,
 }
 
 impl Chroma {
-    fn new() -> Chroma {
-        let config = env_url("QIS_CHROMA_URL", HOW).and_then(|url| {
-            url.parse::<ChromaConfig>()
-                .map_err(|e| format!("QIS_CHROMA_URL={url:?}: {e}"))
-        });
-        Chroma { config }
-    }
-
     async fn connect(&self, prefix: &Subject) -> Result<qis_core::Checked<ChromaTransport>> {
-        let config = self
-            .config
-            .clone()
-            .map_err(|why| Error::new(ErrorKind::Unavailable, "chroma", why))?;
-        ChromaTransport::connect(config.prefix(prefix.clone())).await
+        ChromaTransport::connect(self.config.get()?.prefix(prefix.clone())).await
     }
 }
 
@@ -46,19 +32,11 @@ impl Backend for Chroma {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let config = match &self.config {
-            Ok(c) => c,
-            Err(why) => return Some(why.clone()),
-        };
-        let addr = config
-            .base_url()
-            .split_once("://")
-            .map(|(_, a)| a.to_string())
-            .unwrap_or_default();
-        if !tcp_reachable(&addr, Duration::from_secs(2)) {
-            return Some(format!("nothing listens on {addr}: {HOW}"));
-        }
-        None
+        let why = self
+            .config
+            .unreachable(|c| vec![c.base_url().to_string()])
+            .await?;
+        Some(format!("{why}: {HOW}"))
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
@@ -66,12 +44,11 @@ impl Backend for Chroma {
     }
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
-        let writer = self.connect(transport.prefix()).await?;
-        writer.inject_raw(subject, body).await?;
-        writer.close().await
+        inject_once(self.connect(transport.prefix()).await?, subject, body).await
     }
 }
 
 fn main() {
-    qis_conformance::run(vec![Arc::new(Chroma::new())]);
+    let config = EnvConfig::read("chroma", "QIS_CHROMA_URL", HOW);
+    qis_conformance::run(vec![Arc::new(Chroma { config })]);
 }

@@ -18,12 +18,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use qis_conformance::support::{env_url, random_hex, tcp_reachable};
+use qis_conformance::support::{inject_once, random_hex, EnvConfig};
 use qis_conformance::{async_trait, Backend, DynBackend};
-use qis_core::backend::InjectRaw;
-use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
+use qis_core::{DynTransport, Result, Subject};
 use qis_gateway::{GatewayConfig, RunningGateway};
 use qis_transport_http::{HttpConfig, HttpTransport};
 use qis_transport_nats::{NatsConfig, NatsTransport};
@@ -33,12 +31,8 @@ use tokio::sync::Mutex;
 /// What the gateway fronts.
 #[allow(clippy::large_enum_variant)] // two values for the whole run
 enum Behind {
-    Sqlite {
-        dir: PathBuf,
-    },
-    Nats {
-        config: std::result::Result<NatsConfig, String>,
-    },
+    Sqlite { dir: PathBuf },
+    Nats { config: EnvConfig<NatsConfig> },
 }
 
 impl Behind {
@@ -52,10 +46,7 @@ impl Behind {
 
     fn nats(&self, prefix: &Subject) -> Result<NatsConfig> {
         match self {
-            Behind::Nats { config } => config
-                .as_ref()
-                .map(|c| c.clone().prefix(prefix.clone()))
-                .map_err(|why| Error::new(ErrorKind::Unavailable, "nats", why.clone())),
+            Behind::Nats { config } => Ok(config.get()?.prefix(prefix.clone())),
             Behind::Sqlite { .. } => unreachable!("only for NATS"),
         }
     }
@@ -83,15 +74,11 @@ impl Behind {
         match self {
             Behind::Sqlite { .. } => {
                 let raw = SqliteTransport::connect(self.sqlite(prefix)).await?;
-                let sent = raw.inject_raw(subject, body).await;
-                raw.close().await?;
-                sent
+                inject_once(raw, subject, body).await
             }
             Behind::Nats { .. } => {
                 let raw = NatsTransport::connect(self.nats(prefix)?).await?;
-                let sent = raw.inject_raw(subject, body).await;
-                let _ = raw.close().await;
-                sent
+                inject_once(raw, subject, body).await
             }
         }
     }
@@ -136,20 +123,7 @@ impl Backend for ViaGateway {
         let Behind::Nats { config } = &self.behind else {
             return None;
         };
-        let config = match config {
-            Ok(config) => config,
-            Err(why) => return Some(why.clone()),
-        };
-        let answers = config.servers.iter().any(|server| {
-            let addr = server.split_once("://").map_or(server.as_str(), |(_, a)| a);
-            tcp_reachable(addr, Duration::from_secs(2))
-        });
-        (!answers).then(|| {
-            format!(
-                "the NATS server at {} does not answer",
-                config.servers.join(", ")
-            )
-        })
+        config.unreachable(|c| c.servers.clone()).await
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
@@ -182,11 +156,11 @@ fn main() {
         }
     };
     std::fs::create_dir_all(&dir).expect("a directory for the SQLite files");
-    let nats = env_url(
+    let nats = EnvConfig::read(
+        "nats",
         "QIS_NATS_URL",
         "run scripts/servers/nats.sh start DIR and source DIR/nats.env",
-    )
-    .and_then(|url| NatsConfig::from_url(&url).map_err(|e| format!("QIS_NATS_URL={url}: {e}")));
+    );
     qis_conformance::run(vec![
         ViaGateway::backend(Behind::Sqlite { dir }),
         ViaGateway::backend(Behind::Nats { config: nats }),

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use qis_conformance::ensure;
-use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, collect, consumer_from_start, context, deposit_one, deposit_seqs, eventually,
-    fetch_once, fresh_prefix, ids, next_live, open_consumer, pkt, quiet, seq_of, tls_test_certs,
+    collect, consumer_from_start, context, deposit_one, deposit_seqs, eventually, fetch_once,
+    fresh_prefix, ids, next_live, nothing_more, open_consumer, pkt, seq_of, tls_test_certs,
     CaseResult, TempDir,
 };
 use qis_core::{
@@ -219,8 +218,7 @@ async fn forgotten_session_is_opened_again() -> CaseResult {
         "after reopening got {:?}",
         rest.iter().map(seq_of).collect::<Vec<_>>()
     );
-    let extra = quiet(&c, Duration::from_millis(300)).await?;
-    ensure!(extra.is_empty(), "{} acked packets came back", extra.len());
+    nothing_more(&c, Duration::from_millis(300), "acked packets came back").await?;
     g.shutdown().await.map_err(context("shutdown"))
 }
 
@@ -299,37 +297,15 @@ async fn floats_keep_the_packet_id() -> CaseResult {
 }
 
 fn main() {
-    type Case = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = CaseResult> + Send>>;
-    let cases: Vec<(&str, Case)> = vec![
-        ("https_with_ca_and_token_from_the_url", || {
-            Box::pin(https_with_ca_and_token_from_the_url())
-        }),
-        ("refusals_keep_their_kind", || {
-            Box::pin(refusals_keep_their_kind())
-        }),
-        ("batch_is_split_to_the_gateway_limits", || {
-            Box::pin(batch_is_split_to_the_gateway_limits())
-        }),
-        ("long_fetch_spans_several_polls", || {
-            Box::pin(long_fetch_spans_several_polls())
-        }),
-        ("forgotten_session_is_opened_again", || {
-            Box::pin(forgotten_session_is_opened_again())
-        }),
-        ("live_stream_ends_when_the_gateway_stops", || {
-            Box::pin(live_stream_ends_when_the_gateway_stops())
-        }),
-        ("floats_keep_the_packet_id", || {
-            Box::pin(floats_keep_the_packet_id())
-        }),
-    ];
-    let trials = cases
-        .into_iter()
-        .map(|(name, case)| {
-            Trial::test(format!("http::{name}"), move || {
-                block_on(Duration::from_secs(60), case()).map_err(Into::into)
-            })
-        })
-        .collect();
-    qis_conformance::run_trials(trials);
+    qis_conformance::run_trials(
+        qis_conformance::async_trials!("http", Duration::from_secs(60);
+            https_with_ca_and_token_from_the_url,
+            refusals_keep_their_kind,
+            batch_is_split_to_the_gateway_limits,
+            long_fetch_spans_several_polls,
+            forgotten_session_is_opened_again,
+            live_stream_ends_when_the_gateway_stops,
+            floats_keep_the_packet_id,
+        ),
+    );
 }

@@ -15,16 +15,15 @@ mod common;
 #[path = "common/private_broker.rs"]
 mod private_broker;
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{broker, transport};
+use common::{broker, deposit_spread, drain, transport};
 use private_broker::PrivateBroker;
 use qis_conformance::support::{block_on, collect_unacked, fresh_prefix, pkt, trial};
 use qis_conformance::CASE_LIMIT;
 use qis_core::{
-    ConsumerConfig, DurableConsumer, ErrorKind, OutcomeTransport, OutcomeTransportExt, PacketId,
+    ConsumerConfig, DurableConsumer, ErrorKind, OutcomeTransport, OutcomeTransportExt,
     SubjectPattern,
 };
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
@@ -47,33 +46,8 @@ async fn transport_close_closes_its_consumers(url: String) {
     // taken it out of the group.
     let t2 = transport(&url, &prefix).await;
     let b = t2.consumer(cfg).await.expect("member B");
-    let problems = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
-    let packets: Vec<_> = (0..60)
-        .map(|i| pkt("close-test", "fleet", problems[i % problems.len()], i))
-        .collect();
-    let want: HashSet<PacketId> = t2
-        .deposit_batch(&packets)
-        .await
-        .expect("deposit")
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    let mut got = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !want.is_subset(&got) {
-        assert!(
-            Instant::now() < deadline,
-            "member B received {} of {} packets within 20 s: the closed transport's member still holds partitions",
-            got.len(),
-            want.len()
-        );
-        let batch = b
-            .fetch(100, Duration::from_millis(300))
-            .await
-            .expect("fetch");
-        b.ack(&batch).await.expect("ack");
-        got.extend(batch.iter().map(|d| d.id()));
-    }
+    let want = deposit_spread(&t2, "close-test", 12, 0..60).await;
+    drain(&[&b], &want, Duration::from_secs(20), "to B, A closed").await;
     drop(a);
     b.close().await.expect("close B");
     t2.close().await.expect("close transport 2");

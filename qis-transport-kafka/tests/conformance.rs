@@ -3,29 +3,18 @@
 //! `scripts/servers/kafka.sh`). Each prefix gets its own topic.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use qis_conformance::support::{env_url, tcp_reachable, ByPrefix};
+use qis_conformance::support::{ByPrefix, EnvConfig};
 use qis_conformance::{async_trait, Backend};
 use qis_core::backend::InjectRaw;
-use qis_core::{DynTransport, Error, ErrorKind, Result, Subject};
+use qis_core::{DynTransport, Result, Subject};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
-
-const ENV: &str = "QIS_KAFKA_URL";
 
 struct Kafka {
     /// The broker's settings from `QIS_KAFKA_URL`, or why there are none.
-    config: std::result::Result<KafkaConfig, String>,
+    config: EnvConfig<KafkaConfig>,
     /// The last transport opened on each prefix, for `inject_raw`.
     opened: ByPrefix<KafkaTransport>,
-}
-
-impl Kafka {
-    fn config(&self) -> Result<KafkaConfig> {
-        self.config
-            .clone()
-            .map_err(|why| Error::new(ErrorKind::Unavailable, "kafka", why))
-    }
 }
 
 #[async_trait]
@@ -35,20 +24,13 @@ impl Backend for Kafka {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let servers = match &self.config {
-            Ok(config) => config.bootstrap_servers.clone(),
-            Err(why) => return Some(why.clone()),
-        };
-        let first = servers.split(',').next().unwrap_or_default().to_string();
-        let reachable =
-            tokio::task::spawn_blocking(move || tcp_reachable(&first, Duration::from_secs(2)))
-                .await
-                .unwrap_or(false);
-        (!reachable).then(|| format!("no Kafka broker answers at {servers}"))
+        self.config
+            .unreachable(|c| c.bootstrap_servers.split(',').map(String::from).collect())
+            .await
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
-        let t = KafkaTransport::connect(self.config()?.prefix(prefix.clone())).await?;
+        let t = KafkaTransport::connect(self.config.get()?.prefix(prefix.clone())).await?;
         self.opened.insert(prefix, t.inner().clone());
         Ok(Arc::new(t))
     }
@@ -60,11 +42,11 @@ impl Backend for Kafka {
 }
 
 fn main() {
-    let config = env_url(
-        ENV,
+    let config = EnvConfig::read(
+        "kafka",
+        "QIS_KAFKA_URL",
         "run scripts/servers/kafka.sh start DIR and source DIR/kafka.env",
-    )
-    .and_then(|url| KafkaConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
+    );
     qis_conformance::run(vec![Arc::new(Kafka {
         config,
         opened: ByPrefix::default(),

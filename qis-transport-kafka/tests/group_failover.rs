@@ -11,48 +11,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{broker, transport};
-use qis_conformance::support::{fresh_prefix, pkt};
-use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, OutcomeTransport, OutcomeTransportExt, PacketId,
-    SubjectPattern,
-};
-use qis_transport_kafka::KafkaTransport;
-
-/// Deposit 60 packets over 6 subjects (so they spread over partitions).
-async fn deposit(t: &Checked<KafkaTransport>) -> HashSet<PacketId> {
-    let problems = ["a", "b", "c", "d", "e", "f"];
-    let packets: Vec<_> = (0..60)
-        .map(|i| pkt("worker-test", "fleet", problems[i % 6], i))
-        .collect();
-    let receipts = t.deposit_batch(&packets).await.expect("deposit");
-    receipts.into_iter().map(|r| r.id).collect()
-}
-
-/// Fetch (and ack) on `c` until every id in `want` arrived, or fail after `within`.
-async fn drain(
-    c: &Arc<dyn DurableConsumer>,
-    want: &HashSet<PacketId>,
-    within: Duration,
-) -> HashSet<PacketId> {
-    let deadline = Instant::now() + within;
-    let mut got = HashSet::new();
-    while !want.is_subset(&got) {
-        assert!(
-            Instant::now() < deadline,
-            "the next member received {} of the {} packets the dead member held, within {within:?}",
-            want.intersection(&got).count(),
-            want.len()
-        );
-        let batch = c
-            .fetch(100, Duration::from_millis(500))
-            .await
-            .expect("fetch");
-        c.ack(&batch).await.expect("ack");
-        got.extend(batch.iter().map(|d| d.id()));
-    }
-    got
-}
+use common::{broker, deposit_spread, drain, transport};
+use qis_conformance::support::{collect_unacked, fresh_prefix};
+use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, PacketId, SubjectPattern};
 
 async fn failover(url: String, kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>)) {
     let prefix = fresh_prefix();
@@ -63,34 +24,23 @@ async fn failover(url: String, kill: impl AsyncFnOnce(Arc<dyn DurableConsumer>))
         .unwrap()
         .ack_wait(Duration::from_secs(300));
 
-    let ids = deposit(&t1).await;
+    let ids = deposit_spread(&t1, "worker-test", 6, 0..60).await;
     let a = t1.consumer(cfg.clone()).await.expect("member A");
 
     // A takes the whole batch (it owns every partition) and acks nothing.
-    let mut held = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while held.len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "member A fetched {} of {} packets",
-            held.len(),
-            ids.len()
-        );
-        for d in a
-            .fetch(100, Duration::from_millis(500))
-            .await
-            .expect("fetch A")
-        {
-            held.insert(d.id());
-        }
-    }
+    let held: HashSet<PacketId> = collect_unacked(&a, ids.len(), Duration::from_secs(20))
+        .await
+        .expect("member A fetches the whole batch")
+        .iter()
+        .map(|d| d.id())
+        .collect();
     assert_eq!(held, ids);
 
     // B joins, then A dies without acking. The ack wait (300 s) is far
     // away: only the group hand-over can bring the packets to B in time.
     let b = t2.consumer(cfg).await.expect("member B");
     kill(a).await;
-    let got = drain(&b, &held, Duration::from_secs(30)).await;
+    let got = drain(&[&b], &held, Duration::from_secs(30), "to B from A").await;
     assert!(held.is_subset(&got));
     b.close().await.expect("close B");
     t1.close().await.expect("close t1");
@@ -108,7 +58,7 @@ async fn closed_member_hands_unacked_packets_to_the_next(url: String) {
 async fn acked_packets_stay_acked_across_members(url: String) {
     let prefix = fresh_prefix();
     let t = transport(&url, &prefix).await;
-    let ids = deposit(&t).await;
+    let ids = deposit_spread(&t, "worker-test", 6, 0..60).await;
     let pattern = SubjectPattern::new(format!("{prefix}.>")).unwrap();
     let cfg = ConsumerConfig::new("half", pattern).unwrap();
     let a = t.consumer(cfg.clone()).await.expect("member A");
@@ -137,7 +87,7 @@ async fn acked_packets_stay_acked_across_members(url: String) {
     drop(a);
     let b = t.consumer(cfg).await.expect("member B");
     let unacked: HashSet<_> = ids.difference(&acked).copied().collect();
-    let got = drain(&b, &unacked, Duration::from_secs(30)).await;
+    let got = drain(&[&b], &unacked, Duration::from_secs(30), "to B from A").await;
     // At-least-once: acked packets after an unacked one in the same partition
     // may come again, but every unacked one must.
     assert!(unacked.is_subset(&got));

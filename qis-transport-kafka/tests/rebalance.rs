@@ -8,16 +8,11 @@
 #[macro_use]
 mod common;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::broker;
-use qis_conformance::support::{fresh_prefix, pkt};
-use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, OutcomeTransport, OutcomeTransportExt, PacketId,
-    Subject, SubjectPattern,
-};
+use common::{broker, deposit_spread, drain};
+use qis_conformance::support::fresh_prefix;
+use qis_core::{Checked, ConsumerConfig, OutcomeTransport, Subject, SubjectPattern};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 
 /// A transport whose consumers use `partition.assignment.strategy=cooperative-sticky`.
@@ -30,44 +25,6 @@ async fn cooperative(url: &str, prefix: &Subject) -> Checked<KafkaTransport> {
     KafkaTransport::connect(config).await.expect("connect")
 }
 
-/// Deposit `n` packets over 12 subjects (so they spread over the partitions).
-async fn deposit(t: &Checked<KafkaTransport>, from: usize, n: usize) -> HashSet<PacketId> {
-    let problems = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
-    let packets: Vec<_> = (from..from + n)
-        .map(|i| pkt("rebalance-test", "fleet", problems[i % problems.len()], i))
-        .collect();
-    let receipts = t.deposit_batch(&packets).await.expect("deposit");
-    receipts.into_iter().map(|r| r.id).collect()
-}
-
-/// Fetch and ack on every member until all of `want` arrived, or fail after `within`.
-async fn drain(
-    what: &str,
-    members: &[&Arc<dyn DurableConsumer>],
-    want: &HashSet<PacketId>,
-    within: Duration,
-) -> HashSet<PacketId> {
-    let deadline = Instant::now() + within;
-    let mut got = HashSet::new();
-    while !want.is_subset(&got) {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the group received {} of the {} packets within {within:?}: a member stopped reading partitions it was assigned",
-            want.intersection(&got).count(),
-            want.len()
-        );
-        for c in members {
-            let batch = c
-                .fetch(200, Duration::from_millis(200))
-                .await
-                .expect("fetch");
-            c.ack(&batch).await.expect("ack");
-            got.extend(batch.iter().map(|d| d.id()));
-        }
-    }
-    got
-}
-
 /// A member keeps reading the partitions it kept when another joins, and
 /// reads every partition again once that member left: an incremental assign
 /// adds to its partitions, an incremental revoke removes only those revoked.
@@ -78,18 +35,18 @@ async fn cooperative_members_keep_and_regain_partitions(url: String) {
     let cfg = ConsumerConfig::new("coop", pattern).unwrap();
 
     let a = t.consumer(cfg.clone()).await.expect("member A");
-    let first = deposit(&t, 0, 120).await;
-    drain("A alone", &[&a], &first, Duration::from_secs(20)).await;
+    let first = deposit_spread(&t, "rebalance-test", 12, 0..120).await;
+    drain(&[&a], &first, Duration::from_secs(20), "A alone").await;
 
     // B joins: the partitions are split, both members together read all.
     let b = t.consumer(cfg.clone()).await.expect("member B");
-    let second = deposit(&t, 120, 120).await;
-    drain("A and B", &[&a, &b], &second, Duration::from_secs(30)).await;
+    let second = deposit_spread(&t, "rebalance-test", 12, 120..240).await;
+    drain(&[&a, &b], &second, Duration::from_secs(30), "A and B").await;
 
     // B leaves: A alone must read every partition again.
     b.close().await.expect("close B");
-    let third = deposit(&t, 240, 120).await;
-    drain("A after B left", &[&a], &third, Duration::from_secs(30)).await;
+    let third = deposit_spread(&t, "rebalance-test", 12, 240..360).await;
+    drain(&[&a], &third, Duration::from_secs(30), "A after B left").await;
 
     a.close().await.expect("close A");
     t.close().await.expect("close transport");

@@ -19,113 +19,27 @@
 //! (start the cluster with `QIS_NATS_SYNC=always` to see what fsync on every
 //! write costs as well).
 
-use std::collections::VecDeque;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
-use futures::StreamExt;
 use qis_conformance::support::bench;
-use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
-    Subject, SubjectPattern,
+use qis_core::{ConsumerConfig, EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
+
+use common::{
+    packets_on, qis_fetch_ack, raw_batch, raw_consumer, raw_fetch_ack, setup, teardown,
+    BenchResult, Setup, FETCH_BATCH, WINDOW,
 };
-use qis_transport_nats::{NatsConfig, NatsTransport};
 
 const ROUNDS: usize = 4;
 const BATCH: usize = 16_000;
 const CHUNK: usize = 2_000;
 const FETCH: usize = 16_000;
-const FETCH_BATCH: usize = 500;
-const WINDOW: usize = 1_024;
 const REPLICAS: [usize; 2] = [1, 3];
-
-type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
 
 /// `n` distinct packets on `{prefix}.{side}.hvac`.
 fn packets(prefix: &Subject, side: &str, n: usize) -> Vec<EncodedPacket> {
-    let subject = prefix
-        .child(side)
-        .and_then(|s| s.child("hvac"))
-        .expect("a valid subject");
-    (0..n)
-        .map(|i| {
-            let p = OutcomePacket {
-                agent_id: format!("bench-{side}"),
-                domain: "hvac".into(),
-                problem_class: "energy-anomaly".into(),
-                conclusion: format!(
-                    "Compressor draw {i} above baseline. Possible refrigerant loss."
-                ),
-                confidence: 0.87,
-                context_vector: vec![0.18, 0.92, 0.03, 0.71],
-                timestamp: 1_764_000_000.0 + i as f64,
-                source_node: "bench-node".into(),
-            };
-            EncodedPacket::new(&p, subject.clone()).expect("a valid packet")
-        })
-        .collect()
-}
-
-/// A fresh prefix whose stream has `replicas` replicas (created by the QIS
-/// transport), a QIS handle and a raw connection on it.
-struct Setup {
-    replicas: usize,
-    prefix: Subject,
-    qis: Checked<NatsTransport>,
-    raw: jetstream::Context,
-    stream: String,
-}
-
-async fn setup(url: &str, replicas: usize) -> BenchResult<Setup> {
-    let prefix = Subject::new(format!("qc{}.iot", random_hex(5)))?;
-    let config = NatsConfig::from_url(url)?
-        .prefix(prefix.clone())
-        .replicas(replicas);
-    let client = async_nats::connect(&config.servers).await?;
-    let qis = NatsTransport::connect(config).await?;
-    let raw = jetstream::ContextBuilder::new()
-        .max_ack_inflight(4096)
-        .backpressure_on_inflight(true)
-        .build(client);
-    Ok(Setup {
-        replicas,
-        stream: qis.stream_name().to_string(),
-        prefix,
-        qis,
-        raw,
-    })
-}
-
-async fn teardown(s: Setup) -> BenchResult<()> {
-    s.raw.delete_stream(&s.stream).await?;
-    s.qis.close().await?;
-    Ok(())
-}
-
-async fn raw_batch(js: &jetstream::Context, ps: &[EncodedPacket]) -> BenchResult<()> {
-    let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::with_capacity(WINDOW);
-    for p in ps {
-        if in_flight.len() >= WINDOW {
-            in_flight.pop_front().expect("non-empty").await?;
-        }
-        let message = PublishMessage::build()
-            .payload(p.body().clone())
-            .message_id(p.id().to_hex());
-        in_flight.push_back(
-            js.send_publish(p.subject().as_str().to_string(), message)
-                .await?,
-        );
-    }
-    while let Some(ack) = in_flight.pop_front() {
-        ack.await?;
-    }
-    Ok(())
+    packets_on(prefix, Some(side), side, n)
 }
 
 /// Best throughput per (replica count, side).
@@ -174,28 +88,6 @@ async fn batch_round(setups: &[Setup], round: usize, best: &mut [Best; 2]) -> Be
     Ok(())
 }
 
-/// One raw fetch of up to 500, acking each message as it arrives.
-async fn raw_fetch_ack(c: &consumer::PullConsumer) -> BenchResult<usize> {
-    let mut batch = c
-        .fetch()
-        .max_messages(FETCH_BATCH)
-        .expires(Duration::from_secs(1))
-        .messages()
-        .await?;
-    let mut got = 0;
-    while let Some(m) = batch.next().await {
-        m?.ack().await?;
-        got += 1;
-    }
-    Ok(got)
-}
-
-async fn qis_fetch_ack(c: &dyn DurableConsumer) -> BenchResult<usize> {
-    let batch = c.fetch(FETCH_BATCH, Duration::from_secs(1)).await?;
-    c.ack(&batch).await?;
-    Ok(batch.len())
-}
-
 /// Fetch + ack on both streams: each reader drains its own subject, one
 /// after the other.
 async fn fetch_round(setups: &[Setup], round: usize, best: &mut [Best; 2]) -> BenchResult<()> {
@@ -208,17 +100,13 @@ async fn fetch_round(setups: &[Setup], round: usize, best: &mut [Best; 2]) -> Be
                 .await?;
         }
         raws.push(
-            s.raw
-                .get_stream(&s.stream)
-                .await?
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some(format!("raw{round}")),
-                    filter_subject: format!("{}.fraw{round}.>", s.prefix),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    max_ack_pending: 100_000,
-                    ..Default::default()
-                })
-                .await?,
+            raw_consumer(
+                &s.raw,
+                &s.stream,
+                &format!("raw{round}"),
+                &format!("{}.fraw{round}.>", s.prefix),
+            )
+            .await?,
         );
         qiss.push(
             s.qis
@@ -244,7 +132,7 @@ async fn fetch_round(setups: &[Setup], round: usize, best: &mut [Best; 2]) -> Be
         while n < FETCH {
             check(n, if side == 0 { "raw" } else { "qis" })?;
             n += if side == 0 {
-                raw_fetch_ack(&raws[r]).await?
+                raw_fetch_ack(&raws[r], false).await?
             } else {
                 qis_fetch_ack(qiss[r].as_ref()).await?
             };

@@ -17,17 +17,19 @@
 //!
 //! Run: `QIS_NATS_URL=nats://127.0.0.1:14222 cargo bench -p qis-transport-nats`
 
-use std::collections::VecDeque;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, context::PublishAckFuture, message::PublishMessage};
+use async_nats::jetstream;
 use futures::StreamExt;
 use qis_conformance::support::bench;
-use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
-    Subject, SubjectPattern,
+use qis_core::{ConsumerConfig, EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
+
+use common::{
+    packets_on, qis_fetch_ack, raw_batch, raw_consumer, raw_fetch_ack, raw_message, teardown,
+    BenchResult, Setup, FETCH_BATCH, WINDOW,
 };
-use qis_transport_nats::{NatsConfig, NatsTransport};
 
 const ROUNDS: usize = 6;
 const SINGLE: usize = 2_000;
@@ -35,92 +37,17 @@ const SINGLE_CHUNK: usize = 100;
 const BATCH: usize = 20_000;
 const BATCH_CHUNK: usize = 2_000;
 const FETCH: usize = 20_000;
-const FETCH_BATCH: usize = 500;
 const LATENCY: usize = 2_000;
-const WINDOW: usize = 1_024;
 
 /// p50 and p99.
 type Percentiles = (Duration, Duration);
-
-type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// `n` distinct packets from agent `bench-{tag}` on the readable subject
-/// under `prefix`, or with `side`, on `{prefix}.{side}.hvac`.
-fn packets_on(prefix: &Subject, side: Option<&str>, tag: &str, n: usize) -> Vec<EncodedPacket> {
-    let subject = side.map(|s| {
-        prefix
-            .child(s)
-            .and_then(|s| s.child("hvac"))
-            .expect("a valid subject")
-    });
-    (0..n)
-        .map(|i| {
-            let p = OutcomePacket {
-                agent_id: format!("bench-{tag}"),
-                domain: "hvac".into(),
-                problem_class: "energy-anomaly".into(),
-                conclusion: format!(
-                    "Compressor draw {i} above baseline. Possible refrigerant loss."
-                ),
-                confidence: 0.87,
-                context_vector: vec![0.18, 0.92, 0.03, 0.71],
-                timestamp: 1_764_000_000.0 + i as f64,
-                source_node: "bench-node".into(),
-            };
-            match &subject {
-                Some(s) => EncodedPacket::new(&p, s.clone()),
-                None => EncodedPacket::readable(&p, prefix),
-            }
-            .expect("a valid packet")
-        })
-        .collect()
-}
 
 fn packets(prefix: &Subject, tag: &str, n: usize) -> Vec<EncodedPacket> {
     packets_on(prefix, None, tag, n)
 }
 
-/// A fresh prefix with its stream (created by the QIS transport), a QIS
-/// handle and a raw connection on it.
-struct Setup {
-    prefix: Subject,
-    qis: Checked<NatsTransport>,
-    raw: jetstream::Context,
-    stream: String,
-}
-
 async fn setup(url: &str) -> BenchResult<Setup> {
-    let prefix = Subject::new(format!("qb{}.iot", random_hex(5)))?;
-    let qis = NatsTransport::connect(NatsConfig::from_url(url)?.prefix(prefix.clone())).await?;
-    let client = async_nats::connect(&NatsConfig::from_url(url)?.servers).await?;
-    let raw = jetstream::ContextBuilder::new()
-        .max_ack_inflight(4096)
-        .backpressure_on_inflight(true)
-        .build(client);
-    Ok(Setup {
-        stream: qis.stream_name().to_string(),
-        prefix,
-        qis,
-        raw,
-    })
-}
-
-async fn teardown(s: Setup) -> BenchResult<()> {
-    s.raw.delete_stream(&s.stream).await?;
-    s.qis.close().await?;
-    Ok(())
-}
-
-fn raw_message(p: &EncodedPacket) -> PublishMessage {
-    PublishMessage::build()
-        .payload(p.body().clone())
-        .message_id(p.id().to_hex())
+    common::setup(url, 1).await
 }
 
 async fn raw_single(js: &jetstream::Context, ps: &[EncodedPacket]) -> BenchResult<()> {
@@ -130,72 +57,6 @@ async fn raw_single(js: &jetstream::Context, ps: &[EncodedPacket]) -> BenchResul
             .await?;
     }
     Ok(())
-}
-
-async fn raw_batch(js: &jetstream::Context, ps: &[EncodedPacket]) -> BenchResult<()> {
-    let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::with_capacity(WINDOW);
-    for p in ps {
-        if in_flight.len() >= WINDOW {
-            in_flight.pop_front().expect("non-empty").await?;
-        }
-        in_flight.push_back(
-            js.send_publish(p.subject().as_str().to_string(), raw_message(p))
-                .await?,
-        );
-    }
-    while let Some(ack) = in_flight.pop_front() {
-        ack.await?;
-    }
-    Ok(())
-}
-
-/// A raw durable pull consumer like the one QIS makes.
-async fn raw_consumer(
-    js: &jetstream::Context,
-    stream: &str,
-    name: &str,
-    filter: &str,
-) -> BenchResult<consumer::PullConsumer> {
-    Ok(js
-        .get_stream(stream)
-        .await?
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(name.into()),
-            filter_subject: filter.to_string(),
-            ack_policy: consumer::AckPolicy::Explicit,
-            max_ack_pending: 100_000,
-            ..Default::default()
-        })
-        .await?)
-}
-
-/// One raw fetch of up to 500, acking each message as it arrives; with
-/// `decode`, also parse each body as JSON into an `OutcomePacket` (what any
-/// reader of the packets has to do). Returns how many arrived.
-async fn raw_fetch_ack(c: &consumer::PullConsumer, decode: bool) -> BenchResult<usize> {
-    let mut batch = c
-        .fetch()
-        .max_messages(FETCH_BATCH)
-        .expires(Duration::from_secs(1))
-        .messages()
-        .await?;
-    let mut got = 0;
-    while let Some(m) = batch.next().await {
-        let m = m?;
-        if decode {
-            let p: OutcomePacket = serde_json::from_slice(&m.payload)?;
-            std::hint::black_box(p);
-        }
-        m.ack().await?;
-        got += 1;
-    }
-    Ok(got)
-}
-
-async fn qis_fetch_ack(c: &dyn DurableConsumer) -> BenchResult<usize> {
-    let batch = c.fetch(FETCH_BATCH, Duration::from_secs(1)).await?;
-    c.ack(&batch).await?;
-    Ok(batch.len())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -239,50 +100,41 @@ impl Best {
     }
 }
 
-async fn single_round(url: &str, round: usize, best: &mut Best) -> BenchResult<()> {
+/// One round of deposits, one by one (`single`) or in batches: the raw
+/// client and QIS take turns chunk by chunk, each on its own packets.
+async fn deposit_round(url: &str, round: usize, single: bool, best: &mut Best) -> BenchResult<()> {
+    let (tag, n, chunk) = if single {
+        ("single", SINGLE, SINGLE_CHUNK)
+    } else {
+        ("batch", BATCH, BATCH_CHUNK)
+    };
     let s = setup(url).await?;
-    let raw_ps = packets(&s.prefix, &format!("single-raw-{round}"), SINGLE);
-    let qis_ps = packets(&s.prefix, &format!("single-qis-{round}"), SINGLE);
+    let raw_ps = packets(&s.prefix, &format!("{tag}-raw-{round}"), n);
+    let qis_ps = packets(&s.prefix, &format!("{tag}-qis-{round}"), n);
     let (mut raw_t, mut qis_t) = (Duration::ZERO, Duration::ZERO);
-    for (k, (r, q)) in raw_ps
-        .chunks(SINGLE_CHUNK)
-        .zip(qis_ps.chunks(SINGLE_CHUNK))
-        .enumerate()
-    {
+    for (k, (r, q)) in raw_ps.chunks(chunk).zip(qis_ps.chunks(chunk)).enumerate() {
         both!(
             k % 2 == 0,
-            timed!(raw_t, raw_single(&s.raw, r).await?),
+            timed!(raw_t, {
+                if single {
+                    raw_single(&s.raw, r).await?
+                } else {
+                    raw_batch(&s.raw, r).await?
+                }
+            }),
             timed!(qis_t, {
-                for p in q {
-                    s.qis.deposit_encoded(p).await?;
+                if single {
+                    for p in q {
+                        s.qis.deposit_encoded(p).await?;
+                    }
+                } else {
+                    let receipts = s.qis.deposit_encoded_batch(q).await?;
+                    assert_eq!(receipts.len(), q.len());
                 }
             })
         );
     }
-    best.record(SINGLE, raw_t, qis_t);
-    teardown(s).await
-}
-
-async fn batch_round(url: &str, round: usize, best: &mut Best) -> BenchResult<()> {
-    let s = setup(url).await?;
-    let raw_ps = packets(&s.prefix, &format!("batch-raw-{round}"), BATCH);
-    let qis_ps = packets(&s.prefix, &format!("batch-qis-{round}"), BATCH);
-    let (mut raw_t, mut qis_t) = (Duration::ZERO, Duration::ZERO);
-    for (k, (r, q)) in raw_ps
-        .chunks(BATCH_CHUNK)
-        .zip(qis_ps.chunks(BATCH_CHUNK))
-        .enumerate()
-    {
-        both!(
-            k % 2 == 0,
-            timed!(raw_t, raw_batch(&s.raw, r).await?),
-            timed!(qis_t, {
-                let receipts = s.qis.deposit_encoded_batch(q).await?;
-                assert_eq!(receipts.len(), q.len());
-            })
-        );
-    }
-    best.record(BATCH, raw_t, qis_t);
+    best.record(n, raw_t, qis_t);
     teardown(s).await
 }
 
@@ -422,9 +274,9 @@ async fn run(url: &str) -> BenchResult<()> {
     let (mut raw_l, mut qis_l) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         eprintln!("round {round}: single deposits");
-        single_round(url, round, &mut single).await?;
+        deposit_round(url, round, true, &mut single).await?;
         eprintln!("round {round}: batch deposits");
-        batch_round(url, round, &mut batch).await?;
+        deposit_round(url, round, false, &mut batch).await?;
         eprintln!("round {round}: fetch + ack");
         fetch_decode_raw = fetch_decode_raw.max(fetch_round(url, round, &mut fetch).await?);
         eprintln!("round {round}: deposit -> live receipt latency");

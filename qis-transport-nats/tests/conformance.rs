@@ -16,35 +16,26 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qis_conformance::support::{env_url, tcp_reachable, unblock};
+use qis_conformance::support::{inject_once, unblock, EnvConfig};
 use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
-use qis_core::backend::InjectRaw;
-use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
+use qis_core::{DynTransport, Result, Subject};
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
 struct Nats {
     name: &'static str,
     /// The server's settings from the environment, or why there are none.
-    config: std::result::Result<NatsConfig, String>,
+    config: EnvConfig<NatsConfig>,
 }
 
 impl Nats {
     /// The backend `name` on the URL in `var`, with `replicas`.
     fn from_env(name: &'static str, var: &str, how: &str, replicas: usize) -> Arc<Self> {
-        let config = env_url(var, how).and_then(|url| {
-            NatsConfig::from_url(&url)
-                .map(|c| c.replicas(replicas))
-                .map_err(|e| format!("{var}={url}: {e}"))
-        });
+        let config = EnvConfig::read("nats", var, how).map(|c: NatsConfig| c.replicas(replicas));
         Arc::new(Nats { name, config })
     }
 
     fn config(&self, prefix: &Subject) -> Result<NatsConfig> {
-        let config = self
-            .config
-            .as_ref()
-            .map_err(|why| Error::new(ErrorKind::Unavailable, "nats", why.clone()))?;
-        Ok(config.clone().prefix(prefix.clone()))
+        Ok(self.config.get()?.prefix(prefix.clone()))
     }
 }
 
@@ -55,20 +46,7 @@ impl Backend for Nats {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let config = match &self.config {
-            Ok(config) => config,
-            Err(why) => return Some(why.clone()),
-        };
-        let answers = config.servers.iter().any(|server| {
-            let addr = server.split_once("://").map_or(server.as_str(), |(_, a)| a);
-            tcp_reachable(addr, Duration::from_secs(2))
-        });
-        (!answers).then(|| {
-            format!(
-                "the NATS server at {} does not answer",
-                config.servers.join(", ")
-            )
-        })
+        self.config.unreachable(|c| c.servers.clone()).await
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
@@ -81,9 +59,7 @@ impl Backend for Nats {
         // A foreign publisher: its own connection, a plain JetStream publish
         // with no packet id and no checks.
         let raw = NatsTransport::connect(self.config(transport.prefix())?).await?;
-        let sent = raw.inject_raw(subject, body).await;
-        let _ = raw.close().await;
-        sent
+        inject_once(raw, subject, body).await
     }
 
     fn restartable(&self) -> Option<&dyn Restartable> {

@@ -11,14 +11,13 @@ mod common;
 use common::live::{connect_with, pending, raw, url};
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, consumer, consumer_from_start, context, fetch_once, open_consumer, pkt, random_hex,
-    reader, refused, seq_of, CaseResult,
+    block_on, consumer_from_now, consumer_from_start, context, deposit_seqs, fetch_once,
+    open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult,
 };
 use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, StartPosition, Subject,
-    SubjectPattern,
+    Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, Subject, SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
@@ -165,11 +164,10 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
 async fn blocked_fetch_sees_new_subjects(url: String, prefix: Subject) -> CaseResult {
     let t = connect(&url, &prefix).await?;
     deposit(&t, &prefix, "old", 0).await?;
-    let c = consumer(
+    let c = consumer_from_now(
         &t,
         "watcher",
         &format!("{prefix}.>"),
-        StartPosition::New,
         Duration::from_secs(60),
     )
     .await?;
@@ -280,13 +278,7 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
     let by_len = RedisTransport::connect(cfg.clone().max_len(100))
         .await
         .map_err(context("connect"))?;
-    let packets: Vec<EncodedPacket> = (0..1000)
-        .map(|i| EncodedPacket::readable(&packet("long", i), &prefix).unwrap())
-        .collect();
-    by_len
-        .deposit_encoded_batch(&packets)
-        .await
-        .map_err(context("batch"))?;
+    deposit_seqs(&by_len, "behaviour", "hvac", "long", 0..1000).await?;
     let len: u64 = redis::cmd("XLEN")
         .arg(format!("{prefix}:s:{prefix}.hvac.long"))
         .query_async(&mut conn)
@@ -300,13 +292,7 @@ async fn retention_trims_streams(url: String, prefix: Subject) -> CaseResult {
     let by_age = RedisTransport::connect(cfg.max_age(Duration::from_secs(1)))
         .await
         .map_err(context("connect"))?;
-    let old: Vec<EncodedPacket> = (0..250)
-        .map(|i| EncodedPacket::readable(&packet("aging", i), &prefix).unwrap())
-        .collect();
-    by_age
-        .deposit_encoded_batch(&old)
-        .await
-        .map_err(context("batch"))?;
+    deposit_seqs(&by_age, "behaviour", "hvac", "aging", 0..250).await?;
     // Keep depositing until the old entries are older than max_age and trimmed.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 1000;
@@ -347,14 +333,8 @@ async fn other_pattern_is_conflict(url: String, prefix: Subject) -> CaseResult {
         ),
         Ok(_) => return Err("re-opening with another pattern succeeded".into()),
     }
-    consumer(
-        &t,
-        "named",
-        &format!("{prefix}.hvac.a"),
-        StartPosition::New,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let only_a = format!("{prefix}.hvac.a");
+    consumer_from_now(&t, "named", &only_a, Duration::from_secs(30)).await?;
     Ok(())
 }
 

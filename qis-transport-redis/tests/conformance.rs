@@ -8,26 +8,19 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use qis_conformance::support::{env_url, installed, unblock};
+use qis_conformance::support::{inject_once, installed, unblock, EnvConfig};
 use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
-use qis_core::backend::InjectRaw;
-use qis_core::{DynTransport, Error, ErrorKind, OutcomeTransport, Result, Subject};
+use qis_core::{DynTransport, OutcomeTransport, Result, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
-
-const ENV: &str = "QIS_REDIS_URL";
 
 struct Redis {
     /// The server's settings from `QIS_REDIS_URL`, or why there are none.
-    config: std::result::Result<RedisConfig, String>,
+    config: EnvConfig<RedisConfig>,
 }
 
 impl Redis {
     fn config(&self, prefix: &Subject) -> Result<RedisConfig> {
-        let config = self
-            .config
-            .as_ref()
-            .map_err(|why| Error::new(ErrorKind::Unavailable, "redis", why.clone()))?;
-        Ok(config.clone().prefix(prefix.clone()))
+        Ok(self.config.get()?.prefix(prefix.clone()))
     }
 }
 
@@ -38,16 +31,16 @@ impl Backend for Redis {
     }
 
     async fn unavailable(&self) -> Option<String> {
-        let config = match &self.config {
-            Ok(config) => config.clone(),
-            Err(why) => return Some(why.clone()),
+        let config = match self.config.get() {
+            Ok(config) => config,
+            Err(e) => return Some(e.to_string()),
         };
         match RedisTransport::connect(config).await {
             Ok(t) => {
                 let _ = t.close().await;
                 None
             }
-            Err(e) => Some(format!("no Redis answers at {ENV}: {e}")),
+            Err(e) => Some(format!("no Redis answers at QIS_REDIS_URL: {e}")),
         }
     }
 
@@ -62,8 +55,7 @@ impl Backend for Redis {
         // A foreign publisher: its own connection, writing straight to the
         // subject's stream and live channel.
         let t = RedisTransport::connect(self.config(transport.prefix())?).await?;
-        t.inject_raw(subject, body).await?;
-        t.close().await
+        inject_once(t, subject, body).await
     }
 
     fn restartable(&self) -> Option<&dyn Restartable> {
@@ -118,10 +110,10 @@ impl PrivateServer for OwnRedis {
 }
 
 fn main() {
-    let config = env_url(
-        ENV,
+    let config = EnvConfig::read(
+        "redis",
+        "QIS_REDIS_URL",
         "run scripts/servers/redis.sh start DIR and source DIR/redis.env",
-    )
-    .and_then(|url| RedisConfig::from_url(&url).map_err(|e| format!("{ENV}={url}: {e}")));
+    );
     qis_conformance::run(vec![Arc::new(Redis { config })]);
 }

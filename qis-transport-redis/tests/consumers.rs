@@ -14,26 +14,23 @@ mod common;
 
 use common::live::{connect_with, deposit, raw, stream_keys, url};
 use qis_conformance::support::{
-    collect, collect_unacked, consumer, consumer_from_start, context, eventually, fetch_once,
-    CaseResult,
+    collect, collect_unacked, consumer_from_now, consumer_from_start, context, eventually,
+    fetch_once, CaseResult,
 };
 use qis_conformance::{ensure, fresh_prefix_trials};
-use qis_core::{
-    Backlog, Checked, DurableConsumer, ErrorKind, OutcomeTransport, Position, StartPosition,
-    Subject,
-};
+use qis_core::{Backlog, Checked, DurableConsumer, ErrorKind, OutcomeTransport, Position, Subject};
 use qis_transport_redis::RedisTransport;
 
 /// How long one case may take.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Fetch on `c` until a delivery of `id` arrives; fails after `within`.
+/// Fetch on `c` until a delivery of `id` (`what`) arrives; fails after 5 s.
 async fn until_back(
     c: &std::sync::Arc<dyn DurableConsumer>,
     id: qis_core::PacketId,
-    within: Duration,
     what: &str,
 ) -> Result<qis_core::Delivery, String> {
+    let within = Duration::from_secs(5);
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -70,13 +67,7 @@ async fn held_nak_does_not_hold_back_other_redeliveries(
         .map_err(context("nak"))?;
     // The other one was neither acked nor nak'd: it is due after the ack
     // wait, and must come back then, not after the 20 s hold of the first.
-    let again = until_back(
-        &c,
-        other.id,
-        Duration::from_secs(5),
-        "the unacked packet behind a held one",
-    )
-    .await?;
+    let again = until_back(&c, other.id, "the unacked packet behind a held one").await?;
     ensure!(
         again.delivery_count >= 2,
         "redelivery count {}",
@@ -109,13 +100,8 @@ async fn reopening_with_another_ack_wait_applies_to_every_handle(
     let t2 = connect_with(&url, &prefix, |c| c).await?;
     let short = consumer_from_start(&t2, "waiter", &pattern, Duration::from_millis(500)).await?;
     // ... so the first handle, opened with 60 s, redelivers after 500 ms.
-    let again = until_back(
-        &long,
-        r.id,
-        Duration::from_secs(5),
-        "the delivery (ack wait shortened to 500 ms by another handle)",
-    )
-    .await?;
+    let what = "the delivery (ack wait shortened to 500 ms by another handle)";
+    let again = until_back(&long, r.id, what).await?;
     ensure!(
         fetched.elapsed() >= Duration::from_millis(400),
         "redelivered after {:?}, before the 500 ms ack wait",
@@ -243,14 +229,7 @@ async fn backlog_counts_waiting_and_unacked(url: String, prefix: Subject) -> Cas
     collect(&c, 3, Duration::from_secs(5)).await?;
     backlog_is(&c, 0, 0, "after reading everything").await?;
     // A consumer that starts with new packets only has nothing waiting.
-    let fresh = consumer(
-        &t,
-        "only-new",
-        &pattern,
-        StartPosition::New,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let fresh = consumer_from_now(&t, "only-new", &pattern, Duration::from_secs(60)).await?;
     backlog_is(&fresh, 0, 0, "a start=new consumer").await?;
     t.close().await.map_err(context("close"))?;
     Ok(())
@@ -276,24 +255,12 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
     backlog_is(&c, 3, 2, "after fetching 2 of 5").await?;
     c.ack(&got[..1]).await.map_err(context("ack"))?;
     let only_a = format!("{prefix}.hvac.a");
-    let d = consumer(
-        &t,
-        "d",
-        &only_a,
-        StartPosition::New,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let d = consumer_from_now(&t, "d", &only_a, Duration::from_secs(60)).await?;
     // A consumer of another prefix that starts like this one.
     let other_prefix = Subject::new(format!("{prefix}x")).map_err(context("prefix"))?;
     let other = connect_with(&url, &other_prefix, |c| c).await?;
-    consumer_from_start(
-        &other,
-        "elsewhere",
-        &format!("{other_prefix}.>"),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let everything = format!("{other_prefix}.>");
+    consumer_from_start(&other, "elsewhere", &everything, Duration::from_secs(60)).await?;
     other.close().await.map_err(context("close other"))?;
 
     let listed = |t: &Checked<RedisTransport>| {
@@ -370,14 +337,7 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
     want[1].2 = one;
     let seen = listed(&t).await?;
     ensure!(seen == want, "consumers after a new deposit: {seen:?}");
-    let d = consumer(
-        &t,
-        "d",
-        &only_a,
-        StartPosition::New,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let d = consumer_from_now(&t, "d", &only_a, Duration::from_secs(60)).await?;
     let got = collect(&d, 1, Duration::from_secs(5)).await?;
     ensure!(
         got[0].id() == again.id,

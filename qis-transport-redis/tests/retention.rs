@@ -7,13 +7,14 @@
 //! Without the server the cases are ignored with the reason (a failure with
 //! `QIS_REQUIRE_LIVE=1`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
 use common::live::{capture_warnings, captured, connect_with, deposit, raw, stream_keys, url};
 use qis_conformance::support::{
-    collect, consumer_from_start, context, eventually, fetch_once, open_consumer, CaseResult,
+    collect, collect_unacked, consumer_from_start, context, eventually, fetch_once, open_consumer,
+    CaseResult,
 };
 use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::Subject;
@@ -126,24 +127,9 @@ async fn retention_warns_about_unacked_deliveries(url: String, prefix: Subject) 
     for i in 0..unacked {
         deposit(&t, &prefix, "unacked", i).await?;
     }
-    let name = "slowpoke";
-    let c = consumer_from_start(
-        &t,
-        name,
-        &format!("{prefix}.hvac.unacked"),
-        Duration::from_secs(60),
-    )
-    .await?;
-    let mut fetched = 0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fetched < unacked {
-        ensure!(
-            Instant::now() < deadline,
-            "fetched {fetched} of {unacked} within 5 s"
-        );
-        fetched += fetch_once(&c, unacked, Duration::from_secs(1)).await?.len();
-    }
-    let subject = format!("{prefix}.hvac.unacked");
+    let (name, subject) = ("slowpoke", format!("{prefix}.hvac.unacked"));
+    let c = consumer_from_start(&t, name, &subject, Duration::from_secs(60)).await?;
+    collect_unacked(&c, unacked, Duration::from_secs(5)).await?;
     // One warning, or several if the sweep met them in two steps.
     let counted = || -> usize {
         captured(&[&format!("consumer={name}"), &format!("subject={subject}")])

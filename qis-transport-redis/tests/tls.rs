@@ -16,10 +16,10 @@ use std::time::Duration;
 use common::Server;
 use futures::StreamExt;
 use qis_conformance::support::{
-    block_on, fetch_once, installed, open_consumer, pkt, tls_test_certs, trial, CaseResult,
-    TestCerts,
+    block_on, deposit_one, fetch_once, installed, open_consumer, pkt, subscribe, tls_test_certs,
+    trial, CaseResult, TestCerts,
 };
-use qis_core::{EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
+use qis_core::Subject;
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
 async fn scenario(port: u16, certs: TestCerts) -> CaseResult {
@@ -32,15 +32,8 @@ async fn scenario(port: u16, certs: TestCerts) -> CaseResult {
     let t = RedisTransport::connect(config)
         .await
         .map_err(|e| format!("TLS connect with the CA: {e}"))?;
-    let mut live = t
-        .subscribe(SubjectPattern::new("tls.iot.>").unwrap())
-        .await
-        .map_err(|e| format!("subscribe: {e}"))?;
-    let p = EncodedPacket::readable(&pkt("tls-agent", "hvac", "secure", 1), &prefix).unwrap();
-    let r = t
-        .deposit_encoded(&p)
-        .await
-        .map_err(|e| format!("deposit: {e}"))?;
+    let mut live = subscribe(&t, "tls.iot.>").await?;
+    let r = deposit_one(&t, &pkt("tls-agent", "hvac", "secure", 1)).await?;
     match tokio::time::timeout(Duration::from_secs(10), live.next()).await {
         Ok(Some(Ok(got))) if got.id == r.id => {}
         other => return Err(format!("live over TLS gave {other:?}")),
@@ -77,11 +70,7 @@ async fn client_certificate(port: u16, certs: TestCerts) -> CaseResult {
     let t = RedisTransport::connect(config)
         .await
         .map_err(|e| format!("mutual TLS connect: {e}"))?;
-    let p = EncodedPacket::readable(&pkt("tls-agent", "hvac", "secure", 2), &prefix).unwrap();
-    let r = t
-        .deposit_encoded(&p)
-        .await
-        .map_err(|e| format!("deposit: {e}"))?;
+    let r = deposit_one(&t, &pkt("tls-agent", "hvac", "secure", 2)).await?;
     let c = open_consumer(&t, "mtls-reader", "mtls.iot.>").await?;
     let got = fetch_once(&c, 10, Duration::from_secs(5)).await?;
     if got.len() != 1 || got[0].id() != r.id {

@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use qis_conformance::support::random_hex;
+use qis_conformance::support::{inject_once, random_hex};
 use qis_conformance::{async_trait, Backend};
-use qis_core::backend::InjectRaw;
-use qis_core::{Checked, DynTransport, OutcomeTransport, Result, Subject};
+use qis_core::{Checked, DynTransport, Result, Subject};
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
 struct Sqlite {
@@ -69,9 +68,7 @@ impl Backend for Sqlite {
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
         // A foreign writer: its own connection to the same file, no checks.
-        let writer = self.connect(transport.prefix()).await?;
-        writer.inject_raw(subject, body).await?;
-        writer.close().await
+        inject_once(self.connect(transport.prefix()).await?, subject, body).await
     }
 
     fn process_env(&self) -> Vec<(String, String)> {

@@ -12,7 +12,8 @@
 //! name and gets exactly the unacked ones back after the ack wait.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
-use qis_conformance::support::TempDir;
+use qis_conformance::support::{forward_lines, runtime, TempDir};
 
 const CHILD_ENV: &str = "QIS_SQLITE_CHILD";
 const PROCESSES: usize = 4;
@@ -53,43 +54,59 @@ fn packet(k: usize, i: usize) -> (String, OutcomePacket) {
     (stream, p)
 }
 
+/// Whether this process is a child started by [`child`] (its role in
+/// `var`): then it has run `role` with it.
+fn ran_as_child(var: &str, role: fn(&str)) -> bool {
+    let Ok(value) = std::env::var(var) else {
+        return false;
+    };
+    role(&value);
+    true
+}
+
+/// A fresh folder (removed when dropped) and the database file's path in it.
+fn database(tag: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(tag);
+    let db = dir.path().join("outcomes.db");
+    (dir, db)
+}
+
+/// This test binary again as a child process running only `test`, with
+/// its role in the environment (`var`, `value`); stdin and stdout piped.
+fn child(test: &str, (var, value): (&str, String)) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn a child process for {test}: {e}"))
+}
+
 #[test]
 fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
-    if let Ok(role) = std::env::var(CHILD_ENV) {
-        depositor(&role);
+    if ran_as_child(CHILD_ENV, depositor) {
         return;
     }
-    let dir = TempDir::new("multiprocess");
-    let db = dir.path().join("outcomes.db");
-    let exe = std::env::current_exe().unwrap();
+    let (_dir, db) = database("multiprocess");
 
     let mut children: Vec<Child> = (0..PROCESSES)
         .map(|k| {
-            Command::new(&exe)
-                .args([
-                    "four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_ENV, format!("{k}|{}", db.display()))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn a depositor process")
+            child(
+                "four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled",
+                (CHILD_ENV, format!("{k}|{}", db.display())),
+            )
         })
         .collect();
 
     // Every child's stdout lines, on one channel.
     let (lines_tx, lines) = mpsc::channel::<(usize, String)>();
     for (k, c) in children.iter_mut().enumerate() {
-        let out = BufReader::new(c.stdout.take().unwrap());
         let tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                let _ = tx.send((k, line));
-            }
+        forward_lines(c.stdout.take().unwrap(), move |line| {
+            tx.send((k, line)).is_ok()
         });
     }
     let wait_for = |word: &str| {
@@ -130,10 +147,7 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
     }
 
     // One consumer fetches everything exactly once.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(&db))
             .await
@@ -199,11 +213,7 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
 fn depositor(role: &str) {
     let (k, path) = role.split_once('|').expect("role is k|path");
     let k: usize = k.parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(path))
             .await
@@ -274,16 +284,11 @@ fn shared_consumer_config() -> ConsumerConfig {
 
 #[test]
 fn processes_share_a_consumer_and_unacked_work_survives_a_crash() {
-    if let Ok(role) = std::env::var(CONSUMER_ENV) {
-        consumer_process(&role);
+    if ran_as_child(CONSUMER_ENV, consumer_process) {
         return;
     }
-    let dir = TempDir::new("shared-consumer");
-    let db = dir.path().join("outcomes.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_dir, db) = database("shared-consumer");
+    let rt = runtime();
     let all: Vec<EncodedPacket> = (0..SHARED).map(shared_packet).collect();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(&db))
@@ -297,30 +302,15 @@ fn processes_share_a_consumer_and_unacked_work_survives_a_crash() {
     // The "crashing" worker takes some and exits without acking; then two
     // workers drain the rest together.
     let run = |role: &str| {
-        let exe = std::env::current_exe().unwrap();
-        Command::new(exe)
-            .args([
-                "processes_share_a_consumer_and_unacked_work_survives_a_crash",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CONSUMER_ENV, format!("{role}|{}", db.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn a consumer process")
+        child(
+            "processes_share_a_consumer_and_unacked_work_survives_a_crash",
+            (CONSUMER_ENV, format!("{role}|{}", db.display())),
+        )
     };
     // Lines from a worker's stdout, read on a thread.
     let lines_of = |c: &mut Child| {
-        let out = BufReader::new(c.stdout.take().unwrap());
         let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        forward_lines(c.stdout.take().unwrap(), move |line| tx.send(line).is_ok());
         rx
     };
     // Start a worker; it opens the consumer, says ready and waits for `go`.
@@ -441,10 +431,7 @@ fn id_and_count(line: &str) -> (String, u32) {
 #[allow(clippy::print_stdout)]
 fn consumer_process(role: &str) {
     let (role, path) = role.split_once('|').expect("role is role|path");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let t = SqliteTransport::connect(SqliteConfig::new(path))
             .await

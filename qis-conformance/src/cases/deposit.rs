@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qis_core::{
-    Delivery, DurableConsumer, DynTransport, EncodedPacket, OutcomeTransportExt, Subject,
+    Delivery, DurableConsumer, DynTransport, EncodedPacket, OutcomeTransportExt, Receipt, Subject,
     DEFAULT_RESOLUTION,
 };
 
@@ -13,8 +13,8 @@ use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
 use crate::support::{
-    assert_unique, collect, consumer_from_start, context, ids, pkt, quiet, reader, seq_of,
-    CaseResult,
+    assert_unique, collect, consumer_from_start, context, deposit_seqs, ids, nothing_more, pkt,
+    reader, seq_of, CaseResult,
 };
 
 /// A deposit returns a receipt for the readable subject carrying the body's
@@ -75,15 +75,7 @@ pub async fn redeposit_is_recognised(b: DynBackend, prefix: Subject) -> CaseResu
         "an identical re-deposit was not recognised as a duplicate"
     );
     ensure!(again.id == first.id, "re-deposit changed the id");
-    let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
-    let c = reader(&*t, "reader", &prefix, Duration::from_secs(30)).await?;
-    let got = collect(&c, 2, Duration::from_secs(10)).await?;
-    ensure!(
-        ids(&got) == vec![first.id, sentinel.id],
-        "expected the packet once then the sentinel, got {:?}",
-        ids(&got)
-    );
-    Ok(())
+    stored_once(&t, &prefix, &first).await.map(drop)
 }
 
 /// De-duplication is per transport, not per subject: a packet deposited on
@@ -125,18 +117,11 @@ pub async fn duplicate_on_another_subject_names_the_original(
         again.position,
         first.position
     );
-    let sentinel = deposit(&t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
-    let c = reader(&*t, "reader", &prefix, Duration::from_secs(30)).await?;
-    let got = collect(&c, 2, Duration::from_secs(10)).await?;
+    let got = stored_once(&t, &prefix, &first).await?;
     ensure!(
-        ids(&got) == vec![first.id, sentinel.id],
-        "expected the packet once then the sentinel, got {:?}",
-        ids(&got)
-    );
-    ensure!(
-        got[0].subject() == first.subject.as_str(),
+        got.subject() == first.subject.as_str(),
         "the packet arrived on {}, not on {}",
-        got[0].subject(),
+        got.subject(),
         first.subject
     );
     t.close().await.map_err(context("close"))
@@ -146,20 +131,15 @@ pub async fn duplicate_on_another_subject_names_the_original(
 /// order.
 pub async fn batch_deposit_keeps_order(b: DynBackend, prefix: Subject) -> CaseResult {
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..500)
-        .map(|i| pkt("batcher", "hvac", "energy-anomaly", i))
-        .collect();
-    let receipts = t
-        .deposit_batch(&packets)
-        .await
-        .map_err(context("batch deposit"))?;
+    let receipts = deposit_seqs(&*t, "batcher", "hvac", "energy-anomaly", 0..500).await?;
     ensure!(
         receipts.len() == 500,
         "batch of 500 gave {} receipts",
         receipts.len()
     );
-    for (p, r) in packets.iter().zip(&receipts) {
-        let id = EncodedPacket::readable(p, &prefix).unwrap().id();
+    for (i, r) in receipts.iter().enumerate() {
+        let p = pkt("batcher", "hvac", "energy-anomaly", i);
+        let id = EncodedPacket::readable(&p, &prefix).unwrap().id();
         ensure!(r.id == id, "receipts are not in input order");
         ensure!(!r.duplicate, "a fresh packet was reported duplicate");
     }
@@ -226,12 +206,7 @@ pub async fn concurrent_depositors_nothing_lost_or_doubled(
     .await?;
     let got_ids: HashSet<_> = ids(&got).into_iter().collect();
     ensure!(got_ids == expected, "fetched ids differ from deposited ids");
-    let extra = quiet(&c, Duration::from_millis(500)).await?;
-    ensure!(
-        extra.is_empty(),
-        "{} packets arrived beyond the 5000 deposited",
-        extra.len()
-    );
+    nothing_more(&c, Duration::from_millis(500), "beyond the 5000 deposited").await?;
     Ok(())
 }
 
@@ -278,6 +253,25 @@ pub async fn one_publisher_order_per_subject(b: DynBackend, prefix: Subject) -> 
     }
     ensure!(last.len() == 2, "expected two subjects, saw {}", last.len());
     Ok(())
+}
+
+/// After deposits of the packet of `first` (and its duplicates), a sentinel
+/// is deposited; a new consumer must receive the packet once, then the
+/// sentinel. The packet's delivery.
+async fn stored_once(
+    t: &DynTransport,
+    prefix: &Subject,
+    first: &Receipt,
+) -> Result<Delivery, String> {
+    let sentinel = deposit(t, &pkt("agent-b", "hvac", "energy-anomaly", 2)).await?;
+    let c = reader(&**t, "reader", prefix, Duration::from_secs(30)).await?;
+    let mut got = collect(&c, 2, Duration::from_secs(10)).await?;
+    ensure!(
+        ids(&got) == vec![first.id, sentinel.id],
+        "expected the packet once then the sentinel, got {:?}",
+        ids(&got)
+    );
+    Ok(got.swap_remove(0))
 }
 
 /// Open consumer `reader` on `pattern` from the start and collect `n`

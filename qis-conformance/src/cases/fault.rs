@@ -23,7 +23,7 @@ use crate::backend::{DynBackend, Stop};
 use crate::child::{Child, Role};
 use crate::ensure;
 use crate::support::{
-    assert_unique, context, eventually, fetch_once, pkt, quiet, reader, CaseResult,
+    assert_unique, context, deposit_seqs, eventually, fetch_once, pkt, quiet, reader, CaseResult,
 };
 
 /// What a fault case counts, printed as its last words.
@@ -151,13 +151,7 @@ pub async fn consumer_killed_mid_batch_resumes_by_name(
 ) -> CaseResult {
     const PACKETS: usize = 200;
     let t = open(&b, &prefix).await?;
-    let packets: Vec<_> = (0..PACKETS)
-        .map(|i| pkt("device", "hvac", "energy-anomaly", i))
-        .collect();
-    let receipts = t
-        .deposit_batch(&packets)
-        .await
-        .map_err(context("deposit"))?;
+    let receipts = deposit_seqs(&*t, "device", "hvac", "energy-anomaly", 0..PACKETS).await?;
     let mut tally = Consumed {
         sent: receipts.iter().map(|r| r.id).collect(),
         ..Consumed::default()

@@ -7,7 +7,10 @@ use qis_core::{StartPosition, Subject};
 use super::{deposit, open};
 use crate::backend::DynBackend;
 use crate::ensure;
-use crate::support::{collect, consumer, deposit_seqs, pkt, quiet, reader, seq_of, CaseResult};
+use crate::support::{
+    collect, consumer, consumer_from_now, deposit_seqs, next_is, nothing_more, pkt, reader, seq_of,
+    CaseResult,
+};
 
 /// `StartPosition::All` receives the history and what comes after;
 /// `StartPosition::New` only what is deposited after it was created.
@@ -18,11 +21,10 @@ pub async fn start_all_receives_history_start_new_does_not(
     let t = open(&b, &prefix).await?;
     deposit_seqs(&*t, "old", "hvac", "energy-anomaly", 0..3).await?;
     let all = reader(&*t, "historian", &prefix, Duration::from_secs(60)).await?;
-    let new = consumer(
+    let new = consumer_from_now(
         &*t,
         "newcomer",
         &format!("{prefix}.>"),
-        StartPosition::New,
         Duration::from_secs(60),
     )
     .await?;
@@ -32,24 +34,14 @@ pub async fn start_all_receives_history_start_new_does_not(
         "start=all did not receive the history in order"
     );
     let fresh = deposit(&t, &pkt("new", "hvac", "energy-anomaly", 3)).await?;
-    let got_new = collect(&new, 1, Duration::from_secs(10)).await?;
-    ensure!(
-        got_new[0].id() == fresh.id,
-        "start=new received history (seq {}) instead of the new packet",
-        seq_of(&got_new[0])
-    );
-    let more = quiet(&new, Duration::from_millis(300)).await?;
-    ensure!(
-        more.is_empty(),
-        "start=new received {} more packets",
-        more.len()
-    );
-    let got_all = collect(&all, 1, Duration::from_secs(10)).await?;
-    ensure!(
-        got_all[0].id() == fresh.id,
-        "start=all did not receive the new packet"
-    );
-    Ok(())
+    next_is(
+        &new,
+        &fresh,
+        "start=new received history instead of the new packet",
+    )
+    .await?;
+    nothing_more(&new, Duration::from_millis(300), "start=new received more").await?;
+    next_is(&all, &fresh, "start=all did not receive the new packet").await
 }
 
 /// `StartPosition::Since` receives what was deposited at or after the time,
@@ -76,11 +68,10 @@ pub async fn start_since_time(b: DynBackend, prefix: Subject) -> CaseResult {
         "start=since gave {:?}",
         got.iter().map(seq_of).collect::<Vec<_>>()
     );
-    let more = quiet(&c, Duration::from_millis(300)).await?;
-    ensure!(
-        more.is_empty(),
-        "start=since received {} packets from before the mark",
-        more.len()
-    );
-    Ok(())
+    nothing_more(
+        &c,
+        Duration::from_millis(300),
+        "start=since received packets from before the mark",
+    )
+    .await
 }

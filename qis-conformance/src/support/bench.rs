@@ -99,6 +99,22 @@ pub fn record_ratio(
     ratio
 }
 
+/// The packet a bench deposits again and again: `agent`'s `i`-th reading
+/// of a compressor's draw (`i` goes into the conclusion and the timestamp,
+/// so every `i` is a new packet).
+pub fn reading(agent: &str, i: usize) -> qis_core::OutcomePacket {
+    qis_core::OutcomePacket {
+        agent_id: agent.to_string(),
+        domain: "hvac".into(),
+        problem_class: "energy-anomaly".into(),
+        conclusion: format!("Compressor draw {i} above baseline. Possible refrigerant loss."),
+        confidence: 0.87,
+        context_vector: vec![0.18, 0.92, 0.03, 0.71],
+        timestamp: 1_764_000_000.0 + i as f64,
+        source_node: "bench-node".into(),
+    }
+}
+
 /// The `main` of a bench against a server: read the server's URL from
 /// `var`, then run `bench` on a two-worker tokio runtime. Without the
 /// variable it says how to start the server (`how_to_start`) and returns,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::random_hex;
+use super::{random_hex, run_ok};
 
 /// A fresh directory under the system's temporary directory, removed with
 /// everything in it when dropped.
@@ -58,21 +58,9 @@ pub struct TestCerts {
 /// `client.pem`, `client.key`.
 pub fn tls_test_certs(dir: &Path) -> Result<TestCerts, String> {
     let openssl = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("could not run openssl: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "openssl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        let mut command = Command::new("openssl");
+        command.args(args).current_dir(dir).stdin(Stdio::null());
+        run_ok(&mut command, &format!("openssl {}", args.join(" "))).map(drop)
     };
     std::fs::write(
         dir.join("ext.cnf"),

@@ -27,6 +27,7 @@
 
 mod availability;
 pub mod bench;
+mod env_config;
 mod files;
 mod opened;
 mod packet;
@@ -45,13 +46,15 @@ pub use availability::{
     env_url, free_port, installed, require_live, tcp_reachable, trial, unavailable_trial,
     REQUIRE_LIVE,
 };
+pub use env_config::EnvConfig;
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use opened::ByPrefix;
 pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
-pub use process::{await_port, log_tail, signal, stop_child};
+pub use process::{await_port, forward_lines, log_tail, run_ok, signal, stop_child};
 pub use run::{block_on, init_tracing, runtime, unblock, with_fresh_prefix};
 pub use steps::{
-    consumer_from_start, deposit_one, deposit_seqs, fetch_once, open_consumer, reader, refused,
+    consumer_from_now, consumer_from_start, deposit_one, deposit_seqs, fetch_once, inject_once,
+    next_is, nothing_more, open_consumer, reader, refused, subscribe,
 };
 pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
 

@@ -1,9 +1,10 @@
 //! Servers a test starts itself: waiting for their port, signals by PID,
 //! stopping them, and the end of their logs.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use super::CaseResult;
@@ -70,4 +71,39 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Run `command` to its end: its output when it exits 0; otherwise fails
+/// with `could not run <what>: …` or `<what> failed (<status>): <stdout><stderr>`.
+pub fn run_ok(command: &mut Command, what: &str) -> Result<Output, String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("could not run {what}: {e}"))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Read `pipe` (a child's stdout or stderr) line by line on a thread of its
+/// own, handing each line to `each` until the pipe ends or `each` returns
+/// `false` (its receiver is gone).
+pub fn forward_lines<F>(pipe: impl Read + Send + 'static, mut each: F)
+where
+    F: FnMut(String) -> bool + Send + 'static,
+{
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if !each(line) {
+                break;
+            }
+        }
+    });
 }

@@ -4,12 +4,13 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qis_core::{
     async_trait, Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer,
-    EncodedPacket, LiveSubscription, MemoryTransport, OutcomePacket, OutcomeTransport, Receipt,
-    Result, Scored, SimilarityQuery, Subject, SubjectPattern,
+    EncodedPacket, Error, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket,
+    OutcomeTransport, Receipt, Result, Scored, SimilarityQuery, Subject, SubjectPattern,
 };
 
 /// A valid packet from `agent` on `hvac`/`energy-anomaly`; `n` goes into
@@ -70,32 +71,65 @@ pub fn record_spans() -> (Spans, tracing::subscriber::DefaultGuard) {
     (spans, guard)
 }
 
-/// A memory store that claims only the capabilities it is given, and
-/// counts the similarity queries that reach it: for what the checking layer
-/// refuses before the backend sees it.
+/// A memory store standing in for a backend that misbehaves: it claims
+/// only the capabilities it is given, counts the similarity queries that
+/// reach it, and can fail its next deposits as a link that is down. For
+/// what the checking layer refuses before the backend sees it, and what a
+/// bridge does when its destination fails.
 #[derive(Debug)]
-pub struct Claiming {
+pub struct Doctored {
     inner: Checked<MemoryTransport>,
     caps: Capabilities,
     /// How many similarity queries reached the store.
     pub similar_calls: Arc<Mutex<usize>>,
+    /// How many deposit calls still fail (`Unavailable`, "the link is down").
+    failing: AtomicU32,
 }
 
-impl Claiming {
+impl Doctored {
     /// A fresh memory store claiming `caps`.
-    pub fn new(caps: Capabilities) -> Claiming {
-        Claiming {
-            inner: MemoryTransport::new(Subject::default()),
+    pub fn new(caps: Capabilities) -> Doctored {
+        Doctored::on(MemoryTransport::new(Subject::default()), caps)
+    }
+
+    /// `store` (a handle on a memory store) claiming `caps`.
+    pub fn on(store: Checked<MemoryTransport>, caps: Capabilities) -> Doctored {
+        Doctored {
             caps,
+            inner: store,
             similar_calls: Arc::default(),
+            failing: AtomicU32::new(0),
+        }
+    }
+
+    /// A handle on `store` with all its capabilities whose next `deposits`
+    /// deposit calls fail.
+    pub fn failing(store: &Checked<MemoryTransport>, deposits: u32) -> Doctored {
+        let doctored = Doctored::on(store.handle(), store.capabilities());
+        doctored.failing.store(deposits, Ordering::SeqCst);
+        doctored
+    }
+
+    /// Down (an `Unavailable` error) while `failing` counts down to zero.
+    fn link(&self) -> Result<()> {
+        match self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                "doctored",
+                "the link is down",
+            )),
+            Err(_) => Ok(()),
         }
     }
 }
 
 #[async_trait]
-impl OutcomeTransport for Claiming {
+impl OutcomeTransport for Doctored {
     fn name(&self) -> &'static str {
-        "claiming"
+        "doctored"
     }
     fn capabilities(&self) -> Capabilities {
         self.caps
@@ -104,9 +138,11 @@ impl OutcomeTransport for Claiming {
         self.inner.prefix()
     }
     async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
+        self.link()?;
         self.inner.deposit_encoded(p).await
     }
     async fn deposit_encoded_batch(&self, p: &[EncodedPacket]) -> Result<Vec<Receipt>> {
+        self.link()?;
         self.inner.deposit_encoded_batch(p).await
     }
     async fn publish_encoded(&self, p: &EncodedPacket) -> Result<()> {

@@ -3,13 +3,15 @@
 
 #![allow(dead_code)]
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use qis_conformance::support::{fresh_prefix, pkt};
+use qis_conformance::support::{await_port, eventually, fresh_prefix, pkt, TempDir};
 use qis_core::{DynTransport, MemoryTransport, OutcomePacket};
 use qis_gateway::{GatewayConfig, RunningGateway};
+use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 use serde_json::Value;
 
 /// A config listening on a free loopback port.
@@ -90,6 +92,94 @@ pub async fn post_refused(
         return Err(format!("{what}: {status} {body}"));
     }
     Ok(body)
+}
+
+/// One request a test expects refused: where, what is posted, the error
+/// expected (status and kind), and what it is in a failure.
+pub type Refusal = (String, Value, (u16, &'static str), String);
+
+/// POST each of `refusals` in turn: each must be refused as expected (see
+/// [`post_refused`]).
+pub async fn all_refused(client: &reqwest::Client, refusals: Vec<Refusal>) -> Result<(), String> {
+    for (url, body, expected, what) in refusals {
+        post_refused(client, url, &body, expected, &what).await?;
+    }
+    Ok(())
+}
+
+/// A gateway in front of a SQLite file in `dir` (for what the memory store
+/// does not show: no fire-and-forget, consumers that outlive a handle).
+pub async fn sqlite_gateway(
+    dir: &TempDir,
+    config: GatewayConfig,
+) -> Result<RunningGateway, String> {
+    let backend = SqliteTransport::connect(SqliteConfig::new(dir.path().join("q.db")))
+        .await
+        .map_err(|e| format!("open the SQLite file: {e}"))?;
+    qis_gateway::start(Arc::new(backend), config)
+        .await
+        .map_err(|e| format!("start the gateway: {e}"))
+}
+
+/// A program this test started (a nats-server, a chromedriver) listening
+/// on loopback `port`, killed by its PID when stopped or dropped.
+pub struct OwnServer {
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl OwnServer {
+    /// Spawn `command`, which listens on `port`, and wait up to `within`
+    /// for the port; `what` names it in a failure.
+    pub fn start(
+        what: &str,
+        mut command: Command,
+        port: u16,
+        within: Duration,
+    ) -> Result<OwnServer, String> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {what}: {e}"))?;
+        let mut server = OwnServer {
+            child: Some(child),
+            port,
+        };
+        await_port(&mut server.child, port, within).map_err(|e| format!("{what} {e}"))?;
+        Ok(server)
+    }
+
+    /// Kill it (SIGKILL by PID) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wait up to 10 s until the gateway at `base` counts `n` open streams
+/// (long-polls and event streams) on `/health`; `what` says which.
+pub async fn streams_open(
+    client: &reqwest::Client,
+    base: &str,
+    n: u64,
+    what: &str,
+) -> Result<(), String> {
+    eventually(what, Duration::from_secs(10), || async move {
+        get(client, format!("{base}/health"))
+            .await
+            .is_ok_and(|(_, h)| h["streams"] == n)
+    })
+    .await
 }
 
 /// GET `url`.

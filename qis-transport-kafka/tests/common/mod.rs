@@ -4,12 +4,15 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use qis_conformance::libtest_mimic::Trial;
-use qis_conformance::support::{block_on, env_url, trial};
+use qis_conformance::support::{block_on, env_url, pkt, trial};
 use qis_conformance::CASE_LIMIT;
-use qis_core::{Checked, Subject};
+use qis_core::{Checked, DurableConsumer, OutcomeTransportExt, PacketId, Subject};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 
 /// The broker's URL from `QIS_KAFKA_URL`, or why there is none.
@@ -49,4 +52,53 @@ pub async fn transport(url: &str, prefix: &Subject) -> Checked<KafkaTransport> {
     KafkaTransport::connect(KafkaConfig::from_url(url).unwrap().prefix(prefix.clone()))
         .await
         .expect("connect")
+}
+
+/// Deposit packets `seqs` of `agent` in one batch, spread over `subjects`
+/// problem classes (`a`, `b`, …) on `fleet` so they land on several
+/// partitions; their ids.
+pub async fn deposit_spread(
+    t: &Checked<KafkaTransport>,
+    agent: &str,
+    subjects: usize,
+    seqs: std::ops::Range<usize>,
+) -> HashSet<PacketId> {
+    let problems = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+    let packets: Vec<_> = seqs
+        .map(|i| pkt(agent, "fleet", problems[i % subjects], i))
+        .collect();
+    let receipts = t.deposit_batch(&packets).await.expect("deposit");
+    receipts.into_iter().map(|r| r.id).collect()
+}
+
+/// Fetch (up to 100 a fetch, waiting up to 500 ms) and ack on each of
+/// `members` in turn until every id in `want` arrived: the ids received.
+/// Panics after `within`, naming `what` and how many of `want` arrived: a
+/// member stopped reading partitions it was assigned, or the group did not
+/// hand a member's partitions to the others.
+pub async fn drain(
+    members: &[&Arc<dyn DurableConsumer>],
+    want: &HashSet<PacketId>,
+    within: Duration,
+    what: &str,
+) -> HashSet<PacketId> {
+    let deadline = Instant::now() + within;
+    let mut got = HashSet::new();
+    while !want.is_subset(&got) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of the {} packets arrived within {within:?}",
+            want.intersection(&got).count(),
+            want.len()
+        );
+        for c in members {
+            let batch = c
+                .fetch(100, Duration::from_millis(500))
+                .await
+                .expect("fetch");
+            c.ack(&batch).await.expect("ack");
+            got.extend(batch.iter().map(|d| d.id()));
+        }
+    }
+    got
 }

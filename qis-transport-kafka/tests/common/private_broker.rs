@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use qis_conformance::support::{free_port, TempDir};
+use qis_conformance::support::{free_port, run_ok, TempDir};
 
 /// The project's script that installs, starts and stops tansu.
 fn script() -> PathBuf {
@@ -107,22 +107,13 @@ impl PrivateBroker {
     }
 
     fn run(&self, what: &str) -> Result<(), String> {
-        let out = Command::new("bash")
+        let mut command = Command::new("bash");
+        command
             .arg(script())
             .arg(what)
             .arg(self.dir.path())
-            .env("QIS_KAFKA_PORT", self.port.to_string())
-            .output()
-            .map_err(|e| format!("could not run kafka.sh {what}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "kafka.sh {what} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+            .env("QIS_KAFKA_PORT", self.port.to_string());
+        run_ok(&mut command, &format!("kafka.sh {what}")).map(drop)
     }
 }
 
