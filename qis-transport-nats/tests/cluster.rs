@@ -19,11 +19,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{connect, consumer_state, consumer_whole, Observers, OwnCluster, STREAM};
-use qis_conformance::ensure;
-use qis_conformance::support::{
-    block_on, context, eventually, fresh_prefix, pkt, trial, wait_for, CaseResult,
+use common::cluster::{
+    connect, consumer_state, consumer_whole, on_own_cluster, Observers, OwnCluster, STREAM,
 };
+use qis_conformance::ensure;
+use qis_conformance::support::{context, eventually, fresh_prefix, pkt, wait_for, CaseResult};
 use qis_core::{ConsumerConfig, ErrorKind, OutcomeTransport, OutcomeTransportExt, SubjectPattern};
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
@@ -292,20 +292,15 @@ async fn without_a_majority_deposits_fail(mut cluster: OwnCluster) -> CaseResult
             Err(e) => Some(Err(e)),
         }
     };
-    let receipt = wait_for(
+    let mut answers = Vec::new();
+    for what in [
         "a deposit succeeding with the nodes back",
-        Duration::from_secs(60),
-        deposited,
-    )
-    .await?
-    .map_err(context("deposit with the nodes back"))?;
-    let again = wait_for(
         "the same deposit answered again",
-        Duration::from_secs(60),
-        deposited,
-    )
-    .await?
-    .map_err(context("deposit again"))?;
+    ] {
+        let answer = wait_for(what, Duration::from_secs(60), deposited).await?;
+        answers.push(answer.map_err(context(what))?);
+    }
+    let (receipt, again) = (&answers[0], &answers[1]);
     ensure!(
         again.duplicate && again.position == receipt.position,
         "depositing it once more gave {again:?}, after {receipt:?}"
@@ -314,24 +309,19 @@ async fn without_a_majority_deposits_fail(mut cluster: OwnCluster) -> CaseResult
     Ok(())
 }
 
-/// The trials' own waits add up to well under this.
-const LIMIT: Duration = Duration::from_secs(240);
-
 fn main() {
-    let bin = common::server_binary();
-    let trials = vec![
-        trial("a_waiting_fetch_outlives_its_consumer_leader", &bin, |_| {
-            let cluster = OwnCluster::start(false)?;
-            block_on(LIMIT, a_waiting_fetch_outlives_its_consumer_leader(cluster))
-        }),
-        trial("replicas_are_kept_and_other_counts_conflict", &bin, |_| {
-            let cluster = OwnCluster::start(false)?;
-            block_on(LIMIT, replicas_are_kept_and_other_counts_conflict(cluster))
-        }),
-        trial("without_a_majority_deposits_fail_typed", &bin, |_| {
-            let cluster = OwnCluster::start(false)?;
-            block_on(LIMIT, without_a_majority_deposits_fail(cluster))
-        }),
-    ];
-    qis_conformance::run_trials(trials);
+    qis_conformance::run_trials(vec![
+        on_own_cluster(
+            "a_waiting_fetch_outlives_its_consumer_leader",
+            a_waiting_fetch_outlives_its_consumer_leader,
+        ),
+        on_own_cluster(
+            "replicas_are_kept_and_other_counts_conflict",
+            replicas_are_kept_and_other_counts_conflict,
+        ),
+        on_own_cluster(
+            "without_a_majority_deposits_fail_typed",
+            without_a_majority_deposits_fail,
+        ),
+    ]);
 }

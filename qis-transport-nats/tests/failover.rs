@@ -33,9 +33,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{connect, replicas_current, stream_leader, Observers, OwnCluster, STREAM};
+use common::cluster::{
+    connect, on_own_cluster, replicas_current, stream_leader, Observers, OwnCluster, STREAM,
+};
 use qis_conformance::ensure;
-use qis_conformance::support::{block_on, context, eventually, pkt, trial, wait_for, CaseResult};
+use qis_conformance::support::{context, eventually, pkt, wait_for, CaseResult};
 use qis_core::{
     ConsumerConfig, Delivery, EncodedPacket, ErrorKind, OutcomePacket, OutcomeTransport,
     OutcomeTransportExt, PacketId, Position, Receipt, SubjectPattern,
@@ -395,20 +397,13 @@ async fn lose_the_leader(mut cluster: OwnCluster, how: Disruption) -> CaseResult
     observers.close().await
 }
 
-/// The trials' own waits add up to well under this.
-const LIMIT: Duration = Duration::from_secs(240);
-
 fn main() {
-    let bin = common::server_binary();
-    let trials = vec![
-        trial("failover_when_the_stream_leader_is_killed", &bin, |_| {
-            let cluster = OwnCluster::start(false)?;
-            block_on(LIMIT, lose_the_leader(cluster, Disruption::Kill))
+    qis_conformance::run_trials(vec![
+        on_own_cluster("failover_when_the_stream_leader_is_killed", |c| {
+            lose_the_leader(c, Disruption::Kill)
         }),
-        trial("failover_when_the_stream_leader_is_paused", &bin, |_| {
-            let cluster = OwnCluster::start(false)?;
-            block_on(LIMIT, lose_the_leader(cluster, Disruption::Pause))
+        on_own_cluster("failover_when_the_stream_leader_is_paused", |c| {
+            lose_the_leader(c, Disruption::Pause)
         }),
-    ];
-    qis_conformance::run_trials(trials);
+    ]);
 }

@@ -7,13 +7,30 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    self, await_port, context, free_port, log_tail, CaseResult, TempDir,
+    self, await_port, block_on, context, free_port, log_tail, trial, CaseResult, TempDir,
 };
 use qis_core::OutcomeTransport;
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
 use super::server_binary;
+
+/// How long a trial on its own cluster may take; its own waits add up to
+/// well under this.
+pub const LIMIT: Duration = Duration::from_secs(240);
+
+/// A trial named `name` that runs `case` on a private three-node cluster
+/// started for it (ignored with the reason when there is no nats-server).
+pub fn on_own_cluster<F, Fut>(name: &str, case: F) -> Trial
+where
+    F: FnOnce(OwnCluster) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = CaseResult>,
+{
+    trial(name, &server_binary(), move |_| {
+        block_on(LIMIT, case(OwnCluster::start(false)?))
+    })
+}
 
 /// The stream the trials use (the default prefix's).
 pub const STREAM: &str = "QIS_OUTCOMES";
