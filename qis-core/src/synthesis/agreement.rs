@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 
-use super::ballot::{Ballot, MAX_WIDTH};
+use super::ballot::{Ballot, Slot, MAX_WIDTH};
 use super::exact;
 use super::tally::UNIT;
 use super::twin::Twin;
@@ -387,6 +387,20 @@ impl Groups {
     }
 }
 
+/// The slots voting for `problem`, those not `excluded`.
+#[inline(always)]
+fn voters<'b, 'a, T: Twin<'a>>(
+    ballot: &'b Ballot<'a, T>,
+    problem: u32,
+    excluded: Option<&'b [bool]>,
+) -> impl Iterator<Item = (usize, &'b Slot)> + 'b {
+    ballot
+        .slots
+        .iter()
+        .enumerate()
+        .filter(move |&(slot, s)| s.problem == problem && !excluded.is_some_and(|x| x[slot]))
+}
+
 /// Group the voters for `problem` (those not `excluded`) whose vectors have
 /// any length; the own packet's group if it is one of them.
 fn group_any<'a, T: Twin<'a>>(
@@ -396,10 +410,7 @@ fn group_any<'a, T: Twin<'a>>(
     excluded: Option<&[bool]>,
 ) -> Option<u32> {
     let mut own = None;
-    for (slot, s) in ballot.slots.iter().enumerate() {
-        if s.problem != problem || excluded.is_some_and(|x| x[slot]) {
-            continue;
-        }
+    for (slot, s) in voters(ballot, problem, excluded) {
         let g = if s.in_rows {
             groups.join_row::<0>(ballot.cv(slot))
         } else {
@@ -431,10 +442,7 @@ fn group_fixed<'a, T: Twin<'a>, const W: usize>(
     let mut high = [0.0; W];
     let mut low = [0.0; W];
     let mut count = 0u32;
-    for (slot, s) in ballot.slots.iter().enumerate() {
-        if s.problem != problem || excluded.is_some_and(|x| x[slot]) {
-            continue;
-        }
+    for (slot, s) in voters(ballot, problem, excluded) {
         if !s.in_rows {
             let g = groups.join_any(ballot.cv(slot));
             if slot == 0 && g != NO_GROUP {
