@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 
-use super::ballot::{Ballot, MAX_WIDTH};
+use super::ballot::{Ballot, Slot, MAX_WIDTH};
 use super::exact;
 use super::tally::UNIT;
 use super::twin::Twin;
@@ -387,19 +387,32 @@ impl Groups {
     }
 }
 
-/// Group the voters for `problem` (those not `excluded`) whose vectors have
-/// any length; the own packet's group if it is one of them.
-fn group_any<'a, T: Twin<'a>>(
-    groups: &mut Groups,
-    ballot: &Ballot<'a, T>,
+/// The voters whose situations are grouped: those for `problem`, but not
+/// those `excluded`.
+struct Voters<'b, 'a, T> {
+    ballot: &'b Ballot<'a, T>,
     problem: u32,
-    excluded: Option<&[bool]>,
-) -> Option<u32> {
-    let mut own = None;
-    for (slot, s) in ballot.slots.iter().enumerate() {
-        if s.problem != problem || excluded.is_some_and(|x| x[slot]) {
-            continue;
-        }
+    excluded: Option<&'b [bool]>,
+}
+
+impl<'a, T: Twin<'a>> Voters<'_, 'a, T> {
+    /// Their slots.
+    #[inline(always)]
+    fn slots(&self) -> impl Iterator<Item = (usize, &Slot)> + '_ {
+        let (problem, excluded) = (self.problem, self.excluded);
+        self.ballot
+            .slots
+            .iter()
+            .enumerate()
+            .filter(move |&(slot, s)| s.problem == problem && !excluded.is_some_and(|x| x[slot]))
+    }
+}
+
+/// Group the `voters` whose vectors have any length; the own packet's group
+/// if it is one of them.
+fn group_any<'a, T: Twin<'a>>(groups: &mut Groups, voters: &Voters<'_, 'a, T>) -> Option<u32> {
+    let (mut own, ballot) = (None, voters.ballot);
+    for (slot, s) in voters.slots() {
         let g = if s.in_rows {
             groups.join_row::<0>(ballot.cv(slot))
         } else {
@@ -419,11 +432,9 @@ fn group_any<'a, T: Twin<'a>>(
 /// code with no memory traffic besides the row.
 fn group_fixed<'a, T: Twin<'a>, const W: usize>(
     groups: &mut Groups,
-    ballot: &Ballot<'a, T>,
-    problem: u32,
-    excluded: Option<&[bool]>,
+    voters: &Voters<'_, 'a, T>,
 ) -> Option<u32> {
-    let mut own = None;
+    let (mut own, ballot) = (None, voters.ballot);
     let rows = ballot.rows();
     let res = groups.resolution;
     let mut group = NO_GROUP;
@@ -431,10 +442,7 @@ fn group_fixed<'a, T: Twin<'a>, const W: usize>(
     let mut high = [0.0; W];
     let mut low = [0.0; W];
     let mut count = 0u32;
-    for (slot, s) in ballot.slots.iter().enumerate() {
-        if s.problem != problem || excluded.is_some_and(|x| x[slot]) {
-            continue;
-        }
+    for (slot, s) in voters.slots() {
         if !s.in_rows {
             let g = groups.join_any(ballot.cv(slot));
             if slot == 0 && g != NO_GROUP {
@@ -507,16 +515,21 @@ pub(crate) fn agreement<'a, T: Twin<'a>>(
 ) -> Agreement {
     let mut groups = Groups::new(resolution);
     let g = &mut groups;
+    let v = &Voters {
+        ballot,
+        problem,
+        excluded,
+    };
     // The common widths get code of their own.
     let own = match ballot.width {
-        1 => group_fixed::<T, 1>(g, ballot, problem, excluded),
-        2 => group_fixed::<T, 2>(g, ballot, problem, excluded),
-        3 => group_fixed::<T, 3>(g, ballot, problem, excluded),
-        4 => group_fixed::<T, 4>(g, ballot, problem, excluded),
-        5 => group_fixed::<T, 5>(g, ballot, problem, excluded),
-        6 => group_fixed::<T, 6>(g, ballot, problem, excluded),
-        8 => group_fixed::<T, 8>(g, ballot, problem, excluded),
-        _ => group_any(g, ballot, problem, excluded),
+        1 => group_fixed::<T, 1>(g, v),
+        2 => group_fixed::<T, 2>(g, v),
+        3 => group_fixed::<T, 3>(g, v),
+        4 => group_fixed::<T, 4>(g, v),
+        5 => group_fixed::<T, 5>(g, v),
+        6 => group_fixed::<T, 6>(g, v),
+        8 => group_fixed::<T, 8>(g, v),
+        _ => group_any(g, v),
     };
     let count = |g: u32| groups.meta[g as usize].count;
     let winner = (0..groups.meta.len() as u32).max_by(|&a, &b| {

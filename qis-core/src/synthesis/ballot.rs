@@ -33,6 +33,20 @@ pub(crate) struct Slot {
     pub timestamp: f64,
 }
 
+impl Slot {
+    /// The slot of packet `p`, voting for `problem`, with rows `width` wide.
+    #[inline(always)]
+    fn new(problem: u32, p: &OutcomePacket, width: usize, has_id: bool) -> Slot {
+        Slot {
+            problem,
+            in_rows: p.context_vector.len() == width,
+            has_id,
+            confidence: p.confidence,
+            timestamp: p.timestamp,
+        }
+    }
+}
+
 /// The votes: slot 0 is the own packet, then one per other agent in the order
 /// its first packet arrived.
 pub(crate) struct Ballot<'a, T> {
@@ -225,13 +239,7 @@ where
     }
     b.votes.push(None);
     ids.push(own_id.unwrap_or(NO_ID));
-    let own_slot = Slot {
-        problem: problems.id(own),
-        in_rows: own.context_vector.len() == width,
-        has_id: own_id.is_some(),
-        confidence: own.confidence,
-        timestamp: own.timestamp,
-    };
+    let own_slot = Slot::new(problems.id(own), own, width, own_id.is_some());
     if own_slot.in_rows {
         b.rows.extend_from_slice(&own.context_vector);
     }
@@ -253,13 +261,7 @@ where
             id.is_some_and(|id| ids[s] == id && (id != NO_ID || b.slots[s].has_id))
                 || packet_of(s).agent_id.as_bytes() == agent
         });
-        let slot = Slot {
-            problem: problems.id(p),
-            in_rows: p.context_vector.len() == width,
-            has_id: id.is_some(),
-            confidence: p.confidence,
-            timestamp: p.timestamp,
-        };
+        let slot = Slot::new(problems.id(p), p, width, id.is_some());
         let s = match found {
             Found::Free(at) => {
                 let s = b.votes.len();

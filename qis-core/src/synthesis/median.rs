@@ -20,7 +20,13 @@ pub(crate) fn median(xs: &mut [f64]) -> f64 {
         return f64::NAN;
     }
     let (left, mid, _) = xs.select_nth_unstable_by(n / 2, f64::total_cmp);
-    let upper = *mid;
+    middle(n, left, *mid)
+}
+
+/// The median of `n` values given the upper middle one, `upper`, and values
+/// `left` of it whose largest is the lower middle one: `upper` for an odd
+/// count, else the mean of the two middle values.
+fn middle(n: usize, left: &[f64], upper: f64) -> f64 {
     if n % 2 == 1 {
         upper
     } else {
@@ -87,15 +93,9 @@ impl Medians {
             return median(xs);
         }
         let (left, mid, _) = inside.select_nth_unstable_by(k - below, total);
-        let upper = *mid;
-        if n % 2 == 1 {
-            upper
-        } else {
-            // `k - 1 >= below`: the lower middle value is inside too, the
-            // largest of the values left of the upper one.
-            let lower = left.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            lower + (upper - lower) / 2.0
-        }
+        // For an even count, `k - 1 >= below`: the lower middle value is
+        // inside too, the largest of the values left of the upper one.
+        middle(n, left, *mid)
     }
 }
 
