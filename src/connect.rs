@@ -45,41 +45,30 @@ struct Driver {
     parse: fn(&str) -> Result<TransportConfig>,
 }
 
+/// The [`Driver`] of a config type, parsed into the variant that holds it.
+macro_rules! driver {
+    ($config:ty => $variant:ident) => {
+        Driver {
+            schemes: <$config>::URL_SCHEMES,
+            parse: |url| Ok(TransportConfig::$variant(url.parse::<$config>()?.into())),
+        }
+    };
+}
+
 const DRIVERS: &[Driver] = &[
-    Driver {
-        schemes: MemoryConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Memory(url.parse()?)),
-    },
+    driver!(MemoryConfig => Memory),
     #[cfg(feature = "sqlite")]
-    Driver {
-        schemes: qis_transport_sqlite::SqliteConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Sqlite(url.parse()?)),
-    },
+    driver!(qis_transport_sqlite::SqliteConfig => Sqlite),
     #[cfg(feature = "nats")]
-    Driver {
-        schemes: qis_transport_nats::NatsConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Nats(Box::new(url.parse()?))),
-    },
+    driver!(qis_transport_nats::NatsConfig => Nats),
     #[cfg(feature = "redis")]
-    Driver {
-        schemes: qis_transport_redis::RedisConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Redis(Box::new(url.parse()?))),
-    },
+    driver!(qis_transport_redis::RedisConfig => Redis),
     #[cfg(feature = "kafka")]
-    Driver {
-        schemes: qis_transport_kafka::KafkaConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Kafka(Box::new(url.parse()?))),
-    },
+    driver!(qis_transport_kafka::KafkaConfig => Kafka),
     #[cfg(feature = "http")]
-    Driver {
-        schemes: qis_transport_http::HttpConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Http(Box::new(url.parse()?))),
-    },
+    driver!(qis_transport_http::HttpConfig => Http),
     #[cfg(feature = "chroma")]
-    Driver {
-        schemes: qis_transport_chroma::ChromaConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Chroma(Box::new(url.parse()?))),
-    },
+    driver!(qis_transport_chroma::ChromaConfig => Chroma),
 ];
 
 /// The optional backends and their schemes, only to say which feature to

@@ -21,6 +21,8 @@
 //!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`].
 //! - **Raw injection** for tests of malformed-message handling:
 //!   [`InjectRaw`] writes bytes the way a foreign publisher of garbage would.
+//! - **Open handles**: [`OpenHandles`] remembers the consumer handles a
+//!   transport opened, to close them all when the transport closes.
 //!
 //! ```
 //! use qis_core::backend::{seq_token, token_seq};
@@ -37,7 +39,8 @@
 //! ```
 
 use std::any::Any;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 
@@ -134,4 +137,46 @@ pub trait InjectRaw {
     /// Store `body` on `subject` bypassing every check. The subject need not
     /// be valid or under the prefix, and the body need not be a packet.
     async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()>;
+}
+
+/// The handles (consumers, sessions) a transport opened and must close when
+/// it closes. Kept weakly: a handle its user dropped is not kept alive, and
+/// is forgotten on the next [`insert`](Self::insert).
+#[derive(Debug)]
+pub struct OpenHandles<T> {
+    handles: Mutex<Vec<Weak<T>>>,
+}
+
+impl<T> Default for OpenHandles<T> {
+    fn default() -> Self {
+        OpenHandles {
+            handles: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> OpenHandles<T> {
+    /// Remember `handle`.
+    pub fn insert(&self, handle: Weak<T>) {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        handles.retain(|h| h.strong_count() > 0);
+        handles.push(handle);
+    }
+
+    /// Close every handle still alive with `close` (each one, even after a
+    /// failure) and forget them all; the first error, if any.
+    pub async fn close_all<F, Fut>(&self, mut close: F) -> Result<()>
+    where
+        F: FnMut(Arc<T>) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first_error = None;
+        for handle in handles.iter().filter_map(Weak::upgrade) {
+            if let Err(e) = close(handle).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }

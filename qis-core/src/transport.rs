@@ -52,6 +52,24 @@ pub struct Capabilities {
     pub similarity: bool,
 }
 
+impl Capabilities {
+    /// Every capability. A backend names what it lacks and takes the rest
+    /// from here: `Capabilities { nak: false, ..Capabilities::ALL }`.
+    pub const ALL: Capabilities = Capabilities {
+        durable: true,
+        persistent: true,
+        live: true,
+        fire_and_forget: true,
+        native_wildcards: true,
+        dedup: true,
+        nak: true,
+        start_since: true,
+        shared_consumers: true,
+        backlog: true,
+        similarity: true,
+    };
+}
+
 /// Where a new durable consumer starts. Applies when the consumer is created;
 /// re-opening an existing consumer by name resumes where it was.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -347,8 +365,24 @@ pub trait OutcomeTransport: Send + Sync + fmt::Debug {
     /// The subject prefix this transport stores (e.g. `qis.iot`).
     fn prefix(&self) -> &Subject;
 
-    /// Store one packet durably and return its receipt.
-    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt>;
+    /// Store one packet durably and return its receipt. The default deposits
+    /// a batch of one with [`deposit_encoded_batch`](Self::deposit_encoded_batch).
+    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
+        let mut receipts = self
+            .deposit_encoded_batch(std::slice::from_ref(packet))
+            .await?;
+        receipts.pop().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                self.name(),
+                format!(
+                    "no receipt came back for packet {} on {}",
+                    packet.id(),
+                    packet.subject()
+                ),
+            )
+        })
+    }
 
     /// Store many packets with acknowledgements in flight; receipts in input order.
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>>;

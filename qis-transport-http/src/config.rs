@@ -4,7 +4,6 @@
 //! (`prefix`, `connect_timeout`, `tls_ca` / `tls_cert` / `tls_key`, a token
 //! in the user info or `?token=`); `request_timeout` is this transport's own.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{Credentials, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
@@ -56,16 +55,7 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
 }
 
-qis_core::config_builders!(HttpConfig: prefix, connect_timeout, tls, credentials);
-
-impl FromStr for HttpConfig {
-    type Err = Error;
-
-    /// The same as [`HttpConfig::from_url`].
-    fn from_str(url: &str) -> Result<Self> {
-        HttpConfig::from_url(url)
-    }
-}
+qis_core::config_builders!(HttpConfig: prefix, connect_timeout, tls, credentials, from_url);
 
 impl HttpConfig {
     /// The URL schemes of this transport.

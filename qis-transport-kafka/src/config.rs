@@ -1,7 +1,6 @@
 //! [`KafkaConfig`]: where the brokers are, which topic a prefix maps to, how
 //! the topic is created and how the clients behave.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{Credentials, Retention, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
@@ -161,7 +160,7 @@ impl Default for KafkaConfig {
     }
 }
 
-qis_core::config_builders!(KafkaConfig: prefix, retention, connect_timeout, tls, credentials);
+qis_core::config_builders!(KafkaConfig: prefix, retention, connect_timeout, tls, credentials, from_url);
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
@@ -317,13 +316,6 @@ impl KafkaConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl FromStr for KafkaConfig {
-    type Err = Error;
-    fn from_str(url: &str) -> Result<Self> {
-        KafkaConfig::from_url(url)
     }
 }
 

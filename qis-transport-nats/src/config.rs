@@ -166,7 +166,8 @@ qis_core::config_builders!(
     dedup_window,
     connect_timeout,
     tls,
-    credentials
+    credentials,
+    from_url
 );
 
 /// The stream name used for `prefix` when none is configured: the seed's

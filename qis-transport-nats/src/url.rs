@@ -2,10 +2,8 @@
 //! of seed servers, settings in the query, parsed with the shared
 //! [`ServerUrl`] and [`UrlOptions`] of [`qis_core::config`].
 
-use std::str::FromStr;
-
 use qis_core::config::{ServerUrl, UrlOptions};
-use qis_core::{Error, Result};
+use qis_core::Result;
 
 use crate::config::{invalid, NatsConfig, NatsStorage, DEFAULT_PORT};
 use crate::NAME;
@@ -115,15 +113,6 @@ fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
         config.connection_name = s;
     }
     o.finish()
-}
-
-impl FromStr for NatsConfig {
-    type Err = Error;
-
-    /// The same as [`NatsConfig::from_url`].
-    fn from_str(url: &str) -> Result<Self> {
-        NatsConfig::from_url(url)
-    }
 }
 
 #[cfg(test)]

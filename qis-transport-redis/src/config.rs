@@ -1,6 +1,5 @@
 //! How to reach Redis and how much to keep.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{
@@ -166,7 +165,15 @@ impl Default for RedisConfig {
     }
 }
 
-qis_core::config_builders!(RedisConfig: prefix, retention, dedup_window, connect_timeout, tls, credentials);
+qis_core::config_builders!(
+    RedisConfig: prefix,
+    retention,
+    dedup_window,
+    connect_timeout,
+    tls,
+    credentials,
+    from_url
+);
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
@@ -338,13 +345,6 @@ impl RedisConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl FromStr for RedisConfig {
-    type Err = Error;
-    fn from_str(url: &str) -> Result<Self> {
-        RedisConfig::from_url(url)
     }
 }
 

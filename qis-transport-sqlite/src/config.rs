@@ -6,7 +6,6 @@
 //! `cache_size`.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{Retention, UrlOptions};
@@ -129,21 +128,12 @@ pub struct SqliteConfig {
     pub cache_size: Option<u64>,
 }
 
-qis_core::config_builders!(SqliteConfig: prefix, retention);
+qis_core::config_builders!(SqliteConfig: prefix, retention, from_url);
 
 impl Default for SqliteConfig {
     /// `qis.db` in the working directory, prefix `qis.iot`, default retention.
     fn default() -> Self {
         SqliteConfig::new("qis.db")
-    }
-}
-
-impl FromStr for SqliteConfig {
-    type Err = Error;
-
-    /// The same as [`SqliteConfig::from_url`].
-    fn from_str(url: &str) -> Result<Self> {
-        SqliteConfig::from_url(url)
     }
 }
 
