@@ -182,31 +182,19 @@ impl TransportConfig {
     pub async fn connect(self) -> Result<DynTransport> {
         tracing::debug!(config = ?self, "connecting");
         Ok(match self {
-            TransportConfig::Memory(c) => Arc::new(c.connect()?),
+            Self::Memory(c) => Arc::new(c.connect()?),
             #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => {
-                Arc::new(qis_transport_sqlite::SqliteTransport::connect(c).await?)
-            }
+            Self::Sqlite(c) => Arc::new(crate::sqlite::SqliteTransport::connect(c).await?),
             #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => {
-                Arc::new(qis_transport_nats::NatsTransport::connect(*c).await?)
-            }
+            Self::Nats(c) => Arc::new(crate::nats::NatsTransport::connect(*c).await?),
             #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => {
-                Arc::new(qis_transport_redis::RedisTransport::connect(*c).await?)
-            }
+            Self::Redis(c) => Arc::new(crate::redis::RedisTransport::connect(*c).await?),
             #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => {
-                Arc::new(qis_transport_kafka::KafkaTransport::connect(*c).await?)
-            }
+            Self::Kafka(c) => Arc::new(crate::kafka::KafkaTransport::connect(*c).await?),
             #[cfg(feature = "http")]
-            TransportConfig::Http(c) => {
-                Arc::new(qis_transport_http::HttpTransport::connect(*c).await?)
-            }
+            Self::Http(c) => Arc::new(crate::http::HttpTransport::connect(*c).await?),
             #[cfg(feature = "chroma")]
-            TransportConfig::Chroma(c) => {
-                Arc::new(qis_transport_chroma::ChromaTransport::connect(*c).await?)
-            }
+            Self::Chroma(c) => Arc::new(crate::chroma::ChromaTransport::connect(*c).await?),
         })
     }
 }

@@ -57,6 +57,11 @@ pub struct HttpConfig {
 
 qis_core::config_builders!(HttpConfig: prefix, connect_timeout, tls, credentials, from_url);
 
+qis_core::setters!(HttpConfig {
+    /// How long one request may take beyond the wait it asks for.
+    request_timeout: Duration,
+});
+
 impl HttpConfig {
     /// The URL schemes of this transport.
     pub const URL_SCHEMES: &'static [&'static str] = &["http", "https"];
@@ -129,12 +134,6 @@ impl HttpConfig {
         u.options.finish()?;
         config.check()?;
         Ok(config)
-    }
-
-    /// How long one request may take beyond the wait it asks for.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
     }
 
     /// Whether the base URL is `https://`.

@@ -162,6 +162,15 @@ impl Default for KafkaConfig {
 
 qis_core::config_builders!(KafkaConfig: prefix, retention, connect_timeout, tls, credentials, from_url);
 
+qis_core::setters!(KafkaConfig {
+    /// Use this topic instead of the one named after the prefix.
+    topic: Option<String>,
+    /// Partition count for a topic the transport creates.
+    partitions: i32,
+    /// Replication factor for a topic the transport creates.
+    replication_factor: i32,
+});
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
 }
@@ -239,24 +248,6 @@ impl KafkaConfig {
         options.finish()?;
         c.validate()?;
         Ok(c)
-    }
-
-    /// Use this topic instead of the one named after the prefix.
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = Some(topic.into());
-        self
-    }
-
-    /// Partition count for a topic the transport creates.
-    pub fn partitions(mut self, partitions: i32) -> Self {
-        self.partitions = partitions;
-        self
-    }
-
-    /// Replication factor for a topic the transport creates.
-    pub fn replication_factor(mut self, replication_factor: i32) -> Self {
-        self.replication_factor = replication_factor;
-        self
     }
 
     /// Add a librdkafka client property (applied last, so it wins).

@@ -165,15 +165,15 @@ impl Default for RedisConfig {
     }
 }
 
-qis_core::config_builders!(
-    RedisConfig: prefix,
-    retention,
-    dedup_window,
-    connect_timeout,
-    tls,
-    credentials,
-    from_url
-);
+qis_core::config_builders!(RedisConfig: prefix, retention, dedup_window, connect_timeout, tls, credentials, from_url);
+
+qis_core::setters!(RedisConfig {
+    /// Set the reply timeout of one command.
+    response_timeout: Duration,
+    /// Set the time between two ticks of the retention sweep (zero: no
+    /// background sweep).
+    sweep_interval: Duration,
+});
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
@@ -280,19 +280,6 @@ impl RedisConfig {
     /// `retention.max_bytes / 512`).
     pub fn max_len(mut self, max_len: u64) -> Self {
         self.max_len = Some(max_len);
-        self
-    }
-
-    /// Set the reply timeout of one command.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// Set the time between two ticks of the retention sweep (zero: no
-    /// background sweep).
-    pub fn sweep_interval(mut self, interval: Duration) -> Self {
-        self.sweep_interval = interval;
         self
     }
 

@@ -130,6 +130,17 @@ pub struct SqliteConfig {
 
 qis_core::config_builders!(SqliteConfig: prefix, retention, from_url);
 
+qis_core::setters!(SqliteConfig {
+    /// How long a write waits for another process's write lock.
+    busy_timeout: Duration,
+    /// How often other processes' commits are looked for while someone waits.
+    poll_interval: Duration,
+    /// Commit durability.
+    synchronous: Synchronous,
+    /// What happens when retention would remove packets a consumer still owes.
+    when_full: WhenFull,
+});
+
 impl Default for SqliteConfig {
     /// `qis.db` in the working directory, prefix `qis.iot`, default retention.
     fn default() -> Self {
@@ -228,30 +239,6 @@ impl SqliteConfig {
         }
         options.finish()?;
         Ok(config)
-    }
-
-    /// How long a write waits for another process's write lock.
-    pub fn busy_timeout(mut self, busy_timeout: Duration) -> Self {
-        self.busy_timeout = busy_timeout;
-        self
-    }
-
-    /// How often other processes' commits are looked for while someone waits.
-    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
-        self.poll_interval = poll_interval;
-        self
-    }
-
-    /// Commit durability.
-    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
-        self.synchronous = synchronous;
-        self
-    }
-
-    /// What happens when retention would remove packets a consumer still owes.
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
     }
 
     /// The most memory SQLite's page cache of this handle may take.
