@@ -39,6 +39,28 @@ pub enum TransportConfig {
     Chroma(Box<qis_transport_chroma::ChromaConfig>),
 }
 
+/// The same expression `$e` for the config `$c` of whichever variant
+/// `$config` is (every config has the shared fields, e.g. `prefix`).
+macro_rules! each_config {
+    ($config:expr, $c:ident => $e:expr) => {
+        match $config {
+            TransportConfig::Memory($c) => $e,
+            #[cfg(feature = "sqlite")]
+            TransportConfig::Sqlite($c) => $e,
+            #[cfg(feature = "nats")]
+            TransportConfig::Nats($c) => $e,
+            #[cfg(feature = "redis")]
+            TransportConfig::Redis($c) => $e,
+            #[cfg(feature = "kafka")]
+            TransportConfig::Kafka($c) => $e,
+            #[cfg(feature = "http")]
+            TransportConfig::Http($c) => $e,
+            #[cfg(feature = "chroma")]
+            TransportConfig::Chroma($c) => $e,
+        }
+    };
+}
+
 /// A backend compiled into this build.
 struct Driver {
     schemes: &'static [&'static str],
@@ -141,40 +163,13 @@ impl TransportConfig {
     /// `?prefix=`, or the default `qis.iot`): known before connecting, so a
     /// pattern for a side that is not reachable yet can be built.
     pub fn prefix(&self) -> &Subject {
-        match self {
-            TransportConfig::Memory(c) => &c.prefix,
-            #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => &c.prefix,
-            #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => &c.prefix,
-            #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => &c.prefix,
-            #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => &c.prefix,
-            #[cfg(feature = "http")]
-            TransportConfig::Http(c) => &c.prefix,
-            #[cfg(feature = "chroma")]
-            TransportConfig::Chroma(c) => &c.prefix,
-        }
+        each_config!(self, c => &c.prefix)
     }
 
     /// Use another subject prefix than the default `qis.iot`.
-    pub fn with_prefix(self, prefix: Subject) -> Self {
-        match self {
-            TransportConfig::Memory(c) => TransportConfig::Memory(c.prefix(prefix)),
-            #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => TransportConfig::Sqlite(c.prefix(prefix)),
-            #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => TransportConfig::Nats(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => TransportConfig::Redis(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "http")]
-            TransportConfig::Http(c) => TransportConfig::Http(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "chroma")]
-            TransportConfig::Chroma(c) => TransportConfig::Chroma(Box::new(c.prefix(prefix))),
-        }
+    pub fn with_prefix(mut self, prefix: Subject) -> Self {
+        each_config!(&mut self, c => c.prefix = prefix);
+        self
     }
 
     /// Connect, returning the transport (behind the checking layer,

@@ -384,6 +384,46 @@ impl UrlOptions {
         })
     }
 
+    /// Several duration keys, each into its field; a field whose key is
+    /// absent keeps its value.
+    pub fn durations<const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut Duration); N],
+    ) -> Result<()> {
+        self.read_into(fields, Self::duration)
+    }
+
+    /// Several number keys of type `T`, each into its field, as
+    /// [`durations`](Self::durations).
+    pub fn numbers<T: FromStr, const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut T); N],
+    ) -> Result<()> {
+        self.read_into(fields, Self::number)
+    }
+
+    /// Several boolean keys, each into its field, as
+    /// [`durations`](Self::durations).
+    pub fn booleans<const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut bool); N],
+    ) -> Result<()> {
+        self.read_into(fields, Self::boolean)
+    }
+
+    fn read_into<T, const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut T); N],
+        mut read: impl FnMut(&mut Self, &'static str) -> Result<Option<T>>,
+    ) -> Result<()> {
+        for (key, field) in fields {
+            if let Some(v) = read(self, key)? {
+                *field = v;
+            }
+        }
+        Ok(())
+    }
+
     /// A file path.
     pub fn path(&mut self, key: &'static str) -> Option<PathBuf> {
         self.string(key).map(PathBuf::from)

@@ -235,22 +235,7 @@ pub struct Delivery {
     pub token: AckToken,
 }
 
-impl Delivery {
-    /// The packet.
-    pub fn packet(&self) -> &OutcomePacket {
-        &self.received.packet
-    }
-
-    /// The packet id.
-    pub fn id(&self) -> PacketId {
-        self.received.id
-    }
-
-    /// The subject it was deposited on.
-    pub fn subject(&self) -> &str {
-        &self.received.subject
-    }
-}
+crate::packet::received_accessors!(Delivery);
 
 /// How much a durable consumer still has to do ([`DurableConsumer::backlog`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

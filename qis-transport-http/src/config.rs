@@ -124,12 +124,10 @@ impl HttpConfig {
         if let Some(prefix) = o.prefix()? {
             config.prefix = prefix;
         }
-        if let Some(d) = o.duration("connect_timeout")? {
-            config.connect_timeout = d;
-        }
-        if let Some(d) = o.duration("request_timeout")? {
-            config.request_timeout = d;
-        }
+        o.durations([
+            ("connect_timeout", &mut config.connect_timeout),
+            ("request_timeout", &mut config.request_timeout),
+        ])?;
         o.tls(&mut config.tls);
         u.options.finish()?;
         config.check()?;

@@ -221,13 +221,11 @@ impl KafkaConfig {
         options.retention(&mut c.retention)?;
         options.tls(&mut c.tls);
         c.topic = options.string("topic");
-        if let Some(n) = options.number("partitions")? {
-            c.partitions = n;
-        }
-        if let Some(n) = options.number("replication_factor")? {
-            c.replication_factor = n;
-        }
-        let durations: [(&'static str, &mut Duration); 7] = [
+        options.numbers([
+            ("partitions", &mut c.partitions),
+            ("replication_factor", &mut c.replication_factor),
+        ])?;
+        options.durations([
             ("connect_timeout", &mut c.connect_timeout),
             ("session_timeout", &mut c.session_timeout),
             ("fetch_wait_max", &mut c.fetch_wait_max),
@@ -235,12 +233,7 @@ impl KafkaConfig {
             ("deposit_timeout", &mut c.deposit_timeout),
             ("request_timeout", &mut c.request_timeout),
             ("join_timeout", &mut c.join_timeout),
-        ];
-        for (key, field) in durations {
-            if let Some(d) = options.duration(key)? {
-                *field = d;
-            }
-        }
+        ])?;
         if let Some(b) = options.bytes("consumer_buffer_bytes")? {
             c.consumer_buffer_bytes = usize::try_from(b).unwrap_or(usize::MAX);
         }

@@ -33,6 +33,13 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
     }
 }
 
+/// Note `what` in `out` when the stream has another value than wanted.
+fn differ<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, what: &str, have: &T, want: &T) {
+    if have != want {
+        out.push(format!("{what} {have:?} (want {want:?})"));
+    }
+}
+
 /// What differs between an existing stream and the wanted one, in words.
 /// Only what changes the transport's behaviour counts (subjects, limits,
 /// storage, retention, discard, de-duplication window, replicas).
@@ -48,50 +55,24 @@ pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
             have.subjects, want.subjects
         ));
     }
-    if have.max_age != want.max_age {
-        out.push(format!(
-            "max_age {:?} (want {:?})",
-            have.max_age, want.max_age
-        ));
-    }
-    if have.max_bytes != want.max_bytes {
-        out.push(format!(
-            "max_bytes {} (want {})",
-            have.max_bytes, want.max_bytes
-        ));
-    }
-    if have.storage != want.storage {
-        out.push(format!(
-            "storage {:?} (want {:?})",
-            have.storage, want.storage
-        ));
-    }
-    if have.duplicate_window != want.duplicate_window {
-        out.push(format!(
-            "dedup_window (duplicate_window) {:?} (want {:?})",
-            have.duplicate_window, want.duplicate_window
-        ));
-    }
+    differ(&mut out, "max_age", &have.max_age, &want.max_age);
+    differ(&mut out, "max_bytes", &have.max_bytes, &want.max_bytes);
+    differ(&mut out, "storage", &have.storage, &want.storage);
+    differ(
+        &mut out,
+        "dedup_window (duplicate_window)",
+        &have.duplicate_window,
+        &want.duplicate_window,
+    );
     // The server reports a stream created without a count as 1 replica.
-    if have.num_replicas.max(1) != want.num_replicas.max(1) {
-        out.push(format!(
-            "replicas {} (want {})",
-            have.num_replicas.max(1),
-            want.num_replicas.max(1)
-        ));
-    }
-    if have.retention != want.retention {
-        out.push(format!(
-            "retention {:?} (want {:?})",
-            have.retention, want.retention
-        ));
-    }
-    if have.discard != want.discard {
-        out.push(format!(
-            "discard {:?} (want {:?})",
-            have.discard, want.discard
-        ));
-    }
+    differ(
+        &mut out,
+        "replicas",
+        &have.num_replicas.max(1),
+        &want.num_replicas.max(1),
+    );
+    differ(&mut out, "retention", &have.retention, &want.retention);
+    differ(&mut out, "discard", &have.discard, &want.discard);
     if have.max_messages > 0 {
         out.push(format!(
             "max_messages {} (want unlimited)",

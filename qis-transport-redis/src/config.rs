@@ -241,20 +241,14 @@ impl RedisConfig {
             config.prefix = p;
         }
         options.retention(&mut config.retention)?;
-        if let Some(w) = options.duration("dedup_window")? {
-            config.dedup_window = w;
-        }
-        if let Some(t) = options.duration("connect_timeout")? {
-            config.connect_timeout = t;
-        }
         options.tls(&mut config.tls);
         config.max_len = options.number("max_len")?;
-        if let Some(t) = options.duration("response_timeout")? {
-            config.response_timeout = t;
-        }
-        if let Some(t) = options.duration("sweep_interval")? {
-            config.sweep_interval = t;
-        }
+        options.durations([
+            ("dedup_window", &mut config.dedup_window),
+            ("connect_timeout", &mut config.connect_timeout),
+            ("response_timeout", &mut config.response_timeout),
+            ("sweep_interval", &mut config.sweep_interval),
+        ])?;
         let protocol = options.choice("protocol", &["resp2", "resp3"])?;
         options.finish()?;
 

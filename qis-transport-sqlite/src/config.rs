@@ -216,12 +216,10 @@ impl SqliteConfig {
             config.prefix = prefix;
         }
         options.retention(&mut config.retention)?;
-        if let Some(d) = options.duration("busy_timeout")? {
-            config.busy_timeout = d;
-        }
-        if let Some(d) = options.duration("poll_interval")? {
-            config.poll_interval = d;
-        }
+        options.durations([
+            ("busy_timeout", &mut config.busy_timeout),
+            ("poll_interval", &mut config.poll_interval),
+        ])?;
         if let Some(s) = options.choice("synchronous", &["full", "normal"])? {
             config.synchronous = match s {
                 "normal" => Synchronous::Normal,
