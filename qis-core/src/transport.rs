@@ -21,8 +21,9 @@ use crate::subject::{Subject, SubjectPattern};
 
 /// What a transport can do. A backend fills in what it supports; asking for
 /// something it lacks returns an [`ErrorKind::Unsupported`] error, never a
-/// silent no-op.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// silent no-op. In JSON (the gateway's `GET /v1/info`), field for field;
+/// `backlog` and `similarity` are false when absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// Deposits are stored and durable consumers deliver them at least once.
     pub durable: bool,
@@ -45,10 +46,12 @@ pub struct Capabilities {
     pub shared_consumers: bool,
     /// [`DurableConsumer::backlog`] and [`OutcomeTransport::consumers`]:
     /// the transport can say how much each durable consumer still has to do.
+    #[serde(default)]
     pub backlog: bool,
     /// [`OutcomeTransport::similar`]: the stored packets under a pattern
     /// whose context vectors are most like a given one (see
     /// [`crate::similar`]).
+    #[serde(default)]
     pub similarity: bool,
 }
 

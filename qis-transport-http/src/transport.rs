@@ -101,7 +101,11 @@ impl HttpTransport {
         Ok(Checked::new(HttpTransport {
             inner: Arc::new(Inner {
                 api,
-                capabilities: info.capabilities.into(),
+                // The gateway has no similarity endpoint (yet).
+                capabilities: Capabilities {
+                    similarity: false,
+                    ..info.capabilities
+                },
                 prefix,
                 info,
                 config,
