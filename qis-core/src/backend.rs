@@ -18,7 +18,8 @@
 //!   [`Delivery`]; [`token_seq`] / [`token_value`] to read it back on ack and
 //!   nak, with the same error on every backend for a token that is not its own.
 //! - **The checks** the layer applies, for a backend that must repeat one on
-//!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`].
+//!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`]; and
+//!   [`is_plain_name`], the rule for consumer names.
 //! - **Raw injection** for tests of malformed-message handling:
 //!   [`InjectRaw`] writes bytes the way a foreign publisher of garbage would.
 //! - **Open handles**: [`OpenHandles`] remembers the consumer handles a
@@ -91,6 +92,17 @@ pub fn token_value<'a, T: Any>(transport: &'static str, d: &'a Delivery) -> Resu
         TokenValue::Any(v) => v.downcast_ref::<T>().ok_or_else(|| foreign(transport, d)),
         TokenValue::Seq(_) => Err(foreign(transport, d)),
     }
+}
+
+/// Whether `name` is 1 to `max_len` of `A-Z a-z 0-9 _ -`: what a consumer
+/// name may be ([`ConsumerConfig::new`](crate::ConsumerConfig::new)), and
+/// what brokers accept in most names of their own (a NATS stream).
+pub fn is_plain_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 /// Check that `subject` lies under the transport's prefix.

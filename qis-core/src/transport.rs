@@ -107,12 +107,7 @@ impl ConsumerConfig {
     /// with the default ack wait.
     pub fn new(name: impl Into<String>, pattern: SubjectPattern) -> Result<Self> {
         let name = name.into();
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !ok {
+        if !crate::backend::is_plain_name(&name, 64) {
             return Err(Error::core(
                 ErrorKind::InvalidInput,
                 format!(

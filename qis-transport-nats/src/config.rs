@@ -248,12 +248,7 @@ impl NatsConfig {
             })?;
         }
         let stream = self.stream_name();
-        let ok = !stream.is_empty()
-            && stream.len() <= 255
-            && stream
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !ok {
+        if !qis_core::backend::is_plain_name(&stream, 255) {
             return Err(invalid(format!(
                 "stream name {stream:?} is not valid: use 1 to 255 of A-Z, a-z, 0-9, '_' or '-'"
             )));

@@ -8,7 +8,7 @@ use qis_core::{ErrorKind, Result};
 
 use crate::config::{NatsConfig, NatsStorage};
 use crate::error::{self, err};
-use crate::retry::{retry_limit, Retries};
+use crate::retry::{retry_limit, Races, Retries};
 
 /// The stream configuration these settings ask for.
 pub(crate) fn wanted(config: &NatsConfig) -> Config {
@@ -115,7 +115,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Resu
     let want = wanted(config);
     let url = &config.server_list();
     let mut retries = Retries::new(retry_limit(config), false);
-    let mut races = 0;
+    let mut races = Races::default();
     loop {
         let busy = match js.get_stream(&want.name).await {
             Ok(stream) => return check(&stream.cached_info().config, &want),
@@ -142,16 +142,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Resu
                         CreateStreamErrorKind::JetStream(je)
                             if je.error_code() == ErrorCode::STREAM_NAME_EXIST =>
                         {
-                            races += 1;
-                            if races >= 3 {
-                                return Err(err(
-                                    ErrorKind::Backend,
-                                    format!(
-                                        "stream {} kept changing while it was being created: try again",
-                                        want.name
-                                    ),
-                                ));
-                            }
+                            races.lost("stream", &want.name, "created")?;
                             continue;
                         }
                         CreateStreamErrorKind::TimedOut => true,
