@@ -43,20 +43,14 @@ pub enum TransportConfig {
 /// `$config` is (every config has the shared fields, e.g. `prefix`).
 macro_rules! each_config {
     ($config:expr, $c:ident => $e:expr) => {
+        each_config!($config, $c => $e, [
+            "sqlite" Sqlite, "nats" Nats, "redis" Redis, "kafka" Kafka, "http" Http, "chroma" Chroma
+        ])
+    };
+    ($config:expr, $c:ident => $e:expr, [$($feature:literal $variant:ident),*]) => {
         match $config {
             TransportConfig::Memory($c) => $e,
-            #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite($c) => $e,
-            #[cfg(feature = "nats")]
-            TransportConfig::Nats($c) => $e,
-            #[cfg(feature = "redis")]
-            TransportConfig::Redis($c) => $e,
-            #[cfg(feature = "kafka")]
-            TransportConfig::Kafka($c) => $e,
-            #[cfg(feature = "http")]
-            TransportConfig::Http($c) => $e,
-            #[cfg(feature = "chroma")]
-            TransportConfig::Chroma($c) => $e,
+            $(#[cfg(feature = $feature)] TransportConfig::$variant($c) => $e,)*
         }
     };
 }

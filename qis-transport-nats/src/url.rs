@@ -72,6 +72,8 @@ fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
     o.durations([
         ("dedup_window", &mut config.dedup_window),
         ("connect_timeout", &mut config.connect_timeout),
+        ("retry_for", &mut config.retry_for),
+        ("request_timeout", &mut config.request_timeout),
     ])?;
     o.tls(&mut config.tls);
     if let Some(s) = o.string("stream") {
@@ -86,10 +88,6 @@ fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
     o.numbers([
         ("replicas", &mut config.replicas),
         ("ack_window", &mut config.ack_window),
-    ])?;
-    o.durations([
-        ("retry_for", &mut config.retry_for),
-        ("request_timeout", &mut config.request_timeout),
     ])?;
     o.numbers([("max_ack_pending", &mut config.max_ack_pending)])?;
     if let Some(p) = o.path("creds") {

@@ -242,10 +242,13 @@ impl RedisConfig {
         }
         options.retention(&mut config.retention)?;
         options.tls(&mut config.tls);
-        config.max_len = options.number("max_len")?;
         options.durations([
             ("dedup_window", &mut config.dedup_window),
             ("connect_timeout", &mut config.connect_timeout),
+        ])?;
+        // Redis's own keys.
+        config.max_len = options.number("max_len")?;
+        options.durations([
             ("response_timeout", &mut config.response_timeout),
             ("sweep_interval", &mut config.sweep_interval),
         ])?;
