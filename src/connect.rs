@@ -61,30 +61,33 @@ struct Driver {
     parse: fn(&str) -> Result<TransportConfig>,
 }
 
-/// The [`Driver`] of a config type, parsed into the variant that holds it.
-macro_rules! driver {
-    ($config:ty => $variant:ident) => {
-        Driver {
-            schemes: <$config>::URL_SCHEMES,
-            parse: |url| Ok(TransportConfig::$variant(url.parse::<$config>()?.into())),
-        }
+/// Every [`Driver`]: memory's, then those of the optional backends compiled
+/// in, each parsing its config type into the variant that holds it.
+macro_rules! drivers {
+    ($($feature:literal => $variant:ident($config:ty)),* $(,)?) => {
+        &[
+            Driver {
+                schemes: MemoryConfig::URL_SCHEMES,
+                parse: |url| Ok(TransportConfig::Memory(url.parse()?)),
+            },
+            $(
+                #[cfg(feature = $feature)]
+                Driver {
+                    schemes: <$config>::URL_SCHEMES,
+                    parse: |url| Ok(TransportConfig::$variant(url.parse::<$config>()?.into())),
+                },
+            )*
+        ]
     };
 }
 
-const DRIVERS: &[Driver] = &[
-    driver!(MemoryConfig => Memory),
-    #[cfg(feature = "sqlite")]
-    driver!(qis_transport_sqlite::SqliteConfig => Sqlite),
-    #[cfg(feature = "nats")]
-    driver!(qis_transport_nats::NatsConfig => Nats),
-    #[cfg(feature = "redis")]
-    driver!(qis_transport_redis::RedisConfig => Redis),
-    #[cfg(feature = "kafka")]
-    driver!(qis_transport_kafka::KafkaConfig => Kafka),
-    #[cfg(feature = "http")]
-    driver!(qis_transport_http::HttpConfig => Http),
-    #[cfg(feature = "chroma")]
-    driver!(qis_transport_chroma::ChromaConfig => Chroma),
+const DRIVERS: &[Driver] = drivers![
+    "sqlite" => Sqlite(qis_transport_sqlite::SqliteConfig),
+    "nats" => Nats(qis_transport_nats::NatsConfig),
+    "redis" => Redis(qis_transport_redis::RedisConfig),
+    "kafka" => Kafka(qis_transport_kafka::KafkaConfig),
+    "http" => Http(qis_transport_http::HttpConfig),
+    "chroma" => Chroma(qis_transport_chroma::ChromaConfig),
 ];
 
 /// The optional backends and their schemes, only to say which feature to
