@@ -39,47 +39,55 @@ pub enum TransportConfig {
     Chroma(Box<qis_transport_chroma::ChromaConfig>),
 }
 
+/// The same expression `$e` for the config `$c` of whichever variant
+/// `$config` is (every config has the shared fields, e.g. `prefix`).
+macro_rules! each_config {
+    ($config:expr, $c:ident => $e:expr) => {
+        each_config!($config, $c => $e, [
+            "sqlite" Sqlite, "nats" Nats, "redis" Redis, "kafka" Kafka, "http" Http, "chroma" Chroma
+        ])
+    };
+    ($config:expr, $c:ident => $e:expr, [$($feature:literal $variant:ident),*]) => {
+        match $config {
+            TransportConfig::Memory($c) => $e,
+            $(#[cfg(feature = $feature)] TransportConfig::$variant($c) => $e,)*
+        }
+    };
+}
+
 /// A backend compiled into this build.
 struct Driver {
     schemes: &'static [&'static str],
     parse: fn(&str) -> Result<TransportConfig>,
 }
 
-const DRIVERS: &[Driver] = &[
-    Driver {
-        schemes: MemoryConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Memory(url.parse()?)),
-    },
-    #[cfg(feature = "sqlite")]
-    Driver {
-        schemes: qis_transport_sqlite::SqliteConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Sqlite(url.parse()?)),
-    },
-    #[cfg(feature = "nats")]
-    Driver {
-        schemes: qis_transport_nats::NatsConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Nats(Box::new(url.parse()?))),
-    },
-    #[cfg(feature = "redis")]
-    Driver {
-        schemes: qis_transport_redis::RedisConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Redis(Box::new(url.parse()?))),
-    },
-    #[cfg(feature = "kafka")]
-    Driver {
-        schemes: qis_transport_kafka::KafkaConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Kafka(Box::new(url.parse()?))),
-    },
-    #[cfg(feature = "http")]
-    Driver {
-        schemes: qis_transport_http::HttpConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Http(Box::new(url.parse()?))),
-    },
-    #[cfg(feature = "chroma")]
-    Driver {
-        schemes: qis_transport_chroma::ChromaConfig::URL_SCHEMES,
-        parse: |url| Ok(TransportConfig::Chroma(Box::new(url.parse()?))),
-    },
+/// Every [`Driver`]: memory's, then those of the optional backends compiled
+/// in, each parsing its config type into the variant that holds it.
+macro_rules! drivers {
+    ($($feature:literal => $variant:ident($config:ty)),* $(,)?) => {
+        &[
+            Driver {
+                schemes: MemoryConfig::URL_SCHEMES,
+                parse: |url| Ok(TransportConfig::Memory(url.parse()?)),
+            },
+            $(
+                #[cfg(feature = $feature)]
+                Driver {
+                    schemes: <$config>::URL_SCHEMES,
+                    parse: |url| Ok(TransportConfig::$variant(url.parse::<$config>()?.into())),
+                },
+            )*
+        ]
+    };
+}
+
+const DRIVERS: &[Driver] = drivers![
+    "sqlite" => Sqlite(qis_transport_sqlite::SqliteConfig),
+    "nats" => Nats(qis_transport_nats::NatsConfig),
+    "redis" => Redis(qis_transport_redis::RedisConfig),
+    "kafka" => Kafka(qis_transport_kafka::KafkaConfig),
+    "http" => Http(qis_transport_http::HttpConfig),
+    "chroma" => Chroma(qis_transport_chroma::ChromaConfig),
 ];
 
 /// The optional backends and their schemes, only to say which feature to
@@ -152,40 +160,13 @@ impl TransportConfig {
     /// `?prefix=`, or the default `qis.iot`): known before connecting, so a
     /// pattern for a side that is not reachable yet can be built.
     pub fn prefix(&self) -> &Subject {
-        match self {
-            TransportConfig::Memory(c) => &c.prefix,
-            #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => &c.prefix,
-            #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => &c.prefix,
-            #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => &c.prefix,
-            #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => &c.prefix,
-            #[cfg(feature = "http")]
-            TransportConfig::Http(c) => &c.prefix,
-            #[cfg(feature = "chroma")]
-            TransportConfig::Chroma(c) => &c.prefix,
-        }
+        each_config!(self, c => &c.prefix)
     }
 
     /// Use another subject prefix than the default `qis.iot`.
-    pub fn with_prefix(self, prefix: Subject) -> Self {
-        match self {
-            TransportConfig::Memory(c) => TransportConfig::Memory(c.prefix(prefix)),
-            #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => TransportConfig::Sqlite(c.prefix(prefix)),
-            #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => TransportConfig::Nats(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => TransportConfig::Redis(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => TransportConfig::Kafka(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "http")]
-            TransportConfig::Http(c) => TransportConfig::Http(Box::new(c.prefix(prefix))),
-            #[cfg(feature = "chroma")]
-            TransportConfig::Chroma(c) => TransportConfig::Chroma(Box::new(c.prefix(prefix))),
-        }
+    pub fn with_prefix(mut self, prefix: Subject) -> Self {
+        each_config!(&mut self, c => c.prefix = prefix);
+        self
     }
 
     /// Connect, returning the transport (behind the checking layer,
@@ -193,31 +174,19 @@ impl TransportConfig {
     pub async fn connect(self) -> Result<DynTransport> {
         tracing::debug!(config = ?self, "connecting");
         Ok(match self {
-            TransportConfig::Memory(c) => Arc::new(c.connect()?),
+            Self::Memory(c) => Arc::new(c.connect()?),
             #[cfg(feature = "sqlite")]
-            TransportConfig::Sqlite(c) => {
-                Arc::new(qis_transport_sqlite::SqliteTransport::connect(c).await?)
-            }
+            Self::Sqlite(c) => Arc::new(crate::sqlite::SqliteTransport::connect(c).await?),
             #[cfg(feature = "nats")]
-            TransportConfig::Nats(c) => {
-                Arc::new(qis_transport_nats::NatsTransport::connect(*c).await?)
-            }
+            Self::Nats(c) => Arc::new(crate::nats::NatsTransport::connect(*c).await?),
             #[cfg(feature = "redis")]
-            TransportConfig::Redis(c) => {
-                Arc::new(qis_transport_redis::RedisTransport::connect(*c).await?)
-            }
+            Self::Redis(c) => Arc::new(crate::redis::RedisTransport::connect(*c).await?),
             #[cfg(feature = "kafka")]
-            TransportConfig::Kafka(c) => {
-                Arc::new(qis_transport_kafka::KafkaTransport::connect(*c).await?)
-            }
+            Self::Kafka(c) => Arc::new(crate::kafka::KafkaTransport::connect(*c).await?),
             #[cfg(feature = "http")]
-            TransportConfig::Http(c) => {
-                Arc::new(qis_transport_http::HttpTransport::connect(*c).await?)
-            }
+            Self::Http(c) => Arc::new(crate::http::HttpTransport::connect(*c).await?),
             #[cfg(feature = "chroma")]
-            TransportConfig::Chroma(c) => {
-                Arc::new(qis_transport_chroma::ChromaTransport::connect(*c).await?)
-            }
+            Self::Chroma(c) => Arc::new(crate::chroma::ChromaTransport::connect(*c).await?),
         })
     }
 }

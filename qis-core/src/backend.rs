@@ -18,9 +18,12 @@
 //!   [`Delivery`]; [`token_seq`] / [`token_value`] to read it back on ack and
 //!   nak, with the same error on every backend for a token that is not its own.
 //! - **The checks** the layer applies, for a backend that must repeat one on
-//!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`].
+//!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`]; and
+//!   [`is_plain_name`], the rule for consumer names.
 //! - **Raw injection** for tests of malformed-message handling:
 //!   [`InjectRaw`] writes bytes the way a foreign publisher of garbage would.
+//! - **Open handles**: [`OpenHandles`] remembers the consumer handles a
+//!   transport opened, to close them all when the transport closes.
 //!
 //! ```
 //! use qis_core::backend::{seq_token, token_seq};
@@ -37,7 +40,8 @@
 //! ```
 
 use std::any::Any;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 
@@ -90,6 +94,17 @@ pub fn token_value<'a, T: Any>(transport: &'static str, d: &'a Delivery) -> Resu
     }
 }
 
+/// Whether `name` is 1 to `max_len` of `A-Z a-z 0-9 _ -`: what a consumer
+/// name may be ([`ConsumerConfig::new`](crate::ConsumerConfig::new)), and
+/// what brokers accept in most names of their own (a NATS stream).
+pub fn is_plain_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
 /// Check that `subject` lies under the transport's prefix.
 pub fn check_under_prefix(
     transport: &'static str,
@@ -134,4 +149,46 @@ pub trait InjectRaw {
     /// Store `body` on `subject` bypassing every check. The subject need not
     /// be valid or under the prefix, and the body need not be a packet.
     async fn inject_raw(&self, subject: &str, body: &[u8]) -> Result<()>;
+}
+
+/// The handles (consumers, sessions) a transport opened and must close when
+/// it closes. Kept weakly: a handle its user dropped is not kept alive, and
+/// is forgotten on the next [`insert`](Self::insert).
+#[derive(Debug)]
+pub struct OpenHandles<T> {
+    handles: Mutex<Vec<Weak<T>>>,
+}
+
+impl<T> Default for OpenHandles<T> {
+    fn default() -> Self {
+        OpenHandles {
+            handles: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> OpenHandles<T> {
+    /// Remember `handle`.
+    pub fn insert(&self, handle: Weak<T>) {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        handles.retain(|h| h.strong_count() > 0);
+        handles.push(handle);
+    }
+
+    /// Close every handle still alive with `close` (each one, even after a
+    /// failure) and forget them all; the first error, if any.
+    pub async fn close_all<F, Fut>(&self, mut close: F) -> Result<()>
+    where
+        F: FnMut(Arc<T>) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first_error = None;
+        for handle in handles.iter().filter_map(Weak::upgrade) {
+            if let Err(e) = close(handle).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }

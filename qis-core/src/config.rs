@@ -384,6 +384,46 @@ impl UrlOptions {
         })
     }
 
+    /// Several duration keys, each into its field; a field whose key is
+    /// absent keeps its value.
+    pub fn durations<const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut Duration); N],
+    ) -> Result<()> {
+        self.read_into(fields, Self::duration)
+    }
+
+    /// Several number keys of type `T`, each into its field, as
+    /// [`durations`](Self::durations).
+    pub fn numbers<T: FromStr, const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut T); N],
+    ) -> Result<()> {
+        self.read_into(fields, Self::number)
+    }
+
+    /// Several boolean keys, each into its field, as
+    /// [`durations`](Self::durations).
+    pub fn booleans<const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut bool); N],
+    ) -> Result<()> {
+        self.read_into(fields, Self::boolean)
+    }
+
+    fn read_into<T, const N: usize>(
+        &mut self,
+        fields: [(&'static str, &mut T); N],
+        mut read: impl FnMut(&mut Self, &'static str) -> Result<Option<T>>,
+    ) -> Result<()> {
+        for (key, field) in fields {
+            if let Some(v) = read(self, key)? {
+                *field = v;
+            }
+        }
+        Ok(())
+    }
+
     /// A file path.
     pub fn path(&mut self, key: &'static str) -> Option<PathBuf> {
         self.string(key).map(PathBuf::from)
@@ -612,36 +652,65 @@ macro_rules! config_builders {
     };
 }
 
-/// Plain builder setters, one per field: `setters!(MyConfig { /// doc
-/// batch: usize, … })` adds `pub fn batch(mut self, batch: usize) -> Self`
-/// (with the doc comment given) for each field listed.
+/// Plain builder setters, one per field, each with the doc comment given:
+/// `setters!(MyConfig { /// doc
+/// batch: usize, … })` adds `pub fn batch(mut self, batch: usize) -> Self`.
+/// A field written `name: impl Into<T>` takes anything that converts into
+/// its type `T`; one written `name: Option<T>` takes `impl Into<T>` and sets
+/// `Some`.
 ///
 /// ```
+/// use std::path::PathBuf;
+///
 /// #[derive(Default)]
 /// pub struct MyConfig {
 ///     pub batch: usize,
 ///     pub label: String,
+///     pub dump: Option<PathBuf>,
 /// }
 /// qis_core::setters!(MyConfig {
 ///     /// Most packets per batch.
 ///     batch: usize,
 ///     /// A label for logs.
-///     label: String,
+///     label: impl Into<String>,
+///     /// Where to write a dump.
+///     dump: Option<PathBuf>,
 /// });
-/// assert_eq!(MyConfig::default().batch(5).batch, 5);
+/// let c = MyConfig::default().batch(5).label("edge").dump("/tmp/d");
+/// assert_eq!((c.batch, c.label.as_str()), (5, "edge"));
+/// assert_eq!(c.dump, Some(PathBuf::from("/tmp/d")));
 /// ```
 #[macro_export]
 macro_rules! setters {
-    ($ty:ty { $( $(#[$doc:meta])* $field:ident : $t:ty ),* $(,)? }) => {
+    ($ty:ty { $($fields:tt)* }) => {
         impl $ty {
-            $(
-                $(#[$doc])*
-                pub fn $field(mut self, $field: $t) -> Self {
-                    self.$field = $field;
-                    self
-                }
-            )*
+            $crate::setters!(@fn $($fields)*);
         }
+    };
+    (@fn) => {};
+    (@fn $(#[$doc:meta])* $field:ident : Option<$t:ty> $(, $($rest:tt)*)?) => {
+        $(#[$doc])*
+        pub fn $field(mut self, $field: impl Into<$t>) -> Self {
+            self.$field = Some($field.into());
+            self
+        }
+        $crate::setters!(@fn $($($rest)*)?);
+    };
+    (@fn $(#[$doc:meta])* $field:ident : impl Into<$t:ty> $(, $($rest:tt)*)?) => {
+        $(#[$doc])*
+        pub fn $field(mut self, $field: impl Into<$t>) -> Self {
+            self.$field = $field.into();
+            self
+        }
+        $crate::setters!(@fn $($($rest)*)?);
+    };
+    (@fn $(#[$doc:meta])* $field:ident : $t:ty $(, $($rest:tt)*)?) => {
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $t) -> Self {
+            self.$field = $field;
+            self
+        }
+        $crate::setters!(@fn $($($rest)*)?);
     };
 }
 

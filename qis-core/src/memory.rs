@@ -303,31 +303,16 @@ impl OutcomeTransport for MemoryTransport {
         NAME
     }
 
+    /// Everything but persistence: the store lives and dies with the process.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            durable: true,
             persistent: false,
-            live: true,
-            fire_and_forget: true,
-            native_wildcards: true,
-            dedup: true,
-            nak: true,
-            start_since: true,
-            shared_consumers: true,
-            backlog: true,
-            similarity: true,
+            ..Capabilities::ALL
         }
     }
 
     fn prefix(&self) -> &Subject {
         &self.shared.config.prefix
-    }
-
-    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        Ok(self
-            .deposit_encoded_batch(std::slice::from_ref(packet))
-            .await?
-            .remove(0))
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
@@ -486,18 +471,24 @@ struct MemoryConsumer {
 }
 
 impl MemoryConsumer {
+    /// Its state left the store (it cannot: consumers are never removed).
+    fn gone(&self) -> Error {
+        Error::new(
+            ErrorKind::NotFound,
+            NAME,
+            format!("consumer {} is gone", self.name),
+        )
+    }
+
     fn try_take(&self, max: usize) -> Result<Vec<Delivery>> {
         let mut st = self.transport.lock();
         st.prune(&self.transport.shared.config.retention);
         let st = &mut *st;
         let next = st.first_seq + st.log.len() as u64;
-        let c = st.consumers.get_mut(&self.name).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                NAME,
-                format!("consumer {} is gone", self.name),
-            )
-        })?;
+        let c = st
+            .consumers
+            .get_mut(&self.name)
+            .ok_or_else(|| self.gone())?;
         let now = Instant::now();
         let mut out = Vec::new();
         let mut picked: Vec<(u64, u32)> = Vec::new();
@@ -595,13 +586,10 @@ impl DurableConsumer for MemoryConsumer {
 
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let mut st = self.transport.lock();
-        let c = st.consumers.get_mut(&self.name).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                NAME,
-                format!("consumer {} is gone", self.name),
-            )
-        })?;
+        let c = st
+            .consumers
+            .get_mut(&self.name)
+            .ok_or_else(|| self.gone())?;
         let seqs = deliveries
             .iter()
             .map(|d| token_seq(NAME, d))
@@ -633,13 +621,7 @@ impl DurableConsumer for MemoryConsumer {
     async fn backlog(&self) -> Result<Backlog> {
         let mut st = self.transport.lock();
         st.prune(&self.transport.shared.config.retention);
-        let c = st.consumers.get(&self.name).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                NAME,
-                format!("consumer {} is gone", self.name),
-            )
-        })?;
+        let c = st.consumers.get(&self.name).ok_or_else(|| self.gone())?;
         Ok(st.backlog(c))
     }
 

@@ -266,6 +266,30 @@ impl EncodedPacket {
     }
 }
 
+/// `packet()`, `id()` and `subject()` for a type that holds a [`Received`]
+/// in its field `received`.
+macro_rules! received_accessors {
+    ($ty:ty) => {
+        impl $ty {
+            /// The packet.
+            pub fn packet(&self) -> &$crate::OutcomePacket {
+                &self.received.packet
+            }
+
+            /// The packet id.
+            pub fn id(&self) -> $crate::PacketId {
+                self.received.id
+            }
+
+            /// The subject it was deposited on.
+            pub fn subject(&self) -> &str {
+                &self.received.subject
+            }
+        }
+    };
+}
+pub(crate) use received_accessors;
+
 /// A packet as received from a transport: the subject it came on, its id
 /// (carried by the transport or computed from the body) and the decoded packet.
 #[derive(Debug, Clone, PartialEq)]

@@ -249,22 +249,7 @@ pub struct Scored {
     pub score: f64,
 }
 
-impl Scored {
-    /// The packet.
-    pub fn packet(&self) -> &OutcomePacket {
-        &self.received.packet
-    }
-
-    /// The packet id.
-    pub fn id(&self) -> PacketId {
-        self.received.id
-    }
-
-    /// The subject it was deposited on.
-    pub fn subject(&self) -> &str {
-        &self.received.subject
-    }
-}
+crate::packet::received_accessors!(Scored);
 
 impl<'a> Twin<'a> for &'a Scored {
     fn packet(&self) -> &'a OutcomePacket {

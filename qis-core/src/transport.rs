@@ -21,8 +21,9 @@ use crate::subject::{Subject, SubjectPattern};
 
 /// What a transport can do. A backend fills in what it supports; asking for
 /// something it lacks returns an [`ErrorKind::Unsupported`] error, never a
-/// silent no-op.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// silent no-op. In JSON (the gateway's `GET /v1/info`), field for field;
+/// `backlog` and `similarity` are false when absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// Deposits are stored and durable consumers deliver them at least once.
     pub durable: bool,
@@ -45,11 +46,31 @@ pub struct Capabilities {
     pub shared_consumers: bool,
     /// [`DurableConsumer::backlog`] and [`OutcomeTransport::consumers`]:
     /// the transport can say how much each durable consumer still has to do.
+    #[serde(default)]
     pub backlog: bool,
     /// [`OutcomeTransport::similar`]: the stored packets under a pattern
     /// whose context vectors are most like a given one (see
     /// [`crate::similar`]).
+    #[serde(default)]
     pub similarity: bool,
+}
+
+impl Capabilities {
+    /// Every capability. A backend names what it lacks and takes the rest
+    /// from here: `Capabilities { nak: false, ..Capabilities::ALL }`.
+    pub const ALL: Capabilities = Capabilities {
+        durable: true,
+        persistent: true,
+        live: true,
+        fire_and_forget: true,
+        native_wildcards: true,
+        dedup: true,
+        nak: true,
+        start_since: true,
+        shared_consumers: true,
+        backlog: true,
+        similarity: true,
+    };
 }
 
 /// Where a new durable consumer starts. Applies when the consumer is created;
@@ -86,12 +107,7 @@ impl ConsumerConfig {
     /// with the default ack wait.
     pub fn new(name: impl Into<String>, pattern: SubjectPattern) -> Result<Self> {
         let name = name.into();
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !ok {
+        if !crate::backend::is_plain_name(&name, 64) {
             return Err(Error::core(
                 ErrorKind::InvalidInput,
                 format!(
@@ -217,22 +233,7 @@ pub struct Delivery {
     pub token: AckToken,
 }
 
-impl Delivery {
-    /// The packet.
-    pub fn packet(&self) -> &OutcomePacket {
-        &self.received.packet
-    }
-
-    /// The packet id.
-    pub fn id(&self) -> PacketId {
-        self.received.id
-    }
-
-    /// The subject it was deposited on.
-    pub fn subject(&self) -> &str {
-        &self.received.subject
-    }
-}
+crate::packet::received_accessors!(Delivery);
 
 /// How much a durable consumer still has to do ([`DurableConsumer::backlog`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -347,8 +348,24 @@ pub trait OutcomeTransport: Send + Sync + fmt::Debug {
     /// The subject prefix this transport stores (e.g. `qis.iot`).
     fn prefix(&self) -> &Subject;
 
-    /// Store one packet durably and return its receipt.
-    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt>;
+    /// Store one packet durably and return its receipt. The default deposits
+    /// a batch of one with [`deposit_encoded_batch`](Self::deposit_encoded_batch).
+    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
+        let mut receipts = self
+            .deposit_encoded_batch(std::slice::from_ref(packet))
+            .await?;
+        receipts.pop().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                self.name(),
+                format!(
+                    "no receipt came back for packet {} on {}",
+                    packet.id(),
+                    packet.subject()
+                ),
+            )
+        })
+    }
 
     /// Store many packets with acknowledgements in flight; receipts in input order.
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>>;

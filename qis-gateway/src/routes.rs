@@ -24,67 +24,56 @@ struct Route {
 }
 
 fn table() -> Vec<Route> {
-    let route = |method, path, open, handler| Route {
-        method,
-        path,
-        open,
-        handler,
-    };
-    vec![
-        route("GET", "/", true, get(dashboard)),
-        route("GET", "/health", true, get(health)),
-        route("GET", "/openapi.json", true, get(openapi::document)),
-        route("GET", "/v1/info", false, get(info)),
-        route("POST", "/v1/packets", false, post(deposit::deposit)),
-        route(
-            "POST",
-            "/v1/packets/batch",
-            false,
-            post(deposit::deposit_batch),
-        ),
-        route("POST", "/v1/publish", false, post(deposit::publish)),
-        route("POST", "/v1/consumers", false, post(consumers::open)),
-        route("GET", "/v1/consumers", false, get(consumers::list)),
-        route("GET", "/v1/stored-consumers", false, get(consumers::stored)),
-        route(
+    // Answered without the token.
+    let open = [
+        ("GET", "/", get(dashboard)),
+        ("GET", "/health", get(health)),
+        ("GET", "/openapi.json", get(openapi::document)),
+    ];
+    // Behind the token check.
+    let api = [
+        ("GET", "/v1/info", get(info)),
+        ("POST", "/v1/packets", post(deposit::deposit)),
+        ("POST", "/v1/packets/batch", post(deposit::deposit_batch)),
+        ("POST", "/v1/publish", post(deposit::publish)),
+        ("POST", "/v1/consumers", post(consumers::open)),
+        ("GET", "/v1/consumers", get(consumers::list)),
+        ("GET", "/v1/stored-consumers", get(consumers::stored)),
+        (
             "DELETE",
             "/v1/consumers/{session}",
-            false,
             delete(consumers::close),
         ),
-        route(
+        (
             "POST",
             "/v1/consumers/{session}/fetch",
-            false,
             post(consumers::fetch),
         ),
-        route(
-            "POST",
-            "/v1/consumers/{session}/ack",
-            false,
-            post(consumers::ack),
-        ),
-        route(
-            "POST",
-            "/v1/consumers/{session}/nak",
-            false,
-            post(consumers::nak),
-        ),
-        route(
+        ("POST", "/v1/consumers/{session}/ack", post(consumers::ack)),
+        ("POST", "/v1/consumers/{session}/nak", post(consumers::nak)),
+        (
             "GET",
             "/v1/consumers/{session}/backlog",
-            false,
             get(consumers::backlog),
         ),
-        route("GET", "/v1/live", false, get(live::live)),
-        route("GET", "/v1/synthesis", false, get(view::all)),
-        route(
+        ("GET", "/v1/live", get(live::live)),
+        ("GET", "/v1/synthesis", get(view::all)),
+        (
             "GET",
             "/v1/synthesis/{domain}/{problem_class}",
-            false,
             get(view::one),
         ),
-    ]
+    ];
+    let open = open.into_iter().map(|r| (true, r));
+    let api = api.into_iter().map(|r| (false, r));
+    open.chain(api)
+        .map(|(open, (method, path, handler))| Route {
+            method,
+            path,
+            open,
+            handler,
+        })
+        .collect()
 }
 
 /// Every endpoint the gateway serves, as (method, path) with `{name}` for a

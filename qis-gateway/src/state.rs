@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use qis_core::{DynTransport, ErrorKind};
+use qis_core::{Capabilities, DynTransport, ErrorKind};
 use qis_transport_http::wire::{kind_name, Info, Limits};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,13 +35,16 @@ pub(crate) type Shared = Arc<AppState>;
 
 impl AppState {
     pub fn new(transport: DynTransport, config: GatewayConfig) -> AppState {
-        let caps = transport.capabilities();
         let info = Info {
             service: "qis-gateway".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             transport: transport.name().into(),
             prefix: transport.prefix().to_string(),
-            capabilities: caps.into(),
+            // No similarity endpoint (yet): not a capability through the gateway.
+            capabilities: Capabilities {
+                similarity: false,
+                ..transport.capabilities()
+            },
             limits: Limits {
                 max_body: config.max_body,
                 max_batch: config.max_batch,
@@ -55,7 +58,7 @@ impl AppState {
             view: View::new(config.view_window),
             streams: Arc::new(Semaphore::new(config.max_streams)),
             shutdown: CancellationToken::new(),
-            view_from_deposits: !caps.live,
+            view_from_deposits: !info.capabilities.live,
             transport,
             info,
             config,

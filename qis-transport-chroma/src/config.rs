@@ -74,21 +74,11 @@ qis_core::config_builders!(ChromaConfig: prefix, connect_timeout, tls, from_url)
 qis_core::setters!(ChromaConfig {
     /// How long one request may take.
     request_timeout: Duration,
-});
-
-impl ChromaConfig {
     /// Use this tenant (it must exist).
-    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
-        self.tenant = tenant.into();
-        self
-    }
-
+    tenant: impl Into<String>,
     /// Use this database (created if missing).
-    pub fn database(mut self, database: impl Into<String>) -> Self {
-        self.database = database.into();
-        self
-    }
-}
+    database: impl Into<String>,
+});
 
 impl Default for ChromaConfig {
     fn default() -> Self {

@@ -193,6 +193,8 @@ impl OutcomeTransport for ChromaTransport {
         NAME
     }
 
+    /// A store to search by similarity: persistent and deduplicated, with
+    /// no consumers, live delivery or publish.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             persistent: true,
@@ -204,12 +206,6 @@ impl OutcomeTransport for ChromaTransport {
 
     fn prefix(&self) -> &Subject {
         &self.inner.config.prefix
-    }
-
-    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        let mut r = deposit::deposit(self, std::slice::from_ref(packet)).await?;
-        r.pop()
-            .ok_or_else(|| Error::new(qis_core::ErrorKind::Backend, NAME, "no receipt"))
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

@@ -4,7 +4,6 @@
 //! (`prefix`, `connect_timeout`, `tls_ca` / `tls_cert` / `tls_key`, a token
 //! in the user info or `?token=`); `request_timeout` is this transport's own.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{Credentials, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
@@ -56,16 +55,12 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
 }
 
-qis_core::config_builders!(HttpConfig: prefix, connect_timeout, tls, credentials);
+qis_core::config_builders!(HttpConfig: prefix, connect_timeout, tls, credentials, from_url);
 
-impl FromStr for HttpConfig {
-    type Err = Error;
-
-    /// The same as [`HttpConfig::from_url`].
-    fn from_str(url: &str) -> Result<Self> {
-        HttpConfig::from_url(url)
-    }
-}
+qis_core::setters!(HttpConfig {
+    /// How long one request may take beyond the wait it asks for.
+    request_timeout: Duration,
+});
 
 impl HttpConfig {
     /// The URL schemes of this transport.
@@ -129,22 +124,14 @@ impl HttpConfig {
         if let Some(prefix) = o.prefix()? {
             config.prefix = prefix;
         }
-        if let Some(d) = o.duration("connect_timeout")? {
-            config.connect_timeout = d;
-        }
-        if let Some(d) = o.duration("request_timeout")? {
-            config.request_timeout = d;
-        }
+        o.durations([
+            ("connect_timeout", &mut config.connect_timeout),
+            ("request_timeout", &mut config.request_timeout),
+        ])?;
         o.tls(&mut config.tls);
         u.options.finish()?;
         config.check()?;
         Ok(config)
-    }
-
-    /// How long one request may take beyond the wait it asks for.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
     }
 
     /// Whether the base URL is `https://`.

@@ -112,6 +112,21 @@ impl ConsumerState {
         format!("{API}/consumers/{session}/{what}")
     }
 
+    /// `POST /v1/consumers/{session}/{verb}` (`ack` or `nak`) with `body`.
+    async fn settle(
+        &self,
+        session: &str,
+        verb: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<AckResponse> {
+        let request = json(
+            self.api
+                .request(Method::POST, &Self::path(session, verb), Duration::ZERO),
+            body,
+        )?;
+        self.api.call(request).await
+    }
+
     /// Open the consumer again by name after the gateway forgot `stale`.
     async fn reopen(&self, stale: &Arc<str>) -> Result<()> {
         let fresh = open_session(&self.api, &self.open).await?;
@@ -259,15 +274,7 @@ impl DurableConsumer for HttpConsumer {
         if handles.is_empty() {
             return Ok(());
         }
-        let request = json(
-            st.api.request(
-                Method::POST,
-                &ConsumerState::path(&session, "ack"),
-                Duration::ZERO,
-            ),
-            &AckRequest { handles },
-        )?;
-        let answer: AckResponse = st.api.call(request).await?;
+        let answer = st.settle(&session, "ack", &AckRequest { handles }).await?;
         if !answer.expired.is_empty() {
             tracing::debug!(consumer = %st.open.name, expired = answer.expired.len(), "acked handles the gateway no longer held (acked before or past twice the ack wait)");
         }
@@ -282,18 +289,11 @@ impl DurableConsumer for HttpConsumer {
             tracing::debug!(consumer = %st.open.name, "nak of a session the gateway forgot: the packet comes back after its ack wait");
             return Ok(());
         }
-        let request = json(
-            st.api.request(
-                Method::POST,
-                &ConsumerState::path(&session, "nak"),
-                Duration::ZERO,
-            ),
-            &NakRequest {
-                handle: h.handle.clone(),
-                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            },
-        )?;
-        st.api.call::<AckResponse>(request).await.map(drop)
+        let nak = NakRequest {
+            handle: h.handle.clone(),
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        };
+        st.settle(&session, "nak", &nak).await.map(drop)
     }
 
     fn malformed_skipped(&self) -> u64 {

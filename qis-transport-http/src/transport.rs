@@ -1,10 +1,11 @@
 //! [`HttpTransport`]: connect, deposit, publish, open consumers, subscribe.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qis_core::backend::OpenHandles;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error,
     ErrorKind, LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
@@ -50,7 +51,7 @@ struct Inner {
     prefix: Subject,
     info: Info,
     capabilities: Capabilities,
-    consumers: Mutex<Vec<Weak<ConsumerState>>>,
+    consumers: OpenHandles<ConsumerState>,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -100,11 +101,15 @@ impl HttpTransport {
         Ok(Checked::new(HttpTransport {
             inner: Arc::new(Inner {
                 api,
-                capabilities: info.capabilities.into(),
+                // The gateway has no similarity endpoint (yet).
+                capabilities: Capabilities {
+                    similarity: false,
+                    ..info.capabilities
+                },
                 prefix,
                 info,
                 config,
-                consumers: Mutex::new(Vec::new()),
+                consumers: OpenHandles::default(),
             }),
         }))
     }
@@ -282,13 +287,7 @@ impl OutcomeTransport for HttpTransport {
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
         let consumer =
             HttpConsumer::open(self.inner.api.clone(), self.inner.info.limits, config).await?;
-        let mut open = self
-            .inner
-            .consumers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        open.retain(|w| w.strong_count() > 0);
-        open.push(consumer.state());
+        self.inner.consumers.insert(consumer.state());
         Ok(Arc::new(consumer))
     }
 
@@ -297,19 +296,9 @@ impl OutcomeTransport for HttpTransport {
     }
 
     async fn close(&self) -> Result<()> {
-        let open: Vec<_> = std::mem::take(
-            &mut *self
-                .inner
-                .consumers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        let mut first_error = None;
-        for state in open.iter().filter_map(Weak::upgrade) {
-            if let Err(e) = state.close().await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.inner
+            .consumers
+            .close_all(|state| async move { state.close().await })
+            .await
     }
 }

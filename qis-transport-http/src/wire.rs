@@ -115,59 +115,8 @@ pub struct Info {
     pub limits: Limits,
 }
 
-/// [`Capabilities`] as JSON, field for field.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapabilitiesJson {
-    pub durable: bool,
-    pub persistent: bool,
-    pub live: bool,
-    pub fire_and_forget: bool,
-    pub native_wildcards: bool,
-    pub dedup: bool,
-    pub nak: bool,
-    pub start_since: bool,
-    pub shared_consumers: bool,
-    /// Absent from gateways older than the backlog listing: false.
-    #[serde(default)]
-    pub backlog: bool,
-}
-
-impl From<Capabilities> for CapabilitiesJson {
-    fn from(c: Capabilities) -> Self {
-        CapabilitiesJson {
-            durable: c.durable,
-            persistent: c.persistent,
-            live: c.live,
-            fire_and_forget: c.fire_and_forget,
-            native_wildcards: c.native_wildcards,
-            dedup: c.dedup,
-            nak: c.nak,
-            start_since: c.start_since,
-            shared_consumers: c.shared_consumers,
-            backlog: c.backlog,
-        }
-    }
-}
-
-impl From<CapabilitiesJson> for Capabilities {
-    fn from(c: CapabilitiesJson) -> Self {
-        Capabilities {
-            durable: c.durable,
-            persistent: c.persistent,
-            live: c.live,
-            fire_and_forget: c.fire_and_forget,
-            native_wildcards: c.native_wildcards,
-            dedup: c.dedup,
-            nak: c.nak,
-            start_since: c.start_since,
-            shared_consumers: c.shared_consumers,
-            backlog: c.backlog,
-            // The gateway has no similarity endpoint (yet).
-            similarity: false,
-        }
-    }
-}
+/// [`Capabilities`] as JSON, field for field (it is the same type).
+pub type CapabilitiesJson = Capabilities;
 
 /// The gateway's request limits, in [`Info`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,6 @@
 //! [`KafkaConfig`]: where the brokers are, which topic a prefix maps to, how
 //! the topic is created and how the clients behave.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{Credentials, Retention, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
@@ -161,7 +160,16 @@ impl Default for KafkaConfig {
     }
 }
 
-qis_core::config_builders!(KafkaConfig: prefix, retention, connect_timeout, tls, credentials);
+qis_core::config_builders!(KafkaConfig: prefix, retention, connect_timeout, tls, credentials, from_url);
+
+qis_core::setters!(KafkaConfig {
+    /// Use this topic instead of the one named after the prefix.
+    topic: Option<String>,
+    /// Partition count for a topic the transport creates.
+    partitions: i32,
+    /// Replication factor for a topic the transport creates.
+    replication_factor: i32,
+});
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
@@ -213,13 +221,11 @@ impl KafkaConfig {
         options.retention(&mut c.retention)?;
         options.tls(&mut c.tls);
         c.topic = options.string("topic");
-        if let Some(n) = options.number("partitions")? {
-            c.partitions = n;
-        }
-        if let Some(n) = options.number("replication_factor")? {
-            c.replication_factor = n;
-        }
-        let durations: [(&'static str, &mut Duration); 7] = [
+        options.numbers([
+            ("partitions", &mut c.partitions),
+            ("replication_factor", &mut c.replication_factor),
+        ])?;
+        options.durations([
             ("connect_timeout", &mut c.connect_timeout),
             ("session_timeout", &mut c.session_timeout),
             ("fetch_wait_max", &mut c.fetch_wait_max),
@@ -227,12 +233,7 @@ impl KafkaConfig {
             ("deposit_timeout", &mut c.deposit_timeout),
             ("request_timeout", &mut c.request_timeout),
             ("join_timeout", &mut c.join_timeout),
-        ];
-        for (key, field) in durations {
-            if let Some(d) = options.duration(key)? {
-                *field = d;
-            }
-        }
+        ])?;
         if let Some(b) = options.bytes("consumer_buffer_bytes")? {
             c.consumer_buffer_bytes = usize::try_from(b).unwrap_or(usize::MAX);
         }
@@ -240,24 +241,6 @@ impl KafkaConfig {
         options.finish()?;
         c.validate()?;
         Ok(c)
-    }
-
-    /// Use this topic instead of the one named after the prefix.
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = Some(topic.into());
-        self
-    }
-
-    /// Partition count for a topic the transport creates.
-    pub fn partitions(mut self, partitions: i32) -> Self {
-        self.partitions = partitions;
-        self
-    }
-
-    /// Replication factor for a topic the transport creates.
-    pub fn replication_factor(mut self, replication_factor: i32) -> Self {
-        self.replication_factor = replication_factor;
-        self
     }
 
     /// Add a librdkafka client property (applied last, so it wins).
@@ -317,13 +300,6 @@ impl KafkaConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl FromStr for KafkaConfig {
-    type Err = Error;
-    fn from_str(url: &str) -> Result<Self> {
-        KafkaConfig::from_url(url)
     }
 }
 

@@ -224,10 +224,10 @@ mod live;
 mod record;
 mod topic;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use qis_core::backend::InjectRaw;
+use qis_core::backend::{InjectRaw, OpenHandles};
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket,
     LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
@@ -254,7 +254,7 @@ struct Inner {
     partitions: i32,
     producer: deposit::Producer,
     /// The consumer handles this transport opened, closed with it.
-    consumers: Mutex<Vec<Weak<consumer::KafkaConsumer>>>,
+    consumers: OpenHandles<consumer::KafkaConsumer>,
 }
 
 impl std::fmt::Debug for KafkaTransport {
@@ -285,7 +285,7 @@ impl KafkaTransport {
                 topic,
                 partitions,
                 producer,
-                consumers: Mutex::default(),
+                consumers: OpenHandles::default(),
             }),
         }))
     }
@@ -312,19 +312,16 @@ impl OutcomeTransport for KafkaTransport {
         NAME
     }
 
+    /// No fire-and-forget publish (every record is stored), no dedup (a
+    /// re-deposit is another record), no native wildcards (one topic: the
+    /// transport matches record keys) and no similarity search.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            durable: true,
-            persistent: true,
-            live: true,
             fire_and_forget: false,
             native_wildcards: false,
             dedup: false,
-            nak: true,
-            start_since: true,
-            shared_consumers: true,
-            backlog: true,
             similarity: false,
+            ..Capabilities::ALL
         }
     }
 
@@ -354,13 +351,7 @@ impl OutcomeTransport for KafkaTransport {
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
         let handle = consumer::open(&self.inner.config, &self.inner.topic, config).await?;
-        let mut open = self
-            .inner
-            .consumers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        open.retain(|c| c.strong_count() > 0);
-        open.push(Arc::downgrade(&handle));
+        self.inner.consumers.insert(Arc::downgrade(&handle));
         Ok(handle)
     }
 
@@ -381,29 +372,18 @@ impl OutcomeTransport for KafkaTransport {
     /// acks since the last commit will be delivered again), or deposits
     /// not acknowledged.
     async fn close(&self) -> Result<()> {
-        let consumers: Vec<_> = std::mem::take(
-            &mut *self
-                .inner
-                .consumers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        let mut first_error = None;
-        for c in consumers.iter().filter_map(Weak::upgrade) {
-            if let Err(e) = c.close_handle().await {
-                first_error.get_or_insert(e);
-            }
-        }
+        let closed = self
+            .inner
+            .consumers
+            .close_all(|c| async move { c.close_handle().await })
+            .await;
         let inner = self.inner.clone();
         let flushed =
             tokio::task::spawn_blocking(move || inner.producer.flush(inner.config.deposit_timeout))
                 .await
                 .map_err(|e| error::join_error("flushing the producer", e))?
                 .map_err(|e| error::kafka_error("could not flush pending deposits", e));
-        match first_error {
-            Some(e) => Err(e),
-            None => flushed,
-        }
+        closed.and(flushed)
     }
 }
 

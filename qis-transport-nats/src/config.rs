@@ -160,14 +160,33 @@ impl Default for NatsConfig {
     }
 }
 
-qis_core::config_builders!(
-    NatsConfig: prefix,
-    retention,
-    dedup_window,
-    connect_timeout,
-    tls,
-    credentials
-);
+qis_core::config_builders!(NatsConfig: prefix, retention, dedup_window, connect_timeout, tls, credentials, from_url);
+
+qis_core::setters!(NatsConfig {
+    /// Set the stream name.
+    stream: Option<String>,
+    /// Set the storage type.
+    storage: NatsStorage,
+    /// Set how many publish acks a batch deposit keeps in flight.
+    ack_window: usize,
+    /// Set the request / publish-ack timeout.
+    request_timeout: Duration,
+    /// Set how many servers of the cluster keep the stream and its durable
+    /// consumers (1 to 5).
+    replicas: usize,
+    /// Set how long a deposit keeps retrying through a leader election.
+    retry_for: Duration,
+    /// Set how many deliveries a consumer may have unacknowledged at once.
+    max_ack_pending: i64,
+    /// Make `ack()` and `nak()` wait for the server's confirmation.
+    confirm_acks: bool,
+    /// Log in with a `.creds` file (JWT and NKey seed).
+    creds: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    require_tls: bool,
+    /// The connection name the server's monitoring shows.
+    connection_name: impl Into<String>,
+});
 
 /// The stream name used for `prefix` when none is configured: the seed's
 /// `QIS_OUTCOMES` for `qis.iot`, otherwise `QIS_` and the prefix in upper case
@@ -193,73 +212,6 @@ impl NatsConfig {
     /// the seeds of one cluster.
     pub fn servers<S: Into<String>>(mut self, servers: impl IntoIterator<Item = S>) -> Self {
         self.servers = servers.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Set the stream name.
-    pub fn stream(mut self, name: impl Into<String>) -> Self {
-        self.stream = Some(name.into());
-        self
-    }
-
-    /// Set the storage type.
-    pub fn storage(mut self, storage: NatsStorage) -> Self {
-        self.storage = storage;
-        self
-    }
-
-    /// Set how many publish acks a batch deposit keeps in flight.
-    pub fn ack_window(mut self, window: usize) -> Self {
-        self.ack_window = window;
-        self
-    }
-
-    /// Set the request / publish-ack timeout.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Set how many servers of the cluster keep the stream and its durable
-    /// consumers (1 to 5).
-    pub fn replicas(mut self, replicas: usize) -> Self {
-        self.replicas = replicas;
-        self
-    }
-
-    /// Set how long a deposit keeps retrying through a leader election.
-    pub fn retry_for(mut self, retry_for: Duration) -> Self {
-        self.retry_for = retry_for;
-        self
-    }
-
-    /// Set how many deliveries a consumer may have unacknowledged at once.
-    pub fn max_ack_pending(mut self, max: i64) -> Self {
-        self.max_ack_pending = max;
-        self
-    }
-
-    /// Make `ack()` and `nak()` wait for the server's confirmation.
-    pub fn confirm_acks(mut self, confirm: bool) -> Self {
-        self.confirm_acks = confirm;
-        self
-    }
-
-    /// Log in with a `.creds` file (JWT and NKey seed).
-    pub fn creds(mut self, path: impl Into<PathBuf>) -> Self {
-        self.creds = Some(path.into());
-        self
-    }
-
-    /// Refuse to connect without TLS.
-    pub fn require_tls(mut self, require: bool) -> Self {
-        self.require_tls = require;
-        self
-    }
-
-    /// The connection name the server's monitoring shows.
-    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
-        self.connection_name = name.into();
         self
     }
 
@@ -296,12 +248,7 @@ impl NatsConfig {
             })?;
         }
         let stream = self.stream_name();
-        let ok = !stream.is_empty()
-            && stream.len() <= 255
-            && stream
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !ok {
+        if !qis_core::backend::is_plain_name(&stream, 255) {
             return Err(invalid(format!(
                 "stream name {stream:?} is not valid: use 1 to 255 of A-Z, a-z, 0-9, '_' or '-'"
             )));

@@ -27,7 +27,7 @@ use qis_core::{
 
 use crate::error::{self, err};
 use crate::filter::filter_for;
-use crate::retry::{retry_limit, Retries};
+use crate::retry::{retry_limit, Races, Retries};
 use crate::NatsTransport;
 
 mod ack;
@@ -161,7 +161,7 @@ impl NatsConsumer {
         // A cluster electing leaders (or creating this consumer's own Raft
         // group) may answer late or not at all: retry those, as deposits do.
         let mut retries = Retries::new(retry_limit(&inner.config), false);
-        let mut races = 0;
+        let mut races = Races::default();
         loop {
             match open_once(transport, &stream, &config, &filter).await {
                 Ok(Some(consumer)) => {
@@ -175,18 +175,7 @@ impl NatsConsumer {
                     })
                 }
                 // Another handle changed the consumer meanwhile: look again.
-                Ok(None) => {
-                    races += 1;
-                    if races >= 3 {
-                        return Err(err(
-                            ErrorKind::Backend,
-                            format!(
-                                "consumer {} kept changing while it was being opened: try again",
-                                config.name
-                            ),
-                        ));
-                    }
-                }
+                Ok(None) => races.lost("consumer", &config.name, "opened")?,
                 Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {
                     let Some(pause) = retries.after_failure() else {
                         return Err(e);

@@ -324,19 +324,13 @@ impl OutcomeTransport for NatsTransport {
         NAME
     }
 
+    /// Everything but similarity search; persistent with file storage (the
+    /// default), not with memory storage.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            durable: true,
             persistent: self.inner.config.storage == NatsStorage::File,
-            live: true,
-            fire_and_forget: true,
-            native_wildcards: true,
-            dedup: true,
-            nak: true,
-            start_since: true,
-            shared_consumers: true,
-            backlog: true,
             similarity: false,
+            ..Capabilities::ALL
         }
     }
 

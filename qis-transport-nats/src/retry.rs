@@ -139,6 +139,28 @@ impl Retries {
     }
 }
 
+/// Lost races against another handle changing the same stream or consumer
+/// while this one creates or opens it: each is a reason to look again,
+/// until the third.
+#[derive(Debug, Default)]
+pub(crate) struct Races(u32);
+
+impl Races {
+    /// Count one more; at the third,
+    /// [`ErrorKind::Backend`](qis_core::ErrorKind::Backend) saying `what`
+    /// `name` kept changing while it was being `done` (`opened`).
+    pub(crate) fn lost(&mut self, what: &str, name: &str, done: &str) -> qis_core::Result<()> {
+        self.0 += 1;
+        if self.0 >= 3 {
+            return Err(crate::error::err(
+                qis_core::ErrorKind::Backend,
+                format!("{what} {name} kept changing while it was being {done}: try again"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl NatsTransport {
     /// Make sure the server this connection talks to still answers: a
     /// server that is stopped (not dead: its TCP connection stays open)

@@ -8,7 +8,7 @@ use qis_core::{ErrorKind, Result};
 
 use crate::config::{NatsConfig, NatsStorage};
 use crate::error::{self, err};
-use crate::retry::{retry_limit, Retries};
+use crate::retry::{retry_limit, Races, Retries};
 
 /// The stream configuration these settings ask for.
 pub(crate) fn wanted(config: &NatsConfig) -> Config {
@@ -33,6 +33,13 @@ pub(crate) fn wanted(config: &NatsConfig) -> Config {
     }
 }
 
+/// Note `what` in `out` when the stream has another value than wanted.
+fn differ<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, what: &str, have: &T, want: &T) {
+    if have != want {
+        out.push(format!("{what} {have:?} (want {want:?})"));
+    }
+}
+
 /// What differs between an existing stream and the wanted one, in words.
 /// Only what changes the transport's behaviour counts (subjects, limits,
 /// storage, retention, discard, de-duplication window, replicas).
@@ -48,50 +55,24 @@ pub(crate) fn differences(have: &Config, want: &Config) -> Vec<String> {
             have.subjects, want.subjects
         ));
     }
-    if have.max_age != want.max_age {
-        out.push(format!(
-            "max_age {:?} (want {:?})",
-            have.max_age, want.max_age
-        ));
-    }
-    if have.max_bytes != want.max_bytes {
-        out.push(format!(
-            "max_bytes {} (want {})",
-            have.max_bytes, want.max_bytes
-        ));
-    }
-    if have.storage != want.storage {
-        out.push(format!(
-            "storage {:?} (want {:?})",
-            have.storage, want.storage
-        ));
-    }
-    if have.duplicate_window != want.duplicate_window {
-        out.push(format!(
-            "dedup_window (duplicate_window) {:?} (want {:?})",
-            have.duplicate_window, want.duplicate_window
-        ));
-    }
+    differ(&mut out, "max_age", &have.max_age, &want.max_age);
+    differ(&mut out, "max_bytes", &have.max_bytes, &want.max_bytes);
+    differ(&mut out, "storage", &have.storage, &want.storage);
+    differ(
+        &mut out,
+        "dedup_window (duplicate_window)",
+        &have.duplicate_window,
+        &want.duplicate_window,
+    );
     // The server reports a stream created without a count as 1 replica.
-    if have.num_replicas.max(1) != want.num_replicas.max(1) {
-        out.push(format!(
-            "replicas {} (want {})",
-            have.num_replicas.max(1),
-            want.num_replicas.max(1)
-        ));
-    }
-    if have.retention != want.retention {
-        out.push(format!(
-            "retention {:?} (want {:?})",
-            have.retention, want.retention
-        ));
-    }
-    if have.discard != want.discard {
-        out.push(format!(
-            "discard {:?} (want {:?})",
-            have.discard, want.discard
-        ));
-    }
+    differ(
+        &mut out,
+        "replicas",
+        &have.num_replicas.max(1),
+        &want.num_replicas.max(1),
+    );
+    differ(&mut out, "retention", &have.retention, &want.retention);
+    differ(&mut out, "discard", &have.discard, &want.discard);
     if have.max_messages > 0 {
         out.push(format!(
             "max_messages {} (want unlimited)",
@@ -134,7 +115,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Resu
     let want = wanted(config);
     let url = &config.server_list();
     let mut retries = Retries::new(retry_limit(config), false);
-    let mut races = 0;
+    let mut races = Races::default();
     loop {
         let busy = match js.get_stream(&want.name).await {
             Ok(stream) => return check(&stream.cached_info().config, &want),
@@ -161,16 +142,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &NatsConfig) -> Resu
                         CreateStreamErrorKind::JetStream(je)
                             if je.error_code() == ErrorCode::STREAM_NAME_EXIST =>
                         {
-                            races += 1;
-                            if races >= 3 {
-                                return Err(err(
-                                    ErrorKind::Backend,
-                                    format!(
-                                        "stream {} kept changing while it was being created: try again",
-                                        want.name
-                                    ),
-                                ));
-                            }
+                            races.lost("stream", &want.name, "created")?;
                             continue;
                         }
                         CreateStreamErrorKind::TimedOut => true,

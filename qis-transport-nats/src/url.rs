@@ -2,10 +2,8 @@
 //! of seed servers, settings in the query, parsed with the shared
 //! [`ServerUrl`] and [`UrlOptions`] of [`qis_core::config`].
 
-use std::str::FromStr;
-
 use qis_core::config::{ServerUrl, UrlOptions};
-use qis_core::{Error, Result};
+use qis_core::Result;
 
 use crate::config::{invalid, NatsConfig, NatsStorage, DEFAULT_PORT};
 use crate::NAME;
@@ -71,12 +69,12 @@ fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
         config.prefix = p;
     }
     o.retention(&mut config.retention)?;
-    if let Some(d) = o.duration("dedup_window")? {
-        config.dedup_window = d;
-    }
-    if let Some(d) = o.duration("connect_timeout")? {
-        config.connect_timeout = d;
-    }
+    o.durations([
+        ("dedup_window", &mut config.dedup_window),
+        ("connect_timeout", &mut config.connect_timeout),
+        ("retry_for", &mut config.retry_for),
+        ("request_timeout", &mut config.request_timeout),
+    ])?;
     o.tls(&mut config.tls);
     if let Some(s) = o.string("stream") {
         config.stream = Some(s);
@@ -87,43 +85,22 @@ fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
             _ => NatsStorage::File,
         };
     }
-    if let Some(n) = o.number("replicas")? {
-        config.replicas = n;
-    }
-    if let Some(d) = o.duration("retry_for")? {
-        config.retry_for = d;
-    }
-    if let Some(n) = o.number("ack_window")? {
-        config.ack_window = n;
-    }
-    if let Some(d) = o.duration("request_timeout")? {
-        config.request_timeout = d;
-    }
-    if let Some(n) = o.number("max_ack_pending")? {
-        config.max_ack_pending = n;
-    }
-    if let Some(b) = o.boolean("confirm_acks")? {
-        config.confirm_acks = b;
-    }
+    o.numbers([
+        ("replicas", &mut config.replicas),
+        ("ack_window", &mut config.ack_window),
+    ])?;
+    o.numbers([("max_ack_pending", &mut config.max_ack_pending)])?;
     if let Some(p) = o.path("creds") {
         config.creds = Some(p);
     }
-    if let Some(b) = o.boolean("require_tls")? {
-        config.require_tls = b;
-    }
+    o.booleans([
+        ("confirm_acks", &mut config.confirm_acks),
+        ("require_tls", &mut config.require_tls),
+    ])?;
     if let Some(s) = o.string("connection_name") {
         config.connection_name = s;
     }
     o.finish()
-}
-
-impl FromStr for NatsConfig {
-    type Err = Error;
-
-    /// The same as [`NatsConfig::from_url`].
-    fn from_str(url: &str) -> Result<Self> {
-        NatsConfig::from_url(url)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! How to reach Redis and how much to keep.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{
@@ -166,7 +165,15 @@ impl Default for RedisConfig {
     }
 }
 
-qis_core::config_builders!(RedisConfig: prefix, retention, dedup_window, connect_timeout, tls, credentials);
+qis_core::config_builders!(RedisConfig: prefix, retention, dedup_window, connect_timeout, tls, credentials, from_url);
+
+qis_core::setters!(RedisConfig {
+    /// Set the reply timeout of one command.
+    response_timeout: Duration,
+    /// Set the time between two ticks of the retention sweep (zero: no
+    /// background sweep).
+    sweep_interval: Duration,
+});
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, NAME, msg)
@@ -234,20 +241,17 @@ impl RedisConfig {
             config.prefix = p;
         }
         options.retention(&mut config.retention)?;
-        if let Some(w) = options.duration("dedup_window")? {
-            config.dedup_window = w;
-        }
-        if let Some(t) = options.duration("connect_timeout")? {
-            config.connect_timeout = t;
-        }
         options.tls(&mut config.tls);
+        options.durations([
+            ("dedup_window", &mut config.dedup_window),
+            ("connect_timeout", &mut config.connect_timeout),
+        ])?;
+        // Redis's own keys.
         config.max_len = options.number("max_len")?;
-        if let Some(t) = options.duration("response_timeout")? {
-            config.response_timeout = t;
-        }
-        if let Some(t) = options.duration("sweep_interval")? {
-            config.sweep_interval = t;
-        }
+        options.durations([
+            ("response_timeout", &mut config.response_timeout),
+            ("sweep_interval", &mut config.sweep_interval),
+        ])?;
         let protocol = options.choice("protocol", &["resp2", "resp3"])?;
         options.finish()?;
 
@@ -273,19 +277,6 @@ impl RedisConfig {
     /// `retention.max_bytes / 512`).
     pub fn max_len(mut self, max_len: u64) -> Self {
         self.max_len = Some(max_len);
-        self
-    }
-
-    /// Set the reply timeout of one command.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// Set the time between two ticks of the retention sweep (zero: no
-    /// background sweep).
-    pub fn sweep_interval(mut self, interval: Duration) -> Self {
-        self.sweep_interval = interval;
         self
     }
 
@@ -338,13 +329,6 @@ impl RedisConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl FromStr for RedisConfig {
-    type Err = Error;
-    fn from_str(url: &str) -> Result<Self> {
-        RedisConfig::from_url(url)
     }
 }
 

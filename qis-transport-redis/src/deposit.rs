@@ -24,6 +24,7 @@ const NEW_SUBJECTS_MAX_LEN: u64 = 10_000;
 /// (see `lua/deposit.lua` for its keys, arguments and reply).
 pub(crate) static DEPOSIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/field_fn.lua"),
         include_str!("lua/trim_fn.lua"),
         include_str!("lua/deposit.lua")
     ))

@@ -158,8 +158,8 @@ use tokio::task::JoinHandle;
 
 use qis_core::backend::InjectRaw;
 use qis_core::{
-    Capabilities, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error, ErrorKind,
-    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    Capabilities, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, LiveSubscription,
+    OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
 };
 
 pub use config::{RedisConfig, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SWEEP_INTERVAL};
@@ -245,32 +245,20 @@ impl OutcomeTransport for RedisTransport {
         NAME
     }
 
+    /// No native wildcards (a stream per subject: the transport finds the
+    /// streams a pattern matches) and no similarity search. Persistent:
+    /// Redis keeps streams across restarts with AOF or RDB on (as
+    /// scripts/servers/redis.sh starts it); that is server configuration.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            durable: true,
-            // Redis keeps streams across restarts with AOF or RDB on (as
-            // scripts/servers/redis.sh starts it); that is server configuration.
-            persistent: true,
-            live: true,
-            fire_and_forget: true,
             native_wildcards: false,
-            dedup: true,
-            nak: true,
-            start_since: true,
-            shared_consumers: true,
-            backlog: true,
             similarity: false,
+            ..Capabilities::ALL
         }
     }
 
     fn prefix(&self) -> &Subject {
         &self.inner.config.prefix
-    }
-
-    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        let mut r = self.deposit_many(std::slice::from_ref(packet)).await?;
-        r.pop()
-            .ok_or_else(|| Error::new(ErrorKind::Backend, NAME, "deposit returned no receipt"))
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

@@ -27,6 +27,7 @@ pub const SWEEP_BATCH: usize = 100;
 /// Trims streams, deletes the empty and expired ones (see `lua/trim.lua`).
 pub(crate) static TRIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/field_fn.lua"),
         include_str!("lua/trim_fn.lua"),
         include_str!("lua/trim.lua")
     ))

@@ -6,7 +6,6 @@
 //! `cache_size`.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use qis_core::config::{Retention, UrlOptions};
@@ -129,21 +128,23 @@ pub struct SqliteConfig {
     pub cache_size: Option<u64>,
 }
 
-qis_core::config_builders!(SqliteConfig: prefix, retention);
+qis_core::config_builders!(SqliteConfig: prefix, retention, from_url);
+
+qis_core::setters!(SqliteConfig {
+    /// How long a write waits for another process's write lock.
+    busy_timeout: Duration,
+    /// How often other processes' commits are looked for while someone waits.
+    poll_interval: Duration,
+    /// Commit durability.
+    synchronous: Synchronous,
+    /// What happens when retention would remove packets a consumer still owes.
+    when_full: WhenFull,
+});
 
 impl Default for SqliteConfig {
     /// `qis.db` in the working directory, prefix `qis.iot`, default retention.
     fn default() -> Self {
         SqliteConfig::new("qis.db")
-    }
-}
-
-impl FromStr for SqliteConfig {
-    type Err = Error;
-
-    /// The same as [`SqliteConfig::from_url`].
-    fn from_str(url: &str) -> Result<Self> {
-        SqliteConfig::from_url(url)
     }
 }
 
@@ -215,12 +216,10 @@ impl SqliteConfig {
             config.prefix = prefix;
         }
         options.retention(&mut config.retention)?;
-        if let Some(d) = options.duration("busy_timeout")? {
-            config.busy_timeout = d;
-        }
-        if let Some(d) = options.duration("poll_interval")? {
-            config.poll_interval = d;
-        }
+        options.durations([
+            ("busy_timeout", &mut config.busy_timeout),
+            ("poll_interval", &mut config.poll_interval),
+        ])?;
         if let Some(s) = options.choice("synchronous", &["full", "normal"])? {
             config.synchronous = match s {
                 "normal" => Synchronous::Normal,
@@ -238,30 +237,6 @@ impl SqliteConfig {
         }
         options.finish()?;
         Ok(config)
-    }
-
-    /// How long a write waits for another process's write lock.
-    pub fn busy_timeout(mut self, busy_timeout: Duration) -> Self {
-        self.busy_timeout = busy_timeout;
-        self
-    }
-
-    /// How often other processes' commits are looked for while someone waits.
-    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
-        self.poll_interval = poll_interval;
-        self
-    }
-
-    /// Commit durability.
-    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
-        self.synchronous = synchronous;
-        self
-    }
-
-    /// What happens when retention would remove packets a consumer still owes.
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
     }
 
     /// The most memory SQLite's page cache of this handle may take.

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::row::Row;
 use crate::scan::Scan;
 use crate::schema::{duration_ms, now_ms, now_us, sql_error, system_time_us};
-use crate::{retention, SqliteTransport, NAME};
+use crate::{retention, SqliteConfig, SqliteTransport, NAME};
 
 /// What a handle needs on the connection thread.
 #[derive(Debug)]
@@ -54,6 +54,31 @@ struct Taken {
     next_due_ms: Option<i64>,
 }
 
+/// An SQL error while `doing` something for consumer `name`.
+fn consumer_sql_error(
+    doing: &str,
+    name: &str,
+    settings: &SqliteConfig,
+    e: rusqlite::Error,
+) -> Error {
+    sql_error(
+        &format!("{doing} for consumer {name} in {}", settings.path.display()),
+        e,
+    )
+}
+
+/// Consumer `name`'s row was removed from the file while a handle was open.
+fn no_longer_in(name: &str, settings: &SqliteConfig) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        NAME,
+        format!(
+            "consumer {name} is no longer in {}",
+            settings.path.display()
+        ),
+    )
+}
+
 /// Open (create or resume) a consumer.
 pub(crate) async fn open(
     transport: &SqliteTransport,
@@ -66,15 +91,8 @@ pub(crate) async fn open(
     let id = transport
         .worker()
         .call(move |conn| {
-            let ctx = |what: &str| {
-                format!(
-                    "{what} for consumer {} in {}",
-                    config.name,
-                    settings.path.display()
-                )
-            };
             create_or_resume(conn, &settings, &prefix, &config).map_err(|e| match e {
-                Opened::Sql(e) => sql_error(&ctx("opening"), e),
+                Opened::Sql(e) => consumer_sql_error("opening", &config.name, &settings, e),
                 Opened::Conflict(existing) => Error::new(
                     ErrorKind::Conflict,
                     NAME,
@@ -175,24 +193,9 @@ impl SqliteConsumer {
         self.transport
             .worker()
             .call(move |conn| {
-                let ctx = |what: &str| {
-                    format!(
-                        "{what} for consumer {} in {}",
-                        shared.name,
-                        settings.path.display()
-                    )
-                };
                 take(conn, &shared, &settings, max, look_first).map_err(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Error::new(
-                        ErrorKind::NotFound,
-                        NAME,
-                        format!(
-                            "consumer {} is no longer in {}",
-                            shared.name,
-                            settings.path.display()
-                        ),
-                    ),
-                    e => sql_error(&ctx("fetching"), e),
+                    rusqlite::Error::QueryReturnedNoRows => no_longer_in(&shared.name, &settings),
+                    e => consumer_sql_error("fetching", &shared.name, &settings, e),
                 })
             })
             .await
@@ -502,16 +505,7 @@ impl DurableConsumer for SqliteConsumer {
                     }
                     tx.commit()
                 };
-                run().map_err(|e| {
-                    sql_error(
-                        &format!(
-                            "acking for consumer {} in {}",
-                            shared.name,
-                            settings.path.display()
-                        ),
-                        e,
-                    )
-                })
+                run().map_err(|e| consumer_sql_error("acking", &shared.name, &settings, e))
             })
             .await
     }
@@ -528,16 +522,7 @@ impl DurableConsumer for SqliteConsumer {
                     "UPDATE qis_pending SET due_at_ms = ?1 WHERE consumer_id = ?2 AND seq = ?3",
                 )
                 .and_then(|mut s| s.execute(params![due, shared.id, seq]))
-                .map_err(|e| {
-                    sql_error(
-                        &format!(
-                            "nak for consumer {} in {}",
-                            shared.name,
-                            settings.path.display()
-                        ),
-                        e,
-                    )
-                })
+                .map_err(|e| consumer_sql_error("nak", &shared.name, &settings, e))
             })
             .await?;
         self.transport.notify_local_change();
@@ -570,17 +555,7 @@ impl DurableConsumer for SqliteConsumer {
                             e,
                         )
                     })?;
-                found.ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        NAME,
-                        format!(
-                            "consumer {} is no longer in {}",
-                            shared.name,
-                            settings.path.display()
-                        ),
-                    )
-                })
+                found.ok_or_else(|| no_longer_in(&shared.name, &settings))
             })
             .await
     }

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use qis_core::backend::InjectRaw;
-use qis_core::{EncodedPacket, Error, ErrorKind, PacketId, Position, Receipt, Result};
+use qis_core::{Error, ErrorKind, PacketId, Position, Receipt, Result};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -221,19 +221,4 @@ fn add_stored_bytes(tx: &Transaction<'_>, n: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("UPDATE qis_meta SET value = value + ?1 WHERE key = 'stored_bytes'")?
         .execute([n])?;
     Ok(())
-}
-
-/// The receipts of a single deposit request, for the convenience of callers.
-pub(crate) fn single(mut receipts: Vec<Receipt>, p: &EncodedPacket) -> Result<Receipt> {
-    receipts.pop().ok_or_else(|| {
-        qis_core::Error::new(
-            qis_core::ErrorKind::Backend,
-            crate::NAME,
-            format!(
-                "no receipt came back for packet {} on {}",
-                p.id(),
-                p.subject()
-            ),
-        )
-    })
 }

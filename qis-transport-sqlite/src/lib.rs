@@ -425,29 +425,18 @@ impl OutcomeTransport for SqliteTransport {
         NAME
     }
 
+    /// No fire-and-forget publish (every packet is a row in the file) and
+    /// no native wildcards (the transport matches subjects itself).
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            durable: true,
-            persistent: true,
-            live: true,
             fire_and_forget: false,
             native_wildcards: false,
-            dedup: true,
-            nak: true,
-            start_since: true,
-            shared_consumers: true,
-            backlog: true,
-            similarity: true,
+            ..Capabilities::ALL
         }
     }
 
     fn prefix(&self) -> &Subject {
         &self.inner.config.prefix
-    }
-
-    async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        let receipts = self.worker().deposit(vec![packet.clone()]).await?;
-        deposit::single(receipts, packet)
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

@@ -159,32 +159,26 @@ pub(crate) struct Owed {
 impl Owed {
     /// The consumers (of every prefix) and in-flight rows before `cut`.
     pub(crate) fn load(tx: &Transaction<'_>, cut: i64) -> rusqlite::Result<Owed> {
-        let mut holders = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached(
+        let holders = tx
+            .prepare_cached(
                 "SELECT name, prefix, pattern, cursor FROM qis_consumers WHERE cursor < ?1 - 1",
-            )?;
-            let mut rows = stmt.query([cut])?;
-            while let Some(r) = rows.next()? {
+            )?
+            .query_map([cut], |r| {
                 let (name, prefix, pattern, cursor): (String, String, String, i64) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
                 let scan = match (Subject::new(prefix), SubjectPattern::new(pattern)) {
                     (Ok(prefix), Ok(pattern)) => Some(Scan::new(&prefix, &pattern)),
                     _ => None,
                 };
-                holders.push(Holder { name, cursor, scan });
-            }
-        }
-        let mut pending = BTreeMap::new();
-        {
-            let mut stmt = tx.prepare_cached(
+                Ok(Holder { name, cursor, scan })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let pending = tx
+            .prepare_cached(
                 "SELECT p.seq, c.name FROM qis_pending p JOIN qis_consumers c ON c.id = p.consumer_id WHERE p.seq < ?1",
-            )?;
-            let mut rows = stmt.query([cut])?;
-            while let Some(r) = rows.next()? {
-                pending.insert(r.get(0)?, r.get(1)?);
-            }
-        }
+            )?
+            .query_map([cut], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
         Ok(Owed { holders, pending })
     }
 

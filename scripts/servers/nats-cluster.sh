@@ -46,26 +46,8 @@ HOST=127.0.0.1
 NODES=(1 2 3)
 CLUSTER_NAME=qis-cluster
 
-log() { echo "nats-cluster.sh: $*" >&2; }
-
 here="$(cd "$(dirname "$0")" && pwd)"
-
-find_server() {
-    if command -v nats-server >/dev/null 2>&1; then
-        command -v nats-server
-        return 0
-    fi
-    local d
-    for d in "$HOME/.local/bin" /usr/local/bin /usr/bin /usr/sbin; do
-        if [ -x "$d/nats-server" ]; then
-            echo "$d/nats-server"
-            return 0
-        fi
-    done
-    return 1
-}
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+. "$here/lib.sh"
 
 client_port() { echo $((BASE + $1 - 1)); }
 monitor_port() { echo $((MON_BASE + $1 - 1)); }
@@ -104,18 +86,18 @@ write_config() {
     } >"$cdir/n$n.conf"
 }
 
-running() { [ -f "$1/n$2.pid" ] && kill -0 "$(cat "$1/n$2.pid")" 2>/dev/null; }
+node_running() { running "$1/n$2.pid"; }
 
 start_node() {
     local cdir="$1" n="$2" bin
-    bin=$(find_server) || { log "nats-server not found: run '$0 install' first"; exit 1; }
-    if running "$cdir" "$n"; then
+    bin=$(find_bin nats-server) || { log "nats-server not found: run '$0 install' first"; exit 1; }
+    if node_running "$cdir" "$n"; then
         log "node $n already running (pid $(cat "$cdir/n$n.pid"))"
         return 0
     fi
     local port
     port=$(node_port "$cdir" "$n")
-    if port_open "$port"; then
+    if port_open "$port" "$HOST"; then
         log "port $HOST:$port is already in use by another process; set QIS_NATS_CLUSTER_PORT"
         exit 1
     fi
@@ -136,7 +118,7 @@ wait_ready() {
     for i in $(seq 1 300); do
         ok=1
         for n in "${NODES[@]}"; do
-            if ! running "$cdir" "$n"; then
+            if ! node_running "$cdir" "$n"; then
                 log "node $n exited at start; its log:"
                 tail -n 30 "$cdir/n$n.log" >&2
                 return 1
@@ -177,9 +159,9 @@ start() {
     mkdir -p "$dir/nats-cluster"
     dir=$(cd "$dir" && pwd)
     local cdir="$dir/nats-cluster" bin n
-    bin=$(find_server) || { log "nats-server not found: run '$0 install' first"; exit 1; }
+    bin=$(find_bin nats-server) || { log "nats-server not found: run '$0 install' first"; exit 1; }
     for n in "${NODES[@]}"; do
-        if ! running "$cdir" "$n"; then
+        if ! node_running "$cdir" "$n"; then
             write_config "$cdir" "$n"
         fi
     done
@@ -209,7 +191,7 @@ start() {
 
 stop() {
     local dir="${1:?usage: nats-cluster.sh stop DIR}"
-    local cdir="$dir/nats-cluster" n pid i
+    local cdir="$dir/nats-cluster" n pid
     for n in "${NODES[@]}"; do
         [ -f "$cdir/n$n.pid" ] || continue
         pid=$(cat "$cdir/n$n.pid")
@@ -222,14 +204,7 @@ stop() {
     for n in "${NODES[@]}"; do
         [ -f "$cdir/n$n.pid" ] || continue
         pid=$(cat "$cdir/n$n.pid")
-        for i in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "node $n (pid $pid) did not exit within 10 s; sending KILL"
-            kill -9 "$pid" 2>/dev/null || true
-        fi
+        wait_gone "$pid" "node $n"
         log "stopped node $n (pid $pid)"
         rm -f "$cdir/n$n.pid"
     done
@@ -240,7 +215,7 @@ leader() {
     local stream="${2:?usage: nats-cluster.sh leader DIR STREAM}"
     local cdir="$dir/nats-cluster" n name
     for n in "${NODES[@]}"; do
-        running "$cdir" "$n" || continue
+        node_running "$cdir" "$n" || continue
         name=$(monitor_get "$cdir" "$n" '/jsz?accounts=true&streams=true' | STREAM="$stream" python3 -c '
 import json, os, sys
 try:
@@ -272,7 +247,7 @@ case "${1:-}" in
         n="${3:?usage: nats-cluster.sh start-node DIR N}"
         case "$n" in 1 | 2 | 3) ;; *) log "N is 1, 2 or 3"; exit 2 ;; esac
         # A node just killed may take a moment to be gone.
-        for _ in $(seq 1 50); do running "$dir/nats-cluster" "$n" || break; sleep 0.1; done
+        for _ in $(seq 1 50); do node_running "$dir/nats-cluster" "$n" || break; sleep 0.1; done
         start_node "$dir/nats-cluster" "$n"
         log "started node $n (pid $(cat "$dir/nats-cluster/n$n.pid"))"
         ;;

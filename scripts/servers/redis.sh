@@ -12,11 +12,10 @@ set -euo pipefail
 PORT="${QIS_REDIS_PORT:-16379}"
 cmd="${1:-}"
 
-need_dir() {
-    if [ -z "${1:-}" ]; then
-        echo "usage: $0 $cmd DIR" >&2
-        exit 2
-    fi
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+pong() {
+    [ -s "$DIR/redis/redis.pid" ] && redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG
 }
 
 case "$cmd" in
@@ -24,15 +23,14 @@ install)
     if command -v redis-server >/dev/null 2>&1; then
         echo "redis-server present: $(redis-server --version)"
     else
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+        apt_install redis-server
     fi
     ;;
 start)
-    need_dir "${2:-}"
+    need_dir "$cmd" "${2:-}"
     DIR="$(mkdir -p "$2" && cd "$2" && pwd)"
     mkdir -p "$DIR/redis"
-    if [ -f "$DIR/redis.pid" ] && kill -0 "$(cat "$DIR/redis.pid")" 2>/dev/null; then
+    if running "$DIR/redis.pid"; then
         echo "redis already running with PID $(cat "$DIR/redis.pid")" >&2
         exit 1
     fi
@@ -40,46 +38,16 @@ start)
     redis-server --port "$PORT" --bind 127.0.0.1 --dir "$DIR/redis" \
         --appendonly yes --save '' --daemonize yes \
         --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/redis.log"
-    # Bounded poll: up to 10 s for the PID file and a PONG.
-    ok=""
-    for _ in $(seq 1 100); do
-        if [ -s "$DIR/redis/redis.pid" ] && redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; then
-            ok=1
-            break
-        fi
-        sleep 0.1
-    done
-    if [ -z "$ok" ]; then
-        echo "redis-server did not answer PING on 127.0.0.1:$PORT within 10 s; log:" >&2
-        tail -n 20 "$DIR/redis/redis.log" >&2 || true
-        exit 1
-    fi
+    # It daemonizes: no PID to watch until it writes its PID file.
+    wait_until 10 "redis-server on 127.0.0.1:$PORT" "" "$DIR/redis/redis.log" pong || exit 1
     cp "$DIR/redis/redis.pid" "$DIR/redis.pid"
     echo "export QIS_REDIS_URL=redis://127.0.0.1:$PORT" >"$DIR/redis.env"
     echo "redis-server started on 127.0.0.1:$PORT (PID $(cat "$DIR/redis.pid"))"
     ;;
 stop)
-    need_dir "${2:-}"
-    DIR="$2"
-    if [ ! -f "$DIR/redis.pid" ]; then
-        echo "no $DIR/redis.pid: nothing to stop"
-        exit 0
-    fi
-    pid="$(cat "$DIR/redis.pid")"
-    if kill -0 "$pid" 2>/dev/null; then
-        # SIGTERM: redis flushes the AOF and exits.
-        kill -TERM "$pid"
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "redis-server PID $pid did not exit within 10 s of SIGTERM; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$DIR/redis.pid"
-    echo "redis-server stopped"
+    need_dir "$cmd" "${2:-}"
+    # SIGTERM: redis flushes the AOF and exits.
+    stop_pidfile "$2/redis.pid" redis-server
     ;;
 *)
     echo "usage: $0 install | start DIR | stop DIR" >&2

@@ -23,6 +23,28 @@ use crate::record::RawRecord;
 use crate::NAME;
 use settings::TopicSettings;
 
+/// The answer to an admin `request`, waited for at most the request timeout
+/// (and a second more, for the client's own timeout to fire first);
+/// [`ErrorKind::Unavailable`] when the brokers do not answer.
+async fn answered<T>(
+    config: &KafkaConfig,
+    request: &str,
+    answer: impl std::future::Future<Output = T>,
+) -> qis_core::Result<T> {
+    tokio::time::timeout(config.request_timeout + Duration::from_secs(1), answer)
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                NAME,
+                format!(
+                    "no answer from the Kafka brokers at {} to {request} within {:?}: check that they are running and reachable",
+                    config.bootstrap_servers, config.request_timeout
+                ),
+            )
+        })
+}
+
 /// Create the topic if it is missing (partitions, replication, retention from
 /// the config), then return its partition count as the brokers report it.
 pub(crate) async fn ensure_topic(config: &KafkaConfig, topic: &str) -> qis_core::Result<i32> {
@@ -44,18 +66,12 @@ pub(crate) async fn ensure_topic(config: &KafkaConfig, topic: &str) -> qis_core:
     let opts = AdminOptions::new()
         .request_timeout(Some(config.request_timeout))
         .operation_timeout(Some(config.request_timeout));
-    let created = tokio::time::timeout(config.request_timeout + Duration::from_secs(1), admin.create_topics([&new_topic], &opts))
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Unavailable,
-                NAME,
-                format!(
-                    "no answer from the Kafka brokers at {} within {:?}: check that they are running and reachable",
-                    config.bootstrap_servers, config.request_timeout
-                ),
-            )
-        })?;
+    let created = answered(
+        config,
+        "CreateTopics",
+        admin.create_topics([&new_topic], &opts),
+    )
+    .await?;
     let mut create_error = None;
     match created {
         Ok(results) => {
@@ -119,21 +135,12 @@ async fn check_settings(
     let want = TopicSettings::wanted(config, partitions);
     let opts = AdminOptions::new().request_timeout(Some(config.request_timeout));
     let resource = [ResourceSpecifier::Topic(topic)];
-    let described = tokio::time::timeout(
-        config.request_timeout + Duration::from_secs(1),
+    let described = answered(
+        config,
+        "DescribeConfigs",
         admin.describe_configs(&resource, &opts),
     )
-    .await
-    .map_err(|_| {
-        Error::new(
-            ErrorKind::Unavailable,
-            NAME,
-            format!(
-                "no answer from the Kafka brokers at {} to DescribeConfigs within {:?}: check that they are running and reachable",
-                config.bootstrap_servers, config.request_timeout
-            ),
-        )
-    })?;
+    .await?;
     let described = match described.map(|results| results.into_iter().next()) {
         Ok(Some(Ok(d))) => d,
         Ok(Some(Err(code))) => {

@@ -16,8 +16,12 @@ use crate::retention::SWEEP_BATCH;
 use crate::RedisTransport;
 
 /// Counts a consumer's backlog on some of its streams.
-pub(crate) static BACKLOG: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/backlog.lua")));
+pub(crate) static BACKLOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/field_fn.lua"),
+        include_str!("../lua/backlog.lua")
+    ))
+});
 
 /// The most entries counted one by one per stream, where Redis cannot say
 /// a group's lag (entries deleted in the middle of the stream).

@@ -1,6 +1,6 @@
 //! Stream entries as Redis returns them, and the packets in them.
 
-use qis_core::{Error, ErrorKind, OutcomePacket, PacketId, Position, Received, Result};
+use qis_core::{Error, ErrorKind, Position, Received, Result};
 use redis::Value;
 
 use crate::error::unexpected;
@@ -195,16 +195,7 @@ pub(crate) fn decode_entry(subject: &str, fields: &Value) -> Result<Received> {
             "stream entry has no body field",
         )
     })?;
-    let packet = OutcomePacket::decode(body)?;
-    let id = id
-        .and_then(|i| std::str::from_utf8(i).ok())
-        .and_then(|i| i.parse::<PacketId>().ok())
-        .unwrap_or_else(|| PacketId::of(body));
-    Ok(Received {
-        subject: subject.to_string(),
-        id,
-        packet,
-    })
+    Received::decode_with_id(subject, body, id.and_then(|i| std::str::from_utf8(i).ok()))
 }
 
 #[cfg(test)]

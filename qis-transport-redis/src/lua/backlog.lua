@@ -18,13 +18,6 @@ local group = ARGV[1]
 local cap = tonumber(ARGV[3])
 local waiting, unacked = 0, 0
 
-local function field(list, name)
-  for i = 1, #list, 2 do
-    if list[i] == name then return list[i + 1] end
-  end
-  return nil
-end
-
 -- Whether stream id a < b ("ms-seq"; seq may exceed a double's precision).
 local function id_less(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')

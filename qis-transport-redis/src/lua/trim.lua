@@ -40,7 +40,7 @@ for i = 3, #KEYS do
   elseif kind == 'stream' then
     removed = removed + trim_stream(key, subject, ARGV[1], minid, true, dropped)
     if minid and redis.call('XLEN', key) == 0 then
-      local last = stream_field(redis.call('XINFO', 'STREAM', key), 'last-generated-id')
+      local last = field(redis.call('XINFO', 'STREAM', key), 'last-generated-id')
       local ms = tonumber(string.match(last or '0', '^(%d+)')) or 0
       if ms < oldest then
         redis.call('DEL', key)

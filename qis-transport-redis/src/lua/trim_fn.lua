@@ -1,5 +1,5 @@
 -- Shared by every script that trims (prepended to deposit.lua and
--- trim.lua): trim one stream, and account for the deliveries the trim took
+-- trim.lua, after field_fn.lua): trim one stream, and account for the deliveries the trim took
 -- from consumer groups before they were acked.
 --
 -- trim_stream(key, subject, max_len, minid, exact, dropped) trims `key` to
@@ -11,13 +11,6 @@
 -- Returns how many entries were removed.
 local PEL_PAGE = 1000
 local PEL_PAGES = 100
-
-local function stream_field(info, name)
-  for i = 1, #info, 2 do
-    if info[i] == name then return info[i + 1] end
-  end
-  return nil
-end
 
 local function trim_stream(key, subject, max_len, minid, exact, dropped)
   local n = redis.call('XTRIM', key, 'MAXLEN', '~', max_len)
@@ -33,8 +26,8 @@ local function trim_stream(key, subject, max_len, minid, exact, dropped)
   local upto = '+'
   if first[1] then upto = '(' .. first[1][1] end
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-    local group = stream_field(g, 'name')
-    local pending = stream_field(g, 'pending')
+    local group = field(g, 'name')
+    local pending = field(g, 'pending')
     if pending and pending > 0 then
       local count = 0
       for _ = 1, PEL_PAGES do
