@@ -192,36 +192,29 @@ mod tests {
 
     #[test]
     fn bad_urls_are_typed_errors() {
-        for url in [
-            "http://x",
-            "nats://",
-            "not a url",
-            "nats://h?bogus=1",
-            "nats://h?max_bytes=-3",
-            "nats://h?max_age=soon",
-            "nats://h?storage=tape",
-            "nats://h?confirm_acks=maybe",
-            "nats://h?stream=a.b",
-            "nats://h?replicas=0",
-            "nats://h?replicas=7",
-            "nats://h?replicas=three",
-            "nats://h?retry_for=forever",
-            "nats://h?prefix=Bad",
-            "nats://h/stream",
-            "nats://h:port",
-            "nats://a,,b",
-            "nats://:only-a-password@h",
-            "nats://h?tls_cert=c.pem",
-        ] {
-            let e = NatsConfig::from_url(url).unwrap_err();
-            assert!(
-                matches!(
-                    e.kind(),
-                    ErrorKind::InvalidInput | ErrorKind::InvalidSubject
-                ),
-                "{url}: {e}"
-            );
-            assert_eq!(e.transport(), NAME, "{url}");
-        }
+        qis_conformance::support::assert_urls_refused::<NatsConfig>(
+            NAME,
+            &[
+                "http://x",
+                "nats://",
+                "not a url",
+                "nats://h?bogus=1",
+                "nats://h?max_bytes=-3",
+                "nats://h?max_age=soon",
+                "nats://h?storage=tape",
+                "nats://h?confirm_acks=maybe",
+                "nats://h?stream=a.b",
+                "nats://h?replicas=0",
+                "nats://h?replicas=7",
+                "nats://h?replicas=three",
+                "nats://h?retry_for=forever",
+                "nats://h?prefix=Bad",
+                "nats://h/stream",
+                "nats://h:port",
+                "nats://a,,b",
+                "nats://:only-a-password@h",
+                "nats://h?tls_cert=c.pem",
+            ],
+        );
     }
 }

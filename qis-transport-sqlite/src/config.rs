@@ -360,33 +360,26 @@ mod tests {
 
     #[test]
     fn refused_forms() {
-        for url in [
-            "sqlite::memory:",
-            "sqlite://:memory:",
-            "sqlite://",
-            "sqlite://q.db?mode=memory",
-            "nats://localhost",
-            "sqlite://q.db?prefix=Bad",
-            "sqlite://q.db?max_bytes=lots",
-            "sqlite://q.db?poll_interval=soon",
-            "sqlite://q.db?synchronous=off",
-            "sqlite://q.db?when_full=block",
-            "sqlite://q.db?colour=blue",
-            "sqlite://q.db?prefix=a.b&prefix=c.d",
-            "sqlite://q%zz.db",
-            "sqlite://q%2.db",
-            "sqlite://q%ff.db",
-        ] {
-            let e = SqliteConfig::from_url(url).unwrap_err();
-            assert!(
-                matches!(
-                    e.kind(),
-                    ErrorKind::InvalidInput | ErrorKind::InvalidSubject
-                ),
-                "{url}: {e}"
-            );
-            assert_eq!(e.transport(), NAME, "{url}");
-        }
+        qis_conformance::support::assert_urls_refused::<SqliteConfig>(
+            NAME,
+            &[
+                "sqlite::memory:",
+                "sqlite://:memory:",
+                "sqlite://",
+                "sqlite://q.db?mode=memory",
+                "nats://localhost",
+                "sqlite://q.db?prefix=Bad",
+                "sqlite://q.db?max_bytes=lots",
+                "sqlite://q.db?poll_interval=soon",
+                "sqlite://q.db?synchronous=off",
+                "sqlite://q.db?when_full=block",
+                "sqlite://q.db?colour=blue",
+                "sqlite://q.db?prefix=a.b&prefix=c.d",
+                "sqlite://q%zz.db",
+                "sqlite://q%2.db",
+                "sqlite://q%ff.db",
+            ],
+        );
     }
 
     #[test]
