@@ -13,7 +13,7 @@ use qis_core::{Error, ErrorKind};
 /// otherwise.
 ///
 /// ```
-/// use qis_core::MemoryConfig;
+/// use qis_core::memory::MemoryConfig;
 /// qis_conformance::support::assert_urls_refused::<MemoryConfig>(
 ///     "memory",
 ///     &["memory://?prefix=Bad", "memory://?colour=blue"],
