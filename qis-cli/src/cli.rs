@@ -71,6 +71,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve the transport over HTTP/JSON (for devices that only speak HTTP) with a dashboard at /.
     Serve(ServeArgs),
+    /// Merge scripts/series.sh's server figures with `qis compare --json` results into one table and chart.
+    SeriesMerge(SeriesMergeArgs),
 }
 
 /// `qis serve`: the HTTP gateway and dashboard in front of `--url`.
@@ -472,6 +474,28 @@ pub struct CompareArgs {
     /// Print the results as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `qis series-merge`: what `scripts/series.sh` runs after measuring.
+#[derive(Debug, Args)]
+pub struct SeriesMergeArgs {
+    /// A `qis compare --json` output (repeatable: the rows of all are merged).
+    #[arg(long = "compare", value_name = "FILE", required = true)]
+    pub compare: Vec<PathBuf>,
+
+    /// The server figures, one JSON object per backend and line (binary_bytes,
+    /// first_ack_ms, rss_idle_kb, rss_after_kb, disk_bytes, ...), as
+    /// scripts/series.sh writes them.
+    #[arg(long, value_name = "FILE")]
+    pub ops: PathBuf,
+
+    /// Folder for series.md, series.json and series.svg.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// The command that produced the figures, quoted under the table.
+    #[arg(long, value_name = "TEXT")]
+    pub command: Option<String>,
 }
 
 /// `qis bridge`.

@@ -19,6 +19,7 @@
 //! qis bridge --from sqlite://outbox.db --to nats://hub:4222 --name up --origin device-7
 //! qis --url sqlite://outbox.db status         # consumers, backlog, who holds the store
 //! qis --url nats://127.0.0.1:4222 serve --listen 127.0.0.1:8080 --tokens-file tokens.txt
+//! qis series-merge --compare compare.json --ops ops.jsonl --out target/series  # scripts/series.sh
 //! ```
 //!
 //! Global options: `--url` (env `QIS_URL`, default `sqlite://qis.db` in the
@@ -94,6 +95,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bridge(args) => bridge::run(prefix, args).await,
         Command::Status(args) => status::run(url, prefix, args).await,
         Command::Serve(args) => serve::run(url, prefix, args).await,
+        Command::SeriesMerge(args) => compare::series::run(args),
     }
 }
 

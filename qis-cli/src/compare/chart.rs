@@ -35,6 +35,7 @@ fn colour(name: &str) -> RGBColor {
         "nats" => RGBColor(0x2c, 0xa0, 0x2c),
         "redis" => RGBColor(0xd6, 0x27, 0x28),
         "kafka" => RGBColor(0x94, 0x67, 0xbd),
+        "chroma" => RGBColor(0xff, 0x7f, 0x0e),
         _ => RGBColor(0x7f, 0x7f, 0x7f),
     }
 }
@@ -66,25 +67,33 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// One panel's bars: a value per transport, or the reason there is none
+/// (drawn as a label where the bar would be).
+pub type Bars = Vec<Result<f64, String>>;
+
+/// What one figure of `qis compare` is for each run.
+fn compare_bars(runs: &[BackendRun], figure: Figure) -> Bars {
+    runs.iter()
+        .map(|r| match &r.outcome {
+            Outcome::Measured(m) => figure(m)
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| "n/a".to_string()),
+            Outcome::NotBuilt(_) => Err("not built".into()),
+            Outcome::Unreachable(_) => Err("unreachable".into()),
+            Outcome::Failed { .. } => Err("failed".into()),
+        })
+        .collect()
+}
+
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
-    runs: &[BackendRun],
-    figure: Figure,
+    names: &[&str],
+    values: &[Result<f64, String>],
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    let names: Vec<&str> = runs.iter().map(|r| r.name).collect();
-    let values: Vec<Result<f64, &str>> = runs
-        .iter()
-        .map(|r| match &r.outcome {
-            Outcome::Measured(m) => figure(m).filter(|v| v.is_finite()).ok_or("n/a"),
-            Outcome::NotBuilt(_) => Err("not built"),
-            Outcome::Unreachable(_) => Err("unreachable"),
-            Outcome::Failed { .. } => Err("failed"),
-        })
-        .collect();
     // A log scale: the transports differ by orders of magnitude.
     let positive = || values.iter().flatten().copied().filter(|v| *v > 0.0);
     let max = positive().fold(f64::NAN, f64::max);
@@ -128,7 +137,7 @@ where
                 .pos(Pos::new(HPos::Center, VPos::Bottom)),
         )
     };
-    for (i, (name, v)) in (0u32..).zip(names.iter().zip(&values)) {
+    for (i, (name, v)) in (0u32..).zip(names.iter().zip(values)) {
         match v {
             Ok(v) => {
                 chart
@@ -146,7 +155,7 @@ where
             }
             Err(why) => {
                 chart
-                    .draw_series(std::iter::once(label((*why).to_string(), low * 1.3, i)))
+                    .draw_series(std::iter::once(label(why.clone(), low * 1.3, i)))
                     .map_err(err)?;
             }
         }
@@ -156,19 +165,33 @@ where
 
 /// Write the chart to `path`.
 pub fn write(path: &Path, runs: &[BackendRun], meta: &Meta) -> Result<(), String> {
-    let root = SVGBackend::new(path, (1260, 760)).into_drawing_area();
+    let names: Vec<&str> = runs.iter().map(|r| r.name).collect();
+    let panels: Vec<(&str, Bars)> = PANELS
+        .iter()
+        .map(|(title, figure)| (*title, compare_bars(runs, *figure)))
+        .collect();
+    let title = format!(
+        "qis compare: {} packets per transport, {}, {} cores (log scales)",
+        meta.packets, meta.date, meta.cores
+    );
+    write_panels(path, &title, &names, &panels, (2, 3))
+}
+
+/// Write a chart of `panels` (a title and one bar per name each, log
+/// scales) on a grid of `(rows, columns)` to `path`, as an SVG.
+pub fn write_panels(
+    path: &Path,
+    title: &str,
+    names: &[&str],
+    panels: &[(&str, Bars)],
+    grid: (usize, usize),
+) -> Result<(), String> {
+    let size = (420 * grid.1 as u32, 380 * grid.0 as u32);
+    let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let root = root
-        .titled(
-            &format!(
-                "qis compare: {} packets per transport, {}, {} cores (log scales)",
-                meta.packets, meta.date, meta.cores
-            ),
-            ("sans-serif", 22),
-        )
-        .map_err(err)?;
-    for (area, (title, figure)) in root.split_evenly((2, 3)).iter().zip(PANELS) {
-        panel(area, title, runs, figure)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    for (area, (title, values)) in root.split_evenly(grid).iter().zip(panels) {
+        panel(area, title, names, values)?;
     }
     root.present().map_err(err)
 }

@@ -7,6 +7,7 @@
 
 mod chart;
 mod scenario;
+pub mod series;
 mod similar;
 mod table;
 mod wire;
