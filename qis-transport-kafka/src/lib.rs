@@ -330,23 +330,13 @@ impl OutcomeTransport for KafkaTransport {
     }
 
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {
-        deposit::deposit_one(
-            &self.inner.producer,
-            &self.inner.topic,
-            packet,
-            self.inner.config.deposit_timeout,
-        )
-        .await
+        let i = &self.inner;
+        deposit::deposit_one(&i.producer, &i.topic, packet, i.config.deposit_timeout).await
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        deposit::deposit_many(
-            &self.inner.producer,
-            &self.inner.topic,
-            packets,
-            self.inner.config.deposit_timeout,
-        )
-        .await
+        let i = &self.inner;
+        deposit::deposit_many(&i.producer, &i.topic, packets, i.config.deposit_timeout).await
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {
