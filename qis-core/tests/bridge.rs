@@ -121,6 +121,18 @@ async fn reachable_after(failures: u32) -> (Endpoint, Arc<AtomicU32>) {
     (source, attempts)
 }
 
+/// A bridge run until its source has been quiet for `quiet_ms`.
+async fn drained(
+    from: impl Into<Endpoint>,
+    to: impl Into<Endpoint>,
+    config: BridgeConfig,
+    quiet_ms: u64,
+) -> Result<BridgeStatus> {
+    Bridge::new(from, to, config)
+        .drain(Duration::from_millis(quiet_ms))
+        .await
+}
+
 #[tokio::test]
 async fn a_destination_that_fails_gets_everything_once_it_is_back() {
     let device = holding(300).await;
@@ -143,8 +155,7 @@ async fn a_destination_that_fails_gets_everything_once_it_is_back() {
 async fn a_source_that_cannot_be_reached_at_first_is_connected_again() {
     let (source, attempts) = reachable_after(2).await;
     let hub = memory();
-    let status = Bridge::new(source, hub.clone(), quick("up"))
-        .drain(Duration::from_millis(200))
+    let status = drained(source, hub.clone(), quick("up"), 200)
         .await
         .unwrap();
     assert_eq!(status.forwarded, 1, "{status:?}");
@@ -158,10 +169,7 @@ async fn a_bridge_gives_up_when_its_backoff_is_exhausted() {
     });
     let mut config = quick("up");
     config.backoff.max_attempts = Some(3);
-    let e = Bridge::new(source, memory(), config)
-        .drain(Duration::from_millis(200))
-        .await
-        .unwrap_err();
+    let e = drained(source, memory(), config, 200).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
 }
 
@@ -210,10 +218,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
         .unwrap();
     assert_eq!(status.forwarded, 10);
     // Acked: the same consumer has nothing left.
-    let again = Bridge::new(device, hub, quick("up"))
-        .drain(Duration::from_millis(100))
-        .await
-        .unwrap();
+    let again = drained(device, hub, quick("up"), 100).await.unwrap();
     assert_eq!((again.forwarded, again.duplicates), (0, 0), "{again:?}");
 }
 
@@ -221,10 +226,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
 async fn drain_does_not_take_an_unreachable_source_for_a_quiet_one() {
     // Unreachable for longer than the quiet period below.
     let (source, _) = reachable_after(6).await;
-    let status = Bridge::new(source, memory(), quick("up"))
-        .drain(Duration::from_millis(20))
-        .await
-        .unwrap();
+    let status = drained(source, memory(), quick("up"), 20).await.unwrap();
     assert_eq!(
         status.forwarded, 1,
         "drain returned before the source was ever reached: {status:?}"
@@ -264,8 +266,7 @@ async fn a_stopped_bridge_hands_back_what_it_could_not_forward() {
     let stopped = run.await.unwrap().unwrap();
     assert_eq!(stopped.forwarded, 0);
     let hub: DynTransport = Arc::new(hub_store.handle());
-    let again = Bridge::new(device.clone(), hub.clone(), config())
-        .drain(Duration::from_millis(200))
+    let again = drained(device.clone(), hub.clone(), config(), 200)
         .await
         .unwrap();
     assert_eq!(
