@@ -20,40 +20,28 @@ fn token() -> impl Strategy<Value = String> {
     "[a-z0-9][a-z0-9_-]{0,11}"
 }
 
-fn packet() -> impl Strategy<Value = OutcomePacket> {
-    (
-        "[a-zA-Z0-9 ._-]{1,24}",
-        token(),
-        token(),
-        "[^\\p{Cc}]{1,60}",
-        0.0f64..=1.0,
-        prop::collection::vec(-1.0e6f64..1.0e6, 0..8),
-        0.0f64..4.0e9,
-        "[a-zA-Z0-9 ._-]{1,24}",
-    )
-        .prop_map(
-            |(
-                agent_id,
-                domain,
-                problem_class,
-                conclusion,
-                confidence,
-                context_vector,
-                timestamp,
-                source_node,
-            )| {
-                OutcomePacket {
-                    agent_id,
-                    domain,
-                    problem_class,
-                    conclusion,
-                    confidence,
-                    context_vector,
-                    timestamp,
-                    source_node,
-                }
-            },
-        )
+prop_compose! {
+    fn packet()(
+        agent_id in "[a-zA-Z0-9 ._-]{1,24}",
+        domain in token(),
+        problem_class in token(),
+        conclusion in "[^\\p{Cc}]{1,60}",
+        confidence in 0.0f64..=1.0,
+        context_vector in prop::collection::vec(-1.0e6f64..1.0e6, 0..8),
+        timestamp in 0.0f64..4.0e9,
+        source_node in "[a-zA-Z0-9 ._-]{1,24}",
+    ) -> OutcomePacket {
+        OutcomePacket {
+            agent_id,
+            domain,
+            problem_class,
+            conclusion,
+            confidence,
+            context_vector,
+            timestamp,
+            source_node,
+        }
+    }
 }
 
 /// A record's key, headers and value.
