@@ -13,10 +13,10 @@ use crate::backend::{check_pattern_overlaps, check_under_prefix};
 use crate::error::{Error, ErrorKind, Result};
 use crate::packet::EncodedPacket;
 use crate::similar::{Scored, SimilarityQuery};
-use crate::subject::{Subject, SubjectPattern};
+use crate::subject::SubjectPattern;
 use crate::transport::{
-    Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer,
-    LiveSubscription, OutcomeTransport, Receipt, StartPosition,
+    Backlog, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer, LiveSubscription,
+    OutcomeTransport, Receipt, StartPosition, TransportInfo,
 };
 
 /// The one checking layer every backend's `connect` applies.
@@ -143,16 +143,8 @@ impl<T: OutcomeTransport> Checked<T> {
 
 #[async_trait]
 impl<T: OutcomeTransport> OutcomeTransport for Checked<T> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn prefix(&self) -> &Subject {
-        self.inner.prefix()
+    fn info(&self) -> &TransportInfo {
+        self.inner.info()
     }
 
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {

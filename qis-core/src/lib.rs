@@ -67,7 +67,7 @@ pub use synthesis::{
 pub use transport::{
     deliveries, AckToken, Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery,
     DurableConsumer, DynTransport, LiveSubscription, OutcomeTransport, OutcomeTransportExt,
-    Position, Receipt, StartPosition, DEFAULT_ACK_WAIT,
+    Position, Receipt, StartPosition, TransportInfo, DEFAULT_ACK_WAIT,
 };
 
 /// Re-exported so backends and users implement the traits with the same macro.

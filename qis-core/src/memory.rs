@@ -23,7 +23,7 @@ use crate::similar::{Nearest, Scored, SimilarityQuery};
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
     Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer,
-    LiveSubscription, OutcomeTransport, Position, Receipt, StartPosition,
+    LiveSubscription, OutcomeTransport, Position, Receipt, StartPosition, TransportInfo,
 };
 
 const NAME: &str = "memory";
@@ -196,6 +196,7 @@ impl State {
 
 #[derive(Debug)]
 struct Shared {
+    info: TransportInfo,
     config: MemoryConfig,
     state: Mutex<State>,
     notify: Notify,
@@ -226,8 +227,14 @@ impl MemoryTransport {
 
     fn with_config(config: MemoryConfig) -> Checked<Self> {
         let (live, _) = broadcast::channel(4096);
+        // Everything but persistence: the store lives and dies with the process.
+        let capabilities = Capabilities {
+            persistent: false,
+            ..Capabilities::ALL
+        };
         Checked::new(MemoryTransport {
             shared: Arc::new(Shared {
+                info: TransportInfo::new(NAME, capabilities, config.prefix.clone()),
                 config,
                 state: Mutex::new(State {
                     log: VecDeque::new(),
@@ -299,20 +306,8 @@ impl InjectRaw for MemoryTransport {
 
 #[async_trait]
 impl OutcomeTransport for MemoryTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// Everything but persistence: the store lives and dies with the process.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            persistent: false,
-            ..Capabilities::ALL
-        }
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.shared.config.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.shared.info
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

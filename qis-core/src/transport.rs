@@ -71,6 +71,77 @@ impl Capabilities {
         backlog: true,
         similarity: true,
     };
+
+    /// No capability at all: what a backend that can do little starts
+    /// from, naming what it has: `Capabilities { similarity: true,
+    /// ..Capabilities::NONE }`. The same as `Capabilities::default()`, but
+    /// usable in a `const`.
+    pub const NONE: Capabilities = Capabilities {
+        durable: false,
+        persistent: false,
+        live: false,
+        fire_and_forget: false,
+        native_wildcards: false,
+        dedup: false,
+        nak: false,
+        start_since: false,
+        shared_consumers: false,
+        backlog: false,
+        similarity: false,
+    };
+}
+
+/// What a transport is: its backend's short name, what it can do and the
+/// subject prefix it stores. A backend builds it once when it connects and
+/// hands it out from [`OutcomeTransport::info`]; the trait's
+/// [`name`](OutcomeTransport::name), [`capabilities`](OutcomeTransport::capabilities)
+/// and [`prefix`](OutcomeTransport::prefix) read it.
+///
+/// ```
+/// use qis_core::{Capabilities, Subject, TransportInfo};
+///
+/// let info = TransportInfo::new(
+///     "mine",
+///     Capabilities { nak: false, ..Capabilities::ALL },
+///     Subject::new("qis.iot")?,
+/// );
+/// assert_eq!(info.name(), "mine");
+/// assert!(!info.capabilities().nak);
+/// assert_eq!(info.prefix().as_str(), "qis.iot");
+/// # Ok::<(), qis_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportInfo {
+    name: &'static str,
+    capabilities: Capabilities,
+    prefix: Subject,
+}
+
+impl TransportInfo {
+    /// A transport's description: its backend name (`"sqlite"`, `"nats"`,
+    /// …), its capabilities and the prefix it stores.
+    pub fn new(name: &'static str, capabilities: Capabilities, prefix: Subject) -> Self {
+        TransportInfo {
+            name,
+            capabilities,
+            prefix,
+        }
+    }
+
+    /// The backend's short name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What the transport can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// The subject prefix the transport stores.
+    pub fn prefix(&self) -> &Subject {
+        &self.prefix
+    }
 }
 
 /// Where a new durable consumer starts. Applies when the consumer is created;
@@ -339,14 +410,25 @@ pub trait DurableConsumer: Send + Sync + fmt::Debug {
 /// - Per-subject order is the order one publisher deposited in.
 #[async_trait]
 pub trait OutcomeTransport: Send + Sync + fmt::Debug {
+    /// What this transport is: name, capabilities and prefix, built once
+    /// when it connected. The three methods below read it; a backend
+    /// implements this one.
+    fn info(&self) -> &TransportInfo;
+
     /// The backend's short name (`"memory"`, `"sqlite"`, `"nats"`, …).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.info().name()
+    }
 
     /// What this transport can do.
-    fn capabilities(&self) -> Capabilities;
+    fn capabilities(&self) -> Capabilities {
+        self.info().capabilities()
+    }
 
     /// The subject prefix this transport stores (e.g. `qis.iot`).
-    fn prefix(&self) -> &Subject;
+    fn prefix(&self) -> &Subject {
+        self.info().prefix()
+    }
 
     /// Store one packet durably and return its receipt. The default deposits
     /// a batch of one with [`deposit_encoded_batch`](Self::deposit_encoded_batch).

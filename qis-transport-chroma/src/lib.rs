@@ -99,6 +99,7 @@ use qis_core::backend::InjectRaw;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, DurableConsumer, EncodedPacket, Error, LiveSubscription,
     OutcomeTransport, Receipt, Result, Scored, SimilarityQuery, Subject, SubjectPattern,
+    TransportInfo,
 };
 
 mod client;
@@ -128,8 +129,18 @@ pub struct ChromaTransport {
     inner: Arc<Inner>,
 }
 
+/// A store to search by similarity: persistent and deduplicated, with
+/// no consumers, live delivery or publish.
+const CAPABILITIES: Capabilities = Capabilities {
+    persistent: true,
+    dedup: true,
+    similarity: true,
+    ..Capabilities::NONE
+};
+
 #[derive(Debug)]
 struct Inner {
+    info: TransportInfo,
     config: ChromaConfig,
     client: Client,
     collections: Collections,
@@ -151,6 +162,7 @@ impl ChromaTransport {
         client.open_database().await?;
         Ok(Checked::new(ChromaTransport {
             inner: Arc::new(Inner {
+                info: TransportInfo::new(NAME, CAPABILITIES, config.prefix.clone()),
                 config,
                 client,
                 collections: Collections::default(),
@@ -189,23 +201,8 @@ impl ChromaTransport {
 
 #[async_trait]
 impl OutcomeTransport for ChromaTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// A store to search by similarity: persistent and deduplicated, with
-    /// no consumers, live delivery or publish.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            persistent: true,
-            dedup: true,
-            similarity: true,
-            ..Capabilities::default()
-        }
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.inner.config.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.inner.info
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

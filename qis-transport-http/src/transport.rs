@@ -9,6 +9,7 @@ use qis_core::backend::OpenHandles;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error,
     ErrorKind, LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    TransportInfo,
 };
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder};
@@ -48,9 +49,10 @@ pub struct HttpTransport {
 struct Inner {
     api: Api,
     config: HttpConfig,
-    prefix: Subject,
+    /// What this transport is (the gateway's backend, less similarity).
+    about: TransportInfo,
+    /// What the gateway said about itself.
     info: Info,
-    capabilities: Capabilities,
     consumers: OpenHandles<ConsumerState>,
 }
 
@@ -59,7 +61,7 @@ impl fmt::Debug for HttpTransport {
         f.debug_struct("HttpTransport")
             .field("gateway", &self.inner.config.base_url)
             .field("backend", &self.inner.info.transport)
-            .field("prefix", &self.inner.prefix)
+            .field("prefix", self.inner.about.prefix())
             .finish_non_exhaustive()
     }
 }
@@ -102,11 +104,14 @@ impl HttpTransport {
             inner: Arc::new(Inner {
                 api,
                 // The gateway has no similarity endpoint (yet).
-                capabilities: Capabilities {
-                    similarity: false,
-                    ..info.capabilities
-                },
-                prefix,
+                about: TransportInfo::new(
+                    NAME,
+                    Capabilities {
+                        similarity: false,
+                        ..info.capabilities
+                    },
+                    prefix,
+                ),
                 info,
                 config,
                 consumers: OpenHandles::default(),
@@ -211,16 +216,8 @@ pub(crate) fn json<T: Serialize>(request: RequestBuilder, body: &T) -> Result<Re
 
 #[async_trait]
 impl OutcomeTransport for HttpTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.inner.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.inner.about
     }
 
     /// The backend's durable consumers, through `GET /v1/stored-consumers`.

@@ -230,7 +230,7 @@ use async_trait::async_trait;
 use qis_core::backend::{InjectRaw, OpenHandles};
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket,
-    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    LiveSubscription, OutcomeTransport, Receipt, Result, SubjectPattern, TransportInfo,
 };
 use rdkafka::producer::Producer as _;
 
@@ -248,7 +248,19 @@ pub struct KafkaTransport {
     inner: Arc<Inner>,
 }
 
+/// No fire-and-forget publish (every record is stored), no dedup (a
+/// re-deposit is another record), no native wildcards (one topic: the
+/// transport matches record keys) and no similarity search.
+const CAPABILITIES: Capabilities = Capabilities {
+    fire_and_forget: false,
+    native_wildcards: false,
+    dedup: false,
+    similarity: false,
+    ..Capabilities::ALL
+};
+
 struct Inner {
+    info: TransportInfo,
     config: KafkaConfig,
     topic: String,
     partitions: i32,
@@ -281,6 +293,7 @@ impl KafkaTransport {
         tracing::debug!(topic = %topic, partitions, brokers = %config.bootstrap_servers, "connected");
         Ok(Checked::new(KafkaTransport {
             inner: Arc::new(Inner {
+                info: TransportInfo::new(NAME, CAPABILITIES, config.prefix.clone()),
                 config,
                 topic,
                 partitions,
@@ -308,25 +321,8 @@ impl KafkaTransport {
 
 #[async_trait]
 impl OutcomeTransport for KafkaTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// No fire-and-forget publish (every record is stored), no dedup (a
-    /// re-deposit is another record), no native wildcards (one topic: the
-    /// transport matches record keys) and no similarity search.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            fire_and_forget: false,
-            native_wildcards: false,
-            dedup: false,
-            similarity: false,
-            ..Capabilities::ALL
-        }
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.inner.config.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.inner.info
     }
 
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {

@@ -183,7 +183,7 @@ use async_nats::jetstream;
 use async_trait::async_trait;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket,
-    LiveSubscription, OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    LiveSubscription, OutcomeTransport, Receipt, Result, SubjectPattern, TransportInfo,
 };
 
 pub use config::{
@@ -205,6 +205,7 @@ pub struct NatsTransport {
 }
 
 struct Inner {
+    info: TransportInfo,
     config: NatsConfig,
     stream: String,
     client: async_nats::Client,
@@ -256,8 +257,16 @@ impl NatsTransport {
             .backpressure_on_inflight(true)
             .build(client.clone());
         stream::ensure(&js, &config).await?;
+        // Everything but similarity search; persistent with file storage
+        // (the default), not with memory storage.
+        let capabilities = Capabilities {
+            persistent: config.storage == NatsStorage::File,
+            similarity: false,
+            ..Capabilities::ALL
+        };
         Ok(Checked::new(NatsTransport {
             inner: Arc::new(Inner {
+                info: TransportInfo::new(NAME, capabilities, config.prefix.clone()),
                 stream: config.stream_name(),
                 config,
                 client,
@@ -320,22 +329,8 @@ impl NatsTransport {
 
 #[async_trait]
 impl OutcomeTransport for NatsTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// Everything but similarity search; persistent with file storage (the
-    /// default), not with memory storage.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            persistent: self.inner.config.storage == NatsStorage::File,
-            similarity: false,
-            ..Capabilities::ALL
-        }
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.inner.config.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.inner.info
     }
 
     async fn deposit_encoded(&self, packet: &EncodedPacket) -> Result<Receipt> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qis_core::{Checked, Error, ErrorKind, Result};
+use qis_core::{Checked, Error, ErrorKind, Result, TransportInfo};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::IntoConnectionInfo;
 use tokio::sync::watch;
@@ -13,7 +13,7 @@ use crate::config::RedisConfig;
 use crate::error::{redacted, redis_error};
 use crate::keys::Keys;
 use crate::retention::{self, spawn_sweep, Retainer};
-use crate::{consumer, deposit, Inner, RedisTransport, NAME};
+use crate::{consumer, deposit, Inner, RedisTransport, CAPABILITIES, NAME};
 
 impl RedisTransport {
     /// Connect to Redis and return the transport behind the checking layer
@@ -70,6 +70,7 @@ impl RedisTransport {
         let sweep = spawn_sweep(retainer.clone(), config.sweep_interval, closed_rx);
         Ok(Checked::new(RedisTransport {
             inner: Arc::new(Inner {
+                info: TransportInfo::new(NAME, CAPABILITIES, config.prefix.clone()),
                 keys,
                 config,
                 client,

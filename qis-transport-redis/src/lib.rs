@@ -159,7 +159,7 @@ use tokio::task::JoinHandle;
 use qis_core::backend::InjectRaw;
 use qis_core::{
     Capabilities, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, LiveSubscription,
-    OutcomeTransport, Receipt, Result, Subject, SubjectPattern,
+    OutcomeTransport, Receipt, Result, SubjectPattern, TransportInfo,
 };
 
 pub use config::{RedisConfig, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SWEEP_INTERVAL};
@@ -181,7 +181,18 @@ pub struct RedisTransport {
     inner: Arc<Inner>,
 }
 
+/// No native wildcards (a stream per subject: the transport finds the
+/// streams a pattern matches) and no similarity search. Persistent:
+/// Redis keeps streams across restarts with AOF or RDB on (as
+/// scripts/servers/redis.sh starts it); that is server configuration.
+pub(crate) const CAPABILITIES: Capabilities = Capabilities {
+    native_wildcards: false,
+    similarity: false,
+    ..Capabilities::ALL
+};
+
 pub(crate) struct Inner {
+    info: TransportInfo,
     config: RedisConfig,
     keys: Keys,
     client: redis::Client,
@@ -241,24 +252,8 @@ impl RedisTransport {
 
 #[async_trait]
 impl OutcomeTransport for RedisTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// No native wildcards (a stream per subject: the transport finds the
-    /// streams a pattern matches) and no similarity search. Persistent:
-    /// Redis keeps streams across restarts with AOF or RDB on (as
-    /// scripts/servers/redis.sh starts it); that is server configuration.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_wildcards: false,
-            similarity: false,
-            ..Capabilities::ALL
-        }
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.inner.config.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.inner.info
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

@@ -198,7 +198,7 @@ use async_trait::async_trait;
 use qis_core::{
     Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer, EncodedPacket, Error,
     ErrorKind, LiveSubscription, OutcomeTransport, Receipt, Result, Scored, SimilarityQuery,
-    Subject, SubjectPattern,
+    Subject, SubjectPattern, TransportInfo,
 };
 use tokio::sync::watch;
 
@@ -239,7 +239,16 @@ pub struct SqliteTransport {
     inner: Arc<Inner>,
 }
 
+/// No fire-and-forget publish (every packet is a row in the file) and no
+/// native wildcards (the transport matches subjects itself).
+const CAPABILITIES: Capabilities = Capabilities {
+    fire_and_forget: false,
+    native_wildcards: false,
+    ..Capabilities::ALL
+};
+
 struct Inner {
+    info: TransportInfo,
     config: Arc<SqliteConfig>,
     worker: Worker,
     watcher: Watcher,
@@ -285,6 +294,7 @@ impl SqliteTransport {
         })?;
         Ok(Checked::new(SqliteTransport {
             inner: Arc::new(Inner {
+                info: TransportInfo::new(NAME, CAPABILITIES, config.prefix.clone()),
                 config,
                 worker,
                 watcher,
@@ -421,22 +431,8 @@ impl SqliteTransport {
 
 #[async_trait]
 impl OutcomeTransport for SqliteTransport {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// No fire-and-forget publish (every packet is a row in the file) and
-    /// no native wildcards (the transport matches subjects itself).
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            fire_and_forget: false,
-            native_wildcards: false,
-            ..Capabilities::ALL
-        }
-    }
-
-    fn prefix(&self) -> &Subject {
-        &self.inner.config.prefix
+    fn info(&self) -> &TransportInfo {
+        &self.inner.info
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {

@@ -11,6 +11,7 @@ use qis_core::{
     async_trait, Capabilities, Checked, ConsumerConfig, ConsumerInfo, DurableConsumer,
     EncodedPacket, Error, ErrorKind, LiveSubscription, MemoryTransport, OutcomePacket,
     OutcomeTransport, Receipt, Result, Scored, SimilarityQuery, Subject, SubjectPattern,
+    TransportInfo,
 };
 
 /// A valid packet from `agent` on `hvac`/`energy-anomaly`; `n` goes into
@@ -79,7 +80,7 @@ pub fn record_spans() -> (Spans, tracing::subscriber::DefaultGuard) {
 #[derive(Debug)]
 pub struct Doctored {
     inner: Checked<MemoryTransport>,
-    caps: Capabilities,
+    info: TransportInfo,
     /// How many similarity queries reached the store.
     pub similar_calls: Arc<Mutex<usize>>,
     /// How many deposit calls still fail (`Unavailable`, "the link is down").
@@ -95,7 +96,7 @@ impl Doctored {
     /// `store` (a handle on a memory store) claiming `caps`.
     pub fn on(store: Checked<MemoryTransport>, caps: Capabilities) -> Doctored {
         Doctored {
-            caps,
+            info: TransportInfo::new("doctored", caps, store.prefix().clone()),
             inner: store,
             similar_calls: Arc::default(),
             failing: AtomicU32::new(0),
@@ -128,14 +129,8 @@ impl Doctored {
 
 #[async_trait]
 impl OutcomeTransport for Doctored {
-    fn name(&self) -> &'static str {
-        "doctored"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.caps
-    }
-    fn prefix(&self) -> &Subject {
-        self.inner.prefix()
+    fn info(&self) -> &TransportInfo {
+        &self.info
     }
     async fn deposit_encoded(&self, p: &EncodedPacket) -> Result<Receipt> {
         self.link()?;
