@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::subject::Subject;
 
 /// Default retention by age: 24 hours (SPEC §6.8, as the seed).
@@ -87,13 +87,13 @@ impl Retention {
     /// Refuse a retention that would keep nothing.
     pub fn check(&self, transport: &'static str) -> Result<()> {
         if self.max_age.is_zero() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 transport,
                 "max_age is zero: nothing could be retained; give how long packets are kept, e.g. 24h",
             ));
         }
         if self.max_bytes == 0 {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 transport,
                 "max_bytes is zero: nothing could be stored; give a size, e.g. 50MiB",
             ));
@@ -122,7 +122,7 @@ impl TlsFiles {
     /// Refuse a client certificate without its key, or the other way round.
     pub fn check(&self, transport: &'static str) -> Result<()> {
         if self.client_cert.is_some() != self.client_key.is_some() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 transport,
                 "give both tls_cert and tls_key (client certificate and key), or neither",
             ));
@@ -161,15 +161,13 @@ impl Credentials {
     }
 }
 
-fn invalid(transport: &'static str, msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidInput, transport, msg)
-}
-
 fn decode(transport: &'static str, s: &str) -> Result<String> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| invalid(transport, format!("{s:?} does not percent-decode to UTF-8")))
+        .map_err(|_| {
+            Error::invalid_input(transport, format!("{s:?} does not percent-decode to UTF-8"))
+        })
 }
 
 /// A server URL: `scheme://[userinfo@]host[:port][,host[:port]…][/path][?query]`.
@@ -199,12 +197,12 @@ impl ServerUrl {
         default_port: u16,
     ) -> Result<Self> {
         let usage = || format!("use {}://host:port", schemes.first().copied().unwrap_or(""));
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid(transport, format!("{url:?} is not a URL: {}", usage())))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            Error::invalid_input(transport, format!("{url:?} is not a URL: {}", usage()))
+        })?;
         let scheme = scheme.to_ascii_lowercase();
         if !schemes.contains(&scheme.as_str()) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 transport,
                 format!(
                     "URL scheme {scheme:?} is not for {transport}: use {}",
@@ -265,7 +263,7 @@ fn parse_host(
     default_port: u16,
 ) -> Result<(String, u16)> {
     let no_host = || {
-        invalid(
+        Error::invalid_input(
             transport,
             format!("{url:?} names an empty host: use host:port"),
         )
@@ -285,7 +283,7 @@ fn parse_host(
     let port = match port {
         None => default_port,
         Some(p) => p.parse().map_err(|_| {
-            invalid(
+            Error::invalid_input(
                 transport,
                 format!("{url:?}: port {p:?} is not a number from 0 to 65535"),
             )
@@ -316,7 +314,7 @@ impl UrlOptions {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let (k, v) = (decode(transport, k)?, decode(transport, v)?);
             if pairs.iter().any(|(seen, _)| *seen == k) {
-                return Err(invalid(
+                return Err(Error::invalid_input(
                     transport,
                     format!("URL key {k:?} is given twice: give it once"),
                 ));
@@ -346,7 +344,7 @@ impl UrlOptions {
         match self.string(key) {
             None => Ok(None),
             Some(v) => parse(v.trim()).map(Some).ok_or_else(|| {
-                invalid(
+                Error::invalid_input(
                     self.transport,
                     format!("{key}={v:?} in the URL is not {what}"),
                 )
@@ -505,7 +503,7 @@ impl UrlOptions {
                 }
             })
             .collect();
-        Err(invalid(
+        Err(Error::invalid_input(
             self.transport,
             format!(
                 "unknown URL key{} {}: the {} transport knows {}",
@@ -716,6 +714,8 @@ macro_rules! setters {
 
 #[cfg(test)]
 mod tests {
+    use crate::error::ErrorKind;
+
     use super::*;
 
     fn url(s: &str) -> Result<ServerUrl> {

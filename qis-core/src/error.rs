@@ -111,6 +111,12 @@ impl Error {
         self
     }
 
+    /// A shorthand for an [`ErrorKind::InvalidInput`] error: `message`
+    /// says what is wrong and what to write instead.
+    pub fn invalid_input(transport: &'static str, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, transport, message)
+    }
+
     /// A shorthand for an [`ErrorKind::Unsupported`] error.
     pub fn unsupported(transport: &'static str, what: &str) -> Self {
         Error::new(

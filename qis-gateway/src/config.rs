@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use qis_core::{Error, ErrorKind, Result};
+use qis_core::{Error, Result};
 use sha2::{Digest, Sha256};
 
 use crate::NAME;
@@ -166,7 +166,10 @@ impl GatewayConfig {
             ("view_window", self.view_window.is_zero()),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
-            return Err(invalid(format!("{name} is 0: give at least 1")));
+            return Err(Error::invalid_input(
+                NAME,
+                format!("{name} is 0: give at least 1"),
+            ));
         }
         Ok(())
     }
@@ -207,10 +210,13 @@ impl Tokens {
         for (i, t) in tokens.into_iter().enumerate() {
             let t = t.as_ref();
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid(format!(
-                    "token {} is empty or contains whitespace: a bearer token is one word",
-                    i + 1
-                )));
+                return Err(Error::invalid_input(
+                    NAME,
+                    format!(
+                        "token {} is empty or contains whitespace: a bearer token is one word",
+                        i + 1
+                    ),
+                ));
             }
             digests.push(digest(t));
         }
@@ -222,10 +228,10 @@ impl Tokens {
     /// told to require tokens never starts open.
     pub fn from_file(path: &Path) -> Result<Tokens> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            invalid(format!(
-                "cannot read the tokens file {}: {e}",
-                path.display()
-            ))
+            Error::invalid_input(
+                NAME,
+                format!("cannot read the tokens file {}: {e}", path.display()),
+            )
             .with_source(e)
         })?;
         let lines: Vec<&str> = text
@@ -234,10 +240,13 @@ impl Tokens {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
         if lines.is_empty() {
-            return Err(invalid(format!(
-                "the tokens file {} holds no token: one per line",
-                path.display()
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
+                    "the tokens file {} holds no token: one per line",
+                    path.display()
+                ),
+            ));
         }
         Tokens::new(lines)
     }
@@ -264,12 +273,10 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidInput, NAME, msg)
-}
-
 #[cfg(test)]
 mod tests {
+    use qis_core::ErrorKind;
+
     use super::*;
 
     #[test]

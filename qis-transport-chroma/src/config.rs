@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use qis_core::config::{ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
-use qis_core::{Error, ErrorKind, Result, Subject};
+use qis_core::{Error, Result, Subject};
 
 use crate::NAME;
 
@@ -86,10 +86,6 @@ impl Default for ChromaConfig {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidInput, NAME, msg)
-}
-
 impl ChromaConfig {
     /// The URL schemes of this transport.
     pub const URL_SCHEMES: &'static [&'static str] = &["chroma", "chromas"];
@@ -112,20 +108,26 @@ impl ChromaConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let mut u = ServerUrl::parse(NAME, url, Self::URL_SCHEMES, DEFAULT_PORT)?;
         if u.hosts.len() != 1 {
-            return Err(invalid(format!(
-                "{url:?} names {} servers: a Chroma URL names one host[:port]",
-                u.hosts.len()
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
+                    "{url:?} names {} servers: a Chroma URL names one host[:port]",
+                    u.hosts.len()
+                ),
+            ));
         }
         if !u.credentials.is_empty() {
-            return Err(invalid(format!(
+            return Err(Error::invalid_input(NAME, format!(
                 "{url:?} carries credentials, which this transport does not send: use a server without authentication, or put it behind a proxy that adds them"
             )));
         }
         if !u.path.is_empty() {
-            return Err(invalid(format!(
-                "{url:?} has a path: name the tenant and database with ?tenant=…&database=…"
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
+                    "{url:?} has a path: name the tenant and database with ?tenant=…&database=…"
+                ),
+            ));
         }
         let http = if u.scheme == "chromas" {
             "https"
@@ -161,38 +163,46 @@ impl ChromaConfig {
     /// Refuse what cannot work, before connecting.
     pub fn check(&self) -> Result<()> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(invalid(format!(
-                "server URL {:?} is neither http:// nor https://",
-                self.url
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!("server URL {:?} is neither http:// nor https://", self.url),
+            ));
         }
         for (what, name) in [("tenant", &self.tenant), ("database", &self.database)] {
             if !valid_chroma_name(name) {
-                return Err(invalid(format!(
+                return Err(Error::invalid_input(NAME, format!(
                     "{what} {name:?} is not a Chroma name: use 3 to 512 of a-z, A-Z, 0-9, '.', '_' or '-', starting and ending with a letter or digit"
                 )));
             }
         }
         if self.prefix.as_str().len() > crate::collection::MAX_PREFIX_LEN {
-            return Err(invalid(format!(
-                "prefix {} is {} bytes: Chroma collection names allow at most {} for it",
-                self.prefix,
-                self.prefix.as_str().len(),
-                crate::collection::MAX_PREFIX_LEN
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
+                    "prefix {} is {} bytes: Chroma collection names allow at most {} for it",
+                    self.prefix,
+                    self.prefix.as_str().len(),
+                    crate::collection::MAX_PREFIX_LEN
+                ),
+            ));
         }
         if self.tls.client_cert.is_some() || self.tls.client_key.is_some() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "Chroma takes no client certificates: remove tls_cert and tls_key",
             ));
         }
         if self.tls.ca.is_some() && !self.url.starts_with("https://") {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "tls_ca is set but the server is plain HTTP: use chromas:// (https://)",
             ));
         }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(invalid("timeouts must be longer than zero"));
+            return Err(Error::invalid_input(
+                NAME,
+                "timeouts must be longer than zero",
+            ));
         }
         Ok(())
     }
@@ -210,6 +220,8 @@ pub(crate) fn valid_chroma_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use qis_core::ErrorKind;
+
     use super::*;
 
     #[test]

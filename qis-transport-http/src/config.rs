@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use qis_core::config::{Credentials, ServerUrl, TlsFiles, DEFAULT_CONNECT_TIMEOUT};
-use qis_core::{Error, ErrorKind, Result, Subject};
+use qis_core::{Error, Result, Subject};
 
 use crate::NAME;
 
@@ -90,14 +90,17 @@ impl HttpConfig {
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         let mut u = ServerUrl::parse(NAME, url, Self::URL_SCHEMES, if https { 443 } else { 80 })?;
         if u.hosts.len() != 1 {
-            return Err(invalid(format!(
-                "{} names {} hosts: give exactly one gateway",
-                redact(url),
-                u.hosts.len()
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
+                    "{} names {} hosts: give exactly one gateway",
+                    redact(url),
+                    u.hosts.len()
+                ),
+            ));
         }
         if u.credentials.user.is_some() || u.credentials.password.is_some() {
-            return Err(invalid(
+            return Err(Error::invalid_input(NAME,
                 "the gateway takes a bearer token, not a user and password: give token@host or ?token=",
             ));
         }
@@ -115,7 +118,8 @@ impl HttpConfig {
         let o = &mut u.options;
         if let Some(token) = o.string("token") {
             if config.credentials.token.is_some() {
-                return Err(invalid(
+                return Err(Error::invalid_input(
+                    NAME,
                     "the token is given twice (user info and ?token=): give it once",
                 ));
             }
@@ -150,19 +154,21 @@ impl HttpConfig {
             .strip_prefix("http://")
             .or_else(|| lower.strip_prefix("https://"));
         if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', '@'])) {
-            return Err(invalid(format!(
+            return Err(Error::invalid_input(NAME, format!(
                 "{:?} is not a gateway base URL: use http://host:port or https://host:port (token and options as ?key=value)",
                 redact(&self.base_url)
             )));
         }
         if self.tls.is_set() && !self.is_https() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "tls_ca, tls_cert and tls_key need an https:// gateway URL",
             ));
         }
         self.tls.check(NAME)?;
         if self.credentials.user.is_some() || self.credentials.password.is_some() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "the gateway takes a bearer token, not a user and password: use .token()",
             ));
         }
@@ -182,12 +188,10 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidInput, NAME, msg)
-}
-
 #[cfg(test)]
 mod tests {
+    use qis_core::ErrorKind;
+
     use super::*;
 
     #[test]

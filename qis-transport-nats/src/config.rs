@@ -8,7 +8,7 @@ use std::time::Duration;
 use qis_core::config::{
     Credentials, Retention, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEDUP_WINDOW,
 };
-use qis_core::{Error, ErrorKind, Result, Subject};
+use qis_core::{Error, Result, Subject};
 
 use crate::NAME;
 
@@ -203,10 +203,6 @@ pub fn stream_name_for(prefix: &Subject) -> String {
     name
 }
 
-pub(crate) fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidInput, NAME, msg)
-}
-
 impl NatsConfig {
     /// Connect to these servers (`nats://host:port` or `tls://host:port`),
     /// the seeds of one cluster.
@@ -235,13 +231,14 @@ impl NatsConfig {
     /// Check the values a server would refuse, with a message saying what to change.
     pub fn validate(&self) -> Result<()> {
         if self.servers.is_empty() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "no server is given: give at least one, e.g. nats://127.0.0.1:4222",
             ));
         }
         for s in &self.servers {
             s.parse::<async_nats::ServerAddr>().map_err(|e| {
-                invalid(format!(
+                Error::invalid_input(NAME, format!(
                     "server {s:?} is not a NATS server address: use nats://host:port or tls://host:port"
                 ))
                 .with_source(e)
@@ -249,31 +246,39 @@ impl NatsConfig {
         }
         let stream = self.stream_name();
         if !qis_core::backend::is_plain_name(&stream, 255) {
-            return Err(invalid(format!(
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
                 "stream name {stream:?} is not valid: use 1 to 255 of A-Z, a-z, 0-9, '_' or '-'"
-            )));
+            ),
+            ));
         }
         self.retention.check(NAME)?;
         if self.retention.max_bytes > i64::MAX as u64 {
-            return Err(invalid(format!(
-                "max_bytes {} is more than a NATS stream can hold: give a size up to 8 EiB",
-                self.retention.max_bytes
-            )));
+            return Err(Error::invalid_input(
+                NAME,
+                format!(
+                    "max_bytes {} is more than a NATS stream can hold: give a size up to 8 EiB",
+                    self.retention.max_bytes
+                ),
+            ));
         }
         if !(1..=MAX_REPLICAS).contains(&self.replicas) {
-            return Err(invalid(format!(
+            return Err(Error::invalid_input(NAME, format!(
                 "replicas {} is not possible: a JetStream stream has 1 to {MAX_REPLICAS} replicas (3 survive the loss of one server)",
                 self.replicas
             )));
         }
         if self.ack_window == 0 {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "ack_window is zero: keep at least one publish ack in flight",
             ));
         }
         let c = &self.credentials;
         if c.password.is_some() != c.user.is_some() {
-            return Err(invalid(
+            return Err(Error::invalid_input(
+                NAME,
                 "give both user and password (user:password@host), or neither",
             ));
         }
@@ -283,6 +288,8 @@ impl NatsConfig {
 
 #[cfg(test)]
 mod tests {
+    use qis_core::ErrorKind;
+
     use super::*;
 
     #[test]

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use qis_core::Result;
+use qis_core::{Error, Result};
 
-use crate::config::{invalid, NatsConfig};
+use crate::config::NatsConfig;
 use crate::NAME;
 
 /// Since when the client has had no server, as its connection events say
@@ -42,10 +42,13 @@ pub(crate) async fn options(
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
             .await
             .map_err(|e| {
-                invalid(format!(
-                    "could not read the credentials file {}: check the path and its contents",
-                    path.display()
-                ))
+                Error::invalid_input(
+                    NAME,
+                    format!(
+                        "could not read the credentials file {}: check the path and its contents",
+                        path.display()
+                    ),
+                )
                 .with_source(e)
             })?,
         None => async_nats::ConnectOptions::new(),

@@ -57,7 +57,7 @@ pub use steps::{
     consumer_from_now, consumer_from_start, deposit_one, deposit_seqs, fetch_once, inject_once,
     next_is, nothing_more, open_consumer, reader, refused, subscribe,
 };
-pub use urls::{assert_names_keys, assert_urls_refused};
+pub use urls::{assert_keys_refused, assert_urls_refused};
 pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
 
 /// What a case or test returns: `Err` says what did not happen.

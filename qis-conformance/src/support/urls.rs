@@ -35,13 +35,32 @@ pub fn assert_urls_refused<C: FromStr<Err = Error>>(transport: &str, urls: &[&st
     }
 }
 
-/// `url` (with a key the backend does not know) is refused, and the error
-/// names every key of `named`: the unknown one and those it knows.
-pub fn assert_names_keys<C: FromStr<Err = Error>>(url: &str, named: &[&str]) {
-    let Err(e) = url.parse::<C>() else {
-        panic!("{url} was accepted");
-    };
-    for key in named {
-        assert!(e.message().contains(key), "{key}: {e}");
+/// Each of `keys` (`key=value`: unknown, or an old spelling) appended to
+/// `base` (a URL ending in `?`) is refused with
+/// [`InvalidInput`](ErrorKind::InvalidInput) whose message names the key
+/// and every key of `known`, so a user sees what to write instead.
+///
+/// ```
+/// use qis_core::memory::MemoryConfig;
+/// qis_conformance::support::assert_keys_refused::<MemoryConfig>(
+///     "memory://?",
+///     &["colour=blue", "max_age_s=60"],
+///     &["prefix", "max_age", "max_bytes"],
+/// );
+/// ```
+pub fn assert_keys_refused<C: FromStr<Err = Error>>(base: &str, keys: &[&str], known: &[&str]) {
+    for key in keys {
+        let url = format!("{base}{key}");
+        let Err(e) = url.parse::<C>() else {
+            panic!("{url} was accepted");
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{url}: {e}");
+        let name = key.split('=').next().unwrap_or(key);
+        for named in std::iter::once(&name).chain(known) {
+            assert!(
+                e.message().contains(named),
+                "{url}: {named} not named in {e}"
+            );
+        }
     }
 }
