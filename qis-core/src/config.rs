@@ -439,12 +439,12 @@ impl UrlOptions {
         })
     }
 
-    /// The shared key `prefix`, as a [`Subject`].
-    pub fn prefix(&mut self) -> Result<Option<Subject>> {
-        let transport = self.transport;
-        self.string("prefix")
-            .map(|v| Subject::new(v).map_err(|e| e.in_transport(transport)))
-            .transpose()
+    /// The shared key `prefix`, a [`Subject`], into `prefix`.
+    pub fn prefix(&mut self, prefix: &mut Subject) -> Result<()> {
+        if let Some(v) = self.string("prefix") {
+            *prefix = Subject::new(v).map_err(|e| e.in_transport(self.transport))?;
+        }
+        Ok(())
     }
 
     /// The shared keys `max_age` and `max_bytes`, into `retention`.

@@ -76,9 +76,7 @@ impl MemoryConfig {
         }
         let mut options = UrlOptions::parse(NAME, query)?;
         let mut config = MemoryConfig::default();
-        if let Some(p) = options.prefix()? {
-            config.prefix = p;
-        }
+        options.prefix(&mut config.prefix)?;
         options.retention(&mut config.retention)?;
         options.finish()?;
         Ok(config)

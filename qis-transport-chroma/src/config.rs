@@ -135,9 +135,7 @@ impl ChromaConfig {
             "http"
         };
         let mut c = ChromaConfig::new(format!("{http}://{}", u.host_list()));
-        if let Some(p) = u.options.prefix()? {
-            c.prefix = p;
-        }
+        u.options.prefix(&mut c.prefix)?;
         if let Some(t) = u.options.string("tenant") {
             c.tenant = t;
         }

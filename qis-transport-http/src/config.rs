@@ -125,9 +125,7 @@ impl HttpConfig {
             }
             config.credentials.token = Some(token);
         }
-        if let Some(prefix) = o.prefix()? {
-            config.prefix = prefix;
-        }
+        o.prefix(&mut config.prefix)?;
         o.durations([
             ("connect_timeout", &mut config.connect_timeout),
             ("request_timeout", &mut config.request_timeout),

@@ -211,9 +211,7 @@ impl KafkaConfig {
             credentials,
             ..Default::default()
         };
-        if let Some(p) = options.prefix()? {
-            c.prefix = p;
-        }
+        options.prefix(&mut c.prefix)?;
         options.retention(&mut c.retention)?;
         options.tls(&mut c.tls);
         c.topic = options.string("topic");

@@ -65,9 +65,7 @@ impl NatsConfig {
 
 /// The query keys, into `config`; any key left over is an error.
 fn read_options(config: &mut NatsConfig, mut o: UrlOptions) -> Result<()> {
-    if let Some(p) = o.prefix()? {
-        config.prefix = p;
-    }
+    o.prefix(&mut config.prefix)?;
     o.retention(&mut config.retention)?;
     o.durations([
         ("dedup_window", &mut config.dedup_window),

@@ -237,9 +237,7 @@ impl RedisConfig {
             credentials,
             ..Default::default()
         };
-        if let Some(p) = options.prefix()? {
-            config.prefix = p;
-        }
+        options.prefix(&mut config.prefix)?;
         options.retention(&mut config.retention)?;
         options.tls(&mut config.tls);
         options.durations([

@@ -215,9 +215,7 @@ impl SqliteConfig {
         }
         let mut config = SqliteConfig::new(decode_path(url, path)?);
         let mut options = UrlOptions::parse(NAME, query)?;
-        if let Some(prefix) = options.prefix()? {
-            config.prefix = prefix;
-        }
+        options.prefix(&mut config.prefix)?;
         options.retention(&mut config.retention)?;
         options.durations([
             ("busy_timeout", &mut config.busy_timeout),

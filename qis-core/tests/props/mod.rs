@@ -49,7 +49,7 @@ pub fn decode_checked(body: &[u8]) {
 /// Read every kind of option a backend reads from its URL, then finish:
 /// whatever the values, no reader panics.
 pub fn read_all_options(mut o: UrlOptions) {
-    let _ = o.prefix();
+    let _ = o.prefix(&mut qis_core::Subject::default());
     let _ = o.retention(&mut Retention::default());
     o.tls(&mut TlsFiles::default());
     let _ = o.duration("max_age");
