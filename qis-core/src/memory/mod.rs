@@ -5,16 +5,15 @@
 //! and single-process simulations. Nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{broadcast, Notify};
 
-use crate::backend::{seq_token, token_seq, InjectRaw};
+use crate::backend::InjectRaw;
 use crate::checked::Checked;
 use crate::config::{Retention, UrlOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -22,9 +21,15 @@ use crate::packet::{EncodedPacket, PacketId, Received};
 use crate::similar::{Nearest, Scored, SimilarityQuery};
 use crate::subject::{Subject, SubjectPattern};
 use crate::transport::{
-    Backlog, Capabilities, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer,
-    LiveSubscription, OutcomeTransport, Position, Receipt, StartPosition, TransportInfo,
+    Capabilities, ConsumerConfig, ConsumerInfo, DurableConsumer, LiveSubscription,
+    OutcomeTransport, Position, Receipt, StartPosition, TransportInfo,
 };
+
+mod consumer;
+mod log;
+
+use consumer::MemoryConsumer;
+use log::{ConsumerState, State};
 
 const NAME: &str = "memory";
 
@@ -86,109 +91,6 @@ impl MemoryConfig {
     pub fn connect(self) -> Result<Checked<MemoryTransport>> {
         self.retention.check(NAME)?;
         Ok(MemoryTransport::with_config(self))
-    }
-}
-
-#[derive(Debug)]
-struct Stored {
-    seq: u64,
-    subject: Arc<str>,
-    id: PacketId,
-    body: Bytes,
-    at: SystemTime,
-}
-
-#[derive(Debug)]
-struct ConsumerState {
-    pattern: SubjectPattern,
-    ack_wait: Duration,
-    /// Next sequence to look at.
-    cursor: u64,
-    /// seq -> (redeliver at, deliveries so far)
-    pending: BTreeMap<u64, (Instant, u32)>,
-}
-
-#[derive(Debug)]
-struct State {
-    /// Stored packets in sequence order; `log[i].seq == first_seq + i`.
-    log: VecDeque<Stored>,
-    first_seq: u64,
-    bytes: u64,
-    by_id: HashMap<PacketId, u64>,
-    consumers: HashMap<String, ConsumerState>,
-}
-
-impl State {
-    fn next_seq(&self) -> u64 {
-        self.first_seq + self.log.len() as u64
-    }
-
-    fn get(&self, seq: u64) -> Option<&Stored> {
-        seq.checked_sub(self.first_seq)
-            .and_then(|i| self.log.get(i as usize))
-    }
-
-    fn push(&mut self, subject: Arc<str>, id: PacketId, body: Bytes) -> u64 {
-        let seq = self.next_seq();
-        self.bytes += body.len() as u64;
-        self.log.push_back(Stored {
-            seq,
-            subject,
-            id,
-            body,
-            at: SystemTime::now(),
-        });
-        seq
-    }
-
-    /// What consumer `c` still has to do.
-    fn backlog(&self, c: &ConsumerState) -> Backlog {
-        let start = c.cursor.saturating_sub(self.first_seq) as usize;
-        let waiting = self
-            .log
-            .range(start.min(self.log.len())..)
-            .filter(|s| c.pattern.matches(&s.subject))
-            .count() as u64;
-        Backlog {
-            waiting,
-            unacked: c.pending.len() as u64,
-        }
-    }
-
-    /// Drop what retention no longer allows; warn about unacked deliveries
-    /// that go with it.
-    fn prune(&mut self, retention: &Retention) {
-        let oldest_allowed = SystemTime::now().checked_sub(retention.max_age);
-        let mut dropped = 0u64;
-        while let Some(front) = self.log.front() {
-            let too_old = oldest_allowed.is_some_and(|t| front.at < t);
-            if !too_old && self.bytes <= retention.max_bytes {
-                break;
-            }
-            let gone = self.log.pop_front().expect("front exists");
-            self.bytes -= gone.body.len() as u64;
-            if self.by_id.get(&gone.id) == Some(&gone.seq) {
-                self.by_id.remove(&gone.id);
-            }
-            self.first_seq += 1;
-            dropped += 1;
-        }
-        if dropped == 0 {
-            return;
-        }
-        for (name, c) in &mut self.consumers {
-            let unacked = c.pending.range(..self.first_seq).count();
-            if unacked > 0 {
-                tracing::warn!(
-                    transport = NAME,
-                    consumer = %name,
-                    unacked,
-                    "retention removed packets this consumer had fetched but not acked: they will not be redelivered"
-                );
-                c.pending = c.pending.split_off(&self.first_seq);
-            }
-            c.cursor = c.cursor.max(self.first_seq);
-        }
     }
 }
 
@@ -454,171 +356,4 @@ fn tokio_stream_from(
             }
         }
     })
-}
-
-#[derive(Debug)]
-struct MemoryConsumer {
-    transport: MemoryTransport,
-    name: String,
-    malformed: AtomicU64,
-}
-
-impl MemoryConsumer {
-    /// Its state left the store (it cannot: consumers are never removed).
-    fn gone(&self) -> Error {
-        Error::new(
-            ErrorKind::NotFound,
-            NAME,
-            format!("consumer {} is gone", self.name),
-        )
-    }
-
-    fn try_take(&self, max: usize) -> Result<Vec<Delivery>> {
-        let mut st = self.transport.lock();
-        st.prune(&self.transport.shared.config.retention);
-        let st = &mut *st;
-        let next = st.first_seq + st.log.len() as u64;
-        let c = st
-            .consumers
-            .get_mut(&self.name)
-            .ok_or_else(|| self.gone())?;
-        let now = Instant::now();
-        let mut out = Vec::new();
-        let mut picked: Vec<(u64, u32)> = Vec::new();
-        for (&seq, &(due, n)) in c.pending.iter() {
-            if out.len() + picked.len() >= max {
-                break;
-            }
-            if due <= now {
-                picked.push((seq, n + 1));
-            }
-        }
-        for (seq, n) in picked {
-            c.pending.insert(seq, (now + c.ack_wait, n));
-            let Some(s) = seq
-                .checked_sub(st.first_seq)
-                .and_then(|i| st.log.get(i as usize))
-            else {
-                c.pending.remove(&seq);
-                continue;
-            };
-            match Received::decode_with_known_id(&*s.subject, &s.body, s.id) {
-                Ok(received) => out.push(Delivery {
-                    received,
-                    position: Position::Sequence(seq),
-                    delivery_count: n,
-                    token: seq_token(seq),
-                }),
-                Err(_) => {
-                    c.pending.remove(&seq);
-                }
-            }
-        }
-        while out.len() < max && c.cursor < next {
-            let s = &st.log[(c.cursor - st.first_seq) as usize];
-            c.cursor += 1;
-            if !c.pattern.matches(&s.subject) {
-                continue;
-            }
-            match Received::decode_with_known_id(&*s.subject, &s.body, s.id) {
-                Ok(received) => {
-                    c.pending.insert(s.seq, (now + c.ack_wait, 1));
-                    out.push(Delivery {
-                        received,
-                        position: Position::Sequence(s.seq),
-                        delivery_count: 1,
-                        token: seq_token(s.seq),
-                    });
-                }
-                Err(e) => {
-                    self.malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(consumer = %self.name, subject = %s.subject, seq = s.seq, error = %e, "skipping malformed message");
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        let st = self.transport.lock();
-        st.consumers
-            .get(&self.name)
-            .and_then(|c| c.pending.values().map(|(d, _)| *d).min())
-    }
-}
-
-#[async_trait]
-impl DurableConsumer for MemoryConsumer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notified = self.transport.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let got = self.try_take(max.max(1))?;
-            if !got.is_empty() {
-                return Ok(got);
-            }
-            let mut until = deadline;
-            if let Some(due) = self.next_due() {
-                until = until.min(tokio::time::Instant::from_std(due));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(Vec::new());
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
-    }
-
-    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
-        let mut st = self.transport.lock();
-        let c = st
-            .consumers
-            .get_mut(&self.name)
-            .ok_or_else(|| self.gone())?;
-        let seqs = deliveries
-            .iter()
-            .map(|d| token_seq(NAME, d))
-            .collect::<Result<Vec<_>>>()?;
-        for seq in seqs {
-            c.pending.remove(&seq);
-        }
-        Ok(())
-    }
-
-    async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let seq = token_seq(NAME, delivery)?;
-        {
-            let mut st = self.transport.lock();
-            if let Some(c) = st.consumers.get_mut(&self.name) {
-                if let Some(p) = c.pending.get_mut(&seq) {
-                    p.0 = Instant::now() + delay;
-                }
-            }
-        }
-        self.transport.shared.notify.notify_waiters();
-        Ok(())
-    }
-
-    fn malformed_skipped(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
-    }
-
-    async fn backlog(&self) -> Result<Backlog> {
-        let mut st = self.transport.lock();
-        st.prune(&self.transport.shared.config.retention);
-        let c = st.consumers.get(&self.name).ok_or_else(|| self.gone())?;
-        Ok(st.backlog(c))
-    }
-
-    async fn close(&self) -> Result<()> {
-        Ok(())
-    }
 }
