@@ -33,7 +33,7 @@ use crate::transport::{
 ///   sent;
 /// - a similarity query with a zero or empty vector returns nothing without
 ///   asking the backend (it has no direction to compare with);
-/// - what [`Capabilities`] rule out ([`publish_encoded`] without
+/// - what [`Capabilities`](crate::Capabilities) rule out ([`publish_encoded`] without
 ///   `fire_and_forget`, [`subscribe`] without `live`, a consumer without
 ///   `durable`, [`StartPosition::Since`] without `start_since`, [`nak`]
 ///   without `nak`, [`backlog`] and [`consumers`] without `backlog`) is

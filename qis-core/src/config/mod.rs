@@ -17,7 +17,7 @@
 //! Durations are written as `90s`, `2m`, `24h`, `500ms` (or a bare number
 //! of seconds); sizes as `50MiB`, `1GB` (or a bare number of bytes). Each
 //! backend reads only the keys it supports; a key it does not know is an
-//! [`ErrorKind::InvalidInput`] error naming the keys it knows.
+//! [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error naming the keys it knows.
 //!
 //! Backends parse their URLs with [`ServerUrl`] (a scheme, user info, one or
 //! more `host:port`, a path) and [`UrlOptions`] (the query), and get the
