@@ -27,6 +27,7 @@
 
 mod availability;
 pub mod bench;
+mod bridge;
 mod env_config;
 mod files;
 mod opened;
@@ -47,6 +48,7 @@ pub use availability::{
     env_url, free_port, installed, require_live, tcp_reachable, trial, unavailable_trial,
     REQUIRE_LIVE,
 };
+pub use bridge::{quick_bridge, run_until_signal};
 pub use env_config::EnvConfig;
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use opened::ByPrefix;
