@@ -64,6 +64,16 @@ macro_rules! assert_close {
     }};
 }
 
+/// The recommendation says `words`, somewhere in it.
+#[track_caller]
+fn assert_says(s: &Synthesis, words: &str) {
+    assert!(
+        s.recommendation.contains(words),
+        "{:?} does not say {words:?}",
+        s.recommendation
+    );
+}
+
 /// The figures a synthesis concludes (not the counters of ignored packets,
 /// the outlier list or the wording).
 fn figures(s: &Synthesis) -> String {
@@ -143,11 +153,7 @@ fn a_lone_agent_never_alerts_under_any_method() {
         assert!(!s.quorum_met, "{m}");
         assert_eq!(s.weighted_strength, 1.0, "{m}: it is the whole vote");
         assert!(s.recommendation.starts_with("Monitoring:"), "{m}");
-        assert!(
-            s.recommendation.contains("lone view"),
-            "{}",
-            s.recommendation
-        );
+        assert_says(&s, "lone view");
         // Its own packet echoed back, or an older one of its own, changes nothing.
         let older = pkt("me", "energy-anomaly", 0.9, T - 5.0, &NEAR[1]);
         let s = synthesize_with(&config().with_method(m), &own, [&own, &older]);
@@ -168,11 +174,7 @@ fn quorum_counts_distinct_agents_behind_the_consensus() {
     // Five agents vote, but only three back the consensus.
     let s = synthesize_with(&c.with_quorum(4), &own, &twins);
     assert!(!s.quorum_met && !s.alert);
-    assert!(
-        s.recommendation.contains("below the quorum of 4"),
-        "{}",
-        s.recommendation
-    );
+    assert_says(&s, "below the quorum of 4");
     // Two agreeing agents meet the default quorum of 2.
     let s = synthesize_with(&config(), &own, [&twins[0]]);
     assert!(s.quorum_met && s.alert);
@@ -269,11 +271,7 @@ fn confidence_weighting_lets_sure_agents_outweigh_unsure_ones() {
     assert_eq!(s.consensus_problem, "hvac.refrigerant-loss");
     assert_close!(s.weighted_strength, 0.9);
     assert!(s.alert);
-    assert!(
-        s.recommendation.contains("confidence-weighted 90%"),
-        "{}",
-        s.recommendation
-    );
+    assert_says(&s, "confidence-weighted 90%");
 }
 
 #[test]
@@ -541,11 +539,7 @@ fn agreement_below_100_percent_on_one_subject() {
     assert_close!(s.agreement, 0.6);
     let fp = Fingerprint::compute("hvac", "energy-anomaly", &a, DEFAULT_RESOLUTION).unwrap();
     assert_eq!(s.agreement_fingerprint.as_deref(), Some(fp.as_str()));
-    assert!(
-        s.recommendation.contains("3 of 5 in one situation (60%)"),
-        "{}",
-        s.recommendation
-    );
+    assert_says(&s, "3 of 5 in one situation (60%)");
     assert!(!s.recommendation.contains("differ"));
     // The mean of the three in bucket a, to the last bit.
     let mean = [0.61 / 3.0, 2.71 / 3.0, 0.16 / 3.0, 2.11 / 3.0];
@@ -556,11 +550,7 @@ fn agreement_below_100_percent_on_one_subject() {
     // At resolution 1 every vector is in bucket (0, 0, 0, 0).
     let s = synthesize_with(&c.with_resolution(1), &own, &twins);
     assert_eq!(s.agreement, 1.0);
-    assert!(
-        s.recommendation.contains("all in one situation"),
-        "{}",
-        s.recommendation
-    );
+    assert_says(&s, "all in one situation");
 }
 
 #[test]
@@ -581,13 +571,8 @@ fn scattered_situations_are_called_out() {
     assert!(s.alert);
     assert_eq!(s.agreement_voters, 1);
     assert_close!(s.agreement, 0.2);
-    assert!(
-        s.recommendation.contains("1 of 5 in one situation (20%)")
-            && s.recommendation
-                .contains("situations differ, check before acting"),
-        "{}",
-        s.recommendation
-    );
+    assert_says(&s, "1 of 5 in one situation (20%)");
+    assert_says(&s, "situations differ, check before acting");
     // 1-1-1-1-1: the own packet's bucket wins the tie.
     assert_eq!(s.consensus_context, vec![0.1, 0.1]);
     // Without the own packet in the tie, the smallest bucket numbers win.
