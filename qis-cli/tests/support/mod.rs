@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Trial;
-use qis_conformance::support::{await_port, log_tail, signal, stop_child};
+use qis_conformance::support::{await_port, log_tail, signal, spawn_server, stop_child};
 use serde_json::Value;
 
 pub mod command;
@@ -226,11 +226,6 @@ impl Hub {
             return Err("the hub is already running".into());
         }
         let port = self.port.to_string();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.bin);
         match self.kind {
             HubKind::Nats => {
@@ -256,13 +251,7 @@ impl Hub {
                 ]);
             }
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("could not start {}: {e}", self.bin.display()))?;
-        self.child = Some(child);
+        self.child = Some(spawn_server(&mut cmd, &self.dir.join("server.log"))?);
         await_port(&mut self.child, self.port, Duration::from_secs(15))
             .map_err(|why| format!("the {} server {why}: {}", self.kind.name(), self.log()))
     }

@@ -53,7 +53,7 @@ pub use env_config::EnvConfig;
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use opened::ByPrefix;
 pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
-pub use process::{await_port, forward_lines, log_tail, run_ok, signal, stop_child};
+pub use process::{await_port, forward_lines, log_tail, run_ok, signal, spawn_server, stop_child};
 pub use run::{block_on, init_tracing, runtime, unblock, with_fresh_prefix};
 pub use steps::{
     consumer_from_now, consumer_from_start, deposit_one, deposit_seqs, fetch_once, inject_once,
