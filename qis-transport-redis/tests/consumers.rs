@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{connect_with, deposit, raw, stream_keys, url};
+use common::live::{connect_with, deposit, raw, until_swept, url};
 use qis_conformance::support::{
-    collect, collect_unacked, consumer_from_now, consumer_from_start, context, eventually,
-    fetch_once, CaseResult,
+    collect, collect_unacked, consumer_from_now, consumer_from_start, context, fetch_once,
+    CaseResult,
 };
 use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::{Backlog, Checked, DurableConsumer, ErrorKind, OutcomeTransport, Position, Subject};
@@ -302,20 +302,7 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
     // consumers' groups; then it stops (closed), so what follows stays.
     let sweeper = connect_with(&url, &prefix, |c| c.max_age(Duration::from_secs(1))).await?;
     let conn = raw(&url).await?;
-    eventually(
-        "the sweep deleting the expired streams",
-        Duration::from_secs(20),
-        || {
-            let mut conn = conn.clone();
-            let prefix = prefix.clone();
-            async move {
-                stream_keys(&mut conn, &prefix)
-                    .await
-                    .is_ok_and(|k| k.is_empty())
-            }
-        },
-    )
-    .await?;
+    until_swept(&conn, &prefix, "the sweep deleting the expired streams").await?;
     sweeper.close().await.map_err(context("close sweeper"))?;
     let swept = || {
         [

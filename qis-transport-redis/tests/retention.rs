@@ -11,7 +11,9 @@ use std::time::Duration;
 
 mod common;
 
-use common::live::{capture_warnings, captured, connect_with, deposit, raw, stream_keys, url};
+use common::live::{
+    capture_warnings, captured, connect_with, deposit, raw, stream_keys, until_swept, url,
+};
 use qis_conformance::support::{
     collect, collect_unacked, consumer_from_start, context, eventually, fetch_once, open_consumer,
     CaseResult,
@@ -75,24 +77,10 @@ async fn sweep_deletes_idle_expired_streams(url: String, prefix: Subject) -> Cas
         before == subjects,
         "{before} streams after depositing on {subjects} subjects"
     );
-    let index = format!("{prefix}:subjects");
-    eventually(
+    until_swept(
+        &conn,
+        &prefix,
         "the sweep deleting every idle, expired stream and its index entry",
-        Duration::from_secs(20),
-        || {
-            let mut conn = conn.clone();
-            let prefix = prefix.clone();
-            let index = index.clone();
-            async move {
-                let keys = stream_keys(&mut conn, &prefix).await.unwrap_or_default();
-                let indexed: u64 = redis::cmd("ZCARD")
-                    .arg(&index)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(u64::MAX);
-                keys.is_empty() && indexed == 0
-            }
-        },
     )
     .await?;
     // The subject works again: a deposit recreates it and a consumer reads it.
