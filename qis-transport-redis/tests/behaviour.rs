@@ -3,7 +3,6 @@
 //! it the cases are ignored with the reason (a failure with
 //! `QIS_REQUIRE_LIVE=1`); the cases that need no server always run.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -12,7 +11,7 @@ use common::live::{connect_with, pending, raw, url};
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
     block_on, consumer_from_now, consumer_from_start, context, deposit_seqs, fetch_once,
-    open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult,
+    open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult, InOrder,
 };
 use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::backend::InjectRaw;
@@ -124,28 +123,21 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
             Duration::from_secs(60),
         )
         .await?;
-        let mut seen = HashSet::new();
-        let mut last: HashMap<String, usize> = HashMap::new();
+        let mut order = InOrder::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while seen.len() < subjects * per {
+        while order.count() < subjects * per {
             ensure!(
                 Instant::now() < deadline,
                 "max {max}: got {} of {} within 30 s",
-                seen.len(),
+                order.count(),
                 subjects * per
             );
             let got = fetch_once(&c, max, Duration::from_secs(2)).await?;
             ensure!(got.len() <= max, "fetch({max}) returned {}", got.len());
             for d in &got {
-                ensure!(seen.insert(d.id()), "max {max}: {} delivered twice", d.id());
-                let s = seq_of(d);
-                if let Some(prev) = last.insert(d.subject().to_string(), s) {
-                    ensure!(
-                        s > prev,
-                        "max {max}: on {} {s} came after {prev}",
-                        d.subject()
-                    );
-                }
+                order
+                    .check(d.id(), d.subject().to_string(), seq_of(d))
+                    .map_err(|e| format!("max {max}: {e}"))?;
             }
             c.ack(&got).await.map_err(context("ack"))?;
         }

@@ -23,7 +23,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
-use qis_conformance::support::{forward_lines, runtime, TempDir};
+use qis_conformance::support::{forward_lines, runtime, InOrder, TempDir};
 
 const CHILD_ENV: &str = "QIS_SQLITE_CHILD";
 const PROCESSES: usize = 4;
@@ -167,29 +167,27 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
             .consumer(ConsumerConfig::new("auditor", "qis.iot.>".parse().unwrap()).unwrap())
             .await
             .unwrap();
-        let mut seen = HashSet::new();
-        let mut last: HashMap<String, usize> = HashMap::new();
+        let mut order = InOrder::new();
         let deadline = Instant::now() + LIMIT;
-        while seen.len() < PROCESSES * PER_PROCESS {
+        while order.count() < PROCESSES * PER_PROCESS {
             assert!(
                 Instant::now() < deadline,
                 "within {LIMIT:?}: the consumer received {} of {}",
-                seen.len(),
+                order.count(),
                 PROCESSES * PER_PROCESS
             );
             let got = c.fetch(500, Duration::from_secs(2)).await.unwrap();
             c.ack(&got).await.unwrap();
             for d in &got {
-                assert!(seen.insert(d.id()), "packet {} delivered twice", d.id());
                 let (stream, i) = expected
                     .get(&d.id())
                     .unwrap_or_else(|| panic!("unexpected packet {}", d.id()));
-                if let Some(prev) = last.insert(stream.clone(), *i) {
-                    assert!(*i > prev, "{stream}: packet {i} came after {prev}");
+                if let Err(e) = order.check(d.id(), stream.clone(), *i) {
+                    panic!("{e}");
                 }
             }
         }
-        assert_eq!(seen.len(), expected.len());
+        assert_eq!(order.count(), expected.len());
         let extra = c.fetch(100, Duration::from_millis(300)).await.unwrap();
         assert!(
             extra.is_empty(),

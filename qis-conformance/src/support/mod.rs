@@ -52,7 +52,9 @@ pub use bridge::{quick_bridge, run_until_signal};
 pub use env_config::EnvConfig;
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use opened::ByPrefix;
-pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
+pub use packet::{
+    assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, InOrder, BASE_TIMESTAMP,
+};
 pub use process::{await_port, forward_lines, log_tail, run_ok, signal, spawn_server, stop_child};
 pub use run::{block_on, init_tracing, runtime, unblock, with_fresh_prefix};
 pub use steps::{
