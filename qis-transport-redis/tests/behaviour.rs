@@ -7,21 +7,18 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{connect_with, pending, raw, url};
+use common::live::{connect_with, live_trials, pending, raw, LIMIT};
+use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
     block_on, consumer_from_now, consumer_from_start, context, deposit_seqs, fetch_once,
     open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult, InOrder,
 };
-use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::backend::InjectRaw;
 use qis_core::{
     Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, Subject, SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
-
-/// How long one case may take.
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// A packet on `{prefix}.hvac.{problem}`, told apart by `seq`.
 fn packet(problem: &str, seq: usize) -> qis_core::OutcomePacket {
@@ -501,7 +498,6 @@ async fn rediss_needs_the_tls_feature() -> CaseResult {
 }
 
 fn main() {
-    let url = url();
     let mut trials = vec![
         Trial::test("unreachable_server_is_unavailable", || {
             Ok(block_on(LIMIT, unreachable_server_is_unavailable())?)
@@ -511,7 +507,7 @@ fn main() {
         }),
     ];
     // The cases that need the server, each on a fresh prefix.
-    trials.extend(fresh_prefix_trials!(&url, LIMIT;
+    trials.extend(live_trials!(
         ack_on_another_consumer_is_invalid_input,
         nak_delays_are_honoured,
         fetch_never_exceeds_max,

@@ -15,6 +15,25 @@ use redis::AsyncCommands;
 /// The variable naming the server.
 pub const ENV: &str = "QIS_REDIS_URL";
 
+/// How long one case may take.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// `live_trials!(case_a, case_b)`: each case against the server at
+/// [`ENV`] on a fresh prefix, within [`LIMIT`]; without a server each is
+/// ignored with the reason (a failure with `QIS_REQUIRE_LIVE=1`).
+#[allow(unused_macros)] // Not every test binary runs live cases.
+macro_rules! live_trials {
+    ($($case:ident),+ $(,)?) => {
+        qis_conformance::fresh_prefix_trials!(
+            &$crate::common::live::url(),
+            $crate::common::live::LIMIT;
+            $($case),+
+        )
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use live_trials;
+
 /// The server's URL, or why there is none.
 pub fn url() -> Result<String, String> {
     env_url(
