@@ -417,20 +417,8 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
     let (g, _) = memory_gateway(config().max_streams(2)).await?;
     let http = client();
     let live = format!("{}/v1/live", g.url());
-    let mut a = Events::open(&http, live.clone())
-        .await
-        .map_err(|e| format!("stream 1: {e:?}"))?;
-    ensure!(
-        a.until("event: ready", Duration::from_secs(5)).await,
-        "stream 1 not ready"
-    );
-    let mut b = Events::open(&http, live.clone())
-        .await
-        .map_err(|e| format!("stream 2: {e:?}"))?;
-    ensure!(
-        b.until("event: ready", Duration::from_secs(5)).await,
-        "stream 2 not ready"
-    );
+    let a = Events::ready(&http, live.clone(), "stream 1").await?;
+    let b = Events::ready(&http, live.clone(), "stream 2").await?;
     match Events::open(&http, live.clone()).await {
         Ok(_) => return Err("a third stream was served with max_streams 2".into()),
         Err((status, body)) => ensure!(
@@ -456,13 +444,7 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
     drop(a);
     let base = g.url();
     streams_open(&http, &base, 1, "a stream permit freed after a client left").await?;
-    let mut c = Events::open(&http, live)
-        .await
-        .map_err(|e| format!("stream after one left: {e:?}"))?;
-    ensure!(
-        c.until("event: ready", Duration::from_secs(5)).await,
-        "stream 3 not ready"
-    );
+    let c = Events::ready(&http, live, "stream after one left").await?;
     drop((b, c));
     g.shutdown().await.map_err(|e| e.to_string())
 }
@@ -812,13 +794,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
         let (http, fetch) = (http.clone(), session.fetch.clone());
         async move { post(&http, fetch, &json!({"max": 1, "wait_ms": 60000})).await }
     });
-    let mut events = Events::open(&http, format!("{base}/v1/live"))
-        .await
-        .map_err(|e| format!("stream: {e:?}"))?;
-    ensure!(
-        events.until("event: ready", Duration::from_secs(5)).await,
-        "stream not ready"
-    );
+    let mut events = Events::ready(&http, format!("{base}/v1/live"), "stream").await?;
     streams_open(&http, &base, 2, "the long-poll and the stream in progress").await?;
     let started = Instant::now();
     g.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
