@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use qis_conformance::support::{inject_once, unblock, EnvConfig};
 use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
-use qis_core::{Checked, DynTransport, Result, Subject};
+use qis_core::{DynTransport, Result, Subject};
 use qis_transport_nats::{NatsConfig, NatsTransport};
 
 struct Nats {
@@ -34,9 +34,8 @@ impl Nats {
         Arc::new(Nats { name, config })
     }
 
-    /// A new connection (a transport of its own) on `prefix`.
-    async fn connect(&self, prefix: &Subject) -> Result<Checked<NatsTransport>> {
-        NatsTransport::connect(self.config.get()?.prefix(prefix.clone())).await
+    fn config(&self, prefix: &Subject) -> Result<NatsConfig> {
+        Ok(self.config.get()?.prefix(prefix.clone()))
     }
 }
 
@@ -51,13 +50,16 @@ impl Backend for Nats {
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
-        Ok(Arc::new(self.connect(prefix).await?))
+        Ok(Arc::new(
+            NatsTransport::connect(self.config(prefix)?).await?,
+        ))
     }
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
         // A foreign publisher: its own connection, a plain JetStream publish
         // with no packet id and no checks.
-        inject_once(self.connect(transport.prefix()).await?, subject, body).await
+        let raw = NatsTransport::connect(self.config(transport.prefix())?).await?;
+        inject_once(raw, subject, body).await
     }
 
     fn restartable(&self) -> Option<&dyn Restartable> {

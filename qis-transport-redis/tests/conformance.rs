@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use qis_conformance::support::{inject_once, installed, unblock, EnvConfig};
 use qis_conformance::{async_trait, Backend, PrivateServer, Restartable, Stop};
-use qis_core::{Checked, DynTransport, OutcomeTransport, Result, Subject};
+use qis_core::{DynTransport, OutcomeTransport, Result, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
 
 struct Redis {
@@ -19,9 +19,8 @@ struct Redis {
 }
 
 impl Redis {
-    /// A new set of connections (a transport of its own) on `prefix`.
-    async fn connect(&self, prefix: &Subject) -> Result<Checked<RedisTransport>> {
-        RedisTransport::connect(self.config.get()?.prefix(prefix.clone())).await
+    fn config(&self, prefix: &Subject) -> Result<RedisConfig> {
+        Ok(self.config.get()?.prefix(prefix.clone()))
     }
 }
 
@@ -47,13 +46,16 @@ impl Backend for Redis {
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
         // A new transport is a new set of connections: "another process".
-        Ok(Arc::new(self.connect(prefix).await?))
+        Ok(Arc::new(
+            RedisTransport::connect(self.config(prefix)?).await?,
+        ))
     }
 
     async fn inject_raw(&self, transport: &DynTransport, subject: &str, body: &[u8]) -> Result<()> {
         // A foreign publisher: its own connection, writing straight to the
         // subject's stream and live channel.
-        inject_once(self.connect(transport.prefix()).await?, subject, body).await
+        let t = RedisTransport::connect(self.config(transport.prefix())?).await?;
+        inject_once(t, subject, body).await
     }
 
     fn restartable(&self) -> Option<&dyn Restartable> {
