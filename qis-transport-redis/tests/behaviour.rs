@@ -11,8 +11,8 @@ use common::live::{connect_with, live_trials, pending, raw, LIMIT};
 use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, consumer_from_now, consumer_from_start, context, deposit_seqs, fetch_once,
-    open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult, InOrder,
+    block_on, collect_in_order, consumer_from_now, consumer_from_start, context, deposit_seqs,
+    fetch_once, open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult,
 };
 use qis_core::backend::InjectRaw;
 use qis_core::{
@@ -120,24 +120,11 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
             Duration::from_secs(60),
         )
         .await?;
-        let mut order = InOrder::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while order.count() < subjects * per {
-            ensure!(
-                Instant::now() < deadline,
-                "max {max}: got {} of {} within 30 s",
-                order.count(),
-                subjects * per
-            );
-            let got = fetch_once(&c, max, Duration::from_secs(2)).await?;
-            ensure!(got.len() <= max, "fetch({max}) returned {}", got.len());
-            for d in &got {
-                order
-                    .check(d.id(), d.subject().to_string(), seq_of(d))
-                    .map_err(|e| format!("max {max}: {e}"))?;
-            }
-            c.ack(&got).await.map_err(context("ack"))?;
-        }
+        collect_in_order(&c, subjects * per, max, Duration::from_secs(30), |d| {
+            Ok((d.subject().to_string(), seq_of(d)))
+        })
+        .await
+        .map_err(|e| format!("max {max}: {e}"))?;
         let extra = fetch_once(&c, max, Duration::from_millis(200)).await?;
         ensure!(
             extra.is_empty(),

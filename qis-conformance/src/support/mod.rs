@@ -62,7 +62,9 @@ pub use steps::{
     next_is, nothing_more, open_consumer, reader, refused, subscribe,
 };
 pub use urls::{assert_names_keys, assert_urls_refused};
-pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
+pub use wait::{
+    collect, collect_in_order, collect_unacked, eventually, next_live, quiet, wait_for,
+};
 
 /// What a case or test returns: `Err` says what did not happen.
 pub type CaseResult = Result<(), String>;
