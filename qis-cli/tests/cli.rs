@@ -8,10 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use qis_conformance::support::TempDir;
 use serde_json::Value;
-use support::command::{
-    assert_not_created, compare, exit_within, measured, ok, qis, run, stderr, stdout,
-};
-use support::SqliteUrl;
+use support::command::{assert_not_created, compare, measured, ok, qis, run, stderr, stdout};
 
 const FP: &str = "f94baeb7a8090420c0d7c3c89e02990d240c3cc068b21cc523f5d2912eb3e87b";
 
@@ -305,6 +302,8 @@ mod sqlite {
     use std::io::Write;
     use std::sync::mpsc;
     use std::time::Duration;
+    use support::command::exit_within;
+    use support::SqliteUrl;
 
     /// The folder's database file, `x.db`.
     fn sqlite_url(dir: &TempDir) -> String {
@@ -313,7 +312,7 @@ mod sqlite {
 
     fn with_url(dir: &TempDir, args: &[&str]) -> Command {
         let mut c = qis(dir.path(), args);
-        c.env("QIS_URL", sqlite_url(&dir));
+        c.env("QIS_URL", sqlite_url(dir));
         c
     }
 
