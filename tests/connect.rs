@@ -20,6 +20,19 @@ fn packet(agent: &str) -> OutcomePacket {
     }
 }
 
+/// What consumer `consumer` finds of `t`'s twins on hvac.energy-anomaly
+/// within `wait`, acked; the consumer is closed again.
+async fn twins_found(t: &qis::DynTransport, consumer: &str, wait: Duration) -> Vec<qis::Delivery> {
+    let twins = t
+        .twins_consumer(consumer, "hvac", "energy-anomaly")
+        .await
+        .unwrap();
+    let got = twins.fetch(10, wait).await.unwrap();
+    twins.ack(&got).await.unwrap();
+    twins.close().await.unwrap();
+    got
+}
+
 fn error_of<T>(r: qis::Result<T>) -> qis::Error {
     match r {
         Ok(_) => panic!("expected an error"),
@@ -34,12 +47,7 @@ async fn memory_url_round_trips() {
     assert_eq!(t.prefix().as_str(), "qis.iot");
     let r = t.deposit(&packet("a")).await.unwrap();
     assert_eq!(r.subject.as_str(), "qis.iot.hvac.energy-anomaly");
-    let c = t
-        .twins_consumer("b", "hvac", "energy-anomaly")
-        .await
-        .unwrap();
-    let got = c.fetch(10, Duration::from_millis(200)).await.unwrap();
-    c.ack(&got).await.unwrap();
+    let got = twins_found(&t, "b", Duration::from_millis(200)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].id(), r.id);
     t.close().await.unwrap();
@@ -170,32 +178,12 @@ without_feature! {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "qis-connect-{}-{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use qis_conformance::support::TempDir;
 
     #[tokio::test]
     async fn sqlite_url_works_end_to_end() {
-        let dir = TempDir::new();
-        let url = format!("sqlite://{}", dir.0.join("x.db").display());
+        let dir = TempDir::new("connect");
+        let url = format!("sqlite://{}", dir.path().join("x.db").display());
         let writer = qis::connect(&url).await.unwrap();
         assert_eq!(writer.name(), "sqlite");
         let receipt = writer.deposit(&packet("hvac-building-a")).await.unwrap();
@@ -203,13 +191,7 @@ mod sqlite {
 
         // Another handle on the same file (another process, in real life) finds it.
         let reader = qis::connect(&url).await.unwrap();
-        let twins = reader
-            .twins_consumer("building-b", "hvac", "energy-anomaly")
-            .await
-            .unwrap();
-        let got = twins.fetch(10, Duration::from_secs(5)).await.unwrap();
-        twins.ack(&got).await.unwrap();
-        twins.close().await.unwrap();
+        let got = twins_found(&reader, "building-b", Duration::from_secs(5)).await;
         reader.close().await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id(), receipt.id);
@@ -218,8 +200,8 @@ mod sqlite {
 
     #[tokio::test]
     async fn sqlite_url_with_prefix() {
-        let dir = TempDir::new();
-        let url = format!("sqlite://{}", dir.0.join("p.db").display());
+        let dir = TempDir::new("connect");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
         let t = TransportConfig::from_url(&url)
             .unwrap()
             .with_prefix(Subject::new("fleet.site1").unwrap())

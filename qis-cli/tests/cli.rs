@@ -2,66 +2,15 @@
 //! fingerprint vector, and a deposit → twins → synth round trip through a
 //! SQLite file shared by separate processes.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Command, Output, Stdio};
 
+use qis_conformance::support::TempDir;
 use serde_json::Value;
+use support::command::{assert_not_created, compare, measured, ok, qis, run, stderr, stdout};
 
 const FP: &str = "f94baeb7a8090420c0d7c3c89e02990d240c3cc068b21cc523f5d2912eb3e87b";
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("qis-cli-{tag}-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `qis` with a clean environment (no QIS_URL, QIS_PREFIX or RUST_LOG from
-/// the caller), run in `dir`.
-fn qis(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qis"));
-    c.args(args)
-        .current_dir(dir)
-        .env_remove("QIS_URL")
-        .env_remove("QIS_PREFIX")
-        .env_remove("RUST_LOG")
-        .env_remove("QIS_NATS_URL")
-        .env_remove("QIS_REDIS_URL")
-        .env_remove("QIS_KAFKA_URL")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    qis(dir, args).output().expect("the qis binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
 
 /// Exit code 2 and exactly one stderr line, `qis: error: …`, containing `needle`.
 fn assert_usage_error(o: &Output, needle: &str) {
@@ -98,22 +47,26 @@ fn deposit_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-#[test]
-fn fingerprint_matches_the_vector() {
-    let dir = TempDir::new("fp");
-    let args = [
+/// `fingerprint --domain hvac --problem-class energy-anomaly --context CONTEXT EXTRA…`
+fn fingerprint_args<'a>(context: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
         "fingerprint",
         "--domain",
         "hvac",
         "--problem-class",
         "energy-anomaly",
         "--context",
-        "0.18,0.92,0.03,0.71",
-        "--resolution",
-        "4",
+        context,
     ];
-    let o = run(dir.path(), &args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    v.extend(extra);
+    v
+}
+
+#[test]
+fn fingerprint_matches_the_vector() {
+    let dir = TempDir::new("fp");
+    let args = fingerprint_args("0.18,0.92,0.03,0.71", &["--resolution", "4"]);
+    let o = ok(qis(dir.path(), &args));
     let out = stdout(&o);
     assert!(
         out.contains("subject                qis.iot.hvac.energy-anomaly\n"),
@@ -130,10 +83,8 @@ fn fingerprint_matches_the_vector() {
         "{out}"
     );
 
-    let mut json_args = args.to_vec();
-    json_args.push("--json");
-    let o = run(dir.path(), &json_args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let json_args = [&args[..], &["--json"]].concat();
+    let o = ok(qis(dir.path(), &json_args));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["fingerprint"], FP);
     assert_eq!(v["subject"], "qis.iot.hvac.energy-anomaly");
@@ -147,22 +98,12 @@ fn fingerprint_matches_the_vector() {
     );
 
     // The default resolution is 4; a prefix changes the subjects, not the fingerprint.
-    let o = run(
-        dir.path(),
-        &[
-            "--prefix",
-            "fleet.site1",
-            "fingerprint",
-            "--domain",
-            "hvac",
-            "--problem-class",
-            "energy-anomaly",
-            "--context",
-            "0.22,0.88,0.07,0.65",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let prefixed = [
+        &["--prefix", "fleet.site1"][..],
+        &fingerprint_args("0.22,0.88,0.07,0.65", &["--json"]),
+    ]
+    .concat();
+    let o = ok(qis(dir.path(), &prefixed));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["fingerprint"], FP);
     assert_eq!(
@@ -248,10 +189,7 @@ fn invalid_input_exits_2_before_anything_is_created() {
         ),
         "no spaces",
     );
-    assert!(
-        !dir.path().join("qis.db").exists(),
-        "no database was created"
-    );
+    assert_not_created(dir.path(), "qis.db", "the input was refused");
 }
 
 #[test]
@@ -280,8 +218,7 @@ fn memory_deposit_prints_the_receipt() {
     let dir = TempDir::new("memory");
     let mut args = vec!["--url", "memory://"];
     args.extend(deposit_args(&["--confidence", "0.87"]));
-    let o = run(dir.path(), &args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ok(qis(dir.path(), &args));
     let out = stdout(&o);
     assert!(
         out.starts_with("subject=qis.iot.hvac.energy-anomaly id="),
@@ -298,8 +235,7 @@ fn memory_deposit_prints_the_receipt() {
         "--output",
         "json",
     ]));
-    let o = run(dir.path(), &args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ok(qis(dir.path(), &args));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["subject"], format!("qis.iot.hvac.energy-anomaly.{FP}"));
     assert_eq!(v["duplicate"], false);
@@ -325,20 +261,7 @@ fn help_and_version_exit_0() {
 fn compare_lists_every_transport_and_writes_the_chart() {
     let dir = TempDir::new("compare");
     let svg = dir.path().join("c.svg");
-    let o = run(
-        dir.path(),
-        &[
-            "compare",
-            "--transports",
-            "memory,nats",
-            "--packets",
-            "200",
-            "--svg",
-            svg.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
+    let out = stdout(&ok(compare(dir.path(), "memory,nats", "200", &svg, &[])));
     let row = |name: &str| {
         out.lines()
             .find(|l| l.starts_with(&format!("| {name} |")))
@@ -366,23 +289,10 @@ fn compare_lists_every_transport_and_writes_the_chart() {
     );
     assert!(chart.contains("memory") && chart.contains("nats"));
 
-    let o = run(
-        dir.path(),
-        &[
-            "compare",
-            "--transports",
-            "memory",
-            "--packets",
-            "100",
-            "--json",
-            "--svg",
-            svg.to_str().unwrap(),
-        ],
+    measured(
+        &ok(compare(dir.path(), "memory", "100", &svg, &["--json"])),
+        100,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["results"][0]["status"], "measured");
-    assert_eq!(v["results"][0]["fetched"], 100);
 }
 
 #[cfg(feature = "sqlite")]
@@ -392,28 +302,18 @@ mod sqlite {
     use std::io::Write;
     use std::sync::mpsc;
     use std::time::Duration;
+    use support::command::exit_within;
+    use support::SqliteUrl;
 
-    impl TempDir {
-        fn sqlite_url(&self) -> String {
-            format!("sqlite://{}", self.0.join("x.db").display())
-        }
+    /// The folder's database file, `x.db`.
+    fn sqlite_url(dir: &TempDir) -> String {
+        dir.sqlite("x.db", "")
     }
 
     fn with_url(dir: &TempDir, args: &[&str]) -> Command {
         let mut c = qis(dir.path(), args);
-        c.env("QIS_URL", dir.sqlite_url());
+        c.env("QIS_URL", sqlite_url(dir));
         c
-    }
-
-    fn ok(mut c: Command) -> Output {
-        let o = c.output().unwrap();
-        assert!(
-            o.status.success(),
-            "exit {:?}: {}",
-            o.status.code(),
-            stderr(&o)
-        );
-        o
     }
 
     /// `qis twins hvac energy-anomaly --consumer <consumer> <extra…>` on the
@@ -490,28 +390,9 @@ mod sqlite {
         assert!(lines[0].starts_with("2025-11-24T16:00:00.000Z  qis.iot.hvac.energy-anomaly  hvac-building-a@building-a-floor-3  conf 0.87"), "{}", lines[0]);
 
         // Building B synthesises with its own packet, on a fresh consumer.
-        let synth = ok(with_url(
-            &dir,
-            &[
-                "synth",
-                "hvac",
-                "energy-anomaly",
-                "--consumer",
-                "building-b-synth",
-                "--agent-id",
-                "hvac-building-b",
-                "--conclusion",
-                "Spike too.",
-                "--confidence",
-                "0.8",
-                "--context",
-                "0.2,0.9,0.05,0.7",
-                "--source-node",
-                "building-b",
-                "--json",
-            ],
-        ));
-        let s: Value = serde_json::from_str(&stdout(&synth)).unwrap();
+        let s: Value =
+            serde_json::from_str(&stdout(&ok(synth(&dir, "hvac-building-b", &["--json"]))))
+                .unwrap();
         assert_eq!(s["n_agents"], 3);
         assert_eq!(s["synthesis_pairs"], 3);
         assert_eq!(s["consensus_problem"], "hvac.energy-anomaly");
@@ -659,31 +540,16 @@ mod sqlite {
         assert!(text.contains("alert             no"), "{text}");
         assert!(text.contains("below the quorum of 3"), "{text}");
 
-        // Out-of-range options are usage errors.
-        assert_usage_error(
-            &synth(&dir, "hvac-building-b", &["--threshold", "1.5"])
-                .output()
-                .unwrap(),
-            "--threshold",
-        );
-        assert_usage_error(
-            &synth(&dir, "hvac-building-b", &["--method", "bayes"])
-                .output()
-                .unwrap(),
-            "bayes",
-        );
-        assert_usage_error(
-            &synth(&dir, "hvac-building-b", &["--half-life", "0s"])
-                .output()
-                .unwrap(),
-            "0s",
-        );
-        assert_usage_error(
-            &synth(&dir, "hvac-building-b", &["--resolution", "0"])
-                .output()
-                .unwrap(),
-            "--resolution",
-        );
+        // Out-of-range options are usage errors, named in the message.
+        for (option, named) in [
+            (["--threshold", "1.5"], "--threshold"),
+            (["--method", "bayes"], "bayes"),
+            (["--half-life", "0s"], "0s"),
+            (["--resolution", "0"], "--resolution"),
+        ] {
+            let o = synth(&dir, "hvac-building-b", &option).output().unwrap();
+            assert_usage_error(&o, named);
+        }
     }
 
     #[test]
@@ -705,18 +571,34 @@ mod sqlite {
         rx
     }
 
+    /// Start `c` in the background: the child, and its stdout and stderr
+    /// lines as [`line_channel`]s.
+    fn spawn_with_lines(
+        mut c: Command,
+    ) -> (
+        std::process::Child,
+        mpsc::Receiver<String>,
+        mpsc::Receiver<String>,
+    ) {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the qis binary starts");
+        let out = line_channel(child.stdout.take().unwrap());
+        let err = line_channel(child.stderr.take().unwrap());
+        (child, out, err)
+    }
+
     #[test]
     fn watch_shows_live_packets_then_stops_at_count() {
         let dir = TempDir::new("watch");
         // The database must exist before watch opens it.
         twins(&dir, "init", &["--wait", "0s"]);
-        let mut watch = with_url(&dir, &["watch", "qis.iot.hvac.*", "--count", "2", "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = line_channel(watch.stdout.take().unwrap());
-        let err = line_channel(watch.stderr.take().unwrap());
+        let (mut watch, out, err) = spawn_with_lines(with_url(
+            &dir,
+            &["watch", "qis.iot.hvac.*", "--count", "2", "--json"],
+        ));
         // Its first `qis: ` line on stderr says it is watching (or why not);
         // log lines may come before it.
         let ready = loop {
@@ -762,14 +644,11 @@ mod sqlite {
         .unwrap();
         assert_eq!(next["subject"], "qis.iot.hvac.filter-clog");
         // --count 2: it exits by itself, cleanly.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(watch.wait());
-        });
-        let status = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("watch exited within 20 s of its second packet")
-            .unwrap();
+        let status = exit_within(
+            watch,
+            Duration::from_secs(20),
+            "watch exited after its second packet",
+        );
         assert!(status.success(), "{status:?}");
     }
 
@@ -803,12 +682,12 @@ mod sqlite {
     #[test]
     fn bridge_forwards_between_files_and_stops_cleanly_on_a_signal() {
         let dir = TempDir::new("bridge");
-        let from = format!("sqlite://{}", dir.path().join("device.db").display());
-        let to = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let from = dir.sqlite("device.db", "");
+        let to = dir.sqlite("hub.db", "");
         deposit_n(&dir, &from, "device-7", 3);
         deposit_n(&dir, &from, "elsewhere", 2);
         for signal in ["-INT", "-TERM"] {
-            let mut bridge = qis(
+            let (bridge, out, _err) = spawn_with_lines(qis(
                 dir.path(),
                 &[
                     "bridge",
@@ -823,13 +702,7 @@ mod sqlite {
                     "--interval",
                     "100ms",
                 ],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-            let out = line_channel(bridge.stdout.take().unwrap());
-            let _err = line_channel(bridge.stderr.take().unwrap());
+            ));
             // Not a terminal: one progress line per interval.
             let want = if signal == "-INT" {
                 "forwarded 3, duplicates 0, skipped 2, backlog 0 waiting + 0 unacked"
@@ -855,14 +728,11 @@ mod sqlite {
                 .status()
                 .unwrap();
             assert!(kill.success());
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(bridge.wait());
-            });
-            let status = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the bridge exited within 20 s of the signal")
-                .unwrap();
+            let status = exit_within(
+                bridge,
+                Duration::from_secs(20),
+                "the bridge exited after the signal",
+            );
             assert_eq!(status.code(), Some(0), "{signal}: {status:?}");
             let last: Vec<String> = out.try_iter().collect();
             assert!(
@@ -897,7 +767,7 @@ mod sqlite {
     #[test]
     fn status_lists_consumers_with_their_backlog_and_who_holds_the_store() {
         let dir = TempDir::new("status");
-        let url = dir.sqlite_url();
+        let url = sqlite_url(&dir);
         deposit_n(&dir, &url, "n", 3);
         // Consumer b takes one packet and acks it; two are still owed to it.
         twins(&dir, "b", &["--max", "1", "--wait", "0s"]);
@@ -936,7 +806,7 @@ mod sqlite {
             stderr(&o)
         );
 
-        let missing = format!("sqlite://{}", dir.path().join("missing.db").display());
+        let missing = dir.sqlite("missing.db", "");
         let o = run(dir.path(), &["--url", &missing, "status"]);
         assert_eq!(o.status.code(), Some(1));
         assert!(
@@ -944,10 +814,7 @@ mod sqlite {
             "{}",
             stderr(&o)
         );
-        assert!(
-            !dir.path().join("missing.db").exists(),
-            "status created the file"
-        );
+        assert_not_created(dir.path(), "missing.db", "status only reads");
     }
 
     #[test]
@@ -979,9 +846,10 @@ mod sqlite {
             ],
         );
         assert_usage_error(&o, "carrier-pigeon");
-        assert!(
-            !dir.path().join("a.db").exists(),
-            "nothing is opened before the flags are checked"
+        assert_not_created(
+            dir.path(),
+            "a.db",
+            "nothing is opened before the flags are checked",
         );
     }
 
@@ -989,23 +857,8 @@ mod sqlite {
     fn compare_measures_sqlite() {
         let dir = TempDir::new("cmp-sqlite");
         let svg = dir.path().join("c.svg");
-        let o = ok(qis(
-            dir.path(),
-            &[
-                "compare",
-                "--transports",
-                "sqlite",
-                "--packets",
-                "100",
-                "--json",
-                "--svg",
-                svg.to_str().unwrap(),
-            ],
-        ));
-        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-        let r = &v["results"][0];
-        assert_eq!(r["status"], "measured", "{r}");
-        assert_eq!(r["fetched"], 100, "{r}");
+        let o = ok(compare(dir.path(), "sqlite", "100", &svg, &["--json"]));
+        let r = measured(&o, 100);
         assert_eq!(r["persistent"], true, "{r}");
         assert_eq!(r["envelope"]["kind"], "disk", "{r}");
     }
@@ -1037,26 +890,14 @@ fn compare_measures_live_servers() {
         };
         let svg = dir.path().join(format!("{name}.svg"));
         let urls = format!("{name}={url}");
-        let o = run(
+        let o = ok(compare(
             dir.path(),
-            &[
-                "compare",
-                "--transports",
-                name,
-                "--urls",
-                &urls,
-                "--packets",
-                "100",
-                "--json",
-                "--svg",
-                svg.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{name}: {}", stderr(&o));
-        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-        let r = &v["results"][0];
-        assert_eq!(r["status"], "measured", "{name}: {r}");
-        assert_eq!(r["fetched"], 100, "{name}: {r}");
+            name,
+            "100",
+            &svg,
+            &["--urls", &urls, "--json"],
+        ));
+        let r = measured(&o, 100);
         assert!(
             r["deposit_single_per_sec"].as_f64().unwrap() > 0.0,
             "{name}: {r}"

@@ -2,34 +2,13 @@
 //! SQLite files in a temporary folder.
 #![cfg(feature = "sqlite")]
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use qis_conformance::support::TempDir;
 use serde_json::Value;
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qis"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("QIS_URL")
-        .env_remove("QIS_PREFIX")
-        .env_remove("RUST_LOG")
-        .env_remove("QIS_CHROMA_URL")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the qis binary runs")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use support::command::{assert_not_created, compare, ok, qis, run, stderr, stdout};
 
 fn deposit(dir: &Path, agent: &str, context: &str, fingerprint: bool) {
     let mut args = vec![
@@ -52,7 +31,7 @@ fn deposit(dir: &Path, agent: &str, context: &str, fingerprint: bool) {
     if fingerprint {
         args.push("--fingerprint");
     }
-    ok(run(dir, &args));
+    ok(qis(dir, &args));
 }
 
 /// `qis twins hvac energy-anomaly --similar-to 0.251,0.5,0.5,0.5 <extra…>`:
@@ -66,7 +45,7 @@ fn nearest(dir: &Path, extra: &[&str]) -> String {
         "0.251,0.5,0.5,0.5",
     ];
     args.extend(extra);
-    ok(run(dir, &args))
+    stdout(&ok(qis(dir, &args)))
 }
 
 #[test]
@@ -124,38 +103,22 @@ fn similar_to_refuses_bad_input_with_exit_2() {
         &["twins", "HVAC", "x", "--similar-to", "0.1"],
     ] {
         let o = run(dir.path(), args);
-        assert_eq!(
-            o.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
-    assert!(
-        !dir.path().join("qis.db").exists(),
-        "no database was created"
-    );
+    assert_not_created(dir.path(), "qis.db", "the input was refused");
 }
 
 #[test]
 fn compare_reports_similarity_latency_where_there_is_search() {
     let dir = TempDir::new("cli-similar-compare");
     let svg = dir.path().join("c.svg");
-    let out = ok(run(
+    let out = stdout(&ok(compare(
         dir.path(),
-        &[
-            "compare",
-            "--transports",
-            "sqlite,memory",
-            "--packets",
-            "40",
-            "--similar-stored",
-            "300",
-            "--json",
-            "--svg",
-            svg.to_str().unwrap(),
-        ],
-    ));
+        "sqlite,memory",
+        "40",
+        &svg,
+        &["--similar-stored", "300", "--json"],
+    )));
     let v: Value = serde_json::from_str(&out).unwrap();
     for r in v["results"].as_array().unwrap() {
         let s = &r["similar"];
@@ -166,20 +129,13 @@ fn compare_reports_similarity_latency_where_there_is_search() {
             "{r}"
         );
     }
-    let table = ok(run(
+    let table = stdout(&ok(compare(
         dir.path(),
-        &[
-            "compare",
-            "--transports",
-            "sqlite",
-            "--packets",
-            "40",
-            "--similar-stored",
-            "0",
-            "--svg",
-            svg.to_str().unwrap(),
-        ],
-    ));
+        "sqlite",
+        "40",
+        &svg,
+        &["--similar-stored", "0"],
+    )));
     assert!(
         table.contains("| sqlite | not run (--similar-stored 0)"),
         "{table}"

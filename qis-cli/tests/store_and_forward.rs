@@ -29,15 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libtest_mimic::Arguments;
-use qis::bridge::{Backoff, Bridge, BridgeConfig, Endpoint};
+use qis::bridge::{Bridge, Endpoint};
 use qis::{
     Backlog, ConsumerConfig, DurableConsumer, DynTransport, ErrorKind, OutcomePacket,
     OutcomeTransport, OutcomeTransportExt, PacketId, SubjectPattern,
 };
+use qis_conformance::support::{quick_bridge, run_until_signal, runtime, TempDir};
 use serde_json::Value;
-use support::{
-    e, qis, runtime, trial, wait_until, BridgeProcess, Hub, HubKind, SqliteUrl, TempDir, TestResult,
-};
+use support::{e, qis, trial, wait_until, BridgeProcess, Hub, HubKind, SqliteUrl, TestResult};
 
 fn packet(node: &str, domain: &str, n: usize) -> OutcomePacket {
     OutcomePacket {
@@ -449,18 +448,6 @@ fn up_bridge<'a>(device: &'a str, hub: &'a str, extra: &[&'a str]) -> Vec<&'a st
     args
 }
 
-fn quick(name: &str) -> BridgeConfig {
-    BridgeConfig::new(name)
-        .expect("a valid name")
-        .fetch_wait(Duration::from_millis(100))
-        .ack_wait(Duration::from_secs(5))
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(300),
-            ..Backoff::default()
-        })
-}
-
 /// Every packet id in the SQLite file at `url` with its number of copies,
 /// read by a consumer that is removed again (so it never holds the store).
 async fn device_contents(url: &str) -> Result<HashMap<PacketId, u32>, String> {
@@ -500,22 +487,12 @@ fn no_loop() -> TestResult {
         };
         // Up: everything of the device's (qis.iot.>); down: the hub's hvac
         // (qis.iot.hvac.>). They overlap on hvac.
-        let up_config = || quick("up").pattern(pattern("qis.iot.>"));
-        let down_config = || quick("down").pattern(pattern("qis.iot.hvac.>"));
+        let up_config = || quick_bridge("up").pattern(pattern("qis.iot.>"));
+        let down_config = || quick_bridge("down").pattern(pattern("qis.iot.hvac.>"));
         let up = Bridge::up(device.clone(), hub_side.clone(), "device-1", up_config());
         let down = Bridge::down(hub_side, device.clone(), "device-1", down_config());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let up_run = tokio::spawn({
-            let (b, rx) = (up.clone(), stopped.clone());
-            async move { b.run_until(until(rx)).await }
-        });
-        let down_run = tokio::spawn({
-            let (b, rx) = (down.clone(), stopped.clone());
-            async move { b.run_until(until(rx)).await }
-        });
+        let (stop_up, up_run) = run_until_signal(&up);
+        let (stop_down, down_run) = run_until_signal(&down);
 
         let mut on_hub_expected = HashSet::new();
         let mut own_hvac = 0u64;
@@ -606,7 +583,8 @@ fn no_loop() -> TestResult {
                 pruner.close().await.map_err(e("close"))?;
             }
         }
-        let _ = stop.send(true);
+        let _ = stop_up.send(());
+        let _ = stop_down.send(());
         let u = up_run.await.map_err(e("up task"))?.map_err(e("up"))?;
         let d = down_run.await.map_err(e("down task"))?.map_err(e("down"))?;
         // Exactly what each had to forward; nothing sent back.

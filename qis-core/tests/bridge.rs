@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qis_conformance::support::{open_consumer, quiet};
-use qis_core::bridge::{Backoff, Bridge, BridgeConfig, BridgeStatus, Endpoint};
+use qis_conformance::support::{open_consumer, quick_bridge, quiet, run_until_signal};
+use qis_core::bridge::{Bridge, BridgeConfig, BridgeStatus, Endpoint};
 use qis_core::{
     Checked, DynTransport, Error, ErrorKind, MemoryTransport, OutcomePacket, OutcomeTransportExt,
     Result, Subject,
@@ -24,18 +24,6 @@ fn packet(node: &str, n: usize) -> OutcomePacket {
         source_node: node.into(),
         ..common::packet(&format!("{node}-agent"), n)
     }
-}
-
-fn quick(name: &str) -> BridgeConfig {
-    BridgeConfig::new(name)
-        .unwrap()
-        .fetch_wait(Duration::from_millis(50))
-        .ack_wait(Duration::from_secs(5))
-        .backoff(Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(50),
-            ..Backoff::default()
-        })
 }
 
 fn memory() -> DynTransport {
@@ -59,25 +47,6 @@ async fn holding(n: usize) -> DynTransport {
         t.deposit(&packet("dev", i)).await.unwrap();
     }
     t
-}
-
-/// Run `bridge` until the returned sender fires (or is dropped).
-fn run_until_signal(
-    bridge: &Bridge,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<BridgeStatus>>,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let bridge = bridge.clone();
-    let run = tokio::spawn(async move {
-        bridge
-            .run_until(async {
-                let _ = rx.await;
-            })
-            .await
-    });
-    (tx, run)
 }
 
 /// Wait up to 5 s for `bridge`'s status to satisfy `holds`; panics with
@@ -138,7 +107,7 @@ async fn a_destination_that_fails_gets_everything_once_it_is_back() {
     let device = holding(300).await;
     let hub_store = MemoryTransport::new(Subject::default());
     let hub: DynTransport = Arc::new(Checked::new(Doctored::failing(&hub_store, 3)));
-    let bridge = Bridge::new(device.clone(), hub.clone(), quick("up").batch(64));
+    let bridge = Bridge::new(device.clone(), hub.clone(), quick_bridge("up").batch(64));
     let status = bridge.drain(Duration::from_millis(200)).await.unwrap();
     assert_eq!(status.forwarded, 300, "{status:?}");
     assert_eq!(status.failures, 3, "{status:?}");
@@ -155,7 +124,7 @@ async fn a_destination_that_fails_gets_everything_once_it_is_back() {
 async fn a_source_that_cannot_be_reached_at_first_is_connected_again() {
     let (source, attempts) = reachable_after(2).await;
     let hub = memory();
-    let status = drained(source, hub.clone(), quick("up"), 200)
+    let status = drained(source, hub.clone(), quick_bridge("up"), 200)
         .await
         .unwrap();
     assert_eq!(status.forwarded, 1, "{status:?}");
@@ -167,7 +136,7 @@ async fn a_bridge_gives_up_when_its_backoff_is_exhausted() {
     let source = Endpoint::connect(|| {
         Box::pin(async { Err(Error::new(ErrorKind::Unavailable, "test", "never")) })
     });
-    let mut config = quick("up");
+    let mut config = quick_bridge("up");
     config.backoff.max_attempts = Some(3);
     let e = drained(source, memory(), config, 200).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
@@ -181,8 +150,8 @@ async fn two_bridges_both_ways_never_loop() {
         device.deposit(&packet("dev", n)).await.unwrap();
         hub.deposit(&packet("other", n)).await.unwrap();
     }
-    let up = Bridge::up(device.clone(), hub.clone(), "dev", quick("up"));
-    let down = Bridge::down(hub.clone(), device.clone(), "dev", quick("down"));
+    let up = Bridge::up(device.clone(), hub.clone(), "dev", quick_bridge("up"));
+    let down = Bridge::down(hub.clone(), device.clone(), "dev", quick_bridge("down"));
     for _round in 0..3 {
         let u = up.drain(Duration::from_millis(100)).await.unwrap();
         let d = down.drain(Duration::from_millis(100)).await.unwrap();
@@ -204,7 +173,7 @@ async fn two_bridges_both_ways_never_loop() {
 async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
     let device = holding(10).await;
     let hub = memory();
-    let bridge = Bridge::new(device.clone(), hub.clone(), quick("up"));
+    let bridge = Bridge::new(device.clone(), hub.clone(), quick_bridge("up"));
     let (tx, run) = run_until_signal(&bridge);
     until_status(&bridge, "10 packets not forwarded within 5 s", |s| {
         s.forwarded >= 10
@@ -218,7 +187,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
         .unwrap();
     assert_eq!(status.forwarded, 10);
     // Acked: the same consumer has nothing left.
-    let again = drained(device, hub, quick("up"), 100).await.unwrap();
+    let again = drained(device, hub, quick_bridge("up"), 100).await.unwrap();
     assert_eq!((again.forwarded, again.duplicates), (0, 0), "{again:?}");
 }
 
@@ -226,7 +195,9 @@ async fn shutdown_finishes_the_batch_in_flight_and_acks_it() {
 async fn drain_does_not_take_an_unreachable_source_for_a_quiet_one() {
     // Unreachable for longer than the quiet period below.
     let (source, _) = reachable_after(6).await;
-    let status = drained(source, memory(), quick("up"), 20).await.unwrap();
+    let status = drained(source, memory(), quick_bridge("up"), 20)
+        .await
+        .unwrap();
     assert_eq!(
         status.forwarded, 1,
         "drain returned before the source was ever reached: {status:?}"
@@ -239,7 +210,7 @@ async fn a_destination_that_never_answers_exhausts_the_backoff() {
     let destination = Endpoint::connect(|| {
         Box::pin(async { Err(Error::new(ErrorKind::Unavailable, "test", "never")) })
     });
-    let mut config = quick("up");
+    let mut config = quick_bridge("up");
     config.backoff.max_attempts = Some(4);
     let bridge = Bridge::new(device, destination, config);
     let e = tokio::time::timeout(
@@ -258,7 +229,7 @@ async fn a_stopped_bridge_hands_back_what_it_could_not_forward() {
     let hub_store = MemoryTransport::new(Subject::default());
     let down: DynTransport = Arc::new(Checked::new(Doctored::failing(&hub_store, u32::MAX)));
     // A long ack wait: without the hand-back the next run would wait for it.
-    let config = || quick("up").ack_wait(Duration::from_secs(60));
+    let config = || quick_bridge("up").ack_wait(Duration::from_secs(60));
     let bridge = Bridge::new(device.clone(), down, config());
     let (tx, run) = run_until_signal(&bridge);
     until_status(&bridge, "the destination never failed", |s| s.failures >= 2).await;

@@ -71,20 +71,29 @@ fn config_strategy() -> impl Strategy<Value = SynthesisConfig> {
         })
 }
 
+prop_compose! {
+    /// What one synthesis sees: its own packet (agent `me`, newer than any
+    /// twin's), `min_twins` to 13 twins' packets, and a configuration.
+    fn scene(min_twins: usize)(
+        own in packet_strategy(),
+        twins in prop::collection::vec(packet_strategy(), min_twins..14),
+        config in config_strategy(),
+    ) -> (OutcomePacket, Vec<OutcomePacket>, SynthesisConfig) {
+        let mut own = build(&[own]).remove(0);
+        own.agent_id = "me".into();
+        own.timestamp = T + 1.0;
+        (own, build(&twins), config)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn delivery_order_does_not_matter(
-        own in packet_strategy(),
-        twins in prop::collection::vec(packet_strategy(), 0..14),
-        config in config_strategy(),
+        (own, twins, config) in scene(0),
         shuffle in any::<u64>(),
     ) {
-        let mut own = build(&[own]).remove(0);
-        own.agent_id = "me".into();
-        own.timestamp = T + 1.0;
-        let twins = build(&twins);
         let mut shuffled = twins.clone();
         // Fisher-Yates with the case's own randomness.
         let mut state = shuffle | 1;
@@ -109,17 +118,11 @@ proptest! {
 
     #[test]
     fn a_duplicated_delivery_never_changes_a_figure(
-        own in packet_strategy(),
-        twins in prop::collection::vec(packet_strategy(), 1..14),
-        config in config_strategy(),
+        (own, twins, config) in scene(1),
         which in any::<Index>(),
         after in any::<Index>(),
         echo in any::<bool>(),
     ) {
-        let mut own = build(&[own]).remove(0);
-        own.agent_id = "me".into();
-        own.timestamp = T + 1.0;
-        let twins = build(&twins);
         let delivered: Vec<Received> = twins.iter().map(received).collect();
         // A redelivery comes after the first delivery; the own packet's echo
         // can come at any point.

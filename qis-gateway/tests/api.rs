@@ -324,12 +324,19 @@ async fn unsupported_is_501() -> CaseResult {
     g.shutdown().await.map_err(|e| e.to_string())
 }
 
+/// Where a consumer session the gateway opened takes fetches and acks.
+#[derive(Clone)]
+struct Session {
+    fetch: String,
+    ack: String,
+}
+
 async fn open_session(
     http: &reqwest::Client,
     base: &str,
     name: &str,
     pattern: &str,
-) -> Result<String, String> {
+) -> Result<Session, String> {
     let (status, body) = post(
         http,
         format!("{base}/v1/consumers"),
@@ -337,7 +344,14 @@ async fn open_session(
     )
     .await?;
     ensure!(status == 201, "open consumer {name}: {status} {body}");
-    Ok(body["session"].as_str().unwrap_or_default().to_string())
+    let at = format!(
+        "{base}/v1/consumers/{}",
+        body["session"].as_str().unwrap_or_default()
+    );
+    Ok(Session {
+        fetch: format!("{at}/fetch"),
+        ack: format!("{at}/ack"),
+    })
 }
 
 /// An unknown session is 404; a handle never handed out is 400; a consumer
@@ -360,7 +374,7 @@ async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
         .into_iter()
         .map(|bad| {
             (
-                format!("{base}/v1/consumers/{session}/ack"),
+                session.ack.clone(),
                 json!({"handles": [bad]}),
                 (400, "invalid_input"),
                 format!("handle {bad}"),
@@ -392,12 +406,7 @@ async fn unknown_session_404_bad_handle_400_conflict_409() -> CaseResult {
         refusals.push((consumers.clone(), body, expected, what.into()));
     }
     all_refused(&http, refusals).await?;
-    let (status, body) = post(
-        &http,
-        format!("{base}/v1/consumers/{session}/fetch"),
-        &json!({"max": 0}),
-    )
-    .await?;
+    let (status, body) = post(&http, session.fetch.clone(), &json!({"max": 0})).await?;
     ensure!(status == 400, "max 0: {status} {body}");
     g.shutdown().await.map_err(|e| e.to_string())
 }
@@ -408,20 +417,8 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
     let (g, _) = memory_gateway(config().max_streams(2)).await?;
     let http = client();
     let live = format!("{}/v1/live", g.url());
-    let mut a = Events::open(&http, live.clone())
-        .await
-        .map_err(|e| format!("stream 1: {e:?}"))?;
-    ensure!(
-        a.until("event: ready", Duration::from_secs(5)).await,
-        "stream 1 not ready"
-    );
-    let mut b = Events::open(&http, live.clone())
-        .await
-        .map_err(|e| format!("stream 2: {e:?}"))?;
-    ensure!(
-        b.until("event: ready", Duration::from_secs(5)).await,
-        "stream 2 not ready"
-    );
+    let a = Events::ready(&http, live.clone(), "stream 1").await?;
+    let b = Events::ready(&http, live.clone(), "stream 2").await?;
     match Events::open(&http, live.clone()).await {
         Ok(_) => return Err("a third stream was served with max_streams 2".into()),
         Err((status, body)) => ensure!(
@@ -438,7 +435,7 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
     .await?;
     post_refused(
         &http,
-        format!("{}/v1/consumers/{session}/fetch", g.url()),
+        session.fetch.clone(),
         &json!({"max": 1, "wait_ms": 100}),
         (429, "busy"),
         "a long-poll beyond max_streams",
@@ -447,13 +444,7 @@ async fn streams_beyond_max_streams_are_429() -> CaseResult {
     drop(a);
     let base = g.url();
     streams_open(&http, &base, 1, "a stream permit freed after a client left").await?;
-    let mut c = Events::open(&http, live)
-        .await
-        .map_err(|e| format!("stream after one left: {e:?}"))?;
-    ensure!(
-        c.until("event: ready", Duration::from_secs(5)).await,
-        "stream 3 not ready"
-    );
+    let c = Events::ready(&http, live, "stream after one left").await?;
     drop((b, c));
     g.shutdown().await.map_err(|e| e.to_string())
 }
@@ -466,7 +457,7 @@ async fn unacked_beyond_max_pending_is_429() -> CaseResult {
     let base = g.url();
     deposit_seqs(&*backend, "a", "hvac", "energy-anomaly", 0..5).await?;
     let session = open_session(&http, &base, "slow", &format!("{}.>", backend.prefix())).await?;
-    let fetch = format!("{base}/v1/consumers/{session}/fetch");
+    let fetch = session.fetch.clone();
     let (status, body) = post(&http, fetch.clone(), &json!({"max": 10, "wait_ms": 1000})).await?;
     ensure!(status == 200, "first fetch: {status} {body}");
     let got = body["deliveries"].as_array().cloned().unwrap_or_default();
@@ -485,7 +476,7 @@ async fn unacked_beyond_max_pending_is_429() -> CaseResult {
     .await?;
     let (status, body) = post(
         &http,
-        format!("{base}/v1/consumers/{session}/ack"),
+        session.ack.clone(),
         &json!({"handles": [got[0]["handle"]]}),
     )
     .await?;
@@ -513,34 +504,19 @@ async fn fetch_is_bounded_by_max_fetch_and_max_wait() -> CaseResult {
     let (g, backend) =
         memory_gateway(config().max_fetch(4).max_wait(Duration::from_millis(300))).await?;
     let http = client();
+    let base = g.url();
     deposit_seqs(&*backend, "a", "hvac", "energy-anomaly", 0..10).await?;
-    let session = open_session(
-        &http,
-        &g.url(),
-        "bounded",
-        &format!("{}.hvac.>", backend.prefix()),
-    )
-    .await?;
-    let fetch = format!("{}/v1/consumers/{session}/fetch", g.url());
-    let (status, body) = post(&http, fetch.clone(), &json!({"max": 100, "wait_ms": 1000})).await?;
+    let hvac = format!("{}.hvac.>", backend.prefix());
+    let session = open_session(&http, &base, "bounded", &hvac).await?;
+    let (status, body) = post(&http, session.fetch, &json!({"max": 100, "wait_ms": 1000})).await?;
     ensure!(
         status == 200 && body["deliveries"].as_array().map(Vec::len) == Some(4),
         "max_fetch 4: {status} {body}"
     );
-    let empty = open_session(
-        &http,
-        &g.url(),
-        "idle",
-        &format!("{}.other.>", backend.prefix()),
-    )
-    .await?;
+    let other = format!("{}.other.>", backend.prefix());
+    let empty = open_session(&http, &base, "idle", &other).await?;
     let started = Instant::now();
-    let (status, body) = post(
-        &http,
-        format!("{}/v1/consumers/{empty}/fetch", g.url()),
-        &json!({"max": 1, "wait_ms": 20000}),
-    )
-    .await?;
+    let (status, body) = post(&http, empty.fetch, &json!({"max": 1, "wait_ms": 20000})).await?;
     ensure!(
         status == 200 && body["deliveries"] == json!([]),
         "an empty long-poll: {status} {body}"
@@ -800,7 +776,7 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
     let session = open_session(&http, &base, "keeper", "qis.iot.hvac.>").await?;
     let (_, body) = post(
         &http,
-        format!("{base}/v1/consumers/{session}/fetch"),
+        session.fetch.clone(),
         &json!({"max": 10, "wait_ms": 2000}),
     )
     .await?;
@@ -811,32 +787,14 @@ async fn graceful_shutdown_answers_waiters_and_flushes_acks() -> CaseResult {
         .map(|d| d["handle"].clone())
         .collect();
     ensure!(handles.len() == 5, "fetched {} of 5", handles.len());
-    let (status, body) = post(
-        &http,
-        format!("{base}/v1/consumers/{session}/ack"),
-        &json!({"handles": handles}),
-    )
-    .await?;
+    let (status, body) = post(&http, session.ack.clone(), &json!({"handles": handles})).await?;
     ensure!(status == 200 && body["done"] == 5, "ack: {status} {body}");
     // A long-poll of a minute and an event stream, both in progress.
     let poll = tokio::spawn({
-        let (http, base, session) = (http.clone(), base.clone(), session.clone());
-        async move {
-            post(
-                &http,
-                format!("{base}/v1/consumers/{session}/fetch"),
-                &json!({"max": 1, "wait_ms": 60000}),
-            )
-            .await
-        }
+        let (http, fetch) = (http.clone(), session.fetch.clone());
+        async move { post(&http, fetch, &json!({"max": 1, "wait_ms": 60000})).await }
     });
-    let mut events = Events::open(&http, format!("{base}/v1/live"))
-        .await
-        .map_err(|e| format!("stream: {e:?}"))?;
-    ensure!(
-        events.until("event: ready", Duration::from_secs(5)).await,
-        "stream not ready"
-    );
+    let mut events = Events::ready(&http, format!("{base}/v1/live"), "stream").await?;
     streams_open(&http, &base, 2, "the long-poll and the stream in progress").await?;
     let started = Instant::now();
     g.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;

@@ -245,6 +245,25 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// A deposit row against raw rdkafka timed twice, with the transport's
+/// linger and with none: the better one is the bar, and both are shown.
+fn report_lingers(
+    what: &str,
+    n: usize,
+    linger: Duration,
+    qis: Duration,
+    raw: Duration,
+    raw0: Duration,
+) {
+    report(what, bench::RAW, n, qis, raw.min(raw0));
+    println!(
+        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
+        linger.as_millis(),
+        rate(n, raw),
+        rate(n, raw0)
+    );
+}
+
 fn report(what: &str, baseline: &str, n: usize, qis: Duration, raw: Duration) {
     let (q, r) = (rate(n, qis), rate(n, raw));
     let label = if baseline == bench::RAW {
@@ -311,13 +330,7 @@ async fn main() {
         raw_deposit(&raw0, &topic, &packets).await;
         rd0 = rd0.min(s.elapsed());
     }
-    report("batch deposit", bench::RAW, N, qd, rd.min(rd0));
-    println!(
-        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
-        config.linger.as_millis(),
-        rate(N, rd),
-        rate(N, rd0)
-    );
+    report_lingers("batch deposit", N, config.linger, qd, rd, rd0);
 
     // Everything in the topic: 3 × 100 warm-up + 6 × N.
     let total = 300 + 6 * N;
@@ -368,13 +381,7 @@ async fn main() {
         raw_singles(&raw, &topic, singles).await;
         rl = rl.min(s.elapsed());
     }
-    report("one deposit", bench::RAW, SINGLES, qs, rs.min(rl));
-    println!(
-        "  (raw rdkafka with the transport's linger.ms={}: {:.0}/s, with linger.ms=0: {:.0}/s)",
-        config.linger.as_millis(),
-        rate(SINGLES, rl),
-        rate(SINGLES, rs)
-    );
+    report_lingers("one deposit", SINGLES, config.linger, qs, rl, rs);
     t.close().await.expect("close");
     println!("whole bench: {:.1} s", started.elapsed().as_secs_f64());
 }

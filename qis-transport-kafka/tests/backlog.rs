@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{broker, transport};
+use common::transport;
 use qis_conformance::support::{collect, collect_unacked, eventually, fresh_prefix, pkt};
 use qis_core::backend::InjectRaw;
 use qis_core::{
@@ -105,8 +105,5 @@ async fn backlog_counts_waiting_and_unacked_packets(url: String) {
 }
 
 fn main() {
-    qis_conformance::run_trials(broker_trials!(
-        &broker();
-        backlog_counts_waiting_and_unacked_packets,
-    ));
+    qis_conformance::run_trials(broker_trials!(backlog_counts_waiting_and_unacked_packets));
 }

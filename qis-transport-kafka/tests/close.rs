@@ -18,7 +18,7 @@ mod private_broker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{broker, deposit_spread, drain, transport};
+use common::{deposit_spread, drain, transport};
 use private_broker::PrivateBroker;
 use qis_conformance::support::{block_on, collect_unacked, fresh_prefix, pkt, trial};
 use qis_conformance::CASE_LIMIT;
@@ -128,7 +128,7 @@ async fn acks_not_stored(mut broker: PrivateBroker, outage: Outage) {
 }
 
 fn main() {
-    let mut trials = broker_trials!(&broker(); transport_close_closes_its_consumers);
+    let mut trials = broker_trials!(transport_close_closes_its_consumers);
     for (name, outage) in [
         ("close_reports_a_failed_final_commit", Outage::Frozen),
         ("close_reports_acks_lost_with_the_session", Outage::Killed),

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{broker, deposit_spread, drain, transport};
+use common::{deposit_spread, drain, transport};
 use qis_conformance::support::{collect_unacked, fresh_prefix};
 use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, PacketId, SubjectPattern};
 
@@ -96,7 +96,6 @@ async fn acked_packets_stay_acked_across_members(url: String) {
 
 fn main() {
     qis_conformance::run_trials(broker_trials!(
-        &broker();
         dropped_member_hands_unacked_packets_to_the_next,
         closed_member_hands_unacked_packets_to_the_next,
         acked_packets_stay_acked_across_members,

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{broker, deposit_spread, drain};
+use common::{deposit_spread, drain};
 use qis_conformance::support::fresh_prefix;
 use qis_core::{Checked, ConsumerConfig, OutcomeTransport, Subject, SubjectPattern};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
@@ -54,7 +54,6 @@ async fn cooperative_members_keep_and_regain_partitions(url: String) {
 
 fn main() {
     qis_conformance::run_trials(broker_trials!(
-        &broker();
         cooperative_members_keep_and_regain_partitions,
     ));
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{broker, transport};
+use common::transport;
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{block_on, eventually, fresh_prefix, pkt};
 use qis_conformance::CASE_LIMIT;
@@ -352,7 +352,6 @@ async fn backlog_is_the_high_watermark_minus_the_position(url: String) {
 
 fn main() {
     let mut trials = broker_trials!(
-        &broker();
         topic_follows_prefix_and_receipts_carry_offsets,
         fire_and_forget_is_unsupported,
         reopening_with_another_pattern_is_a_conflict,

@@ -123,26 +123,23 @@ async fn concurrent_connects_create_the_stream_once(url: String) -> CaseResult {
 async fn consumer_with_other_pattern_is_a_conflict(url: String) -> CaseResult {
     let prefix = fresh_prefix();
     let t = open(&url, &prefix).await?;
-    t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
-        .await
-        .map_err(context("open"))?;
-    t.consumer(cfg("c1", &format!("{prefix}.hvac.*")))
-        .await
-        .map_err(context("re-open with the same pattern"))?;
-    refused(
-        "re-opening a consumer with another pattern",
-        ErrorKind::Conflict,
-        t.consumer(cfg("c1", &format!("{prefix}.>"))).await,
-    )?;
-    // `>` and `{prefix}.>` select the same subjects here, but are different patterns.
-    t.consumer(cfg("c2", ">"))
-        .await
-        .map_err(context("open >"))?;
-    refused(
-        "re-opening `>` as prefix.>",
-        ErrorKind::Conflict,
-        t.consumer(cfg("c2", &format!("{prefix}.>"))).await,
-    )?;
+    // Re-opened on its pattern it is the same consumer; on another it is a
+    // conflict, even where both select the same subjects (`>` and
+    // `{prefix}.>` here).
+    let (hvac, everything) = (format!("{prefix}.hvac.*"), format!("{prefix}.>"));
+    for (name, pattern) in [("c1", hvac.as_str()), ("c2", ">")] {
+        t.consumer(cfg(name, pattern))
+            .await
+            .map_err(context(&format!("open {name} on {pattern}")))?;
+        t.consumer(cfg(name, pattern))
+            .await
+            .map_err(context(&format!("re-open {name} on {pattern}")))?;
+        refused(
+            &format!("re-opening {name} ({pattern}) on {everything}"),
+            ErrorKind::Conflict,
+            t.consumer(cfg(name, &everything)).await,
+        )?;
+    }
     // Re-opening with another ack wait changes it (as the in-memory transport does).
     t.consumer(cfg("c1", &format!("{prefix}.hvac.*")).ack_wait(Duration::from_secs(3)))
         .await

@@ -3,26 +3,22 @@
 //! it the cases are ignored with the reason (a failure with
 //! `QIS_REQUIRE_LIVE=1`); the cases that need no server always run.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{connect_with, pending, raw, url};
+use common::live::{connect_with, live_trials, pending, raw, LIMIT};
+use qis_conformance::ensure;
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    block_on, consumer_from_now, consumer_from_start, context, deposit_seqs, fetch_once,
-    open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult,
+    block_on, collect_in_order, consumer_from_now, consumer_from_start, context, deposit_seqs,
+    fetch_once, open_consumer, pkt, random_hex, reader, refused, seq_of, CaseResult,
 };
-use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::backend::InjectRaw;
 use qis_core::{
     Checked, ConsumerConfig, EncodedPacket, ErrorKind, OutcomeTransport, Subject, SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
-
-/// How long one case may take.
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// A packet on `{prefix}.hvac.{problem}`, told apart by `seq`.
 fn packet(problem: &str, seq: usize) -> qis_core::OutcomePacket {
@@ -124,31 +120,11 @@ async fn fetch_never_exceeds_max(url: String, prefix: Subject) -> CaseResult {
             Duration::from_secs(60),
         )
         .await?;
-        let mut seen = HashSet::new();
-        let mut last: HashMap<String, usize> = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while seen.len() < subjects * per {
-            ensure!(
-                Instant::now() < deadline,
-                "max {max}: got {} of {} within 30 s",
-                seen.len(),
-                subjects * per
-            );
-            let got = fetch_once(&c, max, Duration::from_secs(2)).await?;
-            ensure!(got.len() <= max, "fetch({max}) returned {}", got.len());
-            for d in &got {
-                ensure!(seen.insert(d.id()), "max {max}: {} delivered twice", d.id());
-                let s = seq_of(d);
-                if let Some(prev) = last.insert(d.subject().to_string(), s) {
-                    ensure!(
-                        s > prev,
-                        "max {max}: on {} {s} came after {prev}",
-                        d.subject()
-                    );
-                }
-            }
-            c.ack(&got).await.map_err(context("ack"))?;
-        }
+        collect_in_order(&c, subjects * per, max, Duration::from_secs(30), |d| {
+            Ok((d.subject().to_string(), seq_of(d)))
+        })
+        .await
+        .map_err(|e| format!("max {max}: {e}"))?;
         let extra = fetch_once(&c, max, Duration::from_millis(200)).await?;
         ensure!(
             extra.is_empty(),
@@ -509,7 +485,6 @@ async fn rediss_needs_the_tls_feature() -> CaseResult {
 }
 
 fn main() {
-    let url = url();
     let mut trials = vec![
         Trial::test("unreachable_server_is_unavailable", || {
             Ok(block_on(LIMIT, unreachable_server_is_unavailable())?)
@@ -519,7 +494,7 @@ fn main() {
         }),
     ];
     // The cases that need the server, each on a fresh prefix.
-    trials.extend(fresh_prefix_trials!(&url, LIMIT;
+    trials.extend(live_trials!(
         ack_on_another_consumer_is_invalid_input,
         nak_delays_are_honoured,
         fetch_never_exceeds_max,

@@ -12,17 +12,14 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{connect_with, deposit, raw, stream_keys, url};
+use common::live::{connect_with, deposit, live_trials, raw, until_swept};
+use qis_conformance::ensure;
 use qis_conformance::support::{
-    collect, collect_unacked, consumer_from_now, consumer_from_start, context, eventually,
-    fetch_once, CaseResult,
+    collect, collect_unacked, consumer_from_now, consumer_from_start, context, fetch_once,
+    CaseResult,
 };
-use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::{Backlog, Checked, DurableConsumer, ErrorKind, OutcomeTransport, Position, Subject};
 use qis_transport_redis::RedisTransport;
-
-/// How long one case may take.
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// Fetch on `c` until a delivery of `id` (`what`) arrives; fails after 5 s.
 async fn until_back(
@@ -302,20 +299,7 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
     // consumers' groups; then it stops (closed), so what follows stays.
     let sweeper = connect_with(&url, &prefix, |c| c.max_age(Duration::from_secs(1))).await?;
     let conn = raw(&url).await?;
-    eventually(
-        "the sweep deleting the expired streams",
-        Duration::from_secs(20),
-        || {
-            let mut conn = conn.clone();
-            let prefix = prefix.clone();
-            async move {
-                stream_keys(&mut conn, &prefix)
-                    .await
-                    .is_ok_and(|k| k.is_empty())
-            }
-        },
-    )
-    .await?;
+    until_swept(&conn, &prefix, "the sweep deleting the expired streams").await?;
     sweeper.close().await.map_err(context("close sweeper"))?;
     let swept = || {
         [
@@ -354,14 +338,11 @@ async fn consumers_are_listed_with_their_backlog(url: String, prefix: Subject) -
 }
 
 fn main() {
-    let url = url();
-    // The cases that need the server, each on a fresh prefix.
-    let trials = fresh_prefix_trials!(&url, LIMIT;
+    qis_conformance::run_trials(live_trials!(
         held_nak_does_not_hold_back_other_redeliveries,
         reopening_with_another_ack_wait_applies_to_every_handle,
         close_ends_a_fetch_in_flight,
         backlog_counts_waiting_and_unacked,
         consumers_are_listed_with_their_backlog,
-    );
-    qis_conformance::run_trials(trials);
+    ));
 }

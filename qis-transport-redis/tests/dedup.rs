@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::live::{connect_with, deposit, url};
+use common::live::{connect_with, deposit, live_trials};
+use qis_conformance::ensure;
 use qis_conformance::support::{context, pkt, CaseResult};
-use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::{EncodedPacket, OutcomeTransport, OutcomeTransportExt, Subject};
-
-/// How long one case may take.
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// The packet [`deposit`] puts on `{prefix}.hvac.{problem}`.
 fn packet(problem: &str, seq: usize) -> qis_core::OutcomePacket {
@@ -131,11 +128,8 @@ async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
 }
 
 fn main() {
-    let url = url();
-    // The cases that need the server, each on a fresh prefix.
-    let trials = fresh_prefix_trials!(&url, LIMIT;
+    qis_conformance::run_trials(live_trials!(
         duplicate_receipt_names_the_original,
         dedup_window_expires,
-    );
-    qis_conformance::run_trials(trials);
+    ));
 }

@@ -11,16 +11,15 @@ use std::time::Duration;
 
 mod common;
 
-use common::live::{capture_warnings, captured, connect_with, deposit, raw, stream_keys, url};
+use common::live::{
+    capture_warnings, captured, connect_with, deposit, live_trials, raw, stream_keys, until_swept,
+};
+use qis_conformance::ensure;
 use qis_conformance::support::{
     collect, collect_unacked, consumer_from_start, context, eventually, fetch_once, open_consumer,
     CaseResult,
 };
-use qis_conformance::{ensure, fresh_prefix_trials};
 use qis_core::Subject;
-
-/// How long one case may take.
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// The max age of these cases: short, so packets expire while they run.
 const MAX_AGE: Duration = Duration::from_secs(1);
@@ -75,24 +74,10 @@ async fn sweep_deletes_idle_expired_streams(url: String, prefix: Subject) -> Cas
         before == subjects,
         "{before} streams after depositing on {subjects} subjects"
     );
-    let index = format!("{prefix}:subjects");
-    eventually(
+    until_swept(
+        &conn,
+        &prefix,
         "the sweep deleting every idle, expired stream and its index entry",
-        Duration::from_secs(20),
-        || {
-            let mut conn = conn.clone();
-            let prefix = prefix.clone();
-            let index = index.clone();
-            async move {
-                let keys = stream_keys(&mut conn, &prefix).await.unwrap_or_default();
-                let indexed: u64 = redis::cmd("ZCARD")
-                    .arg(&index)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(u64::MAX);
-                keys.is_empty() && indexed == 0
-            }
-        },
     )
     .await?;
     // The subject works again: a deposit recreates it and a consumer reads it.
@@ -181,12 +166,9 @@ async fn retention_warns_about_unacked_deliveries(url: String, prefix: Subject) 
 
 fn main() {
     capture_warnings();
-    let url = url();
-    // The cases that need the server, each on a fresh prefix.
-    let trials = fresh_prefix_trials!(&url, LIMIT;
+    qis_conformance::run_trials(live_trials!(
         idle_subject_expires_for_a_new_consumer,
         sweep_deletes_idle_expired_streams,
         retention_warns_about_unacked_deliveries,
-    );
-    qis_conformance::run_trials(trials);
+    ));
 }

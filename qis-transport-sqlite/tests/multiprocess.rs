@@ -23,7 +23,7 @@ use qis_core::{
 };
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
 
-use qis_conformance::support::{forward_lines, runtime, TempDir};
+use qis_conformance::support::{collect_in_order, forward_lines, runtime, TempDir};
 
 const CHILD_ENV: &str = "QIS_SQLITE_CHILD";
 const PROCESSES: usize = 4;
@@ -167,29 +167,16 @@ fn four_processes_deposit_into_one_file_and_nothing_is_lost_or_doubled() {
             .consumer(ConsumerConfig::new("auditor", "qis.iot.>".parse().unwrap()).unwrap())
             .await
             .unwrap();
-        let mut seen = HashSet::new();
-        let mut last: HashMap<String, usize> = HashMap::new();
-        let deadline = Instant::now() + LIMIT;
-        while seen.len() < PROCESSES * PER_PROCESS {
-            assert!(
-                Instant::now() < deadline,
-                "within {LIMIT:?}: the consumer received {} of {}",
-                seen.len(),
-                PROCESSES * PER_PROCESS
-            );
-            let got = c.fetch(500, Duration::from_secs(2)).await.unwrap();
-            c.ack(&got).await.unwrap();
-            for d in &got {
-                assert!(seen.insert(d.id()), "packet {} delivered twice", d.id());
-                let (stream, i) = expected
-                    .get(&d.id())
-                    .unwrap_or_else(|| panic!("unexpected packet {}", d.id()));
-                if let Some(prev) = last.insert(stream.clone(), *i) {
-                    assert!(*i > prev, "{stream}: packet {i} came after {prev}");
-                }
-            }
-        }
-        assert_eq!(seen.len(), expected.len());
+        let all = PROCESSES * PER_PROCESS;
+        assert_eq!(all, expected.len());
+        collect_in_order(&c, all, 500, LIMIT, |d| {
+            expected
+                .get(&d.id())
+                .cloned()
+                .ok_or_else(|| format!("unexpected packet {}", d.id()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let extra = c.fetch(100, Duration::from_millis(300)).await.unwrap();
         assert!(
             extra.is_empty(),

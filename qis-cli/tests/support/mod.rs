@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Trial;
-use qis_conformance::support::{await_port, log_tail, signal, stop_child};
+use qis_conformance::support::{await_port, log_tail, signal, spawn_server, stop_child};
 use serde_json::Value;
+
+pub mod command;
 
 pub type TestResult = Result<(), String>;
 
@@ -34,7 +36,7 @@ pub fn e<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |err| format!("{what}: {err}")
 }
 
-pub use qis_conformance::support::{runtime, TempDir};
+use qis_conformance::support::TempDir;
 
 /// A trial that runs `body` when `available` is Ok; otherwise it is ignored
 /// with the reason, or fails when `QIS_REQUIRE_LIVE=1`.
@@ -224,11 +226,6 @@ impl Hub {
             return Err("the hub is already running".into());
         }
         let port = self.port.to_string();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.bin);
         match self.kind {
             HubKind::Nats => {
@@ -254,13 +251,7 @@ impl Hub {
                 ]);
             }
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("could not start {}: {e}", self.bin.display()))?;
-        self.child = Some(child);
+        self.child = Some(spawn_server(&mut cmd, &self.dir.join("server.log"))?);
         await_port(&mut self.child, self.port, Duration::from_secs(15))
             .map_err(|why| format!("the {} server {why}: {}", self.kind.name(), self.log()))
     }
@@ -302,15 +293,10 @@ impl BridgeProcess {
     pub fn start(dir: &Path, args: &[&str], run: usize) -> Result<BridgeProcess, String> {
         let stderr = dir.join(format!("bridge-{run}.stderr"));
         let err_file = std::fs::File::create(&stderr).map_err(|e| e.to_string())?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qis"))
-            .arg("bridge")
+        let mut child = command::qis(dir, &["bridge"])
             .args(args)
             .args(["--json", "--interval", "50ms"])
-            .current_dir(dir)
-            .env_remove("QIS_URL")
-            .env_remove("QIS_PREFIX")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err_file)
             .spawn()
@@ -429,13 +415,7 @@ impl Drop for BridgeProcess {
 
 /// Run the `qis` binary to the end in `dir`; (exit code, stdout, stderr).
 pub fn qis(dir: &Path, args: &[&str]) -> Result<(Option<i32>, String, String), String> {
-    let o = Command::new(env!("CARGO_BIN_EXE_qis"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("QIS_URL")
-        .env_remove("QIS_PREFIX")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    let o = command::qis(dir, args)
         .output()
         .map_err(|e| format!("could not run qis: {e}"))?;
     Ok((

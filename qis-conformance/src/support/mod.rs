@@ -27,6 +27,7 @@
 
 mod availability;
 pub mod bench;
+mod bridge;
 mod env_config;
 mod files;
 mod opened;
@@ -47,18 +48,23 @@ pub use availability::{
     env_url, free_port, installed, require_live, tcp_reachable, trial, unavailable_trial,
     REQUIRE_LIVE,
 };
+pub use bridge::{quick_bridge, run_until_signal};
 pub use env_config::EnvConfig;
 pub use files::{tls_test_certs, TempDir, TestCerts};
 pub use opened::ByPrefix;
-pub use packet::{assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, BASE_TIMESTAMP};
-pub use process::{await_port, forward_lines, log_tail, run_ok, signal, stop_child};
+pub use packet::{
+    assert_unique, fresh_prefix, ids, pkt, random_hex, seq_of, InOrder, BASE_TIMESTAMP,
+};
+pub use process::{await_port, forward_lines, log_tail, run_ok, signal, spawn_server, stop_child};
 pub use run::{block_on, init_tracing, runtime, unblock, with_fresh_prefix};
 pub use steps::{
     consumer_from_now, consumer_from_start, deposit_one, deposit_seqs, fetch_once, inject_once,
     next_is, nothing_more, open_consumer, reader, refused, subscribe,
 };
 pub use urls::{assert_keys_refused, assert_urls_refused};
-pub use wait::{collect, collect_unacked, eventually, next_live, quiet, wait_for};
+pub use wait::{
+    collect, collect_in_order, collect_unacked, eventually, next_live, quiet, wait_for,
+};
 
 /// What a case or test returns: `Err` says what did not happen.
 pub type CaseResult = Result<(), String>;

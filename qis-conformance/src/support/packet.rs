@@ -1,6 +1,8 @@
 //! Packets, prefixes and checks on what came back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::hash::Hash;
 
 use qis_core::{Delivery, OutcomePacket, PacketId, Subject};
 
@@ -61,4 +63,51 @@ pub fn assert_unique(deliveries: &[Delivery], what: &str) -> CaseResult {
         }
     }
     Ok(())
+}
+
+/// Deliveries checked as they arrive: each packet once, and within each of
+/// its streams (a subject, a writer: whatever orders the packets) in
+/// increasing sequence.
+#[derive(Debug)]
+pub struct InOrder<S> {
+    seen: HashSet<PacketId>,
+    last: HashMap<S, usize>,
+}
+
+impl<S: Eq + Hash + Display> InOrder<S> {
+    /// Nothing seen yet.
+    pub fn new() -> Self {
+        InOrder {
+            seen: HashSet::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// Packet `id`, number `seq` of `stream`, arrived: fails if it came
+    /// before, or if `stream` had brought `seq` or a later one already.
+    pub fn check(&mut self, id: PacketId, stream: S, seq: usize) -> CaseResult {
+        if !self.seen.insert(id) {
+            return Err(format!("packet {id} (#{seq} of {stream}) delivered twice"));
+        }
+        match self.last.get(&stream) {
+            Some(&prev) if seq <= prev => {
+                Err(format!("on {stream} packet {seq} came after {prev}"))
+            }
+            _ => {
+                self.last.insert(stream, seq);
+                Ok(())
+            }
+        }
+    }
+
+    /// How many packets arrived so far.
+    pub fn count(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+impl<S: Eq + Hash + Display> Default for InOrder<S> {
+    fn default() -> Self {
+        Self::new()
+    }
 }

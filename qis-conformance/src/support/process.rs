@@ -4,10 +4,35 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::CaseResult;
+
+/// Start a server of this test's own in the background: no stdin, its
+/// stdout and stderr appended to `log` (created if missing, so a restart
+/// keeps the earlier runs' lines). Fails with `could not start <program>:
+/// …`. Wait for it with [`await_port`].
+pub fn spawn_server(command: &mut Command, log: &Path) -> Result<Child, String> {
+    let open = |what: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("cannot open {} for its {what}: {e}", log.display()))
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(open("stdout")?)
+        .stderr(open("stderr")?)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "could not start {}: {e}",
+                command.get_program().to_string_lossy()
+            )
+        })
+}
 
 /// Wait until something accepts TCP connections on loopback `port`, while
 /// the server `child` of this test starts: fails with `exited at start

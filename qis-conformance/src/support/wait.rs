@@ -1,14 +1,16 @@
 //! Bounded waits: each ends by its deadline, and a wait for something that
 //! must happen fails with a message saying what did not.
 
+use std::fmt::Display;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use qis_core::{Delivery, DurableConsumer, LiveSubscription, Received};
 
-use super::{context, CaseResult};
+use super::{context, CaseResult, InOrder};
 
 /// Fetch and ack until `n` deliveries arrived; fails if they did not within
 /// `within`.
@@ -27,6 +29,48 @@ pub async fn collect_unacked(
     within: Duration,
 ) -> Result<Vec<Delivery>, String> {
     fetch_until(consumer, n, within, false).await
+}
+
+/// Fetch (at most `max` at a time) and ack until `n` packets arrived, each
+/// once and in order within its stream ([`InOrder`]): `stream_of` says
+/// which stream a delivery belongs to and its number there, or why it
+/// should not have come. Fails if a fetch returns more than `max`, or if
+/// the `n` did not arrive within `within`.
+pub async fn collect_in_order<S, F>(
+    consumer: &Arc<dyn DurableConsumer>,
+    n: usize,
+    max: usize,
+    within: Duration,
+    mut stream_of: F,
+) -> CaseResult
+where
+    S: Eq + Hash + Display,
+    F: FnMut(&Delivery) -> Result<(S, usize), String>,
+{
+    let deadline = Instant::now() + within;
+    let mut order = InOrder::new();
+    while order.count() < n {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "consumer {} received {} of {n} packets within {within:?}",
+                consumer.name(),
+                order.count()
+            ));
+        }
+        let got = consumer
+            .fetch(max, Duration::from_secs(2))
+            .await
+            .map_err(context("fetch"))?;
+        if got.len() > max {
+            return Err(format!("fetch({max}) returned {}", got.len()));
+        }
+        for d in &got {
+            let (stream, seq) = stream_of(d)?;
+            order.check(d.id(), stream, seq)?;
+        }
+        consumer.ack(&got).await.map_err(context("ack"))?;
+    }
+    Ok(())
 }
 
 async fn fetch_until(

@@ -227,6 +227,23 @@ impl Events {
         })
     }
 
+    /// [`open`](Self::open) `url` and wait (up to 5 s) for its `ready`
+    /// event; fails naming `which` stream.
+    pub async fn ready(
+        client: &reqwest::Client,
+        url: String,
+        which: &str,
+    ) -> Result<Events, String> {
+        let mut events = Events::open(client, url)
+            .await
+            .map_err(|e| format!("{which}: {e:?}"))?;
+        if events.until("event: ready", Duration::from_secs(5)).await {
+            Ok(events)
+        } else {
+            Err(format!("{which} not ready within 5 s: {:?}", events.text))
+        }
+    }
+
     /// Read until `needle` has been seen, within `within`; false if the
     /// stream ended or the time passed first.
     pub async fn until(&mut self, needle: &str, within: Duration) -> bool {

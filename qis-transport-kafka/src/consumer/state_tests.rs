@@ -44,17 +44,34 @@ fn deliver(st: &mut State, partition: i32) -> i64 {
     offset
 }
 
+/// A handle's state after its first assignment (generation 1).
+fn assigned(partitions: &[i32], cooperative: bool) -> State {
+    let mut st = State::default();
+    st.assign(partitions, cooperative, 1);
+    st
+}
+
+/// The poller reads `offsets` of `partition` under `generation`: each one
+/// is buffered.
+fn read(st: &mut State, partition: i32, offsets: std::ops::Range<i64>, generation: u64) {
+    for o in offsets {
+        assert!(
+            st.offer(record(partition, o), generation),
+            "offset {o} of partition {partition} was not buffered"
+        );
+    }
+}
+
 fn partitions(st: &State) -> Vec<i32> {
     st.parts.keys().copied().collect()
 }
 
 #[test]
 fn incremental_assign_adds_partitions_and_revoke_removes_them() {
-    let mut st = State::default();
     // Cooperative: the first assignment, then another member joins and
     // partition 2 moves to it, then that member leaves and this one gets
     // 2 and 3 (added to what it kept).
-    st.assign(&[0, 1, 2], true, 1);
+    let mut st = assigned(&[0, 1, 2], true);
     assert!(st.offer(record(0, 0), 1));
     st.revoke(&[2], false);
     assert_eq!(
@@ -81,11 +98,8 @@ fn incremental_assign_adds_partitions_and_revoke_removes_them() {
 
 #[test]
 fn a_regained_partition_never_commits_below_the_groups_offset() {
-    let mut st = State::default();
-    st.assign(&[0], false, 1);
-    for o in 5..8 {
-        assert!(st.offer(record(0, o), 1));
-    }
+    let mut st = assigned(&[0], false);
+    read(&mut st, 0, 5..8, 1);
     // Offsets 5 and 6 are handed out and not acked.
     let (a, b) = (deliver(&mut st, 0), deliver(&mut st, 0));
     assert_eq!((a, b), (5, 6));
@@ -110,8 +124,7 @@ fn a_regained_partition_never_commits_below_the_groups_offset() {
 
 #[test]
 fn records_read_before_a_reassignment_are_not_buffered() {
-    let mut st = State::default();
-    st.assign(&[0], false, 1);
+    let mut st = assigned(&[0], false);
     // Read while the member had the partition the first time...
     let stale = record(0, 30);
     // ...then the partition moved away and came back; librdkafka reads on
@@ -130,8 +143,7 @@ fn records_read_before_a_reassignment_are_not_buffered() {
 
 #[test]
 fn commits_never_go_below_the_offset_the_group_had_at_assignment() {
-    let mut st = State::default();
-    st.assign(&[0], false, 1);
+    let mut st = assigned(&[0], false);
     assert_eq!(st.unchecked(), [(0, 1)]);
     // The poller found the group's committed offset at 20.
     st.checked(0, 1, Some(20));
@@ -150,8 +162,7 @@ fn commits_never_go_below_the_offset_the_group_had_at_assignment() {
 
 #[test]
 fn a_check_of_an_earlier_assignment_is_ignored() {
-    let mut st = State::default();
-    st.assign(&[0], false, 1);
+    let mut st = assigned(&[0], false);
     st.revoke(&[0], false);
     st.assign(&[0], false, 3);
     // The poller checked the partition under the first assignment.
@@ -182,8 +193,7 @@ fn retention_gap_counts_records_removed_before_they_were_acked() {
 
 #[test]
 fn a_first_record_past_the_committed_offset_is_reported_once() {
-    let mut st = State::default();
-    st.assign(&[0, 1], true, 1);
+    let mut st = assigned(&[0, 1], true);
     st.checked(0, 1, Some(3));
     st.checked(1, 1, Some(7));
     let batch = [
@@ -203,12 +213,9 @@ fn a_first_record_past_the_committed_offset_is_reported_once() {
 
 #[test]
 fn unacked_counts_deliveries_in_flight_on_every_partition() {
-    let mut st = State::default();
-    st.assign(&[0, 1], true, 1);
+    let mut st = assigned(&[0, 1], true);
     for p in [0, 1] {
-        for o in 0..3 {
-            assert!(st.offer(record(p, o), 1));
-        }
+        read(&mut st, p, 0..3, 1);
     }
     deliver(&mut st, 0);
     deliver(&mut st, 1);
@@ -226,8 +233,7 @@ fn unacked_counts_deliveries_in_flight_on_every_partition() {
 
 #[test]
 fn progress_not_committed_is_counted_when_its_partition_is_revoked() {
-    let mut st = State::default();
-    st.assign(&[0, 1], true, 1);
+    let mut st = assigned(&[0, 1], true);
     for p in [0, 1] {
         st.checked(p, 1, Some(0));
         assert!(st.offer(record(p, 0), 1));
@@ -249,12 +255,10 @@ fn progress_not_committed_is_counted_when_its_partition_is_revoked() {
 
 #[test]
 fn an_eager_rebalance_gives_back_partitions_with_their_deliveries() {
-    let mut st = State::default();
-    st.assign(&[0, 1], false, 1);
+    let mut st = assigned(&[0, 1], false);
     st.checked(0, 1, Some(5));
     st.checked(1, 1, Some(0));
-    assert!(st.offer(record(0, 5), 1));
-    assert!(st.offer(record(0, 6), 1));
+    read(&mut st, 0, 5..7, 1);
     let o = deliver(&mut st, 0);
     assert_eq!(o, 5);
     // Another member joins: everything is revoked, partition 0 comes back.
@@ -277,8 +281,7 @@ fn an_eager_rebalance_gives_back_partitions_with_their_deliveries() {
 
 #[test]
 fn a_partition_given_back_after_the_group_read_on_starts_afresh() {
-    let mut st = State::default();
-    st.assign(&[0], false, 1);
+    let mut st = assigned(&[0], false);
     st.checked(0, 1, Some(5));
     assert!(st.offer(record(0, 5), 1));
     let o = deliver(&mut st, 0);
@@ -295,14 +298,11 @@ fn a_partition_given_back_after_the_group_read_on_starts_afresh() {
 #[test]
 fn backlog_counts_from_the_handles_position_or_the_groups() {
     use std::collections::HashMap;
-    let mut st = State::default();
     // This handle holds partition 0 and has read up to offset 4 (two of
     // them in flight); partition 1 is another member's, committed at 7;
     // partition 2 has no commit, and retention starts it at 3.
-    st.assign(&[0], true, 1);
-    for o in 0..4 {
-        assert!(st.offer(record(0, o), 1));
-    }
+    let mut st = assigned(&[0], true);
+    read(&mut st, 0, 0..4, 1);
     for _ in 0..4 {
         deliver(&mut st, 0);
     }
@@ -317,8 +317,7 @@ fn backlog_counts_from_the_handles_position_or_the_groups() {
     let b = st.backlog(&[(1, 9, 12)], &committed);
     assert_eq!(b.waiting, 3);
     // A listed end behind what the handle read: what it read counts.
-    assert!(st.offer(record(0, 4), 1));
-    assert!(st.offer(record(0, 5), 1));
+    read(&mut st, 0, 4..6, 1);
     let b = st.backlog(&[(0, 0, 3)], &committed);
     assert_eq!(
         b.waiting, 2,

@@ -39,12 +39,13 @@ where
     })
 }
 
-/// `broker_trials!(&broker; test_a, test_b)`: a [`broker_trial`] for each
-/// test, named after it.
+/// `broker_trials!(test_a, test_b)`: a [`broker_trial`] for each test on
+/// the [`broker`], named after it.
 macro_rules! broker_trials {
-    ($broker:expr; $($test:ident),+ $(,)?) => {
-        vec![$($crate::common::broker_trial(stringify!($test), $broker, $test)),+]
-    };
+    ($($test:ident),+ $(,)?) => {{
+        let broker = $crate::common::broker();
+        vec![$($crate::common::broker_trial(stringify!($test), &broker, $test)),+]
+    }};
 }
 
 /// A transport on `prefix` at the broker `url`.

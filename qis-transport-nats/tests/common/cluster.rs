@@ -4,12 +4,13 @@
 //! `scripts/servers/nats-cluster.sh` is left alone.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use qis_conformance::libtest_mimic::Trial;
 use qis_conformance::support::{
-    self, await_port, block_on, context, free_port, log_tail, trial, CaseResult, TempDir,
+    self, await_port, block_on, context, free_port, log_tail, spawn_server, trial, CaseResult,
+    TempDir,
 };
 use qis_core::OutcomeTransport;
 use qis_transport_nats::{NatsConfig, NatsTransport};
@@ -170,18 +171,10 @@ impl OwnCluster {
         if node.child.is_some() {
             return Err(format!("node {} is already running", node.name));
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| e.to_string())?;
-        let child = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&node.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("could not start {}: {e}", self.bin.display()))?;
+        let child = spawn_server(
+            Command::new(&self.bin).arg("-c").arg(&node.config),
+            &node.log,
+        )?;
         node.child = Some(child);
         Ok(())
     }

@@ -4,11 +4,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use qis_conformance::support::{
-    await_port, env_url, free_port, log_tail, stop_child, tcp_reachable, CaseResult, TempDir,
+    await_port, env_url, free_port, log_tail, spawn_server, stop_child, tcp_reachable, CaseResult,
+    TempDir,
 };
 
 /// The server named by `QIS_NATS_URL`, or why it cannot be used.
@@ -86,23 +87,20 @@ impl OwnServer {
             return Err("the server is already running".into());
         }
         let store = self.dir.path().join("store");
-        let log =
-            std::fs::File::create(self.dir.path().join("nats.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&self.bin)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&store)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("could not start {}: {e}", self.bin.display()))?;
+        let child = spawn_server(
+            Command::new(&self.bin)
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-sd",
+                ])
+                .arg(&store)
+                .args(&self.extra),
+            &self.dir.path().join("nats.log"),
+        )?;
         self.child = Some(child);
         await_port(&mut self.child, self.port, Duration::from_secs(10))
             .map_err(|why| format!("nats-server {why}; log: {}", self.log()))

@@ -5,13 +5,34 @@
 
 use std::io::Write;
 use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
-use qis_conformance::support::{context, env_url, pkt};
+use qis_conformance::support::{context, env_url, eventually, pkt};
 use qis_core::{Checked, EncodedPacket, OutcomeTransport, Receipt, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
+use redis::AsyncCommands;
 
 /// The variable naming the server.
 pub const ENV: &str = "QIS_REDIS_URL";
+
+/// How long one case may take.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// `live_trials!(case_a, case_b)`: each case against the server at
+/// [`ENV`] on a fresh prefix, within [`LIMIT`]; without a server each is
+/// ignored with the reason (a failure with `QIS_REQUIRE_LIVE=1`).
+#[allow(unused_macros)] // Not every test binary runs live cases.
+macro_rules! live_trials {
+    ($($case:ident),+ $(,)?) => {
+        qis_conformance::fresh_prefix_trials!(
+            &$crate::common::live::url(),
+            $crate::common::live::LIMIT;
+            $($case),+
+        )
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use live_trials;
 
 /// The server's URL, or why there is none.
 pub fn url() -> Result<String, String> {
@@ -84,24 +105,42 @@ pub async fn stream_keys(
     conn: &mut redis::aio::MultiplexedConnection,
     prefix: &Subject,
 ) -> Result<Vec<String>, String> {
-    let mut cursor = 0u64;
+    let mut keys = conn
+        .scan_match::<_, String>(format!("{prefix}:s:*"))
+        .await
+        .map_err(context("scan"))?;
     let mut out = Vec::new();
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:s:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .map_err(context("scan"))?;
-        out.extend(keys);
-        if next == 0 {
-            return Ok(out);
-        }
-        cursor = next;
+    while let Some(key) = keys.next_item().await {
+        out.push(key.map_err(context("scan"))?);
     }
+    Ok(out)
+}
+
+/// Wait (up to 20 s) for the sweep to have deleted every stream under
+/// `prefix` together with its subject-index entry; fails saying `what` did
+/// not happen.
+pub async fn until_swept(
+    conn: &redis::aio::MultiplexedConnection,
+    prefix: &Subject,
+    what: &str,
+) -> Result<(), String> {
+    let index = format!("{prefix}:subjects");
+    eventually(what, Duration::from_secs(20), || {
+        let mut conn = conn.clone();
+        let (prefix, index) = (prefix.clone(), index.clone());
+        async move {
+            let no_streams = stream_keys(&mut conn, &prefix)
+                .await
+                .is_ok_and(|k| k.is_empty());
+            let indexed: u64 = redis::cmd("ZCARD")
+                .arg(&index)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(u64::MAX);
+            no_streams && indexed == 0
+        }
+    })
+    .await
 }
 
 /// Everything logged at `warn` or above by this crate, since the capture
