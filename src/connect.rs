@@ -57,6 +57,10 @@ macro_rules! each_config {
 
 /// A backend compiled into this build.
 struct Driver {
+    /// The cargo feature that compiles it in (`None`: always there), for
+    /// the test that checks [`OPTIONAL`].
+    #[cfg(test)]
+    feature: Option<&'static str>,
     schemes: &'static [&'static str],
     parse: fn(&str) -> Result<TransportConfig>,
 }
@@ -67,12 +71,16 @@ macro_rules! drivers {
     ($($feature:literal => $variant:ident($config:ty)),* $(,)?) => {
         &[
             Driver {
+                #[cfg(test)]
+                feature: None,
                 schemes: MemoryConfig::URL_SCHEMES,
                 parse: |url| Ok(TransportConfig::Memory(url.parse()?)),
             },
             $(
                 #[cfg(feature = $feature)]
                 Driver {
+                    #[cfg(test)]
+                    feature: Some($feature),
                     schemes: <$config>::URL_SCHEMES,
                     parse: |url| Ok(TransportConfig::$variant(url.parse::<$config>()?.into())),
                 },
@@ -214,20 +222,7 @@ mod tests {
 
     #[test]
     fn the_feature_hints_agree_with_the_backends() {
-        #[allow(unused_mut)]
-        let mut compiled: Vec<(&str, &[&str])> = Vec::new();
-        #[cfg(feature = "sqlite")]
-        compiled.push(("sqlite", qis_transport_sqlite::SqliteConfig::URL_SCHEMES));
-        #[cfg(feature = "nats")]
-        compiled.push(("nats", qis_transport_nats::NatsConfig::URL_SCHEMES));
-        #[cfg(feature = "redis")]
-        compiled.push(("redis", qis_transport_redis::RedisConfig::URL_SCHEMES));
-        #[cfg(feature = "kafka")]
-        compiled.push(("kafka", qis_transport_kafka::KafkaConfig::URL_SCHEMES));
-        #[cfg(feature = "http")]
-        compiled.push(("http", qis_transport_http::HttpConfig::URL_SCHEMES));
-        #[cfg(feature = "chroma")]
-        compiled.push(("chroma", qis_transport_chroma::ChromaConfig::URL_SCHEMES));
+        let compiled = DRIVERS.iter().filter_map(|d| Some((d.feature?, d.schemes)));
         for (feature, schemes) in compiled {
             let hint = OPTIONAL.iter().find(|(f, _)| *f == feature).unwrap();
             assert_eq!(hint.1, schemes, "OPTIONAL is out of date for {feature}");
