@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use qis_conformance::support::bench;
 use qis_core::{Checked, ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, Subject};
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport, Synchronous};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 const PACKETS: usize = 20_000;
@@ -96,6 +97,10 @@ async fn raw_connection(path: &Path, sync: Synchronous) -> Connection {
         _ => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", level).unwrap();
+    // Plans that do not depend on bound values, as the transport sets: else
+    // a statement with `LIMIT ?` may be compiled again on every execution.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .unwrap();
     conn
 }
 
