@@ -92,30 +92,36 @@ impl Scan {
             && self.pattern.matches(subject)
     }
 
-    /// Up to `limit` candidate rows after `after`, in `seq` order.
-    fn candidates(
+    /// Hand up to `limit` candidate rows after `after`, in `seq` order, to
+    /// `f` as the statement reads them (borrowed, not copied) until it
+    /// says stop. Returns how many it was handed.
+    fn each_candidate(
         &self,
         conn: &Connection,
         after: i64,
         limit: usize,
-    ) -> rusqlite::Result<Vec<Row>> {
+        mut f: impl FnMut(Row<'_>) -> bool,
+    ) -> rusqlite::Result<usize> {
         let limit = limit as i64;
-        let read =
-            |r: &rusqlite::Row<'_>| Ok(Row::from_sql(r, 1, 2)?.with_stored_id(r.get_ref(3)?));
-        match &self.plan {
-            Plan::Exact(subject) => conn
-                .prepare_cached(EXACT)?
-                .query_map(rusqlite::params![subject, after, limit], read)?
-                .collect(),
-            Plan::Narrow { lo, hi } => conn
-                .prepare_cached(NARROW)?
-                .query_map(rusqlite::params![lo, hi, after, limit], read)?
-                .collect(),
-            Plan::Wide { lo, hi } => conn
-                .prepare_cached(WIDE)?
-                .query_map(rusqlite::params![lo, hi, after, limit], read)?
-                .collect(),
+        let mut stmt = conn.prepare_cached(match &self.plan {
+            Plan::Exact(_) => EXACT,
+            Plan::Narrow { .. } => NARROW,
+            Plan::Wide { .. } => WIDE,
+        })?;
+        let mut rows = match &self.plan {
+            Plan::Exact(subject) => stmt.query(rusqlite::params![subject, after, limit])?,
+            Plan::Narrow { lo, hi } | Plan::Wide { lo, hi } => {
+                stmt.query(rusqlite::params![lo, hi, after, limit])?
+            }
+        };
+        let mut seen = 0;
+        while let Some(r) = rows.next()? {
+            seen += 1;
+            if !f(Row::from_sql(r, 1, 2)?.with_stored_id(r.get_ref(3)?)) {
+                break;
+            }
         }
+        Ok(seen)
     }
 
     /// How many stored rows after `after` this scan would deliver (malformed
@@ -147,7 +153,7 @@ impl Scan {
     /// Whether any candidate row lies after `after` (a cheap look before
     /// taking the write lock).
     pub(crate) fn any_after(&self, conn: &Connection, after: i64) -> rusqlite::Result<bool> {
-        Ok(!self.candidates(conn, after, 1)?.is_empty())
+        Ok(self.each_candidate(conn, after, 1, |_| false)? > 0)
     }
 
     /// Walk the rows after `after` in `seq` order, handing each matching row
@@ -166,7 +172,7 @@ impl Scan {
         conn: &Connection,
         after: i64,
         want: usize,
-        mut take: impl FnMut(Row) -> bool,
+        mut take: impl FnMut(Row<'_>) -> bool,
     ) -> rusqlite::Result<i64> {
         let mut position = after;
         if want == 0 {
@@ -178,19 +184,18 @@ impl Scan {
         let chunk = want.min(1024);
         let mut taken = 0;
         loop {
-            let rows = self.candidates(conn, position, chunk)?;
-            let exhausted = rows.len() < chunk;
-            for row in rows {
+            let seen = self.each_candidate(conn, position, chunk, |row| {
                 position = row.seq;
                 if self.matches(&row.subject) && take(row) {
                     taken += 1;
-                    if taken == want {
-                        self.blob_subjects(conn, after, position, &mut take)?;
-                        return Ok(position);
-                    }
                 }
+                taken < want
+            })?;
+            if taken == want {
+                self.blob_subjects(conn, after, position, &mut take)?;
+                return Ok(position);
             }
-            if exhausted {
+            if seen < chunk {
                 let position = position.max(newest);
                 self.blob_subjects(conn, after, position, &mut take)?;
                 return Ok(position);
@@ -204,16 +209,15 @@ impl Scan {
         conn: &Connection,
         after: i64,
         upto: i64,
-        take: &mut impl FnMut(Row) -> bool,
+        take: &mut impl FnMut(Row<'_>) -> bool,
     ) -> rusqlite::Result<()> {
         if upto <= after {
             return Ok(());
         }
-        let rows = conn
-            .prepare_cached(BLOB_SUBJECTS)?
-            .query_map(rusqlite::params![after, upto], |r| Row::from_sql(r, 1, 2))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for row in rows {
+        let mut stmt = conn.prepare_cached(BLOB_SUBJECTS)?;
+        let mut rows = stmt.query(rusqlite::params![after, upto])?;
+        while let Some(r) = rows.next()? {
+            let row = Row::from_sql(r, 1, 2)?;
             if self.matches(&row.subject) {
                 take(row);
             }
