@@ -35,6 +35,12 @@ pub(crate) struct Scan {
     prefix: Subject,
     pattern: SubjectPattern,
     plan: Plan,
+    /// For a pattern `{literal}.>` with the literal at or below the prefix
+    /// (`qis.iot.>`, `qis.iot.hvac.>`, the usual consumer): `{literal}.`.
+    /// A subject then matches when it starts with it and its next token is
+    /// not empty, which [`matches`](Self::matches) checks without splitting
+    /// the subject into tokens.
+    below: Option<String>,
 }
 
 const EXACT: &str =
@@ -78,15 +84,27 @@ impl Scan {
             let (lo, hi) = range(prefix.as_str());
             Plan::Wide { lo, hi }
         };
+        let below = (!literal.is_empty()
+            && pattern.as_str().strip_suffix(".>") == Some(literal.as_str())
+            && prefix.contains(&literal))
+        .then(|| format!("{literal}."));
         Scan {
             prefix: prefix.clone(),
             pattern: pattern.clone(),
             plan,
+            below,
         }
     }
 
     /// Whether a stored subject is one this scan delivers.
     pub(crate) fn matches(&self, subject: &str) -> bool {
+        if let Some(below) = &self.below {
+            return subject.starts_with(below.as_str())
+                && subject
+                    .as_bytes()
+                    .get(below.len())
+                    .is_some_and(|&b| b != b'.');
+        }
         subject.len() > self.prefix.as_str().len()
             && self.prefix.contains(subject)
             && self.pattern.matches(subject)
@@ -283,6 +301,52 @@ mod tests {
         assert!(!wide.contains("TEMP B-TREE"), "{wide}");
         drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The shortcut for `{literal}.>` answers exactly as the pattern does.
+    #[test]
+    fn the_tail_shortcut_matches_like_the_pattern() {
+        let prefix: Subject = "qis.iot".parse().unwrap();
+        let subjects = [
+            "qis.iot",
+            "qis.iot.",
+            "qis.iot..",
+            "qis.iot..x",
+            "qis.iot.h",
+            "qis.iot.hvac",
+            "qis.iot.hvac.",
+            "qis.iot.hvac.x",
+            "qis.iot.hvac..x",
+            "qis.iot.hvacx.y",
+            "qis.iot.hvac.x.y.z",
+            "qis.iotx.hvac",
+            "qis.io",
+            "other.iot.hvac",
+            "",
+            ".",
+            "qis.iot.hvac/x",
+            "qis.iot.é",
+            "qis.iot.hvac.é.",
+        ];
+        for pattern in [
+            "qis.iot.>",
+            "qis.iot.hvac.>",
+            "qis.iot.hvac.x.>",
+            "qis.>",
+            "other.>",
+        ] {
+            let fast = Scan::new(&prefix, &pattern.parse().unwrap());
+            let mut slow = Scan::new(&prefix, &pattern.parse().unwrap());
+            let shortcut = slow.below.take();
+            assert_eq!(
+                shortcut.is_some(),
+                !matches!(pattern, "qis.>" | "other.>"),
+                "{pattern}"
+            );
+            for s in subjects {
+                assert_eq!(fast.matches(s), slow.matches(s), "{pattern} on {s:?}");
+            }
+        }
     }
 
     #[test]
