@@ -1,5 +1,8 @@
 //! Throughput of the SQLite transport beside raw rusqlite doing the same
 //! statements on the same schema with the same transaction sizes, in one run.
+//! The raw connection has the transport's connection settings: WAL, the same
+//! `synchronous`, and the query planner stability guarantee (so neither side
+//! re-prepares a statement with a bound `LIMIT ?` on each execution).
 //!
 //! `cargo bench -p qis-transport-sqlite` (about 20 s; files in a temp dir).
 //!
