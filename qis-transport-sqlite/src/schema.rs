@@ -305,3 +305,21 @@ pub(crate) fn system_time_us(t: SystemTime) -> i64 {
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::config::DbConfig;
+
+    /// Plans stay as prepared whatever is bound (see [`super::stable_plans`]).
+    #[test]
+    fn connections_keep_their_plans() {
+        let dir = std::env::temp_dir().join(format!("qis-sqlite-qpsg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = super::open(&crate::SqliteConfig::new(dir.join("qpsg.db"))).unwrap();
+        assert!(conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+            .unwrap());
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
