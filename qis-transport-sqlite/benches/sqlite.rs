@@ -1,5 +1,8 @@
 //! Throughput of the SQLite transport beside raw rusqlite doing the same
 //! statements on the same schema with the same transaction sizes, in one run.
+//! The raw connection has the transport's connection settings: WAL, the same
+//! `synchronous`, and the query planner stability guarantee (so neither side
+//! re-prepares a statement with a bound `LIMIT ?` on each execution).
 //!
 //! `cargo bench -p qis-transport-sqlite` (about 20 s; files in a temp dir).
 //!
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use qis_conformance::support::bench;
 use qis_core::{Checked, ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, Subject};
 use qis_transport_sqlite::{SqliteConfig, SqliteTransport, Synchronous};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 const PACKETS: usize = 20_000;
@@ -96,6 +100,10 @@ async fn raw_connection(path: &Path, sync: Synchronous) -> Connection {
         _ => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", level).unwrap();
+    // Plans that do not depend on bound values, as the transport sets: else
+    // a statement with `LIMIT ?` may be compiled again on every execution.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .unwrap();
     conn
 }
 

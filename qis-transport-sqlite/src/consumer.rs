@@ -235,7 +235,7 @@ fn take(
         None => return Err(rusqlite::Error::QueryReturnedNoRows),
     };
     let due_at = now.saturating_add(ack_wait_ms);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(max.min(1024));
 
     // Redeliveries first, oldest packet first.
     let mut redeliver = Vec::new();
@@ -279,7 +279,7 @@ fn take(
 
     // Then new packets after the cursor.
     let want = max.saturating_sub(out.len());
-    let mut fresh = Vec::new();
+    let mut fresh = Vec::with_capacity(want.min(1024));
     let new_cursor = c.scan.walk(&tx, cursor, want, |row| match decode(&row) {
         Some(received) => {
             fresh.push((received, row.seq));

@@ -9,43 +9,46 @@
 //! way), and anything that cannot be a packet becomes a reason, so the row
 //! is skipped and counted like any malformed message.
 
+use std::borrow::Cow;
+
 use qis_core::{PacketId, Received, Subject};
 use rusqlite::types::ValueRef;
 
-/// One stored row, read leniently.
+/// One stored row, read leniently. It borrows the subject and body from the
+/// statement that read them (nothing is copied until a packet is decoded).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Row {
+pub(crate) struct Row<'a> {
     /// Its `seq`.
     pub(crate) seq: i64,
     /// Its subject as text (lossily decoded if it was not UTF-8 TEXT), for
     /// matching against a pattern and for log lines.
-    pub(crate) subject: String,
+    pub(crate) subject: Cow<'a, str>,
     /// Whether the subject was UTF-8 TEXT (read as it is).
     subject_readable: bool,
     /// The body bytes, or why the row cannot hold a packet.
-    content: Result<Vec<u8>, String>,
+    content: Result<&'a [u8], String>,
     /// The packet id stored with the row (the SHA-256 of the body, computed
     /// when it was stored), so a read does not hash the body again.
     id: Option<PacketId>,
 }
 
-impl Row {
+impl<'a> Row<'a> {
     /// Read the `subject` and `body` values of row `seq` as SQLite holds them.
-    pub(crate) fn read(seq: i64, subject: ValueRef<'_>, body: ValueRef<'_>) -> Row {
+    pub(crate) fn read(seq: i64, subject: ValueRef<'a>, body: ValueRef<'a>) -> Row<'a> {
         let (subject, subject_ok) = match subject {
             ValueRef::Text(t) => match std::str::from_utf8(t) {
-                Ok(s) => (s.to_string(), Ok(())),
+                Ok(s) => (Cow::Borrowed(s), Ok(())),
                 Err(_) => (
-                    String::from_utf8_lossy(t).into_owned(),
+                    String::from_utf8_lossy(t),
                     Err("its subject is TEXT that is not UTF-8".to_string()),
                 ),
             },
             ValueRef::Blob(b) => (
-                String::from_utf8_lossy(b).into_owned(),
+                String::from_utf8_lossy(b),
                 Err("its subject is stored as a BLOB; the format wants TEXT".to_string()),
             ),
             other => (
-                String::new(),
+                Cow::Borrowed(""),
                 Err(format!(
                     "its subject is stored as {}; the format wants TEXT",
                     storage_class(other)
@@ -54,7 +57,7 @@ impl Row {
         };
         let subject_readable = subject_ok.is_ok();
         let content = subject_ok.and_then(|()| match body {
-            ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b.to_vec()),
+            ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
             other => Err(format!(
                 "its body is stored as {}; the format wants the packet's JSON as a BLOB (or TEXT)",
                 storage_class(other)
@@ -71,7 +74,7 @@ impl Row {
 
     /// The row with its stored `packet_id` value, used as the packet id if
     /// it is a 32-byte BLOB (else the body is hashed when decoded).
-    pub(crate) fn with_stored_id(mut self, packet_id: ValueRef<'_>) -> Row {
+    pub(crate) fn with_stored_id(mut self, packet_id: ValueRef<'_>) -> Row<'a> {
         if let ValueRef::Blob(b) = packet_id {
             self.id = <[u8; 32]>::try_from(b).ok().map(PacketId::from_bytes);
         }
@@ -81,10 +84,10 @@ impl Row {
     /// Read columns `subject_col` and `body_col` of a query row whose
     /// column 0 is `seq`.
     pub(crate) fn from_sql(
-        r: &rusqlite::Row<'_>,
+        r: &'a rusqlite::Row<'_>,
         subject_col: usize,
         body_col: usize,
-    ) -> rusqlite::Result<Row> {
+    ) -> rusqlite::Result<Row<'a>> {
         Ok(Row::read(
             r.get(0)?,
             r.get_ref(subject_col)?,
@@ -95,7 +98,7 @@ impl Row {
     /// The subject, when it was stored as a valid subject in UTF-8 TEXT.
     pub(crate) fn subject(&self) -> Option<Subject> {
         self.subject_readable
-            .then(|| Subject::new(self.subject.as_str()).ok())
+            .then(|| Subject::new(self.subject.as_ref()).ok())
             .flatten()
     }
 
@@ -103,8 +106,8 @@ impl Row {
     pub(crate) fn decode(&self) -> Result<Received, String> {
         let body = self.content.as_ref().map_err(Clone::clone)?;
         match self.id {
-            Some(id) => Received::decode_with_known_id(self.subject.as_str(), body, id),
-            None => Received::decode(self.subject.as_str(), body),
+            Some(id) => Received::decode_with_known_id(self.subject.as_ref(), body, id),
+            None => Received::decode(self.subject.as_ref(), body),
         }
         .map_err(|e| e.to_string())
     }

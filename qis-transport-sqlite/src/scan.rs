@@ -35,6 +35,12 @@ pub(crate) struct Scan {
     prefix: Subject,
     pattern: SubjectPattern,
     plan: Plan,
+    /// For a pattern `{literal}.>` with the literal at or below the prefix
+    /// (`qis.iot.>`, `qis.iot.hvac.>`, the usual consumer): `{literal}.`.
+    /// A subject then matches when it starts with it and its next token is
+    /// not empty, which [`matches`](Self::matches) checks without splitting
+    /// the subject into tokens.
+    below: Option<String>,
 }
 
 const EXACT: &str =
@@ -78,44 +84,62 @@ impl Scan {
             let (lo, hi) = range(prefix.as_str());
             Plan::Wide { lo, hi }
         };
+        let below = (!literal.is_empty()
+            && pattern.as_str().strip_suffix(".>") == Some(literal.as_str())
+            && prefix.contains(&literal))
+        .then(|| format!("{literal}."));
         Scan {
             prefix: prefix.clone(),
             pattern: pattern.clone(),
             plan,
+            below,
         }
     }
 
     /// Whether a stored subject is one this scan delivers.
     pub(crate) fn matches(&self, subject: &str) -> bool {
+        if let Some(below) = &self.below {
+            return subject.starts_with(below.as_str())
+                && subject
+                    .as_bytes()
+                    .get(below.len())
+                    .is_some_and(|&b| b != b'.');
+        }
         subject.len() > self.prefix.as_str().len()
             && self.prefix.contains(subject)
             && self.pattern.matches(subject)
     }
 
-    /// Up to `limit` candidate rows after `after`, in `seq` order.
-    fn candidates(
+    /// Hand up to `limit` candidate rows after `after`, in `seq` order, to
+    /// `f` as the statement reads them (borrowed, not copied) until it
+    /// says stop. Returns how many it was handed.
+    fn each_candidate(
         &self,
         conn: &Connection,
         after: i64,
         limit: usize,
-    ) -> rusqlite::Result<Vec<Row>> {
+        mut f: impl FnMut(Row<'_>) -> bool,
+    ) -> rusqlite::Result<usize> {
         let limit = limit as i64;
-        let read =
-            |r: &rusqlite::Row<'_>| Ok(Row::from_sql(r, 1, 2)?.with_stored_id(r.get_ref(3)?));
-        match &self.plan {
-            Plan::Exact(subject) => conn
-                .prepare_cached(EXACT)?
-                .query_map(rusqlite::params![subject, after, limit], read)?
-                .collect(),
-            Plan::Narrow { lo, hi } => conn
-                .prepare_cached(NARROW)?
-                .query_map(rusqlite::params![lo, hi, after, limit], read)?
-                .collect(),
-            Plan::Wide { lo, hi } => conn
-                .prepare_cached(WIDE)?
-                .query_map(rusqlite::params![lo, hi, after, limit], read)?
-                .collect(),
+        let mut stmt = conn.prepare_cached(match &self.plan {
+            Plan::Exact(_) => EXACT,
+            Plan::Narrow { .. } => NARROW,
+            Plan::Wide { .. } => WIDE,
+        })?;
+        let mut rows = match &self.plan {
+            Plan::Exact(subject) => stmt.query(rusqlite::params![subject, after, limit])?,
+            Plan::Narrow { lo, hi } | Plan::Wide { lo, hi } => {
+                stmt.query(rusqlite::params![lo, hi, after, limit])?
+            }
+        };
+        let mut seen = 0;
+        while let Some(r) = rows.next()? {
+            seen += 1;
+            if !f(Row::from_sql(r, 1, 2)?.with_stored_id(r.get_ref(3)?)) {
+                break;
+            }
         }
+        Ok(seen)
     }
 
     /// How many stored rows after `after` this scan would deliver (malformed
@@ -147,7 +171,7 @@ impl Scan {
     /// Whether any candidate row lies after `after` (a cheap look before
     /// taking the write lock).
     pub(crate) fn any_after(&self, conn: &Connection, after: i64) -> rusqlite::Result<bool> {
-        Ok(!self.candidates(conn, after, 1)?.is_empty())
+        Ok(self.each_candidate(conn, after, 1, |_| false)? > 0)
     }
 
     /// Walk the rows after `after` in `seq` order, handing each matching row
@@ -166,7 +190,7 @@ impl Scan {
         conn: &Connection,
         after: i64,
         want: usize,
-        mut take: impl FnMut(Row) -> bool,
+        mut take: impl FnMut(Row<'_>) -> bool,
     ) -> rusqlite::Result<i64> {
         let mut position = after;
         if want == 0 {
@@ -178,19 +202,18 @@ impl Scan {
         let chunk = want.min(1024);
         let mut taken = 0;
         loop {
-            let rows = self.candidates(conn, position, chunk)?;
-            let exhausted = rows.len() < chunk;
-            for row in rows {
+            let seen = self.each_candidate(conn, position, chunk, |row| {
                 position = row.seq;
                 if self.matches(&row.subject) && take(row) {
                     taken += 1;
-                    if taken == want {
-                        self.blob_subjects(conn, after, position, &mut take)?;
-                        return Ok(position);
-                    }
                 }
+                taken < want
+            })?;
+            if taken == want {
+                self.blob_subjects(conn, after, position, &mut take)?;
+                return Ok(position);
             }
-            if exhausted {
+            if seen < chunk {
                 let position = position.max(newest);
                 self.blob_subjects(conn, after, position, &mut take)?;
                 return Ok(position);
@@ -204,16 +227,15 @@ impl Scan {
         conn: &Connection,
         after: i64,
         upto: i64,
-        take: &mut impl FnMut(Row) -> bool,
+        take: &mut impl FnMut(Row<'_>) -> bool,
     ) -> rusqlite::Result<()> {
         if upto <= after {
             return Ok(());
         }
-        let rows = conn
-            .prepare_cached(BLOB_SUBJECTS)?
-            .query_map(rusqlite::params![after, upto], |r| Row::from_sql(r, 1, 2))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for row in rows {
+        let mut stmt = conn.prepare_cached(BLOB_SUBJECTS)?;
+        let mut rows = stmt.query(rusqlite::params![after, upto])?;
+        while let Some(r) = rows.next()? {
+            let row = Row::from_sql(r, 1, 2)?;
             if self.matches(&row.subject) {
                 take(row);
             }
@@ -279,6 +301,52 @@ mod tests {
         assert!(!wide.contains("TEMP B-TREE"), "{wide}");
         drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The shortcut for `{literal}.>` answers exactly as the pattern does.
+    #[test]
+    fn the_tail_shortcut_matches_like_the_pattern() {
+        let prefix: Subject = "qis.iot".parse().unwrap();
+        let subjects = [
+            "qis.iot",
+            "qis.iot.",
+            "qis.iot..",
+            "qis.iot..x",
+            "qis.iot.h",
+            "qis.iot.hvac",
+            "qis.iot.hvac.",
+            "qis.iot.hvac.x",
+            "qis.iot.hvac..x",
+            "qis.iot.hvacx.y",
+            "qis.iot.hvac.x.y.z",
+            "qis.iotx.hvac",
+            "qis.io",
+            "other.iot.hvac",
+            "",
+            ".",
+            "qis.iot.hvac/x",
+            "qis.iot.é",
+            "qis.iot.hvac.é.",
+        ];
+        for pattern in [
+            "qis.iot.>",
+            "qis.iot.hvac.>",
+            "qis.iot.hvac.x.>",
+            "qis.>",
+            "other.>",
+        ] {
+            let fast = Scan::new(&prefix, &pattern.parse().unwrap());
+            let mut slow = Scan::new(&prefix, &pattern.parse().unwrap());
+            let shortcut = slow.below.take();
+            assert_eq!(
+                shortcut.is_some(),
+                !matches!(pattern, "qis.>" | "other.>"),
+                "{pattern}"
+            );
+            for s in subjects {
+                assert_eq!(fast.matches(s), slow.matches(s), "{pattern} on {s:?}");
+            }
+        }
     }
 
     #[test]
