@@ -38,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use qis::bridge::{Backoff, Bridge, BridgeConfig, Endpoint};
 use qis::sqlite::{SqliteConfig, SqliteTransport};
@@ -142,13 +142,6 @@ fn parse_args() -> Args {
     args
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// One of this device's outcomes: a reading of its `n`-th sensor.
 fn outcome(args: &Args, n: u64) -> OutcomePacket {
     let drift = (n % 17) as f64 / 100.0;
@@ -162,7 +155,7 @@ fn outcome(args: &Args, n: u64) -> OutcomePacket {
         ),
         confidence: 0.7 + drift,
         context_vector: vec![0.18 + drift, 0.92, 0.03, 0.71],
-        timestamp: now(),
+        timestamp: qis::timestamp_now(),
         source_node: args.node.clone(),
     }
 }

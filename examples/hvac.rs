@@ -16,13 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use qis::{synthesize_with, Delivery, OutcomePacket, OutcomeTransportExt, SynthesisConfig};
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 #[tokio::main]
 async fn main() -> qis::Result<()> {
     let run = format!(
@@ -52,7 +45,7 @@ async fn main() -> qis::Result<()> {
             .into(),
         confidence: 0.87,
         context_vector: vec![0.18, 0.92, 0.03, 0.71],
-        timestamp: now(),
+        timestamp: qis::timestamp_now(),
         source_node: "building-a-floor-3".into(),
     };
     let ra = transport.deposit(&a).await?;
@@ -69,7 +62,7 @@ async fn main() -> qis::Result<()> {
         conclusion: "Energy consumption spike detected 09:15-09:47. Thermal load mismatch.".into(),
         confidence: 0.79,
         context_vector: vec![0.22, 0.88, 0.07, 0.65],
-        timestamp: now(),
+        timestamp: qis::timestamp_now(),
         source_node: "building-b-floor-1".into(),
         ..a.clone()
     };

@@ -99,13 +99,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// One edge device: it observes its own machine, deposits what it concluded,
 /// pulls its twins' conclusions and synthesises.
 struct Agent {
@@ -146,7 +139,7 @@ impl Agent {
             conclusion: conclusion.into(),
             confidence: ((0.55 + self.rng.random::<f64>() * 0.4) * 100.0).round() / 100.0,
             context_vector,
-            timestamp: now(),
+            timestamp: qis::timestamp_now(),
             source_node: self.node.clone(),
         }
     }

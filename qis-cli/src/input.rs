@@ -7,7 +7,6 @@ use qis::{DynTransport, OutcomePacket, Subject, TransportConfig};
 
 use crate::cli::OwnFlags;
 use crate::error::CliError;
-use crate::show::now_secs;
 
 /// Connect to the transport `url` names, on `prefix` if one was given (else
 /// the URL's or the default `qis.iot`).
@@ -53,7 +52,7 @@ pub fn packet_from_flags(
             .confidence
             .ok_or_else(|| missing("--confidence", alternative))?,
         context_vector: own.context.clone(),
-        timestamp: own.timestamp.unwrap_or_else(now_secs),
+        timestamp: own.timestamp.unwrap_or_else(qis::timestamp_now),
         source_node: own
             .source_node
             .clone()

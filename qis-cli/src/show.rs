@@ -2,7 +2,6 @@
 //! each, or one JSON object per line.
 
 use std::io::{self, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use qis::{Delivery, OutcomePacket, PacketId, Position, Receipt, Received};
 use serde_json::{json, Value};
@@ -37,14 +36,6 @@ pub fn redacted(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Unix seconds as an RFC 3339 UTC time with milliseconds:

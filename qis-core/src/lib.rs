@@ -57,7 +57,9 @@ pub use checked::Checked;
 pub use error::{Error, ErrorKind, Result};
 pub use fingerprint::{Fingerprint, DEFAULT_RESOLUTION};
 pub use memory::MemoryTransport;
-pub use packet::{EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BYTES};
+pub use packet::{
+    timestamp_now, EncodedPacket, OutcomePacket, PacketId, Received, MAX_PACKET_BYTES,
+};
 pub use similar::{Scored, SimilarityQuery, DEFAULT_SIMILAR_K};
 pub use subject::{Subject, SubjectPattern, DEFAULT_PREFIX};
 pub use synthesis::{

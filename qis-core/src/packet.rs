@@ -59,6 +59,20 @@ pub struct OutcomePacket {
     pub source_node: String,
 }
 
+/// The current time as an [`OutcomePacket::timestamp`]: seconds since the
+/// Unix epoch (0 if the clock is set before it).
+///
+/// ```
+/// let t = qis_core::timestamp_now();
+/// assert!(t > 1.7e9);
+/// ```
+pub fn timestamp_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::core(ErrorKind::InvalidPacket, msg)
 }

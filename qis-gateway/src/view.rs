@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -80,13 +80,6 @@ pub(crate) struct ClassSynthesis {
     synthesis: Synthesis,
 }
 
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl View {
     pub fn new(window: Duration) -> View {
         View {
@@ -126,7 +119,7 @@ impl View {
         class.last = packet.clone();
         class.last_subject = subject.to_string();
         class.heard = now;
-        class.last_seen_unix = now_unix();
+        class.last_seen_unix = qis_core::timestamp_now();
         let agents = seen.agents.entry(packet.domain.clone()).or_default();
         if !agents.contains_key(&packet.agent_id) && agents.len() >= MAX_AGENTS {
             if let Some(oldest) = agents

@@ -138,7 +138,7 @@ pub async fn run(args: CompareArgs) -> Result<(), CliError> {
     let n = args.packets as usize;
     let meta = Meta {
         packets: n,
-        date: show::utc(show::now_secs())[..10].to_string(),
+        date: show::utc(qis::timestamp_now())[..10].to_string(),
         machine: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         cores: std::thread::available_parallelism()
             .map(|c| c.get())

@@ -15,7 +15,6 @@ use rand::Rng;
 use super::similar::SimilarLatency;
 use super::wire;
 use crate::error::describe;
-use crate::show::now_secs;
 
 /// How long a connect may take before the backend counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,7 +171,7 @@ pub struct BackendRun {
 /// `n` distinct packets from a swarm of HVAC agents, encoded for `prefix`.
 pub fn swarm(n: usize, prefix: &Subject) -> qis::Result<Vec<EncodedPacket>> {
     let mut rng = rand::rng();
-    let t0 = now_secs();
+    let t0 = qis::timestamp_now();
     let agents = AGENTS.min(n).max(1);
     (0..n)
         .map(|i| {

@@ -49,8 +49,6 @@ mod result;
 mod tally;
 mod twin;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 pub use bayes::{Posterior, LOWER_BOUND_QUANTILE};
 pub use config::{Method, SynthesisConfig, ALERT_THRESHOLD, DEFAULT_OUTLIER_K, DEFAULT_QUORUM};
 pub use result::Synthesis;
@@ -163,7 +161,7 @@ where
     I: IntoIterator,
     I::Item: Twin<'a>,
 {
-    let now = config.now().unwrap_or_else(clock);
+    let now = config.now().unwrap_or_else(crate::packet::timestamp_now);
     let ballot = ballot::collect(own, twins);
     let (mut tallies, mut first) = tally::count(&ballot, config, now);
     let excluded = if config.outliers() {
@@ -261,11 +259,4 @@ where
         "synthesised"
     );
     s
-}
-
-fn clock() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
