@@ -281,8 +281,8 @@ mod tests {
 
     #[test]
     fn tokens_from_a_file() {
-        let dir = std::env::temp_dir().join(format!("qis-gw-tokens-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = qis_conformance::support::TempDir::new("gw-tokens");
+        let dir = tmp.path();
         let path = dir.join("tokens");
         std::fs::write(&path, "# fleet A\nalpha\n\n  beta  \n").unwrap();
         let t = Tokens::from_file(&path).unwrap();
@@ -295,7 +295,6 @@ mod tests {
         );
         assert!(Tokens::new(["two words"]).is_err());
         assert!(!format!("{t:?}").contains("alpha"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -266,8 +266,8 @@ mod tests {
     /// The queries use the index the module docs promise, not a full scan.
     #[test]
     fn query_plans_use_the_index() {
-        let dir = std::env::temp_dir().join(format!("qis-sqlite-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = qis_conformance::support::TempDir::new("sqlite-plan");
+        let dir = tmp.path();
         let conn = crate::schema::open(&crate::SqliteConfig::new(dir.join("plan.db"))).unwrap();
         let plan = |sql: &str, n: usize| -> String {
             let params: Vec<i64> = vec![0; n];
@@ -300,7 +300,6 @@ mod tests {
         assert!(wide.contains("INTEGER PRIMARY KEY (rowid>?)"), "{wide}");
         assert!(!wide.contains("TEMP B-TREE"), "{wide}");
         drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The shortcut for `{literal}.>` answers exactly as the pattern does.

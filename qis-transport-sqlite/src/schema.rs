@@ -313,13 +313,12 @@ mod tests {
     /// Plans stay as prepared whatever is bound (see [`super::stable_plans`]).
     #[test]
     fn connections_keep_their_plans() {
-        let dir = std::env::temp_dir().join(format!("qis-sqlite-qpsg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = qis_conformance::support::TempDir::new("sqlite-qpsg");
+        let dir = tmp.path();
         let conn = super::open(&crate::SqliteConfig::new(dir.join("qpsg.db"))).unwrap();
         assert!(conn
             .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
             .unwrap());
         drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -157,8 +157,8 @@ mod tests {
     /// The narrowed queries use the subject index, not a scan of the table.
     #[test]
     fn narrowed_queries_use_the_index() {
-        let dir = std::env::temp_dir().join(format!("qis-sqlite-similar-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = qis_conformance::support::TempDir::new("sqlite-similar");
+        let dir = tmp.path();
         let conn = crate::schema::open(&SqliteConfig::new(dir.join("plan.db"))).unwrap();
         let plan = |sql: &str| -> String {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -178,6 +178,5 @@ mod tests {
             "{range}"
         );
         drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -580,8 +580,8 @@ mod tests {
 
     #[test]
     fn the_chart_is_written() {
-        let dir = std::env::temp_dir().join(format!("qis-series-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = qis_conformance::support::TempDir::new("series-test");
+        let dir = tmp.path();
         let ops = [Ops {
             transport: "nats".into(),
             binary_bytes: Some(16_800_000),
@@ -592,7 +592,6 @@ mod tests {
         let path = dir.join("series.svg");
         chart::write_panels(&path, "t", &["nats"], &panels(&rows), (2, 4)).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(svg.contains("cold start → first ack (ms)"));
         assert!(svg.contains("no server"));
     }
