@@ -64,19 +64,14 @@ impl ConsumerConfig {
             ack_wait: DEFAULT_ACK_WAIT,
         })
     }
-
-    /// Set the start position.
-    pub fn start(mut self, start: StartPosition) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// Set the ack wait.
-    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
-        self.ack_wait = ack_wait;
-        self
-    }
 }
+
+crate::setters!(ConsumerConfig {
+    /// Set the start position.
+    start: StartPosition,
+    /// Set the ack wait.
+    ack_wait: Duration,
+});
 
 /// An opaque handle a backend puts in each [`Delivery`] to find it again on
 /// ack or nak.
