@@ -162,8 +162,14 @@ impl NatsConsumer {
         // group) may answer late or not at all: retry those, as deposits do.
         let mut retries = Retries::new(retry_limit(&inner.config), false);
         let mut races = Races::default();
+        let opening = Opening {
+            transport,
+            stream: &stream,
+            config: &config,
+            filter: &filter,
+        };
         loop {
-            match open_once(transport, &stream, &config, &filter).await {
+            match opening.once().await {
                 Ok(Some(consumer)) => {
                     return Ok(NatsConsumer {
                         transport: transport.clone(),
@@ -189,110 +195,118 @@ impl NatsConsumer {
     }
 }
 
-/// One attempt at opening: resume the consumer if it exists, else create
-/// it. `None`: it changed meanwhile.
-async fn open_once(
-    transport: &NatsTransport,
-    stream: &async_nats::jetstream::stream::Stream<()>,
-    config: &ConsumerConfig,
-    filter: &str,
-) -> Result<Option<PullConsumer>> {
-    match stream.consumer_info(&config.name).await {
-        Ok(info) => resume(transport, stream, info, config, filter).await,
-        Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
-            create(transport, stream, config, filter).await
-        }
-        Err(e) => Err(lookup_error(transport, &config.name, e)),
-    }
+/// Opening one durable consumer: on which stream, as configured, with
+/// which server filter.
+struct Opening<'a> {
+    transport: &'a NatsTransport,
+    stream: &'a async_nats::jetstream::stream::Stream<()>,
+    config: &'a ConsumerConfig,
+    filter: &'a str,
 }
 
-/// Resume an existing consumer: check it is the one asked for, and change
-/// its ack wait if another is asked for.
-async fn resume(
-    transport: &NatsTransport,
-    stream: &async_nats::jetstream::stream::Stream<()>,
-    info: consumer::Info,
-    config: &ConsumerConfig,
-    filter: &str,
-) -> Result<Option<PullConsumer>> {
-    check_existing(&info, config, filter, transport.inner.config.replicas)?;
-    let as_pull = |info: &consumer::Info| {
-        pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
-            conflict(
-                &config.name,
-                format_args!("cannot be read as a pull consumer: {e}"),
-            )
-        })
-    };
-    if info.config.ack_wait == config.ack_wait {
-        let c = as_pull(&info)?;
-        return Ok(Some(consumer::Consumer::new(
-            c,
-            info,
-            transport.inner.js.clone(),
-        )));
-    }
-    let mut updated = as_pull(&info)?;
-    updated.ack_wait = config.ack_wait;
-    match stream.update_consumer(updated).await {
-        Ok(c) => Ok(Some(c)),
-        // Deleted meanwhile: look again.
-        Err(e) if matches!(e.kind(), ConsumerUpdateErrorKind::DoesNotExist) => Ok(None),
-        Err(e) => {
-            let kind = match e.kind() {
-                ConsumerUpdateErrorKind::TimedOut => ErrorKind::Timeout,
-                ConsumerUpdateErrorKind::Request => ErrorKind::Unavailable,
-                _ => ErrorKind::Backend,
-            };
-            Err(err(
-                kind,
-                format!("changing the ack wait of consumer {} failed", config.name),
-            )
-            .with_source(e))
+impl Opening<'_> {
+    /// One attempt: resume the consumer if it exists, else create it.
+    /// `None`: it changed meanwhile.
+    async fn once(&self) -> Result<Option<PullConsumer>> {
+        match self.stream.consumer_info(&self.config.name).await {
+            Ok(info) => self.resume(info).await,
+            Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => self.create().await,
+            Err(e) => Err(lookup_error(self.transport, &self.config.name, e)),
         }
     }
-}
 
-/// Create the consumer; a race with another creator means: look again.
-async fn create(
-    transport: &NatsTransport,
-    stream: &async_nats::jetstream::stream::Stream<()>,
-    config: &ConsumerConfig,
-    filter: &str,
-) -> Result<Option<PullConsumer>> {
-    let create = pull::Config {
-        durable_name: Some(config.name.clone()),
-        description: Some(format!("QIS durable consumer on {}", config.pattern)),
-        deliver_policy: deliver_policy(config.start)?,
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: config.ack_wait,
-        filter_subject: filter.to_string(),
-        max_ack_pending: transport.inner.config.max_ack_pending,
-        metadata: HashMap::from([(PATTERN_KEY.to_string(), config.pattern.as_str().to_string())]),
-        // No count of its own: a durable consumer has as many replicas as
-        // its stream, so with the stream it survives the loss of a server.
-        num_replicas: 0,
-        ..Default::default()
-    };
-    match stream.create_consumer_strict(create).await {
-        Ok(c) => {
-            tracing::debug!(consumer = %config.name, filter, "created durable consumer");
-            Ok(Some(c))
+    /// Resume an existing consumer: check it is the one asked for, and
+    /// change its ack wait if another is asked for.
+    async fn resume(&self, info: consumer::Info) -> Result<Option<PullConsumer>> {
+        check_existing(
+            &info,
+            self.config,
+            self.filter,
+            self.transport.inner.config.replicas,
+        )?;
+        let as_pull = |info: &consumer::Info| {
+            pull::Config::try_from_consumer_config(info.config.clone()).map_err(|e| {
+                conflict(
+                    &self.config.name,
+                    format_args!("cannot be read as a pull consumer: {e}"),
+                )
+            })
+        };
+        if info.config.ack_wait == self.config.ack_wait {
+            let c = as_pull(&info)?;
+            return Ok(Some(consumer::Consumer::new(
+                c,
+                info,
+                self.transport.inner.js.clone(),
+            )));
         }
-        // Created by someone else meanwhile (or with other settings): look again.
-        Err(e) if matches!(e.kind(), ConsumerCreateStrictErrorKind::AlreadyExists) => Ok(None),
-        Err(e) => {
-            let kind = match e.kind() {
-                ConsumerCreateStrictErrorKind::TimedOut => ErrorKind::Timeout,
-                ConsumerCreateStrictErrorKind::Request => ErrorKind::Unavailable,
-                ConsumerCreateStrictErrorKind::JetStream(je)
-                    if je.error_code() == ErrorCode::CONSUMER_NAME_EXIST =>
-                {
-                    return Ok(None)
-                }
-                _ => ErrorKind::Backend,
-            };
-            Err(err(kind, format!("creating consumer {} failed", config.name)).with_source(e))
+        let mut updated = as_pull(&info)?;
+        updated.ack_wait = self.config.ack_wait;
+        match self.stream.update_consumer(updated).await {
+            Ok(c) => Ok(Some(c)),
+            // Deleted meanwhile: look again.
+            Err(e) if matches!(e.kind(), ConsumerUpdateErrorKind::DoesNotExist) => Ok(None),
+            Err(e) => {
+                let kind = match e.kind() {
+                    ConsumerUpdateErrorKind::TimedOut => ErrorKind::Timeout,
+                    ConsumerUpdateErrorKind::Request => ErrorKind::Unavailable,
+                    _ => ErrorKind::Backend,
+                };
+                Err(err(
+                    kind,
+                    format!(
+                        "changing the ack wait of consumer {} failed",
+                        self.config.name
+                    ),
+                )
+                .with_source(e))
+            }
+        }
+    }
+
+    /// Create the consumer; a race with another creator means: look again.
+    async fn create(&self) -> Result<Option<PullConsumer>> {
+        let create = pull::Config {
+            durable_name: Some(self.config.name.clone()),
+            description: Some(format!("QIS durable consumer on {}", self.config.pattern)),
+            deliver_policy: deliver_policy(self.config.start)?,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.config.ack_wait,
+            filter_subject: self.filter.to_string(),
+            max_ack_pending: self.transport.inner.config.max_ack_pending,
+            metadata: HashMap::from([(
+                PATTERN_KEY.to_string(),
+                self.config.pattern.as_str().to_string(),
+            )]),
+            // No count of its own: a durable consumer has as many replicas as
+            // its stream, so with the stream it survives the loss of a server.
+            num_replicas: 0,
+            ..Default::default()
+        };
+        match self.stream.create_consumer_strict(create).await {
+            Ok(c) => {
+                tracing::debug!(consumer = %self.config.name, filter = self.filter, "created durable consumer");
+                Ok(Some(c))
+            }
+            // Created by someone else meanwhile (or with other settings): look again.
+            Err(e) if matches!(e.kind(), ConsumerCreateStrictErrorKind::AlreadyExists) => Ok(None),
+            Err(e) => {
+                let kind = match e.kind() {
+                    ConsumerCreateStrictErrorKind::TimedOut => ErrorKind::Timeout,
+                    ConsumerCreateStrictErrorKind::Request => ErrorKind::Unavailable,
+                    ConsumerCreateStrictErrorKind::JetStream(je)
+                        if je.error_code() == ErrorCode::CONSUMER_NAME_EXIST =>
+                    {
+                        return Ok(None)
+                    }
+                    _ => ErrorKind::Backend,
+                };
+                Err(err(
+                    kind,
+                    format!("creating consumer {} failed", self.config.name),
+                )
+                .with_source(e))
+            }
         }
     }
 }
