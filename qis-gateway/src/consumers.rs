@@ -11,10 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures::future::join_all;
-use qis_core::{ConsumerConfig, ErrorKind, SubjectPattern};
+use qis_core::{Backlog, ConsumerConfig, ErrorKind, SubjectPattern};
 use qis_transport_http::wire::{
-    AckRequest, AckResponse, BacklogJson, ConsumerSession, DeliveryJson, FetchRequest,
-    FetchResponse, NakRequest, OpenConsumer, StoredConsumers,
+    AckRequest, AckResponse, ConsumerSession, DeliveryJson, FetchRequest, FetchResponse,
+    NakRequest, OpenConsumer, StoredConsumers,
 };
 use serde::Serialize;
 
@@ -155,9 +155,9 @@ pub(crate) async fn nak(
 pub(crate) async fn backlog(
     State(s): State<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<BacklogJson>, ApiError> {
+) -> Result<Json<Backlog>, ApiError> {
     let session = s.sessions.get(&id)?;
-    Ok(Json(session.consumer.backlog().await?.into()))
+    Ok(Json(session.consumer.backlog().await?))
 }
 
 /// `GET /v1/stored-consumers`: every durable consumer the backend keeps
@@ -194,7 +194,7 @@ pub(crate) struct ConsumerInfo {
     /// Malformed messages its sessions skipped.
     malformed_skipped: u64,
     /// The backend's count, if it keeps one.
-    backlog: Option<BacklogJson>,
+    backlog: Option<Backlog>,
     /// Why there is no backlog.
     #[serde(skip_serializing_if = "Option::is_none")]
     backlog_error: Option<String>,
@@ -218,7 +218,7 @@ pub(crate) async fn list(State(s): State<Shared>) -> Json<serde_json::Value> {
                 let backlog =
                     tokio::time::timeout(BACKLOG_WAIT, sessions[0].consumer.backlog()).await;
                 let (backlog, backlog_error) = match backlog {
-                    Ok(Ok(b)) => (Some(b.into()), None),
+                    Ok(Ok(b)) => (Some(b), None),
                     Ok(Err(e)) => (None, Some(e.message().to_string())),
                     Err(_) => (None, Some(format!("no answer within {BACKLOG_WAIT:?}"))),
                 };

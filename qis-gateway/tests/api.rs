@@ -703,7 +703,7 @@ async fn openapi_documents_every_endpoint() -> CaseResult {
         ),
         (
             "Backlog",
-            serde_json::to_value(wire::BacklogJson::default()).unwrap(),
+            serde_json::to_value(qis_core::Backlog::default()).unwrap(),
         ),
         (
             "LivePacket",

@@ -22,8 +22,8 @@ use reqwest::Method;
 use crate::client::Api;
 use crate::transport::json;
 use crate::wire::{
-    parse_id, AckRequest, AckResponse, BacklogJson, ConsumerSession, DeliveryJson, FetchRequest,
-    FetchResponse, Limits, NakRequest, OpenConsumer, API,
+    parse_id, AckRequest, AckResponse, ConsumerSession, DeliveryJson, FetchRequest, FetchResponse,
+    Limits, NakRequest, OpenConsumer, API,
 };
 use crate::NAME;
 
@@ -311,12 +311,12 @@ impl DurableConsumer for HttpConsumer {
                 &ConsumerState::path(&session, "backlog"),
                 Duration::ZERO,
             );
-            match st.api.call::<BacklogJson>(request).await {
+            match st.api.call::<Backlog>(request).await {
                 Err(e) if e.kind() == ErrorKind::NotFound && !reopened => {
                     st.reopen(&session).await?;
                     reopened = true;
                 }
-                other => return other.map(Backlog::from),
+                other => return other,
             }
         }
     }

@@ -375,24 +375,6 @@ pub struct NakRequest {
     pub delay_ms: u64,
 }
 
-/// A [`Backlog`] as JSON.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BacklogJson {
-    /// Matching packets stored and not yet delivered to this consumer.
-    pub waiting: u64,
-    /// Delivered and not yet acked.
-    pub unacked: u64,
-}
-
-impl From<Backlog> for BacklogJson {
-    fn from(b: Backlog) -> Self {
-        BacklogJson {
-            waiting: b.waiting,
-            unacked: b.unacked,
-        }
-    }
-}
-
 /// `GET /v1/stored-consumers`: every durable consumer the backend keeps
 /// under the prefix (opened through this gateway or not), with its backlog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,7 +391,7 @@ pub struct StoredConsumer {
     /// Its pattern, where the backend keeps it.
     pub pattern: Option<String>,
     /// What it still has to do.
-    pub backlog: BacklogJson,
+    pub backlog: Backlog,
 }
 
 impl From<ConsumerInfo> for StoredConsumer {
@@ -417,7 +399,7 @@ impl From<ConsumerInfo> for StoredConsumer {
         StoredConsumer {
             name: c.name,
             pattern: c.pattern,
-            backlog: c.backlog.into(),
+            backlog: c.backlog,
         }
     }
 }
@@ -427,16 +409,7 @@ impl From<StoredConsumer> for ConsumerInfo {
         ConsumerInfo {
             name: c.name,
             pattern: c.pattern,
-            backlog: c.backlog.into(),
-        }
-    }
-}
-
-impl From<BacklogJson> for Backlog {
-    fn from(b: BacklogJson) -> Self {
-        Backlog {
-            waiting: b.waiting,
-            unacked: b.unacked,
+            backlog: c.backlog,
         }
     }
 }

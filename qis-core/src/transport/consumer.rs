@@ -121,7 +121,8 @@ pub struct Delivery {
 crate::packet::received_accessors!(Delivery);
 
 /// How much a durable consumer still has to do ([`DurableConsumer::backlog`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// In JSON (the gateway's backlog answers), field for field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backlog {
     /// Matching packets stored and not yet delivered to this consumer.
     pub waiting: u64,
