@@ -34,6 +34,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local known = {}
 local cur
 local expire_at
+local fresh = {}
 if window > 0 then
   local b = math.floor(now / window)
   cur = ARGV[6] .. string.format('%d', b)
@@ -41,7 +42,19 @@ if window > 0 then
   local prev = ARGV[6] .. string.format('%d', b - 1)
   local pids = {}
   for i = 1, n do pids[i] = ARGV[6 + 2 * i] end
-  local a = redis.call('HMGET', cur, unpack(pids))
+  local a = {}
+  if redis.call('EXISTS', cur) == 1 then
+    a = redis.call('HMGET', cur, unpack(pids))
+  else
+    -- A new bucket: its first write carries a value longer than a
+    -- listpack holds (hash-max-listpack-value, 64 by default), so Redis
+    -- makes it a hash table at once. As a listpack (up to 512 fields) every
+    -- lookup and insert scans the whole list: the first chunks of each
+    -- window would cost time quadratic in their size. Packet ids are hex,
+    -- so this field is never taken for one.
+    fresh[1] = 'encoding'
+    fresh[2] = string.rep('h', 65)
+  end
   local p = {}
   if redis.call('EXISTS', prev) == 1 then p = redis.call('HMGET', prev, unpack(pids)) end
   for i = 1, n do
@@ -50,7 +63,6 @@ if window > 0 then
   end
 end
 local out = {}
-local fresh = {}
 local touched = {}
 local order = {}
 local function remember()
