@@ -46,14 +46,14 @@ impl RedisConsumer {
             .iter()
             .map(|d| token_value::<RedisAck>(NAME, d))
             .collect::<Result<Vec<_>>>()?;
-        self.xack(tokens.iter().map(|t| (t.stream.as_str(), t.entry.as_str())))
+        self.xack(tokens.iter().map(|t| (&*t.stream, t.entry.as_str())))
             .await
     }
 
     pub(super) async fn nak_delivery(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
         let t = token_value::<RedisAck>(NAME, delivery)?;
         let mut inv = NAK.prepare_invoke();
-        inv.key(&t.stream)
+        inv.key(&*t.stream)
             .key(&self.delayed_key)
             .key(&self.def_key)
             .arg(&self.name)

@@ -290,7 +290,7 @@ impl RedisConsumer {
             }
             let mut per_stream: HashMap<&str, usize> = HashMap::new();
             for e in &entries {
-                *per_stream.entry(e.stream.as_str()).or_default() += 1;
+                *per_stream.entry(&*e.stream).or_default() += 1;
             }
             candidates.retain(|s| per_stream.get(s).copied().unwrap_or(0) >= share);
             out.extend(entries);
@@ -387,7 +387,7 @@ impl RedisConsumer {
         };
         let mut entries = parse_read(v, "blocking fetch")?;
         let (news, data): (Vec<RawEntry>, Vec<RawEntry>) =
-            entries.drain(..).partition(|e| e.stream == new_subjects);
+            entries.drain(..).partition(|e| *e.stream == *new_subjects);
         if !news.is_empty() {
             // A subject appeared: discover on the next turn; the event itself
             // needs no redelivery.
@@ -431,7 +431,7 @@ impl RedisConsumer {
             }
         }
         if !bad.is_empty() {
-            self.xack(bad.iter().map(|e| (e.stream.as_str(), e.entry.as_str())))
+            self.xack(bad.iter().map(|e| (&*e.stream, e.entry.as_str())))
                 .await?;
         }
         Ok(out)
