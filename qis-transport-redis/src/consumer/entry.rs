@@ -81,7 +81,9 @@ pub(crate) fn parse_read(v: Value, doing: &str) -> Result<Vec<RawEntry>> {
     let mut out = Vec::new();
     for (key, entries) in streams {
         // One allocation per stream: the entries share its key.
-        let stream: Arc<str> = value_str(&key).ok_or_else(|| unexpected(doing, &key))?.into();
+        let stream: Arc<str> = value_str(&key)
+            .ok_or_else(|| unexpected(doing, &key))?
+            .into();
         let Value::Array(entries) = entries else {
             continue;
         };
