@@ -65,23 +65,26 @@ end
 local out = {}
 local touched = {}
 local order = {}
+local nout, nfresh = 0, #fresh
 local function remember()
-  if #fresh > 0 then
+  if nfresh > 0 then
     redis.call('HSET', cur, unpack(fresh))
     redis.call('PEXPIREAT', cur, expire_at)
   end
 end
+local pcall = redis.pcall
+local dedup = window > 0
 for i = 1, n do
   local skey = KEYS[3 + i]
   local pid = ARGV[6 + 2 * i]
-  local body = ARGV[7 + 2 * i]
   local v = known[pid]
   if v then
-    out[#out + 1] = 1
-    out[#out + 1] = v
+    out[nout + 1] = 1
+    out[nout + 2] = v
   else
-    local r = redis.pcall('XADD', skey, '*', 'id', pid, 'body', body)
-    if type(r) == 'table' and r.err then
+    local body = ARGV[7 + 2 * i]
+    local r = pcall('XADD', skey, '*', 'id', pid, 'body', body)
+    if type(r) == 'table' then
       remember()
       return redis.error_reply(r.err)
     end
@@ -91,16 +94,18 @@ for i = 1, n do
       touched[skey] = subject
       order[#order + 1] = {skey, subject}
     end
-    if window > 0 then
+    if dedup then
       local m = r .. ' ' .. subject
       known[pid] = m
-      fresh[#fresh + 1] = pid
-      fresh[#fresh + 1] = m
+      fresh[nfresh + 1] = pid
+      fresh[nfresh + 2] = m
+      nfresh = nfresh + 2
     end
     if live then redis.call('PUBLISH', chan .. subject, body) end
-    out[#out + 1] = 0
-    out[#out + 1] = r
+    out[nout + 1] = 0
+    out[nout + 2] = r
   end
+  nout = nout + 2
 end
 remember()
 local minid = false
