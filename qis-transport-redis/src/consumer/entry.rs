@@ -22,12 +22,27 @@ pub(crate) struct RawEntry {
     pub(crate) count: u32,
 }
 
-/// Parse a stream entry id `ms-seq`.
+/// Parse a stream entry id `ms-seq` (decimal digits only, each part within
+/// `u64`). Every delivery's position is one: a byte loop, not `split_once`
+/// and two `str::parse`.
 pub(crate) fn parse_entry_id(s: &str) -> Option<Position> {
-    let (ms, seq) = s.split_once('-')?;
+    fn number(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            if d.is_ascii_digit() {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            } else {
+                None
+            }
+        })
+    }
+    let b = s.as_bytes();
+    let dash = b.iter().position(|&c| c == b'-')?;
     Some(Position::StreamId {
-        ms: ms.parse().ok()?,
-        seq: seq.parse().ok()?,
+        ms: number(&b[..dash])?,
+        seq: number(&b[dash + 1..])?,
     })
 }
 
@@ -231,5 +246,16 @@ mod tests {
         );
         assert_eq!(parse_entry_id("x-1"), None);
         assert_eq!(parse_entry_id("17"), None);
+        assert_eq!(parse_entry_id("1-"), None);
+        assert_eq!(parse_entry_id("-1"), None);
+        assert_eq!(parse_entry_id("1-2-3"), None);
+        assert_eq!(parse_entry_id("18446744073709551616-0"), None);
+        assert_eq!(
+            parse_entry_id("18446744073709551615-0"),
+            Some(Position::StreamId {
+                ms: u64::MAX,
+                seq: 0
+            })
+        );
     }
 }
