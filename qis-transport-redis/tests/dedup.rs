@@ -162,7 +162,7 @@ async fn concurrent_duplicates_store_once(url: String, prefix: Subject) -> CaseR
             if !r.duplicate {
                 *stored.entry(r.id).or_insert(0) += 1;
             }
-            let first = positions.entry(r.id).or_insert_with(|| r.position.clone());
+            let first = positions.entry(r.id).or_insert(r.position);
             ensure!(
                 *first == r.position,
                 "packet {} has receipts at {first} and {}",
