@@ -61,7 +61,7 @@ pub fn read_value(v: Value) -> Result<Vec<Entry>> {
         .into_iter()
         .map(|e| Entry {
             decoded: decode_raw(&keys, &e),
-            stream: e.stream,
+            stream: e.stream.to_string(),
             id: e.entry,
         })
         .collect())

@@ -125,7 +125,7 @@
 //! | `{ns}:subjects` | sorted set (all scores 0) | every subject that has a stream, for pattern consumers to find streams (lexicographic range on the pattern's literal prefix) and for the sweep to walk (a cursor over the same order) |
 //! | `{ns}:subjects:v` | string (counter) | raised whenever a subject enters or leaves the index, so readers know when to look again |
 //! | `{ns}:new-subjects` | stream | one entry per new subject, to wake blocked pattern consumers |
-//! | `{ns}:d:{window ms}:{bucket}` | hash with expiry | packet id → `"{entry id} {subject}"` of recent deposits, for de-duplication; one per `dedup_window` of server time (bucket = ⌊ms / window⌋), expiring when the next bucket is over |
+//! | `{ns}:d:{window ms}:{bucket}` | hash with expiry | packet id → `"{entry id} {subject}"` of recent deposits, for de-duplication; one per `dedup_window` of server time (bucket = ⌊ms / window⌋), expiring when the next bucket is over; its field `encoding` (a 65-byte value) makes Redis keep it as a hash table from the start, not a listpack that is scanned per lookup |
 //! | `{ns}:c:{consumer}` | hash | a durable consumer's definition: `pattern`, `start`, `lazy_start`, `ack_wait` (ms) |
 //! | `{ns}:c:{consumer}:delayed` | sorted set | naks with a delay longer than the ack wait: `"{stream key} {entry id}"` scored by the retry time (ms) |
 //!

@@ -1,10 +1,12 @@
 //! De-duplication on Redis, against the server at `QIS_REDIS_URL`: per
 //! transport, not per subject, with the original's subject and position in
-//! a duplicate's receipt, for the length of the window.
+//! a duplicate's receipt, for the length of the window; atomic under
+//! concurrent depositors of the same packets.
 //!
 //! Without the server the cases are ignored with the reason (a failure with
 //! `QIS_REQUIRE_LIVE=1`).
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -127,9 +129,74 @@ async fn dedup_window_expires(url: String, prefix: Subject) -> CaseResult {
     Ok(())
 }
 
+/// Depositors on their own connections deposit the same batch at once,
+/// starting on a fresh de-duplication bucket (its first chunks are the ones
+/// that create it): each packet is stored once, exactly one receipt per
+/// packet is not a duplicate, every receipt of a packet names the same
+/// position, and a consumer gets each packet once.
+async fn concurrent_duplicates_store_once(url: String, prefix: Subject) -> CaseResult {
+    const DEPOSITORS: usize = 6;
+    const PACKETS: usize = 300;
+    let batch: Vec<EncodedPacket> = (0..PACKETS)
+        .map(|i| EncodedPacket::readable(&packet(&format!("p{}", i % 3), i), &prefix))
+        .collect::<Result<_, _>>()
+        .map_err(context("encode"))?;
+    let mut ts = Vec::new();
+    for _ in 0..DEPOSITORS {
+        ts.push(connect_with(&url, &prefix, |c| c).await?);
+    }
+    let all = futures::future::join_all(ts.iter().map(|t| t.deposit_encoded_batch(&batch))).await;
+    let mut stored = HashMap::new();
+    let mut positions = HashMap::new();
+    for rs in all {
+        let rs = rs.map_err(context("concurrent batch"))?;
+        ensure!(
+            rs.len() == PACKETS,
+            "{} receipts for {PACKETS} packets",
+            rs.len()
+        );
+        for r in rs {
+            if !r.duplicate {
+                *stored.entry(r.id).or_insert(0) += 1;
+            }
+            let first = positions.entry(r.id).or_insert(r.position);
+            ensure!(
+                *first == r.position,
+                "packet {} has receipts at {first} and {}",
+                r.id,
+                r.position
+            );
+        }
+    }
+    ensure!(
+        stored.len() == PACKETS && stored.values().all(|n| *n == 1),
+        "{} packets stored, {} of them more than once, by {DEPOSITORS} depositors of the same {PACKETS}",
+        stored.len(),
+        stored.values().filter(|n| **n > 1).count()
+    );
+    let c = qis_conformance::support::consumer(
+        &ts[0],
+        "all",
+        &format!("{prefix}.>"),
+        qis_core::StartPosition::All,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let got = qis_conformance::support::quiet(&c, Duration::from_secs(1)).await?;
+    let distinct: HashSet<_> = got.iter().map(|d| d.id()).collect();
+    ensure!(
+        got.len() == PACKETS && distinct.len() == PACKETS,
+        "{} deliveries ({} distinct) of {PACKETS} packets",
+        got.len(),
+        distinct.len()
+    );
+    Ok(())
+}
+
 fn main() {
     qis_conformance::run_trials(live_trials!(
         duplicate_receipt_names_the_original,
         dedup_window_expires,
+        concurrent_duplicates_store_once,
     ));
 }

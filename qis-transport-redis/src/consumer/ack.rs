@@ -24,15 +24,26 @@ impl RedisConsumer {
         &self,
         items: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> Result<()> {
-        let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
+        // Deliveries come in runs of one stream (a fetch reads stream by
+        // stream): the group is looked up when the stream changes, not
+        // hashed per delivery.
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut last = usize::MAX;
         for (s, id) in items {
-            by_stream.entry(s).or_default().push(id);
+            if groups.get(last).is_none_or(|(g, _)| *g != s) {
+                last = *index.entry(s).or_insert_with(|| {
+                    groups.push((s, Vec::new()));
+                    groups.len() - 1
+                });
+            }
+            groups[last].1.push(id);
         }
-        if by_stream.is_empty() {
+        if groups.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (s, ids) in &by_stream {
+        for (s, ids) in &groups {
             pipe.cmd("XACK").arg(*s).arg(&self.name).arg(ids).ignore();
         }
         let mut conn = self.transport.conn();
@@ -46,14 +57,14 @@ impl RedisConsumer {
             .iter()
             .map(|d| token_value::<RedisAck>(NAME, d))
             .collect::<Result<Vec<_>>>()?;
-        self.xack(tokens.iter().map(|t| (t.stream.as_str(), t.entry.as_str())))
+        self.xack(tokens.iter().map(|t| (&*t.stream, t.entry.as_str())))
             .await
     }
 
     pub(super) async fn nak_delivery(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
         let t = token_value::<RedisAck>(NAME, delivery)?;
         let mut inv = NAK.prepare_invoke();
-        inv.key(&t.stream)
+        inv.key(&*t.stream)
             .key(&self.delayed_key)
             .key(&self.def_key)
             .arg(&self.name)

@@ -1,5 +1,7 @@
 //! Stream entries as Redis returns them, and the packets in them.
 
+use std::sync::Arc;
+
 use qis_core::{Error, ErrorKind, Position, Received, Result};
 use redis::Value;
 
@@ -10,9 +12,9 @@ use crate::NAME;
 /// One entry as read from Redis, not yet decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RawEntry {
-    /// The stream key.
-    pub(crate) stream: String,
-    /// The entry id, as Redis wrote it.
+    /// The stream key, shared by the entries read from one stream.
+    pub(crate) stream: Arc<str>,
+    /// The entry id, as Redis wrote it (the reply's bytes, not a copy).
     pub(crate) entry: String,
     /// The entry's field/value list (an array, or a map in RESP3).
     pub(crate) fields: Value,
@@ -20,12 +22,27 @@ pub(crate) struct RawEntry {
     pub(crate) count: u32,
 }
 
-/// Parse a stream entry id `ms-seq`.
+/// Parse a stream entry id `ms-seq` (decimal digits only, each part within
+/// `u64`). Every delivery's position is one: a byte loop, not `split_once`
+/// and two `str::parse`.
 pub(crate) fn parse_entry_id(s: &str) -> Option<Position> {
-    let (ms, seq) = s.split_once('-')?;
+    fn number(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            if d.is_ascii_digit() {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            } else {
+                None
+            }
+        })
+    }
+    let b = s.as_bytes();
+    let dash = b.iter().position(|&c| c == b'-')?;
     Some(Position::StreamId {
-        ms: ms.parse().ok()?,
-        seq: seq.parse().ok()?,
+        ms: number(&b[..dash])?,
+        seq: number(&b[dash + 1..])?,
     })
 }
 
@@ -35,6 +52,15 @@ pub(crate) fn value_str(v: &Value) -> Option<&str> {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),
         Value::SimpleString(s) => Some(s),
         _ => None,
+    }
+}
+
+/// A bulk or simple string reply as an owned string, without copying.
+fn into_string(v: Value) -> std::result::Result<String, Value> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).map_err(|e| Value::BulkString(e.into_bytes())),
+        Value::SimpleString(s) => Ok(s),
+        other => Err(other),
     }
 }
 
@@ -69,12 +95,14 @@ pub(crate) fn parse_read(v: Value, doing: &str) -> Result<Vec<RawEntry>> {
     };
     let mut out = Vec::new();
     for (key, entries) in streams {
-        let stream = value_str(&key)
+        // One allocation per stream: the entries share its key.
+        let stream: Arc<str> = value_str(&key)
             .ok_or_else(|| unexpected(doing, &key))?
-            .to_string();
+            .into();
         let Value::Array(entries) = entries else {
             continue;
         };
+        out.reserve(entries.len());
         for e in entries {
             let Value::Array(mut parts) = e else {
                 return Err(unexpected(doing, &e));
@@ -84,11 +112,9 @@ pub(crate) fn parse_read(v: Value, doing: &str) -> Result<Vec<RawEntry>> {
             }
             let fields = parts.pop().unwrap_or(Value::Nil);
             let id = parts.pop().unwrap_or(Value::Nil);
-            let entry = value_str(&id)
-                .ok_or_else(|| unexpected(doing, &id))?
-                .to_string();
+            let entry = into_string(id).map_err(|id| unexpected(doing, &id))?;
             out.push(RawEntry {
-                stream: stream.clone(),
+                stream: Arc::clone(&stream),
                 entry,
                 fields,
                 count: 1,
@@ -132,7 +158,7 @@ pub(crate) fn parse_look(v: Value) -> Result<Look> {
             return Err(unexpected(doing, &k));
         };
         out.push(RawEntry {
-            stream: stream.to_string(),
+            stream: stream.into(),
             entry: entry.to_string(),
             fields,
             count: as_i64(&n)
@@ -165,21 +191,28 @@ pub(crate) fn decode_raw(keys: &Keys, e: &RawEntry) -> Result<(Received, Positio
 
 /// The `body` and `id` fields of an entry.
 fn fields_of(fields: &Value) -> (Option<&[u8]>, Option<&[u8]>) {
-    let pairs: Box<dyn Iterator<Item = (&Value, &Value)> + '_> = match fields {
-        Value::Array(a) => Box::new(a.chunks_exact(2).map(|c| (&c[0], &c[1]))),
-        Value::Map(m) => Box::new(m.iter().map(|(k, v)| (k, v))),
-        _ => Box::new(std::iter::empty()),
-    };
-    let mut body = None;
-    let mut id = None;
-    for (k, v) in pairs {
+    fn take<'a>(k: &Value, v: &'a Value, body: &mut Option<&'a [u8]>, id: &mut Option<&'a [u8]>) {
         if let (Value::BulkString(k), Value::BulkString(v)) = (k, v) {
             match k.as_slice() {
-                b"body" => body = Some(v.as_slice()),
-                b"id" => id = Some(v.as_slice()),
+                b"body" => *body = Some(v.as_slice()),
+                b"id" => *id = Some(v.as_slice()),
                 _ => {}
             }
         }
+    }
+    let (mut body, mut id) = (None, None);
+    match fields {
+        Value::Array(a) => {
+            for pair in a.chunks_exact(2) {
+                take(&pair[0], &pair[1], &mut body, &mut id);
+            }
+        }
+        Value::Map(m) => {
+            for (k, v) in m {
+                take(k, v, &mut body, &mut id);
+            }
+        }
+        _ => {}
     }
     (body, id)
 }
@@ -213,5 +246,16 @@ mod tests {
         );
         assert_eq!(parse_entry_id("x-1"), None);
         assert_eq!(parse_entry_id("17"), None);
+        assert_eq!(parse_entry_id("1-"), None);
+        assert_eq!(parse_entry_id("-1"), None);
+        assert_eq!(parse_entry_id("1-2-3"), None);
+        assert_eq!(parse_entry_id("18446744073709551616-0"), None);
+        assert_eq!(
+            parse_entry_id("18446744073709551615-0"),
+            Some(Position::StreamId {
+                ms: u64::MAX,
+                seq: 0
+            })
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Fetching: new entries with `XREADGROUP`, due redeliveries claimed with
 //! `XPENDING IDLE` + `XCLAIM`, and a blocking read when nothing is there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -288,11 +288,22 @@ impl RedisConsumer {
             if entries.is_empty() {
                 break;
             }
-            let mut per_stream: HashMap<&str, usize> = HashMap::new();
+            // A reply lists each stream's entries together: count the runs
+            // (a hash per stream, not per entry). Streams that filled their
+            // share may hold more.
+            let mut runs: Vec<(&str, usize)> = Vec::new();
             for e in &entries {
-                *per_stream.entry(e.stream.as_str()).or_default() += 1;
+                match runs.last_mut() {
+                    Some((s, n)) if *s == &*e.stream => *n += 1,
+                    _ => runs.push((&e.stream, 1)),
+                }
             }
-            candidates.retain(|s| per_stream.get(s).copied().unwrap_or(0) >= share);
+            let full: HashSet<&str> = runs
+                .into_iter()
+                .filter(|&(_, n)| n >= share)
+                .map(|(s, _)| s)
+                .collect();
+            candidates.retain(|s| full.contains(s));
             out.extend(entries);
         }
         let len = match len {
@@ -387,7 +398,7 @@ impl RedisConsumer {
         };
         let mut entries = parse_read(v, "blocking fetch")?;
         let (news, data): (Vec<RawEntry>, Vec<RawEntry>) =
-            entries.drain(..).partition(|e| e.stream == new_subjects);
+            entries.drain(..).partition(|e| *e.stream == *new_subjects);
         if !news.is_empty() {
             // A subject appeared: discover on the next turn; the event itself
             // needs no redelivery.
@@ -431,7 +442,7 @@ impl RedisConsumer {
             }
         }
         if !bad.is_empty() {
-            self.xack(bad.iter().map(|e| (e.stream.as_str(), e.entry.as_str())))
+            self.xack(bad.iter().map(|e| (&*e.stream, e.entry.as_str())))
                 .await?;
         }
         Ok(out)

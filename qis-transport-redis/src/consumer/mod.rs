@@ -40,7 +40,8 @@ const MEMBER: &str = "qis";
 /// The token of a delivery: what an ack or nak needs to find it again.
 #[derive(Debug)]
 struct RedisAck {
-    stream: String,
+    /// The stream key, shared with the other deliveries read from it.
+    stream: std::sync::Arc<str>,
     entry: String,
 }
 

@@ -34,6 +34,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local known = {}
 local cur
 local expire_at
+local fresh = {}
 if window > 0 then
   local b = math.floor(now / window)
   cur = ARGV[6] .. string.format('%d', b)
@@ -41,7 +42,19 @@ if window > 0 then
   local prev = ARGV[6] .. string.format('%d', b - 1)
   local pids = {}
   for i = 1, n do pids[i] = ARGV[6 + 2 * i] end
-  local a = redis.call('HMGET', cur, unpack(pids))
+  local a = {}
+  if redis.call('EXISTS', cur) == 1 then
+    a = redis.call('HMGET', cur, unpack(pids))
+  else
+    -- A new bucket: its first write carries a value longer than a
+    -- listpack holds (hash-max-listpack-value, 64 by default), so Redis
+    -- makes it a hash table at once. As a listpack (up to 512 fields) every
+    -- lookup and insert scans the whole list: the first chunks of each
+    -- window would cost time quadratic in their size. Packet ids are hex,
+    -- so this field is never taken for one.
+    fresh[1] = 'encoding'
+    fresh[2] = string.rep('h', 65)
+  end
   local p = {}
   if redis.call('EXISTS', prev) == 1 then p = redis.call('HMGET', prev, unpack(pids)) end
   for i = 1, n do
@@ -50,26 +63,28 @@ if window > 0 then
   end
 end
 local out = {}
-local fresh = {}
 local touched = {}
 local order = {}
+local nout, nfresh = 0, #fresh
 local function remember()
-  if #fresh > 0 then
+  if nfresh > 0 then
     redis.call('HSET', cur, unpack(fresh))
     redis.call('PEXPIREAT', cur, expire_at)
   end
 end
+local pcall = redis.pcall
+local dedup = window > 0
 for i = 1, n do
   local skey = KEYS[3 + i]
   local pid = ARGV[6 + 2 * i]
-  local body = ARGV[7 + 2 * i]
   local v = known[pid]
   if v then
-    out[#out + 1] = 1
-    out[#out + 1] = v
+    out[nout + 1] = 1
+    out[nout + 2] = v
   else
-    local r = redis.pcall('XADD', skey, '*', 'id', pid, 'body', body)
-    if type(r) == 'table' and r.err then
+    local body = ARGV[7 + 2 * i]
+    local r = pcall('XADD', skey, '*', 'id', pid, 'body', body)
+    if type(r) == 'table' then
       remember()
       return redis.error_reply(r.err)
     end
@@ -79,16 +94,18 @@ for i = 1, n do
       touched[skey] = subject
       order[#order + 1] = {skey, subject}
     end
-    if window > 0 then
+    if dedup then
       local m = r .. ' ' .. subject
       known[pid] = m
-      fresh[#fresh + 1] = pid
-      fresh[#fresh + 1] = m
+      fresh[nfresh + 1] = pid
+      fresh[nfresh + 2] = m
+      nfresh = nfresh + 2
     end
     if live then redis.call('PUBLISH', chan .. subject, body) end
-    out[#out + 1] = 0
-    out[#out + 1] = r
+    out[nout + 1] = 0
+    out[nout + 2] = r
   end
+  nout = nout + 2
 end
 remember()
 local minid = false
