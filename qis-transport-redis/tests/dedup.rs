@@ -59,14 +59,7 @@ async fn duplicate_receipt_names_the_original(url: String, prefix: Subject) -> C
         "the same packet on two subjects in one batch: {rs:?}"
     );
     // Stored once: the other subject's stream was never written.
-    let c = qis_conformance::support::consumer(
-        &t,
-        "all",
-        &format!("{prefix}.>"),
-        qis_core::StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = qis_conformance::support::open_consumer(&t, "all", &format!("{prefix}.>")).await?;
     let got = qis_conformance::support::quiet(&c, Duration::from_secs(1)).await?;
     ensure!(
         got.len() == 2,
@@ -174,14 +167,7 @@ async fn concurrent_duplicates_store_once(url: String, prefix: Subject) -> CaseR
         stored.len(),
         stored.values().filter(|n| **n > 1).count()
     );
-    let c = qis_conformance::support::consumer(
-        &ts[0],
-        "all",
-        &format!("{prefix}.>"),
-        qis_core::StartPosition::All,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let c = qis_conformance::support::open_consumer(&ts[0], "all", &format!("{prefix}.>")).await?;
     let got = qis_conformance::support::quiet(&c, Duration::from_secs(1)).await?;
     let distinct: HashSet<_> = got.iter().map(|d| d.id()).collect();
     ensure!(
