@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::cli::BridgeArgs;
 use crate::error::CliError;
 use crate::show;
+use crate::signals::Signals;
 
 /// How often the terminal display is refreshed.
 const TICK: Duration = Duration::from_millis(250);
@@ -57,31 +58,10 @@ fn config(args: &BridgeArgs) -> Result<BridgeConfig, CliError> {
 /// once (exit 130), without waiting for the batch in flight.
 fn on_signal() -> Result<tokio::sync::oneshot::Receiver<&'static str>, CliError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| CliError::runtime(format!("cannot listen for SIGTERM: {e}")))?;
+    let mut signals = Signals::listen()?;
     tokio::spawn(async move {
-        let first = async {
-            #[cfg(unix)]
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        };
-        let which = first.await;
-        let _ = tx.send(which);
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(signals.next().await);
+        signals.next().await;
         eprintln!("qis: second signal: stopping now; the batch in flight comes back to the bridge next time");
         std::process::exit(130);
     });

@@ -42,6 +42,7 @@ mod fingerprint;
 mod input;
 mod serve;
 mod show;
+mod signals;
 mod status;
 mod synth;
 mod twins;

@@ -9,11 +9,13 @@ use crate::cli::ServeArgs;
 use crate::error::CliError;
 use crate::input::connect;
 use crate::show;
+use crate::signals::Signals;
 
 /// Run `qis serve`.
 pub async fn run(url: &str, prefix: Option<&Subject>, args: ServeArgs) -> Result<(), CliError> {
     let config = config(&args)?;
     let transport = connect(url, prefix).await?;
+    let mut signals = Signals::listen()?;
     let gateway = match qis_gateway::start(transport.clone(), config).await {
         Ok(g) => g,
         Err(e) => {
@@ -29,7 +31,11 @@ pub async fn run(url: &str, prefix: Option<&Subject>, args: ServeArgs) -> Result
         gateway.url(),
         gateway.url(),
     );
-    gateway.run_until(stop_signal()).await?;
+    gateway
+        .run_until(async move {
+            signals.next().await;
+        })
+        .await?;
     eprintln!("qis: gateway stopped");
     Ok(())
 }
@@ -51,27 +57,4 @@ fn config(args: &ServeArgs) -> Result<GatewayConfig, CliError> {
         config = config.tls(cert, key);
     }
     Ok(config)
-}
-
-/// Ctrl-C, or SIGTERM where there is one.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -1,4 +1,5 @@
-//! `qis watch`: live packets as they arrive, until Ctrl-C or `--count`.
+//! `qis watch`: live packets as they arrive, until Ctrl-C (or SIGTERM) or
+//! `--count`.
 
 use futures::StreamExt;
 use qis::Subject;
@@ -7,6 +8,7 @@ use crate::cli::WatchArgs;
 use crate::error::CliError;
 use crate::input::connect;
 use crate::show;
+use crate::signals::Signals;
 
 /// Run `qis watch`.
 pub async fn run(url: &str, prefix: Option<&Subject>, args: WatchArgs) -> Result<(), CliError> {
@@ -17,17 +19,16 @@ pub async fn run(url: &str, prefix: Option<&Subject>, args: WatchArgs) -> Result
         .unwrap_or_else(|| transport.prefix().all_below());
     let result = async {
         let mut live = transport.subscribe(pattern.clone()).await?;
+        let mut signals = Signals::listen()?;
         // Said once the subscription is active: a packet deposited from now on is shown.
         eprintln!(
             "qis: watching {pattern} on {} (Ctrl-C to stop)",
             show::redacted(url)
         );
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
         let mut seen = 0u64;
         while args.count.is_none_or(|n| seen < n) {
             tokio::select! {
-                _ = &mut ctrl_c => break,
+                _ = signals.next() => break,
                 item = live.next() => match item {
                     None => return Err(CliError::runtime(format!(
                         "the live subscription to {pattern} ended: the {} transport closed it",

@@ -590,6 +590,22 @@ mod sqlite {
         (child, out, err)
     }
 
+    /// The lines still to come on `lines` until its process closed the
+    /// pipe (it has exited): they may still be on their way through the
+    /// reader thread.
+    fn rest_of(lines: &mpsc::Receiver<String>, what: &str) -> Vec<String> {
+        let mut rest = Vec::new();
+        loop {
+            match lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(l) => rest.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{what} did not close within 10 s of the exit: {rest:?}")
+                }
+            }
+        }
+    }
+
     #[test]
     fn watch_shows_live_packets_then_stops_at_count() {
         let dir = TempDir::new("watch");
@@ -734,7 +750,7 @@ mod sqlite {
                 "the bridge exited after the signal",
             );
             assert_eq!(status.code(), Some(0), "{signal}: {status:?}");
-            let last: Vec<String> = out.try_iter().collect();
+            let last = rest_of(&out, &format!("{signal}: the bridge's stdout"));
             assert!(
                 last.last().is_some_and(|l| l.ends_with("(stopped)")),
                 "{signal}: the last line says it stopped: {last:?}"
