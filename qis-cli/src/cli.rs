@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use qis::{Subject, SubjectPattern};
 
+use crate::error::CliError;
+
 /// `qis`: deposit, watch, fetch and synthesise outcome packets on any QIS
 /// transport, and measure the transports against each other.
 #[derive(Debug, Parser)]
@@ -363,19 +365,20 @@ pub struct SynthOptions {
 }
 
 impl SynthOptions {
-    /// The library configuration these options describe.
-    pub fn config(&self) -> qis::SynthesisConfig {
+    /// The library configuration these options describe; a value it
+    /// refuses is a usage error.
+    pub fn config(&self) -> Result<qis::SynthesisConfig, CliError> {
         let mut c = qis::SynthesisConfig::default()
             .with_method(self.method.into())
             .with_quorum(self.quorum)
-            .with_threshold(self.threshold)
-            .with_half_life(self.half_life)
+            .with_threshold(self.threshold)?
+            .with_half_life(self.half_life)?
             .with_outliers(!self.no_outliers)
-            .with_resolution(self.resolution);
+            .with_resolution(self.resolution)?;
         if let Some(now) = self.now {
-            c = c.with_now(now);
+            c = c.with_now(now)?;
         }
-        c
+        Ok(c)
     }
 }
 
@@ -707,7 +710,7 @@ mod tests {
         let Command::Synth(args) = cli.command else {
             panic!("not synth")
         };
-        let c = args.options.config();
+        let c = args.options.config().unwrap();
         assert_eq!(c.method(), qis::Method::Seed);
         assert_eq!(c.quorum(), 1);
         assert_eq!(c.half_life(), Some(Duration::from_secs(3600)));
@@ -718,7 +721,7 @@ mod tests {
             let mut v = vec!["qis", "synth", "hvac", "x", "--consumer", "c"];
             v.extend(extra);
             match Cli::try_parse_from(v).unwrap().command {
-                Command::Synth(a) => a.options.config().outliers(),
+                Command::Synth(a) => a.options.config().unwrap().outliers(),
                 _ => unreachable!(),
             }
         };

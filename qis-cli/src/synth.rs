@@ -30,12 +30,13 @@ pub async fn run(url: &str, prefix: Option<&Subject>, args: SynthArgs) -> Result
             "--own-json FILE ('-' for stdin)",
         )?,
     };
+    // Checked before anything is fetched (and acked).
+    let config = args.options.config()?;
     let transport = connect(url, prefix).await?;
     let result = crate::twins::fetch(&transport, &args.consumer, |_| Ok(())).await;
     let closed = transport.close().await;
     let twins = result?;
     closed?;
-    let config = args.options.config();
     // The deliveries carry the packet ids the transport stored: duplicates
     // are recognised by id, nothing is re-encoded.
     let s = synthesize_with(&config, &own, &twins);

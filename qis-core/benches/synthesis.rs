@@ -226,7 +226,7 @@ const ROUNDS: usize = 3;
 fn profile(args: &[String]) {
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let config = match args.get(3).map(String::as_str) {
-        Some("default") => SynthesisConfig::default().with_now(T),
+        Some("default") => SynthesisConfig::default().with_now(T).unwrap(),
         _ => SynthesisConfig::seed(),
     };
     let dup = args.get(4).is_some_and(|a| a == "dup");
@@ -289,7 +289,7 @@ fn main() {
         "{:>8} {:>5} {:>9} {:>15} {:>7} {:>13} {:>7}",
         "packets", "dups", "seed", "qis seed rules", "ratio", "qis default", "ratio"
     );
-    let default = SynthesisConfig::default().with_now(T);
+    let default = SynthesisConfig::default().with_now(T).unwrap();
     // `cargo bench -p qis-core --bench synthesis -- 10000` runs one size.
     let only: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     for n in SIZES

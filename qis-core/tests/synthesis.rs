@@ -50,7 +50,7 @@ fn received(p: &OutcomePacket) -> Received {
 }
 
 fn config() -> SynthesisConfig {
-    SynthesisConfig::default().with_now(T)
+    SynthesisConfig::default().with_now(T).unwrap()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -166,7 +166,10 @@ fn a_lone_agent_never_alerts_under_any_method() {
 fn quorum_counts_distinct_agents_behind_the_consensus() {
     let own = x("me", 0.9);
     let twins = [x("a", 0.9), x("b", 0.9), y("c", 0.9), y("d", 0.9)];
-    let c = config().with_threshold(0.5).with_method(Method::Majority);
+    let c = config()
+        .with_threshold(0.5)
+        .unwrap()
+        .with_method(Method::Majority);
     // 3 of 5 for energy-anomaly: 0.6 > 0.5.
     let s = synthesize_with(&c.with_quorum(3), &own, &twins);
     assert!(s.quorum_met && s.alert);
@@ -186,7 +189,7 @@ fn threshold_is_strict() {
     let twins = [x("a", 0.9), x("b", 0.9), y("c", 0.9), y("d", 0.9)];
     let c = config().with_method(Method::Majority);
     assert!(!synthesize_with(&c, &own, &twins).alert, "0.6 is not > 0.6");
-    assert!(synthesize_with(&c.with_threshold(0.59), &own, &twins).alert);
+    assert!(synthesize_with(&c.with_threshold(0.59).unwrap(), &own, &twins).alert);
 }
 
 // ── Recency ────────────────────────────────────────────────────────────────
@@ -201,7 +204,7 @@ fn an_old_vote_weighs_less_than_a_fresh_one() {
     assert_eq!(s.consensus_problem, "hvac.y");
     assert_close!(s.weighted_strength, 2.0 / 3.0);
     // Half-life 1 h: each 2 h old vote weighs 1/4, so 1 against 0.5.
-    let recent = majority.with_half_life(Duration::from_secs(3600));
+    let recent = majority.with_half_life(Duration::from_secs(3600)).unwrap();
     let s = synthesize_with(&recent, &own, [&a, &b]);
     assert_eq!(s.consensus_problem, "hvac.x");
     assert_close!(s.weighted_strength, 1.0 / 1.5);
@@ -231,12 +234,13 @@ fn recency_ages_from_now_and_never_below_zero() {
     let old = pkt("b", "y", 1.0, T - HOUR, &[]);
     let c = config()
         .with_method(Method::Majority)
-        .with_half_life(Duration::from_secs(3600));
+        .with_half_life(Duration::from_secs(3600))
+        .unwrap();
     // The future vote weighs 1 (age 0), the hour-old one 1/2.
     let s = synthesize_with(&c, &own, [&future, &old]);
     assert_close!(s.weighted_strength, 2.0 / 2.5);
     // Measured an hour later, the own and future votes are 1 h and -9 h old.
-    let s = synthesize_with(&c.with_now(T + HOUR), &own, [&future, &old]);
+    let s = synthesize_with(&c.with_now(T + HOUR).unwrap(), &own, [&future, &old]);
     assert_close!(s.weighted_strength, 1.5 / 1.75);
     assert_eq!(s.synthesized_at, T + HOUR);
 }
@@ -248,7 +252,11 @@ fn the_seed_method_ignores_the_half_life() {
     let b = pkt("b", "y", 0.8, T - 9.0 * HOUR, &[]);
     let c = config().with_method(Method::Seed);
     let plain = synthesize_with(&c, &own, [&a, &b]);
-    let recent = synthesize_with(&c.with_half_life(Duration::from_secs(60)), &own, [&a, &b]);
+    let recent = synthesize_with(
+        &c.with_half_life(Duration::from_secs(60)).unwrap(),
+        &own,
+        [&a, &b],
+    );
     assert_eq!(figures(&plain), figures(&recent));
     assert_eq!(recent.consensus_problem, "hvac.y");
 }
@@ -386,7 +394,7 @@ fn bayes_dissenters_count_against() {
 fn bayes_prior_and_recency() {
     // Prior Beta(2, 8), one sure voter: Beta(3, 8).
     let s = synthesize_with(
-        &config().with_prior(2.0, 8.0),
+        &config().with_prior(2.0, 8.0).unwrap(),
         &x("me", 1.0),
         [] as [&OutcomePacket; 0],
     );
@@ -396,7 +404,7 @@ fn bayes_prior_and_recency() {
     // An hour-old sure supporter with a one-hour half-life adds 0.5: Beta(2.5, 1).
     let old = pkt("a", "energy-anomaly", 1.0, T - HOUR, &NEAR[1]);
     let s = synthesize_with(
-        &config().with_half_life(Duration::from_secs(3600)),
+        &config().with_half_life(Duration::from_secs(3600)).unwrap(),
         &x("me", 1.0),
         [&old],
     );
@@ -509,7 +517,7 @@ fn small_problems_are_not_filtered_and_the_filter_can_be_off() {
         vec!["far"]
     );
     assert!(
-        synthesize_with(&config().with_outlier_k(10.0), &own, &twins)
+        synthesize_with(&config().with_outlier_k(10.0).unwrap(), &own, &twins)
             .outliers
             .is_empty()
     );
@@ -548,7 +556,7 @@ fn agreement_below_100_percent_on_one_subject() {
         assert!((got - want).abs() < 1e-15, "{:?}", s.consensus_context);
     }
     // At resolution 1 every vector is in bucket (0, 0, 0, 0).
-    let s = synthesize_with(&c.with_resolution(1), &own, &twins);
+    let s = synthesize_with(&c.with_resolution(1).unwrap(), &own, &twins);
     assert_eq!(s.agreement, 1.0);
     assert_says(&s, "all in one situation");
 }
@@ -653,7 +661,7 @@ fn deliveries_are_identified_by_the_id_they_came_with() {
 #[test]
 fn the_next_packet_carries_the_consensus_and_counts_once() {
     let (own, twins) = swarm_of_four();
-    let s = synthesize_with(&config().with_now(T + 60.0), &own, &twins);
+    let s = synthesize_with(&config().with_now(T + 60.0).unwrap(), &own, &twins);
     assert!(s.alert);
     let next = s.next_packet(&own).unwrap();
     assert_eq!(next.agent_id, "me");
@@ -677,7 +685,7 @@ fn the_next_packet_carries_the_consensus_and_counts_once() {
     seen.push(&own);
     seen.push(&next);
     for m in Method::ALL {
-        let c = config().with_method(m).with_now(T + 120.0);
+        let c = config().with_method(m).with_now(T + 120.0).unwrap();
         let s2 = synthesize_with(&c, &other, seen.iter().copied());
         assert_eq!(s2.n_agents, 5, "{m}");
         assert_eq!(s2.superseded_ignored, 1, "{m}");
@@ -695,7 +703,7 @@ fn the_next_packet_carries_the_consensus_and_counts_once() {
 #[test]
 fn the_next_packet_is_later_than_the_own_packet() {
     let own = x("me", 0.8);
-    let s = synthesize_with(&config().with_now(T - 100.0), &own, [&x("a", 0.8)]);
+    let s = synthesize_with(&config().with_now(T - 100.0).unwrap(), &own, [&x("a", 0.8)]);
     let next = s.next_packet(&own).unwrap();
     assert!(next.timestamp > own.timestamp);
     assert!(next.timestamp - own.timestamp < 1e-3);
@@ -734,7 +742,7 @@ fn the_next_packet_fits_in_512_bytes() {
 fn the_whole_result_serialises() {
     let (own, twins) = swarm_of_four();
     let s = synthesize_with(
-        &config().with_half_life(Duration::from_secs(600)),
+        &config().with_half_life(Duration::from_secs(600)).unwrap(),
         &own,
         &twins,
     );
@@ -769,24 +777,27 @@ fn the_whole_result_serialises() {
 fn config_from(v: &serde_json::Value) -> SynthesisConfig {
     let mut c = SynthesisConfig::default()
         .with_method(v["method"].as_str().unwrap().parse().unwrap())
-        .with_now(v["now"].as_f64().unwrap());
+        .with_now(v["now"].as_f64().unwrap())
+        .unwrap();
     if let Some(q) = v["quorum"].as_u64() {
         c = c.with_quorum(q as usize);
     }
     if let Some(t) = v["threshold"].as_f64() {
-        c = c.with_threshold(t);
+        c = c.with_threshold(t).unwrap();
     }
     if let Some(h) = v["half_life_secs"].as_f64() {
-        c = c.with_half_life(Duration::from_secs_f64(h));
+        c = c.with_half_life(Duration::from_secs_f64(h)).unwrap();
     }
     if let Some(o) = v["outliers"].as_bool() {
         c = c.with_outliers(o);
     }
     if let Some(r) = v["resolution"].as_u64() {
-        c = c.with_resolution(r as u32);
+        c = c.with_resolution(r as u32).unwrap();
     }
     if let Some(p) = v["prior"].as_array() {
-        c = c.with_prior(p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+        c = c
+            .with_prior(p[0].as_f64().unwrap(), p[1].as_f64().unwrap())
+            .unwrap();
     }
     c
 }
@@ -944,7 +955,8 @@ fn packets_that_were_never_validated_do_not_panic() {
             let c = config()
                 .with_method(m)
                 .with_outliers(outliers)
-                .with_half_life(Duration::from_secs(60));
+                .with_half_life(Duration::from_secs(60))
+                .unwrap();
             let s = synthesize_with(&c, &own, &weird);
             assert_eq!(s.n_agents + s.outliers.len(), 6, "{m}");
             assert!(s.weighted_strength.is_finite() && s.posterior.probability.is_finite());

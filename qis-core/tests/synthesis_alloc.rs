@@ -79,7 +79,7 @@ fn allocations(own: &OutcomePacket, twins: &[Received], config: Option<&Synthesi
 #[test]
 fn allocations_do_not_grow_with_the_packets() {
     let own = packet(999_999, T);
-    let config = SynthesisConfig::default().with_now(T);
+    let config = SynthesisConfig::default().with_now(T).unwrap();
     for noisy in [false, true] {
         let small = deliveries(1_000, noisy);
         let large = deliveries(100_000, noisy);

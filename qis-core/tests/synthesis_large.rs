@@ -78,12 +78,15 @@ fn received(p: OutcomePacket) -> Received {
 }
 
 fn configs() -> Vec<SynthesisConfig> {
-    let base = SynthesisConfig::default().with_now(T);
+    let base = SynthesisConfig::default().with_now(T).unwrap();
     vec![
-        SynthesisConfig::seed().with_now(T),
+        SynthesisConfig::seed().with_now(T).unwrap(),
         base,
-        base.with_method(Method::Majority).with_resolution(3),
-        base.with_half_life(std::time::Duration::from_secs(300)),
+        base.with_method(Method::Majority)
+            .with_resolution(3)
+            .unwrap(),
+        base.with_half_life(std::time::Duration::from_secs(300))
+            .unwrap(),
     ]
 }
 
@@ -200,7 +203,11 @@ fn outliers_in_large_swarms_are_the_ones_the_rule_names() {
         (4000, 0, 0.5),
     ] {
         let (own, twins) = swarm(n, wild, 99 + n as u64);
-        let c = SynthesisConfig::default().with_now(T).with_outlier_k(k);
+        let c = SynthesisConfig::default()
+            .with_now(T)
+            .unwrap()
+            .with_outlier_k(k)
+            .unwrap();
         let s = synthesize_with(&c, &own, &twins);
         let expected = outliers_by_the_rule(&own, &twins, k, 4.0);
         assert_eq!(

@@ -65,9 +65,12 @@ fn config_strategy() -> impl Strategy<Value = SynthesisConfig> {
                 .with_method(method)
                 .with_quorum(quorum)
                 .with_half_life(half_life.map(Duration::from_secs))
+                .unwrap()
                 .with_outliers(outliers)
                 .with_resolution(resolution)
+                .unwrap()
                 .with_now(T)
+                .unwrap()
         })
 }
 

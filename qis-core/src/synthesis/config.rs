@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fingerprint::DEFAULT_RESOLUTION;
 
 /// The default alert threshold: strictly more than this weighted share of
@@ -111,11 +111,14 @@ impl FromStr for Method {
 /// let config = SynthesisConfig::default()
 ///     .with_method(Method::Majority)
 ///     .with_quorum(3)
-///     .with_half_life(Duration::from_secs(3600))
-///     .with_now(1_764_000_000.0);
+///     .with_half_life(Duration::from_secs(3600))?
+///     .with_now(1_764_000_000.0)?;
 /// assert_eq!(config.quorum(), 3);
 /// assert_eq!(config.threshold(), 0.6);
 /// assert!(config.outliers());
+/// // Settings that cannot work are errors, never panics.
+/// assert!(SynthesisConfig::default().with_threshold(1.5).is_err());
+/// # Ok::<(), qis_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SynthesisConfig {
@@ -231,41 +234,53 @@ impl SynthesisConfig {
         self
     }
 
-    /// Set the alert threshold.
-    ///
-    /// # Panics
-    /// If `threshold` is not within `0.0..=1.0`.
-    pub fn with_threshold(mut self, threshold: f64) -> Self {
-        assert!(
-            (0.0..=1.0).contains(&threshold),
-            "synthesis threshold {threshold} is outside 0.0..=1.0"
-        );
+    /// Set the alert threshold, within `0.0..=1.0` (otherwise an
+    /// [`InvalidInput`](ErrorKind::InvalidInput) error).
+    pub fn with_threshold(mut self, threshold: f64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(invalid(format!(
+                "the alert threshold {threshold} is outside 0.0..=1.0: give a share of the weighted vote, e.g. 0.6"
+            )));
+        }
         self.threshold = threshold;
-        self
+        Ok(self)
     }
 
     /// Weigh votes by recency: a vote `half_life` old weighs half a fresh
     /// one (`0.5^(age / half_life)`, age = `now - timestamp`, never below 0).
-    /// `None` turns recency off. [`Method::Seed`] ignores it.
-    ///
-    /// # Panics
-    /// If the half-life is zero.
-    pub fn with_half_life(mut self, half_life: impl Into<Option<Duration>>) -> Self {
+    /// `None` turns recency off. [`Method::Seed`] ignores it. A zero
+    /// half-life is an [`InvalidInput`](ErrorKind::InvalidInput) error.
+    pub fn with_half_life(mut self, half_life: impl Into<Option<Duration>>) -> Result<Self> {
         let h = half_life.into();
-        assert!(h != Some(Duration::ZERO), "a half-life must be positive");
+        if h == Some(Duration::ZERO) {
+            return Err(invalid(
+                "a half-life of zero would weigh every vote at nothing: give a positive duration, or none to turn recency off",
+            ));
+        }
         self.half_life = h;
-        self
+        Ok(self)
     }
 
     /// Measure ages from `now` (seconds since the Unix epoch) instead of the
-    /// clock; it is also the result's `synthesized_at`.
-    ///
-    /// # Panics
-    /// If `now` is not finite.
-    pub fn with_now(mut self, now: f64) -> Self {
-        assert!(now.is_finite(), "now must be a finite number of seconds");
+    /// clock; it is also the result's `synthesized_at`. A `now` that is not
+    /// finite is an [`InvalidInput`](ErrorKind::InvalidInput) error.
+    pub fn with_now(mut self, now: f64) -> Result<Self> {
+        if !now.is_finite() {
+            return Err(invalid(format!(
+                "now {now} is not a time: give seconds since the Unix epoch"
+            )));
+        }
         self.now = Some(now);
-        self
+        Ok(self)
+    }
+
+    /// This configuration as the figures were computed at `now`: finite,
+    /// the clock's or one [`with_now`](Self::with_now) checked.
+    pub(super) fn at(&self, now: f64) -> Self {
+        SynthesisConfig {
+            now: Some(now),
+            ..*self
+        }
     }
 
     /// Turn the outlier filter on or off (default on; off in
@@ -298,44 +313,46 @@ impl SynthesisConfig {
         self
     }
 
-    /// Set the outlier cut-off `k` (robust standard deviations).
-    ///
-    /// # Panics
-    /// If `k` is not finite and positive.
-    pub fn with_outlier_k(mut self, k: f64) -> Self {
-        assert!(
-            k.is_finite() && k > 0.0,
-            "outlier k {k} must be finite and positive"
-        );
+    /// Set the outlier cut-off `k` (robust standard deviations), finite
+    /// and positive (otherwise an [`InvalidInput`](ErrorKind::InvalidInput)
+    /// error).
+    pub fn with_outlier_k(mut self, k: f64) -> Result<Self> {
+        if !(k.is_finite() && k > 0.0) {
+            return Err(invalid(format!(
+                "the outlier cut-off {k} must be finite and positive, e.g. {DEFAULT_OUTLIER_K}"
+            )));
+        }
         self.outlier_k = k;
-        self
+        Ok(self)
     }
 
-    /// Set the fingerprint resolution.
-    ///
-    /// # Panics
-    /// If `resolution` is 0.
-    pub fn with_resolution(mut self, resolution: u32) -> Self {
-        assert!(
-            resolution > 0,
-            "the fingerprint resolution must be positive"
-        );
+    /// Set the fingerprint resolution, at least 1 (0 is an
+    /// [`InvalidInput`](ErrorKind::InvalidInput) error).
+    pub fn with_resolution(mut self, resolution: u32) -> Result<Self> {
+        if resolution == 0 {
+            return Err(invalid(format!(
+                "a fingerprint resolution of 0 has no buckets: give at least 1, e.g. {DEFAULT_RESOLUTION}"
+            )));
+        }
         self.resolution = resolution;
-        self
+        Ok(self)
     }
 
-    /// Set the Beta prior of the Bayesian figure.
-    ///
-    /// # Panics
-    /// If either shape is not finite and positive.
-    pub fn with_prior(mut self, alpha: f64, beta: f64) -> Self {
-        assert!(
-            alpha.is_finite() && alpha > 0.0 && beta.is_finite() && beta > 0.0,
-            "Beta prior ({alpha}, {beta}) needs two finite positive shapes"
-        );
+    /// Set the Beta prior of the Bayesian figure: two finite positive
+    /// shapes (otherwise an [`InvalidInput`](ErrorKind::InvalidInput) error).
+    pub fn with_prior(mut self, alpha: f64, beta: f64) -> Result<Self> {
+        if !(alpha.is_finite() && alpha > 0.0 && beta.is_finite() && beta > 0.0) {
+            return Err(invalid(format!(
+                "the Beta prior ({alpha}, {beta}) needs two finite positive shapes, e.g. (1, 1)"
+            )));
+        }
         self.prior = (alpha, beta);
-        self
+        Ok(self)
     }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::core(ErrorKind::InvalidInput, message)
 }
 
 #[cfg(test)]
@@ -364,14 +381,32 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "outside 0.0..=1.0")]
-    fn threshold_is_checked() {
-        let _ = SynthesisConfig::default().with_threshold(1.5);
+    fn bad_settings_are_typed_errors() {
+        let d = SynthesisConfig::default;
+        let refused = [
+            ("threshold 1.5", d().with_threshold(1.5).err()),
+            ("threshold NaN", d().with_threshold(f64::NAN).err()),
+            ("half-life 0", d().with_half_life(Duration::ZERO).err()),
+            ("now inf", d().with_now(f64::INFINITY).err()),
+            ("outlier k 0", d().with_outlier_k(0.0).err()),
+            ("outlier k NaN", d().with_outlier_k(f64::NAN).err()),
+            ("resolution 0", d().with_resolution(0).err()),
+            ("prior (0, 1)", d().with_prior(0.0, 1.0).err()),
+            ("prior (1, inf)", d().with_prior(1.0, f64::INFINITY).err()),
+        ];
+        for (what, e) in refused {
+            let e = e.unwrap_or_else(|| panic!("{what} was accepted"));
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        }
+        assert!(d().with_threshold(1.0).is_ok() && d().with_threshold(0.0).is_ok());
+        assert!(d().with_half_life(None).is_ok());
     }
 
     #[test]
     fn half_life_serialises_as_seconds() {
-        let c = SynthesisConfig::default().with_half_life(Duration::from_secs(90));
+        let c = SynthesisConfig::default()
+            .with_half_life(Duration::from_secs(90))
+            .unwrap();
         let v = serde_json::to_value(c).unwrap();
         assert_eq!(v["half_life_secs"], 90.0);
         assert_eq!(v["method"], "confidence-weighted");

@@ -27,7 +27,7 @@
 //! assert!(s.alert);
 //!
 //! // The defaults: confidence-weighted, quorum 2, outliers filtered.
-//! let config = SynthesisConfig::default().with_now(1_764_000_060.0);
+//! let config = SynthesisConfig::default().with_now(1_764_000_060.0)?;
 //! let alone = synthesize_with(&config, &own, [] as [&OutcomePacket; 0]);
 //! assert!(!alone.alert, "a lone agent never alerts about itself");
 //! let s = synthesize_with(&config, &own, [&twin]);
@@ -35,6 +35,7 @@
 //! assert_eq!(s.agreement, 1.0); // both in one fingerprint bucket
 //! assert!(s.posterior.probability > 0.6);
 //! assert!(s.recommendation.starts_with("ALERT: 2 of 2 agents report hvac.energy-anomaly"));
+//! # Ok::<(), qis_core::Error>(())
 //! ```
 
 mod agents;
@@ -243,7 +244,7 @@ where
         synthesized_at: now,
         duplicates_ignored: ballot.duplicates,
         superseded_ignored: ballot.superseded,
-        config: config.with_now(now),
+        config: config.at(now),
     };
     s.write_recommendation();
     tracing::debug!(

@@ -192,14 +192,15 @@ impl Synthesis {
     /// };
     /// let own = p("b", 0.8, vec![0.375, 0.75]);
     /// let twin = p("a", 0.9, vec![0.25, 0.875]);
-    /// let s = synthesize_with(&SynthesisConfig::default().with_now(200.0), &own, [&twin]);
-    /// let next = s.next_packet(&own).unwrap();
+    /// let s = synthesize_with(&SynthesisConfig::default().with_now(200.0)?, &own, [&twin]);
+    /// let next = s.next_packet(&own)?;
     /// assert_eq!(next.agent_id, "b");
     /// assert_eq!(next.context_vector, vec![0.3125, 0.8125]); // the mean situation
     /// assert!(next.encode().unwrap().len() <= 512);
     /// // Synthesising again with the new packet as our own: still two agents.
     /// let again = synthesize_with(&SynthesisConfig::default(), &next, [&own, &twin]);
     /// assert_eq!(again.n_agents, 2);
+    /// # Ok::<(), qis_core::Error>(())
     /// ```
     pub fn next_packet(&self, own: &OutcomePacket) -> Result<OutcomePacket> {
         let (domain, problem_class) = self.consensus_problem.split_once('.').ok_or_else(|| {
