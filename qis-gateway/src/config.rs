@@ -200,7 +200,7 @@ impl fmt::Debug for Tokens {
 
 impl Tokens {
     /// These tokens; an empty one, or one with whitespace or control
-    /// characters, is [`ErrorKind::InvalidInput`].
+    /// characters, is [`ErrorKind::InvalidInput`](qis_core::ErrorKind::InvalidInput).
     pub fn new<I, S>(tokens: I) -> Result<Tokens>
     where
         I: IntoIterator<Item = S>,

@@ -46,7 +46,7 @@ pub const DEFAULT_DATABASE: &str = "default_database";
 /// besides the system's, for `chromas://`), and Chroma's own `tenant`,
 /// `database` (both must exist or be creatable: the transport creates the
 /// database if it is missing, never the tenant) and `request_timeout`. Any
-/// other key is an [`ErrorKind::InvalidInput`] error naming the known ones.
+/// other key is an [`ErrorKind::InvalidInput`](qis_core::ErrorKind::InvalidInput) error naming the known ones.
 ///
 /// There is no retention: Chroma keeps every record until its collection is
 /// deleted, so `max_age` and `max_bytes` are refused rather than ignored.

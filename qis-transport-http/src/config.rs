@@ -39,7 +39,7 @@ pub struct HttpConfig {
     pub base_url: String,
     /// The prefix this device expects (default `qis.iot`). A gateway serves
     /// one prefix, its backend's; connecting to a gateway that serves
-    /// another is [`ErrorKind::Conflict`], naming the one it serves.
+    /// another is [`ErrorKind::Conflict`](qis_core::ErrorKind::Conflict), naming the one it serves.
     pub prefix: Subject,
     /// The bearer token, when the gateway requires one (`credentials.token`;
     /// a user and password are refused: the gateway takes tokens only).
@@ -83,7 +83,7 @@ impl HttpConfig {
     /// (default port 80 or 443). Keys: `token`, `prefix`, `connect_timeout`,
     /// `request_timeout` (durations: `5s`, `500ms`), and for `https://`
     /// `tls_ca`, `tls_cert`, `tls_key`. Anything else, several hosts, or a
-    /// user and password is [`ErrorKind::InvalidInput`].
+    /// user and password is [`ErrorKind::InvalidInput`](qis_core::ErrorKind::InvalidInput).
     pub fn from_url(url: &str) -> Result<Self> {
         let https = url
             .get(..8)

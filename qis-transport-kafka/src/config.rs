@@ -56,7 +56,7 @@ pub const DEFAULT_PORT: u16 = 9092;
 /// - `librdkafka.<property>=value`: any librdkafka client property, passed
 ///   through as is (`librdkafka.client.id=plant-7`).
 ///
-/// Any other key is an [`ErrorKind::InvalidInput`] error naming the known ones.
+/// Any other key is an [`ErrorKind::InvalidInput`](qis_core::ErrorKind::InvalidInput) error naming the known ones.
 ///
 /// # Security
 ///
@@ -91,7 +91,7 @@ pub struct KafkaConfig {
     /// `retention.bytes` is per partition the topic is created with
     /// `max_bytes / partitions`. Segments of a tenth of each make the bound
     /// hold (see the crate docs); an existing topic with other settings is a
-    /// [`Conflict`](ErrorKind::Conflict).
+    /// [`Conflict`](qis_core::ErrorKind::Conflict).
     pub retention: Retention,
     /// How long setting up one broker connection may take (librdkafka's
     /// `socket.connection.setup.timeout.ms`; default 5 s).

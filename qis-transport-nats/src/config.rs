@@ -103,7 +103,7 @@ pub struct NatsConfig {
     /// leader; zero: never retry), but never longer than half the
     /// [`Self::dedup_window`], so the server still recognises a retry of a
     /// packet it stored after all. After that the deposit fails with
-    /// [`ErrorKind::Timeout`] or [`ErrorKind::Unavailable`]: the packet may
+    /// [`ErrorKind::Timeout`](qis_core::ErrorKind::Timeout) or [`ErrorKind::Unavailable`](qis_core::ErrorKind::Unavailable): the packet may
     /// or may not be stored, and depositing it again is safe within the
     /// window. A deposit returns within about `retry_for` plus twice
     /// `request_timeout`. Connecting (creating or checking the stream) and

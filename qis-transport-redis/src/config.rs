@@ -51,7 +51,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// `max_len` (entries per subject stream), `response_timeout` (a duration),
 /// `sweep_interval` (a duration; `0s` turns the background sweep off) and
 /// `protocol` (`resp2`, the default, or `resp3`). Any other key is an
-/// [`ErrorKind::InvalidInput`] error naming the known ones.
+/// [`ErrorKind::InvalidInput`](qis_core::ErrorKind::InvalidInput) error naming the known ones.
 ///
 /// User and password are sent with `AUTH` (an ACL user, or `:password@` for
 /// the default user; a lone `secret@` is a password for the default user).

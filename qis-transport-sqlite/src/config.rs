@@ -49,7 +49,7 @@ pub enum WhenFull {
     /// Never remove a packet some durable consumer still owes (after its
     /// cursor and matching its pattern, or delivered and not acked), by size
     /// or by age; a deposit that would take the stored bodies past
-    /// `max_bytes` fails with [`ErrorKind::StoreFull`] and stores nothing.
+    /// `max_bytes` fails with [`ErrorKind::StoreFull`](qis_core::ErrorKind::StoreFull) and stores nothing.
     /// A file with no durable consumer owes nothing: plain retention. The
     /// default.
     #[default]
@@ -109,7 +109,7 @@ pub struct SqliteConfig {
     /// Indexes and consumer state come on top of the bodies.
     pub retention: Retention,
     /// How long a write waits for another process holding the write lock
-    /// before failing with [`ErrorKind::Timeout`] (default 10 s).
+    /// before failing with [`ErrorKind::Timeout`](qis_core::ErrorKind::Timeout) (default 10 s).
     pub busy_timeout: Duration,
     /// How often the file is checked for commits by other processes while a
     /// fetch waits or a live subscription is open (default 5 ms). It bounds
@@ -177,7 +177,7 @@ impl SqliteConfig {
     /// …), and the file's own `busy_timeout` and `poll_interval` (durations,
     /// e.g. `10s`, `5ms`), `synchronous` (`full` or `normal`), `when_full`
     /// (`refuse` or `drop_oldest`) and `cache_size` (bytes, e.g. `256KiB`).
-    /// Any other key is an [`ErrorKind::InvalidInput`] error naming these.
+    /// Any other key is an [`ErrorKind::InvalidInput`](qis_core::ErrorKind::InvalidInput) error naming these.
     ///
     /// In-memory databases (`sqlite::memory:`, `mode=memory`) are refused:
     /// an in-memory database is private to one connection, and this transport
