@@ -19,11 +19,13 @@
 //!   assigned partition (the group's committed offset, what retention
 //!   removed) and makes the final commit on close;
 //! - [`state`]: what the handle and its thread share, offsets included;
-//! - [`fetch`] and [`ack`]: what the caller does;
+//! - [`fetch`]: buffered records turned into deliveries, and redeliveries;
+//! - [`commit`]: acks committed, up to the first unacked delivery of each
+//!   partition;
 //! - [`backlog`]: what the group still has to do, and the groups listed.
 
-mod ack;
 mod backlog;
+mod commit;
 mod fetch;
 mod group;
 mod open;
@@ -35,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qis_core::backend::token_value;
 use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result};
 
 use crate::error::join_error;
@@ -103,12 +106,43 @@ impl DurableConsumer for KafkaConsumer {
         self.fetch_deliveries(max, wait).await
     }
 
+    /// Drop the deliveries from the in-flight table, then commit each
+    /// partition's frontier that moved ([`commit`](Self::commit)).
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
-        self.ack_deliveries(deliveries).await
+        let consumer = self.consumer()?;
+        let tokens = deliveries
+            .iter()
+            .map(|d| token_value::<KafkaAck>(NAME, d).map(|t| (t.partition, t.offset)))
+            .collect::<Result<Vec<_>>>()?;
+        {
+            let mut st = self.shared.lock();
+            let not_held = tokens
+                .iter()
+                .filter(|&&(partition, offset)| !st.ack(partition, offset))
+                .count();
+            if not_held > 0 {
+                tracing::debug!(consumer = %self.shared.name, not_held, "acks of deliveries this member no longer holds (their partition moved, or they were acked already): the partition's owner delivers them again");
+            }
+        }
+        self.commit(consumer).await
     }
 
+    /// Make the delivery due again after `delay`: it stays in the in-flight
+    /// table, which `fetch` serves first.
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        self.nak_delivery(delivery, delay).await
+        let t = token_value::<KafkaAck>(NAME, delivery)?;
+        {
+            let mut st = self.shared.lock();
+            if let Some(f) = st
+                .parts
+                .get_mut(&t.partition)
+                .and_then(|p| p.in_flight.get_mut(&t.offset))
+            {
+                f.due = std::time::Instant::now() + delay;
+            }
+        }
+        self.shared.notify.notify_waiters();
+        Ok(())
     }
 
     fn malformed_skipped(&self) -> u64 {

@@ -1,17 +1,14 @@
-//! Ack (`XACK`) and nak (the idle time reset, or the delayed set).
+//! `XACK` grouped by stream, and the nak script (the idle time reset, or
+//! the delayed set).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::Duration;
 
-use qis_core::backend::token_value;
-use qis_core::{Delivery, Result};
-use redis::{Script, Value};
-use tokio::time::Instant;
+use qis_core::Result;
+use redis::Script;
 
-use super::{RedisAck, RedisConsumer, MEMBER};
+use super::RedisConsumer;
 use crate::error::redis_error;
-use crate::NAME;
 
 /// Hands a delivery back to be claimed again after a delay (see
 /// `lua/nak.lua`).
@@ -50,34 +47,5 @@ impl RedisConsumer {
         pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| redis_error(e, &format!("ack for consumer {} failed", self.name)))
-    }
-
-    pub(super) async fn ack_deliveries(&self, deliveries: &[Delivery]) -> Result<()> {
-        let tokens = deliveries
-            .iter()
-            .map(|d| token_value::<RedisAck>(NAME, d))
-            .collect::<Result<Vec<_>>>()?;
-        self.xack(tokens.iter().map(|t| (&*t.stream, t.entry.as_str())))
-            .await
-    }
-
-    pub(super) async fn nak_delivery(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let t = token_value::<RedisAck>(NAME, delivery)?;
-        let mut inv = NAK.prepare_invoke();
-        inv.key(&*t.stream)
-            .key(&self.delayed_key)
-            .key(&self.def_key)
-            .arg(&self.name)
-            .arg(MEMBER)
-            .arg(&t.entry)
-            .arg(self.ack_wait().as_millis() as u64)
-            .arg(delay.as_millis() as u64);
-        let mut conn = self.transport.conn();
-        let _: Value = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| redis_error(e, &format!("nak for consumer {} failed", self.name)))?;
-        self.bring_claim_forward(Instant::now() + delay);
-        Ok(())
     }
 }

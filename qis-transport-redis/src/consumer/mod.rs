@@ -20,11 +20,13 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qis_core::backend::token_value;
 use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result, SubjectPattern};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
+use crate::error::redis_error;
 use crate::{RedisTransport, NAME};
 
 pub(crate) use ack::NAK;
@@ -162,12 +164,36 @@ impl DurableConsumer for RedisConsumer {
         self.fetch_deliveries(max, wait).await
     }
 
+    /// `XACK`, one command per stream, pipelined.
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
-        self.ack_deliveries(deliveries).await
+        let tokens = deliveries
+            .iter()
+            .map(|d| token_value::<RedisAck>(NAME, d))
+            .collect::<Result<Vec<_>>>()?;
+        self.xack(tokens.iter().map(|t| (&*t.stream, t.entry.as_str())))
+            .await
     }
 
+    /// `src/lua/nak.lua`: with no delay the entry's idle time is reset so that
+    /// the next claim takes it; with a delay it waits in the delayed set.
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        self.nak_delivery(delivery, delay).await
+        let t = token_value::<RedisAck>(NAME, delivery)?;
+        let mut inv = NAK.prepare_invoke();
+        inv.key(&*t.stream)
+            .key(&self.delayed_key)
+            .key(&self.def_key)
+            .arg(&self.name)
+            .arg(MEMBER)
+            .arg(&t.entry)
+            .arg(self.ack_wait().as_millis() as u64)
+            .arg(delay.as_millis() as u64);
+        let mut conn = self.transport.conn();
+        let _: redis::Value = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(e, &format!("nak for consumer {} failed", self.name)))?;
+        self.bring_claim_forward(Instant::now() + delay);
+        Ok(())
     }
 
     fn malformed_skipped(&self) -> u64 {

@@ -1,14 +1,12 @@
-//! Ack (commit up to the first unacked delivery of each partition) and nak
-//! (deliver again from the in-flight table after a delay).
+//! Committing acks: up to the first unacked delivery of each partition.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use qis_core::backend::token_value;
-use qis_core::{Delivery, Error, ErrorKind, Result};
+use qis_core::{Error, ErrorKind, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::{KafkaAck, KafkaConsumer};
+use super::{GroupConsumer, KafkaConsumer};
 use crate::error::{join_error, kafka_error};
 use crate::NAME;
 
@@ -28,28 +26,12 @@ fn is_rebalance_error(e: &KafkaError) -> bool {
 }
 
 impl KafkaConsumer {
-    /// Drop the deliveries from the in-flight table and commit each
-    /// partition's frontier that moved. A commit that does not finish
-    /// within the request timeout (brokers that accept connections without
-    /// answering) is a [`Timeout`](ErrorKind::Timeout): the acks stay
-    /// recorded and are committed by a later ack or by `close`.
-    pub(super) async fn ack_deliveries(&self, deliveries: &[Delivery]) -> Result<()> {
-        let consumer = self.consumer()?;
-        let tokens = deliveries
-            .iter()
-            .map(|d| token_value::<KafkaAck>(NAME, d).map(|t| (t.partition, t.offset)))
-            .collect::<Result<Vec<_>>>()?;
+    /// Commit each partition's frontier that moved, if any. A commit that
+    /// does not finish within the request timeout (brokers that accept
+    /// connections without answering) is a [`Timeout`](ErrorKind::Timeout):
+    /// the acks stay recorded and are committed by a later ack or by `close`.
+    pub(super) async fn commit(&self, consumer: Arc<GroupConsumer>) -> Result<()> {
         let sh = self.shared.clone();
-        {
-            let mut st = sh.lock();
-            let not_held = tokens
-                .iter()
-                .filter(|&&(partition, offset)| !st.ack(partition, offset))
-                .count();
-            if not_held > 0 {
-                tracing::debug!(consumer = %sh.name, not_held, "acks of deliveries this member no longer holds (their partition moved, or they were acked already): the partition's owner delivers them again");
-            }
-        }
         let timeout = sh.request_timeout;
         let task = tokio::task::spawn_blocking(move || {
             // Offsets are chosen and committed under the gate, so they
@@ -98,22 +80,5 @@ impl KafkaConsumer {
                 e,
             )),
         }
-    }
-
-    /// Make the delivery due again after `delay`.
-    pub(super) async fn nak_delivery(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let t = token_value::<KafkaAck>(NAME, delivery)?;
-        {
-            let mut st = self.shared.lock();
-            if let Some(f) = st
-                .parts
-                .get_mut(&t.partition)
-                .and_then(|p| p.in_flight.get_mut(&t.offset))
-            {
-                f.due = Instant::now() + delay;
-            }
-        }
-        self.shared.notify.notify_waiters();
-        Ok(())
     }
 }
