@@ -145,13 +145,8 @@ pub struct OwnFlags {
     pub confidence: Option<f64>,
 
     /// The compressed context vector, comma separated: 0.18,0.92,0.03,0.71.
-    #[arg(
-        long,
-        value_name = "X,Y,...",
-        value_delimiter = ',',
-        allow_hyphen_values = true
-    )]
-    pub context: Vec<f64>,
+    #[arg(long, value_name = "X,Y,...", allow_hyphen_values = true)]
+    pub context: Option<ContextVector>,
 
     /// The node the agent runs on (1–128 bytes).
     #[arg(long, value_name = "NODE")]
@@ -253,12 +248,10 @@ pub struct TwinsArgs {
     #[arg(
         long,
         value_name = "X,Y,...",
-        value_delimiter = ',',
         allow_hyphen_values = true,
-        num_args = 1,
         conflicts_with_all = ["consumer", "max", "wait"]
     )]
-    pub similar_to: Option<Vec<f64>>,
+    pub similar_to: Option<ContextVector>,
 
     /// How many similar packets at most (1 to 10000) [default: 10].
     #[arg(long, value_name = "K", requires = "similar_to", conflicts_with = "consumer", value_parser = parse_k)]
@@ -394,14 +387,8 @@ pub struct FingerprintArgs {
     pub problem_class: String,
 
     /// The context vector, comma separated.
-    #[arg(
-        long,
-        value_name = "X,Y,...",
-        required = true,
-        value_delimiter = ',',
-        allow_hyphen_values = true
-    )]
-    pub context: Vec<f64>,
+    #[arg(long, value_name = "X,Y,...", allow_hyphen_values = true)]
+    pub context: ContextVector,
 
     /// Bucket resolution (a positive integer).
     #[arg(long, value_name = "RES", default_value_t = qis::DEFAULT_RESOLUTION)]
@@ -573,6 +560,27 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// A context vector given on the command line: numbers separated by commas,
+/// `0.18,0.92,0.03,0.71` (negative ones too: `-0.2,0.5`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextVector(pub Vec<f64>);
+
+impl std::str::FromStr for ContextVector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|x| match x.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => Err(format!(
+                    "{x:?} in {s:?} is not a finite number: give numbers separated by commas, e.g. 0.18,0.92,0.03"
+                )),
+            })
+            .collect::<Result<_, _>>()
+            .map(ContextVector)
+    }
+}
+
 /// Parse a neighbour count, 1 to 10000.
 fn parse_k(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -610,51 +618,45 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Parse a positive half-life: `90s`, `15m`, `6h`, `2d`, or bare seconds.
-pub fn parse_half_life(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a positive duration: use e.g. 90s, 15m, 6h or 2d");
+/// Seconds in `s`: a number with one of `units` (name, seconds) after it,
+/// or a bare number of seconds; `None` when it is not one.
+fn seconds(s: &str, units: &[(&str, f64)]) -> Option<f64> {
     let t = s.trim();
     let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => t.split_at(i),
         None => (t, "s"),
     };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return Err(bad()),
-    };
-    let n: f64 = num.trim().parse().map_err(|_| bad())?;
-    let secs = n * scale;
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e12 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    let scale = units.iter().find(|(u, _)| *u == unit)?.1;
+    let secs = num.trim().parse::<f64>().ok()? * scale;
+    secs.is_finite().then_some(secs)
 }
 
-/// Parse `500ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        _ => return Err(format!("{s:?} is not a duration: use e.g. 500ms, 2s or 1m")),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: use e.g. 500ms, 2s or 1m"))?;
-    if !n.is_finite() || n < 0.0 || n * scale > 86_400.0 {
-        return Err(format!("{s:?} is not a duration between 0 and 24 h"));
+/// Parse a positive half-life: `90s`, `15m`, `6h`, `2d`, or bare seconds.
+pub fn parse_half_life(s: &str) -> Result<Duration, String> {
+    const UNITS: &[(&str, f64)] = &[
+        ("ms", 0.001),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+        ("d", 86_400.0),
+    ];
+    match seconds(s, UNITS) {
+        Some(secs) if secs > 0.0 && secs <= 1e12 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{s:?} is not a positive duration: use e.g. 90s, 15m, 6h or 2d"
+        )),
     }
-    Ok(Duration::from_secs_f64(n * scale))
+}
+
+/// Parse `500ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds, up to
+/// 24 h.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const UNITS: &[(&str, f64)] = &[("ms", 0.001), ("s", 1.0), ("m", 60.0)];
+    match seconds(s, UNITS) {
+        None => Err(format!("{s:?} is not a duration: use e.g. 500ms, 2s or 1m")),
+        Some(secs) if (0.0..=86_400.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        Some(_) => Err(format!("{s:?} is not a duration between 0 and 24 h")),
+    }
 }
 
 #[cfg(test)]
@@ -665,6 +667,33 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn context_vectors() {
+        let v = |s: &str| s.parse::<ContextVector>().map(|c| c.0);
+        assert_eq!(v("0.18,0.92"), Ok(vec![0.18, 0.92]));
+        assert_eq!(v("-0.2, 1e-3"), Ok(vec![-0.2, 0.001]));
+        assert_eq!(v("7"), Ok(vec![7.0]));
+        for bad in ["", "0.1,,0.2", "0.1,x", "nan", "0.1,inf"] {
+            let e = v(bad).unwrap_err();
+            assert!(e.contains("not a finite number"), "{bad:?}: {e}");
+        }
+        let cli = Cli::try_parse_from([
+            "qis",
+            "fingerprint",
+            "--domain",
+            "hvac",
+            "--problem-class",
+            "p",
+            "--context",
+            "-0.5,0.25",
+        ])
+        .unwrap();
+        let Command::Fingerprint(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(args.context.0, vec![-0.5, 0.25]);
     }
 
     #[test]

@@ -14,13 +14,13 @@ pub fn run(prefix: Option<&Subject>, args: &FingerprintArgs) -> Result<(), CliEr
     let canonical = Fingerprint::canonical(
         &args.domain,
         &args.problem_class,
-        &args.context,
+        &args.context.0,
         args.resolution,
     )?;
     let fp = Fingerprint::compute(
         &args.domain,
         &args.problem_class,
-        &args.context,
+        &args.context.0,
         args.resolution,
     )?;
     let fingerprinted = subject.child(fp.as_str())?;

@@ -51,7 +51,7 @@ pub fn packet_from_flags(
         confidence: own
             .confidence
             .ok_or_else(|| missing("--confidence", alternative))?,
-        context_vector: own.context.clone(),
+        context_vector: own.context.clone().map(|c| c.0).unwrap_or_default(),
         timestamp: own.timestamp.unwrap_or_else(qis::timestamp_now),
         source_node: own
             .source_node

@@ -144,7 +144,7 @@ async fn similar(
 pub async fn run(url: &str, prefix: Option<&Subject>, args: TwinsArgs) -> Result<(), CliError> {
     precheck(&args.consumer)?;
     if let Some(vector) = &args.similar_to {
-        return similar(url, prefix, &args, vector).await;
+        return similar(url, prefix, &args, &vector.0).await;
     }
     let transport = connect(url, prefix).await?;
     let json = args.json;
