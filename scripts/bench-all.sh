@@ -26,10 +26,9 @@
 # a busy machine: compare runs, not single figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/servers/lib.sh
 
-out="${1:-target/bench}"
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+out=$(out_dir "${1:-target/bench}")
 read -r -a benches <<<"${QIS_BENCHES:-sqlite nats nats-cluster redis kafka synthesis bridge}"
 
 needs() {

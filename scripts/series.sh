@@ -39,10 +39,10 @@
 # minutes plus the builds): not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/servers/lib.sh
 
-out="${1:-target/series}"
+out=$(out_dir "${1:-target/series}")
 mkdir -p "$out/bin"
-out=$(cd "$out" && pwd)
 read -r -a backends <<<"${QIS_SERIES_BACKENDS:-sqlite nats redis kafka chroma}"
 packets="${QIS_SERIES_PACKETS:-2000}"
 export QIS_NATS_PORT="${QIS_NATS_PORT:-44222}"

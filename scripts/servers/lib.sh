@@ -104,3 +104,10 @@ need_dir() {
         exit 2
     fi
 }
+
+# out_dir DIR: create DIR (and its parents) and print its absolute path, for
+# the scripts that write their results there.
+out_dir() {
+    mkdir -p "$1"
+    (cd "$1" && pwd)
+}
