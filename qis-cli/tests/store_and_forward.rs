@@ -156,14 +156,38 @@ fn status(v: &Value, field: &str) -> u64 {
     v["status"][field].as_u64().unwrap_or(0)
 }
 
+/// A test's folder, its hub of `kind` (not started yet), the hub's URL and
+/// the URL of the device's SQLite file.
+struct Site {
+    dir: TempDir,
+    hub: Hub,
+    hub_url: String,
+    device: String,
+}
+
+impl Site {
+    fn new(name: &str, kind: HubKind) -> Result<Site, String> {
+        let dir = TempDir::new(name);
+        let hub = Hub::new(kind, dir.path())?;
+        Ok(Site {
+            hub_url: hub.url(""),
+            device: dir.sqlite("device.db", ""),
+            hub,
+            dir,
+        })
+    }
+}
+
 /// 5,000 packets stored on the device while the hub is down reach the hub
 /// through a bridge that is SIGKILLed twice with a batch in flight.
 fn offline(kind: HubKind) -> TestResult {
     const N: usize = 5000;
-    let dir = TempDir::new(&format!("offline-{}", kind.name()));
-    let mut hub = Hub::new(kind, dir.path())?;
-    let device = dir.sqlite("device.db", "");
-    let hub_url = hub.url("");
+    let Site {
+        dir,
+        mut hub,
+        hub_url,
+        device,
+    } = Site::new(&format!("offline-{}", kind.name()), kind)?;
     let rt = runtime();
 
     // The hub is not running: the device stores its packets anyway.
@@ -293,11 +317,13 @@ fn offline(kind: HubKind) -> TestResult {
 /// What the hub received while the device was disconnected reaches the
 /// device's file, and the device synthesises from it with the hub down.
 fn down_direction() -> TestResult {
-    let dir = TempDir::new("down");
-    let mut hub = Hub::new(HubKind::Nats, dir.path())?;
+    let Site {
+        dir,
+        mut hub,
+        hub_url,
+        device,
+    } = Site::new("down", HubKind::Nats)?;
     hub.start()?;
-    let hub_url = hub.url("");
-    let device = dir.sqlite("device.db", "");
     let rt = runtime();
 
     // The device is disconnected (no bridge) while the hub receives the
@@ -469,11 +495,14 @@ async fn device_contents(url: &str) -> Result<HashMap<PacketId, u32>, String> {
 /// Up and down at once, on overlapping patterns, with the device pruning
 /// in between: no packet goes back where it came from.
 fn no_loop() -> TestResult {
-    let dir = TempDir::new("no-loop");
-    let mut hub = Hub::new(HubKind::Nats, dir.path())?;
+    // `_dir` keeps the folder until the test ends.
+    let Site {
+        dir: _dir,
+        mut hub,
+        hub_url,
+        device: device_url,
+    } = Site::new("no-loop", HubKind::Nats)?;
     hub.start()?;
-    let hub_url = hub.url("");
-    let device_url = dir.sqlite("device.db", "");
     let rt = runtime();
     rt.block_on(async {
         let device = qis::connect(&device_url).await.map_err(e("device"))?;
