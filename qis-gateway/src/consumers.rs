@@ -5,13 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures::future::join_all;
-use qis_core::{Backlog, ConsumerConfig, ErrorKind, SubjectPattern};
+use qis_core::{Backlog, ConsumerConfig, SubjectPattern};
 use qis_transport_http::wire::{
     AckRequest, AckResponse, ConsumerSession, DeliveryJson, FetchRequest, FetchResponse,
     NakRequest, OpenConsumer, StoredConsumers,
@@ -19,7 +17,8 @@ use qis_transport_http::wire::{
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::state::{parse_body, Shared};
+use crate::sessions::InUse;
+use crate::state::{JsonBody, Shared};
 
 /// How long the list waits for one consumer's backlog.
 const BACKLOG_WAIT: Duration = Duration::from_secs(2);
@@ -28,9 +27,8 @@ const BACKLOG_WAIT: Duration = Duration::from_secs(2);
 /// and the session.
 pub(crate) async fn open(
     State(s): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<OpenConsumer>,
 ) -> Result<(StatusCode, Json<ConsumerSession>), ApiError> {
-    let req: OpenConsumer = parse_body(body, ErrorKind::InvalidInput)?;
     s.sessions.check_room()?;
     let pattern = SubjectPattern::new(req.pattern.as_str())?;
     let mut config = ConsumerConfig::new(req.name, pattern)?.start(req.start.to_start()?);
@@ -61,14 +59,12 @@ pub(crate) async fn open(
 /// shutdown).
 pub(crate) async fn fetch(
     State(s): State<Shared>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    session: InUse,
+    JsonBody(req): JsonBody<FetchRequest>,
 ) -> Result<Json<FetchResponse>, ApiError> {
-    let req: FetchRequest = parse_body(body, ErrorKind::InvalidInput)?;
     if req.max == 0 {
         return Err(ApiError::invalid_input("max is 0: fetch at least 1"));
     }
-    let session = s.sessions.get(&id)?;
     let _permit = s.stream_permit("the fetch")?;
     let max = req
         .max
@@ -103,11 +99,9 @@ pub(crate) async fn fetch(
 /// `POST /v1/consumers/{session}/ack`.
 pub(crate) async fn ack(
     State(s): State<Shared>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    session: InUse,
+    JsonBody(req): JsonBody<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
-    let req: AckRequest = parse_body(body, ErrorKind::InvalidInput)?;
-    let session = s.sessions.get(&id)?;
     let taken = s.sessions.take(&session, &req.handles)?;
     let deliveries: Vec<_> = taken.deliveries.iter().map(|(_, d)| d.clone()).collect();
     if let Err(e) = session.consumer.ack(&deliveries).await {
@@ -123,11 +117,9 @@ pub(crate) async fn ack(
 /// `POST /v1/consumers/{session}/nak`.
 pub(crate) async fn nak(
     State(s): State<Shared>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    session: InUse,
+    JsonBody(req): JsonBody<NakRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
-    let req: NakRequest = parse_body(body, ErrorKind::InvalidInput)?;
-    let session = s.sessions.get(&id)?;
     let mut taken = s
         .sessions
         .take(&session, std::slice::from_ref(&req.handle))?;
@@ -152,11 +144,7 @@ pub(crate) async fn nak(
 }
 
 /// `GET /v1/consumers/{session}/backlog`.
-pub(crate) async fn backlog(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<Backlog>, ApiError> {
-    let session = s.sessions.get(&id)?;
+pub(crate) async fn backlog(session: InUse) -> Result<Json<Backlog>, ApiError> {
     Ok(Json(session.consumer.backlog().await?))
 }
 

@@ -7,17 +7,16 @@
 //! is stored, whose SHA-256 is the packet id. Nothing of a batch is deposited
 //! if one of its packets is refused.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use qis_core::{EncodedPacket, ErrorKind, OutcomePacket, Subject};
+use qis_core::{EncodedPacket, OutcomePacket, Subject};
 use qis_transport_http::wire::{BatchReceipts, BatchRequest, ReceiptJson};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::state::{parse_body, Shared};
+use crate::state::{JsonBody, Shared};
 
 /// Where to deposit one packet.
 #[derive(Debug, Default, Deserialize)]
@@ -64,10 +63,9 @@ fn encode(
 pub(crate) async fn deposit(
     State(s): State<Shared>,
     target: Result<Query<Target>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(packet): JsonBody<OutcomePacket>,
 ) -> Result<(StatusCode, Json<ReceiptJson>), ApiError> {
     let Query(target) = target?;
-    let packet: OutcomePacket = parse_body(body, ErrorKind::InvalidPacket)?;
     let encoded = encode(&s, &packet, &target, "")?;
     let receipt = s.transport.deposit_encoded(&encoded).await?;
     if s.view_from_deposits {
@@ -80,9 +78,8 @@ pub(crate) async fn deposit(
 /// 201 and the receipts in input order.
 pub(crate) async fn deposit_batch(
     State(s): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchReceipts>), ApiError> {
-    let batch: BatchRequest = parse_body(body, ErrorKind::InvalidPacket)?;
     let max = s.config.max_batch;
     if batch.packets.len() > max {
         return Err(ApiError::batch_too_large(format!(
@@ -121,10 +118,9 @@ pub(crate) async fn deposit_batch(
 pub(crate) async fn publish(
     State(s): State<Shared>,
     target: Result<Query<Target>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(packet): JsonBody<OutcomePacket>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Query(target) = target?;
-    let packet: OutcomePacket = parse_body(body, ErrorKind::InvalidPacket)?;
     let encoded = encode(&s, &packet, &target, "")?;
     s.transport.publish_encoded(&encoded).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))

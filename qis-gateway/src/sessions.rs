@@ -18,10 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use qis_core::{ConsumerConfig, Delivery, DurableConsumer};
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
+use crate::state::Shared;
 
 /// The shortest time a handle is kept.
 const MIN_HANDLE_LIFE: Duration = Duration::from_secs(60);
@@ -51,6 +54,19 @@ pub(crate) struct Session {
 /// A session in use by one request; the session counts as used until the
 /// request ends.
 pub(crate) struct InUse(Arc<Session>);
+
+/// As a handler argument: the session named by the request path
+/// (`/v1/consumers/{session}/…`); an unknown one is a 404.
+impl FromRequestParts<Shared> for InUse {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| ApiError::invalid_input(e.body_text()))?;
+        s.sessions.get(&id)
+    }
+}
 
 impl std::ops::Deref for InUse {
     type Target = Session;

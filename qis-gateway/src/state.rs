@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use qis_core::{Capabilities, DynTransport, ErrorKind};
-use qis_transport_http::wire::{kind_name, Info, Limits};
+use axum::extract::{FromRequest, Request};
+use qis_core::{Capabilities, DynTransport, ErrorKind, OutcomePacket};
+use qis_transport_http::wire::{
+    kind_name, AckRequest, BatchRequest, FetchRequest, Info, Limits, NakRequest, OpenConsumer,
+};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -81,31 +83,54 @@ impl AppState {
     }
 }
 
-/// Parse a JSON request body as `T`. A body that is not JSON of that shape
-/// is a 400 of `kind`, naming the field (`packets[2].packet.confidence:
-/// invalid type …`); a body over `max_body` is 413.
-pub(crate) fn parse_body<T: DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    kind: ErrorKind,
-) -> Result<T, ApiError> {
-    let bytes = body?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = if path.is_empty() || path == "." {
-            format!("the body is not valid JSON for this request: {inner}")
-        } else {
-            format!("{path}: {inner}")
-        };
-        ApiError::new(crate::error::status_of(kind), kind_name(kind), message)
-    })?;
-    de.end().map_err(|e| {
-        ApiError::new(
-            crate::error::status_of(kind),
-            kind_name(kind),
-            format!("the body has more after its JSON value: {e}"),
-        )
-    })?;
-    Ok(value)
+/// A request body of JSON type `T`, as a handler argument. A body that is
+/// not JSON of that shape is a 400 of [`RequestBody::MALFORMED`], naming the
+/// field (`packets[2].packet.confidence: invalid type …`); a body over
+/// `max_body` is 413.
+pub(crate) struct JsonBody<T>(pub T);
+
+/// A type a request body is read as, and the error kind of a body that is
+/// not one.
+pub(crate) trait RequestBody: DeserializeOwned {
+    /// The kind of the 400 answered to a body that is not this type.
+    const MALFORMED: ErrorKind = ErrorKind::InvalidInput;
+}
+
+impl RequestBody for OutcomePacket {
+    const MALFORMED: ErrorKind = ErrorKind::InvalidPacket;
+}
+impl RequestBody for BatchRequest {
+    const MALFORMED: ErrorKind = ErrorKind::InvalidPacket;
+}
+impl RequestBody for OpenConsumer {}
+impl RequestBody for FetchRequest {}
+impl RequestBody for AckRequest {}
+impl RequestBody for NakRequest {}
+
+impl<S: Send + Sync, T: RequestBody> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await?;
+        let kind = T::MALFORMED;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = if path.is_empty() || path == "." {
+                format!("the body is not valid JSON for this request: {inner}")
+            } else {
+                format!("{path}: {inner}")
+            };
+            ApiError::new(crate::error::status_of(kind), kind_name(kind), message)
+        })?;
+        de.end().map_err(|e| {
+            ApiError::new(
+                crate::error::status_of(kind),
+                kind_name(kind),
+                format!("the body has more after its JSON value: {e}"),
+            )
+        })?;
+        Ok(JsonBody(value))
+    }
 }
