@@ -297,11 +297,7 @@ impl CheckedConsumer {
         if self.transport_closed.load(Ordering::Acquire) {
             Err(Error::closed(self.transport))
         } else if self.closed.load(Ordering::Acquire) {
-            Err(Error::new(
-                ErrorKind::Closed,
-                self.transport,
-                format!("consumer {} is closed: open it again by name", self.name),
-            ))
+            Err(Error::consumer_closed(self.transport, &self.name))
         } else {
             Ok(())
         }

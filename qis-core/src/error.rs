@@ -138,6 +138,18 @@ impl Error {
         )
     }
 
+    /// A shorthand for the [`ErrorKind::Closed`] error of a durable
+    /// consumer used (or fetching) after its
+    /// [`close`](crate::DurableConsumer::close); the consumer itself stays
+    /// with the backend.
+    pub fn consumer_closed(transport: &'static str, consumer: &str) -> Self {
+        Error::new(
+            ErrorKind::Closed,
+            transport,
+            format!("consumer {consumer} is closed: open it again by name"),
+        )
+    }
+
     /// Which kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -75,16 +75,6 @@ impl std::fmt::Debug for KafkaConsumer {
     }
 }
 
-/// The consumer was closed while a call was under way (the checking layer
-/// refuses calls made after `close`).
-fn closed(name: &str) -> Error {
-    Error::new(
-        ErrorKind::Closed,
-        NAME,
-        format!("consumer {name} is closed: open it again by name"),
-    )
-}
-
 impl KafkaConsumer {
     /// The librdkafka consumer, until the handle is closed.
     fn consumer(&self) -> Result<Arc<GroupConsumer>> {
@@ -92,7 +82,9 @@ impl KafkaConsumer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| closed(&self.shared.name))
+            // Closed while a call was under way (the checking layer refuses
+            // calls made after `close`).
+            .ok_or_else(|| Error::consumer_closed(NAME, &self.shared.name))
     }
 }
 

@@ -47,12 +47,12 @@ impl RedisConsumer {
         let deadline = Instant::now() + wait;
         let mut st = tokio::select! {
             st = self.state.lock() => st,
-            _ = self.closing() => return Err(self.closed_error()),
+            _ = self.closing() => return Err(Error::consumer_closed(NAME, &self.name)),
         };
         let st = &mut *st;
         loop {
             if self.is_closed() {
-                return Err(self.closed_error());
+                return Err(Error::consumer_closed(NAME, &self.name));
             }
             if !st.buffer.is_empty() {
                 let n = st.buffer.len().min(max);
@@ -368,7 +368,7 @@ impl RedisConsumer {
                 // Dropping the connection ends the read on the server too;
                 // anything it had read stays pending (back after the ack wait).
                 st.blocking = None;
-                return Err(self.closed_error());
+                return Err(Error::consumer_closed(NAME, &self.name));
             }
         };
         let v = match r {

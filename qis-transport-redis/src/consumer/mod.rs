@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qis_core::backend::token_value;
-use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result, SubjectPattern};
+use qis_core::{Backlog, Delivery, DurableConsumer, Result, SubjectPattern};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
@@ -139,18 +139,6 @@ impl RedisConsumer {
             _ = mine.wait_for(|c| *c) => {}
             _ = theirs.wait_for(|c| *c) => {}
         }
-    }
-
-    /// The error a fetch ended by close returns.
-    fn closed_error(&self) -> Error {
-        Error::new(
-            ErrorKind::Closed,
-            NAME,
-            format!(
-                "consumer {} was closed during the fetch: open it again by name",
-                self.name
-            ),
-        )
     }
 }
 
