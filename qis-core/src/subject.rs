@@ -15,13 +15,15 @@ pub const DEFAULT_PREFIX: &str = "qis.iot";
 /// Longest token, in bytes.
 pub const MAX_TOKEN_LEN: usize = 64;
 
+/// An [`ErrorKind::InvalidSubject`] error saying `message`.
+fn invalid(message: impl Into<String>) -> Error {
+    Error::core(ErrorKind::InvalidSubject, message)
+}
+
 fn token_error(what: &str, token: &str) -> Error {
-    Error::core(
-        ErrorKind::InvalidSubject,
-        format!(
-            "{what} {token:?} is not a valid token: use 1 to 64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit (no dots, spaces, upper case or wildcards)"
-        ),
-    )
+    invalid(format!(
+        "{what} {token:?} is not a valid token: use 1 to 64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit (no dots, spaces, upper case or wildcards)"
+    ))
 }
 
 /// Whether `s` is a valid token.
@@ -62,8 +64,7 @@ impl Subject {
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let s = s.into();
         if s.is_empty() {
-            return Err(Error::core(
-                ErrorKind::InvalidSubject,
+            return Err(invalid(
                 "the subject is empty: give one or more tokens joined by '.', e.g. qis.iot",
             ));
         }
@@ -165,8 +166,7 @@ impl SubjectPattern {
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let text = s.into();
         if text.is_empty() {
-            return Err(Error::core(
-                ErrorKind::InvalidSubject,
+            return Err(invalid(
                 "the pattern is empty: give tokens joined by '.', with '*' for one token or a final '>' for the rest",
             ));
         }
@@ -177,19 +177,15 @@ impl SubjectPattern {
                 "*" => PatternToken::One,
                 ">" if i + 1 == parts.len() => PatternToken::Tail,
                 ">" => {
-                    return Err(Error::core(
-                        ErrorKind::InvalidSubject,
-                        format!("pattern {text:?}: '>' may only be the last token"),
-                    ))
+                    return Err(invalid(format!(
+                        "pattern {text:?}: '>' may only be the last token"
+                    )))
                 }
                 t if is_token(t) => PatternToken::Literal(t.to_string()),
                 t => {
-                    return Err(Error::core(
-                        ErrorKind::InvalidSubject,
-                        format!(
-                            "pattern {text:?}: {t:?} is neither a token ([a-z0-9][a-z0-9_-]{{0,63}}) nor a whole-token wildcard '*' or '>'"
-                        ),
-                    ))
+                    return Err(invalid(format!(
+                        "pattern {text:?}: {t:?} is neither a token ([a-z0-9][a-z0-9_-]{{0,63}}) nor a whole-token wildcard '*' or '>'"
+                    )))
                 }
             };
             tokens.push(tok);
