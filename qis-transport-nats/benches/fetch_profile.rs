@@ -24,7 +24,7 @@ use common::{packets_on, qis_fetch_ack, raw_consumer, raw_fetch_ack, teardown, B
 /// What one process reads, made before the profiled part.
 enum Reader {
     Raw {
-        consumer: async_nats::jetstream::consumer::PullConsumer,
+        consumer: Box<async_nats::jetstream::consumer::PullConsumer>,
         decode: bool,
     },
     Qis(std::sync::Arc<dyn qis_core::DurableConsumer>),
@@ -74,7 +74,7 @@ fn main() -> BenchResult<()> {
         let filter = format!("{}.{side}.>", s.prefix);
         let reader = match side.as_str() {
             "raw" | "rawdecode" => Reader::Raw {
-                consumer: raw_consumer(&s.raw, &s.stream, &side, &filter).await?,
+                consumer: Box::new(raw_consumer(&s.raw, &s.stream, &side, &filter).await?),
                 decode: side == "rawdecode",
             },
             "qis" => Reader::Qis(
