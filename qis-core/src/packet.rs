@@ -84,12 +84,24 @@ fn check_name(field: &str, v: &str) -> Result<()> {
             v.len()
         )));
     }
-    if v.chars().any(char::is_control) {
+    if has_control(v) {
         return Err(invalid(format!(
             "{field} {v:?} contains a control character: remove it"
         )));
     }
     Ok(())
+}
+
+/// Whether `v` has a control character (`char::is_control`: U+0000–U+001F
+/// and U+007F–U+009F). Every received packet is checked, so a branch-free
+/// pass over the bytes comes first: in UTF-8 those characters are the
+/// bytes below 0x20, 0x7f, and 0xc2 followed by 0x80–0x9f, so a name
+/// without any of 0x00–0x1f, 0x7f and 0xc2 has none.
+fn has_control(v: &str) -> bool {
+    let maybe = v
+        .bytes()
+        .fold(false, |m, c| m | (c < 0x20) | (c == 0x7f) | (c == 0xc2));
+    maybe && v.chars().any(char::is_control)
 }
 
 impl OutcomePacket {
@@ -223,9 +235,49 @@ impl fmt::Debug for PacketId {
     }
 }
 
+/// The value of each byte as a hex digit (either case), or `0xff`.
+const HEX_DIGITS: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// 64 hex digits as 32 bytes, or `None`. Every delivery that carries its
+/// id (NATS, Redis, SQLite) is read through this, so it is one table
+/// look-up per digit; `hex::decode_to_slice` took three times as many
+/// instructions. Errors are left to `hex`, which says what is wrong.
+fn decode_id(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (HEX_DIGITS[pair[0] as usize], HEX_DIGITS[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    // A valid digit is below 16; 0xff marks one that is not.
+    (bad < 16).then_some(out)
+}
+
 impl FromStr for PacketId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if let Some(digest) = decode_id(s) {
+            return Ok(PacketId(digest));
+        }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|e| {
             Error::core(
@@ -426,6 +478,46 @@ mod tests {
             let body = p.encode().unwrap();
             let again = OutcomePacket::decode(&body).unwrap().encode().unwrap();
             assert_eq!(body, again, "{x}");
+        }
+    }
+
+    #[test]
+    fn control_characters_found_byte_by_byte_as_char_by_char() {
+        let mut samples: Vec<String> = (0u32..0x800)
+            .chain([0x2028, 0xfeff, 0x1f600])
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        samples.extend(["", "plain", "\u{85}", "é\u{9f}", "\u{a0}x", "¢"].map(String::from));
+        for v in &samples {
+            assert_eq!(has_control(v), v.chars().any(char::is_control), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_read_in_either_case_and_bad_ones_refused() {
+        let id = PacketId::of(b"x");
+        assert_eq!(id.to_hex().to_uppercase().parse::<PacketId>().unwrap(), id);
+        let hex = id.to_hex();
+        for bad in [
+            String::new(),
+            hex[..62].to_string(),
+            format!("{hex}00"),
+            format!("g{}", &hex[1..]),
+            format!("{}-", &hex[..63]),
+            format!("{}é", &hex[..62]),
+        ] {
+            let e = bad.parse::<PacketId>().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        }
+        for (i, c) in hex.char_indices() {
+            for other in ['0', '9', 'a', 'f', 'A', 'F', 'g', 'G', '/', ':', '@', '`'] {
+                let mut s = hex.clone();
+                s.replace_range(i..=i, other.encode_utf8(&mut [0; 4]));
+                let by_hex = hex::decode(&s).ok();
+                let ours = s.parse::<PacketId>().ok().map(|p| p.as_bytes().to_vec());
+                assert_eq!(ours, by_hex, "{s} (digit {i} {c} -> {other})");
+            }
         }
     }
 

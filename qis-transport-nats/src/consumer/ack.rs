@@ -16,6 +16,71 @@ use crate::{error, NAME};
 pub(super) const ACK: &[u8] = b"+ACK";
 pub(super) const TERM: &[u8] = b"+TERM";
 
+/// What a delivery's ack subject (its reply subject) says that a fetch
+/// needs: where the message is stored and how often it was delivered.
+///
+/// `async_nats::jetstream::Message::info` reads the same subject, but it
+/// needs a `jetstream::Message`, hence a clone of the JetStream context per
+/// message, and it parses every token (the timestamp into a date); the two
+/// numbers a delivery carries cost a tenth of that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AckInfo {
+    /// The message's sequence number in its stream.
+    pub(super) stream_sequence: u64,
+    /// How many times it was delivered, this time included.
+    pub(super) delivered: u64,
+}
+
+impl AckInfo {
+    /// Read a `$JS.ACK.` subject in either form ADR-15 defines:
+    /// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
+    /// or with `<domain>.<account hash>.` before the stream and any number of
+    /// tokens after the pending count (9 or more after the prefix). `None`
+    /// for any other shape, or a delivered count or stream sequence that is
+    /// not a number.
+    pub(super) fn parse(reply: &str) -> Option<Self> {
+        let rest = reply.strip_prefix("$JS.ACK.")?;
+        // Where the first 9 dots are (a byte scan: these tokens are short,
+        // too short for `split`'s search to pay off), and whether there are
+        // more.
+        let mut dots = [0; 9];
+        let mut found = 0;
+        for (i, &c) in rest.as_bytes().iter().enumerate() {
+            if c == b'.' {
+                if found == dots.len() {
+                    found += 1;
+                    break;
+                }
+                dots[found] = i;
+                found += 1;
+            }
+        }
+        let n = found + 1;
+        // Token `i` (below 9) of the `n`.
+        let token = |i: usize| {
+            let start = if i == 0 { 0 } else { dots[i - 1] + 1 };
+            let end = if i < found { dots[i] } else { rest.len() };
+            &rest[start..end]
+        };
+        // Where `<delivered>` is: after the stream and consumer names, and
+        // after the domain and account hash in the extended form.
+        let at = match n {
+            7 => 2,
+            n if n >= 9 => 4,
+            _ => return None,
+        };
+        // Only the two numbers a delivery carries are read: a subject the
+        // client would refuse for a bad time or pending count is still
+        // acked (and not left to come back for ever).
+        let number = |i: usize| token(i).parse::<u64>().ok();
+        let info = AckInfo {
+            delivered: number(at)?,
+            stream_sequence: number(at + 1)?,
+        };
+        Some(info)
+    }
+}
+
 /// The reply subject a delivery's token holds.
 fn reply(delivery: &Delivery) -> Result<&async_nats::Subject> {
     token_value::<async_nats::Subject>(NAME, delivery)
@@ -29,8 +94,7 @@ impl NatsConsumer {
             return Ok(());
         };
         for d in rest {
-            self.send_ack(reply(d)?, Bytes::from_static(ACK), false)
-                .await?;
+            self.publish_ack(reply(d)?, Bytes::from_static(ACK)).await?;
         }
         let last = reply(last)?;
         if self.transport.inner.config.confirm_acks {
@@ -116,6 +180,73 @@ impl NatsConsumer {
                     .await
             }
             None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's own reading of `reply`, as (stream sequence, delivered).
+    async fn client_reads(reply: &str) -> Option<(u64, u64)> {
+        // A client that never connects: a context needs one, reading the
+        // subject sends nothing.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("nats://127.0.0.1:1")
+            .await
+            .expect("a client that connects later");
+        let m = async_nats::jetstream::Message {
+            message: async_nats::Message {
+                subject: "s".into(),
+                reply: Some(reply.into()),
+                payload: Bytes::new(),
+                headers: None,
+                status: None,
+                description: None,
+                length: 0,
+            },
+            context: async_nats::jetstream::new(client),
+        };
+        let info = m.info().ok()?;
+        Some((info.stream_sequence, u64::try_from(info.delivered).ok()?))
+    }
+
+    #[tokio::test]
+    async fn reads_ack_subjects_as_the_client_does() {
+        for reply in [
+            "$JS.ACK.S.c.1.42.7.1764000000000000000.0",
+            "$JS.ACK.qis-iot.qis.3.18446744073709551615.9.1764000000000000000.12",
+            "$JS.ACK._.ACCHASH.S.c.2.5.3.1764000000000000000.4.rnd",
+            "$JS.ACK.hub.ACCHASH.S.c.1.6.6.1764000000000000000.0",
+            "$JS.ACK.hub.ACCHASH.S.c.1.6.6.1764000000000000000.0.rnd.more.tokens",
+            "$JS.ACK.S.c.x.42.7.1764000000000000000.0",
+            "$JS.ACK.S.c.1.-42.7.1764000000000000000.0",
+            "$JS.ACK.S.c.1.42.7.1764000000000000000",
+            "$JS.ACK.S.c.1.42.7.1764000000000000000.0.8",
+            "$JS.NAK.S.c.1.42.7.1764000000000000000.0",
+            "_INBOX.abc",
+            "",
+        ] {
+            let ours = AckInfo::parse(reply).map(|i| (i.stream_sequence, i.delivered));
+            assert_eq!(ours, client_reads(reply).await, "{reply}");
+        }
+        // Where the client refuses the time or the pending count, the
+        // delivery still is one.
+        for reply in [
+            "$JS.ACK.S.c.1.42.7.notatime.0",
+            "$JS.ACK.S.c.1.42.7.1764000000000000000.",
+        ] {
+            assert_eq!(client_reads(reply).await, None, "{reply}");
+            assert_eq!(
+                AckInfo::parse(reply),
+                Some(AckInfo {
+                    stream_sequence: 42,
+                    delivered: 1
+                }),
+                "{reply}"
+            );
         }
     }
 }

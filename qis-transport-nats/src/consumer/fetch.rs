@@ -23,7 +23,7 @@ use qis_core::backend::value_token;
 use qis_core::{Delivery, Error, ErrorKind, Position, Received, Result};
 use tokio::time::Instant;
 
-use super::ack::{ACK, TERM};
+use super::ack::{AckInfo, ACK, TERM};
 use super::NatsConsumer;
 use crate::error::{self, err};
 
@@ -201,10 +201,6 @@ impl NatsConsumer {
             match message.status {
                 None | Some(StatusCode::OK) => {
                     any = true;
-                    let message = async_nats::jetstream::Message {
-                        message,
-                        context: inner.js.clone(),
-                    };
                     match self.accept(message) {
                         Accepted::Deliver(d) => out.push(d),
                         Accepted::Answer(reply, payload) => {
@@ -274,18 +270,20 @@ impl NatsConsumer {
     }
 
     /// Turn one fetched message into a delivery, or say what to send back
-    /// for it. Synchronous: the common path allocates no future.
-    fn accept(&self, message: async_nats::jetstream::Message) -> Accepted {
-        let Some(reply) = message.reply.clone() else {
+    /// for it. Synchronous: the common path allocates no future. The
+    /// message's reply subject moves into the delivery's token (no copy).
+    fn accept(&self, mut message: async_nats::Message) -> Accepted {
+        let Some(reply) = message.reply.take() else {
             tracing::warn!(consumer = %self.name, subject = %message.subject, "message without a reply subject skipped");
             return Accepted::Skip;
         };
-        let (seq, delivered) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
-            Err(e) => {
-                tracing::warn!(consumer = %self.name, subject = %message.subject, error = %e, "message with an unreadable ack subject skipped");
-                return Accepted::Skip;
-            }
+        let Some(AckInfo {
+            stream_sequence: seq,
+            delivered,
+        }) = AckInfo::parse(&reply)
+        else {
+            tracing::warn!(consumer = %self.name, subject = %message.subject, reply = %reply, "message with an unreadable ack subject skipped");
+            return Accepted::Skip;
         };
         let subject = message.subject.as_str();
         if !self.pattern.matches(subject) {
