@@ -76,6 +76,8 @@ pub(crate) struct Ballot<'a, T> {
 pub(crate) struct Running {
     /// No vote was replaced: the figures are those of the votes.
     pub valid: bool,
+    /// The boxes are drawn (only the outlier filter needs them).
+    boxes: bool,
     /// Every vote's context vector is in the rows.
     pub all_in_rows: bool,
     /// Per problem: its votes.
@@ -98,9 +100,10 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    fn new() -> Self {
+    fn new(boxes: bool) -> Self {
         Running {
             valid: true,
+            boxes,
             all_in_rows: true,
             votes: Vec::new(),
             first: Vec::new(),
@@ -148,6 +151,9 @@ impl Running {
         }
         if !s.in_rows {
             self.all_in_rows = false;
+            return;
+        }
+        if !self.boxes {
             return;
         }
         match row.len() {
@@ -312,8 +318,10 @@ fn push_row(rows: &mut Vec<f64>, row: &[f64]) {
 /// vote (by id, or by content without ids); the packets that lost to a later
 /// one are remembered in a set that is only touched when an agent sends more
 /// than one distinct packet, so a redelivery of an older packet is still
-/// recognised as a duplicate.
-pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I) -> Ballot<'a, I::Item>
+/// recognised as a duplicate. The votes are counted on the way
+/// ([`Running`]), and with `boxes` (the outlier filter is on) their boxes
+/// drawn.
+pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I, boxes: bool) -> Ballot<'a, I::Item>
 where
     I: IntoIterator,
     I::Item: Twin<'a>,
@@ -335,7 +343,7 @@ where
         problems: Vec::new(),
         duplicates: 0,
         superseded: 0,
-        running: Running::new(),
+        running: Running::new(boxes),
     };
     // Each vote's packet id beside it, so a redelivery is recognised without
     // reading the earlier delivery (far back in memory) again.
@@ -467,7 +475,7 @@ mod tests {
             p("u", "a", 0.62, vec![0.15, 0.21]),
         ];
         let config = SynthesisConfig::default();
-        let mut b = collect(&own, &twins);
+        let mut b = collect(&own, &twins, true);
         assert!(b.running.valid);
         assert!(!b.running.all_in_rows);
         let (fused, fused_first) = tally::count(&b, &config, 0.0);
@@ -489,7 +497,7 @@ mod tests {
                     p(&format!("t{i}"), "a", 0.8, vec![x, 0.2])
                 })
                 .collect();
-            let mut b = collect(&own, &twins);
+            let mut b = collect(&own, &twins, true);
             assert!(b.running.valid && b.running.all_in_rows);
             let fused = outliers::find(&b, 3.5, 4);
             assert_eq!(fused.is_some(), far == 5.0, "{far}");
@@ -501,7 +509,7 @@ mod tests {
         let mut newer = twins[2].clone();
         newer.timestamp += 1.0;
         let twins: Vec<&OutcomePacket> = twins.iter().chain([&newer]).collect();
-        assert!(!collect(&own, twins).running.valid);
+        assert!(!collect(&own, twins, true).running.valid);
     }
 
     #[test]

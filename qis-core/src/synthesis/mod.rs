@@ -163,7 +163,7 @@ where
     I::Item: Twin<'a>,
 {
     let now = config.now().unwrap_or_else(crate::packet::timestamp_now);
-    let ballot = ballot::collect(own, twins);
+    let ballot = ballot::collect(own, twins, config.outliers());
     let (mut tallies, mut first) = tally::count(&ballot, config, now);
     let excluded = if config.outliers() {
         outliers::find(&ballot, config.outlier_k(), config.resolution())
