@@ -99,22 +99,13 @@ pub(crate) struct Agents {
     len: usize,
 }
 
-/// The largest table (in bytes) made sparser than half full: up to an
-/// eighth full. A search then more often starts at a free entry, which
-/// settles it at once (whether it does is a branch that cannot be
-/// predicted, and a mispredicted one waits for the table read), while the
-/// table still fits the core's cache beside the packets being read.
-const SPARSE_BYTES: usize = 512 * 1024;
-
 impl Agents {
-    /// Room for `n` agents with the table at most half full, and sparser
-    /// (up to an eighth full) as far as [`SPARSE_BYTES`] allows.
+    /// Room for `n` agents with the table at most half full. Not sparser:
+    /// the table is zeroed for every synthesis and read at a random place
+    /// per packet, so its size is paid twice, while the first entry read is
+    /// free often enough at half full (measured with the `synthesis` bench).
     pub fn with_capacity(n: usize) -> Self {
-        let half_full = (n.max(4) * 2).next_power_of_two();
-        let sparse = (n.max(4) * 8)
-            .next_power_of_two()
-            .min(SPARSE_BYTES / std::mem::size_of::<u32>());
-        let size = half_full.max(sparse);
+        let size = (n.max(4) * 2).next_power_of_two();
         Agents {
             entries: vec![0; size],
             mask: size - 1,

@@ -62,6 +62,129 @@ pub(crate) struct Ballot<'a, T> {
     pub problems: Vec<(&'a str, &'a str)>,
     pub duplicates: usize,
     pub superseded: usize,
+    /// Per-problem figures gathered as the votes were taken in.
+    pub running: Running,
+}
+
+/// Per-problem figures gathered in the pass over the packets, while each
+/// vote's figures are at hand, so that the tallies and the outlier filter's
+/// census need not walk the votes again: the votes, the first voting slot,
+/// the confidences summed (as [`super::tally::count`] sums them) and the box
+/// around the vectors in the rows (as the census computes it). Only valid
+/// if no vote was replaced by a later packet of its agent (a box cannot be
+/// shrunk); the callers then walk the votes as before.
+pub(crate) struct Running {
+    /// No vote was replaced: the figures are those of the votes.
+    pub valid: bool,
+    /// The boxes are drawn (only the outlier filter needs them).
+    boxes: bool,
+    /// Every vote's context vector is in the rows.
+    pub all_in_rows: bool,
+    /// Per problem: its votes.
+    pub votes: Vec<u32>,
+    /// Per problem: its first voting slot.
+    pub first: Vec<u32>,
+    /// Per problem: the confidences in `[2^-7, 1]` or 0, summed as
+    /// [`exact`](super::exact) says.
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    /// Per problem: the other confidences in fixed point.
+    pub odd: Vec<u128>,
+    /// Per problem and coordinate (`width` each): the smallest and largest
+    /// value of the vectors in the rows.
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    /// Per problem: `x * 0` summed over the values in the rows (NaN iff one
+    /// is not finite).
+    pub bad: Vec<f64>,
+}
+
+impl Running {
+    fn new(boxes: bool) -> Self {
+        Running {
+            valid: true,
+            boxes,
+            all_in_rows: true,
+            votes: Vec::new(),
+            first: Vec::new(),
+            high: Vec::new(),
+            low: Vec::new(),
+            odd: Vec::new(),
+            lo: Vec::new(),
+            hi: Vec::new(),
+            bad: Vec::new(),
+        }
+    }
+
+    /// Room for problem `p` (numbered in order: at most one new at a time).
+    #[inline(never)]
+    fn open(&mut self, p: usize, width: usize) {
+        while self.votes.len() <= p {
+            self.votes.push(0);
+            self.first.push(u32::MAX);
+            self.high.push(0.0);
+            self.low.push(0.0);
+            self.odd.push(0);
+            self.lo.extend(std::iter::repeat_n(f64::INFINITY, width));
+            self.hi
+                .extend(std::iter::repeat_n(f64::NEG_INFINITY, width));
+            self.bad.push(0.0);
+        }
+    }
+
+    /// Count the new vote in `slot`, its vector (if in the rows) `row`.
+    #[inline(always)]
+    fn add(&mut self, slot: usize, s: &Slot, row: &[f64]) {
+        let p = s.problem as usize;
+        if p >= self.votes.len() {
+            self.open(p, row.len());
+        }
+        self.votes[p] += 1;
+        if self.first[p] == u32::MAX {
+            self.first[p] = slot as u32;
+        }
+        let c = s.confidence;
+        if (1.0 / 128.0..=1.0).contains(&c) | (c == 0.0) {
+            super::exact::add(&mut self.high[p], &mut self.low[p], c);
+        } else {
+            self.odd[p] += u128::from(super::tally::fixed(c));
+        }
+        if !s.in_rows {
+            self.all_in_rows = false;
+            return;
+        }
+        if !self.boxes {
+            return;
+        }
+        match row.len() {
+            1 => self.widen::<1>(p, row),
+            2 => self.widen::<2>(p, row),
+            3 => self.widen::<3>(p, row),
+            4 => self.widen::<4>(p, row),
+            5 => self.widen::<5>(p, row),
+            6 => self.widen::<6>(p, row),
+            8 => self.widen::<8>(p, row),
+            _ => self.widen::<0>(p, row),
+        }
+    }
+
+    /// Widen problem `p`'s box to take in `row` (`W` numbers; 0: any).
+    #[inline(always)]
+    fn widen<const W: usize>(&mut self, p: usize, row: &[f64]) {
+        let w = if W == 0 { row.len() } else { W };
+        let (lo, hi) = (
+            &mut self.lo[p * w..p * w + w],
+            &mut self.hi[p * w..p * w + w],
+        );
+        let mut b = 0.0;
+        for j in 0..w {
+            let x = row[j];
+            lo[j] = if x < lo[j] { x } else { lo[j] };
+            hi[j] = if x > hi[j] { x } else { hi[j] };
+            b += x * 0.0;
+        }
+        self.bad[p] += b;
+    }
 }
 
 impl<'a, T: Twin<'a>> Ballot<'a, T> {
@@ -195,8 +318,10 @@ fn push_row(rows: &mut Vec<f64>, row: &[f64]) {
 /// vote (by id, or by content without ids); the packets that lost to a later
 /// one are remembered in a set that is only touched when an agent sends more
 /// than one distinct packet, so a redelivery of an older packet is still
-/// recognised as a duplicate.
-pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I) -> Ballot<'a, I::Item>
+/// recognised as a duplicate. The votes are counted on the way
+/// ([`Running`]), and with `boxes` (the outlier filter is on) their boxes
+/// drawn.
+pub(crate) fn collect<'a, I>(own: &'a OutcomePacket, twins: I, boxes: bool) -> Ballot<'a, I::Item>
 where
     I: IntoIterator,
     I::Item: Twin<'a>,
@@ -218,6 +343,7 @@ where
         problems: Vec::new(),
         duplicates: 0,
         superseded: 0,
+        running: Running::new(boxes),
     };
     // Each vote's packet id beside it, so a redelivery is recognised without
     // reading the earlier delivery (far back in memory) again.
@@ -243,6 +369,7 @@ where
     if own_slot.in_rows {
         b.rows.extend_from_slice(&own.context_vector);
     }
+    b.running.add(0, &own_slot, &b.rows[..width]);
     b.slots.push(own_slot);
 
     for twin in twins {
@@ -279,6 +406,7 @@ where
                     // Keep the rows aligned with the slots.
                     b.rows.resize(b.rows.len() + width, 0.0);
                 }
+                b.running.add(s, &slot, &b.rows[s * width..]);
                 continue;
             }
             Found::Slot(s) => s,
@@ -298,6 +426,7 @@ where
         // latest timestamp wins, a tie going to the later arrival.
         match current {
             Some(c) if p.timestamp >= b.slots[s].timestamp => {
+                b.running.valid = false;
                 displaced.insert(identity(&c));
                 b.votes[s] = Some(twin);
                 ids[s] = id.unwrap_or(NO_ID);
@@ -312,12 +441,76 @@ where
         }
     }
     b.problems = problems.keys;
+    // A problem named only by packets that did not vote has no votes.
+    b.running.open(b.problems.len() - 1, width);
     b
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synthesis::{outliers, tally, SynthesisConfig};
+
+    #[test]
+    fn running_figures_are_those_of_the_votes() {
+        let p = |agent: &str, problem: &str, confidence: f64, cv: Vec<f64>| OutcomePacket {
+            agent_id: agent.into(),
+            domain: "hvac".into(),
+            problem_class: problem.into(),
+            conclusion: "c".into(),
+            confidence,
+            context_vector: cv,
+            timestamp: 1_764_000_000.0,
+            source_node: "n".into(),
+        };
+        let own = p("me", "a", 0.7, vec![0.1, 0.2]);
+        // Confidences summed exactly and one by one, a value not finite,
+        // a vector of another length, problems voted on in any order.
+        let twins = [
+            p("x", "b", 0.001, vec![0.3, -0.0]),
+            p("y", "a", 1.0, vec![f64::INFINITY, 0.2]),
+            p("z", "a", 0.0, vec![0.5, 0.5]),
+            p("w", "b", 2.5, vec![0.1, 0.9, 0.4]),
+            p("v", "c", 0.5, vec![-3.0, 0.25]),
+            p("u", "a", 0.62, vec![0.15, 0.21]),
+        ];
+        let config = SynthesisConfig::default();
+        let mut b = collect(&own, &twins, true);
+        assert!(b.running.valid);
+        assert!(!b.running.all_in_rows);
+        let (fused, fused_first) = tally::count(&b, &config, 0.0);
+        b.running.valid = false;
+        let (walked, walked_first) = tally::count(&b, &config, 0.0);
+        assert_eq!(format!("{fused:?}"), format!("{walked:?}"));
+        assert_eq!(fused_first, walked_first);
+        assert_eq!(b.running.votes, [4, 2, 1]);
+        // The outlier filter's boxes: one far vector among vectors of one
+        // length, and one not finite.
+        for far in [5.0, 0.11, f64::NAN] {
+            let twins: Vec<OutcomePacket> = (0..8)
+                .map(|i| {
+                    let x = if i == 3 {
+                        far
+                    } else {
+                        0.1 + f64::from(i) / 100.0
+                    };
+                    p(&format!("t{i}"), "a", 0.8, vec![x, 0.2])
+                })
+                .collect();
+            let mut b = collect(&own, &twins, true);
+            assert!(b.running.valid && b.running.all_in_rows);
+            let fused = outliers::find(&b, 3.5, 4);
+            assert_eq!(fused.is_some(), far == 5.0, "{far}");
+            b.running.valid = false;
+            assert_eq!(fused, outliers::find(&b, 3.5, 4), "{far}");
+        }
+        // A later packet of an agent replaces its vote: the figures are
+        // walked again.
+        let mut newer = twins[2].clone();
+        newer.timestamp += 1.0;
+        let twins: Vec<&OutcomePacket> = twins.iter().chain([&newer]).collect();
+        assert!(!collect(&own, twins, true).running.valid);
+    }
 
     #[test]
     fn same_compares_every_byte() {

@@ -131,8 +131,10 @@ where
 /// rule and rule 3's equal timestamps). The work is O(N) in the packets (the
 /// outlier filter adds a median per coordinate, O(N) expected); no pairs are
 /// built. The packets are read in one pass, into compact per-vote arrays
-/// (problem, confidence, timestamp, context vector) that the tallies, the
-/// outlier filter and the agreement then walk; the table and arrays are sized
+/// (problem, confidence, timestamp, context vector) that the outlier filter
+/// and the agreement then walk; the votes per problem, their summed
+/// confidences and the box around their vectors are counted in that pass
+/// (walked again only if a vote was replaced); the table and arrays are sized
 /// from the input, so a batch costs a constant number of allocations however
 /// many packets it has.
 ///
@@ -163,7 +165,7 @@ where
     I::Item: Twin<'a>,
 {
     let now = config.now().unwrap_or_else(crate::packet::timestamp_now);
-    let ballot = ballot::collect(own, twins);
+    let ballot = ballot::collect(own, twins, config.outliers());
     let (mut tallies, mut first) = tally::count(&ballot, config, now);
     let excluded = if config.outliers() {
         outliers::find(&ballot, config.outlier_k(), config.resolution())

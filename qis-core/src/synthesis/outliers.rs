@@ -52,26 +52,42 @@ struct Census {
 /// (see the module docs).
 fn census<'a, T: Twin<'a>>(ballot: &Ballot<'a, T>, k: f64, floor: f64) -> Census {
     let n_problems = ballot.problems.len();
-    let mut voters = vec![0u32; n_problems];
-    for s in &ballot.slots {
-        voters[s.problem as usize] += 1;
-    }
+    let running = &ballot.running;
+    let voters = if running.valid {
+        running.votes.clone()
+    } else {
+        let mut voters = vec![0u32; n_problems];
+        for s in &ballot.slots {
+            voters[s.problem as usize] += 1;
+        }
+        voters
+    };
     let mut check: Vec<bool> = voters.iter().map(|&g| g >= 3).collect();
-    if !check.contains(&true) || !ballot.all_in_rows() {
+    let all_in_rows = if running.valid {
+        running.all_in_rows
+    } else {
+        ballot.all_in_rows()
+    };
+    if !check.contains(&true) || !all_in_rows {
         // A vector of another length is compared by the full rule.
         return Census { voters, check };
     }
     // `d <= diagonal <= k * floor <= median(d) + k * max(1.4826 MAD, floor)`.
     let limit = k * floor;
-    let diagonals = match ballot.width {
-        1 => diagonals::<T, 1>(ballot),
-        2 => diagonals::<T, 2>(ballot),
-        3 => diagonals::<T, 3>(ballot),
-        4 => diagonals::<T, 4>(ballot),
-        5 => diagonals::<T, 5>(ballot),
-        6 => diagonals::<T, 6>(ballot),
-        8 => diagonals::<T, 8>(ballot),
-        _ => diagonals::<T, 0>(ballot),
+    let diagonals = if running.valid {
+        // The boxes were drawn as the votes were taken in.
+        boxed(&running.lo, &running.hi, &running.bad, ballot.width)
+    } else {
+        match ballot.width {
+            1 => diagonals::<T, 1>(ballot),
+            2 => diagonals::<T, 2>(ballot),
+            3 => diagonals::<T, 3>(ballot),
+            4 => diagonals::<T, 4>(ballot),
+            5 => diagonals::<T, 5>(ballot),
+            6 => diagonals::<T, 6>(ballot),
+            8 => diagonals::<T, 8>(ballot),
+            _ => diagonals::<T, 0>(ballot),
+        }
     };
     for (check, diagonal) in check.iter_mut().zip(diagonals) {
         // A NaN diagonal (a value not finite) needs the full rule too.
@@ -131,7 +147,13 @@ fn diagonals<'a, T: Twin<'a>, const W: usize>(ballot: &Ballot<'a, T>) -> Vec<f64
         (*lo, *hi) = (l, h);
         bad[p] += b.iter().sum::<f64>();
     }
-    (0..n_problems)
+    boxed(&lo, &hi, &bad, w)
+}
+
+/// Per problem, the diagonal of its box (`w` coordinates per problem in `lo`
+/// and `hi`), plus `bad` (NaN if a value is not finite).
+fn boxed(lo: &[f64], hi: &[f64], bad: &[f64], w: usize) -> Vec<f64> {
+    (0..bad.len())
         .map(|p| {
             let diagonal = lo[p * w..(p + 1) * w]
                 .iter()

@@ -98,8 +98,10 @@ impl Tally {
 /// The votes per problem, every slot counted (outliers are taken back by the
 /// caller with [`Tally::sub`]), and each problem's first slot (for the seed's
 /// tie rule). Without a half-life a vote adds 1 or its confidence, so only
-/// the votes and the confidences are summed here and the rest follows from
-/// them; with one, each vote's recency factor is computed.
+/// the votes and the confidences are summed and the rest follows from them;
+/// those sums were made as the votes were taken in
+/// ([`Running`](super::ballot::Running)) unless a vote was replaced. With a
+/// half-life, each vote's recency factor is computed.
 pub(crate) fn count<T>(
     ballot: &Ballot<'_, T>,
     config: &SynthesisConfig,
@@ -120,6 +122,16 @@ pub(crate) fn count<T>(
             tallies[p].add(&Tally::of(config, now, s.confidence, s.timestamp));
         }
         return (tallies, first);
+    }
+    let running = &ballot.running;
+    if running.valid && ballot.slots.len() <= exact::MAX_TERMS as usize {
+        // Counted as the votes were taken in, the same way as below.
+        for (p, t) in tallies.iter_mut().enumerate() {
+            t.votes = running.votes[p];
+            t.confidence = running.odd[p] + exact::units(running.high[p], running.low[p]);
+        }
+        first.copy_from_slice(&running.first);
+        return (finish(tallies, config), first);
     }
     // Per problem: the confidences summed as `exact` says, in blocks of at
     // most `MAX_TERMS` slots; one outside `[2^-7, 1]` (its fixed-point value
@@ -146,6 +158,12 @@ pub(crate) fn count<T>(
             t.confidence += exact::units(std::mem::take(high), std::mem::take(low));
         }
     }
+    (finish(tallies, config), first)
+}
+
+/// The figures that follow from the votes and the confidences without a
+/// half-life.
+fn finish(mut tallies: Vec<Tally>, config: &SynthesisConfig) -> Vec<Tally> {
     for t in &mut tallies {
         t.recency = u128::from(t.votes) * u128::from(ONE);
         t.support = t.confidence;
@@ -154,7 +172,7 @@ pub(crate) fn count<T>(
             Method::Seed | Method::Majority => t.recency,
         };
     }
-    (tallies, first)
+    tallies
 }
 
 /// The consensus problem: most votes (seed) or most weight (the others),
