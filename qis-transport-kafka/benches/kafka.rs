@@ -30,9 +30,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use qis_conformance::support::bench;
-use qis_core::{
-    Checked, ConsumerConfig, EncodedPacket, OutcomeTransport, Subject, SubjectPattern,
-};
+use qis_core::{Checked, ConsumerConfig, EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport, HEADER_PACKET_ID, HEADER_SUBJECT};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

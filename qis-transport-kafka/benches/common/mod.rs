@@ -143,4 +143,3 @@ pub async fn qis_consume(c: &Arc<dyn DurableConsumer>, total: usize) -> Duration
     }
     started.elapsed()
 }
-
