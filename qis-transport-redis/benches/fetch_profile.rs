@@ -19,8 +19,8 @@ mod common;
 
 use std::sync::Arc;
 
-use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, StartPosition, Subject};
 use qis_core::SubjectPattern;
+use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, StartPosition, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
 use redis::aio::MultiplexedConnection;
 

@@ -27,9 +27,7 @@ use qis_transport_redis::{RedisConfig, RedisTransport};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
-use common::{
-    packets, qis_read_ack, raw_groups, raw_read_ack, raw_streams, BoxError, SUBJECTS,
-};
+use common::{packets, qis_read_ack, raw_groups, raw_read_ack, raw_streams, BoxError, SUBJECTS};
 
 const N: usize = 20_000;
 const ROUNDS: usize = 7;

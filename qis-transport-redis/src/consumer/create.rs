@@ -295,8 +295,12 @@ impl RedisConsumer {
         }
         let current: HashSet<String> = current.into_iter().collect();
         // Streams that left the index were deleted by the sweep.
-        self.stream_ids()
-            .forget(st.known.iter().filter(|k| !current.contains(*k)).map(String::as_str));
+        self.stream_ids().forget(
+            st.known
+                .iter()
+                .filter(|k| !current.contains(*k))
+                .map(String::as_str),
+        );
         st.known.retain(|k| current.contains(k));
         st.streams.retain(|k| current.contains(k));
         for k in fresh {

@@ -285,9 +285,17 @@ mod tests {
 
     #[test]
     fn entry_ids_are_written_as_redis_wrote_them() {
-        for (ms, seq) in [(0, 0), (1_764_000_000_000, 7), (u64::MAX, u64::MAX), (9, 10)] {
+        for (ms, seq) in [
+            (0, 0),
+            (1_764_000_000_000, 7),
+            (u64::MAX, u64::MAX),
+            (9, 10),
+        ] {
             let text = format!("{ms}-{seq}");
-            assert_eq!(EntryId { ms, seq }.to_redis_args(), vec![text.clone().into_bytes()]);
+            assert_eq!(
+                EntryId { ms, seq }.to_redis_args(),
+                vec![text.clone().into_bytes()]
+            );
             assert_eq!(
                 parse_entry_id(&text),
                 Some(qis_core::Position::StreamId { ms, seq })
