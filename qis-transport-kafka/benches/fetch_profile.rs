@@ -15,7 +15,7 @@
 //! total over `QIS_PROFILE_N` (librdkafka's own threads are not counted, on
 //! either side). Without `QIS_PROFILE_SIDE` (as under a plain `cargo
 //! bench`) it does nothing.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::print_stdout)]
 
 mod common;
 
