@@ -5,7 +5,7 @@
 //! consumer also decodes on its poller thread, so collect that too:
 //!
 //! ```text
-//! QIS_KAFKA_URL=kafka://127.0.0.1:9092 QIS_PROFILE_SIDE=qis QIS_PROFILE_N=30000 \
+//! QIS_KAFKA_URL=kafka://127.0.0.1:9092 QIS_PROFILE_SIDE=qis QIS_PROFILE_N=30300 \
 //!   valgrind --tool=callgrind --toggle-collect='fetch_profile::read_phase' \
 //!   --toggle-collect='*poll_loop*' target/release/deps/fetch_profile-<hash>
 //! ```
@@ -13,7 +13,8 @@
 //! `QIS_PROFILE_SIDE` is `raw`, `rawdecode` or `qis` (what the `kafka`
 //! bench's three readers do); instructions per delivery are the collected
 //! total over `QIS_PROFILE_N` (librdkafka's own threads are not counted, on
-//! either side). Without `QIS_PROFILE_SIDE` (as under a plain `cargo
+//! either side). Keep `QIS_PROFILE_N` off a multiple of 1,000: the raw
+//! side's final commit then has nothing new, and librdkafka refuses it. Without `QIS_PROFILE_SIDE` (as under a plain `cargo
 //! bench`) it does nothing.
 #![allow(missing_docs, clippy::print_stdout)]
 
@@ -67,7 +68,7 @@ fn main() -> Result<(), BoxError> {
     let n: usize = std::env::var("QIS_PROFILE_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30_000);
+        .unwrap_or(30_300);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
