@@ -14,9 +14,12 @@
 //! This module holds the rest of what a backend needs:
 //!
 //! - **Ack tokens**: [`seq_token`] (a number kept inline, no allocation per
-//!   delivery) or [`value_token`] (any value) to put in a
-//!   [`Delivery`]; [`token_seq`] / [`token_value`] to read it back on ack and
-//!   nak, with the same error on every backend for a token that is not its own.
+//!   delivery), [`words_token`] (three numbers inline: a partition and an
+//!   offset, a stream and an entry id) or [`value_token`] (any value, in an
+//!   `Arc`: an allocation per delivery) to put in a [`Delivery`];
+//!   [`token_seq`] / [`token_words`] / [`token_value`] to read it back on
+//!   ack and nak, with the same error on every backend for a token that is
+//!   not its own.
 //! - **The checks** the layer applies, for a backend that must repeat one on
 //!   its own path: [`check_under_prefix`], [`check_pattern_overlaps`]; and
 //!   [`is_plain_name`], the rule for consumer names.
@@ -57,6 +60,16 @@ pub fn seq_token(seq: u64) -> AckToken {
     }
 }
 
+/// A token holding three numbers (what finds a delivery again: a
+/// partition and an offset, a stream's number and an entry id): no
+/// allocation.
+pub fn words_token(words: [u64; 3]) -> AckToken {
+    AckToken {
+        owner: 0,
+        value: TokenValue::Words(words),
+    }
+}
+
 /// A token holding any value of the backend's own.
 pub fn value_token<T: Any + Send + Sync>(value: T) -> AckToken {
     AckToken {
@@ -81,7 +94,16 @@ fn foreign(transport: &'static str, d: &Delivery) -> Error {
 pub fn token_seq(transport: &'static str, d: &Delivery) -> Result<u64> {
     match d.token.value {
         TokenValue::Seq(s) => Ok(s),
-        TokenValue::Any(_) => Err(foreign(transport, d)),
+        _ => Err(foreign(transport, d)),
+    }
+}
+
+/// The numbers in a token made by [`words_token`];
+/// [`ErrorKind::InvalidInput`] for a delivery whose token is not one.
+pub fn token_words(transport: &'static str, d: &Delivery) -> Result<[u64; 3]> {
+    match d.token.value {
+        TokenValue::Words(w) => Ok(w),
+        _ => Err(foreign(transport, d)),
     }
 }
 
@@ -90,7 +112,7 @@ pub fn token_seq(transport: &'static str, d: &Delivery) -> Result<u64> {
 pub fn token_value<'a, T: Any>(transport: &'static str, d: &'a Delivery) -> Result<&'a T> {
     match &d.token.value {
         TokenValue::Any(v) => v.downcast_ref::<T>().ok_or_else(|| foreign(transport, d)),
-        TokenValue::Seq(_) => Err(foreign(transport, d)),
+        _ => Err(foreign(transport, d)),
     }
 }
 
@@ -190,5 +212,49 @@ impl<T> OpenHandles<T> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Received;
+    use crate::transport::Position;
+
+    fn delivery(token: AckToken) -> Delivery {
+        let body = br#"{"agent_id":"a","domain":"hvac","problem_class":"x","conclusion":"c","confidence":0.5,"context_vector":[],"timestamp":1.0,"source_node":"n"}"#;
+        Delivery {
+            received: Received::decode("qis.iot.hvac.x", body).unwrap(),
+            position: Position::Sequence(1),
+            delivery_count: 1,
+            token,
+        }
+    }
+
+    #[test]
+    fn each_token_reads_back_only_as_its_own_kind() {
+        let seq = delivery(seq_token(7));
+        let words = delivery(words_token([3, u64::MAX, 0]));
+        let value = delivery(value_token(String::from("reply")));
+        assert_eq!(token_seq("t", &seq).unwrap(), 7);
+        assert_eq!(token_words("t", &words).unwrap(), [3, u64::MAX, 0]);
+        assert_eq!(token_value::<String>("t", &value).unwrap(), "reply");
+        for (d, kind) in [(&words, "words"), (&value, "value")] {
+            let e = token_seq("t", d).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{kind} read as seq");
+        }
+        for (d, kind) in [(&seq, "seq"), (&value, "value")] {
+            let e = token_words("t", d).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{kind} read as words");
+        }
+        for (d, kind) in [(&seq, "seq"), (&words, "words")] {
+            let e = token_value::<String>("t", d).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{kind} read as a value");
+        }
+        assert_eq!(
+            token_value::<u32>("t", &value).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert!(format!("{:?}", words.token).contains("3/18446744073709551615/0"));
     }
 }

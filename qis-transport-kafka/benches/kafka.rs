@@ -25,52 +25,23 @@
 //! Run: `cargo bench -p qis-transport-kafka` (with `scripts/servers/kafka.sh`).
 #![allow(clippy::print_stdout, missing_docs)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use qis_conformance::support::bench;
-use qis_core::{
-    Checked, ConsumerConfig, DurableConsumer, EncodedPacket, OutcomePacket, OutcomeTransport,
-    Subject, SubjectPattern,
-};
+use qis_core::{Checked, ConsumerConfig, EncodedPacket, OutcomeTransport, Subject, SubjectPattern};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport, HEADER_PACKET_ID, HEADER_SUBJECT};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+use common::{packets, qis_consume, raw_member, raw_read, CHUNK};
+
 /// Records per side and phase.
 const N: usize = 30_000;
-const CHUNK: usize = 1_000;
 /// Deposits one at a time, each awaited.
 const SINGLES: usize = 300;
-
-fn packets(prefix: &Subject) -> Vec<EncodedPacket> {
-    let problems = [
-        "energy-anomaly",
-        "refrigerant-loss",
-        "bearing-wear",
-        "voltage-sag",
-    ];
-    (0..N)
-        .map(|i| {
-            let p = OutcomePacket {
-                agent_id: format!("bench-agent-{}", i % 50),
-                domain: "hvac".into(),
-                problem_class: problems[i % problems.len()].into(),
-                conclusion: format!(
-                    "Compressor draw {}% above baseline over the last hour.",
-                    i % 40
-                ),
-                confidence: (i % 100) as f64 / 100.0,
-                context_vector: vec![0.18, 0.92, 0.03, 0.71],
-                timestamp: 1_764_000_000.0 + i as f64,
-                source_node: "bench-floor-3".into(),
-            };
-            EncodedPacket::readable(&p, prefix).expect("valid packet")
-        })
-        .collect()
-}
 
 fn raw_producer(config: &KafkaConfig) -> FutureProducer {
     raw_producer_lingering(config, config.linger)
@@ -149,95 +120,9 @@ fn raw_consume(
     total: usize,
     decode: bool,
 ) -> Duration {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "fetch.wait.max.ms",
-            config.fetch_wait_max.as_millis().to_string(),
-        )
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (config.session_timeout.as_millis() / 4)
-                .max(100)
-                .to_string(),
-        )
-        .create()
-        .expect("raw consumer");
-    c.subscribe(&[topic]).expect("subscribe");
-    let join_deadline = Instant::now() + Duration::from_secs(30);
-    let mut first = Vec::new();
-    while c.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
-        assert!(
-            Instant::now() < join_deadline,
-            "raw consumer got no assignment within 30 s"
-        );
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-            first.push(m.detach());
-        }
-    }
+    let (c, first) = raw_member(config, topic, group);
     let started = Instant::now();
-    let mut n = first.len();
-    let mut since_commit = n;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while n < total {
-        assert!(
-            Instant::now() < deadline,
-            "raw consumer read {n} of {total} within 60 s"
-        );
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                if decode {
-                    let body = rdkafka::Message::payload(&m).unwrap_or_default();
-                    std::hint::black_box(qis_core::Received::decode("", body).expect("a packet"));
-                }
-                n += 1;
-                since_commit += 1;
-                if since_commit >= CHUNK {
-                    c.commit_consumer_state(CommitMode::Sync).expect("commit");
-                    since_commit = 0;
-                }
-            }
-            Some(Err(e)) => panic!("raw consumer: {e}"),
-            None => {}
-        }
-    }
-    c.commit_consumer_state(CommitMode::Sync).expect("commit");
-    started.elapsed()
-}
-
-async fn qis_consume(c: &Arc<dyn DurableConsumer>, total: usize) -> Duration {
-    let started = Instant::now();
-    let mut n = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while n < total {
-        assert!(
-            Instant::now() < deadline,
-            "qis consumer read {n} of {total} within 60 s"
-        );
-        let f0 = Instant::now();
-        let batch = c
-            .fetch(CHUNK, Duration::from_millis(500))
-            .await
-            .expect("fetch");
-        let f1 = Instant::now();
-        c.ack(&batch).await.expect("ack");
-        n += batch.len();
-        if std::env::var("QIS_BENCH_TRACE").is_ok() {
-            println!(
-                "fetch {} in {:?}, ack {:?}, n {n}",
-                batch.len(),
-                f1 - f0,
-                f1.elapsed()
-            );
-        }
-    }
+    raw_read(&c, first, total, decode);
     started.elapsed()
 }
 
@@ -302,7 +187,7 @@ async fn main() {
         .expect("connect");
     let topic = t.topic().to_string();
     let raw = raw_producer(&config);
-    let packets = packets(&prefix);
+    let packets = packets(&prefix, N);
     println!(
         "kafka bench: {N} packets of ~{} bytes per side, topic {topic} ({} partitions)",
         packets[0].body().len(),

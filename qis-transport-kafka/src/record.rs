@@ -119,23 +119,85 @@ pub enum Decoded {
 /// The packet id is always computed from the body bytes (a `qis-packet-id`
 /// header is never trusted).
 pub(crate) fn decode(prefix: &Subject, pattern: &SubjectPattern, r: &RawRecord) -> Decoded {
+    decode_with(&mut SubjectCache::default(), prefix, pattern, r)
+}
+
+/// Whether `subject`, a record's key, is a subject under `prefix` that
+/// `pattern` matches (`Ok(false)`: one it does not); `Err` with the reason
+/// when it is not a subject under the prefix.
+fn check_subject(
+    prefix: &Subject,
+    pattern: &SubjectPattern,
+    subject: &str,
+) -> std::result::Result<bool, String> {
+    let valid_subject = subject.len() > prefix.as_str().len()
+        && prefix.contains(subject)
+        && Subject::new(subject).is_ok();
+    if !valid_subject {
+        return Err(format!("key {subject:?} is not a subject under {prefix}"));
+    }
+    Ok(pattern.matches(subject))
+}
+
+/// How many subjects a [`SubjectCache`] keeps.
+const RECENT_SUBJECTS: usize = 16;
+
+/// The subjects a consumer's poller thread saw lately, each with whether
+/// its pattern matches it: a record's key is checked as a subject once per
+/// subject, not once per record (a partition's records share few keys).
+/// Only valid subjects are kept, so a malformed key is judged (and
+/// reported) every time.
+#[derive(Debug, Default)]
+pub(crate) struct SubjectCache {
+    recent: Vec<(Box<str>, bool)>,
+    next: usize,
+}
+
+impl SubjectCache {
+    fn check(
+        &mut self,
+        prefix: &Subject,
+        pattern: &SubjectPattern,
+        subject: &str,
+    ) -> std::result::Result<bool, String> {
+        if let Some((_, matches)) = self.recent.iter().find(|(s, _)| **s == *subject) {
+            return Ok(*matches);
+        }
+        let matches = check_subject(prefix, pattern, subject)?;
+        let entry = (Box::from(subject), matches);
+        if self.recent.len() < RECENT_SUBJECTS {
+            self.recent.push(entry);
+        } else {
+            self.recent[self.next] = entry;
+            self.next = (self.next + 1) % RECENT_SUBJECTS;
+        }
+        Ok(matches)
+    }
+}
+
+/// [`decode`], with the subjects judged lately in `cache` (the cache is
+/// for one prefix and pattern).
+pub(crate) fn decode_with(
+    cache: &mut SubjectCache,
+    prefix: &Subject,
+    pattern: &SubjectPattern,
+    r: &RawRecord,
+) -> Decoded {
     let Some(subject) = r.subject() else {
         return Decoded::Malformed {
             subject: String::new(),
             reason: "the record has no UTF-8 subject key".into(),
         };
     };
-    let valid_subject = Subject::new(subject).is_ok()
-        && subject.len() > prefix.as_str().len()
-        && prefix.contains(subject);
-    if !valid_subject {
-        return Decoded::Malformed {
-            subject: subject.to_string(),
-            reason: format!("key {subject:?} is not a subject under {prefix}"),
-        };
-    }
-    if !pattern.matches(subject) {
-        return Decoded::Other;
+    match cache.check(prefix, pattern, subject) {
+        Err(reason) => {
+            return Decoded::Malformed {
+                subject: subject.to_string(),
+                reason,
+            }
+        }
+        Ok(false) => return Decoded::Other,
+        Ok(true) => {}
     }
     match Received::decode(subject, r.payload.as_deref().unwrap_or_default()) {
         Ok(received) => Decoded::Packet(received),
@@ -189,5 +251,37 @@ mod tests {
             ),
             Decoded::Other
         ));
+    }
+
+    #[test]
+    fn the_subject_cache_judges_as_without_it() {
+        let prefix = Subject::new("qis.iot").unwrap();
+        let hvac = SubjectPattern::new("qis.iot.hvac.>").unwrap();
+        let body = br#"{"agent_id":"a","domain":"hvac","problem_class":"x","conclusion":"c","confidence":0.5,"context_vector":[],"timestamp":1.0,"source_node":"n"}"#;
+        let mut cache = SubjectCache::default();
+        let keys = [
+            Some("qis.iot.hvac.x"),
+            Some("qis.iot.power.x"),
+            Some("qis.iot"),
+            Some("qis.iotx.hvac.x"),
+            Some("other.x.y"),
+            Some("qis.iot..x"),
+            None,
+        ];
+        // Twice over, and more subjects than the cache keeps in between.
+        for round in 0..2 {
+            for i in 0..(RECENT_SUBJECTS + 4) {
+                let extra = format!("qis.iot.hvac.s{i}");
+                for key in keys.iter().copied().chain([Some(extra.as_str())]) {
+                    for payload in [&body[..], b"\x00garbage"] {
+                        let r = raw(key, payload);
+                        let want = format!("{:?}", decode(&prefix, &hvac, &r));
+                        let got = format!("{:?}", decode_with(&mut cache, &prefix, &hvac, &r));
+                        assert_eq!(got, want, "key {key:?}, round {round}");
+                    }
+                }
+            }
+        }
+        assert!(cache.recent.len() <= RECENT_SUBJECTS);
     }
 }

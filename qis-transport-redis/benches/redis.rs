@@ -14,46 +14,23 @@
 // A bench reports on stdout.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
 use qis_conformance::support::bench;
 use qis_core::{
-    Checked, ConsumerConfig, EncodedPacket, OutcomePacket, OutcomeTransport, StartPosition,
-    Subject, SubjectPattern,
+    Checked, ConsumerConfig, EncodedPacket, OutcomeTransport, StartPosition, Subject,
+    SubjectPattern,
 };
 use qis_transport_redis::{RedisConfig, RedisTransport};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::AsyncConnectionConfig;
+
+use common::{packets, qis_read_ack, raw_groups, raw_read_ack, raw_streams, BoxError, SUBJECTS};
 
 const N: usize = 20_000;
 const ROUNDS: usize = 7;
-const SUBJECTS: usize = 4;
-const CHUNK: usize = 64;
-const FETCH: usize = 500;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn packets(prefix: &Subject, round: usize) -> Vec<EncodedPacket> {
-    (0..N)
-        .map(|i| {
-            let p = OutcomePacket {
-                agent_id: format!("bench-agent-{}", i % 97),
-                domain: "hvac".into(),
-                problem_class: format!("class-{}", i % SUBJECTS),
-                conclusion: format!(
-                    "Compressor draw {}% above baseline (round {round}).",
-                    i % 40
-                ),
-                confidence: 0.87,
-                context_vector: vec![0.18, 0.92, 0.03, 0.71, 0.5, 0.25],
-                timestamp: 1_764_000_000.0 + i as f64,
-                source_node: "bench-node".into(),
-            };
-            EncodedPacket::readable(&p, prefix).expect("valid packet")
-        })
-        .collect()
-}
 
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
@@ -67,32 +44,14 @@ async fn raw_deposit(
     max_len: u64,
 ) -> Result<Duration, BoxError> {
     let start = Instant::now();
-    let futs = packets.chunks(CHUNK).map(|chunk| {
-        let mut conn = conn.clone();
-        let mut pipe = redis::pipe();
-        for p in chunk {
-            pipe.cmd("XADD")
-                .arg(format!("{ns}:{}", p.subject()))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(max_len)
-                .arg("*")
-                .arg("id")
-                .arg(p.id().to_hex())
-                .arg("body")
-                .arg(p.body().as_ref());
-        }
-        async move { pipe.query_async::<Vec<String>>(&mut conn).await }
-    });
-    let ids: Vec<Vec<String>> = try_join_all(futs).await?;
-    let n: usize = ids.iter().map(Vec::len).sum();
-    assert_eq!(n, packets.len());
+    common::raw_deposit(conn, ns, packets, max_len).await?;
     Ok(start.elapsed())
 }
 
 /// Raw: XREADGROUP over the streams + XACK, until all are read, as
-/// consumer group `group`. With `decode`, each entry's body is also parsed
-/// into an `OutcomePacket`, as any reader must (the transport does).
+/// consumer group `group` (created first, untimed). With `decode`, each
+/// entry's body is also parsed into an `OutcomePacket`, as any reader must
+/// (the transport does).
 async fn raw_fetch_ack(
     conn: &MultiplexedConnection,
     ns: &str,
@@ -100,86 +59,12 @@ async fn raw_fetch_ack(
     group: &str,
     decode: bool,
 ) -> Result<Duration, BoxError> {
-    let mut conn = conn.clone();
-    let streams: Vec<String> = (0..SUBJECTS)
-        .map(|i| format!("{ns}:{prefix}.hvac.class-{i}"))
-        .collect();
-    for s in &streams {
-        let _: Value = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(s)
-            .arg(group)
-            .arg("0")
-            .query_async(&mut conn)
-            .await?;
-    }
+    let streams = raw_streams(ns, prefix);
+    debug_assert_eq!(streams.len(), SUBJECTS);
+    raw_groups(conn, &streams, group).await?;
     let start = Instant::now();
-    let mut got = 0;
-    while got < N {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(group)
-            .arg("c")
-            .arg("COUNT")
-            .arg(FETCH / SUBJECTS)
-            .arg("STREAMS");
-        for s in &streams {
-            cmd.arg(s);
-        }
-        for _ in &streams {
-            cmd.arg(">");
-        }
-        let reply: Value = cmd.query_async(&mut conn).await?;
-        let Value::Array(per_stream) = reply else {
-            return Err(format!("raw read stopped at {got} of {N}").into());
-        };
-        let mut pipe = redis::pipe();
-        for s in per_stream {
-            let Value::Array(mut kv) = s else { continue };
-            let Some(Value::Array(entries)) = kv.pop() else {
-                continue;
-            };
-            let Some(Value::BulkString(key)) = kv.pop() else {
-                continue;
-            };
-            let ids: Vec<Vec<u8>> = entries
-                .into_iter()
-                .filter_map(|e| match e {
-                    Value::Array(mut parts) if parts.len() == 2 => {
-                        if decode {
-                            decode_body(&parts[1]);
-                        }
-                        match parts.swap_remove(0) {
-                            Value::BulkString(id) => Some(id),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                })
-                .collect();
-            got += ids.len();
-            if !ids.is_empty() {
-                pipe.cmd("XACK").arg(key).arg(group).arg(ids).ignore();
-            }
-        }
-        pipe.query_async::<()>(&mut conn).await?;
-    }
+    raw_read_ack(conn, &streams, group, decode, N).await?;
     Ok(start.elapsed())
-}
-
-/// Parse the `body` field of a stream entry's fields into a packet.
-fn decode_body(fields: &Value) {
-    let Value::Array(kv) = fields else {
-        panic!("entry fields are not an array: {fields:?}")
-    };
-    let body = kv
-        .chunks(2)
-        .find_map(|pair| match pair {
-            [Value::BulkString(k), Value::BulkString(v)] if k == b"body" => Some(v),
-            _ => None,
-        })
-        .expect("entry has a body field");
-    std::hint::black_box(OutcomePacket::decode(body).expect("a valid packet"));
 }
 
 async fn transport_deposit(
@@ -201,42 +86,8 @@ async fn transport_fetch_ack(
         .consumer(ConsumerConfig::new("bench", pattern)?.start(StartPosition::All))
         .await?;
     let start = Instant::now();
-    let mut got = 0;
-    while got < N {
-        let batch = c.fetch(FETCH, Duration::from_secs(2)).await?;
-        if batch.is_empty() {
-            return Err(format!("transport fetch stopped at {got} of {N}").into());
-        }
-        c.ack(&batch).await?;
-        got += batch.len();
-    }
-    c.close().await?;
+    qis_read_ack(c.as_ref(), N).await?;
     Ok(start.elapsed())
-}
-
-async fn cleanup(conn: &MultiplexedConnection, pattern: &str) -> Result<(), BoxError> {
-    let mut conn = conn.clone();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let _: Value = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -259,7 +110,7 @@ async fn bench(url: &str) -> Result<(), BoxError> {
         // Transport and raw take turns on fresh namespaces with the same bodies.
         let prefix = Subject::new(format!("bench{tag}r{round}.iot"))?;
         let t = RedisTransport::connect(config.clone().prefix(prefix.clone())).await?;
-        let ps = packets(&prefix, round);
+        let ps = packets(&prefix, round, N);
         let raw_ns = format!("rawbench{tag}r{round}");
 
         // Alternate who goes first, so neither always meets a warmer server.
@@ -293,8 +144,8 @@ async fn bench(url: &str) -> Result<(), BoxError> {
             rate(N, f_raw),
             rate(N, f_rawd)
         );
-        cleanup(&raw, &format!("{prefix}:*")).await?;
-        cleanup(&raw, &format!("{raw_ns}:*")).await?;
+        common::cleanup(&raw, &format!("{prefix}:*")).await?;
+        common::cleanup(&raw, &format!("{raw_ns}:*")).await?;
     }
     let ratio = |t: &[f64], r: &[f64]| median(t.iter().zip(r).map(|(t, r)| t / r).collect());
     let dep_ratio = ratio(&dep_t, &dep_r);

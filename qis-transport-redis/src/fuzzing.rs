@@ -60,7 +60,8 @@ pub fn read_value(v: Value) -> Result<Vec<Entry>> {
     Ok(parse_read(v, "fuzzing")?
         .into_iter()
         .map(|e| Entry {
-            decoded: decode_raw(&keys, &e),
+            decoded: decode_raw(&keys, &e)
+                .map(|(received, ms, seq)| (received, Position::StreamId { ms, seq })),
             stream: e.stream.to_string(),
             id: e.entry,
         })

@@ -87,11 +87,12 @@ pub struct AckToken {
     pub(crate) value: TokenValue,
 }
 
-/// What a backend keeps in a token: a number inline (no allocation per
-/// delivery), or any value of its own.
+/// What a backend keeps in a token: a number or three inline (no
+/// allocation per delivery), or any value of its own.
 #[derive(Clone)]
 pub(crate) enum TokenValue {
     Seq(u64),
+    Words([u64; 3]),
     Any(Arc<dyn Any + Send + Sync>),
 }
 
@@ -99,6 +100,9 @@ impl fmt::Debug for AckToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
             TokenValue::Seq(s) => write!(f, "AckToken(consumer {}, {s})", self.owner),
+            TokenValue::Words([a, b, c]) => {
+                write!(f, "AckToken(consumer {}, {a}/{b}/{c})", self.owner)
+            }
             TokenValue::Any(_) => write!(f, "AckToken(consumer {}, ..)", self.owner),
         }
     }

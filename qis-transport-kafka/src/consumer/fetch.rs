@@ -4,13 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use qis_core::backend::value_token;
 use qis_core::{Delivery, Position, Received, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 
 use super::group::GroupConsumer;
 use super::state::{Buffered, InFlight};
-use super::{KafkaAck, KafkaConsumer};
+use super::{ack_token, KafkaConsumer};
 use crate::record::{decode, Decoded};
 
 impl KafkaConsumer {
@@ -58,7 +57,7 @@ impl KafkaConsumer {
 
         // Redeliveries.
         'parts: for (&p, part) in st.parts.iter_mut() {
-            for (&offset, f) in part.in_flight.iter_mut() {
+            for (offset, f) in part.in_flight.iter_mut() {
                 if out.len() >= max {
                     break 'parts;
                 }
@@ -126,7 +125,7 @@ impl KafkaConsumer {
             received,
             position: Position::Offset { partition, offset },
             delivery_count: count,
-            token: value_token(KafkaAck { partition, offset }),
+            token: ack_token(partition, offset),
         }
     }
 

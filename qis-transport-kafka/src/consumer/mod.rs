@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qis_core::backend::token_value;
+use qis_core::backend::{token_words, words_token};
 use qis_core::{Backlog, Delivery, DurableConsumer, Error, ErrorKind, Result};
 
 use crate::error::join_error;
@@ -48,12 +48,18 @@ use state::Shared;
 pub(crate) use backlog::list;
 pub(crate) use open::open;
 
-/// The token in each delivery: its partition and offset. (The checking
-/// layer makes sure it is acked on the handle that fetched it.)
-#[derive(Debug)]
-struct KafkaAck {
-    partition: i32,
-    offset: i64,
+/// The token of a delivery at `partition` / `offset`, inline (no
+/// allocation per delivery). (The checking layer makes sure it is acked on
+/// the handle that fetched it.)
+fn ack_token(partition: i32, offset: i64) -> qis_core::AckToken {
+    // Bit for bit: read back exactly by `token_of`.
+    words_token([u64::from(partition as u32), offset as u64, 0])
+}
+
+/// The partition and offset in a delivery's token.
+fn token_of(d: &Delivery) -> Result<(i32, i64)> {
+    let [partition, offset, _] = token_words(NAME, d)?;
+    Ok((partition as u32 as i32, offset as i64))
 }
 
 /// A durable consumer handle: one member of the consumer group.
@@ -102,15 +108,16 @@ impl DurableConsumer for KafkaConsumer {
     /// partition's frontier that moved ([`commit`](Self::commit)).
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let consumer = self.consumer()?;
-        let tokens = deliveries
-            .iter()
-            .map(|d| token_value::<KafkaAck>(NAME, d).map(|t| (t.partition, t.offset)))
-            .collect::<Result<Vec<_>>>()?;
+        // Every token is checked before any is acked.
+        for d in deliveries {
+            token_of(d)?;
+        }
         {
             let mut st = self.shared.lock();
-            let not_held = tokens
+            let not_held = deliveries
                 .iter()
-                .filter(|&&(partition, offset)| !st.ack(partition, offset))
+                .filter_map(|d| token_of(d).ok())
+                .filter(|&(partition, offset)| !st.ack(partition, offset))
                 .count();
             if not_held > 0 {
                 tracing::debug!(consumer = %self.shared.name, not_held, "acks of deliveries this member no longer holds (their partition moved, or they were acked already): the partition's owner delivers them again");
@@ -122,13 +129,13 @@ impl DurableConsumer for KafkaConsumer {
     /// Make the delivery due again after `delay`: it stays in the in-flight
     /// table, which `fetch` serves first.
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let t = token_value::<KafkaAck>(NAME, delivery)?;
+        let (partition, offset) = token_of(delivery)?;
         {
             let mut st = self.shared.lock();
             if let Some(f) = st
                 .parts
-                .get_mut(&t.partition)
-                .and_then(|p| p.in_flight.get_mut(&t.offset))
+                .get_mut(&partition)
+                .and_then(|p| p.in_flight.get_mut(offset))
             {
                 f.due = std::time::Instant::now() + delay;
             }
@@ -233,5 +240,24 @@ impl Drop for KafkaConsumer {
                 .take(),
         );
         self.shared.stop.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_read_back_bit_for_bit() {
+        let body = br#"{"agent_id":"a","domain":"hvac","problem_class":"x","conclusion":"c","confidence":0.5,"context_vector":[],"timestamp":1.0,"source_node":"n"}"#;
+        for (partition, offset) in [(0, 0), (7, 1_234_567), (i32::MAX, i64::MAX), (-1, -1001)] {
+            let d = Delivery {
+                received: qis_core::Received::decode("qis.iot.hvac.x", body).unwrap(),
+                position: qis_core::Position::Offset { partition, offset },
+                delivery_count: 1,
+                token: ack_token(partition, offset),
+            };
+            assert_eq!(token_of(&d).unwrap(), (partition, offset));
+        }
     }
 }

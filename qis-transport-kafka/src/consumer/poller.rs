@@ -15,7 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::group::GroupConsumer;
 use super::state::{retention_gap, Buffered, Shared};
 use crate::error::kafka_error;
-use crate::record::{decode, RawRecord};
+use crate::record::{decode_with, RawRecord, SubjectCache};
 use crate::NAME;
 
 /// How long the background thread blocks in one librdkafka poll.
@@ -30,6 +30,9 @@ const POLL_BATCH: usize = 1_000;
 pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result<()> {
     let mut paused_at: Option<u64> = None;
     let mut last_error = String::new();
+    let mut subjects = SubjectCache::default();
+    // Reused: a batch's records are moved out into the buffers each turn.
+    let mut batch = Vec::new();
     while !sh.stop.load(Ordering::Acquire) {
         // Flow control: pausing costs a refetch (librdkafka drops what it
         // prefetched, and resumes with a delay), so the limit is generous and
@@ -52,7 +55,6 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
         // Take what librdkafka has ready in one go (up to a batch), so a
         // waiting fetch wakes to a full batch rather than to one record.
         // Each record is tagged with the rebalance count it was read under.
-        let mut batch = Vec::new();
         let mut timeout = POLL;
         while batch.len() < POLL_BATCH {
             match consumer.poll(timeout) {
@@ -60,7 +62,7 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
                     let polled_in = sh.rebalances.load(Ordering::Acquire);
                     let record = RawRecord::from_message(&m);
                     drop(m);
-                    let decoded = decode(&sh.prefix, &sh.pattern, &record);
+                    let decoded = decode_with(&mut subjects, &sh.prefix, &sh.pattern, &record);
                     batch.push((Buffered { record, decoded }, polled_in));
                     timeout = Duration::ZERO;
                 }
@@ -83,7 +85,7 @@ pub(super) fn poll_loop(consumer: Arc<GroupConsumer>, sh: Arc<Shared>) -> Result
         if !batch.is_empty() {
             let mut st = sh.lock();
             let mut added = false;
-            for (b, polled_in) in batch {
+            for (b, polled_in) in batch.drain(..) {
                 added |= st.offer(b, polled_in);
             }
             if added {

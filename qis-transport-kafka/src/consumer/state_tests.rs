@@ -324,3 +324,64 @@ fn backlog_counts_from_the_handles_position_or_the_groups() {
         "offsets 4 and 5, read ahead and not delivered"
     );
 }
+
+fn in_flight(offset: i64) -> InFlight {
+    InFlight {
+        record: record(0, offset).record,
+        due: Instant::now(),
+        count: 1,
+    }
+}
+
+#[test]
+fn the_in_flight_table_keeps_offsets_in_order_whatever_the_ack_order() {
+    let mut t = InFlightTable::default();
+    for o in [5, 6, 7, 9, 3, 8] {
+        t.insert(o, in_flight(o));
+    }
+    assert_eq!(t.len(), 6);
+    assert_eq!(t.first_offset(), Some(3));
+    let offsets: Vec<i64> = t
+        .iter_mut()
+        .map(|(o, f)| {
+            assert_eq!(f.record.offset, o);
+            o
+        })
+        .collect();
+    assert_eq!(offsets, [3, 5, 6, 7, 8, 9]);
+    // Acks out of order: the frontier moves once the lowest is acked.
+    assert!(t.remove(6).is_some());
+    assert!(t.remove(6).is_none(), "acked twice");
+    assert!(t.remove(4).is_none(), "never in flight");
+    assert_eq!(t.first_offset(), Some(3));
+    assert!(t.remove(3).is_some());
+    assert_eq!(t.first_offset(), Some(5));
+    assert!(t.remove(5).is_some());
+    assert_eq!(t.first_offset(), Some(7), "6 was acked already");
+    t.get_mut(8).expect("in flight").count = 2;
+    assert_eq!(t.values().map(|f| f.count).collect::<Vec<_>>(), [1, 2, 1]);
+    assert!(t.get_mut(6).is_none());
+    // Insert again at a held offset: replaced, counted once.
+    t.insert(7, in_flight(7));
+    assert_eq!(t.len(), 3);
+    for o in [7, 8, 9] {
+        assert!(t.remove(o).is_some());
+    }
+    assert!(t.is_empty());
+    assert_eq!(t.first_offset(), None);
+}
+
+#[test]
+fn acks_behind_an_unacked_delivery_do_not_pile_up() {
+    let mut t = InFlightTable::default();
+    t.insert(0, in_flight(0));
+    for o in 1..10_000 {
+        t.insert(o, in_flight(o));
+        assert!(t.remove(o).is_some());
+    }
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.first_offset(), Some(0));
+    assert!(t.slots.len() <= 2 * t.len() + 65, "{} slots", t.slots.len());
+    assert!(t.remove(0).is_some());
+    assert!(t.is_empty());
+}

@@ -12,7 +12,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
 use super::entry::value_str;
-use super::{FetchState, RedisConsumer};
+use super::{FetchState, RedisConsumer, StreamIds};
 use crate::error::{is_code, redis_error, unexpected};
 use crate::{RedisTransport, NAME};
 
@@ -165,6 +165,7 @@ impl RedisTransport {
             pattern: config.pattern,
             lazy_start,
             ack_wait_ms: AtomicU64::new(ack_wait_ms),
+            stream_ids: StdMutex::new(StreamIds::default()),
             state: Mutex::new(FetchState {
                 streams: Vec::new(),
                 known: HashSet::new(),
@@ -281,6 +282,7 @@ impl RedisConsumer {
             if !trimmed.deleted.is_empty() {
                 let gone: HashSet<String> =
                     trimmed.deleted.iter().map(|s| keys.stream(s)).collect();
+                self.stream_ids().forget(gone.iter().map(String::as_str));
                 fresh.retain(|k| !gone.contains(k));
             }
             let has_group = self
@@ -292,6 +294,13 @@ impl RedisConsumer {
             tracing::debug!(consumer = %self.name, new_streams = fresh.len(), "consumer found streams");
         }
         let current: HashSet<String> = current.into_iter().collect();
+        // Streams that left the index were deleted by the sweep.
+        self.stream_ids().forget(
+            st.known
+                .iter()
+                .filter(|k| !current.contains(*k))
+                .map(String::as_str),
+        );
         st.known.retain(|k| current.contains(k));
         st.streams.retain(|k| current.contains(k));
         for k in fresh {

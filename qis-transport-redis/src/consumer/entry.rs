@@ -175,18 +175,18 @@ pub(crate) fn parse_look(v: Value) -> Result<Look> {
     })
 }
 
-/// Decode a raw entry into the packet it holds and its position; an error
-/// ([`ErrorKind::InvalidPacket`]) for a malformed one.
-pub(crate) fn decode_raw(keys: &Keys, e: &RawEntry) -> Result<(Received, Position)> {
+/// Decode a raw entry into the packet it holds and its entry id (ms,
+/// seq); an error ([`ErrorKind::InvalidPacket`]) for a malformed one.
+pub(crate) fn decode_raw(keys: &Keys, e: &RawEntry) -> Result<(Received, u64, u64)> {
     let subject = keys.subject_of(&e.stream).unwrap_or(&e.stream);
-    let position = parse_entry_id(&e.entry).ok_or_else(|| {
-        Error::new(
+    let Some(Position::StreamId { ms, seq }) = parse_entry_id(&e.entry) else {
+        return Err(Error::new(
             ErrorKind::InvalidPacket,
             NAME,
             format!("stream entry id {:?} is not ms-seq", e.entry),
-        )
-    })?;
-    Ok((decode_entry(subject, &e.fields)?, position))
+        ));
+    };
+    Ok((decode_entry(subject, &e.fields)?, ms, seq))
 }
 
 /// The `body` and `id` fields of an entry.

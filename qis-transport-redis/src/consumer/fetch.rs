@@ -3,17 +3,17 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use qis_core::backend::value_token;
-use qis_core::{Delivery, Error, ErrorKind, Result};
+use qis_core::backend::words_token;
+use qis_core::{Delivery, Error, ErrorKind, Position, Result};
 use redis::{AsyncConnectionConfig, Script, Value};
 use tokio::time::Instant;
 
 use super::create::trim_gap;
 use super::entry::{as_i64, decode_raw, parse_look, parse_read, RawEntry};
-use super::{FetchState, RedisAck, RedisConsumer, MEMBER};
+use super::{FetchState, RedisConsumer, MEMBER};
 use crate::error::{is_code, redis_error, unexpected};
 use crate::retention::SWEEP_BATCH;
 use crate::NAME;
@@ -127,6 +127,7 @@ impl RedisConsumer {
         if !trimmed.deleted.is_empty() {
             let keys = self.transport.keys();
             let gone: HashSet<String> = trimmed.deleted.iter().map(|s| keys.stream(s)).collect();
+            self.stream_ids().forget(gone.iter().map(String::as_str));
             st.streams.retain(|k| !gone.contains(k));
             st.known.retain(|k| !gone.contains(k));
             st.index_version = None;
@@ -422,22 +423,35 @@ impl RedisConsumer {
         let keys = self.transport.keys();
         let mut out = Vec::with_capacity(entries.len());
         let mut bad: Vec<RawEntry> = Vec::new();
-        for e in entries {
-            match decode_raw(keys, &e) {
-                Ok((received, position)) => out.push(Delivery {
-                    received,
-                    position,
-                    delivery_count: e.count,
-                    token: value_token(RedisAck {
-                        stream: e.stream,
-                        entry: e.entry,
-                    }),
-                }),
-                Err(err) => {
-                    self.malformed.fetch_add(1, Ordering::Relaxed);
-                    let subject = keys.subject_of(&e.stream).unwrap_or(&e.stream);
-                    tracing::warn!(consumer = %self.name, %subject, position = %e.entry, error = %err, "skipping malformed stream entry (acked, never redelivered)");
-                    bad.push(e);
+        {
+            let mut ids = self.stream_ids();
+            // Entries come in runs of one stream: its number is looked up
+            // when the stream changes.
+            let mut last: Option<(Arc<str>, u64)> = None;
+            for e in entries {
+                match decode_raw(keys, &e) {
+                    Ok((received, ms, seq)) => {
+                        let stream = match &last {
+                            Some((s, n)) if Arc::ptr_eq(s, &e.stream) || *s == e.stream => *n,
+                            _ => {
+                                let n = ids.id_of(&e.stream);
+                                last = Some((Arc::clone(&e.stream), n));
+                                n
+                            }
+                        };
+                        out.push(Delivery {
+                            received,
+                            position: Position::StreamId { ms, seq },
+                            delivery_count: e.count,
+                            token: words_token([stream, ms, seq]),
+                        });
+                    }
+                    Err(err) => {
+                        self.malformed.fetch_add(1, Ordering::Relaxed);
+                        let subject = keys.subject_of(&e.stream).unwrap_or(&e.stream);
+                        tracing::warn!(consumer = %self.name, %subject, position = %e.entry, error = %err, "skipping malformed stream entry (acked, never redelivered)");
+                        bad.push(e);
+                    }
                 }
             }
         }

@@ -14,13 +14,13 @@ mod create;
 mod entry;
 mod fetch;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qis_core::backend::token_value;
+use qis_core::backend::token_words;
 use qis_core::{Backlog, Delivery, DurableConsumer, Result, SubjectPattern};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{watch, Mutex};
@@ -39,12 +39,69 @@ pub(crate) use fetch::FETCH;
 /// durable consumer share its pending entries.
 const MEMBER: &str = "qis";
 
-/// The token of a delivery: what an ack or nak needs to find it again.
-#[derive(Debug)]
-struct RedisAck {
-    /// The stream key, shared with the other deliveries read from it.
-    stream: std::sync::Arc<str>,
-    entry: String,
+/// The stream keys this handle delivered from, numbered: a delivery's ack
+/// token holds `[stream number, entry ms, entry seq]` inline
+/// ([`words_token`](qis_core::backend::words_token)), so no token is
+/// allocated per delivery. A number is never reused; a stream deleted (by
+/// the sweep, or by this handle's trim as empty and expired) is forgotten,
+/// and an ack or nak of a delivery from it does nothing (its entries are gone).
+#[derive(Debug, Default)]
+struct StreamIds {
+    ids: HashMap<Arc<str>, u64>,
+    keys: HashMap<u64, Arc<str>>,
+    next: u64,
+}
+
+impl StreamIds {
+    /// The number of stream `key`, given one if it has none.
+    fn id_of(&mut self, key: &Arc<str>) -> u64 {
+        if let Some(&id) = self.ids.get(key) {
+            return id;
+        }
+        let id = self.next;
+        self.next += 1;
+        self.ids.insert(Arc::clone(key), id);
+        self.keys.insert(id, Arc::clone(key));
+        id
+    }
+
+    /// The stream numbered `id`, unless it was forgotten.
+    fn key(&self, id: u64) -> Option<&Arc<str>> {
+        self.keys.get(&id)
+    }
+
+    /// Forget deleted streams.
+    fn forget<'a>(&mut self, gone: impl IntoIterator<Item = &'a str>) {
+        for key in gone {
+            if let Some(id) = self.ids.remove(key) {
+                self.keys.remove(&id);
+            }
+        }
+    }
+}
+
+/// A stream entry id, `ms-seq`, written as one Redis argument without an
+/// allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntryId {
+    ms: u64,
+    seq: u64,
+}
+
+impl redis::ToRedisArgs for EntryId {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        // Two u64 in decimal and a dash: at most 41 bytes.
+        let mut buf = [0u8; 41];
+        let mut fmt = itoa::Buffer::new();
+        let ms = fmt.format(self.ms).as_bytes();
+        buf[..ms.len()].copy_from_slice(ms);
+        let mut at = ms.len();
+        buf[at] = b'-';
+        at += 1;
+        let seq = fmt.format(self.seq).as_bytes();
+        buf[at..at + seq.len()].copy_from_slice(seq);
+        out.write_arg(&buf[..at + seq.len()]);
+    }
 }
 
 /// What one consumer handle's fetches share.
@@ -80,6 +137,9 @@ pub(crate) struct RedisConsumer {
     def_key: String,
     delayed_key: String,
     state: Mutex<FetchState>,
+    /// Numbers the streams for the ack tokens (not in `state`: an ack does
+    /// not wait for a fetch).
+    stream_ids: StdMutex<StreamIds>,
     next_claim: StdMutex<Instant>,
     malformed: AtomicU64,
     /// Turns true on close: ends a fetch in flight.
@@ -109,6 +169,12 @@ impl RedisConsumer {
         if at < *n {
             *n = at;
         }
+    }
+
+    /// The stream ids, locked (a poisoned lock is still consistent: each
+    /// change is a whole insert or remove).
+    fn stream_ids(&self) -> std::sync::MutexGuard<'_, StreamIds> {
+        self.stream_ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The consumer's ack wait, as last read from Redis.
@@ -156,23 +222,26 @@ impl DurableConsumer for RedisConsumer {
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let tokens = deliveries
             .iter()
-            .map(|d| token_value::<RedisAck>(NAME, d))
+            .map(|d| token_words(NAME, d))
             .collect::<Result<Vec<_>>>()?;
-        self.xack(tokens.iter().map(|t| (&*t.stream, t.entry.as_str())))
-            .await
+        self.ack_tokens(&tokens).await
     }
 
     /// `src/lua/nak.lua`: with no delay the entry's idle time is reset so that
     /// the next claim takes it; with a delay it waits in the delayed set.
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        let t = token_value::<RedisAck>(NAME, delivery)?;
+        let [stream, ms, seq] = token_words(NAME, delivery)?;
+        let Some(stream) = self.stream_ids().key(stream).cloned() else {
+            tracing::debug!(consumer = %self.name, id = %delivery.id(), "nak of a delivery whose stream was deleted: nothing to hand back");
+            return Ok(());
+        };
         let mut inv = NAK.prepare_invoke();
-        inv.key(&*t.stream)
+        inv.key(&*stream)
             .key(&self.delayed_key)
             .key(&self.def_key)
             .arg(&self.name)
             .arg(MEMBER)
-            .arg(&t.entry)
+            .arg(EntryId { ms, seq })
             .arg(self.ack_wait().as_millis() as u64)
             .arg(delay.as_millis() as u64);
         let mut conn = self.transport.conn();
@@ -206,5 +275,50 @@ impl DurableConsumer for RedisConsumer {
             st.buffer.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::ToRedisArgs;
+
+    #[test]
+    fn entry_ids_are_written_as_redis_wrote_them() {
+        for (ms, seq) in [
+            (0, 0),
+            (1_764_000_000_000, 7),
+            (u64::MAX, u64::MAX),
+            (9, 10),
+        ] {
+            let text = format!("{ms}-{seq}");
+            assert_eq!(
+                EntryId { ms, seq }.to_redis_args(),
+                vec![text.clone().into_bytes()]
+            );
+            assert_eq!(
+                parse_entry_id(&text),
+                Some(qis_core::Position::StreamId { ms, seq })
+            );
+        }
+    }
+
+    #[test]
+    fn stream_numbers_are_never_reused() {
+        let mut ids = StreamIds::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("ns:s:a".into(), "ns:s:b".into());
+        let na = ids.id_of(&a);
+        let nb = ids.id_of(&b);
+        assert_ne!(na, nb);
+        assert_eq!(ids.id_of(&Arc::from("ns:s:a")), na);
+        assert_eq!(ids.key(na).map(|k| &**k), Some("ns:s:a"));
+        ids.forget(["ns:s:a", "ns:s:unknown"]);
+        assert_eq!(ids.key(na), None);
+        assert_eq!(ids.key(nb).map(|k| &**k), Some("ns:s:b"));
+        // A stream created again under the same key gets a new number: an
+        // old token never acks on it.
+        let again = ids.id_of(&a);
+        assert_ne!(again, na);
+        assert_ne!(again, nb);
     }
 }
