@@ -22,6 +22,7 @@ mod common;
 
 use std::sync::Arc;
 
+use qis_conformance::support::bench::ProfileRun;
 use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, Subject, SubjectPattern};
 use qis_transport_kafka::{KafkaConfig, KafkaTransport};
 use rdkafka::consumer::BaseConsumer;
@@ -56,22 +57,10 @@ fn read_phase(rt: &tokio::runtime::Runtime, reader: &Reader, n: usize) {
 }
 
 fn main() -> Result<(), BoxError> {
-    let (Ok(url), Ok(side)) = (
-        std::env::var("QIS_KAFKA_URL"),
-        std::env::var("QIS_PROFILE_SIDE"),
-    ) else {
-        eprintln!(
-            "fetch_profile: set QIS_KAFKA_URL and QIS_PROFILE_SIDE (raw, rawdecode, qis) to run it"
-        );
+    let Some(ProfileRun { url, side, n }) = ProfileRun::from_env("QIS_KAFKA_URL", 30_300) else {
         return Ok(());
     };
-    let n: usize = std::env::var("QIS_PROFILE_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30_300);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = ProfileRun::runtime()?;
     let prefix = Subject::new(format!("qtprofile{:08x}.iot", rand::random::<u32>()))?;
     let config = KafkaConfig::from_url(&url)?.prefix(prefix.clone());
     let (t, reader) = rt.block_on(async {

@@ -17,6 +17,7 @@
 
 mod common;
 
+use qis_conformance::support::bench::ProfileRun;
 use qis_core::{ConsumerConfig, OutcomeTransport, SubjectPattern};
 
 use common::{packets_on, qis_fetch_ack, raw_consumer, raw_fetch_ack, teardown, BenchResult};
@@ -51,22 +52,10 @@ fn read_phase(rt: &tokio::runtime::Runtime, reader: &Reader, n: usize) -> BenchR
 }
 
 fn main() -> BenchResult<()> {
-    let (Ok(url), Ok(side)) = (
-        std::env::var("QIS_NATS_URL"),
-        std::env::var("QIS_PROFILE_SIDE"),
-    ) else {
-        eprintln!(
-            "fetch_profile: set QIS_NATS_URL and QIS_PROFILE_SIDE (raw, rawdecode, qis) to run it"
-        );
+    let Some(ProfileRun { url, side, n }) = ProfileRun::from_env("QIS_NATS_URL", 20_000) else {
         return Ok(());
     };
-    let n: usize = std::env::var("QIS_PROFILE_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = ProfileRun::runtime()?;
     let (s, reader) = rt.block_on(async {
         let s = common::setup(&url, 1).await?;
         let ps = packets_on(&s.prefix, Some(&side), &format!("profile-{side}"), n);

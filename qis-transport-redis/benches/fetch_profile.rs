@@ -19,6 +19,7 @@ mod common;
 
 use std::sync::Arc;
 
+use qis_conformance::support::bench::ProfileRun;
 use qis_core::SubjectPattern;
 use qis_core::{ConsumerConfig, DurableConsumer, OutcomeTransport, StartPosition, Subject};
 use qis_transport_redis::{RedisConfig, RedisTransport};
@@ -54,22 +55,10 @@ fn read_phase(rt: &tokio::runtime::Runtime, reader: &Reader, n: usize) -> Result
 }
 
 fn main() -> Result<(), BoxError> {
-    let (Ok(url), Ok(side)) = (
-        std::env::var("QIS_REDIS_URL"),
-        std::env::var("QIS_PROFILE_SIDE"),
-    ) else {
-        eprintln!(
-            "fetch_profile: set QIS_REDIS_URL and QIS_PROFILE_SIDE (raw, rawdecode, qis) to run it"
-        );
+    let Some(ProfileRun { url, side, n }) = ProfileRun::from_env("QIS_REDIS_URL", 20_000) else {
         return Ok(());
     };
-    let n: usize = std::env::var("QIS_PROFILE_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = ProfileRun::runtime()?;
     let prefix = Subject::new(format!("profile{}.iot", std::process::id()))?;
     let raw_ns = format!("rawprofile{}", std::process::id());
     let (t, raw, reader) = rt.block_on(async {

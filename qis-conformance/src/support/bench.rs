@@ -170,3 +170,44 @@ mod tests {
         assert!(lines[1]["ratio"].is_null(), "{text}");
     }
 }
+
+/// What a backend's `fetch_profile` bench is told by its environment: run
+/// one reader of its fetch + ack bench alone, for an instruction-count
+/// profile (`valgrind --tool=callgrind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRun {
+    /// The server's URL, from the backend's variable (`QIS_NATS_URL`, …).
+    pub url: String,
+    /// `QIS_PROFILE_SIDE`: `raw`, `rawdecode` or `qis`.
+    pub side: String,
+    /// `QIS_PROFILE_N`: how many packets are read.
+    pub n: usize,
+}
+
+impl ProfileRun {
+    /// The run `url_var` and `QIS_PROFILE_SIDE` ask for (`QIS_PROFILE_N`
+    /// packets, `default_n` without it), or `None` after saying what to set
+    /// when either is unset (as under a plain `cargo bench`).
+    pub fn from_env(url_var: &str, default_n: usize) -> Option<ProfileRun> {
+        let (Ok(url), Ok(side)) = (std::env::var(url_var), std::env::var("QIS_PROFILE_SIDE"))
+        else {
+            eprintln!(
+                "fetch_profile: set {url_var} and QIS_PROFILE_SIDE (raw, rawdecode, qis) to run it"
+            );
+            return None;
+        };
+        let n = std::env::var("QIS_PROFILE_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_n);
+        Some(ProfileRun { url, side, n })
+    }
+
+    /// A current-thread runtime: the client's connection task runs in the
+    /// profiled call too.
+    pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+}
