@@ -12,6 +12,8 @@ use std::collections::{HashMap, HashSet};
 use foldhash::fast::RandomState;
 
 use super::agents::{half, word, AgentHasher, Agents, Found};
+use super::exact::Sum;
+use super::outliers::Boxes;
 use super::twin::{identity, same_content, Identity, Twin};
 use crate::packet::{OutcomePacket, PacketId};
 
@@ -70,65 +72,47 @@ pub(crate) struct Ballot<'a, T> {
 /// vote's figures are at hand, so that the tallies and the outlier filter's
 /// census need not walk the votes again: the votes, the first voting slot,
 /// the confidences summed (as [`super::tally::count`] sums them) and the box
-/// around the vectors in the rows (as the census computes it). Only valid
-/// if no vote was replaced by a later packet of its agent (a box cannot be
+/// around the vectors in the rows (as the census draws it). Only valid if no
+/// vote was replaced by a later packet of its agent (a box cannot be
 /// shrunk); the callers then walk the votes as before.
 pub(crate) struct Running {
     /// No vote was replaced: the figures are those of the votes.
     pub valid: bool,
-    /// The boxes are drawn (only the outlier filter needs them).
-    boxes: bool,
     /// Every vote's context vector is in the rows.
     pub all_in_rows: bool,
     /// Per problem: its votes.
     pub votes: Vec<u32>,
     /// Per problem: its first voting slot.
     pub first: Vec<u32>,
-    /// Per problem: the confidences in `[2^-7, 1]` or 0, summed as
-    /// [`exact`](super::exact) says.
-    pub high: Vec<f64>,
-    pub low: Vec<f64>,
-    /// Per problem: the other confidences in fixed point.
-    pub odd: Vec<u128>,
-    /// Per problem and coordinate (`width` each): the smallest and largest
-    /// value of the vectors in the rows.
-    pub lo: Vec<f64>,
-    pub hi: Vec<f64>,
-    /// Per problem: `x * 0` summed over the values in the rows (NaN iff one
-    /// is not finite).
-    pub bad: Vec<f64>,
+    /// Per problem: the confidences summed.
+    pub sums: Vec<Sum>,
+    /// The boxes around the vectors in the rows, when the outlier filter
+    /// (the only reader) is on.
+    pub boxes: Option<Boxes>,
 }
 
 impl Running {
-    fn new(boxes: bool) -> Self {
+    fn new(boxes: bool, width: usize) -> Self {
         Running {
             valid: true,
-            boxes,
             all_in_rows: true,
             votes: Vec::new(),
             first: Vec::new(),
-            high: Vec::new(),
-            low: Vec::new(),
-            odd: Vec::new(),
-            lo: Vec::new(),
-            hi: Vec::new(),
-            bad: Vec::new(),
+            sums: Vec::new(),
+            boxes: boxes.then(|| Boxes::new(width)),
         }
     }
 
     /// Room for problem `p` (numbered in order: at most one new at a time).
     #[inline(never)]
-    fn open(&mut self, p: usize, width: usize) {
+    fn open(&mut self, p: usize) {
         while self.votes.len() <= p {
             self.votes.push(0);
             self.first.push(u32::MAX);
-            self.high.push(0.0);
-            self.low.push(0.0);
-            self.odd.push(0);
-            self.lo.extend(std::iter::repeat_n(f64::INFINITY, width));
-            self.hi
-                .extend(std::iter::repeat_n(f64::NEG_INFINITY, width));
-            self.bad.push(0.0);
+            self.sums.push(Sum::default());
+        }
+        if let Some(boxes) = &mut self.boxes {
+            boxes.open(p);
         }
     }
 
@@ -137,53 +121,18 @@ impl Running {
     fn add(&mut self, slot: usize, s: &Slot, row: &[f64]) {
         let p = s.problem as usize;
         if p >= self.votes.len() {
-            self.open(p, row.len());
+            self.open(p);
         }
         self.votes[p] += 1;
         if self.first[p] == u32::MAX {
             self.first[p] = slot as u32;
         }
-        let c = s.confidence;
-        if (1.0 / 128.0..=1.0).contains(&c) | (c == 0.0) {
-            super::exact::add(&mut self.high[p], &mut self.low[p], c);
-        } else {
-            self.odd[p] += u128::from(super::tally::fixed(c));
-        }
+        self.sums[p].add(s.confidence);
         if !s.in_rows {
             self.all_in_rows = false;
-            return;
+        } else if let Some(boxes) = &mut self.boxes {
+            boxes.add(p, row);
         }
-        if !self.boxes {
-            return;
-        }
-        match row.len() {
-            1 => self.widen::<1>(p, row),
-            2 => self.widen::<2>(p, row),
-            3 => self.widen::<3>(p, row),
-            4 => self.widen::<4>(p, row),
-            5 => self.widen::<5>(p, row),
-            6 => self.widen::<6>(p, row),
-            8 => self.widen::<8>(p, row),
-            _ => self.widen::<0>(p, row),
-        }
-    }
-
-    /// Widen problem `p`'s box to take in `row` (`W` numbers; 0: any).
-    #[inline(always)]
-    fn widen<const W: usize>(&mut self, p: usize, row: &[f64]) {
-        let w = if W == 0 { row.len() } else { W };
-        let (lo, hi) = (
-            &mut self.lo[p * w..p * w + w],
-            &mut self.hi[p * w..p * w + w],
-        );
-        let mut b = 0.0;
-        for j in 0..w {
-            let x = row[j];
-            lo[j] = if x < lo[j] { x } else { lo[j] };
-            hi[j] = if x > hi[j] { x } else { hi[j] };
-            b += x * 0.0;
-        }
-        self.bad[p] += b;
     }
 }
 
@@ -343,7 +292,7 @@ where
         problems: Vec::new(),
         duplicates: 0,
         superseded: 0,
-        running: Running::new(boxes),
+        running: Running::new(boxes, width),
     };
     // Each vote's packet id beside it, so a redelivery is recognised without
     // reading the earlier delivery (far back in memory) again.
@@ -442,7 +391,7 @@ where
     }
     b.problems = problems.keys;
     // A problem named only by packets that did not vote has no votes.
-    b.running.open(b.problems.len() - 1, width);
+    b.running.open(b.problems.len() - 1);
     b
 }
 

@@ -46,6 +46,34 @@ pub(crate) fn units(high: f64, low: f64) -> u128 {
     (u128::from(high) << 30).wrapping_add(low as i128 as u128)
 }
 
+/// A sum of confidences in `2^-60` units, exact whatever the order of its
+/// terms: a term in `[2^-7, 1]` or 0 goes to the two doubles ([`add`]), any
+/// other is converted on its own. At most [`MAX_TERMS`] terms; a longer sum
+/// is taken in blocks ([`units`](Sum::units), then a fresh `Sum`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sum {
+    high: f64,
+    low: f64,
+    odd: u128,
+}
+
+impl Sum {
+    /// Add the confidence `c` (in `[0, 1]`).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, c: f64) {
+        if (1.0 / 128.0..=1.0).contains(&c) | (c == 0.0) {
+            add(&mut self.high, &mut self.low, c);
+        } else {
+            self.odd += u128::from(super::tally::fixed(c));
+        }
+    }
+
+    /// The sum, in `2^-60` units.
+    pub(crate) fn units(&self) -> u128 {
+        self.odd + units(self.high, self.low)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,19 +74,17 @@ fn census<'a, T: Twin<'a>>(ballot: &Ballot<'a, T>, k: f64, floor: f64) -> Census
     }
     // `d <= diagonal <= k * floor <= median(d) + k * max(1.4826 MAD, floor)`.
     let limit = k * floor;
-    let diagonals = if running.valid {
+    let diagonals = match (&running.boxes, running.valid) {
         // The boxes were drawn as the votes were taken in.
-        boxed(&running.lo, &running.hi, &running.bad, ballot.width)
-    } else {
-        match ballot.width {
-            1 => diagonals::<T, 1>(ballot),
-            2 => diagonals::<T, 2>(ballot),
-            3 => diagonals::<T, 3>(ballot),
-            4 => diagonals::<T, 4>(ballot),
-            5 => diagonals::<T, 5>(ballot),
-            6 => diagonals::<T, 6>(ballot),
-            8 => diagonals::<T, 8>(ballot),
-            _ => diagonals::<T, 0>(ballot),
+        (Some(boxes), true) => boxes.diagonals(),
+        _ => {
+            let (w, rows) = (ballot.width, ballot.rows());
+            let mut boxes = Boxes::new(w);
+            boxes.open(n_problems - 1);
+            for (slot, s) in ballot.slots.iter().enumerate() {
+                boxes.add(s.problem as usize, &rows[slot * w..slot * w + w]);
+            }
+            boxes.diagonals()
         }
     };
     for (check, diagonal) in check.iter_mut().zip(diagonals) {
@@ -96,74 +94,87 @@ fn census<'a, T: Twin<'a>>(ballot: &Ballot<'a, T>, k: f64, floor: f64) -> Census
     Census { voters, check }
 }
 
-/// 0 for a finite `x`, NaN otherwise (what `x - x` is, without a branch).
-#[inline(always)]
-fn not_finite(x: f64) -> f64 {
-    x * 0.0
+/// Per problem, the box around its voters' vectors (`width` numbers each,
+/// all in the rows): the smallest and largest value of each coordinate, and
+/// `x * 0` summed over the values (0, or NaN iff one is not finite, without
+/// a branch).
+pub(crate) struct Boxes {
+    width: usize,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    bad: Vec<f64>,
 }
 
-/// Per problem, the diagonal of the box around its voters' vectors (all in
-/// the rows, `W` numbers wide; `W` 0: any width), computed with the same
-/// steps as a distance; NaN if a value is not finite.
-fn diagonals<'a, T: Twin<'a>, const W: usize>(ballot: &Ballot<'a, T>) -> Vec<f64> {
-    let n_problems = ballot.problems.len();
-    let w = if W == 0 { ballot.width } else { W };
-    let rows = ballot.rows();
-    // Per problem and coordinate: the smallest and largest value, and
-    // `x * 0` summed (NaN iff some value is not finite).
-    let mut lo = vec![f64::INFINITY; n_problems * w];
-    let mut hi = vec![f64::NEG_INFINITY; n_problems * w];
-    let mut bad = vec![0.0f64; n_problems];
-    for (slot, s) in ballot.slots.iter().enumerate() {
-        let p = s.problem as usize;
-        if W == 0 {
-            let row = &rows[slot * w..slot * w + w];
-            let (lo, hi) = (&mut lo[p * w..p * w + w], &mut hi[p * w..p * w + w]);
-            let mut b = 0.0;
-            for j in 0..w {
-                let x = row[j];
-                lo[j] = if x < lo[j] { x } else { lo[j] };
-                hi[j] = if x > hi[j] { x } else { hi[j] };
-                b += not_finite(x);
-            }
-            bad[p] += b;
-            continue;
+impl Boxes {
+    pub(crate) fn new(width: usize) -> Self {
+        Boxes {
+            width,
+            lo: Vec::new(),
+            hi: Vec::new(),
+            bad: Vec::new(),
         }
-        // Fixed-size copies in and out: the compiler keeps them in vector
-        // registers.
-        let (Ok(row), Ok(lo), Ok(hi)) = (
-            <&[f64; W]>::try_from(&rows[slot * W..slot * W + W]),
-            <&mut [f64; W]>::try_from(&mut lo[p * W..p * W + W]),
-            <&mut [f64; W]>::try_from(&mut hi[p * W..p * W + W]),
-        ) else {
-            continue;
-        };
-        let (mut l, mut h, mut b) = (*lo, *hi, [0.0; W]);
-        for j in 0..W {
-            l[j] = if row[j] < l[j] { row[j] } else { l[j] };
-            h[j] = if row[j] > h[j] { row[j] } else { h[j] };
-            b[j] = not_finite(row[j]);
-        }
-        (*lo, *hi) = (l, h);
-        bad[p] += b.iter().sum::<f64>();
     }
-    boxed(&lo, &hi, &bad, w)
-}
 
-/// Per problem, the diagonal of its box (`w` coordinates per problem in `lo`
-/// and `hi`), plus `bad` (NaN if a value is not finite).
-fn boxed(lo: &[f64], hi: &[f64], bad: &[f64], w: usize) -> Vec<f64> {
-    (0..bad.len())
-        .map(|p| {
-            let diagonal = lo[p * w..(p + 1) * w]
-                .iter()
-                .zip(&hi[p * w..(p + 1) * w])
-                .map(|(a, b)| (b - a) * (b - a))
-                .sum::<f64>()
-                .sqrt();
-            diagonal + bad[p]
-        })
-        .collect()
+    /// Room for the problems up to `p`.
+    pub(crate) fn open(&mut self, p: usize) {
+        while self.bad.len() <= p {
+            self.lo
+                .extend(std::iter::repeat_n(f64::INFINITY, self.width));
+            self.hi
+                .extend(std::iter::repeat_n(f64::NEG_INFINITY, self.width));
+            self.bad.push(0.0);
+        }
+    }
+
+    /// Widen problem `p`'s box (opened) to take in `row` (`width` numbers).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, p: usize, row: &[f64]) {
+        match self.width {
+            1 => self.widen::<1>(p, row),
+            2 => self.widen::<2>(p, row),
+            3 => self.widen::<3>(p, row),
+            4 => self.widen::<4>(p, row),
+            5 => self.widen::<5>(p, row),
+            6 => self.widen::<6>(p, row),
+            8 => self.widen::<8>(p, row),
+            _ => self.widen::<0>(p, row),
+        }
+    }
+
+    /// [`add`](Self::add) for `W` numbers (0: any width).
+    #[inline(always)]
+    fn widen<const W: usize>(&mut self, p: usize, row: &[f64]) {
+        let w = if W == 0 { self.width } else { W };
+        let (lo, hi) = (
+            &mut self.lo[p * w..p * w + w],
+            &mut self.hi[p * w..p * w + w],
+        );
+        let mut b = 0.0;
+        for j in 0..w {
+            let x = row[j];
+            lo[j] = if x < lo[j] { x } else { lo[j] };
+            hi[j] = if x > hi[j] { x } else { hi[j] };
+            b += x * 0.0;
+        }
+        self.bad[p] += b;
+    }
+
+    /// Per problem, the diagonal of its box, computed with the same steps
+    /// as a distance; NaN if a value is not finite.
+    pub(crate) fn diagonals(&self) -> Vec<f64> {
+        let w = self.width;
+        (0..self.bad.len())
+            .map(|p| {
+                let diagonal = self.lo[p * w..(p + 1) * w]
+                    .iter()
+                    .zip(&self.hi[p * w..(p + 1) * w])
+                    .map(|(a, b)| (b - a) * (b - a))
+                    .sum::<f64>()
+                    .sqrt();
+                diagonal + self.bad[p]
+            })
+            .collect()
+    }
 }
 
 /// Flag the outliers: `excluded[slot]` is true for each.

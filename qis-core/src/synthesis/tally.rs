@@ -128,7 +128,7 @@ pub(crate) fn count<T>(
         // Counted as the votes were taken in, the same way as below.
         for (p, t) in tallies.iter_mut().enumerate() {
             t.votes = running.votes[p];
-            t.confidence = running.odd[p] + exact::units(running.high[p], running.low[p]);
+            t.confidence = running.sums[p].units();
         }
         first.copy_from_slice(&running.first);
         return (finish(tallies, config), first);
@@ -136,7 +136,7 @@ pub(crate) fn count<T>(
     // Per problem: the confidences summed as `exact` says, in blocks of at
     // most `MAX_TERMS` slots; one outside `[2^-7, 1]` (its fixed-point value
     // is then not simply `c * 2^60`) is converted on its own.
-    let mut sums = vec![(0.0f64, 0.0f64); n_problems];
+    let mut sums = vec![exact::Sum::default(); n_problems];
     let block = exact::MAX_TERMS as usize;
     for (b, slots) in ballot.slots.chunks(block).enumerate() {
         for (i, s) in slots.iter().enumerate() {
@@ -144,18 +144,11 @@ pub(crate) fn count<T>(
             if first[p] == u32::MAX {
                 first[p] = (b * block + i) as u32;
             }
-            let t = &mut tallies[p];
-            t.votes += 1;
-            let c = s.confidence;
-            if (1.0 / 128.0..=1.0).contains(&c) | (c == 0.0) {
-                let (high, low) = &mut sums[p];
-                exact::add(high, low, c);
-            } else {
-                t.confidence += u128::from(fixed(c));
-            }
+            tallies[p].votes += 1;
+            sums[p].add(s.confidence);
         }
-        for (t, (high, low)) in tallies.iter_mut().zip(&mut sums) {
-            t.confidence += exact::units(std::mem::take(high), std::mem::take(low));
+        for (t, sum) in tallies.iter_mut().zip(&mut sums) {
+            t.confidence += std::mem::take(sum).units();
         }
     }
     (finish(tallies, config), first)
