@@ -144,19 +144,39 @@ impl Boxes {
     /// [`add`](Self::add) for `W` numbers (0: any width).
     #[inline(always)]
     fn widen<const W: usize>(&mut self, p: usize, row: &[f64]) {
-        let w = if W == 0 { self.width } else { W };
-        let (lo, hi) = (
-            &mut self.lo[p * w..p * w + w],
-            &mut self.hi[p * w..p * w + w],
-        );
-        let mut b = 0.0;
-        for j in 0..w {
-            let x = row[j];
-            lo[j] = if x < lo[j] { x } else { lo[j] };
-            hi[j] = if x > hi[j] { x } else { hi[j] };
-            b += x * 0.0;
+        if W == 0 {
+            let w = self.width;
+            let lo = &mut self.lo[p * w..p * w + w];
+            let hi = &mut self.hi[p * w..p * w + w];
+            let mut b = 0.0;
+            for ((&x, lo), hi) in row[..w].iter().zip(lo).zip(hi) {
+                *lo = if x < *lo { x } else { *lo };
+                *hi = if x > *hi { x } else { *hi };
+                b += x * 0.0;
+            }
+            self.bad[p] += b;
+            return;
         }
-        self.bad[p] += b;
+        // Whole arrays: the compiler keeps them in vector registers.
+        let lo: &mut [f64; W] = (&mut self.lo[p * W..p * W + W])
+            .try_into()
+            .expect("W numbers");
+        let hi: &mut [f64; W] = (&mut self.hi[p * W..p * W + W])
+            .try_into()
+            .expect("W numbers");
+        let row: &[f64; W] = row[..W].try_into().expect("W numbers");
+        let mut l = *lo;
+        let mut h = *hi;
+        let mut z = [0.0; W];
+        for j in 0..W {
+            let x = row[j];
+            l[j] = if x < l[j] { x } else { l[j] };
+            h[j] = if x > h[j] { x } else { h[j] };
+            z[j] = x * 0.0;
+        }
+        *lo = l;
+        *hi = h;
+        self.bad[p] += z.iter().sum::<f64>();
     }
 
     /// Per problem, the diagonal of its box, computed with the same steps
