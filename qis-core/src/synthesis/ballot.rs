@@ -49,13 +49,22 @@ impl Slot {
     }
 }
 
+/// A vote's twin and packet id, side by side: a redelivery is recognised by
+/// its id without reading the earlier delivery (far back in memory) again.
+#[derive(Clone, Copy)]
+pub(crate) struct Vote<T> {
+    pub twin: Option<T>,
+    id: PacketId,
+}
+
 /// The votes: slot 0 is the own packet, then one per other agent in the order
 /// its first packet arrived.
 pub(crate) struct Ballot<'a, T> {
     pub own: &'a OutcomePacket,
-    /// The twin holding each slot's vote (`None`: the own packet). A twin is
-    /// kept as it came (for a `&Delivery`, one pointer), not copied.
-    pub votes: Vec<Option<T>>,
+    /// The twin holding each slot's vote (`None`: the own packet) and its
+    /// packet id. A twin is kept as it came (for a `&Delivery`, one
+    /// pointer), not copied.
+    pub votes: Vec<Vote<T>>,
     pub slots: Vec<Slot>,
     /// The context vectors of the slots `in_rows`, `width` numbers per slot.
     rows: Vec<f64>,
@@ -139,7 +148,7 @@ impl Running {
 impl<'a, T: Twin<'a>> Ballot<'a, T> {
     /// The packet voting in `slot`.
     pub fn packet(&self, slot: usize) -> &'a OutcomePacket {
-        match &self.votes[slot] {
+        match &self.votes[slot].twin {
             None => self.own,
             Some(t) => t.packet(),
         }
@@ -199,47 +208,68 @@ fn same(a: &str, b: &str) -> bool {
 /// per redelivery that the id comparison alone saves.
 const NO_ID: PacketId = PacketId::from_bytes([0; 32]);
 
-/// Numbers the problems: a subject names one problem, a batch a handful, so
-/// comparing with the previous one (then a few) is cheaper than hashing.
+/// Numbers the problems. A subject names one problem, a batch a handful,
+/// and which one comes next is not predictable: a small direct-mapped cache
+/// indexed by a sketch of the two strings (their lengths, first and last
+/// words) finds the number with one comparison that holds, instead of
+/// comparisons that fail at random (each a mispredicted branch).
 struct Problems<'a> {
     keys: Vec<(&'a str, &'a str)>,
     ids: HashMap<(&'a str, &'a str), u32, RandomState>,
-    last: u32,
+    /// Problem number + 1 per sketch bucket; 0 when empty.
+    cache: [u32; 1 << CACHE_BITS],
+}
+
+/// 64 buckets: a batch names a handful of problems.
+const CACHE_BITS: u32 = 6;
+
+/// A hash of the length and the first and last (up to) eight bytes of `s`.
+#[inline(always)]
+fn sketch(s: &str) -> u64 {
+    let (s, n) = (s.as_bytes(), s.len());
+    let (a, b) = if n >= 8 {
+        (word(s, 0), word(s, n - 8))
+    } else if n >= 4 {
+        (half(s, 0), half(s, n - 4))
+    } else if n > 0 {
+        (
+            u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16,
+            0,
+        )
+    } else {
+        (0, 0)
+    };
+    (a ^ (n as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b
 }
 
 impl<'a> Problems<'a> {
     #[inline(always)]
     fn id(&mut self, p: &'a OutcomePacket) -> u32 {
         let key = (p.domain.as_str(), p.problem_class.as_str());
-        // The previous packet's problem, then the others of a handful.
-        if let Some(&(d, c)) = self.keys.get(self.last as usize) {
+        let bucket = ((sketch(key.0) ^ sketch(key.1).wrapping_mul(0xff51_afd7_ed55_8ccd))
+            .wrapping_mul(0xc4ce_b9fe_1a85_ec53)
+            >> (64 - CACHE_BITS)) as usize;
+        let e = self.cache[bucket];
+        if e != 0 {
+            let (d, c) = self.keys[(e - 1) as usize];
             if same(c, key.1) && same(d, key.0) {
-                return self.last;
+                return e - 1;
             }
         }
-        for (i, &(d, c)) in self.keys.iter().enumerate().take(FEW) {
-            if same(c, key.1) && same(d, key.0) {
-                self.last = i as u32;
-                return self.last;
-            }
-        }
-        self.id_slow(key)
+        let id = self.id_slow(key);
+        self.cache[bucket] = id + 1;
+        id
     }
 
     #[inline(never)]
     fn id_slow(&mut self, key: (&'a str, &'a str)) -> u32 {
         let keys = &mut self.keys;
-        self.last = *self.ids.entry(key).or_insert_with(|| {
+        *self.ids.entry(key).or_insert_with(|| {
             keys.push(key);
             (keys.len() - 1) as u32
-        });
-        self.last
+        })
     }
 }
-
-/// The problems compared one by one before the map is asked; all of them
-/// are in the map too.
-const FEW: usize = 4;
 
 /// Append `row` to `rows`: the common short lengths as fixed-size copies
 /// (a library call per row costs more than the copy).
@@ -294,13 +324,10 @@ where
         superseded: 0,
         running: Running::new(boxes, width),
     };
-    // Each vote's packet id beside it, so a redelivery is recognised without
-    // reading the earlier delivery (far back in memory) again.
-    let mut ids: Vec<PacketId> = Vec::with_capacity(capacity);
     let mut problems = Problems {
         keys: Vec::new(),
         ids: HashMap::default(),
-        last: 0,
+        cache: [0; 1 << CACHE_BITS],
     };
     let mut displaced: HashSet<Identity<'a>, RandomState> = HashSet::default();
 
@@ -312,8 +339,10 @@ where
     if let Found::Free(at) = agents.find(h, |_| false) {
         agents.insert(at, h, 0, |_| h);
     }
-    b.votes.push(None);
-    ids.push(own_id.unwrap_or(NO_ID));
+    b.votes.push(Vote {
+        twin: None,
+        id: own_id.unwrap_or(NO_ID),
+    });
     let own_slot = Slot::new(problems.id(own), own, width, own_id.is_some());
     if own_slot.in_rows {
         b.rows.extend_from_slice(&own.context_vector);
@@ -327,27 +356,29 @@ where
         let agent = p.agent_id.as_bytes();
         let h = hasher.hash(agent);
         let votes = &b.votes;
-        let packet_of = |s: usize| match votes[s] {
+        let packet_of = |s: usize| match votes[s].twin {
             None => own,
             Some(t) => t.packet(),
         };
         // A redelivery carries the id of the vote it repeats, which settles
         // it without reading the earlier packet's agent id.
         let found = agents.find(h, |s| {
-            id.is_some_and(|id| ids[s] == id && (id != NO_ID || b.slots[s].has_id))
+            id.is_some_and(|id| votes[s].id == id && (id != NO_ID || b.slots[s].has_id))
                 || packet_of(s).agent_id.as_bytes() == agent
         });
         let slot = Slot::new(problems.id(p), p, width, id.is_some());
         let s = match found {
             Found::Free(at) => {
                 let s = b.votes.len();
-                b.votes.push(Some(twin));
+                b.votes.push(Vote {
+                    twin: Some(twin),
+                    id: id.unwrap_or(NO_ID),
+                });
                 let votes = &b.votes;
                 agents.insert(at, h, s, |s| {
-                    let p = votes[s].map_or(own, |t| t.packet());
+                    let p = votes[s].twin.map_or(own, |t| t.packet());
                     hasher.hash(p.agent_id.as_bytes())
                 });
-                ids.push(id.unwrap_or(NO_ID));
                 b.slots.push(slot);
                 if slot.in_rows {
                     push_row(&mut b.rows, &p.context_vector);
@@ -360,9 +391,9 @@ where
             }
             Found::Slot(s) => s,
         };
-        let current = b.votes[s];
+        let current = b.votes[s].twin;
         let same = match id {
-            Some(id) if ids[s] == id && (id != NO_ID || b.slots[s].has_id) => true,
+            Some(id) if b.votes[s].id == id && (id != NO_ID || b.slots[s].has_id) => true,
             Some(_) if b.slots[s].has_id => false,
             _ => same_content(packet_of(s), p),
         };
@@ -377,8 +408,10 @@ where
             Some(c) if p.timestamp >= b.slots[s].timestamp => {
                 b.running.valid = false;
                 displaced.insert(identity(&c));
-                b.votes[s] = Some(twin);
-                ids[s] = id.unwrap_or(NO_ID);
+                b.votes[s] = Vote {
+                    twin: Some(twin),
+                    id: id.unwrap_or(NO_ID),
+                };
                 b.slots[s] = slot;
                 if slot.in_rows {
                     b.rows[s * width..(s + 1) * width].copy_from_slice(&p.context_vector);
@@ -459,6 +492,47 @@ mod tests {
         newer.timestamp += 1.0;
         let twins: Vec<&OutcomePacket> = twins.iter().chain([&newer]).collect();
         assert!(!collect(&own, twins, true).running.valid);
+    }
+
+    #[test]
+    fn problems_keep_their_numbers_past_the_cache() {
+        // More problems than cache buckets, strings that share sketches
+        // (same length and ends), taken in an order that revisits them.
+        let names: Vec<(String, String)> = (0..300)
+            .map(|i| {
+                let d = ["hvac", "wind", "ward-3"][i % 3].to_string();
+                (d, format!("energy-{:03}-anomaly-of-kind-{}", i / 3, i % 7))
+            })
+            .collect();
+        let packets: Vec<OutcomePacket> = names
+            .iter()
+            .map(|(d, c)| OutcomePacket {
+                agent_id: "a".into(),
+                domain: d.clone(),
+                problem_class: c.clone(),
+                conclusion: "c".into(),
+                confidence: 0.5,
+                context_vector: vec![],
+                timestamp: 0.0,
+                source_node: "n".into(),
+            })
+            .collect();
+        let mut problems = Problems {
+            keys: Vec::new(),
+            ids: HashMap::default(),
+            cache: [0; 1 << CACHE_BITS],
+        };
+        let mut seen: HashMap<(&str, &str), u32> = HashMap::new();
+        for round in 0..3 {
+            for k in 0..packets.len() {
+                let p = &packets[(k * 7 + round * 13) % packets.len()];
+                let id = problems.id(p);
+                let key = (p.domain.as_str(), p.problem_class.as_str());
+                assert_eq!(*seen.entry(key).or_insert(id), id, "{key:?}");
+                assert_eq!(problems.keys[id as usize], key);
+            }
+        }
+        assert_eq!(problems.keys.len(), 300);
     }
 
     #[test]
