@@ -27,6 +27,13 @@ pub(crate) fn half(s: &[u8], i: usize) -> u64 {
 }
 
 /// The 128-bit product of `a` and `b`, folded to 64 bits.
+/// Sixteen bytes as two words.
+#[inline(always)]
+fn words(b: &[u8; 16]) -> (u64, u64) {
+    let x = u128::from_le_bytes(*b);
+    (x as u64, (x >> 64) as u64)
+}
+
 #[inline(always)]
 fn fold(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
@@ -58,15 +65,21 @@ impl AgentHasher {
         let seeds = &self.seeds;
         let n = s.len();
         let mut acc = seeds[0] ^ (n as u64);
+        // Whole chunks under a length test: no bounds checks left.
         let (a, b) = if n > 16 {
-            let mut i = 0;
-            while i + 16 < n {
-                acc = fold(acc ^ word(s, i), seeds[1] ^ word(s, i + 8));
-                i += 16;
+            // The 16-byte blocks before the last byte, then the last 16.
+            let mut rest = s;
+            while rest.len() > 16 {
+                let (x, y) = rest.first_chunk::<16>().map_or((0, 0), words);
+                acc = fold(acc ^ x, seeds[1] ^ y);
+                rest = &rest[16..];
             }
-            (word(s, n - 16), word(s, n - 8))
+            s.last_chunk::<16>().map_or((0, 0), words)
         } else if n >= 8 {
-            (word(s, 0), word(s, n - 8))
+            (
+                s.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
+                s.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
+            )
         } else if n >= 4 {
             (half(s, 0), half(s, n - 4))
         } else if n > 0 {

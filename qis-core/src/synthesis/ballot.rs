@@ -89,15 +89,20 @@ pub(crate) struct Running {
     pub valid: bool,
     /// Every vote's context vector is in the rows.
     pub all_in_rows: bool,
-    /// Per problem: its votes.
-    pub votes: Vec<u32>,
-    /// Per problem: its first voting slot.
-    pub first: Vec<u32>,
-    /// Per problem: the confidences summed.
-    pub sums: Vec<Sum>,
+    /// Per problem: its votes, first voting slot and summed confidences.
+    pub problems: Vec<Count>,
     /// The boxes around the vectors in the rows, when the outlier filter
     /// (the only reader) is on.
     pub boxes: Option<Boxes>,
+}
+
+/// One problem's running figures, side by side (one bounds check per vote).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Count {
+    pub votes: u32,
+    /// The first voting slot; `u32::MAX` before one.
+    pub first: u32,
+    pub sum: Sum,
 }
 
 impl Running {
@@ -105,9 +110,7 @@ impl Running {
         Running {
             valid: true,
             all_in_rows: true,
-            votes: Vec::new(),
-            first: Vec::new(),
-            sums: Vec::new(),
+            problems: Vec::new(),
             boxes: boxes.then(|| Boxes::new(width)),
         }
     }
@@ -115,32 +118,63 @@ impl Running {
     /// Room for problem `p` (numbered in order: at most one new at a time).
     #[inline(never)]
     fn open(&mut self, p: usize) {
-        while self.votes.len() <= p {
-            self.votes.push(0);
-            self.first.push(u32::MAX);
-            self.sums.push(Sum::default());
+        while self.problems.len() <= p {
+            self.problems.push(Count {
+                first: u32::MAX,
+                ..Count::default()
+            });
         }
         if let Some(boxes) = &mut self.boxes {
             boxes.open(p);
         }
     }
 
-    /// Count the new vote in `slot`, its vector (if in the rows) `row`.
+    /// Count the new vote in `slot`, and take its vector: appended to
+    /// `rows` (a row of zeros if the vector is not `width` long, which keeps
+    /// the rows aligned with the slots) and, in the rows, into its box.
     #[inline(always)]
-    fn add(&mut self, slot: usize, s: &Slot, row: &[f64]) {
+    fn add(&mut self, slot: usize, s: &Slot, rows: &mut Vec<f64>, width: usize, cv: &[f64]) {
         let p = s.problem as usize;
-        if p >= self.votes.len() {
+        if p >= self.problems.len() {
             self.open(p);
         }
-        self.votes[p] += 1;
-        if self.first[p] == u32::MAX {
-            self.first[p] = slot as u32;
+        let c = &mut self.problems[p];
+        c.votes += 1;
+        if c.first == u32::MAX {
+            c.first = slot as u32;
         }
-        self.sums[p].add(s.confidence);
+        c.sum.add(s.confidence);
         if !s.in_rows {
             self.all_in_rows = false;
-        } else if let Some(boxes) = &mut self.boxes {
-            boxes.add(p, row);
+            rows.resize(rows.len() + width, 0.0);
+            return;
+        }
+        // One dispatch on the width for the copy and the box.
+        match cv.len() {
+            1 => self.take::<1>(rows, p, cv),
+            2 => self.take::<2>(rows, p, cv),
+            3 => self.take::<3>(rows, p, cv),
+            4 => self.take::<4>(rows, p, cv),
+            5 => self.take::<5>(rows, p, cv),
+            6 => self.take::<6>(rows, p, cv),
+            8 => self.take::<8>(rows, p, cv),
+            _ => {
+                rows.extend_from_slice(cv);
+                if let Some(boxes) = &mut self.boxes {
+                    boxes.add(p, cv);
+                }
+            }
+        }
+    }
+
+    /// [`add`](Self::add)'s copy and box for `W` numbers: fixed-size, no
+    /// library call.
+    #[inline(always)]
+    fn take<const W: usize>(&mut self, rows: &mut Vec<f64>, p: usize, cv: &[f64]) {
+        let row: &[f64; W] = cv.try_into().unwrap_or(&[0.0; W]);
+        rows.extend_from_slice(row);
+        if let Some(boxes) = &mut self.boxes {
+            boxes.widen::<W>(p, row);
         }
     }
 }
@@ -271,26 +305,6 @@ impl<'a> Problems<'a> {
     }
 }
 
-/// Append `row` to `rows`: the common short lengths as fixed-size copies
-/// (a library call per row costs more than the copy).
-#[inline(always)]
-fn push_row(rows: &mut Vec<f64>, row: &[f64]) {
-    fn fixed<const N: usize>(rows: &mut Vec<f64>, row: &[f64]) {
-        let row: &[f64; N] = row.try_into().unwrap_or(&[0.0; N]);
-        rows.extend_from_slice(row);
-    }
-    match row.len() {
-        1 => fixed::<1>(rows, row),
-        2 => fixed::<2>(rows, row),
-        3 => fixed::<3>(rows, row),
-        4 => fixed::<4>(rows, row),
-        5 => fixed::<5>(rows, row),
-        6 => fixed::<6>(rows, row),
-        8 => fixed::<8>(rows, row),
-        _ => rows.extend_from_slice(row),
-    }
-}
-
 /// One pass over the twins. The hash table and the arrays are sized from the
 /// iterator's size hint, so a slice of N twins costs a constant number of
 /// allocations. A packet whose agent already has a vote is compared with that
@@ -344,10 +358,8 @@ where
         id: own_id.unwrap_or(NO_ID),
     });
     let own_slot = Slot::new(problems.id(own), own, width, own_id.is_some());
-    if own_slot.in_rows {
-        b.rows.extend_from_slice(&own.context_vector);
-    }
-    b.running.add(0, &own_slot, &b.rows[..width]);
+    b.running
+        .add(0, &own_slot, &mut b.rows, width, &own.context_vector);
     b.slots.push(own_slot);
 
     for twin in twins {
@@ -380,13 +392,8 @@ where
                     hasher.hash(p.agent_id.as_bytes())
                 });
                 b.slots.push(slot);
-                if slot.in_rows {
-                    push_row(&mut b.rows, &p.context_vector);
-                } else {
-                    // Keep the rows aligned with the slots.
-                    b.rows.resize(b.rows.len() + width, 0.0);
-                }
-                b.running.add(s, &slot, &b.rows[s * width..]);
+                b.running
+                    .add(s, &slot, &mut b.rows, width, &p.context_vector);
                 continue;
             }
             Found::Slot(s) => s,
@@ -465,7 +472,8 @@ mod tests {
         let (walked, walked_first) = tally::count(&b, &config, 0.0);
         assert_eq!(format!("{fused:?}"), format!("{walked:?}"));
         assert_eq!(fused_first, walked_first);
-        assert_eq!(b.running.votes, [4, 2, 1]);
+        let votes: Vec<u32> = b.running.problems.iter().map(|c| c.votes).collect();
+        assert_eq!(votes, [4, 2, 1]);
         // The outlier filter's boxes: one far vector among vectors of one
         // length, and one not finite.
         for far in [5.0, 0.11, f64::NAN] {

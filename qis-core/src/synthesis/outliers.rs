@@ -16,7 +16,7 @@
 
 use std::cmp::Ordering::{Equal, Less};
 
-use super::ballot::Ballot;
+use super::ballot::{Ballot, MAX_WIDTH};
 use super::median::Medians;
 use super::twin::Twin;
 
@@ -54,7 +54,7 @@ fn census<'a, T: Twin<'a>>(ballot: &Ballot<'a, T>, k: f64, floor: f64) -> Census
     let n_problems = ballot.problems.len();
     let running = &ballot.running;
     let voters = if running.valid {
-        running.votes.clone()
+        running.problems.iter().map(|c| c.votes).collect()
     } else {
         let mut voters = vec![0u32; n_problems];
         for s in &ballot.slots {
@@ -95,34 +95,38 @@ fn census<'a, T: Twin<'a>>(ballot: &Ballot<'a, T>, k: f64, floor: f64) -> Census
 }
 
 /// Per problem, the box around its voters' vectors (`width` numbers each,
-/// all in the rows): the smallest and largest value of each coordinate, and
-/// `x * 0` summed over the values (0, or NaN iff one is not finite, without
-/// a branch).
+/// all in the rows): the smallest and largest value of each coordinate.
+/// Beside them, for all problems at once, `x * 0` summed over the values: 0,
+/// or NaN iff one is not finite (a NaN leaves no trace in a box), without a
+/// branch. A value not finite is rare (JSON cannot carry one): then every
+/// box is taken as unbounded and every problem gets the full rule.
 pub(crate) struct Boxes {
     width: usize,
+    problems: usize,
     lo: Vec<f64>,
     hi: Vec<f64>,
-    bad: Vec<f64>,
+    bad: [f64; MAX_WIDTH],
 }
 
 impl Boxes {
     pub(crate) fn new(width: usize) -> Self {
         Boxes {
             width,
+            problems: 0,
             lo: Vec::new(),
             hi: Vec::new(),
-            bad: Vec::new(),
+            bad: [0.0; MAX_WIDTH],
         }
     }
 
     /// Room for the problems up to `p`.
     pub(crate) fn open(&mut self, p: usize) {
-        while self.bad.len() <= p {
+        while self.problems <= p {
             self.lo
                 .extend(std::iter::repeat_n(f64::INFINITY, self.width));
             self.hi
                 .extend(std::iter::repeat_n(f64::NEG_INFINITY, self.width));
-            self.bad.push(0.0);
+            self.problems += 1;
         }
     }
 
@@ -141,9 +145,10 @@ impl Boxes {
         }
     }
 
-    /// [`add`](Self::add) for `W` numbers (0: any width).
+    /// [`add`](Self::add) for `W` numbers (0: any width), `row` at least
+    /// that long.
     #[inline(always)]
-    fn widen<const W: usize>(&mut self, p: usize, row: &[f64]) {
+    pub(crate) fn widen<const W: usize>(&mut self, p: usize, row: &[f64]) {
         if W == 0 {
             let w = self.width;
             let lo = &mut self.lo[p * w..p * w + w];
@@ -154,7 +159,7 @@ impl Boxes {
                 *hi = if x > *hi { x } else { *hi };
                 b += x * 0.0;
             }
-            self.bad[p] += b;
+            self.bad[0] += b;
             return;
         }
         // Whole arrays: the compiler keeps them in vector registers.
@@ -167,23 +172,22 @@ impl Boxes {
         let row: &[f64; W] = row[..W].try_into().expect("W numbers");
         let mut l = *lo;
         let mut h = *hi;
-        let mut z = [0.0; W];
         for j in 0..W {
             let x = row[j];
             l[j] = if x < l[j] { x } else { l[j] };
             h[j] = if x > h[j] { x } else { h[j] };
-            z[j] = x * 0.0;
+            self.bad[j] += x * 0.0;
         }
         *lo = l;
         *hi = h;
-        self.bad[p] += z.iter().sum::<f64>();
     }
 
     /// Per problem, the diagonal of its box, computed with the same steps
-    /// as a distance; NaN if a value is not finite.
+    /// as a distance; NaN (every one) if a value of any box is not finite.
     pub(crate) fn diagonals(&self) -> Vec<f64> {
         let w = self.width;
-        (0..self.bad.len())
+        let bad: f64 = self.bad.iter().sum();
+        (0..self.problems)
             .map(|p| {
                 let diagonal = self.lo[p * w..(p + 1) * w]
                     .iter()
@@ -191,7 +195,7 @@ impl Boxes {
                     .map(|(a, b)| (b - a) * (b - a))
                     .sum::<f64>()
                     .sqrt();
-                diagonal + self.bad[p]
+                diagonal + bad
             })
             .collect()
     }

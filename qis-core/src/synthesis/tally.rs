@@ -126,11 +126,11 @@ pub(crate) fn count<T>(
     let running = &ballot.running;
     if running.valid && ballot.slots.len() <= exact::MAX_TERMS as usize {
         // Counted as the votes were taken in, the same way as below.
-        for (p, t) in tallies.iter_mut().enumerate() {
-            t.votes = running.votes[p];
-            t.confidence = running.sums[p].units();
+        for ((t, f), c) in tallies.iter_mut().zip(&mut first).zip(&running.problems) {
+            t.votes = c.votes;
+            t.confidence = c.sum.units();
+            *f = c.first;
         }
-        first.copy_from_slice(&running.first);
         return (finish(tallies, config), first);
     }
     // Per problem: the confidences summed as `exact` says, in blocks of at
