@@ -244,54 +244,97 @@ const NO_ID: PacketId = PacketId::from_bytes([0; 32]);
 
 /// Numbers the problems. A subject names one problem, a batch a handful,
 /// and which one comes next is not predictable: a small direct-mapped cache
-/// indexed by a sketch of the two strings (their lengths, first and last
-/// words) finds the number with one comparison that holds, instead of
-/// comparisons that fail at random (each a mispredicted branch).
+/// indexed by a hash of the two strings' [`Ends`] finds the number with one
+/// comparison that holds, instead of comparisons that fail at random (each
+/// a mispredicted branch). Strings of at most 16 bytes (most problem names)
+/// are wholly in their ends, so a hit on them needs no further reading.
 struct Problems<'a> {
     keys: Vec<(&'a str, &'a str)>,
     ids: HashMap<(&'a str, &'a str), u32, RandomState>,
-    /// Problem number + 1 per sketch bucket; 0 when empty.
-    cache: [u32; 1 << CACHE_BITS],
+    cache: [Cached; 1 << CACHE_BITS],
 }
 
 /// 64 buckets: a batch names a handful of problems.
 const CACHE_BITS: u32 = 6;
 
-/// A hash of the length and the first and last (up to) eight bytes of `s`.
-#[inline(always)]
-fn sketch(s: &str) -> u64 {
-    let (s, n) = (s.as_bytes(), s.len());
-    let (a, b) = if n >= 8 {
-        (word(s, 0), word(s, n - 8))
-    } else if n >= 4 {
-        (half(s, 0), half(s, n - 4))
-    } else if n > 0 {
-        (
-            u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16,
-            0,
-        )
-    } else {
-        (0, 0)
-    };
-    (a ^ (n as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b
+/// A cache bucket: a problem's ends and its number + 1 (0: empty).
+#[derive(Clone, Copy, Default)]
+struct Cached {
+    domain: Ends,
+    class: Ends,
+    id: u32,
+}
+
+/// A string's length and its first and last (up to) eight bytes: all of
+/// it when at most 16 bytes long.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Ends {
+    len: u64,
+    head: u64,
+    tail: u64,
+}
+
+impl Ends {
+    #[inline(always)]
+    fn of(s: &str) -> Ends {
+        let (s, n) = (s.as_bytes(), s.len());
+        let (head, tail) = if n >= 8 {
+            (word(s, 0), word(s, n - 8))
+        } else if n >= 4 {
+            (half(s, 0), half(s, n - 4))
+        } else if n > 0 {
+            // Every byte of one to three.
+            (
+                u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16,
+                0,
+            )
+        } else {
+            (0, 0)
+        };
+        Ends {
+            len: n as u64,
+            head,
+            tail,
+        }
+    }
+
+    /// The string is all in its ends.
+    #[inline(always)]
+    fn whole(&self) -> bool {
+        self.len <= 16
+    }
+
+    #[inline(always)]
+    fn hash(&self) -> u64 {
+        (self.head ^ self.len).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.tail
+    }
 }
 
 impl<'a> Problems<'a> {
     #[inline(always)]
     fn id(&mut self, p: &'a OutcomePacket) -> u32 {
         let key = (p.domain.as_str(), p.problem_class.as_str());
-        let bucket = ((sketch(key.0) ^ sketch(key.1).wrapping_mul(0xff51_afd7_ed55_8ccd))
+        let (domain, class) = (Ends::of(key.0), Ends::of(key.1));
+        let bucket = ((domain.hash() ^ class.hash().wrapping_mul(0xff51_afd7_ed55_8ccd))
             .wrapping_mul(0xc4ce_b9fe_1a85_ec53)
             >> (64 - CACHE_BITS)) as usize;
         let e = self.cache[bucket];
-        if e != 0 {
-            let (d, c) = self.keys[(e - 1) as usize];
+        if e.id != 0 && e.domain == domain && e.class == class {
+            let id = e.id - 1;
+            if domain.whole() && class.whole() {
+                return id;
+            }
+            let (d, c) = self.keys[id as usize];
             if same(c, key.1) && same(d, key.0) {
-                return e - 1;
+                return id;
             }
         }
         let id = self.id_slow(key);
-        self.cache[bucket] = id + 1;
+        self.cache[bucket] = Cached {
+            domain,
+            class,
+            id: id + 1,
+        };
         id
     }
 
@@ -341,7 +384,7 @@ where
     let mut problems = Problems {
         keys: Vec::new(),
         ids: HashMap::default(),
-        cache: [0; 1 << CACHE_BITS],
+        cache: [Cached::default(); 1 << CACHE_BITS],
     };
     let mut displaced: HashSet<Identity<'a>, RandomState> = HashSet::default();
 
@@ -506,10 +549,17 @@ mod tests {
     fn problems_keep_their_numbers_past_the_cache() {
         // More problems than cache buckets, strings that share sketches
         // (same length and ends), taken in an order that revisits them.
+        // Long names (read beyond their ends) and short ones (wholly in
+        // them), of many lengths.
         let names: Vec<(String, String)> = (0..300)
             .map(|i| {
-                let d = ["hvac", "wind", "ward-3"][i % 3].to_string();
-                (d, format!("energy-{:03}-anomaly-of-kind-{}", i / 3, i % 7))
+                let d = ["hvac", "wind", "ward-3", "", "x"][i % 5].to_string();
+                let c = if i % 2 == 0 {
+                    format!("energy-{:03}-anomaly-of-kind-{}", i / 3, i % 7)
+                } else {
+                    format!("{i:03}-{}", "abcdefghijklmn".get(..i % 15).unwrap_or(""))
+                };
+                (d, c)
             })
             .collect();
         let packets: Vec<OutcomePacket> = names
@@ -528,7 +578,7 @@ mod tests {
         let mut problems = Problems {
             keys: Vec::new(),
             ids: HashMap::default(),
-            cache: [0; 1 << CACHE_BITS],
+            cache: [Cached::default(); 1 << CACHE_BITS],
         };
         let mut seen: HashMap<(&str, &str), u32> = HashMap::new();
         for round in 0..3 {
@@ -540,7 +590,7 @@ mod tests {
                 assert_eq!(problems.keys[id as usize], key);
             }
         }
-        assert_eq!(problems.keys.len(), 300);
+        assert_eq!((problems.keys.len(), seen.len()), (300, 300));
     }
 
     #[test]
