@@ -254,7 +254,7 @@ struct Problems<'a> {
     cache: [Cached; 1 << CACHE_BITS],
 }
 
-/// 64 buckets: a batch names a handful of problems.
+/// 64 buckets, in pairs: a batch names a handful of problems.
 const CACHE_BITS: u32 = 6;
 
 /// A cache bucket: a problem's ends and its number + 1 (0: empty).
@@ -318,19 +318,28 @@ impl<'a> Problems<'a> {
         let bucket = ((domain.hash() ^ class.hash().wrapping_mul(0xff51_afd7_ed55_8ccd))
             .wrapping_mul(0xc4ce_b9fe_1a85_ec53)
             >> (64 - CACHE_BITS)) as usize;
-        let e = self.cache[bucket];
-        if e.id != 0 && e.domain == domain && e.class == class {
-            let id = e.id - 1;
-            if domain.whole() && class.whole() {
-                return id;
-            }
-            let (d, c) = self.keys[id as usize];
-            if same(c, key.1) && same(d, key.0) {
-                return id;
+        // Two ways: a problem whose bucket is taken by another goes to the
+        // bucket beside it, so two problems in one bucket both stay cached.
+        for b in [bucket, bucket ^ 1] {
+            let e = self.cache[b];
+            if e.id != 0 && e.domain == domain && e.class == class {
+                let id = e.id - 1;
+                if domain.whole() && class.whole() {
+                    return id;
+                }
+                let (d, c) = self.keys[id as usize];
+                if same(c, key.1) && same(d, key.0) {
+                    return id;
+                }
             }
         }
         let id = self.id_slow(key);
-        self.cache[bucket] = Cached {
+        let b = if self.cache[bucket].id == 0 {
+            bucket
+        } else {
+            bucket ^ 1
+        };
+        self.cache[b] = Cached {
             domain,
             class,
             id: id + 1,
