@@ -180,6 +180,53 @@ impl Running {
 }
 
 impl<'a, T: Twin<'a>> Ballot<'a, T> {
+    /// `twin`, a packet of the agent voting in slot `s`: a duplicate (the
+    /// same packet again, or one already displaced) is counted as such;
+    /// another packet supersedes the vote if it is not older (the own
+    /// packet is never superseded), else it is displaced itself.
+    #[inline(never)]
+    fn again(
+        &mut self,
+        s: usize,
+        twin: T,
+        problems: &mut Problems<'a>,
+        displaced: &mut HashSet<Identity<'a>, RandomState>,
+    ) {
+        let (p, id, width) = (twin.packet(), twin.id(), self.width);
+        let current = self.votes[s].twin;
+        let same = match id {
+            Some(id) if self.votes[s].id == id && (id != NO_ID || self.slots[s].has_id) => true,
+            Some(_) if self.slots[s].has_id => false,
+            _ => same_content(self.packet(s), p),
+        };
+        if same || (!displaced.is_empty() && displaced.contains(&identity(&twin))) {
+            self.duplicates += 1;
+            return;
+        }
+        // Numbered even if it does not vote (a problem of no votes).
+        let slot = Slot::new(problems.id(p), p, width, id.is_some());
+        self.superseded += 1;
+        // The own packet is the own agent's vote; for any other agent the
+        // latest timestamp wins, a tie going to the later arrival.
+        match current {
+            Some(c) if p.timestamp >= self.slots[s].timestamp => {
+                self.running.valid = false;
+                displaced.insert(identity(&c));
+                self.votes[s] = Vote {
+                    twin: Some(twin),
+                    id: id.unwrap_or(NO_ID),
+                };
+                self.slots[s] = slot;
+                if slot.in_rows {
+                    self.rows[s * width..(s + 1) * width].copy_from_slice(&p.context_vector);
+                }
+            }
+            _ => {
+                displaced.insert(identity(&twin));
+            }
+        }
+    }
+
     /// The packet voting in `slot`.
     pub fn packet(&self, slot: usize) -> &'a OutcomePacket {
         match &self.votes[slot].twin {
@@ -430,56 +477,29 @@ where
             id.is_some_and(|id| votes[s].id == id && (id != NO_ID || b.slots[s].has_id))
                 || packet_of(s).agent_id.as_bytes() == agent
         });
-        let slot = Slot::new(problems.id(p), p, width, id.is_some());
-        let s = match found {
-            Found::Free(at) => {
-                let s = b.votes.len();
-                b.votes.push(Vote {
-                    twin: Some(twin),
-                    id: id.unwrap_or(NO_ID),
-                });
-                let votes = &b.votes;
-                agents.insert(at, h, s, |s| {
-                    let p = votes[s].twin.map_or(own, |t| t.packet());
-                    hasher.hash(p.agent_id.as_bytes())
-                });
-                b.slots.push(slot);
-                b.running
-                    .add(s, &slot, &mut b.rows, width, &p.context_vector);
+        let at = match found {
+            Found::Free(at) => at,
+            Found::Slot(s) => {
+                // Off the common path: a redelivery, or a later packet.
+                b.again(s, twin, &mut problems, &mut displaced);
                 continue;
             }
-            Found::Slot(s) => s,
         };
-        let current = b.votes[s].twin;
-        let same = match id {
-            Some(id) if b.votes[s].id == id && (id != NO_ID || b.slots[s].has_id) => true,
-            Some(_) if b.slots[s].has_id => false,
-            _ => same_content(packet_of(s), p),
-        };
-        if same || (!displaced.is_empty() && displaced.contains(&identity(&twin))) {
-            b.duplicates += 1;
-            continue;
-        }
-        b.superseded += 1;
-        // The own packet is the own agent's vote; for any other agent the
-        // latest timestamp wins, a tie going to the later arrival.
-        match current {
-            Some(c) if p.timestamp >= b.slots[s].timestamp => {
-                b.running.valid = false;
-                displaced.insert(identity(&c));
-                b.votes[s] = Vote {
-                    twin: Some(twin),
-                    id: id.unwrap_or(NO_ID),
-                };
-                b.slots[s] = slot;
-                if slot.in_rows {
-                    b.rows[s * width..(s + 1) * width].copy_from_slice(&p.context_vector);
-                }
-            }
-            _ => {
-                displaced.insert(identity(&twin));
-            }
-        }
+        // A new agent: a new vote.
+        let slot = Slot::new(problems.id(p), p, width, id.is_some());
+        let s = b.votes.len();
+        b.votes.push(Vote {
+            twin: Some(twin),
+            id: id.unwrap_or(NO_ID),
+        });
+        let votes = &b.votes;
+        agents.insert(at, h, s, |s| {
+            let p = votes[s].twin.map_or(own, |t| t.packet());
+            hasher.hash(p.agent_id.as_bytes())
+        });
+        b.slots.push(slot);
+        b.running
+            .add(s, &slot, &mut b.rows, width, &p.context_vector);
     }
     b.problems = problems.keys;
     // A problem named only by packets that did not vote has no votes.
