@@ -20,7 +20,7 @@
 //!   confidence-weighted, quorum, outlier filter on.
 //!
 //! Each figure is the fastest of several repetitions (at least 0.5 s of them
-//! for Rust, as many runs for Python), in three rounds where Rust and Python
+//! for Rust, as many runs for Python), in five rounds where Rust and Python
 //! take turns, in µs per packet (deliveries + own): on a shared machine the
 //! fastest run is the one least disturbed by other work. The ratio is seed ÷ qis: how many times faster. The target is at
 //! least 5× at 10,000 and 100,000 packets with de-duplication.
@@ -215,7 +215,7 @@ fn seed_python(path: &Path, reps: usize) -> Option<f64> {
 
 /// Rounds per case: Rust and Python take turns, so that neither is measured
 /// only while the machine is busy with something else.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// `… -- profile N seed|default [dup|nodup] [floor]`: build the packets for
 /// size `N` and run one synthesis `QIS_PROFILE_ITERS` times (default 20),
