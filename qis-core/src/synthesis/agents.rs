@@ -26,7 +26,6 @@ pub(crate) fn half(s: &[u8], i: usize) -> u64 {
     u64::from(u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4])))
 }
 
-/// The 128-bit product of `a` and `b`, folded to 64 bits.
 /// Sixteen bytes as two words.
 #[inline(always)]
 fn words(b: &[u8; 16]) -> (u64, u64) {
@@ -34,6 +33,7 @@ fn words(b: &[u8; 16]) -> (u64, u64) {
     (x as u64, (x >> 64) as u64)
 }
 
+/// The 128-bit product of `a` and `b`, folded to 64 bits.
 #[inline(always)]
 fn fold(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
