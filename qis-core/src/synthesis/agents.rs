@@ -26,6 +26,27 @@ pub(crate) fn half(s: &[u8], i: usize) -> u64 {
     u64::from(u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4])))
 }
 
+/// The first and last (up to) eight bytes of `s` as two words: all of it
+/// when at most 16 bytes long (one to three bytes: each of them, in the
+/// first word).
+#[inline(always)]
+pub(crate) fn ends(s: &[u8]) -> (u64, u64) {
+    let n = s.len();
+    if n >= 8 {
+        (
+            s.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
+            s.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
+        )
+    } else if n >= 4 {
+        (half(s, 0), half(s, n - 4))
+    } else if n > 0 {
+        let x = u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16;
+        (x, 0)
+    } else {
+        (0, 0)
+    }
+}
+
 /// Sixteen bytes as two words.
 #[inline(always)]
 fn words(b: &[u8; 16]) -> (u64, u64) {
@@ -75,18 +96,8 @@ impl AgentHasher {
                 rest = &rest[16..];
             }
             s.last_chunk::<16>().map_or((0, 0), words)
-        } else if n >= 8 {
-            (
-                s.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
-                s.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
-            )
-        } else if n >= 4 {
-            (half(s, 0), half(s, n - 4))
-        } else if n > 0 {
-            let x = u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16;
-            (x, 0)
         } else {
-            (0, 0)
+            ends(s)
         };
         fold(fold(acc ^ a, seeds[1] ^ b), seeds[2])
     }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
-use super::agents::{half, word, AgentHasher, Agents, Found};
+use super::agents::{ends, half, word, AgentHasher, Agents, Found};
 use super::exact::Sum;
 use super::outliers::Boxes;
 use super::twin::{identity, same_content, Identity, Twin};
@@ -324,22 +324,9 @@ struct Ends {
 impl Ends {
     #[inline(always)]
     fn of(s: &str) -> Ends {
-        let (s, n) = (s.as_bytes(), s.len());
-        let (head, tail) = if n >= 8 {
-            (word(s, 0), word(s, n - 8))
-        } else if n >= 4 {
-            (half(s, 0), half(s, n - 4))
-        } else if n > 0 {
-            // Every byte of one to three.
-            (
-                u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16,
-                0,
-            )
-        } else {
-            (0, 0)
-        };
+        let (head, tail) = ends(s.as_bytes());
         Ends {
-            len: n as u64,
+            len: s.len() as u64,
             head,
             tail,
         }
