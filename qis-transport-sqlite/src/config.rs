@@ -115,7 +115,10 @@ pub struct SqliteConfig {
     /// fetch waits or a live subscription is open (default 5 ms). It bounds
     /// the extra latency of a packet deposited by another process.
     pub poll_interval: Duration,
-    /// Commit durability (default [`Synchronous::Full`]).
+    /// Commit durability of deposits (default [`Synchronous::Full`]).
+    /// Consumers' fetches, acks and naks always commit with `NORMAL`: a
+    /// power loss may undo the last of them, and those packets are then
+    /// delivered again (at least once).
     pub synchronous: Synchronous,
     /// What happens when retention would remove packets a consumer still
     /// owes (default [`WhenFull::Refuse`]). Give every process on a file the

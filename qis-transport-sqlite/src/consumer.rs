@@ -11,6 +11,11 @@
 //! Fetch hands out due redeliveries first (oldest first), then new packets
 //! after the cursor. A malformed row is logged, counted and passed by the
 //! cursor, so it is never delivered.
+//!
+//! Fetch, ack and nak usually run on the caller's thread (the connection
+//! module's side connection) and commit with `synchronous=NORMAL`: a crash
+//! of the process loses none of them, a power loss may undo the last ones,
+//! and then those packets are delivered again — at least once, never lost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -186,19 +191,23 @@ fn create_or_resume(
 }
 
 impl SqliteConsumer {
-    /// Take what is there now, on the connection thread.
+    /// Take what is there now.
     async fn take(&self, max: usize, look_first: bool) -> Result<Taken> {
         let shared = self.shared.clone();
         let settings = self.transport.settings();
-        self.transport
-            .worker()
-            .call(move |conn| {
-                take(conn, &shared, &settings, max, look_first).map_err(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => no_longer_in(&shared.name, &settings),
-                    e => consumer_sql_error("fetching", &shared.name, &settings, e),
+        let taken = {
+            let (shared, settings) = (shared.clone(), settings.clone());
+            self.transport
+                .worker()
+                .quick(max, move |conn| {
+                    take(conn, &shared, &settings, max, look_first)
                 })
-            })
-            .await
+                .await?
+        };
+        taken.map_err(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => no_longer_in(&shared.name, &settings),
+            e => consumer_sql_error("fetching", &shared.name, &settings, e),
+        })
     }
 }
 
@@ -277,12 +286,14 @@ fn take(
         }
     }
 
-    // Then new packets after the cursor.
+    // Then new packets after the cursor, straight into `out` (one large
+    // allocation per fetch, not two: each one makes the allocator merge its
+    // small free chunks, and the packets' own allocations slow down).
     let want = max.saturating_sub(out.len());
-    let mut fresh = Vec::with_capacity(want.min(1024));
+    let first_fresh = out.len();
     let new_cursor = c.scan.walk(&tx, cursor, want, |row| match decode(&row) {
         Some(received) => {
-            fresh.push((received, row.seq));
+            out.push(delivery(received, row.seq, 1));
             true
         }
         None => {
@@ -290,15 +301,17 @@ fn take(
             false
         }
     })?;
-    if !fresh.is_empty() {
+    if out.len() > first_fresh {
         // One row per delivery: the B-tree insert is the cost (an
         // INSERT … SELECT over a series per run of seqs measured the same).
         let mut pend = tx.prepare_cached(
             "INSERT OR REPLACE INTO qis_pending (consumer_id, seq, due_at_ms, deliveries) VALUES (?1, ?2, ?3, 1)",
         )?;
-        for (received, seq) in fresh {
-            pend.execute(params![c.id, seq, due_at])?;
-            out.push(delivery(received, seq, 1));
+        for d in &out[first_fresh..] {
+            // Every delivery made above carries its row seq.
+            if let Position::Sequence(seq) = d.position {
+                pend.execute(params![c.id, seq as i64, due_at])?;
+            }
         }
     }
     if new_cursor != cursor {
@@ -486,45 +499,46 @@ impl DurableConsumer for SqliteConsumer {
 
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let seqs = deliveries.iter().map(row_seq).collect::<Result<Vec<_>>>()?;
-        let shared = self.shared.clone();
-        let settings = self.transport.settings();
+        // A batch of new packets is mostly consecutive rows: one range
+        // delete per run of consecutive seqs.
+        let runs = runs(seqs);
+        let id = self.shared.id;
         self.transport
             .worker()
-            .call(move |conn| {
-                let run = || -> rusqlite::Result<()> {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    {
-                        // A batch of new packets is mostly consecutive rows:
-                        // one range delete per run of consecutive seqs.
-                        let mut del = tx.prepare_cached(
-                            "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq BETWEEN ?2 AND ?3",
-                        )?;
-                        for (first, last) in runs(seqs) {
-                            del.execute(params![shared.id, first, last])?;
-                        }
+            .quick(deliveries.len(), move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut del = tx.prepare_cached(
+                        "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq BETWEEN ?2 AND ?3",
+                    )?;
+                    for &(first, last) in &runs {
+                        del.execute(params![id, first, last])?;
                     }
-                    tx.commit()
-                };
-                run().map_err(|e| consumer_sql_error("acking", &shared.name, &settings, e))
+                }
+                tx.commit()
             })
-            .await
+            .await?
+            .map_err(|e| {
+                consumer_sql_error("acking", &self.shared.name, &self.transport.settings(), e)
+            })
     }
 
     async fn nak(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
         let seq = row_seq(delivery)?;
-        let shared = self.shared.clone();
-        let settings = self.transport.settings();
+        let id = self.shared.id;
         let due = now_ms().saturating_add(duration_ms(delay));
         self.transport
             .worker()
-            .call(move |conn| {
+            .quick(1, move |conn| {
                 conn.prepare_cached(
                     "UPDATE qis_pending SET due_at_ms = ?1 WHERE consumer_id = ?2 AND seq = ?3",
                 )
-                .and_then(|mut s| s.execute(params![due, shared.id, seq]))
-                .map_err(|e| consumer_sql_error("nak", &shared.name, &settings, e))
+                .and_then(|mut s| s.execute(params![due, id, seq]))
             })
-            .await?;
+            .await?
+            .map_err(|e| {
+                consumer_sql_error("nak", &self.shared.name, &self.transport.settings(), e)
+            })?;
         self.transport.notify_local_change();
         Ok(())
     }
@@ -561,7 +575,8 @@ impl DurableConsumer for SqliteConsumer {
     }
 
     async fn close(&self) -> Result<()> {
-        // Acks are committed before `ack` returns: nothing is pending here.
+        // Acks are committed before `ack` returns (module docs: on power
+        // loss the last of them may be undone): nothing is pending here.
         Ok(())
     }
 }

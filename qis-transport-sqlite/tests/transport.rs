@@ -508,3 +508,75 @@ async fn concurrent_depositors_lose_nothing() {
     let t = open(&dir).await;
     assert_eq!(t.stored().await.unwrap().0, 400);
 }
+
+/// Another program holding the write lock: fetch and ack neither fail at
+/// once nor hold the caller's thread on it; they wait on the connection
+/// thread up to `busy_timeout` and then fail with `Timeout`. A try that found
+/// the lock taken changed nothing: once it is free, the packet not yet
+/// delivered comes, once, and the acks go through.
+#[tokio::test]
+async fn consumer_calls_wait_for_another_writer_and_a_busy_try_changes_nothing() {
+    let dir = TempDir::new("busy");
+    let config = SqliteConfig::new(db(&dir)).busy_timeout(Duration::from_millis(200));
+    let t = SqliteTransport::connect(config).await.unwrap();
+    let c = open_consumer(&t, "c", "qis.iot.>").await.unwrap();
+    let first = t.deposit(&pkt("1", "hvac", "x", 0)).await.unwrap();
+    let second = t.deposit(&pkt("2", "hvac", "x", 1)).await.unwrap();
+    let got = c.fetch(1, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].position, first.position);
+
+    let other = rusqlite::Connection::open(db(&dir)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let busy = c.fetch(10, Duration::ZERO).await.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Timeout, "{busy}");
+    let busy = c.ack(&got).await.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Timeout, "{busy}");
+    other.execute_batch("COMMIT").unwrap();
+
+    let rest = c.fetch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|d| d.position).collect::<Vec<_>>(),
+        [second.position],
+        "the busy tries moved the cursor or marked packets delivered"
+    );
+    c.ack(&got).await.unwrap();
+    c.ack(&rest).await.unwrap();
+    let backlog = c.backlog().await.unwrap();
+    assert_eq!((backlog.waiting, backlog.unacked), (0, 0));
+    t.close().await.unwrap();
+}
+
+/// A consumer that only reads commits its bookkeeping on the caller's
+/// thread without checkpointing there; it asks the connection thread for a
+/// checkpoint instead, so the write-ahead log stays near SQLite's usual
+/// 1,000 pages however long it runs.
+#[tokio::test]
+async fn a_reading_consumer_keeps_the_log_bounded() {
+    let dir = TempDir::new("wal");
+    let t = open(&dir).await;
+    let packets: Vec<_> = (0..3000).map(|i| pkt("a", "hvac", "x", i)).collect();
+    t.deposit_batch(&packets).await.unwrap();
+    let wal = dir.path().join("outcomes.db-wal");
+    let frame = 4096 + 24;
+    let c = open_consumer(&t, "c", "qis.iot.>").await.unwrap();
+    let mut delivered = 0;
+    loop {
+        let got = c.fetch(1, Duration::ZERO).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        c.ack(&got).await.unwrap();
+        delivered += got.len();
+    }
+    assert_eq!(delivered, packets.len());
+    // Every checkpoint asked for has run once a later call came back.
+    t.stored().await.unwrap();
+    let bytes = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        bytes < 1500 * frame,
+        "the log grew to {} frames: no checkpoint ran while the consumer read",
+        bytes / frame
+    );
+    t.close().await.unwrap();
+}
