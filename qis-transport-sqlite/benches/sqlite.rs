@@ -273,7 +273,8 @@ fn raw_fetch_ack_rate(raw: &mut Connection, n: usize, decode: bool) -> f64 {
 }
 
 /// `cargo bench -p qis-transport-sqlite -- profile qis|raw-decode [ROUNDS]`:
-/// only fetch + ack of one contestant on tmpfs, for `perf` or callgrind.
+/// only fetch + ack of one contestant on tmpfs, for `perf` or callgrind
+/// (`deposit-qis|deposit-raw`: only the batch deposit).
 async fn profile(args: &[String]) {
     let who = args.get(2).map_or("qis", String::as_str);
     let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
@@ -283,7 +284,17 @@ async fn profile(args: &[String]) {
     let mut best = 0f64;
     for round in 0..rounds {
         let path = dir.0.join(format!("p-{round}.db"));
-        let (t, _) = qis_batch_deposit(&path, Synchronous::Normal, &batch).await;
+        if who == "deposit-raw" {
+            let (_, r) = raw_batch_deposit(&path, Synchronous::Normal, &batch).await;
+            best = best.max(r);
+            continue;
+        }
+        let (t, r) = qis_batch_deposit(&path, Synchronous::Normal, &batch).await;
+        if who == "deposit-qis" {
+            t.close().await.unwrap();
+            best = best.max(r);
+            continue;
+        }
         let r = if who == "qis" {
             qis_fetch_ack(&t, PACKETS).await
         } else {
@@ -293,7 +304,7 @@ async fn profile(args: &[String]) {
         };
         best = best.max(r);
     }
-    println!("{who}: fetch + ack best {best:.0} pkt/s over {rounds} rounds");
+    println!("{who}: best {best:.0} pkt/s over {rounds} rounds");
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

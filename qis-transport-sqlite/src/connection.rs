@@ -16,8 +16,10 @@
 //! virtual machine whose other core is idle a wake-up costs more than a
 //! consumer's fetch of a hundred rows (measured: fetch + ack ran at 0.4 of
 //! plain SQLite plus decoding, the instructions at 0.9). So consumer calls
-//! (fetch, ack, nak: [`Worker::quick`]) first try a second connection, kept
-//! behind a mutex, on the caller's own thread. It never waits:
+//! (fetch, ack, nak: [`Worker::quick`]), and deposits when the handle is
+//! configured with `synchronous=NORMAL` ([`Worker::deposit`]), first try a
+//! second connection, kept behind a mutex, on the caller's own thread. It
+//! never waits:
 //!
 //! - not for the mutex (another task is using it: the call goes to the
 //!   thread);
@@ -25,11 +27,11 @@
 //!   sends the call to the thread, which waits up to `busy_timeout`; every
 //!   such call writes in one transaction that takes the lock first, so the
 //!   failed try changed nothing);
-//! - not for the disk: it commits with `synchronous=NORMAL` whatever the
-//!   configuration (consumer bookkeeping only: a power loss may undo the
-//!   last cursor moves and acks, and those packets are delivered again, as
-//!   a JetStream server that has not synced yet would), and it never runs a
-//!   checkpoint itself: when its commits have grown the log past SQLite's
+//! - not for the disk: it commits with `synchronous=NORMAL` (deposits go
+//!   there only when that is the configuration; for consumer bookkeeping it
+//!   is always so: a power loss may undo the last cursor moves and acks, and
+//!   those packets are delivered again, as a JetStream server that has not
+//!   synced yet would), and it never runs a checkpoint itself: when its commits have grown the log past SQLite's
 //!   usual 1,000 pages it asks the thread for a passive one.
 //!
 //! A call on it holds the caller's thread for as long as its SQL takes,
@@ -47,7 +49,7 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::SqliteConfig;
+use crate::config::{SqliteConfig, Synchronous};
 use crate::{deposit, schema, NAME};
 
 /// Most packets committed in one group transaction.
@@ -85,6 +87,11 @@ pub(crate) struct Worker {
     side: Mutex<Option<Connection>>,
     /// The side connection asked for a checkpoint that has not run yet.
     checkpointing: Arc<AtomicBool>,
+    /// With `synchronous=NORMAL`, deposits may go on the side connection:
+    /// its configuration.
+    side_deposits: Option<Arc<SqliteConfig>>,
+    /// Bumped after every commit that stored packets.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -105,6 +112,8 @@ impl Worker {
         changes: Arc<watch::Sender<u64>>,
     ) -> Result<Worker> {
         let (tx, rx) = mpsc::channel::<Request>();
+        let side_deposits = (config.synchronous == Synchronous::Normal).then(|| config.clone());
+        let worker_changes = changes.clone();
         let side_tx = tx.clone();
         let checkpointing = Arc::new(AtomicBool::new(false));
         let side_checkpointing = checkpointing.clone();
@@ -150,6 +159,8 @@ impl Worker {
             stopped,
             side: Mutex::new(Some(side)),
             checkpointing,
+            side_deposits,
+            changes: worker_changes,
         })
     }
 
@@ -192,6 +203,18 @@ impl Worker {
         packets: usize,
         f: &impl Fn(&mut Connection) -> rusqlite::Result<T>,
     ) -> Option<Result<rusqlite::Result<T>>> {
+        self.on_side(packets, f, |r| matches!(r, Err(e) if schema::is_busy(e)))
+    }
+
+    /// Run `f` on the side connection if it may take a call on `packets`
+    /// packets now; `None` if not, or if `busy` says it found the write lock
+    /// taken (then it changed nothing).
+    fn on_side<R>(
+        &self,
+        packets: usize,
+        f: impl FnOnce(&mut Connection) -> R,
+        busy: impl FnOnce(&R) -> bool,
+    ) -> Option<Result<R>> {
         // While a checkpoint is pending, calls queue up behind it: the
         // first one then writes on the thread's connection right after the
         // checkpoint, which is what lets SQLite start the log over. Were
@@ -210,7 +233,7 @@ impl Worker {
         let conn = guard.as_mut()?;
         // As on the thread, a panic is an error, not the caller's panic.
         match catch_unwind(AssertUnwindSafe(|| f(conn))) {
-            Ok(Err(e)) if schema::is_busy(&e) => {
+            Ok(r) if busy(&r) => {
                 tracing::trace!("write lock taken: the call waits on the connection thread");
                 None
             }
@@ -223,9 +246,31 @@ impl Worker {
         }
     }
 
-    /// Store packets; queued deposits are committed together.
-    pub(crate) async fn deposit(&self, packets: Vec<EncodedPacket>) -> Result<Vec<Receipt>> {
+    /// Store packets. With `synchronous=NORMAL` they go on the side
+    /// connection when it is free (module docs); else (and when another
+    /// writer holds the lock) to the thread, where queued deposits are
+    /// committed together.
+    pub(crate) async fn deposit(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
+        if let Some(config) = &self.side_deposits {
+            let done = self.on_side(
+                packets.len(),
+                |conn| deposit::store_group(conn, config, &[packets]),
+                // Only a taken lock makes the write fail with a timeout.
+                |r| matches!(r, Err(e) if e.kind() == ErrorKind::Timeout),
+            );
+            match done {
+                Some(Ok(Ok((mut outcomes, stored_any)))) => {
+                    if stored_any {
+                        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+                    }
+                    return outcomes.pop().unwrap_or_else(|| Ok(Vec::new()));
+                }
+                Some(Ok(Err(e)) | Err(e)) => return Err(e),
+                None => {}
+            }
+        }
         let (reply, rx) = oneshot::channel();
+        let packets = packets.to_vec();
         self.tx
             .send(Request::Deposit(DepositRequest { packets, reply }))
             .map_err(|_| closed())?;
@@ -364,7 +409,8 @@ fn commit_group(
     group: Vec<DepositRequest>,
 ) {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        deposit::store_group(conn, config, &group)
+        let packets: Vec<&[EncodedPacket]> = group.iter().map(|r| r.packets.as_slice()).collect();
+        deposit::store_group(conn, config, &packets)
     }));
     match outcome {
         Ok(Ok((receipts, stored_any))) => {

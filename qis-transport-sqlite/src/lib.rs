@@ -189,6 +189,9 @@
 //! a microsecond per packet, and commit with `synchronous = NORMAL`: a power
 //! loss may undo the last acks and cursor moves, and those packets are
 //! delivered again (at least once, as a JetStream server between syncs).
+//! With `synchronous = NORMAL` configured, deposits of up to 1,024 packets
+//! take the same path; deposits that find it in use queue on the thread
+//! and are committed together.
 //!
 //! ## What it does not do
 //!
@@ -447,7 +450,7 @@ impl OutcomeTransport for SqliteTransport {
     }
 
     async fn deposit_encoded_batch(&self, packets: &[EncodedPacket]) -> Result<Vec<Receipt>> {
-        self.worker().deposit(packets.to_vec()).await
+        self.worker().deposit(packets).await
     }
 
     async fn consumer(&self, config: ConsumerConfig) -> Result<Arc<dyn DurableConsumer>> {

@@ -257,3 +257,69 @@ async fn deleting_the_consumer_that_holds_the_store_frees_it() {
     let seen: HashSet<_> = stored.iter().collect();
     assert_eq!(seen.len(), stored.len());
 }
+
+/// Deposits from many tasks at once, some refused: each deposit is stored
+/// whole or not at all, whether it was committed alone (on the caller's
+/// thread with `synchronous=NORMAL`, or alone on the connection thread) or
+/// together with others queued meanwhile (each then undone on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deposits_into_a_full_store_are_each_whole_or_refused() {
+    for sync in [
+        qis_transport_sqlite::Synchronous::Full,
+        qis_transport_sqlite::Synchronous::Normal,
+    ] {
+        let dir = TempDir::new("refuse-many");
+        let t = open(
+            SqliteConfig::new(db(&dir))
+                .max_bytes(16 << 10)
+                .synchronous(sync),
+        )
+        .await;
+        let up = open_consumer(&t, "up", "qis.iot.>").await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|k| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let batch: Vec<_> = (0..8)
+                        .map(|i| packet("hvac", "x", &format!("{k}-{i}")))
+                        .collect();
+                    let ids: Vec<String> = batch
+                        .iter()
+                        .map(|p| {
+                            qis_core::EncodedPacket::readable(p, t.prefix())
+                                .unwrap()
+                                .id()
+                                .to_hex()
+                        })
+                        .collect();
+                    (ids, t.deposit_batch(&batch).await)
+                })
+            })
+            .collect();
+        let mut expected = HashSet::new();
+        let mut refused = 0;
+        for task in tasks {
+            let (ids, outcome) = task.await.unwrap();
+            match outcome {
+                Ok(receipts) => {
+                    assert_eq!(receipts.len(), ids.len());
+                    expected.extend(ids);
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::StoreFull, "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            refused > 0,
+            "{sync:?}: 16 batches of 8 fit in 16 KiB: the test needs a full store"
+        );
+        let got: HashSet<String> = drain(up.as_ref()).await.into_iter().collect();
+        assert_eq!(
+            got, expected,
+            "{sync:?}: exactly the accepted batches were stored"
+        );
+        t.close().await.unwrap();
+    }
+}

@@ -580,3 +580,29 @@ async fn a_reading_consumer_keeps_the_log_bounded() {
     );
     t.close().await.unwrap();
 }
+
+/// With `synchronous=NORMAL` deposits commit on the caller's thread too;
+/// the log stays near SQLite's usual 1,000 pages all the same.
+#[tokio::test]
+async fn deposits_on_the_callers_thread_keep_the_log_bounded() {
+    let dir = TempDir::new("wal-deposit");
+    let config = SqliteConfig::new(db(&dir)).synchronous(qis_transport_sqlite::Synchronous::Normal);
+    let t = SqliteTransport::connect(config).await.unwrap();
+    let packets: Vec<_> = (0..6000).map(|i| pkt("a", "hvac", "x", i)).collect();
+    for chunk in packets.chunks(20) {
+        t.deposit_batch(chunk).await.unwrap();
+    }
+    // Every checkpoint asked for has run once a later call came back.
+    t.stored().await.unwrap();
+    let frame = 4096 + 24;
+    let bytes = std::fs::metadata(dir.path().join("outcomes.db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        bytes < 1500 * frame,
+        "the log grew to {} frames: it was not checkpointed and started over",
+        bytes / frame
+    );
+    assert_eq!(t.stored().await.unwrap().0, 6000);
+    t.close().await.unwrap();
+}
