@@ -19,7 +19,8 @@
 //! cargo run --example edge_device --features nats -- --hub nats://hub:4222 \
 //!     --device-db /var/lib/qis/device.db --node building-b-floor-2 --every 5s
 //! # footprint run: forward 10,000 packets from the file, then exit
-//! cargo build --profile edge --example edge_device --features nats
+//! RUSTFLAGS="-C link-arg=-Wl,-z,pack-relative-relocs" \
+//!     cargo build --profile edge --example edge_device --features nats
 //! /usr/bin/time -v target/edge/examples/edge_device --hub nats://127.0.0.1:4222 \
 //!     --generate 10000 --exit-when-forwarded
 //! ```
