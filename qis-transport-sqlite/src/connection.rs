@@ -31,8 +31,9 @@
 //!   there only when that is the configuration; for consumer bookkeeping it
 //!   is always so: a power loss may undo the last cursor moves and acks, and
 //!   those packets are delivered again, as a JetStream server that has not
-//!   synced yet would), and it never runs a checkpoint itself: when its commits have grown the log past SQLite's
-//!   usual 1,000 pages it asks the thread for a passive one.
+//!   synced yet would), and it never runs a checkpoint itself: when its
+//!   commits have grown the log past SQLite's usual 1,000 pages it asks the
+//!   thread for a passive one.
 //!
 //! A call on it holds the caller's thread for as long as its SQL takes,
 //! about a microsecond per packet; calls on more than [`QUICK_MAX`] packets
@@ -55,9 +56,9 @@ use crate::{deposit, schema, NAME};
 /// Most packets committed in one group transaction.
 const MAX_GROUP_PACKETS: usize = 8192;
 
-/// Most packets a call on the side connection may fetch or ack: about a
-/// millisecond of the caller's thread at most.
-pub(crate) const QUICK_MAX: usize = 1024;
+/// Most packets a call on the side connection may take (a fetch, an ack, a
+/// deposit): a few milliseconds of the caller's thread at most.
+const QUICK_MAX: usize = 1024;
 
 /// Log size (pages) past which the side connection asks for a checkpoint:
 /// SQLite's own `wal_autocheckpoint` default.
@@ -169,14 +170,16 @@ impl Worker {
     /// (or past [`QUICK_MAX`] packets) on the connection thread (module
     /// docs). `f` may run twice (busy, then on the thread): it must write in
     /// one transaction that takes the write lock before it reads (`BEGIN
-    /// IMMEDIATE`, or a single statement), so a busy try changed nothing. The outer error is the
-    /// handle's (closed, lost), the inner one SQLite's.
+    /// IMMEDIATE`, or a single statement), so a busy try changed nothing.
+    /// The outer error is the handle's (closed, lost), the inner one
+    /// SQLite's.
     pub(crate) async fn quick<T, F>(&self, packets: usize, f: F) -> Result<rusqlite::Result<T>>
     where
         T: Send + 'static,
         F: Fn(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        if let Some(done) = self.try_side(packets, &f) {
+        let busy = |r: &rusqlite::Result<T>| matches!(r, Err(e) if schema::is_busy(e));
+        if let Some(done) = self.on_side(packets, &f, busy) {
             return done;
         }
         self.call(move |conn| Ok(f(conn))).await
@@ -194,16 +197,6 @@ impl Worker {
         });
         self.tx.send(Request::Call(call)).map_err(|_| closed())?;
         rx.await.map_err(|_| self.lost())?
-    }
-
-    /// [`quick`](Self::quick)'s try on the side connection; `None`: it was
-    /// busy, closed, or the call too big.
-    fn try_side<T>(
-        &self,
-        packets: usize,
-        f: &impl Fn(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Option<Result<rusqlite::Result<T>>> {
-        self.on_side(packets, f, |r| matches!(r, Err(e) if schema::is_busy(e)))
     }
 
     /// Run `f` on the side connection if it may take a call on `packets`
@@ -261,7 +254,7 @@ impl Worker {
             match done {
                 Some(Ok(Ok((mut outcomes, stored_any)))) => {
                     if stored_any {
-                        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+                        bump(&self.changes);
                     }
                     return outcomes.pop().unwrap_or_else(|| Ok(Vec::new()));
                 }
@@ -301,6 +294,12 @@ impl Worker {
             let _ = rx.await;
         }
     }
+}
+
+/// Tell the handle's waiting fetches and subscriptions that packets were
+/// stored.
+pub(crate) fn bump(changes: &watch::Sender<u64>) {
+    changes.send_modify(|v| *v = v.wrapping_add(1));
 }
 
 /// Open the side connection (module docs). Its log hook asks the connection
@@ -415,7 +414,7 @@ fn commit_group(
     match outcome {
         Ok(Ok((receipts, stored_any))) => {
             if stored_any {
-                changes.send_modify(|v| *v = v.wrapping_add(1));
+                bump(changes);
             }
             for (request, r) in group.into_iter().zip(receipts) {
                 let _ = request.reply.send(r);

@@ -286,9 +286,8 @@ fn take(
         }
     }
 
-    // Then new packets after the cursor, straight into `out` (one large
-    // allocation per fetch, not two: each one makes the allocator merge its
-    // small free chunks, and the packets' own allocations slow down).
+    // Then new packets after the cursor, straight into `out` (no second
+    // vector of deliveries per fetch).
     let want = max.saturating_sub(out.len());
     let first_fresh = out.len();
     let new_cursor = c.scan.walk(&tx, cursor, want, |row| match decode(&row) {

@@ -439,7 +439,7 @@ impl SqliteTransport {
     }
 
     pub(crate) fn notify_local_change(&self) {
-        self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
+        connection::bump(&self.inner.changes);
     }
 }
 

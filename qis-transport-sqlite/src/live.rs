@@ -138,7 +138,7 @@ fn watch_loop(config: &SqliteConfig, changes: &watch::Sender<u64>, shared: &Watc
                         // The first reading after a pause may be a change
                         // nobody saw: waking waiters for nothing is harmless.
                         last = Some(v);
-                        changes.send_modify(|n| *n = n.wrapping_add(1));
+                        crate::connection::bump(changes);
                     }
                     warned = false;
                 }
