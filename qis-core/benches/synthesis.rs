@@ -21,7 +21,8 @@
 //!
 //! Each figure is the fastest of several repetitions (at least 0.5 s of them
 //! for Rust, as many runs for Python), in five rounds where Rust and Python
-//! take turns, in µs per packet (deliveries + own): on a shared machine the
+//! take turns, each round of either side in a process of its own, in µs per
+//! packet (deliveries + own): on a shared machine the
 //! fastest run is the one least disturbed by other work. The ratio is seed ÷ qis: how many times faster. The target is at
 //! least 5× at 10,000 and 100,000 packets with de-duplication.
 #![allow(clippy::print_stdout)]
@@ -217,12 +218,43 @@ fn seed_python(path: &Path, reps: usize) -> Option<f64> {
 /// only while the machine is busy with something else.
 const ROUNDS: usize = 5;
 
-/// `… -- profile N seed|default [dup|nodup] [floor]`: build the packets for
-/// size `N` and run one synthesis `QIS_PROFILE_ITERS` times (default 20),
-/// nothing else and no Python, for `perf record` or `valgrind
+/// One round of the Rust side (`rules`: `seed` or `default`), timed in a
+/// process of its own on the same packets, as each round of Python is: where
+/// the process's memory lands moves the time (at 100,000 packets, 0.029 to
+/// 0.094 µs a packet from one process to the next on identical input on the
+/// 2-core development VM), so both sides take their fastest over as many
+/// processes. `None` if the child cannot be run (then the caller times in
+/// this process).
+fn qis_round(n: usize, rules: &str, dup: bool, reps: usize) -> Option<f64> {
+    let dup = if dup { "dup" } else { "nodup" };
+    let out = Command::new(std::env::current_exe().ok()?)
+        .args([
+            "profile",
+            &n.to_string(),
+            rules,
+            dup,
+            "time",
+            &reps.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        println!(
+            "timing process failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// `… -- profile N seed|default [dup|nodup] [floor|time REPS]`: build the
+/// packets for size `N` and run one synthesis `QIS_PROFILE_ITERS` times
+/// (default 20), nothing else and no Python, for `perf record` or `valgrind
 /// --tool=callgrind`. With `floor`, print instead the time to merely touch
 /// what synthesis reads of each packet (the memory floor) beside one
-/// synthesis.
+/// synthesis; with `time`, only the fastest synthesis (µs per packet), which
+/// is how the bench times each round of the Rust side.
 fn profile(args: &[String]) {
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let config = match args.get(3).map(String::as_str) {
@@ -240,6 +272,15 @@ fn profile(args: &[String]) {
         if let Some(path) = write_packets(&own, &twins) {
             let _ = std::fs::rename(path, to);
         }
+        return;
+    }
+    if args.get(5).is_some_and(|a| a == "time") {
+        // One round of the bench's Rust side, in a process of its own.
+        let reps = args.get(6).and_then(|a| a.parse().ok()).unwrap_or(20);
+        let t = time_it(twins.len() + 1, reps, || {
+            std::hint::black_box(synthesize_with(&config, &own, std::hint::black_box(&twins)));
+        });
+        println!("{t}");
         return;
     }
     if args.get(5).is_some_and(|a| a == "floor") {
@@ -306,20 +347,19 @@ fn main() {
             let (mut seed_rules, mut full) = (f64::INFINITY, f64::INFINITY);
             let mut seed: Option<f64> = None;
             for _ in 0..ROUNDS {
-                seed_rules = seed_rules.min(time_it(packets, reps, || {
-                    std::hint::black_box(synthesize_with(
-                        &SynthesisConfig::seed(),
-                        &own,
-                        std::hint::black_box(&twins),
-                    ));
-                }));
-                full = full.min(time_it(packets, reps, || {
-                    std::hint::black_box(synthesize_with(
-                        &default,
-                        &own,
-                        std::hint::black_box(&twins),
-                    ));
-                }));
+                let round = |rules: &str, config: &SynthesisConfig| {
+                    qis_round(n, rules, dup, reps).unwrap_or_else(|| {
+                        time_it(packets, reps, || {
+                            std::hint::black_box(synthesize_with(
+                                config,
+                                &own,
+                                std::hint::black_box(&twins),
+                            ));
+                        })
+                    })
+                };
+                seed_rules = seed_rules.min(round("seed", &SynthesisConfig::seed()));
+                full = full.min(round("default", &default));
                 if let Some(t) = path.as_deref().and_then(|p| seed_python(p, reps)) {
                     seed = Some(seed.map_or(t, |s| s.min(t)));
                 }
