@@ -1,5 +1,8 @@
 //! The shared conformance suite (`qis-conformance`) on SQLite: no server,
-//! always available. Each prefix gets its own database file in a per-run
+//! always available. It runs twice: `sqlite` with the default
+//! `synchronous=FULL` (deposits on the connection thread) and
+//! `sqlite-normal` with `synchronous=NORMAL` (deposits on the caller's
+//! thread when the handle's side connection is free). Each prefix gets its own database file in a per-run
 //! directory under Cargo's test temp dir; every `open` connects a new
 //! `SqliteTransport` to that file (a new connection and threads, as another
 //! process would). The fault cases' child processes get the directory in
@@ -12,10 +15,12 @@ use std::time::{Duration, SystemTime};
 use qis_conformance::support::{inject_once, random_hex};
 use qis_conformance::{async_trait, Backend};
 use qis_core::{Checked, DynTransport, Result, Subject};
-use qis_transport_sqlite::{SqliteConfig, SqliteTransport};
+use qis_transport_sqlite::{SqliteConfig, SqliteTransport, Synchronous};
 
 struct Sqlite {
     dir: PathBuf,
+    name: &'static str,
+    synchronous: Synchronous,
 }
 
 /// Per-run directories older than this are removed when a run starts (a
@@ -27,9 +32,13 @@ const STALE: Duration = Duration::from_secs(3600);
 const DIR_ENV: &str = "QIS_CONFORMANCE_SQLITE_DIR";
 
 impl Sqlite {
-    fn new() -> Sqlite {
+    fn new(name: &'static str, synchronous: Synchronous) -> Sqlite {
         if let Some(dir) = std::env::var_os(DIR_ENV) {
-            return Sqlite { dir: dir.into() };
+            return Sqlite {
+                dir: dir.into(),
+                name,
+                synchronous,
+            };
         }
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qis-conformance-sqlite");
         if let Ok(entries) = std::fs::read_dir(&root) {
@@ -47,19 +56,26 @@ impl Sqlite {
         }
         let dir = root.join(format!("run-{}-{}", std::process::id(), random_hex(4)));
         std::fs::create_dir_all(&dir).expect("a directory for the SQLite conformance files");
-        Sqlite { dir }
+        Sqlite {
+            dir,
+            name,
+            synchronous,
+        }
     }
 
     async fn connect(&self, prefix: &Subject) -> Result<Checked<SqliteTransport>> {
         let path = self.dir.join(format!("{prefix}.db"));
-        SqliteTransport::connect(SqliteConfig::new(path).prefix(prefix.clone())).await
+        let config = SqliteConfig::new(path)
+            .prefix(prefix.clone())
+            .synchronous(self.synchronous);
+        SqliteTransport::connect(config).await
     }
 }
 
 #[async_trait]
 impl Backend for Sqlite {
     fn name(&self) -> &'static str {
-        "sqlite"
+        self.name
     }
 
     async fn open(&self, prefix: &Subject) -> Result<DynTransport> {
@@ -77,5 +93,8 @@ impl Backend for Sqlite {
 }
 
 fn main() {
-    qis_conformance::run(vec![Arc::new(Sqlite::new())]);
+    qis_conformance::run(vec![
+        Arc::new(Sqlite::new("sqlite", Synchronous::Full)),
+        Arc::new(Sqlite::new("sqlite-normal", Synchronous::Normal)),
+    ]);
 }
