@@ -330,9 +330,15 @@ fn open_side(
         if pages >= CHECKPOINT_PAGES && !asked.swap(true, Ordering::AcqRel) {
             let asked = asked.clone();
             let call: Call = Box::new(move |conn| {
-                let done = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE);
-                if let Err(error) = done {
-                    tracing::warn!(%error, "checkpoint asked for by the side connection failed; the next commit asks again");
+                match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+                    Ok(_) => {}
+                    // Another connection was checkpointing: it does the work.
+                    Err(error) if schema::is_busy(&error) => {
+                        tracing::debug!(%error, "checkpoint skipped: another one is running");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "checkpoint asked for by the side connection failed; the next commit asks again");
+                    }
                 }
                 asked.store(false, Ordering::Release);
             });
