@@ -20,10 +20,9 @@ const INSERT: &str = "INSERT INTO qis_outcomes (subject, packet_id, body, deposi
 const FIND: &str = "SELECT seq, subject FROM qis_outcomes WHERE packet_id = ?1";
 
 /// Store every packet of every request (a slice of packets) in one
-/// transaction. Returns the
-/// outcome per request (a request refused because the store is full gets
-/// [`ErrorKind::StoreFull`] and stores nothing; the others are committed) and
-/// whether anything new was stored.
+/// transaction. Returns the outcome per request (a request refused because
+/// the store is full gets [`ErrorKind::StoreFull`] and stores nothing; the
+/// others are committed) and whether anything new was stored.
 pub(crate) fn store_group(
     conn: &mut Connection,
     config: &SqliteConfig,
