@@ -136,20 +136,23 @@ impl Audit {
 }
 
 /// The rows of the device's file delivered to a consumer and not acked
-/// (the `qis_pending` table, see `qis::sqlite::schema`).
+/// (the `qis_pending` table's runs, see `qis::sqlite::schema`).
 fn pending_rows(db: &std::path::Path) -> Result<HashSet<i64>, String> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(e("open the device's file"))?;
     let mut stmt = conn
-        .prepare("SELECT seq FROM qis_pending")
+        .prepare("SELECT seq, last_seq FROM qis_pending")
         .map_err(e("read qis_pending"))?;
-    let rows = stmt
-        .query_map([], |r| r.get::<_, i64>(0))
+    let runs = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
         .map_err(e("read qis_pending"))?
-        .collect::<Result<HashSet<i64>, _>>()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(e("read qis_pending"))?;
-    Ok(rows)
+    Ok(runs
+        .into_iter()
+        .flat_map(|(first, last)| first..=last)
+        .collect())
 }
 
 fn status(v: &Value, field: &str) -> u64 {

@@ -15,8 +15,11 @@
 //!     `BEGIN IMMEDIATE` per 100 rows with a cached `INSERT` (same unique and
 //!     subject indexes), `COMMIT`. The target is a ratio of at least 0.8.
 //!   - fetch + ack: a consumer fetches 100 at a time and acks them. Raw: per
-//!     100, select the next rows by `seq`, insert their pending rows and move
-//!     the cursor in one transaction, delete the pending rows in another.
+//!     100, select the next rows by `seq`, insert a pending row for each and
+//!     move the cursor in one transaction, delete the pending rows in
+//!     another — the straightforward bookkeeping, and the transport's own
+//!     until file format 2, which keeps one row per run of consecutive
+//!     deliveries instead (one insert and one delete per batch here).
 //!     "raw + decode" also parses each body into an `OutcomePacket`, as any
 //!     reader must (the transport does).
 //! - `synchronous=FULL`, the default: every commit waits for fsync (3 rounds):
@@ -169,7 +172,7 @@ fn raw_fetch_ack(conn: &mut Connection, decode: bool) -> usize {
         let due = now_us() / 1000 + 30_000;
         {
             let mut pend = tx
-                .prepare_cached("INSERT INTO qis_pending (consumer_id, seq, due_at_ms, deliveries) VALUES (?1, ?2, ?3, 1)")
+                .prepare_cached("INSERT INTO qis_pending (consumer_id, seq, last_seq, due_at_ms, deliveries) VALUES (?1, ?2, ?2, ?3, 1)")
                 .unwrap();
             for (seq, _, _) in &rows {
                 pend.execute(params![id, seq, due]).unwrap();

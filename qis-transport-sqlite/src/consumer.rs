@@ -1,8 +1,9 @@
 //! Durable consumers, kept in the file.
 //!
 //! A consumer is a row in `qis_consumers` (prefix, name, pattern, start,
-//! cursor, ack wait) plus its in-flight deliveries in `qis_pending` (seq,
-//! redelivery deadline, delivery count). Because all of it is in the file,
+//! cursor, ack wait) plus its in-flight deliveries in `qis_pending`, as runs
+//! of consecutive rows sharing a redelivery deadline and a delivery count
+//! (the `pending` module). Because all of it is in the file,
 //! a consumer opened again by name — by another handle, another process, or
 //! after a restart — resumes where it was, and several handles on one
 //! consumer share its work: each fetch runs in one `BEGIN IMMEDIATE`
@@ -27,9 +28,9 @@ use qis_core::{
     Backlog, ConsumerConfig, ConsumerInfo, Delivery, DurableConsumer, Error, ErrorKind, Position,
     Received, Result, StartPosition, Subject, SubjectPattern,
 };
-use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::pending;
 use crate::row::Row;
 use crate::scan::Scan;
 use crate::schema::{duration_ms, now_ms, now_us, sql_error, system_time_us};
@@ -246,44 +247,34 @@ fn take(
     let due_at = now.saturating_add(ack_wait_ms);
     let mut out = Vec::with_capacity(max.min(1024));
 
-    // Redeliveries first, oldest packet first.
-    let mut redeliver = Vec::new();
-    let mut gone = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT p.seq, p.deliveries, o.subject, o.body, o.packet_id FROM qis_pending p \
-             LEFT JOIN qis_outcomes o ON o.seq = p.seq \
-             WHERE p.consumer_id = ?1 AND p.due_at_ms <= ?2 ORDER BY p.seq LIMIT ?3",
-        )?;
-        let mut rows = stmt.query(params![c.id, now, max as i64])?;
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let deliveries: i64 = r.get(1)?;
-            match r.get_ref(2)? {
-                // Pruned by retention meanwhile: nothing left to deliver.
-                ValueRef::Null => gone.push(seq),
-                subject => match decode(
-                    &Row::read(seq, subject, r.get_ref(3)?).with_stored_id(r.get_ref(4)?),
-                ) {
-                    Some(received) => redeliver.push((received, seq, deliveries + 1)),
-                    None => gone.push(seq),
-                },
+    // Redeliveries first, oldest packet first: each due run from its
+    // first seq, as far as `max` allows.
+    for run in pending::due(&tx, c.id, now, max)? {
+        let room = max.saturating_sub(out.len());
+        if room == 0 {
+            break;
+        }
+        let upto = run.last.min(run.first.saturating_add(room as i64 - 1));
+        let mut delivered = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, subject, body, packet_id FROM qis_outcomes \
+                 WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query(params![run.first, upto])?;
+            while let Some(r) = rows.next()? {
+                let seq: i64 = r.get(0)?;
+                // A row pruned by retention meanwhile is simply not there;
+                // one that no longer decodes leaves the run too.
+                let row =
+                    Row::read(seq, r.get_ref(1)?, r.get_ref(2)?).with_stored_id(r.get_ref(3)?);
+                if let Some(received) = decode(&row) {
+                    out.push(delivery(received, seq, run.deliveries + 1));
+                    delivered.push(seq);
+                }
             }
         }
-    }
-    {
-        let mut bump = tx.prepare_cached(
-            "UPDATE qis_pending SET due_at_ms = ?1, deliveries = ?2 WHERE consumer_id = ?3 AND seq = ?4",
-        )?;
-        for (received, seq, n) in redeliver {
-            bump.execute(params![due_at, n, c.id, seq])?;
-            out.push(delivery(received, seq, n));
-        }
-        let mut drop_pending =
-            tx.prepare_cached("DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq = ?2")?;
-        for seq in gone {
-            drop_pending.execute(params![c.id, seq])?;
-        }
+        pending::redelivered(&tx, c.id, run, upto, &delivered, due_at)?;
     }
 
     // Then new packets after the cursor, straight into `out` (no second
@@ -300,18 +291,20 @@ fn take(
             false
         }
     })?;
-    if out.len() > first_fresh {
-        // One row per delivery: the B-tree insert is the cost (an
-        // INSERT … SELECT over a series per run of seqs measured the same).
-        let mut pend = tx.prepare_cached(
-            "INSERT OR REPLACE INTO qis_pending (consumer_id, seq, due_at_ms, deliveries) VALUES (?1, ?2, ?3, 1)",
-        )?;
-        for d in &out[first_fresh..] {
-            // Every delivery made above carries its row seq.
-            if let Position::Sequence(seq) = d.position {
-                pend.execute(params![c.id, seq as i64, due_at])?;
-            }
-        }
+    // One run per stretch of consecutive rows (every delivery made above
+    // carries its row seq; all are after the cursor, so in no run yet).
+    let fresh = out[first_fresh..].iter().filter_map(|d| match d.position {
+        Position::Sequence(seq) => Some(seq as i64),
+        _ => None,
+    });
+    for (first, last) in pending::consecutive(fresh) {
+        let run = pending::Run {
+            first,
+            last,
+            due_at_ms: due_at,
+            deliveries: 1,
+        };
+        pending::insert(&tx, c.id, run)?;
     }
     if new_cursor != cursor {
         tx.prepare_cached("UPDATE qis_consumers SET cursor = ?1 WHERE id = ?2")?
@@ -342,13 +335,8 @@ fn backlog_of(tx: &Transaction<'_>, id: i64, scan: &Scan) -> rusqlite::Result<Op
         return Ok(None);
     };
     let waiting = scan.count_after(tx, cursor)?;
-    let unacked: i64 = tx
-        .prepare_cached("SELECT count(*) FROM qis_pending WHERE consumer_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
-    Ok(Some(Backlog {
-        waiting,
-        unacked: unacked as u64,
-    }))
+    let unacked = pending::count(tx, id)?;
+    Ok(Some(Backlog { waiting, unacked }))
 }
 
 /// Every consumer under `prefix`, by name, with its backlog.
@@ -437,14 +425,7 @@ fn delivery(received: Received, seq: i64, n: i64) -> Delivery {
 fn runs(mut seqs: Vec<i64>) -> Vec<(i64, i64)> {
     seqs.sort_unstable();
     seqs.dedup();
-    let mut out: Vec<(i64, i64)> = Vec::new();
-    for s in seqs {
-        match out.last_mut() {
-            Some((_, last)) if *last + 1 == s => *last = s,
-            _ => out.push((s, s)),
-        }
-    }
-    out
+    pending::consecutive(seqs)
 }
 
 /// The row seq in a delivery's token.
@@ -498,21 +479,16 @@ impl DurableConsumer for SqliteConsumer {
 
     async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let seqs = deliveries.iter().map(row_seq).collect::<Result<Vec<_>>>()?;
-        // A batch of new packets is mostly consecutive rows: one range
-        // delete per run of consecutive seqs.
+        // A fetched batch is mostly consecutive rows, one in-flight run:
+        // acking all of it deletes that run in one statement.
         let runs = runs(seqs);
         let id = self.shared.id;
         self.transport
             .worker()
             .quick(deliveries.len(), move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut del = tx.prepare_cached(
-                        "DELETE FROM qis_pending WHERE consumer_id = ?1 AND seq BETWEEN ?2 AND ?3",
-                    )?;
-                    for &(first, last) in &runs {
-                        del.execute(params![id, first, last])?;
-                    }
+                for &(first, last) in &runs {
+                    pending::remove(&tx, id, first, last)?;
                 }
                 tx.commit()
             })
@@ -529,10 +505,9 @@ impl DurableConsumer for SqliteConsumer {
         self.transport
             .worker()
             .quick(1, move |conn| {
-                conn.prepare_cached(
-                    "UPDATE qis_pending SET due_at_ms = ?1 WHERE consumer_id = ?2 AND seq = ?3",
-                )
-                .and_then(|mut s| s.execute(params![due, id, seq]))
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                pending::set_due(&tx, id, seq, due)?;
+                tx.commit()
             })
             .await?
             .map_err(|e| {

@@ -223,6 +223,7 @@ mod deposit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod live;
+mod pending;
 mod retention;
 mod row;
 mod scan;

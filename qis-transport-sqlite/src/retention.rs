@@ -173,12 +173,18 @@ impl Owed {
                 Ok(Holder { name, cursor, scan })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let pending = tx
-            .prepare_cached(
-                "SELECT p.seq, c.name FROM qis_pending p JOIN qis_consumers c ON c.id = p.consumer_id WHERE p.seq < ?1",
-            )?
-            .query_map([cut], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+        // Each in-flight run's rows before the cut.
+        let mut pending = BTreeMap::new();
+        let mut runs = tx.prepare_cached(
+            "SELECT p.seq, p.last_seq, c.name FROM qis_pending p JOIN qis_consumers c ON c.id = p.consumer_id WHERE p.seq < ?1",
+        )?;
+        let mut rows = runs.query([cut])?;
+        while let Some(r) = rows.next()? {
+            let (first, last, name): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            for seq in first..=last.min(cut - 1) {
+                pending.insert(seq, name.clone());
+            }
+        }
         Ok(Owed { holders, pending })
     }
 
@@ -299,7 +305,11 @@ fn delete_before(tx: &Transaction<'_>, seq: i64, dropped: u64) -> rusqlite::Resu
     tx.prepare_cached("DELETE FROM qis_outcomes WHERE seq < ?1")?
         .execute([seq])?;
     // In-flight deliveries of pruned packets can never be delivered again.
-    tx.prepare_cached("DELETE FROM qis_pending WHERE seq < ?1")?
+    tx.prepare_cached("DELETE FROM qis_pending WHERE last_seq < ?1")?
+        .execute([seq])?;
+    // A run across the cut keeps its rows after it (runs of one consumer
+    // never overlap, so none starts at the cut already).
+    tx.prepare_cached("UPDATE qis_pending SET seq = ?1 WHERE seq < ?1 AND last_seq >= ?1")?
         .execute([seq])?;
     tx.prepare_cached("UPDATE qis_meta SET value = max(value - ?1, 0) WHERE key = 'stored_bytes'")?
         .execute([bytes])?;

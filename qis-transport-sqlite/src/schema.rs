@@ -1,15 +1,23 @@
 //! The file format: tables, columns, types and indexes, and how another
 //! program reads and writes it with plain SQLite.
 //!
-//! # Format version 1
+//! # Format version 2
 //!
 //! This is a stable, versioned format: a file in it has `PRAGMA user_version`
-//! = **1** ([`SCHEMA_VERSION`]). A change that a reader or writer of version 1
-//! would misread gets a new version; QIS refuses to open a file of another
-//! version ([`ErrorKind::Conflict`]) rather than guess. Additions that a
-//! version-1 program need not know about (an index, a table of its own) keep
-//! the version. A file with `user_version` 0 has no QIS tables yet; the first
-//! QIS handle to open it creates them.
+//! = **2** ([`SCHEMA_VERSION`]). A change that a reader or writer of an
+//! earlier version would misread gets a new version; QIS refuses to open a
+//! file of a version it does not know ([`ErrorKind::Conflict`]) rather than
+//! guess. Additions that an older program need not know about (an index, a
+//! table of its own) keep the version. A file with `user_version` 0 has no
+//! QIS tables yet; the first QIS handle to open it creates them.
+//!
+//! Version 2 differs from version 1 only in QIS's own bookkeeping:
+//! `qis_pending` holds runs of consecutive in-flight rows (`seq` to
+//! `last_seq`) instead of a row per delivery. `qis_outcomes`, and so what
+//! other programs read and write, is unchanged. A QIS handle opening a
+//! version-1 file upgrades it in place, in one transaction (each in-flight
+//! delivery becomes a run of one); a QIS build that knows only version 1
+//! then refuses the file.
 //!
 //! The file is in WAL mode (a persistent setting of the file), so every
 //! program using it must be on the same machine, with the file on a local
@@ -32,9 +40,12 @@
 //!     cursor INTEGER,          -- every seq <= cursor was examined (delivered or not matching)
 //!     ack_wait_ms INTEGER, created_at_us INTEGER, UNIQUE (prefix, name));
 //!
-//! -- deliveries not yet acked: due_at_ms is when they may be delivered again
-//! CREATE TABLE qis_pending (consumer_id INTEGER, seq INTEGER, due_at_ms INTEGER,
-//!     deliveries INTEGER, PRIMARY KEY (consumer_id, seq)) WITHOUT ROWID;
+//! -- deliveries not yet acked, as runs: every row from seq to last_seq was
+//! -- delivered to the consumer deliveries times and may be delivered again
+//! -- at due_at_ms; a consumer's runs never overlap
+//! CREATE TABLE qis_pending (consumer_id INTEGER, seq INTEGER, last_seq INTEGER,
+//!     due_at_ms INTEGER, deliveries INTEGER,
+//!     PRIMARY KEY (consumer_id, seq)) WITHOUT ROWID;
 //!
 //! -- stored_bytes: the sum of length(body), kept in step by every insert and prune;
 //! -- dropped: packets pruned while a consumer still owed them (when_full=drop_oldest),
@@ -62,7 +73,7 @@
 //!
 //! ```sql
 //! BEGIN IMMEDIATE;
-//! -- only if PRAGMA user_version is 1: another version is another format
+//! -- only if PRAGMA user_version is 2 (or 1: its qis_outcomes is the same)
 //! INSERT INTO qis_outcomes (subject, packet_id, body, deposited_at_us)
 //!     VALUES (:subject, :packet_id, :body,
 //!             max(:now_us, coalesce((SELECT max(deposited_at_us) FROM qis_outcomes), 0)))
@@ -118,7 +129,7 @@ use crate::config::SqliteConfig;
 use crate::NAME;
 
 /// The format version: `PRAGMA user_version` of a file laid out as above.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS qis_outcomes (
@@ -143,6 +154,7 @@ CREATE TABLE IF NOT EXISTS qis_consumers (
 CREATE TABLE IF NOT EXISTS qis_pending (
     consumer_id INTEGER NOT NULL,
     seq         INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
     due_at_ms   INTEGER NOT NULL,
     deliveries  INTEGER NOT NULL,
     PRIMARY KEY (consumer_id, seq)
@@ -209,7 +221,9 @@ pub(crate) fn open(config: &SqliteConfig) -> qis_core::Result<Connection> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| sql_error(&ctx("reading the schema version"), e))?;
-    if version != SCHEMA_VERSION {
+    if version == 1 {
+        upgrade_from_1(&mut conn).map_err(|e| sql_error(&ctx("upgrading from format 1"), e))?;
+    } else if version != SCHEMA_VERSION {
         if version != 0 {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -223,6 +237,32 @@ pub(crate) fn open(config: &SqliteConfig) -> qis_core::Result<Connection> {
         create(&mut conn).map_err(|e| sql_error(&ctx("creating the tables"), e))?;
     }
     Ok(conn)
+}
+
+/// Format 1 → 2: each in-flight delivery becomes a run of one. Checked
+/// again under the write lock, so processes opening the file at once upgrade
+/// it once.
+fn upgrade_from_1(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 1 {
+        tx.execute_batch(
+            "CREATE TABLE qis_pending_2 (
+                 consumer_id INTEGER NOT NULL,
+                 seq         INTEGER NOT NULL,
+                 last_seq    INTEGER NOT NULL,
+                 due_at_ms   INTEGER NOT NULL,
+                 deliveries  INTEGER NOT NULL,
+                 PRIMARY KEY (consumer_id, seq)
+             ) WITHOUT ROWID;
+             INSERT INTO qis_pending_2 (consumer_id, seq, last_seq, due_at_ms, deliveries)
+                 SELECT consumer_id, seq, seq, due_at_ms, deliveries FROM qis_pending;
+             DROP TABLE qis_pending;
+             ALTER TABLE qis_pending_2 RENAME TO qis_pending;",
+        )?;
+        tx.pragma_update(None, "user_version", 2)?;
+    }
+    tx.commit()
 }
 
 /// Turn on the query planner stability guarantee: a prepared statement keeps

@@ -207,7 +207,7 @@ import hashlib, json, sqlite3, sys, time
 path, packet = sys.argv[1], json.loads(sys.argv[2])
 body = json.dumps(packet, separators=(",", ":")).encode()
 conn = sqlite3.connect(path, timeout=10, isolation_level=None)
-assert conn.execute("PRAGMA user_version").fetchone()[0] == 1, "not QIS format 1"
+assert conn.execute("PRAGMA user_version").fetchone()[0] == 2, "not QIS format 2"
 conn.execute("BEGIN IMMEDIATE")
 conn.execute(
     "INSERT INTO qis_outcomes (subject, packet_id, body, deposited_at_us) "
