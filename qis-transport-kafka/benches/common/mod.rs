@@ -84,7 +84,8 @@ pub fn raw_member(config: &KafkaConfig, topic: &str, group: &str) -> (BaseConsum
 
 /// Raw: consume until `total` records (`first` of them read already), with
 /// a synchronous commit every [`CHUNK`]; with `decode`, each packet is also
-/// decoded (JSON, validation, SHA-256 id), the work any QIS reader does.
+/// decoded and checked (`OutcomePacket::decode`), the work any QIS reader
+/// does.
 pub fn raw_read(c: &BaseConsumer, first: usize, total: usize, decode: bool) {
     let mut n = first;
     let mut since_commit = n;
@@ -98,7 +99,7 @@ pub fn raw_read(c: &BaseConsumer, first: usize, total: usize, decode: bool) {
             Some(Ok(m)) => {
                 if decode {
                     let body = rdkafka::Message::payload(&m).unwrap_or_default();
-                    std::hint::black_box(qis_core::Received::decode("", body).expect("a packet"));
+                    std::hint::black_box(OutcomePacket::decode(body).expect("a packet"));
                 }
                 n += 1;
                 since_commit += 1;
