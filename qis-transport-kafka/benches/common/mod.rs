@@ -55,6 +55,13 @@ pub fn raw_member(config: &KafkaConfig, topic: &str, group: &str) -> (BaseConsum
             "fetch.wait.max.ms",
             config.fetch_wait_max.as_millis().to_string(),
         )
+        // librdkafka stops fetching a partition while its local queue is
+        // over `queued.min.messages` and looks again only after this
+        // (default 1 s): a reader slower than the fetcher (the decoding
+        // one, reading a full topic) then got nothing for 0.8-0.9 s in every
+        // round. The transport's consumer drains that queue into its own
+        // buffer, so it never waits on it.
+        .set("fetch.queue.backoff.ms", "10")
         .set(
             "session.timeout.ms",
             config.session_timeout.as_millis().to_string(),
