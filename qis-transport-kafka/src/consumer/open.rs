@@ -153,7 +153,13 @@ pub(super) fn member_config(config: &KafkaConfig, group: &str) -> ClientConfig {
         // or the topic gained partitions: start with what is retained.
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", ms(config.fetch_wait_max).to_string());
+        .set("fetch.wait.max.ms", ms(config.fetch_wait_max).to_string())
+        // When the poller falls behind and librdkafka's local queue passes
+        // `queued.min.messages`, librdkafka looks at the partition again only
+        // after this (1 s by default): a raw reader decoding a full topic
+        // got nothing for 0.8-0.9 s each time (the kafka bench). The
+        // handle's own buffer bounds what is read ahead.
+        .set("fetch.queue.backoff.ms", ms(config.fetch_wait_max).to_string());
     let consumer_protocol = config
         .librdkafka
         .iter()
