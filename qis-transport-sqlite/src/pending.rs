@@ -199,6 +199,18 @@ pub(crate) fn redelivered(
     Ok(())
 }
 
+/// Forget every consumer's deliveries of rows before `seq` (retention
+/// removed those rows): runs wholly before it go, a run across it keeps
+/// the rows from `seq` on (runs of one consumer never overlap, so none
+/// starts at `seq` already).
+pub(crate) fn cut_before(tx: &Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM qis_pending WHERE last_seq < ?1")?
+        .execute([seq])?;
+    tx.prepare_cached("UPDATE qis_pending SET seq = ?1 WHERE seq < ?1 AND last_seq >= ?1")?
+        .execute([seq])?;
+    Ok(())
+}
+
 /// How many deliveries consumer `id` has in flight.
 pub(crate) fn count(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<u64> {
     tx.prepare_cached(
@@ -243,5 +255,161 @@ mod tests {
         // Outside it entirely: the run stays whole.
         assert_eq!(cut(21, 30), [run(10, 20)]);
         assert_eq!(cut(0, 9), [run(10, 20)]);
+    }
+}
+
+/// The run bookkeeping against a model of one entry per delivery in flight:
+/// random fetches (with rows the pattern skips), acks, naks, redeliveries
+/// and retention cuts, and after each the file's runs must be exactly the
+/// model's deliveries, disjoint and in order.
+#[cfg(test)]
+mod model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use rusqlite::{Connection, TransactionBehavior};
+
+    use super::*;
+
+    const ID: i64 = 7;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// New rows after the last; `true` ones are delivered.
+        Fresh { rows: Vec<bool>, due: i64 },
+        /// Ack these (picked among the rows so far, in flight or not).
+        Ack { picks: Vec<Index> },
+        /// Nak one (in flight or not) with a new deadline.
+        Nak { pick: Index, due: i64 },
+        /// A fetch's redeliveries at `now`, at most `max`.
+        Redeliver { now: i64, max: usize, due: i64 },
+        /// Retention removes every row before the picked one.
+        Prune { pick: Index },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (prop::collection::vec(any::<bool>(), 1..12), 0..50i64)
+                .prop_map(|(rows, due)| Op::Fresh { rows, due }),
+            prop::collection::vec(any::<Index>(), 1..8).prop_map(|picks| Op::Ack { picks }),
+            (any::<Index>(), 0..50i64).prop_map(|(pick, due)| Op::Nak { pick, due }),
+            (0..60i64, 1..10usize, 0..50i64).prop_map(|(now, max, due)| Op::Redeliver {
+                now,
+                max,
+                due
+            }),
+            any::<Index>().prop_map(|pick| Op::Prune { pick }),
+        ]
+    }
+
+    /// seq → (deadline, deliveries), from the file's runs; checks that
+    /// they are well formed and disjoint.
+    fn in_file(conn: &Connection) -> BTreeMap<i64, (i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT seq, last_seq, due_at_ms, deliveries FROM qis_pending WHERE consumer_id = ?1 ORDER BY seq")
+            .unwrap();
+        let runs: Vec<(i64, i64, i64, i64)> = stmt
+            .query_map([ID], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut out = BTreeMap::new();
+        let mut after = i64::MIN;
+        for (first, last, due, n) in runs {
+            assert!(first <= last, "run {first}..{last} is backwards");
+            assert!(first > after, "run {first}..{last} overlaps the one before");
+            after = last;
+            for s in first..=last {
+                out.insert(s, (due, n));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn runs_hold_exactly_the_deliveries_in_flight(ops in prop::collection::vec(op(), 1..40)) {
+            let mut conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(
+                "CREATE TABLE qis_pending (consumer_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 last_seq INTEGER NOT NULL, due_at_ms INTEGER NOT NULL, deliveries INTEGER NOT NULL,
+                 PRIMARY KEY (consumer_id, seq)) WITHOUT ROWID;",
+            )
+            .unwrap();
+            let mut model: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+            let mut next = 1i64;
+            for op in ops {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+                match op {
+                    Op::Fresh { rows, due } => {
+                        let mut delivered = Vec::new();
+                        for d in rows {
+                            if d {
+                                delivered.push(next);
+                                model.insert(next, (due, 1));
+                            }
+                            next += 1;
+                        }
+                        for (first, last) in consecutive(delivered) {
+                            insert(&tx, ID, Run { first, last, due_at_ms: due, deliveries: 1 }).unwrap();
+                        }
+                    }
+                    Op::Ack { picks } => {
+                        let mut seqs: Vec<i64> = picks.iter().map(|i| 1 + i.index(next as usize) as i64).collect();
+                        seqs.sort_unstable();
+                        seqs.dedup();
+                        for s in &seqs {
+                            model.remove(s);
+                        }
+                        for (first, last) in consecutive(seqs) {
+                            remove(&tx, ID, first, last).unwrap();
+                        }
+                    }
+                    Op::Nak { pick, due } => {
+                        let seq = 1 + pick.index(next as usize) as i64;
+                        let had = model.get_mut(&seq).map(|e| e.0 = due).is_some();
+                        prop_assert_eq!(set_due(&tx, ID, seq, due).unwrap(), had);
+                    }
+                    Op::Redeliver { now, max, due: new_due } => {
+                        // As a fetch does: due runs in order, each from its
+                        // first seq as far as the room left (every row is
+                        // there, so each seq taken is delivered).
+                        let mut taken: Vec<i64> = Vec::new();
+                        for run in super::due(&tx, ID, now, max).unwrap() {
+                            let room = max - taken.len();
+                            if room == 0 {
+                                break;
+                            }
+                            let upto = run.last.min(run.first + room as i64 - 1);
+                            let delivered: Vec<i64> = (run.first..=upto).collect();
+                            taken.extend(&delivered);
+                            redelivered(&tx, ID, run, upto, &delivered, now + new_due).unwrap();
+                        }
+                        // The model: the due deliveries, oldest first, up to max.
+                        let want: Vec<i64> = model
+                            .iter()
+                            .filter(|(_, (d, _))| *d <= now)
+                            .map(|(s, _)| *s)
+                            .take(max)
+                            .collect();
+                        prop_assert_eq!(&taken, &want);
+                        for s in want {
+                            let e = model.get_mut(&s).unwrap();
+                            *e = (now + new_due, e.1 + 1);
+                        }
+                    }
+                    Op::Prune { pick } => {
+                        let cut = 1 + pick.index(next as usize) as i64;
+                        model.retain(|s, _| *s >= cut);
+                        cut_before(&tx, cut).unwrap();
+                    }
+                }
+                prop_assert_eq!(count(&tx, ID).unwrap(), model.len() as u64);
+                tx.commit().unwrap();
+                prop_assert_eq!(&in_file(&conn), &model);
+            }
+        }
     }
 }

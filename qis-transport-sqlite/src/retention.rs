@@ -305,12 +305,7 @@ fn delete_before(tx: &Transaction<'_>, seq: i64, dropped: u64) -> rusqlite::Resu
     tx.prepare_cached("DELETE FROM qis_outcomes WHERE seq < ?1")?
         .execute([seq])?;
     // In-flight deliveries of pruned packets can never be delivered again.
-    tx.prepare_cached("DELETE FROM qis_pending WHERE last_seq < ?1")?
-        .execute([seq])?;
-    // A run across the cut keeps its rows after it (runs of one consumer
-    // never overlap, so none starts at the cut already).
-    tx.prepare_cached("UPDATE qis_pending SET seq = ?1 WHERE seq < ?1 AND last_seq >= ?1")?
-        .execute([seq])?;
+    crate::pending::cut_before(tx, seq)?;
     tx.prepare_cached("UPDATE qis_meta SET value = max(value - ?1, 0) WHERE key = 'stored_bytes'")?
         .execute([bytes])?;
     Ok(Pruned {

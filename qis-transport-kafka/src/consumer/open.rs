@@ -159,7 +159,10 @@ pub(super) fn member_config(config: &KafkaConfig, group: &str) -> ClientConfig {
         // after this (1 s by default): a raw reader decoding a full topic
         // got nothing for 0.8-0.9 s each time (the kafka bench). The
         // handle's own buffer bounds what is read ahead.
-        .set("fetch.queue.backoff.ms", ms(config.fetch_wait_max).to_string());
+        .set(
+            "fetch.queue.backoff.ms",
+            ms(config.fetch_wait_max).to_string(),
+        );
     let consumer_protocol = config
         .librdkafka
         .iter()
