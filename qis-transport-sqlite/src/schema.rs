@@ -131,7 +131,28 @@ use crate::NAME;
 /// The format version: `PRAGMA user_version` of a file laid out as above.
 pub const SCHEMA_VERSION: i64 = 2;
 
-const DDL: &str = "
+/// `CREATE TABLE IF NOT EXISTS` the in-flight runs' table under `$name`
+/// (also the table a format-1 file's rows are copied into).
+macro_rules! pending_table {
+    ($name:literal) => {
+        concat!(
+            "CREATE TABLE IF NOT EXISTS ",
+            $name,
+            " (
+    consumer_id INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    due_at_ms   INTEGER NOT NULL,
+    deliveries  INTEGER NOT NULL,
+    PRIMARY KEY (consumer_id, seq)
+) WITHOUT ROWID;
+"
+        )
+    };
+}
+
+const DDL: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS qis_outcomes (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     subject         TEXT    NOT NULL,
@@ -151,21 +172,16 @@ CREATE TABLE IF NOT EXISTS qis_consumers (
     created_at_us INTEGER NOT NULL,
     UNIQUE (prefix, name)
 );
-CREATE TABLE IF NOT EXISTS qis_pending (
-    consumer_id INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
-    last_seq    INTEGER NOT NULL,
-    due_at_ms   INTEGER NOT NULL,
-    deliveries  INTEGER NOT NULL,
-    PRIMARY KEY (consumer_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS qis_meta (
+",
+    pending_table!("qis_pending"),
+    "CREATE TABLE IF NOT EXISTS qis_meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO qis_meta (key, value)
     SELECT 'stored_bytes', coalesce(sum(length(body)), 0) FROM qis_outcomes;
-";
+"
+);
 
 /// Open a connection on the file, in WAL mode, with the schema in place.
 pub(crate) fn open(config: &SqliteConfig) -> qis_core::Result<Connection> {
@@ -246,20 +262,13 @@ fn upgrade_from_1(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version == 1 {
-        tx.execute_batch(
-            "CREATE TABLE qis_pending_2 (
-                 consumer_id INTEGER NOT NULL,
-                 seq         INTEGER NOT NULL,
-                 last_seq    INTEGER NOT NULL,
-                 due_at_ms   INTEGER NOT NULL,
-                 deliveries  INTEGER NOT NULL,
-                 PRIMARY KEY (consumer_id, seq)
-             ) WITHOUT ROWID;
-             INSERT INTO qis_pending_2 (consumer_id, seq, last_seq, due_at_ms, deliveries)
+        tx.execute_batch(concat!(
+            pending_table!("qis_pending_2"),
+            "INSERT INTO qis_pending_2 (consumer_id, seq, last_seq, due_at_ms, deliveries)
                  SELECT consumer_id, seq, seq, due_at_ms, deliveries FROM qis_pending;
              DROP TABLE qis_pending;
-             ALTER TABLE qis_pending_2 RENAME TO qis_pending;",
-        )?;
+             ALTER TABLE qis_pending_2 RENAME TO qis_pending;"
+        ))?;
         tx.pragma_update(None, "user_version", 2)?;
     }
     tx.commit()
