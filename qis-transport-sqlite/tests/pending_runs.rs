@@ -74,9 +74,17 @@ async fn next(c: &dyn DurableConsumer, max: usize) -> Vec<Delivery> {
     got
 }
 
-#[tokio::test]
-async fn partial_acks_and_naks_cut_a_run_exactly() {
-    let dir = TempDir::new("runs-cut");
+/// A file with ten packets, all fetched by one consumer and none acked.
+struct TenInFlight {
+    _dir: TempDir,
+    path: PathBuf,
+    t: Checked<SqliteTransport>,
+    c: std::sync::Arc<dyn DurableConsumer>,
+    batch: Vec<Delivery>,
+}
+
+async fn ten_in_flight(name: &str) -> TenInFlight {
+    let dir = TempDir::new(name);
     let path = db(&dir);
     let t = open(&path).await;
     deposit(&t, 0, 10).await;
@@ -84,6 +92,24 @@ async fn partial_acks_and_naks_cut_a_run_exactly() {
     let batch = next(c.as_ref(), 10).await;
     assert_eq!(seqs(&batch), (1..=10).collect::<Vec<_>>());
     assert_eq!(runs(&path), [(1, 10, 1)], "one batch, one run");
+    TenInFlight {
+        _dir: dir,
+        path,
+        t,
+        c,
+        batch,
+    }
+}
+
+#[tokio::test]
+async fn partial_acks_and_naks_cut_a_run_exactly() {
+    let TenInFlight {
+        _dir,
+        path,
+        c,
+        batch,
+        ..
+    } = ten_in_flight("runs-cut").await;
 
     // Acks of rows 3-5 and 8 leave three runs.
     let acked: Vec<Delivery> = batch
@@ -123,13 +149,7 @@ async fn partial_acks_and_naks_cut_a_run_exactly() {
 
 #[tokio::test]
 async fn a_redelivery_takes_what_max_allows_and_the_rest_stays_due() {
-    let dir = TempDir::new("runs-max");
-    let path = db(&dir);
-    let t = open(&path).await;
-    deposit(&t, 0, 10).await;
-    let c = consumer(&t).await;
-    let batch = next(c.as_ref(), 10).await;
-    assert_eq!(batch.len(), 10);
+    let TenInFlight { _dir, path, c, .. } = ten_in_flight("runs-max").await;
     // Unacked: due again after the ack wait, four at a time.
     let first = next(c.as_ref(), 4).await;
     assert_eq!(seqs(&first), [1, 2, 3, 4]);
@@ -145,14 +165,14 @@ async fn a_redelivery_takes_what_max_allows_and_the_rest_stays_due() {
 
 #[tokio::test]
 async fn retention_cuts_a_run_and_counts_what_it_owed() {
-    let dir = TempDir::new("runs-prune");
-    let path = db(&dir);
-    let t = open(&path).await;
-    deposit(&t, 0, 10).await;
+    let TenInFlight {
+        _dir,
+        path,
+        t,
+        c,
+        batch,
+    } = ten_in_flight("runs-prune").await;
     let (_, bytes) = t.stored().await.unwrap();
-    let c = consumer(&t).await;
-    let batch = next(c.as_ref(), 10).await;
-    assert_eq!(runs(&path), [(1, 10, 1)]);
 
     // A handle that keeps less than the ten drops the oldest on its next
     // deposit: the front of the run.
