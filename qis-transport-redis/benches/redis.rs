@@ -4,6 +4,10 @@
 //! - batch deposit: `deposit_encoded_batch` (a Lua script per chunk: dedup
 //!   marker, `XADD MAXLEN ~`, `XTRIM MINID ~`, index, `PUBLISH`) against
 //!   pipelined `XADD MAXLEN ~` of the same bodies, many pipelines in flight;
+//!   beside both, the floor of any scripted deposit: a Lua script that does
+//!   nothing but those `XADD`s, in the transport's chunks (printed, not
+//!   recorded: it shows what entering a script costs before the script does
+//!   anything of its own);
 //! - fetch + ack: a durable consumer's `fetch` + `ack` against `XREADGROUP` +
 //!   `XACK` on the same streams; "raw + decode" also parses each body into
 //!   an `OutcomePacket`, as any reader must (the transport does).
@@ -31,6 +35,8 @@ use common::{packets, qis_read_ack, raw_groups, raw_read_ack, raw_streams, BoxEr
 
 const N: usize = 20_000;
 const ROUNDS: usize = 7;
+/// The transport's deposit chunk (`deposit.rs`), for the Lua floor.
+const LUA_CHUNK: usize = 128;
 
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
@@ -104,7 +110,7 @@ async fn bench(url: &str) -> Result<(), BoxError> {
         )
         .await?;
     let tag: u32 = std::process::id();
-    let (mut dep_t, mut dep_r) = (Vec::new(), Vec::new());
+    let (mut dep_t, mut dep_r, mut dep_l) = (Vec::new(), Vec::new(), Vec::new());
     let (mut fa_t, mut fa_r, mut fa_rd) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // Transport and raw take turns on fresh namespaces with the same bodies.
@@ -112,19 +118,23 @@ async fn bench(url: &str) -> Result<(), BoxError> {
         let t = RedisTransport::connect(config.clone().prefix(prefix.clone())).await?;
         let ps = packets(&prefix, round, N);
         let raw_ns = format!("rawbench{tag}r{round}");
+        let lua_ns = format!("luabench{tag}r{round}");
+        let max_len = config.stream_max_len();
 
         // Alternate who goes first, so neither always meets a warmer server.
         // Raw and raw + decode read the same streams as two groups.
-        let (d_raw, d_t, f_raw, f_rawd, f_t);
+        let (d_raw, d_t, d_lua, f_raw, f_rawd, f_t);
         if round % 2 == 0 {
-            d_raw = raw_deposit(&raw, &raw_ns, &ps, config.stream_max_len()).await?;
+            d_raw = raw_deposit(&raw, &raw_ns, &ps, max_len).await?;
             d_t = transport_deposit(&t, &ps).await?;
+            d_lua = common::lua_floor_deposit(&raw, &lua_ns, &ps, max_len, LUA_CHUNK).await?;
             f_raw = raw_fetch_ack(&raw, &raw_ns, &prefix, "g", false).await?;
             f_rawd = raw_fetch_ack(&raw, &raw_ns, &prefix, "gd", true).await?;
             f_t = transport_fetch_ack(&t, &prefix).await?;
         } else {
+            d_lua = common::lua_floor_deposit(&raw, &lua_ns, &ps, max_len, LUA_CHUNK).await?;
             d_t = transport_deposit(&t, &ps).await?;
-            d_raw = raw_deposit(&raw, &raw_ns, &ps, config.stream_max_len()).await?;
+            d_raw = raw_deposit(&raw, &raw_ns, &ps, max_len).await?;
             f_t = transport_fetch_ack(&t, &prefix).await?;
             f_rawd = raw_fetch_ack(&raw, &raw_ns, &prefix, "gd", true).await?;
             f_raw = raw_fetch_ack(&raw, &raw_ns, &prefix, "g", false).await?;
@@ -133,25 +143,29 @@ async fn bench(url: &str) -> Result<(), BoxError> {
 
         dep_r.push(rate(N, d_raw));
         dep_t.push(rate(N, d_t));
+        dep_l.push(rate(N, d_lua));
         fa_r.push(rate(N, f_raw));
         fa_rd.push(rate(N, f_rawd));
         fa_t.push(rate(N, f_t));
         println!(
-            "round {round}: deposit transport {:>9.0}/s raw {:>9.0}/s | fetch+ack transport {:>9.0}/s raw {:>9.0}/s raw+decode {:>9.0}/s",
+            "round {round}: deposit transport {:>9.0}/s raw {:>9.0}/s Lua floor {:>9.0}/s | fetch+ack transport {:>9.0}/s raw {:>9.0}/s raw+decode {:>9.0}/s",
             rate(N, d_t),
             rate(N, d_raw),
+            rate(N, d_lua),
             rate(N, f_t),
             rate(N, f_raw),
             rate(N, f_rawd)
         );
         common::cleanup(&raw, &format!("{prefix}:*")).await?;
         common::cleanup(&raw, &format!("{raw_ns}:*")).await?;
+        common::cleanup(&raw, &format!("{lua_ns}:*")).await?;
     }
     let ratio = |t: &[f64], r: &[f64]| median(t.iter().zip(r).map(|(t, r)| t / r).collect());
     let dep_ratio = ratio(&dep_t, &dep_r);
+    let lua_ratio = ratio(&dep_l, &dep_r);
     let fa_ratio = ratio(&fa_t, &fa_r);
     let fad_ratio = ratio(&fa_t, &fa_rd);
-    let (dt, dr) = (median(dep_t), median(dep_r));
+    let (dt, dr, dl) = (median(dep_t), median(dep_r), median(dep_l));
     let (ft, fr, frd) = (median(fa_t), median(fa_r), median(fa_rd));
     bench::record_ratio(
         "redis",
@@ -182,6 +196,7 @@ async fn bench(url: &str) -> Result<(), BoxError> {
     );
     println!("redis bench ({N} packets × {ROUNDS} rounds, medians; ratio = median of per-round transport / raw):");
     println!("  batch deposit: transport {dt:>9.0} packets/s, raw XADD pipeline {dr:>9.0}/s, ratio {dep_ratio:.2}");
+    println!("                 a script of bare XADDs (the floor of any scripted deposit) {dl:>9.0}/s, ratio to raw {lua_ratio:.2}");
     println!("  fetch + ack:   transport {ft:>9.0} packets/s, raw XREADGROUP+XACK {fr:>9.0}/s, ratio {fa_ratio:.2}; raw + decode {frd:>9.0}/s, ratio {fad_ratio:.2}");
     Ok(())
 }

@@ -70,6 +70,41 @@ pub async fn raw_deposit(
     Ok(())
 }
 
+/// The floor of any deposit made by a Lua script: a script that does
+/// nothing but the same `XADD`s, one call per chunk of `chunk` packets (the
+/// transport's chunk size), all in flight. Whatever a scripted deposit adds
+/// (de-duplication, trimming, the subject index) comes on top of this.
+/// Returns the time the deposit took (the script is loaded first, untimed).
+pub async fn lua_floor_deposit(
+    conn: &MultiplexedConnection,
+    ns: &str,
+    packets: &[EncodedPacket],
+    max_len: u64,
+    chunk: usize,
+) -> Result<Duration, BoxError> {
+    let script = redis::Script::new(
+        "for i = 1, #KEYS do redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', \
+         'id', ARGV[2 * i], 'body', ARGV[2 * i + 1]) end return #KEYS",
+    );
+    script.load_async(&mut conn.clone()).await?;
+    let start = std::time::Instant::now();
+    let futs = packets.chunks(chunk).map(|chunk| {
+        let mut conn = conn.clone();
+        let mut inv = script.prepare_invoke();
+        inv.arg(max_len);
+        for p in chunk {
+            inv.key(format!("{ns}:{}", p.subject()))
+                .arg(p.id().to_hex())
+                .arg(p.body().as_ref());
+        }
+        async move { inv.invoke_async::<usize>(&mut conn).await }
+    });
+    let n: usize = try_join_all(futs).await?.into_iter().sum();
+    let took = start.elapsed();
+    assert_eq!(n, packets.len());
+    Ok(took)
+}
+
 /// The raw streams [`raw_deposit`] wrote the packets of `prefix` to.
 pub fn raw_streams(ns: &str, prefix: &Subject) -> Vec<String> {
     (0..SUBJECTS)
