@@ -19,9 +19,9 @@
 -- {subject}"), read with one HMGET per bucket (this one and the one before)
 -- and written with one HSET per chunk; each bucket expires once the next
 -- one is over. A re-deposit, on any subject, is thus recognised for at
--- least one window and at most two. Per packet the script costs one XADD
--- and a hash field, which keeps a batch deposit close to plain pipelined
--- XADDs. Trimming and indexing happen once per stream per chunk; nothing
+-- least one window and at most two. Per packet the script costs one XADD,
+-- one hash field looked up and one written; the two markers cost Redis
+-- about as much as the XADD (the README's Redis deposit profile). Trimming and indexing happen once per stream per chunk; nothing
 -- is published when no live subscriber (a pattern subscription) exists.
 local window = tonumber(ARGV[1])
 local max_age = tonumber(ARGV[3])
