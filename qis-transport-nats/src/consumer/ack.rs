@@ -40,21 +40,8 @@ impl AckInfo {
     /// not a number.
     pub(super) fn parse(reply: &str) -> Option<Self> {
         let rest = reply.strip_prefix("$JS.ACK.")?;
-        // Where the first 9 dots are (a byte scan: these tokens are short,
-        // too short for `split`'s search to pay off), and whether there are
-        // more.
-        let mut dots = [0; 9];
-        let mut found = 0;
-        for (i, &c) in rest.as_bytes().iter().enumerate() {
-            if c == b'.' {
-                if found == dots.len() {
-                    found += 1;
-                    break;
-                }
-                dots[found] = i;
-                found += 1;
-            }
-        }
+        // Where the first 9 dots are, and whether there are more.
+        let (dots, found) = dots::<9>(rest.as_bytes());
         let n = found + 1;
         // Token `i` (below 9) of the `n`.
         let token = |i: usize| {
@@ -79,6 +66,44 @@ impl AckInfo {
         };
         Some(info)
     }
+}
+
+/// Where the first `N` dots of `s` are, and how many there are (`N + 1`
+/// when there are more than `N`). Eight bytes at a time: a subject is
+/// read once per delivery and is mostly names and numbers between few
+/// dots, so a word with no dot costs a handful of operations.
+fn dots<const N: usize>(s: &[u8]) -> ([usize; N], usize) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut at = [0; N];
+    let mut found = 0;
+    let mut words = s.chunks_exact(8);
+    let mut base = 0;
+    for w in words.by_ref() {
+        let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'.'));
+        // The top bit of each byte that is zero in `v` (a dot in `w`),
+        // exactly: no byte's sum carries into the next.
+        let mut zero = !(((v & LOW7) + LOW7) | v | LOW7);
+        while zero != 0 {
+            if found == N {
+                return (at, N + 1);
+            }
+            at[found] = base + zero.trailing_zeros() as usize / 8;
+            found += 1;
+            zero &= zero - 1;
+        }
+        base += 8;
+    }
+    for (i, &c) in words.remainder().iter().enumerate() {
+        if c == b'.' {
+            if found == N {
+                return (at, N + 1);
+            }
+            at[found] = base + i;
+            found += 1;
+        }
+    }
+    (at, found)
 }
 
 /// The reply subject a delivery's token holds.
@@ -231,6 +256,22 @@ mod tests {
         ] {
             let ours = AckInfo::parse(reply).map(|i| (i.stream_sequence, i.delivered));
             assert_eq!(ours, client_reads(reply).await, "{reply}");
+        }
+        // Names of every length, so that the dots fall at every place in
+        // the words `dots` reads, and names with bytes over 0x7f.
+        for len in 1..=17 {
+            for consumer in ["c", "qis-cons", "ü.x"] {
+                let stream = "S".repeat(len);
+                for reply in [
+                    format!("$JS.ACK.{stream}.{consumer}.3.{len}.7.1764000000000000000.0"),
+                    format!(
+                        "$JS.ACK.hub.ACC.{stream}.{consumer}.2.{len}.5.1764000000000000000.1.r"
+                    ),
+                ] {
+                    let ours = AckInfo::parse(&reply).map(|i| (i.stream_sequence, i.delivered));
+                    assert_eq!(ours, client_reads(&reply).await, "{reply}");
+                }
+            }
         }
         // Where the client refuses the time or the pending count, the
         // delivery still is one.

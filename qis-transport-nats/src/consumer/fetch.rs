@@ -292,11 +292,7 @@ impl NatsConsumer {
             return Accepted::Answer(reply, ACK);
         }
         // The deposit set Nats-Msg-Id to the packet id: no need to re-hash.
-        let carried = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.as_str());
+        let carried = message.headers.as_ref().and_then(message_id);
         match Received::decode_with_id(subject, &message.payload, carried) {
             Ok(received) => Accepted::Deliver(Delivery {
                 received,
@@ -311,6 +307,24 @@ impl NatsConsumer {
             }
         }
     }
+}
+
+/// The `Nats-Msg-Id` header's (first) value. A deposit's message carries
+/// that header alone, and the header map hashes a name with SipHash on
+/// every look-up (0.24k instructions, 1 % of a delivery's fetch and ack):
+/// a short map is walked instead, comparing names as `get` does after
+/// hashing.
+fn message_id(headers: &async_nats::HeaderMap) -> Option<&str> {
+    const WALK: usize = 4;
+    let id = async_nats::header::NATS_MESSAGE_ID;
+    let value = if headers.len() <= WALK {
+        headers
+            .iter()
+            .find_map(|(name, values)| (*name == id).then(|| values.first())?)
+    } else {
+        headers.get(id)
+    };
+    value.map(|v| v.as_str())
 }
 
 /// What a "409" that ends a pull request means: an error no new request
@@ -357,6 +371,30 @@ fn pull_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_id_is_found_among_any_number_of_headers() {
+        let id = "ab".repeat(32);
+        for others in [0, 1, 3, 4, 9] {
+            let mut h = async_nats::HeaderMap::new();
+            for i in 0..others {
+                h.insert(format!("X-Other-{i}").as_str(), "v");
+            }
+            assert_eq!(message_id(&h), None, "{others} other headers, no id");
+            h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            // A second value is not the id.
+            h.append(async_nats::header::NATS_MESSAGE_ID, "later");
+            assert_eq!(message_id(&h), Some(id.as_str()), "{others} other headers");
+            // A name that differs only in case is another header.
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("nats-msg-id", id.as_str());
+            assert_eq!(
+                message_id(&h),
+                async_nats::HeaderMap::get(&h, async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.as_str())
+            );
+        }
+    }
 
     #[test]
     fn heartbeats_are_at_most_half_the_expiry() {
